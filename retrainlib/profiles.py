@@ -1,0 +1,275 @@
+"""Profiles: every threshold of a retraining playbook in one validated, frozen object.
+
+A profile is one YAML file in ``params/``. :func:`load_profile` reads it into a :class:`Profile`;
+unknown keys, wrong types and out-of-range values fail with one :class:`ProfileError` that names
+the file, the key, the value and what is allowed. Secrets never live here: a webhook token is read
+from the environment variable the profile names.
+
+The flat top-level thresholds keep the names of the practitioner's guide (``performance_threshold``,
+``drift_threshold``, ...); the sections group the rest (data source, training, validation, ...).
+
+>>> from retrainlib.profiles import Profile
+>>> p = Profile.model_validate({"name": "x", "model_name": "m",
+...     "data": {"batches": "data/b", "label": "y", "time_column": "t"}})
+>>> p.drift_threshold, p.training.strategy
+(0.1, 'full')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ProfileError
+
+__all__ = [
+    "Profile",
+    "DataSource",
+    "TrainingSettings",
+    "ValidationSettings",
+    "TriggerSettings",
+    "DriftSettings",
+    "ScheduleSettings",
+    "NotifySettings",
+    "load_profile",
+    "profile_sha256",
+    "STRATEGIES",
+    "TRIGGERS",
+    "POLICY_PRESETS",
+]
+
+Fraction = Field(ge=0.0, le=1.0)
+
+#: training strategies a profile can name
+STRATEGIES = ("full", "incremental", "sliding_window")
+#: triggers a policy can combine
+TRIGGERS = ("schedule", "drift", "performance", "degradation")
+#: named policies per system type: which triggers, combined how
+POLICY_PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "periodic": ("any", ("schedule",)),
+    "drift-triggered": ("any", ("drift",)),
+    "adaptive": ("any", ("performance", "degradation")),
+    "hybrid": ("any", ("schedule", "drift", "performance", "degradation")),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSource(_Section):
+    """Where the labelled batches come from: a folder of Parquet or CSV files, one per period."""
+
+    batches: str = Field(description="folder of batch files, relative to the project home")
+    label: str = Field(description="name of the target column")
+    time_column: str = Field(description="timestamp column that orders rows")
+    key: str | None = Field(default=None, description="row id used to deduplicate")
+    ignore_columns: tuple[str, ...] = Field(default=(), description="columns never used as features")
+    pattern: str = Field(default="*.parquet", description="glob of batch files inside the folder")
+
+
+class TrainingSettings(_Section):
+    """How a challenger is trained."""
+
+    strategy: Literal["full", "incremental", "sliding_window"] = "full"
+    window_batches: int = Field(default=6, ge=1, description="sliding_window: newest batches used")
+    max_rows: int | None = Field(default=None, ge=100, description="cap on training rows (newest kept)")
+    holdout_batches: int = Field(default=1, ge=1, description="newest labelled batches kept out of training")
+    eval_metric: str = "roc_auc"
+    problem_type: Literal["binary", "multiclass", "regression"] | None = None
+    presets: str = "medium_quality"
+    hyperparameters: dict[str, Any] | None = Field(
+        default=None, description="AutoGluon hyperparameters; bounds the fit by configuration"
+    )
+    included_model_types: tuple[str, ...] | None = None
+    excluded_model_types: tuple[str, ...] | None = None
+    num_bag_folds: int = Field(default=0, ge=0)
+    num_cpus: int = Field(default=1, ge=1, description="threads given to AutoGluon and OMP")
+    seed: int = 0
+    min_train_rows: int = Field(default=200, ge=10)
+
+
+class ValidationSettings(_Section):
+    """The gates a challenger must pass before it replaces the champion."""
+
+    metrics: tuple[str, ...] = ("roc_auc",)
+    minimum: dict[str, float] = Field(default_factory=dict, description="floor per metric")
+    require_significance: bool = False
+    bootstrap_samples: int = Field(default=500, ge=50)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    noise_fraction: float = Field(default=0.01, ge=0.0, le=0.5)
+    allow_schema_change: bool = False
+    max_churn: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_latency_ratio: float | None = Field(default=None, gt=0.0)
+
+
+class TriggerSettings(_Section):
+    """Which triggers fire a retraining and how they combine."""
+
+    policy: Literal["any", "all", "periodic", "drift-triggered", "adaptive", "hybrid"] = "hybrid"
+    use: tuple[Literal["schedule", "drift", "performance", "degradation"], ...] = TRIGGERS
+    degradation_delta: float = Field(default=0.005, ge=0.0, description="Page-Hinkley tolerance")
+    degradation_lambda: float = Field(default=0.05, gt=0.0, description="Page-Hinkley alarm level")
+    min_history: int = Field(default=5, ge=2)
+
+    def resolved(self) -> tuple[str, tuple[str, ...]]:
+        """(combine, triggers): a preset expands to its own combination."""
+        if self.policy in POLICY_PRESETS:
+            return POLICY_PRESETS[self.policy]
+        return self.policy, tuple(self.use)
+
+
+class DriftSettings(_Section):
+    """How drift is measured."""
+
+    numeric_test: Literal["auto", "ks", "psi", "wasserstein"] = "auto"
+    categorical_test: Literal["auto", "chi2", "psi", "jensenshannon"] = "auto"
+    large_sample: int = Field(default=1000, ge=10, description="above this n, decide on effect size")
+    p_value: float = Field(default=0.05, gt=0.0, lt=1.0)
+    psi_threshold: float = Field(default=0.1, gt=0.0)
+    wasserstein_threshold: float = Field(default=0.1, gt=0.0)
+    jensenshannon_threshold: float = Field(default=0.1, gt=0.0)
+    per_column: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    weight_by_importance: bool = False
+    multivariate: bool = True
+    max_rows: int = Field(default=200_000, ge=100, description="rows sampled per window")
+
+
+class ScheduleSettings(_Section):
+    """When the scheduler runs the playbook: a cron expression or an interval."""
+
+    cron: str | None = None
+    every_minutes: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "ScheduleSettings":
+        if self.cron and self.every_minutes:
+            raise ValueError("give either cron or every_minutes, not both")
+        return self
+
+
+class NotifySettings(_Section):
+    """Where events are sent. The token comes from the environment, never from the file."""
+
+    webhook_url: str | None = None
+    token_env: str | None = Field(default=None, description="environment variable holding the token")
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+    report_base_url: str | None = None
+
+    @field_validator("token_env")
+    @classmethod
+    def _looks_like_env_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "").isalnum():
+            raise ValueError("must be the NAME of an environment variable (letters, digits, _), not the token")
+        return v
+
+
+class Profile(_Section):
+    """Every threshold and setting of one retraining playbook."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    registry: str = Field(default="models", description="registry root, relative to the project home")
+
+    # the guide's thresholds
+    performance_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    drift_threshold: float = Field(default=0.1, ge=0.0, le=1.0)
+    data_quality_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    retraining_interval: float = Field(default=7, gt=0, le=366, description="days")
+    max_retraining_time: float = Field(default=7200, gt=0, le=7 * 86400, description="seconds")
+    improvement_threshold: float = Field(default=0.01, ge=0.0, le=1.0)
+    stability_threshold: float = Field(default=0.95, ge=0.0, le=1.0)
+    cpu_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    memory_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    disk_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_versions: int = Field(default=10, ge=2, le=1000)
+    backup_retention_days: float = Field(default=30, gt=0, le=3650)
+
+    data: DataSource
+    training: TrainingSettings = TrainingSettings()
+    validation: ValidationSettings = ValidationSettings()
+    triggers: TriggerSettings = TriggerSettings()
+    drift: DriftSettings = DriftSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    notify: NotifySettings = NotifySettings()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def profile_sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _allowed(error: dict[str, Any], model: type[BaseModel]) -> str:
+    """Describe what a field allows, for an error message."""
+    loc = [p for p in error["loc"] if isinstance(p, str)]
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        fields = _fields_at(model, loc[:-1])
+        return "expected one of " + ", ".join(repr(f) for f in fields)
+    if kind == "missing":
+        return "this key is required"
+    return error["msg"].replace("Value error, ", "").replace("Input ", "value ")
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            break
+    return sorted(model.model_fields)
+
+
+def load_profile(path: str | os.PathLike) -> Profile:
+    """Read and validate one profile YAML.
+
+    Raises
+    ------
+    ProfileError
+        naming the file, the key, the value and what is allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        near = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        hint = f"; profiles there: {', '.join(near)}" if near else ""
+        raise ProfileError(f"profile file {path} does not exist{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML ({exc}); fix the syntax at the line shown") from exc
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: expected a mapping of keys to values, got {type(raw).__name__}")
+    raw = _dates_to_strings(raw)
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            value = err.get("input")
+            shown = "" if err["type"] == "missing" else f" = {value!r}"
+            problems.append(f"{key}{shown}: {_allowed(err, Profile)}")
+        raise ProfileError(f"{path}: " + "; ".join(problems)) from None
+
+
+def _dates_to_strings(value: Any) -> Any:
+    """YAML turns 2024-06-01 into a date; papermill and JSON want strings. Parse explicitly later."""
+    if isinstance(value, dict):
+        return {k: _dates_to_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dates_to_strings(v) for v in value]
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return value
