@@ -1,0 +1,968 @@
+"""The model registry: immutable versions, an atomic champion pointer, history, retention, locks.
+
+One folder per model, ``models/<model-name>/``::
+
+    v0001/ …          immutable versions: predictor/ (an AutoGluon deployment clone), metadata.json,
+                      extra files such as leaderboard.csv, checksums.json (sha256 of every file)
+    CHAMPION          JSON pointer {"version", "previous", "since", "run_id", ...}, replaced atomically
+    history.jsonl     append-only promotions, rollbacks and retention deletions
+    evaluations.jsonl the champion's measured metric per batch
+    pins.json         versions marked ``keep`` (never deleted by retention)
+    .lock .run.lock   the writer lock and the one-run-at-a-time lock
+    .staging/ .trash/ where versions are built and where deleted versions disappear
+
+Crash safety, the contract every method keeps: a SIGKILL at any instant leaves a champion that
+loads and no finished version lost or half-visible. A version is built in ``.staging/``, fsynced,
+and renamed into place under the writer lock; a deleted version is first recorded in the history,
+then renamed into ``.trash/`` and removed there. The champion pointer and pins are replaced with
+write-temp, fsync, ``os.replace``, fsync-directory. History and evaluations are JSON lines, one
+fsync per write; a line torn by a kill is ignored when reading and cut off by the next writer.
+The pointer is written before its history line; the next writer adds a line the kill lost, from
+the pointer itself (:meth:`Registry.recover`).
+
+>>> import tempfile
+>>> reg = Registry(Path(tempfile.mkdtemp()) / "models", "loan-default")
+>>> reg.versions(), reg.champion()
+([], None)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import filelock
+
+from .errors import IntegrityError, RegistryError, RunLocked
+
+if TYPE_CHECKING:  # pandas and AutoGluon are imported only where needed: writers start fast
+    import pandas as pd
+
+__all__ = [
+    "Registry",
+    "VersionInfo",
+    "HistoryEvent",
+    "PromotionResult",
+    "is_version_name",
+    "VERSION_PATTERN",
+    "EVENTS",
+]
+
+#: what a version folder is called: ``v`` and four digits
+VERSION_PATTERN = re.compile(r"^v\d{4}$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: the history's event kinds; the first three move the champion pointer
+EVENTS = ("promote", "rollback", "auto-rollback", "retention")
+_POINTER_EVENTS = ("promote", "rollback", "auto-rollback")
+_RESERVED_FILES = ("predictor", "metadata.json", "checksums.json")
+#: a ``.staging`` entry whose process is gone, or older than this, is a leftover of a killed writer
+_STALE_AFTER = timedelta(days=1)
+
+
+def is_version_name(name: object) -> bool:
+    """Whether ``name`` is a version name (``v`` and four digits).
+
+    >>> is_version_name("v0003"), is_version_name("../x"), is_version_name("/tmp/v0001")
+    (True, False, False)
+    """
+    return isinstance(name, str) and VERSION_PATTERN.fullmatch(name) is not None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One stored version: its name, folder, metadata and size on disk."""
+
+    name: str
+    path: Path
+    metadata: dict = field(hash=False)
+    size_bytes: int
+
+    @property
+    def created(self) -> str | None:
+        return self.metadata.get("created")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "size_bytes": self.size_bytes, "metadata": dict(self.metadata)}
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One line of ``history.jsonl``.
+
+    ``version`` is the champion after the event (for ``retention``: the version deleted) and
+    ``previous`` the champion the event replaced (``None`` for ``retention``).
+    """
+
+    time: str
+    event: str
+    version: str | None
+    previous: str | None
+    run_id: str | None
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "HistoryEvent":
+        return cls(
+            time=d["time"],
+            event=d["event"],
+            version=d.get("version"),
+            previous=d.get("previous"),
+            run_id=d.get("run_id"),
+            reason=d.get("reason", ""),
+        )
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What :meth:`Registry.promote_verified` did: promoted and smoke-tested, or rolled back by itself."""
+
+    version: str
+    previous: str | None
+    promoted: bool
+    smoke_passed: bool
+    detail: str
+    seconds: float
+    events: tuple[HistoryEvent, ...]
+
+    @property
+    def champion(self) -> str | None:
+        """The champion after the promotion (and any automatic rollback)."""
+        return self.version if self.promoted else self.previous
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["events"] = [e.to_dict() for e in self.events]
+        d["champion"] = self.champion
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# durable file primitives
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write temp, fsync, ``os.replace``, fsync the folder: readers see the old or the new file."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line without its newline (a write a kill interrupted); call under the writer lock."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # find the last complete line
+        pos, chunk = size, 65536
+        keep = 0
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            buf = f.read(pos - start)
+            i = buf.rfind(b"\n")
+            if i >= 0:
+                keep = start + i + 1
+                break
+            pos = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _append_lines(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append JSON lines with one fsync; call under the writer lock."""
+    _cut_torn_tail(path)
+    data = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows).encode()
+    created = not path.exists()
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    if created:
+        _fsync_dir(path.parent)
+
+
+def _read_lines(path: Path) -> list[dict]:
+    """Parse JSON lines; a torn last line is ignored, a broken line before it is an error."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    torn_tail = not raw.endswith(b"\n")
+    out: list[dict] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        last = i == len(lines) - 1
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            if last and torn_tail:
+                break  # a write cut short by a kill; the next writer removes it
+            raise RegistryError(
+                f"line {i + 1} of {path} is not JSON ({exc}); expected one JSON object per line. "
+                f"The file is append-only: restore it from a backup, or move the broken line out of the way"
+            ) from exc
+        if not isinstance(row, dict):
+            raise RegistryError(f"line {i + 1} of {path} is {type(row).__name__}; expected a JSON object per line")
+        out.append(row)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _listing(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "none yet"
+
+
+# --------------------------------------------------------------------------------------------
+# the registry
+
+
+class Registry:
+    """One model's registry folder ``root/model_name`` (see the module docstring for its layout).
+
+    Every mutating method takes the writer lock (:meth:`write_lock`), so one process writes at a
+    time; readers take no lock and never see a half-written version or pointer.
+
+    Parameters
+    ----------
+    root : Path
+        The models folder, ``<home>/models``.
+    model_name : str
+        The model's folder name: letters, digits, ``.``, ``_``, ``-``.
+    """
+
+    def __init__(self, root: Path, model_name: str):
+        if not isinstance(model_name, str) or not _MODEL_NAME.fullmatch(model_name):
+            raise RegistryError(
+                f"model name {model_name!r} is not a folder name; expected letters, digits, '.', '_' or '-' "
+                f"(e.g. 'loan-default'); fix data.model_name in the profile"
+            )
+        self.root = Path(root)
+        self.model_name = model_name
+        self.path = self.root / model_name
+        self._lock = filelock.FileLock(self.path / ".lock", preserve_lock_file=True, fallback_to_soft=False)
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.root)!r}, {self.model_name!r})"
+
+    # ---- files -------------------------------------------------------------------------------
+    @property
+    def _champion_file(self) -> Path:
+        return self.path / "CHAMPION"
+
+    @property
+    def _history_file(self) -> Path:
+        return self.path / "history.jsonl"
+
+    @property
+    def _evaluations_file(self) -> Path:
+        return self.path / "evaluations.jsonl"
+
+    @property
+    def _pins_file(self) -> Path:
+        return self.path / "pins.json"
+
+    @property
+    def _staging(self) -> Path:
+        return self.path / ".staging"
+
+    @property
+    def _trash(self) -> Path:
+        return self.path / ".trash"
+
+    def _display(self) -> str:
+        return f"{self.root.name}/{self.model_name}"
+
+    # ---- locks -------------------------------------------------------------------------------
+    def write_lock(self) -> filelock.FileLock:
+        """The writer lock on ``<path>/.lock``: one writer at a time across processes (reentrant).
+
+        A process killed while holding it releases it (the kernel drops its ``flock``).
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self._lock
+
+    @contextlib.contextmanager
+    def run_lock(self, *, timeout: float = -1) -> Iterator[Path]:
+        """Hold ``<path>/.run.lock`` for a playbook run; :class:`RunLocked` when another run holds it.
+
+        ``timeout`` seconds to wait (``-1`` waits for ever, ``0`` fails at once).
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_file = self.path / ".run.lock"
+        lock = filelock.FileLock(lock_file, preserve_lock_file=True, fallback_to_soft=False)
+        try:
+            lock.acquire(timeout=timeout)
+        except filelock.Timeout as exc:
+            raise RunLocked(
+                f"another run of model '{self.model_name}' holds {lock_file} (waited {timeout:g} s); "
+                f"wait for it to finish or pass a longer lock timeout; a killed run releases it by itself"
+            ) from exc
+        try:
+            yield lock_file
+        finally:
+            lock.release()
+
+    # ---- versions ----------------------------------------------------------------------------
+    def _version_names(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if is_version_name(p.name) and p.is_dir())
+
+    def versions(self) -> list[VersionInfo]:
+        """Every finished version, oldest first."""
+        out = []
+        for name in self._version_names():
+            try:
+                out.append(self.version(name))
+            except IntegrityError:
+                raise
+            except RegistryError:
+                if (self.path / name).exists():
+                    raise
+                # deleted by a concurrent retention sweep between listing and reading: skip it
+        return out
+
+    def _check_name(self, name: object) -> str:
+        existing = self._version_names()
+        if not is_version_name(name):
+            raise RegistryError(
+                f"version {name!r} is not a version name (v and four digits); expected one of "
+                f"{_listing(existing)} in {self._display()} (see `retrain history`)"
+            )
+        if name not in existing:
+            raise RegistryError(
+                f"version {name!r} is not in {self._display()}; expected one of {_listing(existing)} "
+                f"(see `retrain status`; retention may have deleted it, see `retrain history`)"
+            )
+        return name  # type: ignore[return-value]
+
+    def version(self, name: str) -> VersionInfo:
+        """The version called ``name``; :class:`RegistryError` for a bad or unknown name."""
+        name = self._check_name(name)
+        vpath = self.path / name
+        meta_file = vpath / "metadata.json"
+        try:
+            metadata = json.loads(meta_file.read_text())
+        except FileNotFoundError as exc:
+            if not vpath.exists():
+                raise RegistryError(f"version {name!r} was deleted from {self._display()} while being read") from exc
+            raise IntegrityError(
+                f"version {name} has no metadata.json in {vpath}; expected the file written with it. "
+                f"Restore it from a backup or roll back to another version"
+            ) from exc
+        except ValueError as exc:
+            raise IntegrityError(f"{meta_file} is not JSON ({exc}); restore it from a backup") from exc
+        return VersionInfo(name=name, path=vpath, metadata=metadata, size_bytes=_tree_size(vpath))
+
+    def _next_name(self) -> str:
+        used = [int(n[1:]) for n in self._version_names()]
+        # never reuse the name of a deleted version: retention records each deletion first
+        for e in self._history_rows():
+            for key in ("version", "previous"):
+                v = e.get(key)
+                if is_version_name(v):
+                    used.append(int(v[1:]))
+        if self._trash.is_dir():
+            used += [int(p.name[1:5]) for p in self._trash.iterdir() if is_version_name(p.name[:5])]
+        n = max(used, default=0) + 1
+        if n > 9999:
+            raise RegistryError(f"{self._display()} has used all version names up to v9999; start a new model name")
+        return f"v{n:04d}"
+
+    def add_version(
+        self,
+        source_dir: Path,
+        metadata: dict,
+        *,
+        run_id: str | None = None,
+        extra_files: Mapping[str, Path] = {},
+    ) -> VersionInfo:
+        """Store a deployment clone as the next version ``vNNNN``, immutable from then on.
+
+        ``source_dir`` is copied to ``<version>/predictor/``; ``metadata.json`` holds ``metadata``
+        plus ``version``, ``created`` (UTC ISO) and ``run_id`` (these three are set here);
+        ``extra_files`` maps a file name in the version folder to a file to copy (e.g.
+        ``{"leaderboard.csv": path}``). The version is built in ``.staging/``, fsynced, and renamed
+        into place under the writer lock: readers see all of it or none of it.
+        """
+        source_dir = Path(source_dir)
+        if not source_dir.is_dir():
+            raise RegistryError(
+                f"cannot add a version from {source_dir}: expected a folder holding an AutoGluon predictor "
+                f"(a deployment clone from automl.deploy_clone); it is missing or not a folder"
+            )
+        if not (source_dir / "predictor.pkl").is_file():
+            raise RegistryError(
+                f"cannot add a version from {source_dir}: it has no predictor.pkl, so it is not an AutoGluon "
+                f"predictor folder; pass the folder automl.deploy_clone returned"
+            )
+        if not isinstance(metadata, Mapping):
+            raise RegistryError(f"metadata must be a dict; got {type(metadata).__name__}")
+        meta = {k: v for k, v in dict(metadata).items() if k not in ("version", "created", "run_id")}
+        try:
+            json.dumps(meta)
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"metadata for the new version is not JSON-serialisable ({exc}); pass plain values") from exc
+        extras: dict[str, Path] = {}
+        for fname, src in dict(extra_files).items():
+            if not isinstance(fname, str) or fname in _RESERVED_FILES or "/" in fname or "\\" in fname or fname.startswith(".") or not fname:
+                raise RegistryError(
+                    f"extra file name {fname!r} is not allowed; expected a plain file name other than "
+                    f"{', '.join(_RESERVED_FILES)} (e.g. 'leaderboard.csv')"
+                )
+            if not Path(src).is_file():
+                raise RegistryError(f"extra file {fname!r} comes from {src}, which is not a file; pass an existing file")
+            extras[fname] = Path(src)
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._staging.mkdir(exist_ok=True)
+        stage = self._staging / f"{os.getpid()}.{uuid.uuid4().hex}"
+        try:
+            # the heavy part, outside the lock: copy, hash, fsync
+            shutil.copytree(source_dir, stage / "predictor", symlinks=False)
+            for fname, src in extras.items():
+                shutil.copyfile(src, stage / fname)
+            sums = {p.relative_to(stage).as_posix(): _sha256(p) for p in _files(stage)}
+            _fsync_tree(stage)
+            with self.write_lock():
+                self._recover_locked()
+                name = self._next_name()
+                meta.update(version=name, created=_now(), run_id=run_id)
+                meta_path = stage / "metadata.json"
+                with open(meta_path, "w") as f:
+                    json.dump(meta, f, indent=2, sort_keys=True, default=str)
+                    f.write("\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                sums["metadata.json"] = _sha256(meta_path)
+                with open(stage / "checksums.json", "w") as f:
+                    json.dump(dict(sorted(sums.items())), f, indent=2)
+                    f.write("\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                _fsync_dir(stage)
+                os.rename(stage, self.path / name)
+                _fsync_dir(self.path)
+                _fsync_dir(self._staging)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
+        return self.version(name)
+
+    def verify(self, name: str) -> None:
+        """Check every file of version ``name`` against ``checksums.json``.
+
+        Raises :class:`IntegrityError` naming each changed, missing or extra file.
+        """
+        name = self._check_name(name)
+        vpath = self.path / name
+        sums_file = vpath / "checksums.json"
+        try:
+            recorded: dict[str, str] = json.loads(sums_file.read_text())
+        except FileNotFoundError as exc:
+            raise IntegrityError(
+                f"version {name} has no checksums.json in {vpath}, so its files cannot be verified; "
+                f"restore it from a backup or roll back to another version"
+            ) from exc
+        except ValueError as exc:
+            raise IntegrityError(f"{sums_file} is not JSON ({exc}); restore it from a backup or roll back") from exc
+        found = {p.relative_to(vpath).as_posix(): p for p in _files(vpath)}
+        found.pop("checksums.json", None)
+        problems = []
+        for rel in sorted(recorded):
+            if rel not in found:
+                problems.append(f"{rel} is missing")
+            else:
+                now = _sha256(found[rel])
+                if now != recorded[rel]:
+                    problems.append(f"{rel} changed (sha256 {recorded[rel][:12]}… recorded, {now[:12]}… now)")
+        problems += [f"{rel} is extra (not recorded)" for rel in sorted(set(found) - set(recorded))]
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise IntegrityError(
+                f"version {name} in {vpath} does not match its checksums: {shown}. Versions are immutable: "
+                f"restore the file from a backup, or roll back to another version (`retrain rollback --to vNNNN`)"
+            )
+
+    def predictor_path(self, name: str, *, verify: bool = True) -> Path:
+        """The ``predictor/`` folder of version ``name``, verified against its checksums first."""
+        name = self._check_name(name)
+        if verify:
+            self.verify(name)
+        return self.path / name / "predictor"
+
+    def load(self, name: str | None = None):
+        """Verify, then load version ``name`` (the champion when ``None``) strictly with AutoGluon."""
+        if name is None:
+            name = self.champion()
+            if name is None:
+                raise RegistryError(
+                    f"{self._display()} has no champion yet, so there is nothing to load; promote a version "
+                    f"first (versions: {_listing(self._version_names())})"
+                )
+        path = self.predictor_path(name, verify=True)
+        from . import automl
+
+        try:
+            return automl.load_predictor(path, strict=True)
+        except Exception as exc:  # wrap at the boundary: AutoGluon raises many kinds
+            raise RegistryError(
+                f"version {name} passed its checksums but AutoGluon could not load {path} strictly "
+                f"({type(exc).__name__}: {exc}); check the software versions in its metadata.json "
+                f"against this environment, or roll back to another version"
+            ) from exc
+
+    def total_size_bytes(self) -> int:
+        """Bytes on disk under the registry folder (versions, history, everything)."""
+        return _tree_size(self.path) if self.path.is_dir() else 0
+
+    # ---- champion pointer --------------------------------------------------------------------
+    def champion_record(self) -> dict | None:
+        """The ``CHAMPION`` pointer: ``{"version", "previous", "since", "run_id", ...}``, or ``None``."""
+        try:
+            raw = self._champion_file.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            rec = json.loads(raw)
+        except ValueError as exc:  # cannot happen through this class: the file is replaced atomically
+            raise RegistryError(
+                f"{self._champion_file} is not JSON ({exc}); it is written atomically, so something else "
+                f"changed it. Fix it with `retrain rollback --to vNNNN`"
+            ) from exc
+        if not isinstance(rec, dict) or "version" not in rec:
+            raise RegistryError(f"{self._champion_file} holds {raw[:80]!r}; expected a JSON object with 'version'")
+        return rec
+
+    def champion(self) -> str | None:
+        """The champion's version name, ``None`` before the first promotion."""
+        rec = self.champion_record()
+        return rec.get("version") if rec else None
+
+    def _swap_pointer(
+        self, *, event: str, version: str | None, previous: str | None, replaced: str | None, run_id: str | None, reason: str
+    ) -> HistoryEvent:
+        """Replace CHAMPION atomically, then append its history line (under the writer lock)."""
+        since = _now()
+        record = {
+            "version": version,
+            "previous": previous,
+            "since": since,
+            "run_id": run_id,
+            # the rest lets the next writer restore the history line if a kill loses it
+            "event": event,
+            "replaced": replaced,
+            "reason": reason,
+        }
+        _atomic_write_json(self._champion_file, record)
+        ev = HistoryEvent(time=since, event=event, version=version, previous=replaced, run_id=run_id, reason=reason)
+        _append_lines(self._history_file, [ev.to_dict()])
+        return ev
+
+    def promote(self, name: str, *, run_id: str | None, reason: str) -> HistoryEvent:
+        """Make version ``name`` the champion: verify it, swap the pointer atomically, record it."""
+        with self.write_lock():
+            self._recover_locked()
+            name = self._check_name(name)
+            current = self.champion()
+            if name == current:
+                raise RegistryError(
+                    f"version {name} is already the champion of {self._display()}; promote another version "
+                    f"(versions: {_listing(self._version_names())})"
+                )
+            self.verify(name)
+            return self._swap_pointer(
+                event="promote", version=name, previous=current, replaced=current, run_id=run_id, reason=reason
+            )
+
+    def _lineage_previous(self, target: str) -> str | None:
+        """The champion before ``target`` in its own lineage: what its latest promotion replaced."""
+        prev = None
+        for e in self._history_rows():
+            if e.get("event") == "promote" and e.get("version") == target:
+                prev = e.get("previous")
+        if prev is None or prev == target or prev not in self._version_names():
+            return None
+        return prev
+
+    def roll_back(self, *, to: str | None = None, run_id: str | None, reason: str) -> HistoryEvent:
+        """Make the previous champion (or version ``to``) the champion again.
+
+        Versions are immutable, so nothing is copied: only the pointer moves. The new pointer's
+        ``previous`` is the target's own predecessor (what its latest promotion replaced), so
+        rolling back twice goes two steps back. :class:`RegistryError` when there is nothing to
+        roll back to.
+        """
+        with self.write_lock():
+            self._recover_locked()
+            rec = self.champion_record() or {}
+            current = rec.get("version")
+            if to is None:
+                target = rec.get("previous")
+                if target is None:
+                    raise RegistryError(
+                        f"nothing to roll back to: {self._display()} has champion {current or 'none'} and no "
+                        f"previous champion; name a version with `retrain rollback --to vNNNN` "
+                        f"(versions: {_listing(self._version_names())})"
+                    )
+                if target not in self._version_names():
+                    raise RegistryError(
+                        f"the previous champion {target} is no longer in {self._display()}; name a version with "
+                        f"`retrain rollback --to vNNNN` (versions: {_listing(self._version_names())})"
+                    )
+            else:
+                target = self._check_name(to)
+                if target == current:
+                    raise RegistryError(
+                        f"version {target} is already the champion of {self._display()}; name another version "
+                        f"(versions: {_listing(self._version_names())})"
+                    )
+            self.verify(target)
+            return self._swap_pointer(
+                event="rollback",
+                version=target,
+                previous=self._lineage_previous(target),
+                replaced=current,
+                run_id=run_id,
+                reason=reason,
+            )
+
+    def promote_verified(
+        self,
+        name: str,
+        sample: "pd.DataFrame",
+        *,
+        run_id: str | None,
+        reason: str,
+        timeout: float = 120,
+    ) -> PromotionResult:
+        """Promote, then load the new champion in a fresh process and predict ``sample``.
+
+        The fresh process runs ``python -m retrainlib.smoke <predictor dir> <sample parquet>``. If
+        it fails or overruns ``timeout`` seconds, the registry rolls back by itself to the champion
+        before (or to no champion on a first promotion) and records both events. The writer lock
+        is held throughout, so no other writer slips in between.
+        """
+        if sample is None or len(sample) == 0:
+            raise RegistryError("the smoke-test sample is empty; pass a few rows of recent data (features, label optional)")
+        t0 = time.monotonic()
+        with self.write_lock():
+            promoted = self.promote(name, run_id=run_id, reason=reason)
+            before = promoted.previous
+            ok, detail = self._smoke(self.path / name / "predictor", sample, timeout=timeout)
+            if ok:
+                return PromotionResult(
+                    version=name, previous=before, promoted=True, smoke_passed=True, detail=detail,
+                    seconds=time.monotonic() - t0, events=(promoted,),
+                )
+            back = self._swap_pointer(
+                event="auto-rollback",
+                version=before,
+                previous=self._lineage_previous(before) if before else None,
+                replaced=name,
+                run_id=run_id,
+                reason=f"smoke test of {name} failed in a fresh process: {detail}",
+            )
+            return PromotionResult(
+                version=name, previous=before, promoted=False, smoke_passed=False, detail=detail,
+                seconds=time.monotonic() - t0, events=(promoted, back),
+            )
+
+    @staticmethod
+    def _smoke(predictor_dir: Path, sample: "pd.DataFrame", *, timeout: float) -> tuple[bool, str]:
+        with tempfile.TemporaryDirectory(prefix="retrain-smoke-") as tmp:
+            sample_path = Path(tmp) / "sample.parquet"
+            sample.to_parquet(sample_path, index=False)
+            env = dict(os.environ)
+            pkg_parent = str(Path(__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            env.setdefault("OMP_NUM_THREADS", "1")
+            cmd = [sys.executable, "-m", "retrainlib.smoke", str(predictor_dir), str(sample_path)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+            except subprocess.TimeoutExpired:
+                return False, f"no answer within {timeout:g} s"
+        if proc.returncode == 0:
+            return True, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "ok"
+        lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+        return False, (lines[-1] if lines else f"exit code {proc.returncode}")
+
+    # ---- history -----------------------------------------------------------------------------
+    def _history_rows(self) -> list[dict]:
+        return _read_lines(self._history_file)
+
+    def history(self) -> list[HistoryEvent]:
+        """Every promotion, rollback and retention deletion, oldest first."""
+        out = []
+        for i, row in enumerate(self._history_rows()):
+            try:
+                out.append(HistoryEvent.from_dict(row))
+            except KeyError as exc:
+                raise RegistryError(
+                    f"event {i + 1} of {self._history_file} lacks {exc}; expected time, event, version, previous, "
+                    f"run_id, reason"
+                ) from exc
+        return out
+
+    # ---- recovery ----------------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Tidy up after a killed writer; every mutating method does this first.
+
+        Removes stale ``.staging`` builds and ``.trash`` leftovers and temp files, cuts torn last
+        lines off the JSON-lines files, and adds the history line for a pointer swap whose line a
+        kill lost. Returns what it did, one phrase each.
+        """
+        with self.write_lock():
+            return self._recover_locked()
+
+    def _recover_locked(self) -> list[str]:
+        done: list[str] = []
+        if not self.path.is_dir():
+            return done
+        for p in self.path.glob(".*.tmp"):  # atomic writes happen under this lock: any temp file is stale
+            p.unlink(missing_ok=True)
+            done.append(f"removed temp file {p.name}")
+        if self._trash.is_dir():  # deletions finish under this lock: anything here is a leftover
+            for p in self._trash.iterdir():
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                done.append(f"cleared .trash/{p.name}")
+        if self._staging.is_dir():
+            for p in self._staging.iterdir():
+                if self._is_stale_stage(p):
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                    done.append(f"cleared .staging/{p.name}")
+        for f in (self._history_file, self._evaluations_file):
+            if f.exists() and f.stat().st_size and not f.read_bytes().endswith(b"\n"):
+                _cut_torn_tail(f)
+                done.append(f"cut a torn last line off {f.name}")
+        rec = self.champion_record()
+        if rec and rec.get("event") in _POINTER_EVENTS:
+            last = next((e for e in reversed(self._history_rows()) if e.get("event") in _POINTER_EVENTS), None)
+            if last is None or (last.get("time"), last.get("version")) != (rec.get("since"), rec.get("version")):
+                ev = HistoryEvent(
+                    time=rec["since"], event=rec["event"], version=rec.get("version"), previous=rec.get("replaced"),
+                    run_id=rec.get("run_id"), reason=rec.get("reason", ""),
+                )
+                _append_lines(self._history_file, [ev.to_dict()])
+                done.append(f"restored the history line of the {ev.event} to {ev.version}")
+        return done
+
+    @staticmethod
+    def _is_stale_stage(p: Path) -> bool:
+        try:
+            age = time.time() - p.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if age > _STALE_AFTER.total_seconds():
+            return True
+        pid_text = p.name.split(".", 1)[0]
+        return pid_text.isdigit() and not _pid_alive(int(pid_text))
+
+    # ---- pins and retention ------------------------------------------------------------------
+    def pins(self) -> set[str]:
+        """Versions marked ``keep``."""
+        try:
+            data = json.loads(self._pins_file.read_text())
+        except FileNotFoundError:
+            return set()
+        except ValueError as exc:
+            raise RegistryError(f"{self._pins_file} is not JSON ({exc}); expected a list of version names") from exc
+        return {v for v in data if is_version_name(v)}
+
+    def keep(self, name: str, keep: bool = True) -> None:
+        """Mark version ``name`` to be kept by retention (``keep=False`` removes the mark)."""
+        with self.write_lock():
+            self._recover_locked()
+            name = self._check_name(name)
+            pins = self.pins()
+            pins = pins | {name} if keep else pins - {name}
+            _atomic_write_json(self._pins_file, sorted(pins))
+
+    def apply_retention(self, *, max_versions: int, retention_days: float, now: datetime | None = None) -> list[str]:
+        """Delete versions beyond ``max_versions`` (oldest first) and older than ``retention_days``.
+
+        Never deletes the champion, the previous champion, or a version marked ``keep``. Each
+        deletion is recorded in the history first, then the folder is renamed into ``.trash``
+        (it disappears at once) and removed. Also clears leftovers of killed writers. Returns the
+        deleted names.
+        """
+        if isinstance(max_versions, bool) or not isinstance(max_versions, int) or max_versions < 1:
+            raise RegistryError(f"max_versions must be an integer >= 1; got {max_versions!r}")
+        if not isinstance(retention_days, (int, float)) or isinstance(retention_days, bool) or not retention_days > 0 or math.isnan(retention_days):
+            raise RegistryError(f"retention_days must be a number of days > 0; got {retention_days!r}")
+        now = now or datetime.now(timezone.utc)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        cutoff = now - timedelta(days=float(retention_days))
+        with self.write_lock():
+            self._recover_locked()
+            rec = self.champion_record() or {}
+            protected = {rec.get("version"), rec.get("previous")} | self.pins()
+            infos = self.versions()
+            doomed: list[tuple[str, str]] = []
+            for info in infos:
+                created = info.created
+                try:
+                    when = datetime.fromisoformat(created) if created else None
+                except ValueError:
+                    when = None
+                if when is not None and when.tzinfo is None:
+                    when = when.replace(tzinfo=timezone.utc)
+                if info.name not in protected and when is not None and when < cutoff:
+                    doomed.append((info.name, f"older than {retention_days:g} days (created {created})"))
+            remaining = [i.name for i in infos if i.name not in {d for d, _ in doomed}]
+            excess = len(remaining) - max_versions
+            for name in remaining:  # oldest first
+                if excess <= 0:
+                    break
+                if name not in protected:
+                    doomed.append((name, f"more than max_versions={max_versions} versions"))
+                    excess -= 1
+            deleted = []
+            for name, why in sorted(doomed):
+                self._delete_locked(name, why)
+                deleted.append(name)
+            return deleted
+
+    def _delete_locked(self, name: str, why: str) -> None:
+        ev = HistoryEvent(time=_now(), event="retention", version=name, previous=None, run_id=None, reason=f"deleted: {why}")
+        _append_lines(self._history_file, [ev.to_dict()])  # recorded first: a kill never loses a version silently
+        self._trash.mkdir(exist_ok=True)
+        gone = self._trash / f"{name}.{uuid.uuid4().hex}"
+        os.rename(self.path / name, gone)
+        _fsync_dir(self.path)
+        shutil.rmtree(gone)
+        _fsync_dir(self._trash)
+        pins = self.pins()
+        if name in pins:  # unreachable today (pins are protected), kept for safety of the file
+            _atomic_write_json(self._pins_file, sorted(pins - {name}))
+
+    # ---- evaluations -------------------------------------------------------------------------
+    _EVAL_REQUIRED = ("version", "batch", "metric", "value")
+
+    def record_evaluations(self, rows: Sequence[dict]) -> None:
+        """Append the champion's measured metric per batch to ``evaluations.jsonl``.
+
+        Each row needs ``version``, ``batch``, ``metric``, ``value``; ``time`` (default now),
+        ``run_id`` and ``n_rows`` are optional.
+        """
+        clean = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise RegistryError(f"evaluation row {i} is {type(row).__name__}; expected a dict")
+            missing = [k for k in self._EVAL_REQUIRED if k not in row]
+            if missing:
+                raise RegistryError(
+                    f"evaluation row {i} lacks {', '.join(missing)}; expected keys time, run_id, version, batch, "
+                    f"metric, value, n_rows (got {', '.join(sorted(row))})"
+                )
+            r = {"time": _now(), "run_id": None, "n_rows": None, **dict(row)}
+            try:
+                r["value"] = float(r["value"])
+            except (TypeError, ValueError) as exc:
+                raise RegistryError(f"evaluation row {i} has value {row['value']!r}; expected a number") from exc
+            try:
+                json.dumps(r)
+            except (TypeError, ValueError) as exc:
+                raise RegistryError(f"evaluation row {i} is not JSON-serialisable ({exc}); pass plain values") from exc
+            clean.append(r)
+        if not clean:
+            return
+        with self.write_lock():
+            self._recover_locked()
+            _append_lines(self._evaluations_file, clean)
+
+    def evaluations(self, version: str | None = None) -> list[dict]:
+        """Recorded evaluations, oldest first; only ``version``'s when given."""
+        rows = _read_lines(self._evaluations_file)
+        return [r for r in rows if version is None or r.get("version") == version]
