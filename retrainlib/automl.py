@@ -120,15 +120,16 @@ def fit_predictor(
 ):
     """Fit a TabularPredictor into a new directory ``path`` and return it.
 
-    Threads are pinned to ``num_cpus``; the seed fixes AutoGluon's data split and model seeds so a
-    fit bounded by configuration is reproducible.
+    Threads are pinned to ``num_cpus``. AutoGluon seeds its split and every model with fixed values
+    (0 unless a model's hyperparameters set one), so a fit bounded by configuration rather than by
+    ``time_limit`` is reproducible; ``seed`` seeds NumPy's global generator for anything else.
     """
     pin_threads(num_cpus)
     Predictor = _predictor_class()
     np.random.seed(seed)
     kwargs: dict[str, Any] = {}
     if hyperparameters is not None:
-        kwargs["hyperparameters"] = _seeded(hyperparameters, seed)
+        kwargs["hyperparameters"] = hyperparameters
     if included_model_types:
         kwargs["included_model_types"] = list(included_model_types)
     if excluded_model_types:
@@ -142,28 +143,9 @@ def fit_predictor(
         time_limit=time_limit,
         num_cpus=num_cpus,
         num_gpus=0,
-        random_seed=seed,
         **kwargs,
     )
     return predictor
-
-
-def _seeded(hyperparameters: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Give every model config a fixed seed unless the profile set one."""
-    out: dict[str, Any] = {}
-    for model, cfgs in hyperparameters.items():
-        many = cfgs if isinstance(cfgs, list) else [cfgs]
-        seeded = []
-        for cfg in many:
-            cfg = dict(cfg or {})
-            cfg.setdefault("ag_args_fit", {})
-            cfg["ag_args_fit"] = {**cfg["ag_args_fit"]}
-            if model in ("GBM", "XGB", "CAT", "RF", "XT"):
-                key = {"GBM": "seed", "XGB": "seed", "CAT": "random_seed", "RF": "random_state", "XT": "random_state"}[model]
-                cfg.setdefault(key, seed)
-            seeded.append(cfg)
-        out[model] = seeded if isinstance(cfgs, list) else seeded[0]
-    return out
 
 
 def load_predictor(path: str | os.PathLike, *, strict: bool = True):

@@ -246,7 +246,8 @@ def load_profile(path: str | os.PathLike) -> Profile:
         hint = f"; profiles there: {', '.join(near)}" if near else ""
         raise ProfileError(f"profile file {path} does not exist{hint}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        with open(path, encoding="utf-8") as stream:  # the stream's name puts the file in YAML's message
+            raw = yaml.safe_load(stream)
     except yaml.YAMLError as exc:
         raise ProfileError(f"{path}: not valid YAML ({exc}); fix the syntax at the line shown") from exc
     if not isinstance(raw, dict):

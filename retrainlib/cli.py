@@ -1,0 +1,248 @@
+"""The ``retrain`` command: a thin shell over retrainlib that turns errors into one line and an exit code.
+
+Exit codes of ``retrain run`` (also in README):
+
+====  ==========================================================
+0     promoted, bootstrapped the first champion, or rolled back
+3     no retraining needed
+4     challenger rejected by validation
+5     retraining blocked by data quality
+1     the run failed (see the manifest's ``error``)
+2     bad input: profile, data contract, registry request
+75    another run holds the model's run lock (try again later)
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import RetrainError, RunLocked
+
+__all__ = ["main", "EXIT_BAD_INPUT", "EXIT_LOCKED"]
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_LOCKED = 75
+DEFAULT_PROFILE = "params/demo.yaml"
+
+
+def _context(args):
+    from .paths import Paths
+    from .profiles import load_profile
+    from .registry import Registry
+
+    paths = Paths.discover(args.home)
+    path = Path(args.profile)
+    if not path.is_absolute() and not path.exists():
+        path = paths.resolve(args.profile)
+    prof = load_profile(path)
+    return paths, prof, Registry(paths.resolve(prof.registry), prof.model_name)
+
+
+def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def _run_summary(manifest, run_dir: Path) -> dict:
+    decision = manifest.outputs.get("decision", {})
+    return {
+        "run": run_dir.name,
+        "path": str(run_dir),
+        "status": manifest.status,
+        "outcome": manifest.outcome,
+        "decision": decision.get("status"),
+        "reasons": manifest.reasons,
+        "champion_before": manifest.champion_before,
+        "champion_after": manifest.champion_after,
+        "challenger": manifest.challenger,
+        "metrics": manifest.metrics,
+        "error": manifest.error,
+        "seconds": manifest.seconds,
+    }
+
+
+def _print_run(summary: dict) -> None:
+    print(f"run {summary['run']}: {summary['status']}, outcome {summary['outcome']} ({summary['seconds']:.0f} s)")
+    print(f"  decision: {summary['decision']}")
+    for r in summary["reasons"]:
+        print(f"    - {r}")
+    for who, scores in (summary["metrics"] or {}).items():
+        if scores:
+            print(f"  {who}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, (int, float))))
+    print(f"  champion: {summary['champion_before']} -> {summary['champion_after']}   challenger: {summary['challenger']}")
+    if summary["error"]:
+        print(f"  error at {summary['error'].get('step')}: {summary['error'].get('message')}")
+    print(f"  record: {summary['path']}")
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run_playbook
+
+    manifest, run_dir = run_playbook(args.profile, home=args.home, as_of=args.as_of, lock_timeout=args.wait)
+    summary = _run_summary(manifest, run_dir)
+    print(json.dumps(summary, indent=2) if args.json else "", end="\n" if args.json else "")
+    if not args.json:
+        _print_run(summary)
+    return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
+
+
+def cmd_demo_data(args) -> int:
+    from .demo import DEMO_BATCHES, write_batches
+    from .paths import Paths
+
+    folder = Paths.discover(args.home).resolve(DEMO_BATCHES)
+    paths = write_batches(folder, weeks=args.weeks, seed=args.seed)
+    print(f"wrote {len(paths)} weekly batches to {folder}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Generate the demo data and run the playbook twice: bootstrap, then after the drift."""
+    import shutil
+    import datetime as dt
+
+    from .demo import DEMO_BATCHES, write_batches, week_end
+    from .pipeline import run_playbook
+
+    paths, prof, registry = _context(args)
+    folder = paths.resolve(DEMO_BATCHES)
+    if not any(folder.glob("*.parquet")):
+        write_batches(folder, seed=args.seed)
+        print(f"wrote the demo loan book to {folder}")
+    if registry.path.exists():
+        if not args.fresh:
+            raise RetrainError(
+                f"the demo registry {registry.path} already exists; run `retrain demo --fresh` to move it aside and start over"
+            )
+        aside = registry.path.with_name(f"{registry.path.name}.{dt.datetime.now():%Y%m%dT%H%M%S}.bak")
+        shutil.move(str(registry.path), aside)
+        print(f"moved the previous demo registry to {aside}")
+    summaries = []
+    for label, week in (("first run: bootstrap the champion", args.first_week), ("second run: after the drift", args.second_week)):
+        print(f"\n== {label} (batches up to week {week}, {week_end(week)}) ==", flush=True)
+        manifest, run_dir = run_playbook(args.profile, home=args.home, as_of=week_end(week).isoformat())
+        summary = _run_summary(manifest, run_dir)
+        _print_run(summary)
+        summaries.append(summary)
+        if manifest.status != "succeeded":
+            return manifest.exit_code or EXIT_FAILED
+    print(f"\nchampion of {prof.model_name}: {registry.champion()}  (see `retrain status`)")
+    print("run folders:\n" + "\n".join(f"  {s['path']}" for s in summaries))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .manifest import load_manifest
+
+    paths, prof, registry = _context(args)
+    champion = registry.champion()
+    versions = [
+        {"version": v.name, "created": v.metadata.get("created", ""), "run": v.metadata.get("run_id", ""),
+         "rows": v.metadata.get("n_rows", ""), "size_mb": round(v.size_bytes / 2**20, 2),
+         "role": "champion" if v.name == champion else ""}
+        for v in registry.versions()
+    ]
+    runs = []
+    for d in sorted(paths.runs.glob(f"*-{prof.name}*"), reverse=True)[: args.last]:
+        if (d / "manifest.json").exists():
+            m = load_manifest(d)
+            runs.append({"run": m["run_id"], "status": m["status"], "outcome": m.get("outcome"),
+                         "champion_after": m.get("champion_after"), "seconds": m.get("seconds")})
+    status = {"model": prof.model_name, "champion": champion, "versions": versions,
+              "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs}
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"model {prof.model_name}: champion {champion or '(none)'}; registry {status['registry_mb']} MB")
+    if versions:
+        _print_table(versions, ["version", "role", "created", "run", "rows", "size_mb"])
+    print()
+    _print_table(runs, ["run", "status", "outcome", "champion_after", "seconds"])
+    return 0
+
+
+def cmd_history(args) -> int:
+    _, _, registry = _context(args)
+    rows = [e.to_dict() for e in registry.history()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["time", "event", "version", "previous", "run_id", "reason"])
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    _, _, registry = _context(args)
+    ev = registry.roll_back(to=args.to, run_id=None, reason=args.reason)
+    print(f"rolled back: champion {ev.previous} -> {ev.version}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retrain", description="Keep AutoGluon tabular models accurate: drift, retrain, validate, promote, roll back.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help: str, profile: bool = True):
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        sp.add_argument("--home", default=None, help="project home (default: $RETRAIN_HOME or the folder above with params/)")
+        if profile:
+            sp.add_argument("--profile", "-p", default=DEFAULT_PROFILE, help=f"profile YAML (default {DEFAULT_PROFILE})")
+        return sp
+
+    sp = add("run", cmd_run, "run the playbook once (the four notebooks) and write runs/<run-id>/")
+    sp.add_argument("--as-of", default=None, help="only use batches up to this date (YYYY-MM-DD)")
+    sp.add_argument("--wait", type=float, default=0, help="seconds to wait for another run of this model to finish (default 0: skip at once)")
+    sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    sp = add("demo", cmd_demo, "write the demo data and run the playbook twice (bootstrap, then after the drift)")
+    sp.add_argument("--fresh", action="store_true", help="move an existing demo registry aside first")
+    sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument("--first-week", type=int, default=10)
+    sp.add_argument("--second-week", type=int, default=22)
+
+    sp = add("demo-data", cmd_demo_data, "write the demo loan book as weekly Parquet batches", profile=False)
+    sp.add_argument("--weeks", type=int, default=30)
+    sp.add_argument("--seed", type=int, default=42)
+
+    sp = add("status", cmd_status, "show the champion, each version's size and the last runs")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--last", type=int, default=10, help="how many runs to list")
+
+    sp = add("history", cmd_history, "print the registry's promotions and rollbacks")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("rollback", cmd_rollback, "make the previous champion (or --to VERSION) champion again")
+    sp.add_argument("--to", default=None, help="version to roll back to, e.g. v0002")
+    sp.add_argument("--reason", default="manual rollback (retrain rollback)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except RunLocked as exc:
+        print(f"retrain: skipped: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except RetrainError as exc:
+        print(f"retrain: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("retrain: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The built-in demo: a seeded loan book that drifts, written as weekly Parquet batches.
+
+Each week brings new loan applications (numeric and categorical features) whose default label is
+known. Two changes are planted at known weeks:
+
+* **covariate shift** (``COVARIATE_SHIFT_WEEK``): a downturn — incomes fall, debt-to-income rises,
+  applications move toward the south region and 60-month terms, credit scores slip;
+* **concept change** (``CONCEPT_CHANGE_WEEK``): the link between features and default changes —
+  debt-to-income becomes the main risk driver, the credit score counts for less, and the
+  ``small_business`` purpose turns from risky to safe.
+
+The same seed gives byte-identical batches.
+
+>>> frame = generate_week(3, seed=7, rows=5)
+>>> list(frame.columns)[:4]
+['loan_id', 'application_date', 'age', 'income']
+>>> bool(frame.equals(generate_week(3, seed=7, rows=5)))
+True
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "generate_week",
+    "write_batches",
+    "DEMO_BATCHES",
+    "START_DATE",
+    "COVARIATE_SHIFT_WEEK",
+    "CONCEPT_CHANGE_WEEK",
+    "WEEKS",
+    "ROWS_PER_WEEK",
+    "week_end",
+]
+
+#: default folder of the demo batches, relative to the project home
+DEMO_BATCHES = "data/demo/batches"
+START_DATE = dt.date(2024, 1, 1)  # a Monday
+WEEKS = 30
+ROWS_PER_WEEK = 1500
+COVARIATE_SHIFT_WEEK = 12
+CONCEPT_CHANGE_WEEK = 18
+
+REGIONS = np.array(["north", "south", "east", "west"])
+PURPOSES = np.array(["car", "home_improvement", "debt_consolidation", "small_business", "education"])
+TERMS = np.array(["36m", "60m"])
+EMPLOYMENT = np.array(["salaried", "self_employed", "contract", "unemployed"])
+
+
+def week_end(week: int) -> dt.date:
+    """The Sunday that closes week ``week`` (1-based)."""
+    return START_DATE + dt.timedelta(days=7 * week - 1)
+
+
+def _ramp(week: int, start: int, span: int = 3) -> float:
+    """0 before ``start``, rising to 1 over ``span`` weeks."""
+    return float(np.clip((week - start + 1) / span, 0.0, 1.0))
+
+
+def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK) -> pd.DataFrame:
+    """One week of applications with their default label."""
+    rng = np.random.default_rng([seed, week])
+    shift = _ramp(week, COVARIATE_SHIFT_WEEK)
+    concept = _ramp(week, CONCEPT_CHANGE_WEEK, span=1)
+
+    age = rng.normal(41, 11, rows).clip(19, 80).round()
+    income = np.exp(rng.normal(np.log(52_000) - 0.25 * shift, 0.45, rows)).round(-2)
+    loan_amount = (income * rng.uniform(0.1, 0.6, rows)).round(-2)
+    dti = np.clip(rng.beta(2, 5, rows) + 0.08 * shift + rng.normal(0, 0.02, rows), 0, 0.95).round(3)
+    credit_score = rng.normal(680 - 25 * shift, 60, rows).clip(300, 850).round()
+    employment_years = rng.exponential(6, rows).clip(0, 45).round(1)
+    open_accounts = rng.poisson(4 + shift, rows)
+    region_p = np.array([0.3, 0.2, 0.25, 0.25]) * (1 - shift) + np.array([0.2, 0.45, 0.2, 0.15]) * shift
+    region = rng.choice(REGIONS, rows, p=region_p)
+    purpose = rng.choice(PURPOSES, rows, p=[0.25, 0.2, 0.3, 0.15, 0.1])
+    term = rng.choice(TERMS, rows, p=[0.7 - 0.25 * shift, 0.3 + 0.25 * shift])
+    employment = rng.choice(EMPLOYMENT, rows, p=[0.6, 0.2, 0.15, 0.05])
+
+    # risk before and after the concept change
+    z_credit = (credit_score - 680) / 60
+    base = (
+        -1.6
+        - 1.1 * z_credit
+        + 2.2 * (dti - 0.3)
+        + 0.5 * (term == "60m")
+        + 0.6 * (purpose == "small_business")
+        + 0.9 * (employment == "unemployed")
+        - 0.02 * (employment_years - 6)
+        - 0.25 * np.log(income / 52_000)
+    )
+    after = (
+        -1.6
+        - 0.35 * z_credit
+        + 7.0 * (dti - 0.33)
+        - 0.4 * (term == "60m")
+        - 0.7 * (purpose == "small_business")
+        + 0.9 * (employment == "unemployed")
+        + 0.6 * (region == "south")
+        - 0.02 * (employment_years - 6)
+    )
+    logit = (1 - concept) * base + concept * after
+    default = (rng.uniform(size=rows) < 1 / (1 + np.exp(-logit))).astype(int)
+
+    monday = START_DATE + dt.timedelta(days=7 * (week - 1))
+    seconds = np.sort(rng.integers(0, 7 * 86400, rows))
+    dates = pd.Timestamp(monday) + pd.to_timedelta(seconds, unit="s")
+    return pd.DataFrame(
+        {
+            "loan_id": [f"L{week:03d}-{i:05d}" for i in range(rows)],
+            "application_date": dates,
+            "age": age.astype(int),
+            "income": income,
+            "loan_amount": loan_amount,
+            "debt_to_income": dti,
+            "credit_score": credit_score.astype(int),
+            "employment_years": employment_years,
+            "open_accounts": open_accounts.astype(int),
+            "region": pd.Categorical(region, categories=REGIONS),
+            "purpose": pd.Categorical(purpose, categories=PURPOSES),
+            "term": pd.Categorical(term, categories=TERMS),
+            "employment": pd.Categorical(employment, categories=EMPLOYMENT),
+            "default": default,
+        }
+    )
+
+
+def write_batches(
+    folder: str | Path, *, weeks: int = WEEKS, seed: int = 42, rows: int = ROWS_PER_WEEK, first_week: int = 1
+) -> list[Path]:
+    """Write weeks ``first_week..weeks`` as ``<folder>/<week end date>.parquet``; return the paths.
+
+    Also writes ``<folder>/../drift_points.json`` naming the weeks where drift was planted.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for week in range(first_week, weeks + 1):
+        path = folder / f"{week_end(week).isoformat()}.parquet"
+        generate_week(week, seed=seed, rows=rows).to_parquet(path, index=False)
+        paths.append(path)
+    points = {
+        "covariate_shift": {"week": COVARIATE_SHIFT_WEEK, "date": (week_end(COVARIATE_SHIFT_WEEK - 1) + dt.timedelta(days=1)).isoformat()},
+        "concept_change": {"week": CONCEPT_CHANGE_WEEK, "date": (week_end(CONCEPT_CHANGE_WEEK - 1) + dt.timedelta(days=1)).isoformat()},
+        "seed": seed,
+        "rows_per_week": rows,
+    }
+    (folder.parent / "drift_points.json").write_text(json.dumps(points, indent=2) + "\n")
+    return paths

@@ -1,0 +1,128 @@
+"""The run manifest: one machine-readable record of a run, written beside its notebooks.
+
+``manifest.json`` holds the run id, the profile (path, sha256, full text and resolved values), the
+git commit, software versions, data fingerprints, each step's status, timing and outputs, the
+champion before and after, the final status and outcome, and the sha256 of every file in the run
+folder. It is rewritten atomically after every step, so a killed run still leaves a record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunManifest", "StepRecord", "load_manifest", "file_hashes", "git_commit", "OUTCOMES", "write_json_atomic"]
+
+MANIFEST = "manifest.json"
+
+#: what a run ended in, and the exit code `retrain run` returns for it
+OUTCOMES = {
+    "promoted": 0,
+    "bootstrapped": 0,
+    "rolled-back": 0,
+    "no-retrain-needed": 3,
+    "rejected": 4,
+    "blocked-by-quality": 5,
+    "failed": 1,
+}
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temp file, fsync it, then os.replace it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` except the manifest itself."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith("."):
+            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def git_commit(home: Path) -> str | None:
+    """The project's commit (with ``+dirty`` when the tree has changes), or None outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=home, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=home, capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass
+class StepRecord:
+    """One notebook's execution."""
+
+    name: str
+    status: str = "pending"  # pending | running | succeeded | failed | not-run
+    started: str | None = None
+    finished: str | None = None
+    seconds: float | None = None
+    notebook: str | None = None
+    output: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunManifest:
+    """The audit record of one run (see module docstring)."""
+
+    run_id: str
+    profile: dict[str, Any]
+    as_of: str | None
+    started: str
+    status: str = "running"  # running | succeeded | failed
+    outcome: str | None = None
+    exit_code: int | None = None
+    finished: str | None = None
+    seconds: float | None = None
+    reasons: list[str] = field(default_factory=list)
+    git_commit: str | None = None
+    software: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    champion_before: str | None = None
+    champion_after: str | None = None
+    challenger: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    steps: list[StepRecord] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    replay_of: str | None = None
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, run_dir: Path) -> Path:
+        self.files = file_hashes(run_dir)
+        path = run_dir / MANIFEST
+        write_json_atomic(path, self.to_dict())
+        return path
+
+    @staticmethod
+    def now() -> str:
+        return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def load_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read a run folder's manifest as a dict."""
+    path = Path(run_dir) / MANIFEST
+    return json.loads(path.read_text())

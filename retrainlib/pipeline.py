@@ -1,0 +1,220 @@
+"""The runner: executes the playbook's notebooks in order with papermill into a run folder.
+
+This is the one module that calls papermill. :func:`run_playbook` validates the profile before it
+writes anything, takes the model's run lock (one run at a time per registry), executes
+``10-analyze-drift`` … ``40-promote-or-rollback`` into ``runs/<run-id>/``, and writes
+``manifest.json`` after every step. A step that raises stops the run: papermill keeps its partially
+executed notebook, the manifest says which step failed and why, and the champion is untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import automl
+from .errors import RunError
+from .manifest import OUTCOMES, RunManifest, StepRecord, git_commit
+from .paths import NOTEBOOKS, STEP_NOTEBOOKS, Paths
+from .profiles import load_profile, profile_sha256
+from .registry import Registry
+from .steps import STEP_FILES, new_run_id
+
+__all__ = ["run_playbook", "execute_notebook", "summarize", "check_succeeded"]
+
+log = logging.getLogger("retrainlib")
+
+_STEP_KEYS = dict(zip(STEP_NOTEBOOKS, ("analyze", "retrain", "validate", "promote")))
+
+
+def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], *, cwd: Path, progress: bool) -> None:
+    """Run one notebook with papermill (the failed notebook is saved before papermill raises)."""
+    import papermill as pm
+
+    pm.execute_notebook(
+        str(source),
+        str(output),
+        parameters=parameters,
+        cwd=str(cwd),
+        kernel_name="python3",
+        progress_bar=progress,
+        log_output=False,
+        request_save_on_cell_execute=True,
+    )
+
+
+def _read(run_dir: Path, key: str) -> dict[str, Any] | None:
+    path = run_dir / STEP_FILES[key]
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def summarize(manifest: RunManifest, run_dir: Path) -> None:
+    """Fill the outcome, reasons, metrics and data fingerprints from the steps' JSON."""
+    analyze, retrain, validate, promote = (_read(run_dir, k) for k in ("analyze", "retrain", "validate", "promote"))
+    if analyze:
+        d = analyze["decision"]
+        manifest.reasons = list(d["reasons"])
+        manifest.data = {
+            "windows": analyze["windows"],
+            "quality_score": analyze["quality"]["score"],
+            "drift_score": (analyze.get("drift") or {}).get("score"),
+        }
+        manifest.outputs["decision"] = d
+    if retrain and retrain.get("status") == "trained":
+        manifest.challenger = retrain["challenger"]
+        manifest.outputs["training"] = {
+            k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings")
+        }
+    if validate and validate.get("status") == "validated":
+        manifest.metrics = validate.get("scores", {})
+        manifest.outputs["verdict"] = {"decision": validate["decision"], "reasons": validate.get("reasons", []),
+                                       "gates": validate.get("gates", [])}
+    if promote:
+        manifest.outputs["promotion"] = promote
+    if manifest.status == "failed":
+        manifest.outcome = "failed"
+    elif promote and promote["action"] == "rolled-back":
+        manifest.outcome = "rolled-back"
+    elif analyze and analyze["decision"]["status"] == "blocked-by-quality":
+        manifest.outcome = "blocked-by-quality"
+    elif analyze and not analyze["decision"]["retrain"]:
+        manifest.outcome = "no-retrain-needed"
+    elif promote and promote["action"] == "promoted":
+        manifest.outcome = "bootstrapped" if analyze and analyze["decision"]["status"] == "bootstrap" else "promoted"
+    elif promote:
+        manifest.outcome = "rejected"
+    manifest.exit_code = OUTCOMES.get(manifest.outcome or "failed", 1)
+
+
+def run_playbook(
+    profile: str | os.PathLike,
+    *,
+    home: str | os.PathLike | None = None,
+    as_of: str | None = None,
+    rollback_to: str | None = None,
+    run_id: str | None = None,
+    replay_of: str | None = None,
+    lock_timeout: float = 0,
+    notebooks: Path = NOTEBOOKS,
+    progress: bool | None = None,
+    on_finish: Callable[[RunManifest, Path], None] | None = None,
+) -> tuple[RunManifest, Path]:
+    """Run the playbook once; return the manifest and the run folder.
+
+    Raises
+    ------
+    ProfileError
+        before anything is written, when the profile is missing or invalid.
+    RunLocked
+        when another run holds the model's run lock for longer than ``lock_timeout`` seconds.
+    """
+    paths = Paths.discover(home)
+    profile_path = Path(profile)
+    if not profile_path.is_absolute() and not profile_path.exists():
+        profile_path = paths.resolve(profile)
+    prof = load_profile(profile_path)  # fails before anything is written
+    registry = Registry(paths.resolve(prof.registry), prof.model_name)
+    progress = sys.stderr.isatty() if progress is None else progress
+    for var in automl.THREAD_VARIABLES:  # the kernels inherit these
+        os.environ[var] = str(prof.training.num_cpus)
+
+    with registry.run_lock(timeout=lock_timeout):
+        run_id = run_id or new_run_id(prof.name)
+        run_dir = paths.runs / run_id
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = paths.runs / f"{run_id}-{suffix}"
+        run_dir.mkdir(parents=True)
+        manifest = RunManifest(
+            run_id=run_dir.name,
+            profile={
+                "name": prof.name,
+                "path": str(profile_path.resolve()),
+                "sha256": profile_sha256(profile_path),
+                "content": profile_path.read_text(),
+                "resolved": prof.to_dict(),
+            },
+            as_of=as_of,
+            started=RunManifest.now(),
+            git_commit=git_commit(paths.home),
+            software=automl.software_versions(),
+            environment={v: os.environ.get(v, "") for v in automl.THREAD_VARIABLES},
+            champion_before=registry.champion(),
+            steps=[StepRecord(name=s) for s in STEP_NOTEBOOKS],
+            replay_of=replay_of,
+        )
+        (run_dir / "profile.yaml").write_text(manifest.profile["content"])
+        manifest.write(run_dir)
+        t_run = time.monotonic()
+        params = {"profile": str(profile_path.resolve()), "run_dir": str(run_dir), "home": str(paths.home), "as_of": as_of or ""}
+        try:
+            for rec in manifest.steps:
+                step_params = dict(params)
+                if rec.name == "40-promote-or-rollback" and rollback_to is not None:
+                    step_params.update({"rollback": True, "rollback_to": rollback_to})
+                rec.status, rec.started, rec.notebook = "running", RunManifest.now(), f"{rec.name}.ipynb"
+                manifest.write(run_dir)
+                if not progress:
+                    log.info("%s: running %s", manifest.run_id, rec.name)
+                t0 = time.monotonic()
+                try:
+                    execute_notebook(notebooks / f"{rec.name}.ipynb", run_dir / rec.notebook, step_params, cwd=paths.home, progress=progress)
+                except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
+                    rec.status, rec.error = "failed", _describe(exc)
+                    manifest.status = "failed"
+                    manifest.error = {"step": rec.name, "message": rec.error}
+                else:
+                    rec.status = "succeeded"
+                    out = run_dir / STEP_FILES[_STEP_KEYS[rec.name]]
+                    rec.output = out.name if out.exists() else None
+                finally:
+                    rec.finished, rec.seconds = RunManifest.now(), round(time.monotonic() - t0, 3)
+                    manifest.write(run_dir)
+                if rec.status == "failed":
+                    break
+            else:
+                manifest.status = "succeeded"
+        except BaseException as exc:  # Ctrl-C or SIGTERM mid-step: leave a complete, failed record
+            for rec in manifest.steps:
+                if rec.status == "running":
+                    rec.status, rec.error = "failed", f"interrupted ({type(exc).__name__})"
+            manifest.status = "failed"
+            manifest.error = {"step": next((r.name for r in manifest.steps if r.status == "failed"), None),
+                              "message": f"interrupted ({type(exc).__name__})"}
+            _finish(manifest, run_dir, registry, t_run)
+            raise
+        for rec in manifest.steps:
+            if rec.status == "pending":
+                rec.status = "not-run"
+        _finish(manifest, run_dir, registry, t_run)
+    if on_finish is not None:
+        on_finish(manifest, run_dir)
+    return manifest, run_dir
+
+
+def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, t_run: float) -> None:
+    summarize(manifest, run_dir)
+    manifest.champion_after = registry.champion()
+    manifest.finished = RunManifest.now()
+    manifest.seconds = round(time.monotonic() - t_run, 3)
+    manifest.write(run_dir)
+
+
+def _describe(exc: Exception) -> str:
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def check_succeeded(manifest: RunManifest) -> None:
+    """Raise :class:`RunError` naming the failed step."""
+    if manifest.status != "succeeded":
+        err = manifest.error or {}
+        raise RunError(f"run {manifest.run_id} failed at {err.get('step')}: {err.get('message')}")

@@ -1,0 +1,491 @@
+"""What each notebook does, as one call per step.
+
+Every playbook notebook opens a :class:`StepContext` from its parameters, calls its step function
+and shows the result. Step functions read earlier steps' JSON from the run folder and write their
+own (``<step>.json``); data flows one way: profile → notebook → library → run folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import automl, data, drift, quality, triggers
+from .errors import RetrainError
+from .paths import Paths
+from .profiles import Profile, load_profile
+from .registry import Registry
+from .training import train_challenger
+
+__all__ = [
+    "StepContext",
+    "open_step",
+    "analyze_drift",
+    "retrain_model",
+    "validate_challenger",
+    "promote_or_rollback",
+    "read_output",
+    "new_run_id",
+    "STEP_FILES",
+]
+
+STEP_FILES = {
+    "analyze": "10-analyze-drift.json",
+    "retrain": "20-retrain-model.json",
+    "validate": "30-validate-challenger.json",
+    "promote": "40-promote-or-rollback.json",
+}
+
+
+def new_run_id(profile_name: str, now: dt.datetime | None = None) -> str:
+    """``<UTC timestamp>-<profile>``, e.g. ``20240310T120000Z-demo``."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{profile_name}"
+
+
+@dataclass
+class StepContext:
+    """Everything a step needs: the profile, the folders, the registry and the run folder."""
+
+    profile: Profile
+    profile_path: Path
+    paths: Paths
+    run_dir: Path
+    registry: Registry
+    as_of: str | None
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    def write(self, key: str, payload: dict[str, Any]) -> Path:
+        path = self.run_dir / STEP_FILES[key]
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+        tmp.replace(path)
+        return path
+
+    def save_figure(self, fig, name: str) -> Path:
+        """Save a matplotlib figure as ``<run folder>/<name>.png`` (and keep it shown in the notebook)."""
+        path = self.run_dir / f"{name}.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (Path, pd.Timestamp, dt.date)):
+        return str(o)
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def open_step(profile: str, run_dir: str = "", home: str = "", as_of: str = "") -> StepContext:
+    """Open a step from a notebook's parameters.
+
+    ``run_dir`` empty (an interactive session in JupyterLab) makes a new ``runs/<id>-interactive``.
+    """
+    paths = Paths.discover(home or None)
+    profile_path = Path(profile)
+    if not profile_path.is_absolute() and not profile_path.exists():
+        profile_path = paths.resolve(profile)
+    prof = load_profile(profile_path)
+    automl.pin_threads(prof.training.num_cpus)
+    if run_dir:
+        rd = Path(run_dir)
+    else:
+        rd = paths.runs / f"{new_run_id(prof.name)}-interactive"
+    rd.mkdir(parents=True, exist_ok=True)
+    registry = Registry(paths.resolve(prof.registry), prof.model_name)
+    return StepContext(prof, profile_path.resolve(), paths, rd.resolve(), registry, as_of or None)
+
+
+def read_output(ctx: StepContext, key: str) -> dict[str, Any]:
+    """An earlier step's JSON; a clear error when that step has not run in this run folder."""
+    path = ctx.run_dir / STEP_FILES[key]
+    if not path.exists():
+        raise RetrainError(f"{path.name} is missing from {ctx.run_dir}: run the earlier step's notebook first")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- step 10
+@dataclass
+class DriftAnalysis:
+    """Step 10's result; frames are kept for plots and not written to JSON."""
+
+    decision: triggers.Decision
+    quality: Any
+    drift: Any | None
+    windows: data.Windows
+    performance: dict[str, Any] | None
+    evaluations: list[dict[str, Any]]
+    target_drift: Any | None = None
+    prediction_drift: Any | None = None
+    champion: str | None = None
+    reference: pd.DataFrame | None = field(default=None, repr=False)
+    current: pd.DataFrame | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "champion": self.champion,
+            "decision": self.decision.to_dict(),
+            "quality": self.quality.to_dict(),
+            "drift": self.drift.to_dict() if self.drift is not None else None,
+            "target_drift": self.target_drift.to_dict() if self.target_drift is not None else None,
+            "prediction_drift": self.prediction_drift.to_dict() if self.prediction_drift is not None else None,
+            "performance": self.performance,
+            "evaluations": self.evaluations,
+            "windows": self.windows.to_dict(),
+        }
+
+
+def _load_checked(ctx: StepContext, batches, required: list[str], *, require_label: bool) -> pd.DataFrame:
+    """Load batches one by one so a hard break names the file it is in."""
+    frames = []
+    src = ctx.profile.data
+    for b in batches:
+        frame = data.load_batches([b], ctx.paths, src, require_label=require_label)
+        quality.check_hard_breaks(frame, label=src.label if require_label else None, required=required, source=b.path)
+        frames.append(frame)
+    if not frames:
+        raise RetrainError("the window holds no batches")
+    return data.load_batches(batches, ctx.paths, src, require_label=require_label) if len(frames) > 1 else frames[0]
+
+
+def _as_of_time(ctx: StepContext, visible: list[data.Batch]) -> pd.Timestamp:
+    cut = data.parse_as_of(ctx.as_of)
+    return cut if cut is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
+
+
+def analyze_drift(ctx: StepContext) -> DriftAnalysis:
+    """Compare reference and current windows, measure the champion, and decide whether to retrain."""
+    prof, src = ctx.profile, ctx.profile.data
+    visible = data.list_batches(src, ctx.paths, as_of=ctx.as_of)
+    champion = ctx.registry.champion()
+    meta = ctx.registry.version(champion).metadata if champion else None
+    slices = data.batches_from_records(meta["slices"], ctx.paths) if meta else None
+    windows = data.plan_windows(visible, training=prof.training, champion_slices=slices)
+    required = list(meta["features"]) if meta else []
+    combine, use = prof.triggers.resolved()
+
+    if not meta:  # bootstrap: check the data we would train on, nothing to compare against
+        train = _load_checked(ctx, windows.train, required, require_label=True)
+        q = quality.assess(train, reference=None, label=src.label, threshold=prof.data_quality_threshold,
+                           required=required, ignore_columns=src.ignore_columns, source="training window")
+        decision = triggers.decide([], combine=combine, use=use, policy=prof.triggers.policy,
+                                   quality_passed=q.passed, quality_reason=_quality_reason(q), bootstrap=True)
+        result = DriftAnalysis(decision, q, None, windows, None, [], current=train)
+        ctx.write("analyze", result.to_dict())
+        return result
+
+    reference = _load_checked(ctx, windows.reference, required, require_label=True)
+    current = _load_checked(ctx, windows.current, required, require_label=False)
+    q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
+                       required=required, ignore_columns=src.ignore_columns, source="current window")
+    report = drift.compare(reference[required], current[required], settings=prof.drift,
+                           drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
+    target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
+
+    predictor = ctx.registry.load(champion)
+    rng = np.random.default_rng(prof.training.seed)
+    ref_s = reference.iloc[rng.permutation(len(reference))[:5000]]
+    cur_s = current.iloc[rng.permutation(len(current))[:5000]]
+    pred = drift.prediction_drift(automl.predict_scores(predictor, ref_s[required]), automl.predict_scores(predictor, cur_s[required]))
+
+    evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows)
+    info = automl.metric_info(prof.training.eval_metric, predictor.problem_type)
+    newest = windows.holdout[-1].path
+    perf_rows = [e for e in ctx.registry.evaluations(champion) if e["batch"] == newest]
+    perf_value = perf_rows[-1]["value"] if perf_rows else None
+    history = [e["value"] for e in _dedup_by_batch(ctx.registry.evaluations(champion))]
+
+    days = (_as_of_time(ctx, visible) - pd.Timestamp(meta["trained_at"]).tz_localize(None)).total_seconds() / 86400
+    fired = [
+        triggers.schedule_trigger(days, interval_days=prof.retraining_interval),
+        triggers.drift_trigger(report.score, threshold=prof.drift_threshold),
+        triggers.performance_trigger(perf_value, threshold=prof.performance_threshold,
+                                     metric=prof.training.eval_metric, greater_is_better=info.greater_is_better),
+        triggers.degradation_trigger(history, delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
+                                     min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better),
+    ]
+    decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
+                               quality_passed=q.passed, quality_reason=_quality_reason(q))
+    performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
+                   "threshold": prof.performance_threshold, "history": history}
+    result = DriftAnalysis(decision, q, report, windows, performance, evaluations, target, pred, champion,
+                           reference=reference, current=current)
+    ctx.write("analyze", result.to_dict())
+    return result
+
+
+def _quality_reason(q) -> str:
+    failed = [c.name for c in q.checks if not c.passed]
+    return f"data quality {q.score:.2f} < data_quality_threshold {q.threshold:g} (failed: {', '.join(failed) or 'none'})"
+
+
+def _dedup_by_batch(rows: list[dict]) -> list[dict]:
+    seen: dict[str, dict] = {}
+    for r in rows:
+        seen[r["batch"]] = r
+    return sorted(seen.values(), key=lambda r: r["batch_end"])
+
+
+def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows) -> list[dict]:
+    """Score the champion on every labelled current batch it has not been scored on; persist the rows."""
+    src, metric = ctx.profile.data, ctx.profile.training.eval_metric
+    done = {e["batch"] for e in ctx.registry.evaluations(champion)}
+    trained = {s["path"] for s in meta["slices"]}
+    rows = []
+    for b in windows.current:
+        if b.path in done or b.path in trained:
+            continue
+        frame = data.load_batches([b], ctx.paths, src, require_label=False)
+        if src.label not in frame or frame[src.label].isna().all():
+            continue  # no labels yet: say nothing rather than guess
+        frame = frame[frame[src.label].notna()]
+        value = automl.score(metric, predictor.problem_type, frame[src.label], automl.predict_scores(predictor, frame[meta["features"]]),
+                             predictor.class_labels if predictor.problem_type != "regression" else None)
+        rows.append({"time": dt.datetime.now(dt.timezone.utc).isoformat(), "run_id": ctx.run_id, "version": champion,
+                     "batch": b.path, "batch_end": b.end, "metric": metric, "value": value, "n_rows": int(len(frame))})
+    if rows:
+        ctx.registry.record_evaluations(rows)
+    return rows
+
+
+# --------------------------------------------------------------------------- step 20
+def retrain_model(ctx: StepContext) -> dict[str, Any]:
+    """Train and register a challenger when step 10 decided so; otherwise record why not."""
+    analysis = read_output(ctx, "analyze")
+    decision = analysis["decision"]
+    if not decision["retrain"]:
+        out = {"status": "skipped", "reason": f"decision was '{decision['status']}': " + "; ".join(decision["reasons"])}
+        ctx.write("retrain", out)
+        return out
+    prof, src = ctx.profile, ctx.profile.data
+    windows = data.Windows.from_dict(analysis["windows"])
+    train_batches = data.batches_from_records([b.to_dict() for b in windows.train], ctx.paths)
+    frame = data.load_batches(train_batches, ctx.paths, src, max_rows=prof.training.max_rows)
+    features = data.feature_columns(frame, src)
+    ctx.registry.path.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"fit-{ctx.run_id}-"))
+    try:
+        result = train_challenger(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path)
+        trained_at = data.parse_as_of(ctx.as_of)
+        metadata = {
+            "parent": analysis["champion"],
+            "run_id": ctx.run_id,
+            "trained_at": (trained_at.isoformat() if trained_at is not None else dt.datetime.now(dt.timezone.utc).isoformat()),
+            "strategy": windows.strategy,
+            "slices": [b.to_dict() for b in train_batches],
+            "n_rows": int(len(frame)),
+            "training_fingerprint": data.frame_fingerprint(frame[features + [src.label]]),
+            "label": src.label,
+            "features": list(result.features),
+            "importance": result.importance,
+            "eval_metric": prof.training.eval_metric,
+            "settings": result.settings,
+            "time_limit_binding": result.time_limit_binding,
+            "fit_seconds": result.fit_seconds,
+            "cpu_seconds": result.cpu_seconds,
+            "software": automl.software_versions(),
+            "profile": prof.name,
+        }
+        lb = work / "leaderboard.csv"
+        result.leaderboard.to_csv(lb, index=False)
+        version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id, extra_files={"leaderboard.csv": lb})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = {
+        "status": "trained",
+        "challenger": version.name,
+        "parent": analysis["champion"],
+        "strategy": windows.strategy,
+        "n_rows": int(len(frame)),
+        "slices": metadata["slices"],
+        "features": list(result.features),
+        "leaderboard": result.leaderboard.to_dict(orient="records"),
+        "wall_seconds": result.wall_seconds,
+        "fit_seconds": result.fit_seconds,
+        "cpu_seconds": result.cpu_seconds,
+        "time_limit": result.time_limit,
+        "time_limit_binding": result.time_limit_binding,
+        "settings": result.settings,
+        "resources": result.resources.to_dict(),
+        "warnings": list(result.warnings),
+        "version_bytes": version.size_bytes,
+    }
+    ctx.write("retrain", out)
+    return out
+
+
+# --------------------------------------------------------------------------- step 30
+def validate_challenger(ctx: StepContext):
+    """Score champion and challenger on the same holdout and apply every gate; ``None`` when skipped."""
+    from . import validation
+
+    trained = read_output(ctx, "retrain")
+    if trained["status"] != "trained":
+        ctx.write("validate", {"status": "skipped", "reason": "no challenger was trained in this run"})
+        return None
+    analysis = read_output(ctx, "analyze")
+    prof, src = ctx.profile, ctx.profile.data
+    holdout_b = data.batches_from_records(analysis["windows"]["holdout"], ctx.paths)
+    holdout = data.load_batches(holdout_b, ctx.paths, src)
+    holdout = holdout[holdout[src.label].notna()]
+    challenger_v = ctx.registry.version(trained["challenger"])
+    champion = analysis["champion"]
+    champion_v = ctx.registry.version(champion) if champion else None
+    verdict = validation.validate(
+        ctx.registry.load(challenger_v.name),
+        holdout,
+        profile=prof,
+        champion=ctx.registry.load(champion) if champion else None,
+        challenger_dir=ctx.registry.predictor_path(challenger_v.name),
+        champion_dir=ctx.registry.predictor_path(champion) if champion else None,
+        challenger_meta=challenger_v.metadata,
+        champion_meta=champion_v.metadata if champion_v else None,
+        seed=prof.training.seed,
+    )
+    ctx.write("validate", {"status": "validated", "challenger": challenger_v.name, "champion": champion,
+                           "holdout": [b.to_dict() for b in holdout_b], **verdict.to_dict()})
+    return verdict
+
+
+# --------------------------------------------------------------------------- step 40
+def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "") -> dict[str, Any]:
+    """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention."""
+    reg, prof = ctx.registry, ctx.profile
+    before = reg.champion()
+    events: list[dict] = []
+    if rollback or rollback_to:
+        ev = reg.roll_back(to=rollback_to or None, run_id=ctx.run_id, reason="rollback requested by the run's parameters")
+        action, events = "rolled-back", [ev.to_dict()]
+    else:
+        verdict = read_output(ctx, "validate")
+        if verdict.get("status") == "skipped":
+            action = "none"
+        elif verdict["decision"] in ("promote", "bootstrap"):
+            analysis = read_output(ctx, "analyze")
+            holdout = data.load_batches(data.batches_from_records(analysis["windows"]["holdout"], ctx.paths), ctx.paths, prof.data)
+            features = reg.version(verdict["challenger"]).metadata["features"]
+            reason = "first champion (bootstrap)" if verdict["decision"] == "bootstrap" else "passed every validation gate"
+            res = reg.promote_verified(verdict["challenger"], holdout[features].head(200), run_id=ctx.run_id, reason=reason)
+            events = [e.to_dict() for e in res.events]
+            action = "promoted" if res.ok else "auto-rolled-back"
+        else:
+            action = "rejected"
+    removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
+    out = {
+        "action": action,
+        "champion_before": before,
+        "champion_after": reg.champion(),
+        "events": events,
+        "retention_removed": removed,
+        "versions": [v.name for v in reg.versions()],
+        "registry_bytes": reg.total_size_bytes(),
+    }
+    ctx.write("promote", out)
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+def drift_figures(ctx: StepContext, analysis: DriftAnalysis) -> list:
+    """Drift per feature and the most drifted distributions; on a first run, the training window per batch."""
+    import matplotlib.pyplot as plt
+
+    figs = []
+    if analysis.drift is not None:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        drift.plot_feature_drift(analysis.drift, ax=ax)
+        ctx.save_figure(fig, "10-drift-per-feature")
+        figs.append(fig)
+        fig = drift.plot_distributions(analysis.reference, analysis.current, analysis.drift, top=4)
+        ctx.save_figure(fig, "10-distributions")
+        figs.append(fig)
+        if analysis.performance and analysis.performance["history"]:
+            fig, ax = plt.subplots(figsize=(8, 3))
+            hist = analysis.performance["history"]
+            ax.plot(range(1, len(hist) + 1), hist, marker="o", label=f"champion {analysis.performance['metric']}")
+            ax.axhline(analysis.performance["threshold"], color="red", linestyle="--", label="performance_threshold")
+            ax.set_xlabel("evaluated batch (oldest → newest)")
+            ax.set_title("Champion performance history")
+            ax.legend()
+            ctx.save_figure(fig, "10-performance-history")
+            figs.append(fig)
+    else:
+        frame, src = analysis.current, ctx.profile.data
+        per = frame.groupby(frame[src.time_column].dt.to_period("W").dt.start_time)[src.label].agg(["size", "mean"])
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.bar(per.index.astype(str), per["size"], color="#9ecae1", label="rows")
+        ax2 = ax.twinx()
+        ax2.plot(per.index.astype(str), per["mean"], color="#d62728", marker="o", label=f"mean {src.label}")
+        ax.set_title("First run: the training window per batch")
+        ax.tick_params(axis="x", rotation=60)
+        ctx.save_figure(fig, "10-training-window")
+        figs.append(fig)
+    return figs
+
+
+def training_figures(ctx: StepContext, outcome: dict[str, Any]) -> list:
+    """Resources while training (nothing when training was skipped)."""
+    from .monitoring import plot_resources
+    import matplotlib.pyplot as plt
+
+    if outcome["status"] != "trained":
+        return []
+    fig, ax = plt.subplots(figsize=(8, 3))
+    plot_resources(outcome["resources"], ax=ax)
+    ctx.save_figure(fig, "20-resources")
+    return [fig]
+
+
+def validation_figures(ctx: StepContext, verdict) -> list:
+    """Both models' scores side by side and the bootstrap distribution of their difference."""
+    from . import validation
+    import matplotlib.pyplot as plt
+
+    if verdict is None:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    validation.plot_scores(verdict, ax=axes[0])
+    validation.plot_bootstrap(verdict, ax=axes[1])
+    fig.tight_layout()
+    ctx.save_figure(fig, "30-validation")
+    return [fig]
+
+
+def champion_timeline(ctx: StepContext) -> list:
+    """Which version was champion when, with promotions and rollbacks marked."""
+    import matplotlib.pyplot as plt
+
+    events = [e.to_dict() for e in ctx.registry.history()]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    if events:
+        times = pd.to_datetime([e["time"] for e in events])
+        versions = [e["version"] for e in events]
+        ax.step(times, versions, where="post", color="#555")
+        for kind, marker, color in (("promote", "^", "green"), ("rollback", "v", "red"), ("auto-rollback", "x", "red")):
+            pts = [(t, v) for t, v, e in zip(times, versions, events) if e["event"] == kind]
+            if pts:
+                ax.scatter(*zip(*pts), marker=marker, color=color, s=80, label=kind, zorder=3)
+        ax.legend(loc="upper left")
+    ax.set_title(f"Champion of {ctx.profile.model_name} over time")
+    ax.set_xlabel("time (UTC)")
+    ctx.save_figure(fig, "40-champion-timeline")
+    return [fig]

@@ -1,0 +1,246 @@
+"""Training a challenger: in a child process, within max_retraining_time, watched.
+
+:func:`train_challenger` writes the training rows and the AutoGluon settings to a work folder and
+fits in a child process (``python -m retrainlib.training SPEC``). AutoGluon gets
+``max_retraining_time`` as its own ``time_limit``; a hard wall-clock guard kills the child's process
+tree if it overruns anyway, which ends the step as a :class:`TrainingTimeout` — the champion is
+untouched. CPU, memory and disk are sampled while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+
+from . import automl
+from .errors import TrainingError, TrainingTimeout
+from .monitoring import ResourceMonitor, ResourceReport, check_free_disk
+from .profiles import Profile
+
+__all__ = ["TrainingResult", "train_challenger", "guard_seconds", "fit_settings"]
+
+#: seconds allowed beyond max_retraining_time for start-up, the deployment clone and importance
+GRACE_SECONDS = 45.0
+
+
+def guard_seconds(max_retraining_time: float) -> float:
+    """The hard wall-clock limit: AutoGluon's time limit plus a margin for start-up and saving."""
+    return max_retraining_time * 1.1 + GRACE_SECONDS
+
+
+def fit_settings(profile: Profile) -> dict[str, Any]:
+    """The AutoGluon settings a fit uses, as recorded with the version (and replayed)."""
+    t = profile.training
+    return {
+        "label": profile.data.label,
+        "eval_metric": t.eval_metric,
+        "problem_type": t.problem_type,
+        "presets": t.presets,
+        "time_limit": profile.max_retraining_time,
+        "num_cpus": t.num_cpus,
+        "seed": t.seed,
+        "hyperparameters": t.hyperparameters,
+        "included_model_types": list(t.included_model_types) if t.included_model_types else None,
+        "excluded_model_types": list(t.excluded_model_types) if t.excluded_model_types else None,
+        "num_bag_folds": t.num_bag_folds,
+    }
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a fit produced and cost."""
+
+    predictor_dir: Path  # the deployment clone, ready for the registry
+    leaderboard: pd.DataFrame
+    features: tuple[str, ...]
+    importance: dict[str, float]
+    n_rows: int
+    wall_seconds: float
+    fit_seconds: float
+    cpu_seconds: float
+    time_limit: float
+    time_limit_binding: bool
+    settings: dict[str, Any]
+    resources: ResourceReport
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["predictor_dir"] = str(self.predictor_dir)
+        d["leaderboard"] = self.leaderboard.to_dict(orient="records")
+        d["resources"] = self.resources.to_dict()
+        d["features"] = list(self.features)
+        d["warnings"] = list(self.warnings)
+        return d
+
+
+def _children_cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def train_challenger(
+    train: pd.DataFrame,
+    *,
+    profile: Profile,
+    work_dir: str | Path,
+    disk_path: str | Path,
+    expected_version_bytes: int = 50 * 2**20,
+    sample_interval: float = 0.5,
+) -> TrainingResult:
+    """Fit a challenger on ``train`` in a child process within the profile's limits.
+
+    Parameters
+    ----------
+    train : DataFrame
+        Training rows: the features and the label (no time column or key).
+    profile : Profile
+        Supplies the AutoGluon settings, ``max_retraining_time`` and the resource thresholds.
+    work_dir : path
+        A new folder for this fit; the deployment clone ends up in ``work_dir/predictor``.
+    disk_path : path
+        Where the version will be stored (the registry), for the free-disk check.
+
+    Raises
+    ------
+    TrainingTimeout
+        The fit overran the wall-clock guard and was killed.
+    TrainingError
+        Too few rows, too little disk, or the fit itself failed (its error is in the message).
+    """
+    if len(train) < profile.training.min_train_rows:
+        raise TrainingError(
+            f"the training window has {len(train)} rows, fewer than training.min_train_rows="
+            f"{profile.training.min_train_rows}; widen window_batches or wait for more data"
+        )
+    check_free_disk(disk_path, need_bytes=expected_version_bytes, disk_threshold=profile.disk_threshold)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=False)
+    train.to_parquet(work_dir / "train.parquet", index=False)
+    settings = fit_settings(profile)
+    (work_dir / "spec.json").write_text(json.dumps(settings, indent=2))
+
+    env = dict(os.environ)
+    for var in automl.THREAD_VARIABLES:
+        env[var] = str(profile.training.num_cpus)
+    guard = guard_seconds(profile.max_retraining_time)
+    cpu0 = _children_cpu_seconds()
+    t0 = time.monotonic()
+    with open(work_dir / "fit.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "retrainlib.training", str(work_dir)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        monitor = ResourceMonitor(
+            proc.pid,
+            disk_path=disk_path,
+            interval=sample_interval,
+            cpu_threshold=profile.cpu_threshold,
+            memory_threshold=profile.memory_threshold,
+            disk_threshold=profile.disk_threshold,
+        )
+        with monitor:
+            try:
+                code = proc.wait(timeout=guard)
+            except subprocess.TimeoutExpired:
+                _kill_tree(proc.pid)
+                proc.wait()
+                raise TrainingTimeout(
+                    f"training overran its wall-clock guard of {guard:.0f} s (max_retraining_time="
+                    f"{profile.max_retraining_time:g} s plus start-up margin) and was stopped; the champion is "
+                    "untouched. Raise max_retraining_time or bound the fit with fewer/lighter models"
+                ) from None
+            except BaseException:  # KeyboardInterrupt/SIGTERM: never leave an orphan fit behind
+                _kill_tree(proc.pid)
+                raise
+    wall = time.monotonic() - t0
+    cpu = _children_cpu_seconds() - cpu0
+    if code != 0:
+        err = (work_dir / "error.txt").read_text() if (work_dir / "error.txt").exists() else ""
+        tail = (work_dir / "fit.log").read_text()[-2000:]
+        raise TrainingError(f"AutoGluon fit failed (exit code {code}): {err.strip() or tail.strip()}")
+    out = json.loads((work_dir / "result.json").read_text())
+    report = monitor.report()
+    return TrainingResult(
+        predictor_dir=work_dir / "predictor",
+        leaderboard=pd.read_csv(work_dir / "leaderboard.csv"),
+        features=tuple(out["features"]),
+        importance=out["importance"],
+        n_rows=len(train),
+        wall_seconds=wall,
+        fit_seconds=out["fit_seconds"],
+        cpu_seconds=cpu,
+        time_limit=profile.max_retraining_time,
+        time_limit_binding=out["time_limit_binding"],
+        settings=settings,
+        resources=report,
+        warnings=report.warnings,
+    )
+
+
+def _child(work_dir: Path) -> None:
+    """The child's work: fit, clone for deployment, leaderboard, importance."""
+    spec = json.loads((work_dir / "spec.json").read_text())
+    train = pd.read_parquet(work_dir / "train.parquet")
+    t0 = time.monotonic()
+    predictor = automl.fit_predictor(
+        train,
+        label=spec["label"],
+        path=work_dir / "autogluon",
+        eval_metric=spec["eval_metric"],
+        problem_type=spec["problem_type"],
+        presets=spec["presets"],
+        time_limit=spec["time_limit"],
+        num_cpus=spec["num_cpus"],
+        seed=spec["seed"],
+        hyperparameters=spec["hyperparameters"],
+        included_model_types=spec["included_model_types"],
+        excluded_model_types=spec["excluded_model_types"],
+        num_bag_folds=spec["num_bag_folds"],
+    )
+    fit_seconds = time.monotonic() - t0
+    automl.leaderboard(predictor).to_csv(work_dir / "leaderboard.csv", index=False)
+    sample = train.iloc[-min(len(train), 2000) :]
+    importance = automl.feature_importance(predictor, sample, seed=spec["seed"], time_limit=min(60.0, spec["time_limit"] / 4))
+    automl.deploy_clone(predictor, work_dir / "predictor")
+    result = {
+        "features": list(predictor.features()),
+        "importance": importance,
+        "fit_seconds": fit_seconds,
+        # a fit that used (nearly) all of its budget may have been cut short: its result depends on load
+        "time_limit_binding": fit_seconds >= 0.9 * spec["time_limit"],
+    }
+    (work_dir / "result.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":  # python -m retrainlib.training WORK_DIR
+    target = Path(sys.argv[1])
+    try:
+        _child(target)
+    except Exception as exc:  # the parent reads error.txt and raises TrainingError with it
+        (target / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        sys.exit(1)

@@ -1,0 +1,168 @@
+"""When to retrain: triggers with memory, combined by the profile's policy into a :class:`Decision`.
+
+Each trigger returns a :class:`TriggerResult` (name, value, threshold, fired, reason). Data quality
+is not a trigger: a quality score below ``data_quality_threshold`` *blocks* retraining, because a
+model must never be retrained on broken data.
+
+>>> drift_trigger(0.3, threshold=0.25).fired
+True
+>>> drift_trigger(0.25, threshold=0.25).fired
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+__all__ = [
+    "TriggerResult",
+    "Decision",
+    "schedule_trigger",
+    "drift_trigger",
+    "performance_trigger",
+    "degradation_trigger",
+    "page_hinkley",
+    "decide",
+]
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    """One trigger's figure against its threshold."""
+
+    name: str
+    value: float | None
+    threshold: float | None
+    fired: bool
+    reason: str
+    enabled: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Retrain or not, and every reason."""
+
+    retrain: bool
+    status: str  # 'bootstrap' | 'retrain' | 'no-retrain' | 'blocked-by-quality'
+    policy: str
+    reasons: tuple[str, ...]
+    triggers: tuple[TriggerResult, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "retrain": self.retrain,
+            "status": self.status,
+            "policy": self.policy,
+            "reasons": list(self.reasons),
+            "triggers": [t.to_dict() for t in self.triggers],
+        }
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([t.to_dict() for t in self.triggers])
+
+
+def schedule_trigger(days_since_trained: float, *, interval_days: float) -> TriggerResult:
+    """Fires when the champion is at least ``interval_days`` old."""
+    fired = days_since_trained >= interval_days
+    rel = "≥" if fired else "<"
+    return TriggerResult(
+        "schedule", round(days_since_trained, 3), interval_days, fired,
+        f"champion trained {days_since_trained:.1f} days ago {rel} retraining_interval {interval_days:g} days",
+    )
+
+
+def drift_trigger(score: float, *, threshold: float) -> TriggerResult:
+    """Fires when the dataset drift score exceeds ``drift_threshold``."""
+    fired = score > threshold
+    rel = ">" if fired else "≤"
+    return TriggerResult("drift", round(score, 4), threshold, fired, f"drift score {score:.3f} {rel} drift_threshold {threshold:g}")
+
+
+def performance_trigger(value: float | None, *, threshold: float, metric: str, greater_is_better: bool = True) -> TriggerResult:
+    """Fires when the champion's metric on the newest labelled batch is worse than the threshold."""
+    if value is None:
+        return TriggerResult("performance", None, threshold, False, "no new labelled batch: performance not measured")
+    fired = value < threshold if greater_is_better else value > threshold
+    word = "below" if greater_is_better else "above"
+    verdict = word if fired else ("at or above" if greater_is_better else "at or below")
+    return TriggerResult(
+        "performance", round(value, 4), threshold, fired, f"champion {metric} {value:.3f} is {verdict} performance_threshold {threshold:g}"
+    )
+
+
+def page_hinkley(values: Sequence[float], *, delta: float, threshold: float, greater_is_better: bool = True) -> tuple[float, int | None]:
+    """Page-Hinkley test for a sustained *decline* of a quality metric.
+
+    Returns the final statistic and the index where it first crossed ``threshold`` (None if never).
+    ``delta`` is the tolerated drift per step, ``threshold`` (lambda) the alarm level — as in river's
+    ``drift.PageHinkley(mode="down")``.
+
+    >>> page_hinkley([0.8] * 10, delta=0.005, threshold=0.05)[1] is None
+    True
+    >>> page_hinkley([0.80 - 0.01 * i for i in range(15)], delta=0.005, threshold=0.05)[1] is not None
+    True
+    """
+    mean = 0.0
+    cum = 0.0
+    peak = 0.0
+    alarm = None
+    stat = 0.0
+    for i, v in enumerate(values, start=1):
+        x = v if greater_is_better else -v
+        mean += (x - mean) / i
+        cum += mean - x - delta  # grows while x falls below its running mean
+        peak = min(peak, cum)
+        stat = cum - peak
+        if alarm is None and stat > threshold:
+            alarm = i - 1
+    return stat, alarm
+
+
+def degradation_trigger(
+    history: Sequence[float], *, delta: float, threshold: float, min_history: int, greater_is_better: bool = True
+) -> TriggerResult:
+    """Fires on a sustained downward trend of the champion's metric across its evaluation history."""
+    if len(history) < min_history:
+        return TriggerResult(
+            "degradation", None, threshold, False, f"{len(history)} evaluation(s) in history, need {min_history} for a trend"
+        )
+    stat, alarm = page_hinkley(history, delta=delta, threshold=threshold, greater_is_better=greater_is_better)
+    fired = alarm is not None
+    if fired:
+        reason = f"Page-Hinkley {stat:.3f} > {threshold:g}: sustained decline since evaluation {alarm + 1} of {len(history)}"
+    else:
+        reason = f"Page-Hinkley {stat:.3f} ≤ {threshold:g} over {len(history)} evaluations: no sustained decline"
+    return TriggerResult("degradation", round(stat, 4), threshold, fired, reason)
+
+
+def decide(
+    triggers: Sequence[TriggerResult],
+    *,
+    combine: str,
+    use: Sequence[str],
+    policy: str,
+    quality_passed: bool,
+    quality_reason: str = "",
+    bootstrap: bool = False,
+) -> Decision:
+    """Combine triggers by policy; bad data quality blocks, an empty registry bootstraps."""
+    marked = tuple(
+        TriggerResult(t.name, t.value, t.threshold, t.fired and t.name in use, t.reason, t.name in use) for t in triggers
+    )
+    if not quality_passed:
+        return Decision(False, "blocked-by-quality", policy, (f"blocked: {quality_reason}",), marked)
+    if bootstrap:
+        return Decision(True, "bootstrap", policy, ("no champion yet: train the first model",), marked)
+    active = [t for t in marked if t.enabled]
+    fired = [t for t in active if t.fired]
+    go = bool(active) and (all(t.fired for t in active) if combine == "all" else bool(fired))
+    if go:
+        return Decision(True, "retrain", policy, tuple(t.reason for t in fired), marked)
+    why = "no trigger fired" if not fired else f"policy '{policy}' needs all of {', '.join(use)}"
+    return Decision(False, "no-retrain", policy, (why, *(t.reason for t in active)), marked)
