@@ -531,10 +531,9 @@ def _improvement_gate(metric, gib, scores, threshold) -> Gate:
     gain = _signed(chal - champ, gib)
     way = "higher" if gib else "lower"
     passed = gain >= threshold
-    verb = "improves on" if gain > 0 else "does not improve on"
     reason = (
-        f"challenger {metric} {_fmt(chal)} {verb} the champion's {_fmt(champ)} by {_fmt(gain)} ({way} is better); "
-        f"{'at least' if passed else 'needs at least'} improvement_threshold {_fmt(threshold)}"
+        f"challenger {metric} {_fmt(chal)} against the champion's {_fmt(champ)} is an improvement of {gain:+.4g} "
+        f"({way} is better), {'at or above' if passed else 'below'} improvement_threshold {_fmt(threshold)}"
     )
     return Gate("improvement", metric, gain, threshold, passed, True, reason, {"champion": champ, "challenger": chal})
 
