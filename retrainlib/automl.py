@@ -179,7 +179,8 @@ def leaderboard(predictor, data: pd.DataFrame | None = None) -> pd.DataFrame:
 
 def feature_importance(predictor, data: pd.DataFrame, *, seed: int = 0, time_limit: float = 30) -> dict[str, float]:
     """Permutation importance on ``data``, clipped at 0 and normalised to sum to 1."""
-    fi = predictor.feature_importance(data, num_shuffle_sets=2, time_limit=time_limit, silent=True, random_seed=seed)
+    np.random.seed(seed)  # AutoGluon shuffles with NumPy's global generator
+    fi = predictor.feature_importance(data, num_shuffle_sets=2, time_limit=time_limit, silent=True, include_confidence_band=False)
     imp = fi["importance"].clip(lower=0.0)
     total = float(imp.sum())
     if total <= 0:

@@ -387,7 +387,7 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
             reason = "first champion (bootstrap)" if verdict["decision"] == "bootstrap" else "passed every validation gate"
             res = reg.promote_verified(verdict["challenger"], holdout[features].head(200), run_id=ctx.run_id, reason=reason)
             events = [e.to_dict() for e in res.events]
-            action = "promoted" if res.ok else "auto-rolled-back"
+            action = "promoted" if res.promoted else "auto-rolled-back"
         else:
             action = "rejected"
     removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)

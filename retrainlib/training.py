@@ -34,9 +34,9 @@ __all__ = ["TrainingResult", "train_challenger", "guard_seconds", "fit_settings"
 GRACE_SECONDS = 45.0
 
 
-def guard_seconds(max_retraining_time: float) -> float:
+def guard_seconds(max_retraining_time: float, grace: float = GRACE_SECONDS) -> float:
     """The hard wall-clock limit: AutoGluon's time limit plus a margin for start-up and saving."""
-    return max_retraining_time * 1.1 + GRACE_SECONDS
+    return max_retraining_time * 1.1 + grace
 
 
 def fit_settings(profile: Profile) -> dict[str, Any]:
@@ -112,6 +112,7 @@ def train_challenger(
     disk_path: str | Path,
     expected_version_bytes: int = 50 * 2**20,
     sample_interval: float = 0.5,
+    grace_seconds: float = GRACE_SECONDS,
 ) -> TrainingResult:
     """Fit a challenger on ``train`` in a child process within the profile's limits.
 
@@ -125,6 +126,8 @@ def train_challenger(
         A new folder for this fit; the deployment clone ends up in ``work_dir/predictor``.
     disk_path : path
         Where the version will be stored (the registry), for the free-disk check.
+    grace_seconds : float
+        Margin beyond ``max_retraining_time`` before the guard kills the fit.
 
     Raises
     ------
@@ -148,7 +151,7 @@ def train_challenger(
     env = dict(os.environ)
     for var in automl.THREAD_VARIABLES:
         env[var] = str(profile.training.num_cpus)
-    guard = guard_seconds(profile.max_retraining_time)
+    guard = guard_seconds(profile.max_retraining_time, grace_seconds)
     cpu0 = _children_cpu_seconds()
     t0 = time.monotonic()
     with open(work_dir / "fit.log", "w") as log:

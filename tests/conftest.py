@@ -1,0 +1,70 @@
+"""Shared fixtures: a small project home with the demo loan book and a fast profile."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_ROWS = 400
+
+
+def tiny_profile(**overrides) -> dict:
+    """The demo profile with a tiny, fast, bounded model config."""
+    prof = yaml.safe_load((REPO / "params" / "demo.yaml").read_text())
+    prof["training"]["hyperparameters"] = {"GBM": [{"num_boost_round": 40, "learning_rate": 0.1}]}
+    prof["training"]["min_train_rows"] = 100
+    prof["validation"]["bootstrap_samples"] = 100
+    prof["max_retraining_time"] = 60
+    for key, value in overrides.items():
+        target = prof
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[last] = value
+    return prof
+
+
+def make_home(root: Path, *, weeks: int = 24, rows: int = TINY_ROWS, name: str = "demo", **overrides) -> Path:
+    """A project home under ``root``: params/<name>.yaml (tiny demo profile) and the demo batches."""
+    from retrainlib.demo import DEMO_BATCHES, write_batches
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params").mkdir(exist_ok=True)
+    prof = tiny_profile(**overrides)
+    prof["name"] = name
+    (root / "params" / f"{name}.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    if not (root / DEMO_BATCHES).exists():
+        write_batches(root / DEMO_BATCHES, weeks=weeks, rows=rows)
+    return root
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh tiny project home."""
+    return make_home(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def demo_batches(tmp_path_factory) -> Path:
+    """Tiny demo batches written once per session (copy them, do not edit them)."""
+    from retrainlib.demo import write_batches
+
+    folder = tmp_path_factory.mktemp("demo") / "batches"
+    write_batches(folder, weeks=24, rows=TINY_ROWS)
+    return folder
+
+
+@pytest.fixture
+def fast_home(tmp_path: Path, demo_batches: Path) -> Path:
+    """Like ``home`` but copies the session's batches instead of generating them."""
+    root = tmp_path / "home"
+    shutil.copytree(demo_batches.parent, root / "data" / "demo")
+    return make_home(root)
