@@ -173,8 +173,13 @@ def _as_of_time(ctx: StepContext, visible: list[data.Batch]) -> pd.Timestamp:
     return cut if cut is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
 
 
-def analyze_drift(ctx: StepContext) -> DriftAnalysis:
-    """Compare reference and current windows, measure the champion, and decide whether to retrain."""
+def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: str = "") -> DriftAnalysis:
+    """Compare reference and current windows, measure the champion, and decide whether to retrain.
+
+    ``force`` (a backtest strategy such as "never retrain" or "retrain every batch") replaces the
+    policy's verdict with ``force_reason``; every trigger is still measured and recorded, and a
+    bootstrap or a data-quality block still wins. ``None`` (the playbook) follows the policy.
+    """
     prof, src = ctx.profile, ctx.profile.data
     visible = data.list_batches(src, ctx.paths, as_of=ctx.as_of)
     champion = ctx.registry.champion()
@@ -226,6 +231,9 @@ def analyze_drift(ctx: StepContext) -> DriftAnalysis:
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
                                quality_passed=q.passed, quality_reason=_quality_reason(q))
+    if force is not None and decision.status in ("retrain", "no-retrain"):
+        decision = triggers.Decision(force, "retrain" if force else "no-retrain", decision.policy,
+                                     (force_reason or f"forced: retrain={force}",), decision.triggers)
     performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
                    "threshold": prof.performance_threshold, "history": history}
     result = DriftAnalysis(decision, q, report, windows, performance, evaluations, target, pred, champion,
@@ -269,8 +277,11 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
 
 
 # --------------------------------------------------------------------------- step 20
-def retrain_model(ctx: StepContext) -> dict[str, Any]:
-    """Train and register a challenger when step 10 decided so; otherwise record why not."""
+def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
+    """Train and register a challenger when step 10 decided so; otherwise record why not.
+
+    ``fit_cache`` (a :class:`retrainlib.fitcache.FitCache`) reuses an identical earlier fit.
+    """
     analysis = read_output(ctx, "analyze")
     decision = analysis["decision"]
     if not decision["retrain"]:
@@ -285,7 +296,8 @@ def retrain_model(ctx: StepContext) -> dict[str, Any]:
     ctx.registry.path.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"fit-{ctx.run_id}-"))
     try:
-        result = train_challenger(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path)
+        fit = fit_cache.train_challenger if fit_cache is not None else train_challenger
+        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path)
         trained_at = data.parse_as_of(ctx.as_of)
         metadata = {
             "parent": analysis["champion"],
@@ -330,6 +342,8 @@ def retrain_model(ctx: StepContext) -> dict[str, Any]:
         "warnings": list(result.warnings),
         "version_bytes": version.size_bytes,
     }
+    if fit_cache is not None:
+        out["fit_cache"] = "reused" if fit_cache.last_hit else "computed"
     ctx.write("retrain", out)
     return out
 

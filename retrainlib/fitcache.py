@@ -1,0 +1,144 @@
+"""The shared-fit cache: an identical fit is computed once and reused.
+
+Two fits are identical when their training rows (``data.frame_fingerprint``) and their AutoGluon
+settings (``training.fit_settings``) are the same. A backtest replays several strategies over the
+same history; whenever two strategies retrain on the same window with the same settings, the
+second gets a copy of the first one's deployment clone and its recorded :class:`TrainingResult`
+(including the fit's measured CPU-seconds, so every strategy's cost is reported as if it had
+trained alone). Fits bounded by configuration are reproducible (README: "Reproducibility"), so a
+copy is what a second fit would have produced; a fit whose ``time_limit`` was binding depends on
+the machine's load and is never cached.
+
+>>> import tempfile
+>>> cache = FitCache(tempfile.mkdtemp())
+>>> cache.stats()
+{'fits_computed': 0, 'fits_reused': 0, 'cpu_seconds_computed': 0.0, 'cpu_seconds_saved': 0.0, 'not_cached': 0}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import training
+from .data import frame_fingerprint
+from .errors import TrainingError
+from .monitoring import ResourceReport, check_free_disk
+from .profiles import Profile
+
+__all__ = ["FitCache", "fit_key"]
+
+
+def fit_key(train: pd.DataFrame, settings: dict[str, Any]) -> str:
+    """sha256 of the training rows' fingerprint and the fit settings (key order does not matter)."""
+    h = hashlib.sha256()
+    h.update(frame_fingerprint(train).encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+class FitCache:
+    """A folder of finished fits keyed by :func:`fit_key`; counts what it computed and saved.
+
+    Use :meth:`train_challenger` where :func:`retrainlib.training.train_challenger` would be called
+    (``steps.retrain_model(ctx, fit_cache=cache)`` does).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fits_computed = 0
+        self.fits_reused = 0
+        self.not_cached = 0
+        self.cpu_seconds_computed = 0.0
+        self.cpu_seconds_saved = 0.0
+        self.last_hit: bool | None = None  # whether the latest call was served from the cache
+
+    def __repr__(self) -> str:
+        return f"FitCache({str(self.root)!r}, {self.stats()})"
+
+    def stats(self) -> dict[str, Any]:
+        """Fits computed and reused, and the training CPU-seconds the reuse saved."""
+        return {
+            "fits_computed": self.fits_computed,
+            "fits_reused": self.fits_reused,
+            "cpu_seconds_computed": round(self.cpu_seconds_computed, 3),
+            "cpu_seconds_saved": round(self.cpu_seconds_saved, 3),
+            "not_cached": self.not_cached,
+        }
+
+    def train_challenger(
+        self, train: pd.DataFrame, *, profile: Profile, work_dir: str | os.PathLike, disk_path: str | os.PathLike, **kwargs: Any
+    ) -> training.TrainingResult:
+        """Like :func:`retrainlib.training.train_challenger`, reusing an identical earlier fit.
+
+        The deployment clone lands in ``work_dir/predictor`` either way; the returned result's
+        timings and resources are those measured when the fit was computed.
+        """
+        key = fit_key(train, training.fit_settings(profile))
+        entry = self.root / key
+        work_dir = Path(work_dir)
+        if (entry / "result.json").is_file():
+            if len(train) < profile.training.min_train_rows:  # the same refusal a real fit gives
+                return training.train_challenger(train, profile=profile, work_dir=work_dir, disk_path=disk_path, **kwargs)
+            check_free_disk(disk_path, need_bytes=kwargs.get("expected_version_bytes", 50 * 2**20),
+                            disk_threshold=profile.disk_threshold)
+            work_dir.mkdir(parents=True, exist_ok=False)
+            shutil.copytree(entry / "predictor", work_dir / "predictor")
+            result = _result_from(json.loads((entry / "result.json").read_text()), work_dir / "predictor",
+                                  pd.read_csv(entry / "leaderboard.csv"))
+            self.fits_reused += 1
+            self.cpu_seconds_saved += result.cpu_seconds
+            self.last_hit = True
+            return result
+        result = training.train_challenger(train, profile=profile, work_dir=work_dir, disk_path=disk_path, **kwargs)
+        self.fits_computed += 1
+        self.cpu_seconds_computed += result.cpu_seconds
+        self.last_hit = False
+        if result.time_limit_binding:  # cut short by the clock: a second fit may differ
+            self.not_cached += 1
+            return result
+        stage = self.root / f".stage-{uuid.uuid4().hex}"
+        try:
+            shutil.copytree(result.predictor_dir, stage / "predictor")
+            result.leaderboard.to_csv(stage / "leaderboard.csv", index=False)
+            record = result.to_dict()
+            record.pop("leaderboard")
+            (stage / "result.json").write_text(json.dumps(record, default=str))
+            os.rename(stage, entry)
+        except OSError as exc:
+            if not (entry / "result.json").is_file():
+                raise TrainingError(f"could not store the fit in the shared-fit cache {self.root}: {exc}") from exc
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return result
+
+
+def _result_from(record: dict[str, Any], predictor_dir: Path, leaderboard: pd.DataFrame) -> training.TrainingResult:
+    res = record["resources"]
+    resources = ResourceReport(
+        samples=tuple(res["samples"]), peak_cpu=res["peak_cpu"], peak_memory=res["peak_memory"],
+        peak_rss_bytes=res["peak_rss_bytes"], peak_disk=res["peak_disk"], warnings=tuple(res["warnings"]),
+    )
+    return training.TrainingResult(
+        predictor_dir=predictor_dir,
+        leaderboard=leaderboard,
+        features=tuple(record["features"]),
+        importance=record["importance"],
+        n_rows=record["n_rows"],
+        wall_seconds=record["wall_seconds"],
+        fit_seconds=record["fit_seconds"],
+        cpu_seconds=record["cpu_seconds"],
+        time_limit=record["time_limit"],
+        time_limit_binding=record["time_limit_binding"],
+        settings=record["settings"],
+        resources=resources,
+        warnings=tuple(record["warnings"]),
+    )
