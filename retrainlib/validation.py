@@ -24,7 +24,9 @@ applies the gates of the profile, each a figure, a threshold and a verdict (:cla
 
 Without a champion (the first run of a registry) only minimum, stability and versions apply, and the
 decision is ``'bootstrap'`` when they pass. A regression prediction counts as "flipped" or "differing"
-when it moves by more than ``noise_fraction`` of the holdout label's standard deviation.
+when it moves by more than ``regression_tolerance`` (default 5%) of the holdout label's standard
+deviation: input noise of 1% of each feature's spread moves even a smooth model's output by about
+1% of the label's, so a tighter tolerance would flag every model.
 
 The bootstrap draws all resamples at once as a matrix of row counts and computes the metric for
 every resample with NumPy (:data:`BOOTSTRAP_METRICS`; ROC AUC through weighted rank sums); a
@@ -224,19 +226,24 @@ def _log_loss(y, s, classes, w):
 
 
 def _roc_auc(y, s, classes, w):
-    """Weighted Mann-Whitney U: sum over positive-negative pairs of 1[s+ > s-] + 0.5 * 1[tie]."""
+    """Weighted Mann-Whitney U: over positive-negative pairs, 1 if the positive scores higher, 0.5 on a tie.
+
+    For each positive, the weight of negatives scored below it and up to its tie come from one
+    cumulative sum over the negatives in score order, looked up at two ``searchsorted`` positions.
+    """
     if s.ndim != 1:
         raise ValueError("vectorised roc_auc is for binary scores")
-    order = np.argsort(s, kind="mergesort")
-    s_sorted = s[order]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    pos = _binary_target(y, classes)[order]
-    ws = w[:, order]
-    g_pos = np.add.reduceat(ws * pos, starts, axis=1)
-    g_neg = np.add.reduceat(ws * (1 - pos), starts, axis=1)
-    below = np.cumsum(g_neg, axis=1) - g_neg
-    u = (g_pos * (below + 0.5 * g_neg)).sum(axis=1)
-    denom = g_pos.sum(axis=1) * g_neg.sum(axis=1)
+    positive = _binary_target(y, classes).astype(bool)
+    pos_idx, neg_idx = np.flatnonzero(positive), np.flatnonzero(~positive)
+    neg_order = neg_idx[np.argsort(s[neg_idx], kind="mergesort")]
+    neg_sorted = s[neg_order]
+    below = np.searchsorted(neg_sorted, s[pos_idx], side="left")
+    up_to = np.searchsorted(neg_sorted, s[pos_idx], side="right")
+    cum = np.zeros((w.shape[0], len(neg_order) + 1))
+    np.cumsum(w[:, neg_order], axis=1, out=cum[:, 1:])
+    w_pos = w[:, pos_idx]
+    u = 0.5 * (w_pos * (cum[:, below] + cum[:, up_to])).sum(axis=1)
+    denom = w_pos.sum(axis=1) * cum[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denom > 0, u / np.where(denom > 0, denom, 1), np.nan)
 
@@ -353,6 +360,7 @@ def validate(
     latency_repeats: int = 7,
     reload_rows: int = 2000,
     reload_timeout: float = 600.0,
+    regression_tolerance: float = 0.05,
 ) -> Verdict:
     """Score champion and challenger on ``holdout`` and apply the profile's gates.
 
@@ -376,6 +384,11 @@ def validate(
         Timed predictions of 1,000 rows per model (after one warm-up); p95 is taken over them.
     reload_rows
         At most this many holdout rows are predicted again in the fresh process.
+    reload_timeout
+        Seconds the fresh process may take to load and predict; longer fails the reload gate.
+    regression_tolerance
+        Regression only: a prediction counts as flipped (noise) or differing (churn) when it moves
+        by more than this fraction of the holdout label's standard deviation.
 
     Returns
     -------
@@ -410,6 +423,8 @@ def validate(
             )
         _check_holdout(holdout, label, champ_features, "champion")
 
+    if not settings.metrics:
+        raise ProfileError("validation.metrics is empty; list at least one metric, e.g. metrics: [roc_auc]")
     metrics = tuple(dict.fromkeys([*settings.metrics, *settings.minimum]))
     info = {m: _metric_info(m, problem_type) for m in metrics}
     seeds = np.random.SeedSequence(seed).spawn(4)
@@ -445,7 +460,7 @@ def validate(
         bootstrap = _summarise(boot[0], primary, "score", scores["challenger"][primary], settings.confidence)
 
     # stability
-    tolerance = settings.noise_fraction * float(np.nanstd(y.astype(float))) if problem_type == "regression" else 0.0
+    tolerance = regression_tolerance * float(np.nanstd(y.astype(float))) if problem_type == "regression" else 0.0
     reload_dir = Path(challenger_dir) if challenger_dir is not None else Path(challenger.path)
     gates.append(
         _reload_gate(
@@ -660,13 +675,14 @@ def _noise_gate(challenger, x, labels, fraction, stability_threshold, tolerance,
     noisy, touched = _perturb(x, fraction, np.random.default_rng(seed))
     flipped = _differs(_predict_labels(challenger, noisy), labels, tolerance)
     share = float(np.mean(flipped))
-    limit = 1 - stability_threshold
+    limit = round(1 - stability_threshold, 12)
     passed = share <= limit
     reason = (
-        f"{share:.2%} of predictions flip when {len(touched)} numeric features get noise of "
-        f"{fraction:.0%} of their spread; {'within' if passed else 'above'} the limit {limit:.2%} (1 - stability_threshold)"
+        f"{share:.2%} of predictions flip when {len(touched)} numeric features get Gaussian noise of "
+        f"{fraction:.0%} of their standard deviation; {'within' if passed else 'above'} the limit {limit:.2%} (1 - stability_threshold)"
     )
-    return Gate("stability_noise", None, share, limit, passed, True, reason, {"features": touched, "rows": int(len(x))})
+    details = {"features": touched, "rows": int(len(x)), "regression_tolerance": tolerance or None}
+    return Gate("stability_noise", None, share, limit, passed, True, reason, details)
 
 
 def _schema_gate(champion_features, challenger_features, allowed) -> Gate:

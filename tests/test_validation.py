@@ -42,13 +42,13 @@ def loan_book(n: int, concept: str, seed: int) -> pd.DataFrame:
     return x.assign(**{LABEL: (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)})
 
 
-def make_profile(improvement_threshold: float = 0.01, **validation) -> Profile:
+def make_profile(improvement_threshold: float = 0.01, label: str = LABEL, **validation) -> Profile:
     return Profile.model_validate(
         {
             "name": "test",
             "model_name": "loans",
             "improvement_threshold": improvement_threshold,
-            "data": {"batches": "data/batches", "label": LABEL, "time_column": "week"},
+            "data": {"batches": "data/batches", "label": label, "time_column": "week"},
             "training": {"num_cpus": 1},
             "validation": {"bootstrap_samples": 300, **validation},
         }
@@ -313,6 +313,36 @@ def test_unlabelled_holdout_rows_are_refused(models, holdout):
 def test_metric_unknown_for_the_problem_type_is_a_profile_error(models, holdout):
     with pytest.raises(ProfileError, match="validation metric 'rmse' is not an AutoGluon metric for a binary problem"):
         validate(models["new"].predictor, holdout, profile=make_profile(metrics=["rmse"]))
+
+
+def test_empty_metric_list_is_a_profile_error(models, holdout):
+    with pytest.raises(ProfileError, match="validation.metrics is empty; list at least one metric"):
+        validate(models["new"].predictor, holdout, profile=make_profile(metrics=[]))
+
+
+# ------------------------------------------------------------------ regression
+
+
+def test_regression_model_floors_read_rmse_as_a_loss_and_r2_as_a_score(tmp_path):
+    rows = loan_book(1200, "new", 4)
+    rows["loss_given_default"] = 2 * rows.income - 3 * rows.debt + np.random.default_rng(4).normal(0, 5, len(rows))
+    rows = rows.drop(columns=LABEL)
+    train, hold = rows.iloc[:800], rows.iloc[800:]
+    predictor = automl.fit_predictor(
+        train, label="loss_given_default", path=tmp_path / "reg", eval_metric="root_mean_squared_error",
+        problem_type="regression", presets="medium_quality", time_limit=60, num_cpus=1, seed=0, hyperparameters=TINY,
+    )
+    verdict = validate(
+        predictor, hold, profile=make_profile(label="loss_given_default", metrics=["rmse"], minimum={"rmse": 50.0, "r2": 0.999}),
+        challenger_meta={"software": automl.software_versions()},
+    )
+    assert verdict.gate("minimum", "rmse").passed  # a small error is under its ceiling
+    assert not verdict.gate("minimum", "r2").passed
+    assert verdict.decision == "reject" and verdict.gate("minimum", "r2").reason in verdict.reasons
+    assert verdict.gate("stability_reload").passed
+    noise = verdict.gate("stability_noise")  # moves within 5% of the label's spread do not count as flips
+    assert noise.details["regression_tolerance"] == pytest.approx(0.05 * hold.loss_given_default.std(ddof=0))
+    assert 0 < noise.value < 0.10
 
 
 # ------------------------------------------------------------------ the vectorised bootstrap metrics (contract)
