@@ -18,7 +18,8 @@ then renamed into ``.trash/`` and removed there. The champion pointer and pins a
 write-temp, fsync, ``os.replace``, fsync-directory. History and evaluations are JSON lines, one
 fsync per write; a line torn by a kill is ignored when reading and cut off by the next writer.
 The pointer is written before its history line; the next writer adds a line the kill lost, from
-the pointer itself (:meth:`Registry.recover`).
+the pointer itself, and rolls back a promotion whose fresh-process smoke test never answered
+(:meth:`Registry.recover`).
 
 >>> import tempfile
 >>> reg = Registry(Path(tempfile.mkdtemp()) / "models", "loan-default")
@@ -630,7 +631,15 @@ class Registry:
         return rec.get("version") if rec else None
 
     def _swap_pointer(
-        self, *, event: str, version: str | None, previous: str | None, replaced: str | None, run_id: str | None, reason: str
+        self,
+        *,
+        event: str,
+        version: str | None,
+        previous: str | None,
+        replaced: str | None,
+        run_id: str | None,
+        reason: str,
+        smoke_pending: bool = False,
     ) -> HistoryEvent:
         """Replace CHAMPION atomically, then append its history line (under the writer lock)."""
         since = _now()
@@ -644,6 +653,8 @@ class Registry:
             "replaced": replaced,
             "reason": reason,
         }
+        if smoke_pending:  # promote_verified has not heard back from the smoke test yet
+            record["smoke_pending"] = True
         _atomic_write_json(self._champion_file, record)
         ev = HistoryEvent(time=since, event=event, version=version, previous=replaced, run_id=run_id, reason=reason)
         _append_lines(self._history_file, [ev.to_dict()])
@@ -651,6 +662,9 @@ class Registry:
 
     def promote(self, name: str, *, run_id: str | None, reason: str) -> HistoryEvent:
         """Make version ``name`` the champion: verify it, swap the pointer atomically, record it."""
+        return self._promote(name, run_id=run_id, reason=reason, smoke_pending=False)
+
+    def _promote(self, name: str, *, run_id: str | None, reason: str, smoke_pending: bool) -> HistoryEvent:
         with self.write_lock():
             self._recover_locked()
             name = self._check_name(name)
@@ -662,7 +676,8 @@ class Registry:
                 )
             self.verify(name)
             return self._swap_pointer(
-                event="promote", version=name, previous=current, replaced=current, run_id=run_id, reason=reason
+                event="promote", version=name, previous=current, replaced=current, run_id=run_id, reason=reason,
+                smoke_pending=smoke_pending,
             )
 
     def _lineage_previous(self, target: str) -> str | None:
@@ -731,16 +746,21 @@ class Registry:
         The fresh process runs ``python -m retrainlib.smoke <predictor dir> <sample parquet>``. If
         it fails or overruns ``timeout`` seconds, the registry rolls back by itself to the champion
         before (or to no champion on a first promotion) and records both events. The writer lock
-        is held throughout, so no other writer slips in between.
+        is held throughout, so no other writer slips in between. Until the smoke test answers, the
+        pointer carries ``"smoke_pending": true``; if this process dies before then, the next
+        writer rolls back by itself (:meth:`recover`): an unverified promotion never outlives a crash.
         """
         if sample is None or len(sample) == 0:
             raise RegistryError("the smoke-test sample is empty; pass a few rows of recent data (features, label optional)")
         t0 = time.monotonic()
         with self.write_lock():
-            promoted = self.promote(name, run_id=run_id, reason=reason)
+            promoted = self._promote(name, run_id=run_id, reason=reason, smoke_pending=True)
             before = promoted.previous
             ok, detail = self._smoke(self.path / name / "predictor", sample, timeout=timeout)
             if ok:
+                record = self.champion_record() or {}
+                record.pop("smoke_pending", None)
+                _atomic_write_json(self._champion_file, record)
                 return PromotionResult(
                     version=name, previous=before, promoted=True, smoke_passed=True, detail=detail,
                     seconds=time.monotonic() - t0, events=(promoted,),
@@ -835,6 +855,20 @@ class Registry:
                 )
                 _append_lines(self._history_file, [ev.to_dict()])
                 done.append(f"restored the history line of the {ev.event} to {ev.version}")
+        if rec and rec.get("smoke_pending"):
+            # the promoting process died before its smoke test answered: undo the unverified promotion
+            before = rec.get("replaced")
+            if before not in self._version_names():
+                before = None
+            self._swap_pointer(
+                event="auto-rollback",
+                version=before,
+                previous=self._lineage_previous(before) if before else None,
+                replaced=rec.get("version"),
+                run_id=rec.get("run_id"),
+                reason=f"the smoke test of {rec.get('version')} never answered (its process died); rolled back",
+            )
+            done.append(f"rolled back the unverified promotion of {rec.get('version')} to {before}")
         return done
 
     @staticmethod

@@ -1,0 +1,374 @@
+"""Crash and concurrency tests of the registry, with real processes and a real tiny predictor.
+
+A child process runs registry operations in a loop and is SIGKILLed at a random instant; after
+each kill the champion must load and predict, the history must parse, and every finished version
+must still be there whole (or be recorded as deleted by retention). Set RETRAIN_FAULT_SEED to
+replay a sequence of kills.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrainlib import automl
+from retrainlib.registry import Registry
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+REPO = Path(__file__).resolve().parent.parent
+SEED = int(os.environ.get("RETRAIN_FAULT_SEED", "20261128"))
+KILLS = 60  # kills during promote / rollback / retention / add / keep
+VERIFIED_KILLS = 4  # kills during promote_verified (pointer swapped, smoke test running)
+
+
+# ---- the same tiny predictor as test_registry.py (fitted once per session, shared on disk) ----
+
+
+def tiny_rows(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "income": rng.normal(50, 10, n),
+            "debt": rng.normal(10, 3, n),
+            "region": rng.choice(["north", "south", "east"], n),
+        }
+    )
+    df["default"] = ((df.debt / df.income + rng.normal(0, 0.05, n)) > 0.2).astype(int)
+    return df
+
+
+def tiny_clone(tmp_path_factory) -> Path:
+    base = tmp_path_factory.getbasetemp() / "tiny-predictor"
+    clone, done = base / "clone", base / "DONE"
+    if not done.exists():
+        base.mkdir(exist_ok=True)
+        predictor = automl.fit_predictor(
+            tiny_rows(),
+            label="default",
+            path=base / f"fit-{os.getpid()}",
+            eval_metric="log_loss",
+            problem_type="binary",
+            presets="medium_quality",
+            time_limit=60,
+            num_cpus=1,
+            seed=0,
+            hyperparameters={"GBM": {"num_boost_round": 20}},
+        )
+        automl.deploy_clone(predictor, clone)
+        done.write_text("ok\n")
+    return clone
+
+
+@pytest.fixture(scope="session")
+def clone(tmp_path_factory) -> Path:
+    return tiny_clone(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sample() -> pd.DataFrame:
+    return tiny_rows(40, seed=1).drop(columns="default")
+
+
+def seeded_registry(tmp_path: Path, clone: Path, n: int = 4) -> Registry:
+    reg = Registry(tmp_path / "models", "loan-default")
+    for i in range(n):
+        reg.add_version(clone, {"note": f"seed {i}"}, run_id="setup")
+    reg.promote("v0001", run_id="setup", reason="bootstrap")
+    reg.promote("v0002", run_id="setup", reason="second")
+    return reg
+
+
+# ---- the children that get killed -------------------------------------------------------------
+# A fork server imports the registry once; each worker is a fresh process forked from it (in its
+# own session, so a kill of its group also takes a smoke-test grandchild). Forking from a small,
+# single-threaded server keeps a worker's start at milliseconds, so 60 kills fit in seconds.
+
+FORK_SERVER = r"""
+import os, random, sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+from retrainlib.errors import RegistryError
+from retrainlib.registry import Registry
+
+
+def work(root, model, clone, seed, log, mode, sample_path):
+    rng = random.Random(int(seed))
+    reg = Registry(Path(root), model)
+    sample = pd.read_parquet(sample_path) if mode == "verified" else None
+    out = open(log, "a", buffering=1)
+    out.write("ready\n")
+    while True:
+        names = [v.name for v in reg.versions()]
+        champ = reg.champion()
+        others = [n for n in names if n != champ]
+        if mode == "verified":
+            op = "promote_verified"
+        else:
+            op = rng.choices(["promote", "rollback", "retention", "add", "keep"], weights=[25, 25, 25, 15, 10])[0]
+        out.write(f"start {op}\n")
+        detail = ""
+        try:
+            if op == "promote_verified":
+                detail = reg.promote_verified(rng.choice(others), sample, run_id=f"kill-{seed}", reason="fault test").version
+            elif op == "promote":
+                detail = reg.promote(rng.choice(others), run_id=f"kill-{seed}", reason="fault test").version
+            elif op == "rollback" and rng.random() < 0.6:
+                detail = reg.roll_back(run_id=f"kill-{seed}", reason="fault test").version
+            elif op == "rollback":
+                detail = reg.roll_back(to=rng.choice(others), run_id=f"kill-{seed}", reason="fault test").version
+            elif op == "retention":
+                later = datetime.now(timezone.utc) + timedelta(days=rng.choice([0, 0, 3]))
+                detail = ",".join(reg.apply_retention(max_versions=rng.randint(2, 5), retention_days=2, now=later))
+            elif op == "add":
+                detail = reg.add_version(Path(clone), {"note": "fault test"}, run_id=f"kill-{seed}").name
+            elif op == "keep":
+                reg.keep(rng.choice(names), rng.random() < 0.4)
+        except (RegistryError, IndexError) as exc:  # e.g. nothing to roll back to: a refusal, not a fault
+            out.write(f"refused {op} {type(exc).__name__}\n")
+            continue
+        out.write(f"done {op} {detail}\n")
+
+
+print("ready", flush=True)
+for line in sys.stdin:
+    cmd, *args = line.split()
+    if cmd == "run":
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            try:
+                work(*args)
+            finally:
+                os._exit(1)
+        print(pid, flush=True)
+    elif cmd == "wait":
+        _, status = os.waitpid(int(args[0]), 0)
+        print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else -os.WEXITSTATUS(status), flush=True)
+"""
+
+
+@pytest.fixture
+def fork_server():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen(
+        [sys.executable, "-c", FORK_SERVER], cwd=REPO, env=env, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    assert server.stdout.readline().strip() == "ready"
+    yield server
+    server.stdin.close()
+    server.wait(timeout=30)
+
+
+def ask(server: subprocess.Popen, *words) -> int:
+    server.stdin.write(" ".join(str(w) for w in words) + "\n")
+    server.stdin.flush()
+    return int(server.stdout.readline())
+
+
+def start_worker(server, reg: Registry, clone: Path, seed: int, log: Path, *, mode: str = "plain",
+                 sample_path: Path | None = None) -> int:
+    pid = ask(server, "run", reg.root, reg.model_name, clone, seed, log, mode, sample_path)
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "ready" in log.read_text()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"worker {pid} not ready within 60 s")
+        time.sleep(0.002)
+    return pid
+
+
+def kill(server, pid: int, log: Path) -> str:
+    """SIGKILL the worker (and its process group); return the operation it was in the middle of."""
+    os.killpg(pid, signal.SIGKILL)
+    ended_by = ask(server, "wait", pid)
+    assert ended_by == signal.SIGKILL, f"worker {pid} ended by itself (status {ended_by}) before the kill; see {log}"
+    lines = log.read_text().splitlines()
+    last = lines[-1].split() if lines else []
+    return last[1] if last and last[0] == "start" else "between operations"
+
+
+def finished_versions(log: Path) -> set[str]:
+    return {ln.split()[2] for ln in log.read_text().splitlines() if ln.startswith("done add ")}
+
+
+def check_after_kill(reg: Registry, finished: set[str], sample: pd.DataFrame, context: str) -> list[str]:
+    """What a process coming after the kill must find; returns what recovery tidied up."""
+    history = reg.history()  # parses (a torn last line is tolerated)
+    names = {v.name for v in reg.versions()}
+    for name in names:  # nothing half-visible: every visible version is whole
+        reg.verify(name)
+    deleted = {e.version for e in history if e.event == "retention"}
+    lost = finished - names - deleted
+    assert not lost, f"{context}: finished versions lost without a retention record: {sorted(lost)}"
+
+    champion = reg.champion()
+    assert champion in names, f"{context}: champion {champion!r} is not a stored version ({sorted(names)})"
+    scores = automl.predict_scores(reg.load(), sample)  # verifies checksums, loads strictly
+    assert scores.shape == (len(sample),) and np.isfinite(scores).all(), context
+    assert reg.pins() <= names, f"{context}: a kept version vanished"
+
+    # the next writer tidies up, and then the record is consistent again
+    tidied = reg.recover()
+    assert not any((reg.path / ".staging").iterdir()) if (reg.path / ".staging").exists() else True
+    assert not any((reg.path / ".trash").iterdir()) if (reg.path / ".trash").exists() else True
+    assert not list(reg.path.glob(".*.tmp"))
+    assert (reg.path / "history.jsonl").read_bytes().endswith(b"\n")
+    rec = reg.champion_record()
+    assert not rec.get("smoke_pending")
+    last_move = [e for e in reg.history() if e.event != "retention"][-1]
+    assert (last_move.version, last_move.time) == (rec["version"], rec["since"]), f"{context}: history and pointer disagree"
+    reg.load()  # still loads after recovery (which may have rolled back an unverified promotion)
+    return tidied
+
+
+def test_sigkill_at_random_instants_in_promotion_rollback_and_retention_leaves_a_loadable_champion(
+    tmp_path, clone, sample, fork_server
+):
+    reg = seeded_registry(tmp_path, clone)
+    rng = random.Random(SEED)
+    finished = {"v0001", "v0002", "v0003", "v0004"}
+    interrupted: collections.Counter[str] = collections.Counter()
+    tidied: collections.Counter[str] = collections.Counter()
+    for i in range(KILLS):
+        log = tmp_path / f"kill-{i:02d}.log"
+        pid = start_worker(fork_server, reg, clone, SEED + i, log)
+        time.sleep(rng.uniform(0.005, 0.25))
+        interrupted[kill(fork_server, pid, log)] += 1
+        finished |= finished_versions(log)
+        for phrase in check_after_kill(reg, finished, sample, f"kill {i} (seed {SEED + i})"):
+            tidied[re.sub(r"/\S+| to \S+$| \S+\.tmp$", "", phrase)] += 1
+
+    events = collections.Counter(e.event for e in reg.history())
+    print(f"\n{KILLS} kills (seed {SEED}); interrupted in: {dict(interrupted)}; recovery did: {dict(tidied)}; "
+          f"history: {dict(events)}; versions now: {[v.name for v in reg.versions()]}")
+    assert sum(interrupted.values()) == KILLS
+    # the kills really landed inside each kind of operation, not only between them
+    for op in ("promote", "rollback", "retention"):
+        assert interrupted[op] >= 1, f"no kill landed inside a {op}: {dict(interrupted)}"
+    assert events["promote"] > 2 and events["rollback"] > 0 and events["retention"] > 0
+
+
+def test_sigkill_while_promote_verified_waits_for_its_smoke_test_rolls_back_the_unverified_champion(
+    tmp_path, clone, sample, fork_server
+):
+    reg = seeded_registry(tmp_path, clone)
+    sample_path = tmp_path / "sample.parquet"
+    sample.to_parquet(sample_path, index=False)
+    rng = random.Random(SEED + 1000)
+    finished = {"v0001", "v0002", "v0003", "v0004"}
+    rolled_back = 0
+    for i in range(VERIFIED_KILLS):
+        log = tmp_path / f"verified-{i}.log"
+        pid = start_worker(fork_server, reg, clone, SEED + 1000 + i, log, mode="verified", sample_path=sample_path)
+        time.sleep(rng.uniform(0.1, 2.5))
+        kill(fork_server, pid, log)
+        tidied = check_after_kill(reg, finished, sample, f"verified kill {i}")
+        rolled_back += any(t.startswith("rolled back the unverified promotion") for t in tidied)
+    autos = [e for e in reg.history() if e.event == "auto-rollback"]
+    assert len(autos) == rolled_back and all("never answered" in e.reason for e in autos)
+    print(f"\n{VERIFIED_KILLS} kills during promote_verified; {rolled_back} left an unverified champion that recovery rolled back")
+
+
+# ---- two writers at once ----------------------------------------------------------------------
+
+PROMOTER = r"""
+import json, sys, time
+from pathlib import Path
+import pandas as pd
+from retrainlib.registry import Registry
+
+root, model, go, who, versions, verified, sample_path = sys.argv[1:]
+reg = Registry(Path(root), model)
+sample = pd.read_parquet(sample_path) if verified == "1" else None
+print("ready", flush=True)
+while not Path(go).exists():
+    time.sleep(0.001)
+for name in versions.split(","):
+    t0 = time.time()
+    if verified == "1":
+        r = reg.promote_verified(name, sample, run_id=who, reason=f"promoted by {who}")
+        assert r.promoted, r.detail
+    else:
+        reg.promote(name, run_id=who, reason=f"promoted by {who}")
+        time.sleep(0.01)  # outside the lock: gives the other process its turns
+    print(json.dumps({"who": who, "version": name, "start": t0, "end": time.time()}), flush=True)
+"""
+
+
+def run_promoters(reg: Registry, tmp_path: Path, plans: dict[str, list[str]], *, verified: bool, sample: pd.DataFrame):
+    sample_path = tmp_path / "sample.parquet"
+    sample.to_parquet(sample_path, index=False)
+    go = tmp_path / "go"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    procs = {
+        who: subprocess.Popen(
+            [sys.executable, "-c", PROMOTER, str(reg.root), reg.model_name, str(go), who, ",".join(names),
+             "1" if verified else "0", str(sample_path)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for who, names in plans.items()
+    }
+    for p in procs.values():
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()  # both start at once
+    results = {}
+    for who, p in procs.items():
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, f"{who} failed: {err[-2000:]}"
+        results[who] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return results
+
+
+def test_two_processes_promoting_at_once_both_finish_one_after_the_other_and_history_records_both(tmp_path, clone, sample):
+    reg = Registry(tmp_path / "models", "loan-default")
+    for i in range(3):
+        reg.add_version(clone, {}, run_id="setup")
+    reg.promote("v0001", run_id="setup", reason="bootstrap")
+
+    results = run_promoters(reg, tmp_path, {"A": ["v0002"], "B": ["v0003"]}, verified=True, sample=sample)
+
+    a, b = results["A"][0], results["B"][0]
+    first, second = sorted([a, b], key=lambda r: r["end"])
+    # the writer lock made the second wait for the first's whole promotion and smoke test
+    assert second["end"] - first["end"] > 0.5, (first, second)
+    promotes = [e for e in reg.history() if e.event == "promote"][1:]
+    assert [(e.version, e.run_id) for e in promotes] == [(first["version"], first["who"]), (second["version"], second["who"])]
+    assert promotes[0].previous == "v0001" and promotes[1].previous == first["version"]
+    rec = reg.champion_record()
+    assert (rec["version"], rec["previous"]) == (second["version"], first["version"]) and "smoke_pending" not in rec
+    reg.load()
+
+
+def test_many_concurrent_promotions_from_two_processes_lose_no_update(tmp_path, clone, sample):
+    reg = Registry(tmp_path / "models", "loan-default")
+    for i in range(4):
+        reg.add_version(clone, {}, run_id="setup")
+    rounds = 15
+    plans = {"A": ["v0001", "v0002"] * rounds, "B": ["v0003", "v0004"] * rounds}
+
+    run_promoters(reg, tmp_path, plans, verified=False, sample=sample)
+
+    history = reg.history()
+    assert len(history) == 4 * rounds
+    assert collections.Counter(e.run_id for e in history) == {"A": 2 * rounds, "B": 2 * rounds}
+    # each promotion saw the one before it: the writes were serialised, none overwrote another unseen
+    for before, after in zip(history, history[1:]):
+        assert after.previous == before.version
+    assert reg.champion() == history[-1].version
+    assert len({(e.run_id, i) for i, e in enumerate(history)}) == len(history)
+    switches = sum(1 for x, y in zip(history, history[1:]) if x.run_id != y.run_id)
+    print(f"\n{len(history)} promotions from two processes, interleaved {switches} times")
