@@ -425,12 +425,50 @@ def validate(
 
     if not settings.metrics:
         raise ProfileError("validation.metrics is empty; list at least one metric, e.g. metrics: [roc_auc]")
-    metrics = tuple(dict.fromkeys([*settings.metrics, *settings.minimum]))
-    info = {m: _metric_info(m, problem_type) for m in metrics}
+    for metric in dict.fromkeys([*settings.metrics, *settings.minimum]):
+        _metric_info(metric, problem_type)  # an unknown metric fails before any work starts
     seeds = np.random.SeedSequence(seed).spawn(4)
-    y = holdout[label].to_numpy()
     x_chal = holdout[chal_features]
     chal_scores = automl.predict_scores(challenger, x_chal)
+    reload = _FreshReload(
+        Path(challenger_dir) if challenger_dir is not None else Path(challenger.path),
+        x_chal, chal_scores, rows=reload_rows, timeout=reload_timeout, num_cpus=profile.training.num_cpus, seed=seeds[3],
+    )
+    try:
+        gates, scores, bootstrap = _gates(
+            challenger, champion, holdout, label=label, problem_type=problem_type, classes=classes,
+            champ_classes=champ_classes, chal_features=chal_features, champ_features=champ_features,
+            chal_scores=chal_scores, reload=reload, profile=profile, challenger_meta=challenger_meta,
+            seeds=seeds, latency_repeats=latency_repeats, regression_tolerance=regression_tolerance,
+        )
+    finally:
+        reload.close()
+
+    failed = tuple(g.reason for g in gates if g.blocking and not g.passed)
+    if failed:
+        decision = "reject"
+    else:
+        decision = "promote" if champion is not None else "bootstrap"
+    return Verdict(
+        decision=decision,
+        gates=tuple(gates),
+        scores=scores,
+        bootstrap=bootstrap,
+        n_holdout=len(holdout),
+        reasons=failed,
+    )
+
+
+def _gates(
+    challenger, champion, holdout, *, label, problem_type, classes, champ_classes, chal_features, champ_features,
+    chal_scores, reload, profile, challenger_meta, seeds, latency_repeats, regression_tolerance,
+) -> tuple[list[Gate], dict[str, dict[str, float]], dict[str, Any]]:
+    """Every gate of :func:`validate`, in table order, with the scores and the bootstrap summary."""
+    settings = profile.validation
+    metrics = tuple(dict.fromkeys([*settings.metrics, *settings.minimum]))
+    info = {m: _metric_info(m, problem_type) for m in metrics}
+    y = holdout[label].to_numpy()
+    x_chal = holdout[chal_features]
     scores: dict[str, dict[str, float]] = {
         "champion": {},
         "challenger": {m: automl.score(m, problem_type, y, chal_scores, classes) for m in metrics},
@@ -461,13 +499,7 @@ def validate(
 
     # stability
     tolerance = regression_tolerance * float(np.nanstd(y.astype(float))) if problem_type == "regression" else 0.0
-    reload_dir = Path(challenger_dir) if challenger_dir is not None else Path(challenger.path)
-    gates.append(
-        _reload_gate(
-            challenger, reload_dir, x_chal, chal_scores, rows=reload_rows, timeout=reload_timeout,
-            num_cpus=profile.training.num_cpus, seed=seeds[3],
-        )
-    )
+    reload_at = len(gates)  # its place in the table; collected before latency is timed
     chal_labels = _predict_labels(challenger, x_chal)
     gates.append(
         _noise_gate(challenger, x_chal, chal_labels, settings.noise_fraction, profile.stability_threshold, tolerance, seeds[1])
@@ -482,25 +514,14 @@ def validate(
     if champion is not None:
         champ_labels = _predict_labels(champion, x_champ)
         gates.append(_churn_gate(champ_labels, chal_labels, settings.max_churn, tolerance))
+    gates.insert(reload_at, reload.gate())
     sample_rng = np.random.default_rng(seeds[2])
     batch = holdout.iloc[sample_rng.integers(0, len(holdout), _LATENCY_ROWS)]
     chal_p95 = _p95_latency(challenger, batch[chal_features], latency_repeats)
     champ_p95 = _p95_latency(champion, batch[champ_features], latency_repeats) if champion is not None else None
     gates.append(_latency_gate(champ_p95, chal_p95, settings.max_latency_ratio))
 
-    failed = tuple(g.reason for g in gates if g.blocking and not g.passed)
-    if failed:
-        decision = "reject"
-    else:
-        decision = "promote" if champion is not None else "bootstrap"
-    return Verdict(
-        decision=decision,
-        gates=tuple(gates),
-        scores=scores,
-        bootstrap=bootstrap,
-        n_holdout=len(holdout),
-        reasons=failed,
-    )
+    return gates, scores, bootstrap
 
 
 def _check_holdout(holdout: pd.DataFrame, label: str, features: Sequence[str], who: str) -> None:
@@ -598,42 +619,74 @@ def _significance_gate(metric, boot, required) -> Gate:
     return Gate("significance", metric, low, 0.0, passed, bool(required), reason, {"ci_high": high})
 
 
-def _reload_gate(challenger, folder: Path, x: pd.DataFrame, in_process: np.ndarray, *, rows, timeout, num_cpus, seed) -> Gate:
-    """Load ``folder`` in a fresh interpreter and compare its predictions with the in-memory model's."""
-    take = np.sort(np.random.default_rng(seed).choice(len(x), size=min(rows, len(x)), replace=False))
-    expected = in_process[take]
-    if not folder.is_dir():
-        reason = f"challenger predictor folder {folder} does not exist, so it cannot be reloaded in a fresh process"
-        return Gate("stability_reload", None, None, 0.0, False, True, reason)
-    with tempfile.TemporaryDirectory(prefix="retrain-reload-") as tmp:
-        rows_file, out_file = Path(tmp, "rows.parquet"), Path(tmp, "out.npy")
+class _FreshReload:
+    """The reload check: a fresh interpreter loads the challenger's folder and predicts sampled rows.
+
+    Started as soon as the in-memory predictions exist and collected with :meth:`gate` later, so
+    the new interpreter's start-up (mostly importing AutoGluon) overlaps the in-process work.
+    """
+
+    def __init__(self, folder: Path, x: pd.DataFrame, in_process: np.ndarray, *, rows, timeout, num_cpus, seed):
+        take = np.sort(np.random.default_rng(seed).choice(len(x), size=min(rows, len(x)), replace=False))
+        self.folder, self.timeout, self.expected, self.rows = folder, timeout, in_process[take], len(take)
+        self.proc: subprocess.Popen | None = None
+        self.tmp: tempfile.TemporaryDirectory | None = None
+        if not folder.is_dir():
+            return
+        self.tmp = tempfile.TemporaryDirectory(prefix="retrain-reload-")
+        rows_file, self.out_file = Path(self.tmp.name, "rows.parquet"), Path(self.tmp.name, "out.npy")
         x.iloc[take].reset_index(drop=True).to_parquet(rows_file)
         env = {**os.environ, **{v: str(num_cpus) for v in automl.THREAD_VARIABLES}}
-        cmd = [sys.executable, "-m", "retrainlib.stability_check", str(folder), str(rows_file), str(out_file), "--num-cpus", str(num_cpus)]
-        started = time.perf_counter()
+        cmd = [sys.executable, "-m", "retrainlib.stability_check", str(folder), str(rows_file), str(self.out_file)]
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [*cmd, "--num-cpus", str(num_cpus)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+
+    def gate(self) -> Gate:
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            reason = f"reloading the challenger from {folder} in a fresh process took over {timeout:g} s"
+            return self._collect()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the process if it still runs and remove its files (safe to call twice)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        if self.tmp is not None:
+            self.tmp.cleanup()
+            self.tmp = None
+
+    def _collect(self) -> Gate:
+        folder = self.folder
+        if self.proc is None:
+            reason = f"challenger predictor folder {folder} does not exist, so it cannot be reloaded in a fresh process"
             return Gate("stability_reload", None, None, 0.0, False, True, reason)
-        seconds = time.perf_counter() - started
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        try:
+            remaining = max(0.001, self.timeout - (time.perf_counter() - self.started))
+            stdout, stderr = self.proc.communicate(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            reason = f"reloading the challenger from {folder} in a fresh process took over {self.timeout:g} s"
+            return Gate("stability_reload", None, None, 0.0, False, True, reason)
+        seconds = time.perf_counter() - self.started
+        if self.proc.returncode != 0:
+            last = (stderr.strip().splitlines() or ["(no message)"])[-1]
             reason = f"the challenger in {folder} failed to load or predict in a fresh process: {last}"
-            return Gate("stability_reload", None, None, 0.0, False, True, reason, {"returncode": proc.returncode})
-        reloaded = np.load(out_file)
-    details = {"rows": int(len(take)), "seconds": round(seconds, 3), **_last_json(proc.stdout)}
-    if reloaded.shape != expected.shape:
-        reason = f"the reloaded challenger returned predictions of shape {reloaded.shape}, expected {expected.shape}"
-        return Gate("stability_reload", None, None, 0.0, False, True, reason, details)
-    diff = float(np.max(np.abs(reloaded - expected))) if reloaded.size else 0.0
-    identical = bool(np.array_equal(reloaded, expected))
-    changed = int(np.sum(np.any((reloaded != expected).reshape(len(take), -1), axis=1)))
-    reason = (
-        f"reloaded from {folder} in a fresh process, the challenger predicts {len(take)} holdout rows "
-        + ("identically" if identical else f"differently on {changed} rows (largest difference {diff:.3g})")
-    )
-    return Gate("stability_reload", None, diff, 0.0, identical, True, reason, {**details, "rows_changed": changed})
+            return Gate("stability_reload", None, None, 0.0, False, True, reason, {"returncode": self.proc.returncode})
+        reloaded, expected = np.load(self.out_file), self.expected
+        details = {"rows": self.rows, "seconds": round(seconds, 3), **_last_json(stdout)}
+        if reloaded.shape != expected.shape:
+            reason = f"the reloaded challenger returned predictions of shape {reloaded.shape}, expected {expected.shape}"
+            return Gate("stability_reload", None, None, 0.0, False, True, reason, details)
+        diff = float(np.max(np.abs(reloaded - expected))) if reloaded.size else 0.0
+        identical = bool(np.array_equal(reloaded, expected))
+        changed = int(np.sum(np.any((reloaded != expected).reshape(self.rows, -1), axis=1)))
+        reason = (
+            f"reloaded from {folder} in a fresh process, the challenger predicts {self.rows} holdout rows "
+            + ("identically" if identical else f"differently on {changed} rows (largest difference {diff:.3g})")
+        )
+        return Gate("stability_reload", None, diff, 0.0, identical, True, reason, {**details, "rows_changed": changed})
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
