@@ -1,0 +1,318 @@
+"""Data quality: is the current window fit to train on? Named checks and one score in [0, 1].
+
+:func:`check_hard_breaks` stops a run on data too broken to even measure (an empty window, the
+label column gone, a required column gone) with a :class:`~retrainlib.errors.DataQualityError`
+naming the column and the file. :func:`assess` runs the named checks of :data:`CHECKS` and returns
+a :class:`QualityReport`; its score is the weight of the checks passed over the weight of the
+checks that apply, and a score below ``data_quality_threshold`` blocks retraining.
+
+Each check measures one ``value`` and passes when it is at most its ``threshold`` (the tolerances
+in :data:`LIMITS`, overridable per call):
+
+===================== ============================================================ =========
+check                 value                                                        tolerance
+===================== ============================================================ =========
+schema                columns missing or extra, or whose kind changed, vs reference 0
+missing_values        largest rise of a column's missing share vs reference         0.05
+out_of_range          largest share of a numeric column outside the reference range 0.05
+unseen_categories     largest share of a column in categories the reference lacks   0.10
+duplicate_rows        share of rows that repeat an earlier row                      0.05
+constant_columns      columns with a single value that varied in the reference      0
+missing_labels        share of rows without a label                                 0.05
+===================== ============================================================ =========
+
+Without a reference window the comparisons do not apply (weight 0) and ``missing_values`` checks
+the missing share itself (at most 0.5).
+
+>>> import pandas as pd
+>>> ref = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]})
+>>> cur = pd.DataFrame({"x": [1.0, 2.0, 9.0, None], "y": [0, 1, None, 1]})
+>>> report = assess(cur, reference=ref, label="y", threshold=0.8)
+>>> [c.name for c in report.checks if not c.passed]
+['missing_values', 'out_of_range', 'missing_labels']
+>>> round(report.score, 2), report.passed
+(0.56, False)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataQualityError
+
+__all__ = ["QualityCheck", "QualityReport", "CHECKS", "LIMITS", "WEIGHTS", "assess", "check_hard_breaks"]
+
+#: tolerance of each check: the value at or below which it passes
+LIMITS: dict[str, float] = {
+    "schema": 0,
+    "missing_values": 0.05,
+    "out_of_range": 0.05,
+    "unseen_categories": 0.10,
+    "duplicate_rows": 0.05,
+    "constant_columns": 0,
+    "missing_labels": 0.05,
+}
+#: weight of each check in the score: a broken schema or missing labels count double
+WEIGHTS: dict[str, float] = {"schema": 2, "missing_values": 1, "out_of_range": 1, "unseen_categories": 1,
+                             "duplicate_rows": 1, "constant_columns": 1, "missing_labels": 2}
+_NO_REFERENCE_MISSING = 0.5
+
+
+@dataclass(frozen=True)
+class QualityCheck:
+    """One named check: what it measured, what it tolerates, whether it passed and why."""
+
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+    detail: str
+    weight: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["value"] = float(d["value"]) if math.isfinite(d["value"]) else None
+        return d
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """Every check, the weighted score in [0, 1] and the verdict against ``data_quality_threshold``."""
+
+    checks: tuple[QualityCheck, ...]
+    score: float
+    threshold: float
+    passed: bool
+    source: str = "current window"
+    n_rows: int = 0
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.checks if not c.passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "threshold": self.threshold, "passed": self.passed, "source": self.source,
+                "n_rows": self.n_rows, "failed": list(self.failed), "checks": [c.to_dict() for c in self.checks]}
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([c.to_dict() for c in self.checks],
+                            columns=["name", "value", "threshold", "passed", "detail", "weight"])
+
+
+# --------------------------------------------------------------------------- hard breaks
+def check_hard_breaks(current: pd.DataFrame, *, label: str | None, required: Sequence[str] = (),
+                      source: str = "current window") -> None:
+    """Raise when the window cannot be measured or trained on at all.
+
+    Raises
+    ------
+    DataQualityError
+        The window has no rows, the label column is missing, or a required column is missing;
+        the message names the column and ``source`` and says how to fix it.
+    """
+    if len(current) == 0:
+        raise DataQualityError(f"{source} has no rows; expected at least one row; add data to it, or check "
+                               f"data.pattern and as_of so the window holds a batch with rows")
+    shown = ", ".join(map(repr, list(current.columns)[:12])) + (" ..." if current.shape[1] > 12 else "")
+    if label is not None and label not in current.columns:
+        raise DataQualityError(f"label column {label!r} is missing from {source} (it has {shown}); restore it "
+                               f"there, or set data.label in the profile to the label's name")
+    for column in required:
+        if column not in current.columns:
+            raise DataQualityError(f"required column {column!r} is missing from {source} (the champion was trained "
+                                   f"on it; the file has {shown}); restore the column in that file")
+
+
+# --------------------------------------------------------------------------- checks
+def _kind(series: pd.Series) -> str:
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "numeric"
+    return "categorical"
+
+
+def _worst(values: Mapping[str, float]) -> tuple[str | None, float]:
+    if not values:
+        return None, 0.0
+    column = max(values, key=lambda c: values[c])
+    return column, float(values[column])
+
+
+@dataclass(frozen=True)
+class _Window:
+    current: pd.DataFrame
+    reference: pd.DataFrame | None
+    features: tuple[str, ...]  # current columns, less label and ignored ones
+    shared: tuple[str, ...]  # features also in the reference
+    label: str | None
+    ignored: frozenset[str]
+
+
+def _schema(w: _Window) -> tuple[float, str, bool]:
+    if w.reference is None:
+        return 0.0, "not applicable: no reference window", False
+    ref_cols = [c for c in w.reference.columns if c not in w.ignored]
+    missing = [c for c in ref_cols if c not in w.current.columns]
+    extra = [c for c in w.features if c not in w.reference.columns]
+    changed = [f"{c} {w.reference[c].dtype} -> {w.current[c].dtype}" for c in w.shared
+               if _kind(w.reference[c]) != _kind(w.current[c])]
+    parts = [f"missing: {', '.join(missing)}" if missing else "", f"extra: {', '.join(extra)}" if extra else "",
+             f"kind changed: {'; '.join(changed)}" if changed else ""]
+    detail = "; ".join(p for p in parts if p) or f"{len(w.shared)} columns as in the reference"
+    return float(len(missing) + len(extra) + len(changed)), detail, True
+
+
+def _missing_values(w: _Window) -> tuple[float, str, bool]:
+    cur = {c: float(w.current[c].isna().mean()) for c in w.features}
+    if w.reference is None:
+        col, worst = _worst(cur)
+        return worst, (f"most missing: {col} {worst:.1%}" if col else "no feature columns"), True
+    rise = {c: cur[c] - float(w.reference[c].isna().mean()) for c in w.shared}
+    col, worst = _worst(rise)
+    if col is None:
+        return 0.0, "no shared columns", True
+    return worst, f"largest rise: {col} {cur[col] - worst:.1%} -> {cur[col]:.1%}", True
+
+
+def _out_of_range(w: _Window) -> tuple[float, str, bool]:
+    if w.reference is None:
+        return 0.0, "not applicable: no reference window", False
+    shares = {}
+    for c in w.shared:
+        if _kind(w.reference[c]) == "numeric" and _kind(w.current[c]) == "numeric":
+            ref = w.reference[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            cur = w.current[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            cur = cur[~np.isnan(cur)]
+            if len(cur) and np.isfinite(ref).any():
+                lo, hi = np.nanmin(ref), np.nanmax(ref)
+                shares[c] = float(np.count_nonzero((cur < lo) | (cur > hi)) / len(cur))
+    col, worst = _worst(shares)
+    if col is None:
+        return 0.0, "no numeric columns to compare", True
+    return worst, f"most outside: {col} {worst:.1%} outside [{np.nanmin(w.reference[col]):.4g}, " \
+                  f"{np.nanmax(w.reference[col]):.4g}]", True
+
+
+def _unseen_categories(w: _Window) -> tuple[float, str, bool]:
+    if w.reference is None:
+        return 0.0, "not applicable: no reference window", False
+    shares, examples = {}, {}
+    for c in w.shared:
+        if _kind(w.reference[c]) in ("categorical", "boolean"):
+            cur = w.current[c].dropna()
+            if len(cur):
+                seen = pd.Index(pd.unique(w.reference[c].dropna()))
+                new = ~pd.Index(cur).isin(seen)
+                shares[c] = float(new.mean())
+                examples[c] = pd.unique(cur[new])[:3]
+    col, worst = _worst(shares)
+    if col is None:
+        return 0.0, "no categorical columns to compare", True
+    shown = f" (e.g. {', '.join(map(repr, examples[col]))})" if worst > 0 else ""
+    return worst, f"most unseen: {col} {worst:.1%}{shown}", True
+
+
+def _duplicate_rows(w: _Window) -> tuple[float, str, bool]:
+    cols = [c for c in w.current.columns if c in w.features or c == w.label]
+    if not cols or len(w.current) == 0:
+        return 0.0, "no columns", True
+    hashes = pd.util.hash_pandas_object(w.current[cols], index=False)
+    share = float(hashes.duplicated().mean())
+    return share, f"{share:.1%} of {len(w.current):,} rows repeat an earlier row", True
+
+
+def _constant_columns(w: _Window) -> tuple[float, str, bool]:
+    constant = [c for c in w.features if w.current[c].nunique(dropna=False) <= 1]
+    if w.reference is not None:
+        constant = [c for c in constant if c not in w.reference.columns or w.reference[c].nunique(dropna=False) > 1]
+    detail = f"constant: {', '.join(constant)}" if constant else "no column became constant"
+    return float(len(constant)), detail, True
+
+
+def _missing_labels(w: _Window) -> tuple[float, str, bool]:
+    if w.label is None:
+        return 0.0, "not applicable: no label", False
+    if w.label not in w.current.columns:
+        return 1.0, f"label column {w.label!r} is missing", True
+    share = float(w.current[w.label].isna().mean())
+    return share, f"{share:.1%} of rows have no {w.label!r}", True
+
+
+#: every named check: a function of the window returning (value, detail, applies)
+CHECKS: dict[str, Callable[[_Window], tuple[float, str, bool]]] = {
+    "schema": _schema,
+    "missing_values": _missing_values,
+    "out_of_range": _out_of_range,
+    "unseen_categories": _unseen_categories,
+    "duplicate_rows": _duplicate_rows,
+    "constant_columns": _constant_columns,
+    "missing_labels": _missing_labels,
+}
+
+
+def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str | None, threshold: float,
+           required: Sequence[str] = (), ignore_columns: Sequence[str] = (), source: str = "current window",
+           limits: Mapping[str, float] | None = None) -> QualityReport:
+    """Run every check of :data:`CHECKS` on the current window and score it.
+
+    Parameters
+    ----------
+    current : DataFrame
+        The window to judge.
+    reference : DataFrame or None
+        What the champion was trained on; the comparisons need it.
+    label : str or None
+        The label column (left out of the feature checks, checked for missing labels).
+    threshold : float
+        ``data_quality_threshold``: the report passes when its score is at least this.
+    required : sequence of str
+        Columns the champion needs; their absence is a hard break.
+    ignore_columns : sequence of str
+        Columns left out of every check (ids, the time column).
+    source : str
+        Names the data in messages (a file or window name).
+    limits : mapping, optional
+        Tolerances overriding :data:`LIMITS` by check name.
+
+    Returns
+    -------
+    QualityReport
+
+    Raises
+    ------
+    DataQualityError
+        A hard break (see :func:`check_hard_breaks`).
+    ValueError
+        ``limits`` names a check that does not exist.
+    """
+    check_hard_breaks(current, label=label, required=required, source=source)
+    limits = {**LIMITS, **(limits or {})}
+    unknown = sorted(set(limits) - set(CHECKS))
+    if unknown:
+        raise ValueError(f"unknown quality check {unknown[0]!r} in limits; expected one of "
+                         + ", ".join(repr(n) for n in CHECKS))
+    ignored = set(ignore_columns) | ({label} if label else set())
+    features = tuple(c for c in current.columns if c not in ignored)
+    if reference is not None and len(reference) == 0:
+        reference = None
+    shared = tuple(c for c in features if reference is not None and c in reference.columns)
+    window = _Window(current, reference, features, shared, label, frozenset(ignored))
+    checks = []
+    for name, run in CHECKS.items():
+        value, detail, applies = run(window)
+        limit = float(limits[name])
+        checks.append(QualityCheck(name, value, limit, (not applies) or value <= limit,
+                                   detail, float(WEIGHTS[name]) if applies else 0.0))
+    total = sum(c.weight for c in checks)
+    score = sum(c.weight for c in checks if c.passed) / total if total else 1.0
+    return QualityReport(tuple(checks), float(score), float(threshold), bool(score >= threshold), source,
+                         len(current))
