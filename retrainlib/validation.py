@@ -841,7 +841,8 @@ def plot_bootstrap(verdict: Verdict, ax=None):
     else:
         ax.set_xlabel(f"challenger {boot['metric']}")
     ax.set_ylabel("resamples")
-    ax.set_title(f"Paired bootstrap, {boot['samples']} resamples of {verdict.n_holdout} holdout rows")
+    kind = "Paired bootstrap" if boot["kind"] == "difference" else "Bootstrap"
+    ax.set_title(f"{kind}, {boot['samples']} resamples of {verdict.n_holdout} holdout rows")
     ax.legend(fontsize=8, frameon=False)
     return ax
 
