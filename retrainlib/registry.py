@@ -189,6 +189,18 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
     _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def _has_torn_tail(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return False
+            f.seek(size - 1)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
 def _cut_torn_tail(path: Path) -> None:
     """Drop a last line without its newline (a write a kill interrupted); call under the writer lock."""
     if not path.exists():
@@ -842,7 +854,7 @@ class Registry:
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                     done.append(f"cleared .staging/{p.name}")
         for f in (self._history_file, self._evaluations_file):
-            if f.exists() and f.stat().st_size and not f.read_bytes().endswith(b"\n"):
+            if _has_torn_tail(f):
                 _cut_torn_tail(f)
                 done.append(f"cut a torn last line off {f.name}")
         rec = self.champion_record()
@@ -957,9 +969,6 @@ class Registry:
         _fsync_dir(self.path)
         shutil.rmtree(gone)
         _fsync_dir(self._trash)
-        pins = self.pins()
-        if name in pins:  # unreachable today (pins are protected), kept for safety of the file
-            _atomic_write_json(self._pins_file, sorted(pins - {name}))
 
     # ---- evaluations -------------------------------------------------------------------------
     _EVAL_REQUIRED = ("version", "batch", "metric", "value")
