@@ -187,6 +187,46 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_backtest(args) -> int:
+    """Replay the profile's batches once per strategy and print the comparison table."""
+    from .backtest import check_target, run_backtest
+
+    result = run_backtest(
+        args.profile, home=args.home, strategies=args.strategies, work_dir=args.work_dir, warmup=args.warmup,
+        max_batches=args.max_batches, period_days=args.period_days, fit_cache=not args.no_fit_cache,
+        progress=not args.no_progress,
+    )
+    files = result.write(args.out)
+    payload = result.to_dict()
+    if args.json:
+        text = json.dumps(payload, indent=2, default=str) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+            return 0
+        Path(args.json).write_text(text)
+    table = result.summary.reset_index()
+    columns = [c for c in ("strategy", "mean", "worst", "mean_after_drift", "retrains", "promotions", "cpu_seconds",
+                           "mean_ratio", "worst_ratio", "retrains_ratio", "promotions_ratio", "cpu_seconds_ratio")
+               if c in table]
+    rows = [{c: (f"{r[c]:.4f}" if isinstance(r[c], float) and c != "cpu_seconds" else
+                 f"{r[c]:.1f}" if c == "cpu_seconds" else r[c]) for c in columns} for r in table.to_dict("records")]
+    print(f"backtest of {result.profile}: {result.metric} per batch, {result.settings['n_batches']} batches, "
+          f"first champion at batch {result.settings['warmup']}; {result.seconds:.0f} s")
+    _print_table(rows, columns)
+    cache = result.fit_cache
+    if cache.get("enabled", True):
+        print(f"shared fits: {cache['fits_computed']} computed, {cache['fits_reused']} reused "
+              f"(saved {cache['cpu_seconds_saved']:.1f} training CPU-seconds)")
+    target = check_target(result.summary) if "every-batch" in result.summary.index else None
+    if target is not None and len(target):
+        print("target (>= 95% of every-batch's mean with <= 1/3 of its retrains, beating static after drift):")
+        for name, r in target.iterrows():
+            print(f"  {name}: {'met' if r['meets_target'] else 'not met'} "
+                  f"(mean ratio {r['mean_ratio']:.3f}, retrains ratio {r['retrains_ratio']:.3f})")
+    print("wrote " + ", ".join(str(p) for p in files.values()) + (f", {args.json}" if args.json else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retrain", description="Keep AutoGluon tabular models accurate: drift, retrain, validate, promote, roll back.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -225,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rollback", cmd_rollback, "make the previous champion (or --to VERSION) champion again")
     sp.add_argument("--to", default=None, help="version to roll back to, e.g. v0002")
     sp.add_argument("--reason", default="manual rollback (retrain rollback)")
+    sp = add("backtest", cmd_backtest, "replay history once per retraining strategy (walk-forward) and compare them")
+    sp.add_argument("--strategies", default="static,periodic,drift,performance,hybrid,every-batch",
+                    help="comma-separated: static, periodic, drift, performance, hybrid, every-batch (default all)")
+    sp.add_argument("--json", default=None, metavar="OUT", help="also write the result (table and per-batch records) as JSON to OUT ('-': stdout)")
+    sp.add_argument("--out", default=None, help="folder for backtest.json/.csv/.png (default: the work dir)")
+    sp.add_argument("--work-dir", default=None, help="scratch homes per strategy (default runs/<UTC timestamp>-<profile>-backtest)")
+    sp.add_argument("--warmup", type=int, default=None, help="batches visible when the first champion is trained (default holdout+window)")
+    sp.add_argument("--max-batches", type=int, default=None, help="replay only the oldest N batches")
+    sp.add_argument("--period-days", type=float, default=None, help="the periodic strategy's interval (default retraining_interval)")
+    sp.add_argument("--no-fit-cache", action="store_true", help="compute every fit instead of sharing identical ones")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 

@@ -1,0 +1,450 @@
+"""Backtest retraining strategies: a walk-forward replay of the playbook over history.
+
+Before a team trusts a profile it can ask: on our own batches, which strategy would have kept the
+model good, at what training cost? :func:`run_backtest` replays the time-ordered batches of a
+profile's data source once per strategy, each in its own scratch project home and registry, with
+the playbook's own step functions — nothing is re-implemented here:
+
+* at batch *t* (``as_of`` = its newest row) :func:`steps.analyze_drift` scores the serving champion
+  on batch *t* before anything else happens: the champion was trained on batches before its own
+  validation batch, so batch *t* is new to it (prequential, "test then train");
+* the strategy decides — through a trigger policy of the profile, or forced for ``static`` and
+  ``every-batch`` (every trigger is still measured and recorded);
+* :func:`steps.retrain_model`, :func:`steps.validate_challenger` and
+  :func:`steps.promote_or_rollback` train, validate and promote or reject exactly as a run does
+  (fresh-process stability reload, smoke test, retention included).
+
+Identical fits (same training rows and settings) are computed once and shared across strategies
+(:class:`retrainlib.fitcache.FitCache`); each strategy's training CPU-seconds still count every fit
+it used, so sharing changes no figure. Each step leaves its run folder (the step JSON) under
+``<work_dir>/<strategy>/runs/`` as evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import yaml
+
+from . import automl, data, steps
+from .errors import ProfileError, RetrainError
+from .fitcache import FitCache
+from .paths import Paths
+from .profiles import load_profile
+
+__all__ = [
+    "Strategy",
+    "STRATEGIES",
+    "BacktestResult",
+    "run_backtest",
+    "parse_strategies",
+    "load_drift_points",
+    "summarize",
+    "check_target",
+    "plot_backtest",
+]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """When to retrain: a trigger policy of the profile, or a forced answer."""
+
+    name: str
+    description: str
+    policy: str | None = None  # a TriggerSettings policy; None keeps the profile's own
+    force: bool | None = None  # True: every batch; False: never after the first champion
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "policy": self.policy, "force": self.force}
+
+
+#: the strategies a backtest can replay, in the order tables show them
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("static", "train once (the first champion), never retrain", force=False),
+        Strategy("periodic", "retrain every retraining_interval days (schedule trigger)", policy="periodic"),
+        Strategy("drift", "retrain when the drift score exceeds drift_threshold", policy="drift-triggered"),
+        Strategy("performance", "retrain when the champion's metric falls below performance_threshold "
+                 "or declines (Page-Hinkley)", policy="adaptive"),
+        Strategy("hybrid", "the profile's own trigger policy"),
+        Strategy("every-batch", "retrain on every new batch (the costly reference)", force=True),
+    )
+}
+REFERENCE = "every-batch"
+#: strategies that decide from the data (the target applies to them)
+TRIGGERED = ("drift", "performance", "hybrid")
+
+
+def parse_strategies(text: str | Sequence[str] | None) -> list[Strategy]:
+    """``"static,drift"`` → strategies; an unknown name lists the known ones.
+
+    >>> [s.name for s in parse_strategies("drift, static")]
+    ['drift', 'static']
+    """
+    if text is None or text == "" or text == "all":
+        return list(STRATEGIES.values())
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    out = []
+    for n in names:
+        if n not in STRATEGIES:
+            raise ProfileError(f"unknown backtest strategy {n!r}; expected one of " + ", ".join(repr(k) for k in STRATEGIES))
+        if STRATEGIES[n] not in out:
+            out.append(STRATEGIES[n])
+    return out
+
+
+def load_drift_points(folder: str | Path) -> list[tuple[str, pd.Timestamp]]:
+    """Known drift points of a data source, from ``drift_points.json`` beside or inside its folder.
+
+    The file maps a name to ``{"date": "YYYY-MM-DD", ...}`` (the demo writes one); other keys are
+    ignored. No file: no known drift points.
+    """
+    folder = Path(folder)
+    for candidate in (folder / "drift_points.json", folder.parent / "drift_points.json"):
+        if candidate.is_file():
+            raw = json.loads(candidate.read_text())
+            points = [(k, pd.Timestamp(v["date"])) for k, v in raw.items() if isinstance(v, dict) and "date" in v]
+            return sorted(points, key=lambda p: p[1])
+    return []
+
+
+@dataclass
+class BacktestResult:
+    """Per-batch records of every strategy, the summary table, and what the shared fits saved."""
+
+    profile: str
+    metric: str
+    greater_is_better: bool
+    strategies: list[Strategy]
+    records: pd.DataFrame  # one row per strategy and replayed batch
+    summary: pd.DataFrame  # one row per strategy
+    drift_points: list[tuple[str, pd.Timestamp]]
+    fit_cache: dict[str, Any]
+    seconds: float
+    work_dir: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "metric": self.metric,
+            "greater_is_better": self.greater_is_better,
+            "strategies": [s.to_dict() for s in self.strategies],
+            "summary": _records(self.summary),
+            "records": _records(self.records),
+            "drift_points": [{"name": n, "date": t.isoformat()} for n, t in self.drift_points],
+            "fit_cache": self.fit_cache,
+            "seconds": round(self.seconds, 1),
+            "work_dir": str(self.work_dir),
+            "settings": self.settings,
+            "target": _records(check_target(self.summary)) if REFERENCE in set(self.summary.index) else [],
+        }
+
+    def write(self, folder: str | Path | None = None) -> dict[str, Path]:
+        """``backtest.json``, ``backtest-per-batch.csv``, ``backtest-summary.csv`` and ``backtest.png``."""
+        import matplotlib.pyplot as plt
+
+        folder = Path(folder or self.work_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = {
+            "json": folder / "backtest.json",
+            "per_batch": folder / "backtest-per-batch.csv",
+            "summary": folder / "backtest-summary.csv",
+            "plot": folder / "backtest.png",
+        }
+        out["json"].write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        self.records.drop(columns=["reasons"]).to_csv(out["per_batch"], index=False)
+        self.summary.to_csv(out["summary"])
+        fig = plot_backtest(self)
+        fig.savefig(out["plot"], dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return out
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    frame = frame.reset_index() if frame.index.name else frame
+    rows = json.loads(frame.to_json(orient="records", date_format="iso"))
+    return rows
+
+
+def _scratch_profile(profile_path: Path, home: Path, batches: Path, strategy: Strategy, *, period_days: float | None) -> Path:
+    """Write the strategy's copy of the profile into its scratch home; returns its path."""
+    raw = yaml.safe_load(profile_path.read_text())
+    raw["data"] = {**raw["data"], "batches": str(batches)}
+    raw["registry"] = "models"
+    raw.pop("notify", None)  # a replay never sends webhooks
+    triggers = dict(raw.get("triggers") or {})
+    if strategy.policy is not None:
+        triggers["policy"] = strategy.policy
+    raw["triggers"] = triggers
+    if strategy.name == "periodic" and period_days is not None:
+        raw["retraining_interval"] = period_days
+    (home / "params").mkdir(parents=True, exist_ok=True)
+    path = home / "params" / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    load_profile(path)  # fail here, naming the file, if the variant is invalid
+    return path
+
+
+def _default_work_dir(paths: Paths, name: str) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return paths.runs / f"{stamp}-{name}-backtest"
+
+
+def run_backtest(
+    profile: str | Path,
+    *,
+    home: str | Path | None = None,
+    strategies: str | Sequence[str] | None = None,
+    work_dir: str | Path | None = None,
+    warmup: int | None = None,
+    max_batches: int | None = None,
+    period_days: float | None = None,
+    fit_cache: bool | FitCache = True,
+    progress: bool = True,
+) -> BacktestResult:
+    """Replay the profile's batches once per strategy with the playbook's steps.
+
+    Parameters
+    ----------
+    profile : path
+        The profile whose data source, thresholds and model settings are replayed.
+    strategies : "static,periodic,drift,performance,hybrid,every-batch" (default: all)
+    work_dir : path
+        Scratch homes (one per strategy, each with its registry and step run folders) and the shared
+        fits; default ``runs/<UTC timestamp>-<profile>-backtest/``.
+    warmup : int
+        Batches visible at the first step, where each strategy bootstraps its first champion
+        (default ``holdout_batches + window_batches``, the first full training window).
+    max_batches : int
+        Replay only the oldest ``max_batches`` batches (default all).
+    period_days : float
+        The ``periodic`` strategy's interval (default the profile's ``retraining_interval``).
+    fit_cache : bool or FitCache
+        Share identical fits across strategies (default True); ``False`` computes every fit.
+
+    Returns
+    -------
+    BacktestResult
+        ``records`` (one row per strategy and batch) and ``summary`` (one row per strategy).
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.monotonic()
+    paths = Paths.discover(home)
+    profile_path = Path(profile)
+    if not profile_path.is_absolute() and not profile_path.exists():
+        profile_path = paths.resolve(profile)
+    prof = load_profile(profile_path)
+    automl.pin_threads(prof.training.num_cpus)
+    chosen = parse_strategies(strategies)
+    batches_folder = paths.resolve(prof.data.batches).resolve()
+    batches = data.list_batches(prof.data, paths)
+    if max_batches is not None:
+        batches = batches[:max_batches]
+    warmup = warmup or prof.training.holdout_batches + prof.training.window_batches
+    if warmup < prof.training.holdout_batches + 1 or warmup >= len(batches):
+        raise RetrainError(
+            f"warmup={warmup} batches but {len(batches)} batch(es) to replay: the first step needs at least "
+            f"holdout_batches+1={prof.training.holdout_batches + 1} and at least one batch must follow it; "
+            "add data, raise max_batches or lower warmup"
+        )
+    work = Path(work_dir) if work_dir else _default_work_dir(paths, prof.name)
+    work.mkdir(parents=True, exist_ok=True)
+    cache = fit_cache if isinstance(fit_cache, FitCache) else (FitCache(work / "fit-cache") if fit_cache else None)
+    steps_to_run = batches[warmup - 1 :]
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(chosen) * len(steps_to_run), desc="backtest", unit="step", disable=not progress)
+    try:
+        for strategy in chosen:
+            home_s = work / strategy.name
+            prof_path = _scratch_profile(profile_path, home_s, batches_folder, strategy, period_days=period_days)
+            for i, batch in enumerate(steps_to_run):
+                bar.set_postfix_str(f"{strategy.name} {batch.name}")
+                rows.append(_replay_step(strategy, prof_path, home_s, batch, warmup - 1 + i, cache))
+                bar.update(1)
+    finally:
+        bar.close()
+    records = pd.DataFrame(rows)
+    info = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary")
+    last_end = pd.Timestamp(batches[-1].end)
+    points = [(n, t) for n, t in load_drift_points(batches_folder) if t <= last_end]
+    summary = summarize(records, greater_is_better=info.greater_is_better, drift_points=points)
+    return BacktestResult(
+        profile=prof.name,
+        metric=prof.training.eval_metric,
+        greater_is_better=info.greater_is_better,
+        strategies=chosen,
+        records=records,
+        summary=summary,
+        drift_points=points,
+        fit_cache=cache.stats() if cache is not None else {"enabled": False},
+        seconds=time.monotonic() - t_start,
+        work_dir=work,
+        settings={"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
+                  "warmup": warmup, "period_days": period_days, "fit_cache": cache is not None},
+    )
+
+
+def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Batch, index: int, cache: FitCache | None) -> dict[str, Any]:
+    """One playbook run at the end of ``batch``: the four steps, as the notebooks call them."""
+    run_dir = home / "runs" / f"{index + 1:04d}-{Path(batch.name).stem}"
+    ctx = steps.open_step(str(prof_path), run_dir=str(run_dir), home=str(home), as_of=batch.end)
+    serving = ctx.registry.champion()
+    seconds: dict[str, float] = {}
+
+    t0 = time.monotonic()
+    reason = {True: f"backtest strategy '{strategy.name}': retrain on every batch",
+              False: f"backtest strategy '{strategy.name}': never retrain after the first champion"}.get(strategy.force, "")
+    analysis = steps.analyze_drift(ctx, force=strategy.force, force_reason=reason)
+    seconds["analyze"] = time.monotonic() - t0
+    newest = analysis.windows.holdout[-1]
+    if Path(newest.path).name != batch.name:
+        raise RetrainError(f"the replay at {batch.name} saw {newest.path} as its newest batch; batch end times must be distinct")
+    scored = [e for e in analysis.evaluations if e["batch"] == newest.path and e["version"] == serving]
+    decision = analysis.decision
+
+    t0 = time.monotonic()
+    trained = steps.retrain_model(ctx, fit_cache=cache)
+    seconds["retrain"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    verdict = steps.validate_challenger(ctx)
+    seconds["validate"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    promoted = steps.promote_or_rollback(ctx)
+    seconds["promote"] = time.monotonic() - t0
+
+    did_train = trained["status"] == "trained"
+    return {
+        "strategy": strategy.name,
+        "step": index + 1,
+        "batch": batch.name,
+        "batch_start": pd.Timestamp(batch.start),
+        "batch_end": pd.Timestamp(batch.end),
+        "rows": batch.rows,
+        "champion": serving,
+        "value": scored[-1]["value"] if scored else math.nan,
+        "decision": decision.status,
+        "fired": ",".join(t.name for t in decision.triggers if t.fired),
+        "reasons": " | ".join(decision.reasons),
+        "bootstrap": decision.status == "bootstrap",
+        "trained": did_train,
+        "challenger": trained.get("challenger"),
+        "fit_cache": trained.get("fit_cache"),
+        "cpu_seconds": trained["cpu_seconds"] if did_train else 0.0,
+        "fit_seconds": trained["fit_seconds"] if did_train else 0.0,
+        "verdict": verdict.decision if verdict is not None else None,
+        "action": promoted["action"],
+        "promoted": promoted["action"] == "promoted",
+        "champion_after": promoted["champion_after"],
+        "analyze_seconds": seconds["analyze"],
+        "retrain_seconds": seconds["retrain"],
+        "validate_seconds": seconds["validate"],
+        "promote_seconds": seconds["promote"],
+        "run_dir": str(run_dir),
+    }
+
+
+def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_points: Sequence[tuple[str, Any]] = ()) -> pd.DataFrame:
+    """One row per strategy: mean and worst batch metric, retrains, promotions, CPU-seconds, ratios.
+
+    ``retrains`` and ``promotions`` leave out the first champion (every strategy bootstraps once);
+    ``cpu_seconds`` counts every fit including it. ``mean_after_drift`` averages the batches that
+    start on or after the first known drift point. Ratios divide by ``every-batch``'s figure.
+    """
+    order = [s for s in STRATEGIES if s in set(records["strategy"])]
+    first_drift = min((pd.Timestamp(t) for _, t in drift_points), default=None)
+    out = []
+    for name in order:
+        r = records[records["strategy"] == name]
+        v = r["value"].dropna()
+        row = {
+            "strategy": name,
+            "batches": int(v.size),
+            "mean": float(v.mean()) if v.size else math.nan,
+            "worst": float((v.min() if greater_is_better else v.max())) if v.size else math.nan,
+        }
+        if first_drift is not None:
+            after = r.loc[r["batch_start"] >= first_drift, "value"].dropna()
+            row["mean_after_drift"] = float(after.mean()) if after.size else math.nan
+        row.update(
+            retrains=int((r["trained"] & ~r["bootstrap"]).sum()),
+            promotions=int((r["promoted"] & ~r["bootstrap"]).sum()),
+            rejected=int((r["action"] == "rejected").sum()),
+            cpu_seconds=float(r["cpu_seconds"].sum()),
+            fits_reused=int((r["fit_cache"] == "reused").sum()),
+            step_seconds=float(r[["analyze_seconds", "retrain_seconds", "validate_seconds", "promote_seconds"]].sum().sum()),
+        )
+        out.append(row)
+    summary = pd.DataFrame(out).set_index("strategy")
+    if REFERENCE in summary.index:
+        ref = summary.loc[REFERENCE]
+        for col in ("mean", "worst", "mean_after_drift", "retrains", "promotions", "cpu_seconds"):
+            if col in summary:
+                summary[f"{col}_ratio"] = summary[col] / ref[col] if ref[col] else math.nan
+    return summary
+
+
+def check_target(summary: pd.DataFrame, *, min_ratio: float = 0.95, max_retrain_ratio: float = 1 / 3) -> pd.DataFrame:
+    """Does a triggered strategy reach ``min_ratio`` of every-batch's mean metric with at most
+    ``max_retrain_ratio`` of its retrains, and beat static after the drift points?"""
+    rows = []
+    static_after = summary.loc["static", "mean_after_drift"] if "static" in summary.index and "mean_after_drift" in summary else None
+    for name in [s for s in TRIGGERED if s in summary.index]:
+        s = summary.loc[name]
+        row = {
+            "strategy": name,
+            "mean_ratio": s.get("mean_ratio"),
+            "mean_ratio_ok": bool(s.get("mean_ratio", 0) >= min_ratio),
+            "retrains_ratio": s.get("retrains_ratio"),
+            "retrains_ratio_ok": bool(s.get("retrains_ratio", 1) <= max_retrain_ratio),
+        }
+        if static_after is not None:
+            row["beats_static_after_drift"] = bool(s["mean_after_drift"] > static_after)
+        row["meets_target"] = all(v for k, v in row.items() if k.endswith("_ok") or k.startswith("beats"))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("strategy") if rows else pd.DataFrame()
+
+
+_COLORS = {"static": "#7f7f7f", "periodic": "#1f77b4", "drift": "#ff7f0e", "performance": "#2ca02c",
+           "hybrid": "#9467bd", "every-batch": "#d62728"}
+
+
+def plot_backtest(result: BacktestResult, ax=None):
+    """The metric per batch over time, one line per strategy; ○ retrain, ▲ promotion, dashed: drift points."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(11, 4.5))
+    else:
+        fig = ax.figure
+    rec = result.records
+    for s in result.strategies:
+        r = rec[rec["strategy"] == s.name]
+        color = _COLORS.get(s.name)
+        ax.plot(r["batch_end"], r["value"], marker=".", color=color, label=s.name, lw=1.5)
+        retr = r[r["trained"] & ~r["bootstrap"]]
+        # markers sit on the batch where the decision was taken; the new model serves from the next batch
+        ax.scatter(retr["batch_end"], retr["value"], facecolors="none", edgecolors=color, s=60, zorder=3)
+        prom = r[r["promoted"] & ~r["bootstrap"]]
+        ax.scatter(prom["batch_end"], prom["value"], marker="^", color=color, s=60, zorder=4)
+    for name, t in result.drift_points:
+        ax.axvline(t, color="black", ls="--", lw=1)
+        ax.annotate(name.replace("_", " "), (t, 1.0), xycoords=("data", "axes fraction"), rotation=90,
+                    va="top", ha="right", fontsize=8)
+    ax.scatter([], [], facecolors="none", edgecolors="black", label="retrained")
+    ax.scatter([], [], marker="^", color="black", label="promoted")
+    ax.set_ylabel(f"{result.metric} of the serving champion (prequential)")
+    ax.set_xlabel("batch end")
+    ax.set_title(f"Backtest of retraining strategies — {result.profile}")
+    ax.legend(loc="lower left", fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    return fig
