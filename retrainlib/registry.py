@@ -547,10 +547,10 @@ class Registry:
                 os.rename(stage, self.path / name)
                 _fsync_dir(self.path)
                 _fsync_dir(self._staging)
+                return self.version(name)  # read under the lock: no sweep can race it
         finally:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
-        return self.version(name)
 
     def verify(self, name: str) -> None:
         """Check every file of version ``name`` against ``checksums.json``.
@@ -765,10 +765,18 @@ class Registry:
         if sample is None or len(sample) == 0:
             raise RegistryError("the smoke-test sample is empty; pass a few rows of recent data (features, label optional)")
         t0 = time.monotonic()
-        with self.write_lock():
+        with tempfile.TemporaryDirectory(prefix="retrain-smoke-") as tmp, self.write_lock():
+            sample_path = Path(tmp) / "sample.parquet"
+            try:
+                sample.to_parquet(sample_path, index=False)
+            except Exception as exc:  # before anything moved: refuse, naming the cause
+                raise RegistryError(
+                    f"the smoke-test sample cannot be written as Parquet ({type(exc).__name__}: {exc}); "
+                    f"pass a DataFrame of plain feature columns"
+                ) from exc
             promoted = self._promote(name, run_id=run_id, reason=reason, smoke_pending=True)
             before = promoted.previous
-            ok, detail = self._smoke(self.path / name / "predictor", sample, timeout=timeout)
+            ok, detail = self._smoke(self.path / name / "predictor", sample_path, timeout=timeout)
             if ok:
                 record = self.champion_record() or {}
                 record.pop("smoke_pending", None)
@@ -791,21 +799,22 @@ class Registry:
             )
 
     @staticmethod
-    def _smoke(predictor_dir: Path, sample: "pd.DataFrame", *, timeout: float) -> tuple[bool, str]:
-        with tempfile.TemporaryDirectory(prefix="retrain-smoke-") as tmp:
-            sample_path = Path(tmp) / "sample.parquet"
-            sample.to_parquet(sample_path, index=False)
-            env = dict(os.environ)
-            pkg_parent = str(Path(__file__).resolve().parent.parent)
-            env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            env.setdefault("OMP_NUM_THREADS", "1")
-            cmd = [sys.executable, "-m", "retrainlib.smoke", str(predictor_dir), str(sample_path)]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-            except subprocess.TimeoutExpired:
-                return False, f"no answer within {timeout:g} s"
+    def _smoke(predictor_dir: Path, sample_path: Path, *, timeout: float) -> tuple[bool, str]:
+        """Run ``python -m retrainlib.smoke`` in a fresh process: (passed, last line it said)."""
+        env = dict(os.environ)
+        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        cmd = [sys.executable, "-m", "retrainlib.smoke", str(predictor_dir), str(sample_path)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return False, f"no answer within {timeout:g} s"
+        except OSError as exc:
+            return False, f"could not start {sys.executable} ({exc})"
         if proc.returncode == 0:
-            return True, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "ok"
+            out = proc.stdout.strip().splitlines()
+            return True, out[-1] if out else "ok"
         lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
         return False, (lines[-1] if lines else f"exit code {proc.returncode}")
 

@@ -338,6 +338,14 @@ def test_promote_verified_of_a_broken_first_version_leaves_no_champion(reg, clon
         reg.load()
 
 
+def test_promote_verified_rolls_back_when_the_smoke_test_overruns_its_timeout(reg, clone, sample):
+    add(reg, clone, 2)
+    reg.promote("v0001", run_id=None, reason="first")
+    result = reg.promote_verified("v0002", sample, run_id="r", reason="better", timeout=0.05)
+    assert (result.promoted, result.detail, reg.champion()) == (False, "no answer within 0.05 s", "v0001")
+    assert reg.history()[-1].event == "auto-rollback" and "smoke_pending" not in reg.champion_record()
+
+
 def test_promote_verified_refuses_an_empty_sample(reg, clone, sample):
     add(reg, clone)
     with pytest.raises(RegistryError, match="sample is empty"):
