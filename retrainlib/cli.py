@@ -38,10 +38,7 @@ def _context(args):
     from .registry import Registry
 
     paths = Paths.discover(args.home)
-    path = Path(args.profile)
-    if not path.is_absolute() and not path.exists():
-        path = paths.resolve(args.profile)
-    prof = load_profile(path)
+    prof = load_profile(paths.profile(args.profile))
     return paths, prof, Registry(paths.resolve(prof.registry), prof.model_name)
 
 
@@ -187,13 +184,60 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def _read_frame(path: str):
+    import pandas as pd
+
+    from .errors import DataContractError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataContractError(f"{path} does not exist; give a Parquet or CSV file")
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p)
+    if p.suffix == ".csv":
+        return pd.read_csv(p)
+    raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
+
+
+def cmd_drift(args) -> int:
+    """Drift between two files: the ranked table and the dataset verdict; exit 0 either way."""
+    from . import drift
+    from .profiles import DriftSettings
+
+    reference, current = _read_frame(args.reference), _read_frame(args.current)
+    settings, threshold, skip = DriftSettings(), 0.1, set()
+    if args.profile:
+        from .paths import Paths
+        from .profiles import load_profile
+
+        prof = load_profile(Paths.discover(args.home).profile(args.profile))
+        settings, threshold = prof.drift, prof.drift_threshold
+        skip = {prof.data.label, prof.data.time_column, prof.data.key, *prof.data.ignore_columns}
+    columns = [c for c in reference.columns if c not in skip]
+    report = drift.compare(reference, current, columns=columns, settings=settings, drift_threshold=threshold)
+    table = report.to_frame()
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_columns", 12, "display.max_rows", 200):
+        print(table.to_string(index=False))
+    verdict = "DRIFTED" if report.drifted else "no dataset drift"
+    print(f"\n{verdict}: drift score {report.score:.3f} (share of drifted features) vs drift_threshold {threshold:g}")
+    if report.multivariate is not None:
+        print(f"multivariate: {report.multivariate.to_dict()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        print(f"full result: {args.json}")
+    return 0
+
+
 def cmd_backtest(args) -> int:
     """Replay the profile's batches once per strategy and print the comparison table."""
     from .backtest import check_target, run_backtest
 
     result = run_backtest(
         args.profile, home=args.home, strategies=args.strategies, work_dir=args.work_dir, warmup=args.warmup,
-        max_batches=args.max_batches, period_days=args.period_days, fit_cache=not args.no_fit_cache,
+        max_batches=args.max_batches, period_days=args.period_days,
+        period_batches=args.period_batches, fit_cache=not args.no_fit_cache,
         progress=not args.no_progress,
     )
     files = result.write(args.out)
@@ -262,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("history", cmd_history, "print the registry's promotions and rollbacks")
     sp.add_argument("--json", action="store_true")
 
+    sp = add("drift", cmd_drift, "compare two data files: per-feature drift table and the dataset verdict (exit 0 either way)", profile=False)
+    sp.add_argument("--reference", required=True, help="reference data (Parquet or CSV)")
+    sp.add_argument("--current", required=True, help="current data (Parquet or CSV)")
+    sp.add_argument("--profile", "-p", default=None, help="take drift settings and threshold from this profile")
+    sp.add_argument("--json", default=None, metavar="OUT", help="write the full result as JSON here")
+
     sp = add("rollback", cmd_rollback, "make the previous champion (or --to VERSION) champion again")
     sp.add_argument("--to", default=None, help="version to roll back to, e.g. v0002")
     sp.add_argument("--reason", default="manual rollback (retrain rollback)")
@@ -274,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--warmup", type=int, default=None, help="batches visible when the first champion is trained (default holdout+window)")
     sp.add_argument("--max-batches", type=int, default=None, help="replay only the oldest N batches")
     sp.add_argument("--period-days", type=float, default=None, help="the periodic strategy's interval (default retraining_interval)")
+    sp.add_argument("--period-batches", type=int, default=None, help="instead, the periodic strategy retrains every N batches")
     sp.add_argument("--no-fit-cache", action="store_true", help="compute every fit instead of sharing identical ones")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

@@ -63,6 +63,13 @@ class Paths:
     def data(self) -> Path:
         return self.home / "data"
 
+    def profile(self, path: str | os.PathLike) -> Path:
+        """A profile path as a user gives it: absolute, else under the home, else from the working directory."""
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        return self.home / p if (self.home / p).exists() or not p.exists() else p.resolve()
+
     def resolve(self, path: str | os.PathLike) -> Path:
         """A path from a profile: absolute as given, relative to the project home otherwise."""
         p = Path(path).expanduser()

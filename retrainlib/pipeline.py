@@ -114,9 +114,7 @@ def run_playbook(
         when another run holds the model's run lock for longer than ``lock_timeout`` seconds.
     """
     paths = Paths.discover(home)
-    profile_path = Path(profile)
-    if not profile_path.is_absolute() and not profile_path.exists():
-        profile_path = paths.resolve(profile)
+    profile_path = paths.profile(profile)
     prof = load_profile(profile_path)  # fails before anything is written
     registry = Registry(paths.resolve(prof.registry), prof.model_name)
     progress = sys.stderr.isatty() if progress is None else progress
@@ -151,7 +149,7 @@ def run_playbook(
         )
         (run_dir / "profile.yaml").write_text(manifest.profile["content"])
         manifest.write(run_dir)
-        t_run = time.monotonic()
+        t_run, t_wall = time.monotonic(), time.time()
         params = {"profile": str(profile_path.resolve()), "run_dir": str(run_dir), "home": str(paths.home), "as_of": as_of or ""}
         try:
             for rec in manifest.steps:
@@ -187,12 +185,15 @@ def run_playbook(
             manifest.status = "failed"
             manifest.error = {"step": next((r.name for r in manifest.steps if r.status == "failed"), None),
                               "message": f"interrupted ({type(exc).__name__})"}
+            _stop_children(started_after=t_wall)  # the kernel and its training child die with the run
             _finish(manifest, run_dir, registry, t_run)
+            _announce(manifest, run_dir, prof)
             raise
         for rec in manifest.steps:
             if rec.status == "pending":
                 rec.status = "not-run"
         _finish(manifest, run_dir, registry, t_run)
+    _announce(manifest, run_dir, prof)  # after the run lock is released: a slow webhook holds no run back
     if on_finish is not None:
         on_finish(manifest, run_dir)
     return manifest, run_dir
@@ -204,6 +205,45 @@ def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, t_run: flo
     manifest.finished = RunManifest.now()
     manifest.seconds = round(time.monotonic() - t_run, 3)
     manifest.write(run_dir)
+
+
+def _announce(manifest: RunManifest, run_dir: Path, prof) -> None:
+    """Log the run's event and send its webhook (:mod:`retrainlib.notify`); keep the result in the manifest.
+
+    A notification never fails the run: an unexpected error is logged and recorded instead.
+    """
+    from . import notify
+
+    try:
+        records = notify.notify_run(manifest, run_dir, prof)
+    except Exception as exc:  # the boundary: the run's record is complete, a notifier bug must not undo it
+        log.exception("%s: notification failed", manifest.run_id)
+        records = [{"channel": "notify", "status": "failed", "error": f"{type(exc).__name__}: {exc}"}]
+    if records:
+        manifest.notifications = records
+        manifest.write(run_dir)
+
+
+def _stop_children(*, started_after: float, grace: float = 5.0) -> None:
+    """Terminate this process's descendants started during the run (papermill's kernel, a training child)."""
+    import psutil
+
+    try:
+        procs = [p for p in psutil.Process().children(recursive=True) if p.create_time() >= started_after - 1]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def _describe(exc: Exception) -> str:

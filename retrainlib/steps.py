@@ -96,21 +96,28 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
-def open_step(profile: str, run_dir: str = "", home: str = "", as_of: str = "") -> StepContext:
+def open_step(profile: str, run_dir: str = "", home: str = "", as_of: str = "", *, new_run: bool = False) -> StepContext:
     """Open a step from a notebook's parameters.
 
-    ``run_dir`` empty (an interactive session in JupyterLab) makes a new ``runs/<id>-interactive``.
+    With ``run_dir`` empty (an interactive session in JupyterLab), the first step (``new_run``) makes
+    a new ``runs/<id>-<profile>-interactive`` folder and the later steps continue the newest one.
     """
     paths = Paths.discover(home or None)
-    profile_path = Path(profile)
-    if not profile_path.is_absolute() and not profile_path.exists():
-        profile_path = paths.resolve(profile)
+    profile_path = paths.profile(profile)
     prof = load_profile(profile_path)
     automl.pin_threads(prof.training.num_cpus)
     if run_dir:
         rd = Path(run_dir)
-    else:
+    elif new_run:
         rd = paths.runs / f"{new_run_id(prof.name)}-interactive"
+    else:
+        found = sorted(paths.runs.glob(f"*-{prof.name}-interactive"))
+        if not found:
+            raise RetrainError(
+                f"no interactive run of profile '{prof.name}' in {paths.runs}: run 10-analyze-drift first, "
+                "or set run_dir to the run folder to continue"
+            )
+        rd = found[-1]
     rd.mkdir(parents=True, exist_ok=True)
     registry = Registry(paths.resolve(prof.registry), prof.model_name)
     return StepContext(prof, profile_path.resolve(), paths, rd.resolve(), registry, as_of or None)

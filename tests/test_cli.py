@@ -1,0 +1,56 @@
+"""The `retrain` command as a user calls it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import make_home
+
+RETRAIN = [sys.executable, "-m", "retrainlib.cli"]
+
+
+def retrain(*args: str, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*RETRAIN, *args, "--home", str(home)], capture_output=True, text=True, timeout=300)
+
+
+def test_a_missing_profile_exits_2_with_one_line_and_writes_nothing(home):
+    r = retrain("run", "--profile", "params/missing.yaml", home=home)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "params/missing.yaml does not exist; profiles there: demo.yaml" in lines[0]
+    assert "Traceback" not in r.stderr
+    assert not (home / "models").exists() and not (home / "runs").exists()
+
+
+def test_an_out_of_range_drift_threshold_exits_2_naming_the_key_and_writes_nothing(home):
+    prof = yaml.safe_load((home / "params/demo.yaml").read_text())
+    prof["drift_threshold"] = 1.7
+    (home / "params/bad.yaml").write_text(yaml.safe_dump(prof))
+    r = retrain("run", "--profile", "params/bad.yaml", home=home)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.yaml: drift_threshold = 1.7" in lines[0] and "less than or equal to 1" in lines[0]
+    assert not (home / "models").exists() and not (home / "runs").exists()
+
+
+def test_rollback_with_a_name_that_is_not_a_version_is_refused(home):
+    r = retrain("rollback", "--to", "../x", home=home)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "'../x'" in r.stderr
+
+
+def test_status_on_an_empty_registry_says_there_is_no_champion(home):
+    r = retrain("status", home=home)
+    assert r.returncode == 0, r.stderr
+    assert "champion (none)" in r.stdout
+
+
+def test_demo_data_writes_the_weekly_batches(tmp_path):
+    (tmp_path / "params").mkdir()
+    r = subprocess.run([*RETRAIN, "demo-data", "--weeks", "3", "--home", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "data/demo/batches").glob("*.parquet"))) == 3

@@ -1,0 +1,97 @@
+"""The playbook end to end: real papermill execution of the real notebooks, real AutoGluon fits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from retrainlib.demo import week_end
+from retrainlib.manifest import load_manifest
+from retrainlib.paths import STEP_NOTEBOOKS
+from retrainlib.pipeline import run_playbook
+from retrainlib.registry import Registry
+from tests.conftest import make_home
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Bootstrap at week 10, then a run at week 22 — after the covariate shift and the concept change."""
+    home = make_home(tmp_path_factory.mktemp("e2e") / "home")
+    first = run_playbook("params/demo.yaml", home=home, as_of=week_end(10).isoformat(), progress=False)
+    second = run_playbook("params/demo.yaml", home=home, as_of=week_end(22).isoformat(), progress=False)
+    return home, first, second
+
+
+def test_the_first_run_bootstraps_a_champion_and_leaves_four_executed_notebooks(two_runs):
+    home, (manifest, run_dir), _ = two_runs
+    assert manifest.status == "succeeded", manifest.error
+    assert manifest.outcome == "bootstrapped" and manifest.exit_code == 0
+    assert manifest.champion_before is None and manifest.champion_after == "v0001"
+    for step in STEP_NOTEBOOKS:
+        nb = nbformat.read(run_dir / f"{step}.ipynb", as_version=4)
+        assert nb.metadata["papermill"]["exception"] is None
+        assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    assert (run_dir / "10-training-window.png").exists()
+
+
+def test_the_second_run_detects_the_drift_retrains_validates_and_promotes(two_runs):
+    home, _, (manifest, run_dir) = two_runs
+    assert manifest.status == "succeeded", manifest.error
+    assert manifest.outcome == "promoted", manifest.outputs
+    assert manifest.champion_before == "v0001" and manifest.champion_after == "v0002"
+    decision = json.loads((run_dir / "10-analyze-drift.json").read_text())["decision"]
+    fired = {t["name"] for t in decision["triggers"] if t["fired"]}
+    assert {"drift", "performance"} <= fired
+    assert manifest.metrics["challenger"]["roc_auc"] > manifest.metrics["champion"]["roc_auc"] + 0.01
+    for png in ("10-drift-per-feature", "10-distributions", "20-resources", "30-validation", "40-champion-timeline"):
+        assert (run_dir / f"{png}.png").exists(), png
+
+
+def test_the_manifest_records_profile_software_data_and_a_checksum_of_every_file(two_runs):
+    home, _, (manifest, run_dir) = two_runs
+    m = load_manifest(run_dir)
+    assert m["profile"]["sha256"] == hashlib.sha256((home / "params/demo.yaml").read_bytes()).hexdigest()
+    assert m["profile"]["resolved"]["drift_threshold"] == 0.25
+    assert {"python", "autogluon", "pandas"} <= set(m["software"])
+    assert m["data"]["windows"]["holdout"][0]["sha256"]
+    assert [s["status"] for s in m["steps"]] == ["succeeded"] * 4
+    on_disk = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert set(m["files"]) == on_disk
+    for rel, sha in m["files"].items():
+        assert hashlib.sha256((run_dir / rel).read_bytes()).hexdigest() == sha
+
+
+def test_the_registry_records_the_challengers_slices_and_the_promotion(two_runs):
+    home, _, (manifest, run_dir) = two_runs
+    reg = Registry(home / "models", "loan-default-demo")
+    meta = reg.version("v0002").metadata
+    assert meta["parent"] == "v0001" and meta["strategy"] == "sliding_window"
+    assert [Path(s["path"]).name for s in meta["slices"]] == [f"{week_end(w)}.parquet" for w in range(16, 22)]
+    assert [e.event for e in reg.history()] == ["promote", "promote"]
+    assert reg.history()[-1].run_id == run_dir.name
+
+
+def test_a_failing_step_leaves_its_partial_notebook_a_failed_manifest_and_the_champion(tmp_path):
+    home = make_home(tmp_path / "home")
+    first, _ = run_playbook("params/demo.yaml", home=home, as_of=week_end(8).isoformat(), progress=False)
+    assert first.champion_after == "v0001"
+    broken = home / f"data/demo/batches/{week_end(12)}.parquet"
+    pd.read_parquet(broken).drop(columns=["credit_score"]).to_parquet(broken)
+
+    manifest, run_dir = run_playbook("params/demo.yaml", home=home, as_of=week_end(14).isoformat(), progress=False)
+    assert manifest.status == "failed" and manifest.exit_code == 1
+    assert manifest.error["step"] == "10-analyze-drift"
+    assert "credit_score" in manifest.error["message"] and f"{week_end(12)}.parquet" in manifest.error["message"]
+    assert [s.status for s in manifest.steps] == ["failed", "not-run", "not-run", "not-run"]
+    nb = nbformat.read(run_dir / "10-analyze-drift.ipynb", as_version=4)
+    assert nb.metadata["papermill"]["exception"] is True
+    assert manifest.champion_after == "v0001"
+    assert Registry(home / "models", "loan-default-demo").champion() == "v0001"
