@@ -1,0 +1,214 @@
+"""Tell people what a run did: always a log line, optionally a webhook POST.
+
+:func:`notify_run` is called by the runner once a run's record is complete. For the events in
+:data:`EVENTS` (promoted, bootstrapped, rejected, rolled back, blocked by data quality, failed) it
+logs one line and, when the profile's ``notify.webhook_url`` is set, POSTs a JSON body (model, run
+id, event, reasons, metrics, champion, link to the report). The token is read from the environment
+variable the profile names (``notify.token_env``) and sent as ``Authorization: Bearer``; it is never
+written to the manifest, a notebook or a log line. A webhook that fails or times out is retried
+``notify.retries`` times, then the failure is recorded in the manifest's ``notifications``; it
+never fails the run. Redirects are refused, so the token cannot follow a redirect to another host.
+
+>>> event_for("promoted"), event_for("no-retrain-needed")
+('promoted', None)
+>>> redact("HTTP 401 for token abc123", "abc123")
+'HTTP 401 for token ***'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["EVENTS", "event_for", "build_payload", "post_json", "notify_run", "report_url", "redact"]
+
+log = logging.getLogger("retrainlib.notify")
+
+#: outcomes that are announced, and the log level of their line
+EVENTS = {
+    "promoted": logging.INFO,
+    "bootstrapped": logging.INFO,
+    "rejected": logging.INFO,
+    "rolled-back": logging.WARNING,
+    "blocked-by-quality": logging.WARNING,
+    "failed": logging.ERROR,
+}
+#: HTTP statuses worth another try; any other error status is final
+_RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+_BACKOFF_SECONDS = 1.0
+
+
+def event_for(outcome: str | None) -> str | None:
+    """The event a run's outcome announces, or None when it is not announced."""
+    return outcome if outcome in EVENTS else None
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
+    return text.replace(secret, "***") if secret else text
+
+
+def report_url(run_id: str, *, runs_dir: Path, base_url: str | None = None) -> str:
+    """Where the run's row of ``runs/index.html`` is: ``<base>/index.html#<run_id>``.
+
+    ``base`` is the profile's ``notify.report_base_url`` (where ``runs/`` is served), else the
+    ``file://`` URL of the runs folder.
+
+    >>> report_url("20240101T000000Z-demo", runs_dir=Path("/srv/runs"), base_url="https://ml.example/runs/")
+    'https://ml.example/runs/index.html#20240101T000000Z-demo'
+    """
+    base = base_url.rstrip("/") if base_url else Path(runs_dir).resolve().as_uri()
+    return f"{base}/index.html#{urllib.parse.quote(run_id)}"
+
+
+def build_payload(manifest: Any, *, model: str, event: str, link: str) -> dict[str, Any]:
+    """The webhook's JSON body for one run (a :class:`~retrainlib.manifest.RunManifest`)."""
+    verdict = (manifest.outputs or {}).get("verdict") or {}
+    return {
+        "event": event,
+        "model": model,
+        "profile": manifest.profile.get("name"),
+        "run_id": manifest.run_id,
+        "status": manifest.status,
+        "exit_code": manifest.exit_code,
+        "reasons": list(manifest.reasons or []),
+        "verdict": verdict.get("reasons", []),
+        "metrics": manifest.metrics or {},
+        "champion_before": manifest.champion_before,
+        "champion_after": manifest.champion_after,
+        "challenger": manifest.challenger,
+        "error": manifest.error,
+        "started": manifest.started,
+        "finished": manifest.finished,
+        "report": link,
+    }
+
+
+def _target(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: what logs and manifests name (paths may hold secrets)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: the Authorization header would go with it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 - urllib's signature
+        return None
+
+
+_OPENER = urllib.request.build_opener(_RefuseRedirects)
+
+
+def post_json(
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    token: str | None = None,
+    timeout: float = 5.0,
+    retries: int = 3,
+    backoff: float = _BACKOFF_SECONDS,
+) -> dict[str, Any]:
+    """POST ``payload`` as JSON, retrying failures and timeouts; return what happened.
+
+    Never raises for a network or HTTP failure: the result's ``status`` is ``sent`` or
+    ``failed`` with ``attempts``, ``http_status`` and ``error`` (the token redacted).
+    """
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        return {"status": "failed", "attempts": 0, "http_status": None,
+                "error": f"webhook_url must be an http(s) URL; got scheme '{scheme}'"}
+    body = json.dumps(payload, default=str).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "retrainlib-notify"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    error, http_status, attempt = None, None, 0
+    for attempt in range(1, retries + 2):
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with _OPENER.open(request, timeout=timeout) as response:
+                return {"status": "sent", "attempts": attempt, "http_status": response.status, "error": None}
+        except urllib.error.HTTPError as exc:
+            http_status, error = exc.code, f"HTTP {exc.code} {exc.reason}"
+            if exc.code not in _RETRY_STATUSES:
+                break
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:  # refused, reset, timed out
+            http_status = None
+            reason = getattr(exc, "reason", exc)
+            error = f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason
+        if attempt <= retries:
+            time.sleep(min(backoff * 2 ** (attempt - 1), 30.0))
+    return {"status": "failed", "attempts": attempt, "http_status": http_status, "error": redact(str(error), token)}
+
+
+def _summary(manifest: Any, event: str) -> str:
+    parts = [f"champion {manifest.champion_before or '(none)'} -> {manifest.champion_after or '(none)'}"]
+    if manifest.challenger:
+        parts.append(f"challenger {manifest.challenger}")
+    for who in ("champion", "challenger"):
+        scores = (manifest.metrics or {}).get(who) or {}
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, (int, float)))
+        if shown:
+            parts.append(f"{who} {shown}")
+    if manifest.reasons:
+        parts.append("reasons: " + "; ".join(manifest.reasons))
+    if event == "failed" and manifest.error:
+        parts.append(f"error at {manifest.error.get('step')}: {manifest.error.get('message')}")
+    return ", ".join(parts)
+
+
+def notify_run(manifest: Any, run_dir: Path, profile: Any) -> list[dict[str, Any]]:
+    """Announce a finished run; return the records to store in ``manifest.notifications``.
+
+    Parameters
+    ----------
+    manifest : RunManifest
+        the run's complete record (its ``outcome`` picks the event).
+    run_dir : Path
+        the run folder (its parent is the ``runs/`` folder the report link points into).
+    profile : Profile
+        gives the model name and the ``notify`` settings.
+
+    Returns
+    -------
+    list of dict
+        one ``log`` record and, with a webhook, one ``webhook`` record (``sent`` or ``failed``);
+        empty when the outcome is not announced.
+    """
+    event = event_for(manifest.outcome)
+    if event is None:
+        return []
+    settings = profile.notify
+    link = report_url(manifest.run_id, runs_dir=Path(run_dir).parent, base_url=settings.report_base_url)
+    token = os.environ.get(settings.token_env) if settings.token_env else None
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    line = redact(f"{profile.model_name} {event} (run {manifest.run_id}): {_summary(manifest, event)}; report {link}", token)
+    log.log(EVENTS[event], "%s", line)
+    records: list[dict[str, Any]] = [{"channel": "log", "event": event, "time": now, "status": "logged"}]
+    if not settings.webhook_url:
+        return records
+    target = _target(settings.webhook_url)
+    record: dict[str, Any] = {"channel": "webhook", "event": event, "time": now, "target": target}
+    if settings.token_env and not token:
+        record.update(status="failed", attempts=0, http_status=None,
+                      error=f"environment variable {settings.token_env} (notify.token_env) is not set; nothing was sent")
+    else:
+        payload = build_payload(manifest, model=profile.model_name, event=event, link=link)
+        record.update(post_json(settings.webhook_url, payload, token=token,
+                                timeout=settings.timeout_seconds, retries=settings.retries))
+    if record["status"] == "sent":
+        log.info("webhook %s: sent %s for run %s (HTTP %s, attempt %d)", target, event, manifest.run_id,
+                 record["http_status"], record["attempts"])
+    else:
+        log.warning("webhook %s: could not send %s for run %s after %d attempt(s): %s; recorded in the manifest",
+                    target, event, manifest.run_id, record["attempts"], record["error"])
+    return records + [record]

@@ -1,0 +1,370 @@
+"""Make every run reviewable in a browser: HTML of the executed notebooks and ``runs/index.html``.
+
+:func:`build_report` renders each finished run's executed notebooks to HTML beside them (nbconvert's
+``lab`` template without any script: the pages are static and open offline) and writes
+``runs/index.html``: one row per run (time, profile, trigger reasons, decision, champion and
+challenger metrics, status, duration) linking to that run's notebooks and manifest, and an inline
+SVG plot of each model's champion metric over time with promotions and rollbacks marked.
+
+It is incremental: a notebook whose HTML is newer than it is not rendered again, and each run's row
+is cached in ``runs/.report-cache.json`` keyed by its manifest's modification time, so rebuilding
+the index over hundreds of runs reads only what changed. The index has no JavaScript and no
+external resources.
+
+>>> rows = [{"run_id": "r1", "model": "m", "time": "2024-01-07", "champion_metric": 0.8, "metric": "roc_auc",
+...          "outcome": "bootstrapped", "new_champion_metric": 0.8}]
+>>> svg = champion_plot(rows)
+>>> svg.startswith("<svg") and "bootstrapped" in svg
+True
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+__all__ = ["build_report", "render_run", "run_row", "champion_plot", "ReportResult", "INDEX"]
+
+log = logging.getLogger("retrainlib.report")
+
+INDEX = "index.html"
+_CACHE = ".report-cache.json"
+_CACHE_VERSION = 1
+_MARKED = {"promoted": "promotion", "bootstrapped": "promotion", "rolled-back": "rollback"}
+
+# nbconvert's lab template without require.js, MathJax, mermaid or widget scripts: static and offline
+_STATIC_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+"""
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What :func:`build_report` did."""
+
+    index: Path
+    runs: int
+    rendered: int
+    skipped: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": str(self.index), "runs": self.runs, "rendered": self.rendered,
+                "skipped": self.skipped, "seconds": self.seconds}
+
+
+def _exporter():
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"retrain-static.html.j2": _STATIC_TEMPLATE})],
+                            template_file="retrain-static.html.j2")
+    exporter.log = logging.getLogger("retrainlib.report.nbconvert")  # its 'alternative text is missing' notes are noise
+    exporter.log.setLevel(logging.ERROR)
+    return exporter
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _needs_render(notebook: Path) -> bool:
+    target = notebook.with_suffix(".html")
+    return not target.exists() or target.stat().st_mtime_ns < notebook.stat().st_mtime_ns
+
+
+def render_run(run_dir: Path, *, exporter=None, force: bool = False) -> tuple[int, int]:
+    """Render a run folder's executed notebooks to ``<step>.html`` beside them; return (rendered, skipped)."""
+    import nbformat
+
+    rendered = skipped = 0
+    for nb_path in sorted(Path(run_dir).glob("*.ipynb")):
+        if not force and not _needs_render(nb_path):
+            skipped += 1
+            continue
+        exporter = exporter or _exporter()
+        body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
+        _write_atomic(nb_path.with_suffix(".html"), body)
+        rendered += 1
+    return rendered, skipped
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _scores(metrics: dict, who: str) -> dict[str, float]:
+    return {k: v for k, v in ((metrics or {}).get(who) or {}).items() if isinstance(v, (int, float))}
+
+
+def run_row(run_dir: Path) -> dict[str, Any] | None:
+    """The index's row for one run folder, from its manifest and step 10's result; None without a manifest."""
+    m = _read_json(run_dir / "manifest.json")
+    if not isinstance(m, dict):
+        return None
+    resolved = (m.get("profile") or {}).get("resolved") or {}
+    metric = (resolved.get("training") or {}).get("eval_metric")
+    analyze = _read_json(run_dir / "10-analyze-drift.json") or {}
+    perf = analyze.get("performance") or {}
+    challenger = _scores(m.get("metrics"), "challenger")
+    decision = (m.get("outputs") or {}).get("decision") or {}
+    verdict = (m.get("outputs") or {}).get("verdict") or {}
+    notebooks = []
+    for step in m.get("steps") or []:
+        nb = step.get("notebook")
+        if nb and (run_dir / nb).exists():
+            notebooks.append({"name": step["name"], "ipynb": nb, "html": str(Path(nb).with_suffix(".html")),
+                              "status": step.get("status")})
+    return {
+        "run_id": m.get("run_id") or run_dir.name,
+        "folder": run_dir.name,
+        "profile": (m.get("profile") or {}).get("name"),
+        "model": resolved.get("model_name"),
+        "started": m.get("started"),
+        "as_of": m.get("as_of"),
+        "time": m.get("as_of") or m.get("started"),
+        "status": m.get("status"),
+        "outcome": m.get("outcome"),
+        "exit_code": m.get("exit_code"),
+        "seconds": m.get("seconds"),
+        "reasons": list(m.get("reasons") or []),
+        "decision": decision.get("status"),
+        "verdict": list(verdict.get("reasons") or []),
+        "champion_before": m.get("champion_before"),
+        "champion_after": m.get("champion_after"),
+        "challenger": m.get("challenger"),
+        "champion_scores": _scores(m.get("metrics"), "champion"),
+        "challenger_scores": challenger,
+        "metric": perf.get("metric") or metric,
+        "champion_metric": perf.get("value"),
+        "new_champion_metric": challenger.get(metric) if m.get("outcome") in ("promoted", "bootstrapped") else None,
+        "error": m.get("error"),
+        "notebooks": notebooks,
+    }
+
+
+# ---- the plot ---------------------------------------------------------------------------------
+_COLORS = ("#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+
+
+def _when(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) -> str:
+    """Inline SVG: each model's champion metric per run over time; ▲ promotions, ▼ rollbacks.
+
+    x is the time the run's data reached (``as_of``, else when it started); y is the champion's
+    metric measured by step 10, and after a promotion the new champion's validation score.
+    """
+    points: dict[str, list[tuple[dt.datetime, float, dict, str]]] = {}
+    for r in rows:
+        t = _when(r.get("time"))
+        if t is None:
+            continue
+        series = points.setdefault(r.get("model") or "?", [])
+        if isinstance(r.get("champion_metric"), (int, float)):
+            series.append((t, float(r["champion_metric"]), r, "measured"))
+        kind = _MARKED.get(r.get("outcome") or "")
+        if kind == "promotion" and isinstance(r.get("new_champion_metric"), (int, float)):
+            series.append((t, float(r["new_champion_metric"]), r, "promotion"))
+        elif kind == "rollback":
+            y = r.get("champion_metric")
+            series.append((t, float(y) if isinstance(y, (int, float)) else float("nan"), r, "rollback"))
+    all_pts = [p for s in points.values() for p in s if p[1] == p[1]]
+    esc = html.escape
+    if not all_pts:
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40" role="img">'
+                '<text x="8" y="24" font-size="13">no champion measurements yet</text></svg>')
+    left, right, top, bottom = 56, 16, 16, 46
+    t0, t1 = min(p[0] for p in all_pts), max(p[0] for p in all_pts)
+    y0, y1 = min(p[1] for p in all_pts), max(p[1] for p in all_pts)
+    pad = max((y1 - y0) * 0.1, 0.01)
+    y0, y1 = y0 - pad, y1 + pad
+    span = max((t1 - t0).total_seconds(), 1.0)
+
+    def sx(t: dt.datetime) -> float:
+        return left + (width - left - right) * ((t - t0).total_seconds() / span if t1 > t0 else 0.5)
+
+    def sy(v: float) -> float:
+        return top + (height - top - bottom) * (1 - (v - y0) / (y1 - y0))
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+           f'aria-label="champion metric over time" font-family="sans-serif" font-size="11">',
+           f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="#fafafa" stroke="#ccc"/>']
+    for i in range(5):  # y grid and labels
+        v = y0 + (y1 - y0) * i / 4
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#e4e4e4"/>'
+                   f'<text x="{left - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
+    for i in range(4 if t1 > t0 else 1):  # x labels
+        t = t0 + (t1 - t0) * (i / 3 if t1 > t0 else 0)
+        out.append(f'<text x="{sx(t):.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:%Y-%m-%d}</text>')
+    metrics = sorted({str(p[2].get("metric")) for p in all_pts})
+    out.append(f'<text x="{left}" y="{height - 8}">champion {esc(", ".join(metrics))} by the time of the data each run saw'
+               ' · ● measured · ▲ promotion · ▼ rollback</text>')
+    for (model, series), color in zip(sorted(points.items()), _COLORS * 10):
+        series.sort(key=lambda p: (p[0], p[3] != "measured"))
+        line = " ".join(f"{sx(t):.1f},{sy(v):.1f}" for t, v, _, _ in series if v == v)
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{line}"><title>{esc(model)}</title></polyline>')
+        for t, v, r, kind in series:
+            x = sx(t)
+            y = sy(v) if v == v else top + 8
+            tip = esc(f"{r.get('run_id')}: {kind} {r.get('metric')}={v:.4f} ({r.get('outcome')})")
+            link = f'<a href="#{esc(r.get("run_id") or "")}">'
+            if kind == "measured":
+                out.append(f'{link}<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{tip}</title></circle></a>')
+            elif kind == "promotion":
+                out.append(f'{link}<path d="M{x:.1f},{y - 7:.1f} l6,10 h-12 z" fill="#2ca02c"><title>{tip}</title></path></a>')
+            else:
+                out.append(f'{link}<path d="M{x:.1f},{y + 7:.1f} l6,-10 h-12 z" fill="#d62728"><title>{tip}</title></path></a>')
+    if len(points) > 1:
+        for i, ((model, _), color) in enumerate(zip(sorted(points.items()), _COLORS * 10)):
+            out.append(f'<text x="{width - right - 8}" y="{top + 14 + 14 * i}" text-anchor="end" fill="{color}">{esc(model)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+# ---- the index --------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.4em;margin:0 0 .3em}
+table{border-collapse:collapse;font-size:13px;width:100%}
+th,td{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f3f3f3;position:sticky;top:0}
+tr:target{background:#fff7d6}
+td.num{text-align:right;white-space:nowrap}
+ul{margin:0;padding-left:1.1em}
+.succeeded{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}.running{color:#9a6700}
+.promoted,.bootstrapped{color:#1a7f37;font-weight:bold}.rolled-back,.blocked-by-quality,.rejected{color:#9a6700}
+small{color:#666}
+"""
+
+
+def _fmt_scores(scores: dict[str, float]) -> str:
+    return "<br>".join(f"{html.escape(k)}&nbsp;{v:.4f}" for k, v in scores.items()) or "—"
+
+
+def _row_html(r: dict) -> str:
+    esc = html.escape
+    rid = esc(r["run_id"])
+    folder = esc(r["folder"])
+    reasons = "".join(f"<li>{esc(x)}</li>" for x in r["reasons"]) or "—"
+    decision = esc(r.get("outcome") or r.get("decision") or "—")
+    detail = []
+    if r.get("verdict"):
+        detail.append("<br><small>" + "; ".join(esc(v) for v in r["verdict"]) + "</small>")
+    if r.get("error"):
+        detail.append(f"<br><small>error at {esc(str(r['error'].get('step')))}: {esc(str(r['error'].get('message')))[:300]}</small>")
+    champs = f"{esc(r.get('champion_before') or '—')}&nbsp;→&nbsp;{esc(r.get('champion_after') or '—')}"
+    links = " ".join(
+        f'<a href="{folder}/{esc(nb.get("href") or nb["html"])}" title="{esc(nb["name"])} ({esc(str(nb["status"]))})">{esc(nb["name"][:2])}</a>'
+        for nb in r["notebooks"]
+    )
+    links += f' <a href="{folder}/manifest.json">manifest</a>'
+    seconds = f"{r['seconds']:.0f}&nbsp;s" if isinstance(r.get("seconds"), (int, float)) else "—"
+    when = esc((r.get("started") or "").replace("T", " ").replace("+00:00", "Z"))
+    as_of = f"<br><small>data to {esc(r['as_of'])}</small>" if r.get("as_of") else ""
+    return (f'<tr id="{rid}"><td>{when}{as_of}<br><small>{rid}</small></td><td>{esc(r.get("profile") or "")}'
+            f'<br><small>{esc(r.get("model") or "")}</small></td><td><ul>{reasons}</ul></td>'
+            f'<td class="{decision}">{decision}{"".join(detail)}</td><td>{champs}<br><small>{esc(r.get("challenger") or "")}</small></td>'
+            f'<td class="num">{_fmt_scores(r["champion_scores"])}</td><td class="num">{_fmt_scores(r["challenger_scores"])}</td>'
+            f'<td class="{esc(r.get("status") or "")}">{esc(r.get("status") or "")}</td><td class="num">{seconds}</td>'
+            f"<td>{links}</td></tr>")
+
+
+def _index_html(rows: Sequence[dict], *, generated: str) -> str:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("outcome") or r.get("status") or "?"] = counts.get(r.get("outcome") or r.get("status") or "?", 0) + 1
+    summary = ", ".join(f"{v} {html.escape(k)}" for k, v in sorted(counts.items()))
+    body = "\n".join(_row_html(r) for r in rows)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>retrain runs</title>"
+        f"<style>{_CSS}</style></head><body>\n<h1>Retraining runs</h1>\n"
+        f"<p>{len(rows)} runs ({summary}); generated {html.escape(generated)} by <code>retrain report</code>. "
+        "Links 10–40 open each step's executed notebook.</p>\n"
+        f"<figure>{champion_plot(list(reversed(rows)))}</figure>\n"
+        '<table id="runs"><thead><tr><th>time (UTC)</th><th>profile</th><th>trigger reasons</th><th>decision</th>'
+        "<th>champion</th><th>champion metrics</th><th>challenger metrics</th><th>status</th><th>duration</th>"
+        f"<th>notebooks</th></tr></thead><tbody>\n{body}\n</tbody></table>\n</body></html>\n"
+    )
+
+
+def _load_cache(path: Path) -> dict[str, Any]:
+    cache = _read_json(path)
+    if not isinstance(cache, dict) or cache.get("version") != _CACHE_VERSION:
+        return {"version": _CACHE_VERSION, "runs": {}}
+    return cache
+
+
+def _run_dirs(runs: Path) -> Iterable[Path]:
+    return (d for d in runs.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / "manifest.json").exists())
+
+
+def build_report(runs: str | os.PathLike, *, force: bool = False) -> ReportResult:
+    """Render every finished run's notebooks (skipping those already rendered) and write ``runs/index.html``.
+
+    A run still in progress is listed but its notebooks are rendered on a later call.
+    """
+    import time
+
+    t0 = time.monotonic()
+    runs = Path(runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    cache_path = runs / _CACHE
+    cache = _load_cache(cache_path)
+    rows, rendered, skipped, exporter, seen = [], 0, 0, None, set()
+    for d in _run_dirs(runs):
+        seen.add(d.name)
+        stamp = (d / "manifest.json").stat().st_mtime_ns
+        entry = cache["runs"].get(d.name)
+        if force or not entry or entry.get("stamp") != stamp:
+            row = run_row(d)
+            if row is None:
+                continue
+            entry = {"stamp": stamp, "row": row, "rendered": False}
+            cache["runs"][d.name] = entry
+        row = entry["row"]
+        if row.get("status") != "running" and (force or not entry.get("rendered")):
+            if force or any(_needs_render(d / nb["ipynb"]) for nb in row["notebooks"]):
+                exporter = exporter or _exporter()  # nbconvert starts in seconds: only when there is work
+                r, s = render_run(d, exporter=exporter, force=force)
+            else:
+                r, s = 0, len(row["notebooks"])
+            rendered, skipped = rendered + r, skipped + s
+            entry["rendered"] = True
+        else:
+            skipped += len(row["notebooks"])
+        for nb in row["notebooks"]:  # a notebook not rendered yet (run in progress) links to its .ipynb
+            nb["href"] = nb["html"] if (d / nb["html"]).exists() else nb["ipynb"]
+        rows.append(row)
+    cache["runs"] = {k: v for k, v in cache["runs"].items() if k in seen}
+    rows.sort(key=lambda r: (r.get("started") or "", r["folder"]), reverse=True)
+    generated = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    index = runs / INDEX
+    _write_atomic(index, _index_html(rows, generated=generated))
+    _write_atomic(cache_path, json.dumps(cache, default=str))
+    result = ReportResult(index, len(rows), rendered, skipped, round(time.monotonic() - t0, 3))
+    log.info("report: %d runs listed, %d notebooks rendered, %d already rendered; %s (%.1f s)",
+             result.runs, result.rendered, result.skipped, index, result.seconds)
+    return result
