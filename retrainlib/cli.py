@@ -10,6 +10,7 @@ Exit codes of ``retrain run`` (also in README):
 1     the run failed (see the manifest's ``error``)
 2     bad input: profile, data contract, registry request
 75    another run holds the model's run lock (try again later)
+130   interrupted by Ctrl-C; 143 stopped by SIGTERM (the run's manifest records it as failed)
 ====  ==========================================================
 """
 
@@ -81,9 +82,30 @@ def _print_run(summary: dict) -> None:
     print(f"  record: {summary['path']}")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds the run like Ctrl-C, so it ends as a complete failed record."""
+
+
+def _end_runs_on_signals() -> None:
+    """SIGTERM (and Ctrl-C) interrupt the run once; a repeated signal cannot break the failed record being written."""
+    import signal
+
+    fired = []
+
+    def handler(signum, frame):
+        if fired:
+            return
+        fired.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
 def cmd_run(args) -> int:
     from .pipeline import run_playbook
 
+    _end_runs_on_signals()
     manifest, run_dir = run_playbook(args.profile, home=args.home, as_of=args.as_of, lock_timeout=args.wait)
     summary = _run_summary(manifest, run_dir)
     print(json.dumps(summary, indent=2) if args.json else "", end="\n" if args.json else "")
@@ -271,6 +293,25 @@ def cmd_backtest(args) -> int:
     return 0
 
 
+def cmd_schedule(args) -> int:
+    from .profiles import ScheduleSettings
+    from .scheduler import Scheduler
+
+    schedule = ScheduleSettings(cron=args.cron, every_minutes=args.every_minutes) if (args.cron or args.every_minutes) else None
+    return Scheduler(args.profile, home=args.home, schedule=schedule, lock_wait=args.wait, max_runs=args.max_runs,
+                     report=not args.no_report).serve()
+
+
+def cmd_report(args) -> int:
+    from .paths import Paths
+    from .report import build_report
+
+    result = build_report(Paths.discover(args.home).runs, force=args.force)
+    print(f"{result.runs} runs listed, {result.rendered} notebooks rendered ({result.skipped} already), "
+          f"in {result.seconds:.1f} s: {result.index}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retrain", description="Keep AutoGluon tabular models accurate: drift, retrain, validate, promote, roll back.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -312,6 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--profile", "-p", default=None, help="take drift settings and threshold from this profile")
     sp.add_argument("--json", default=None, metavar="OUT", help="write the full result as JSON here")
 
+    sp = add("schedule", cmd_schedule, "run the playbook on the profile's schedule in the foreground (Ctrl-C or SIGTERM stops it)")
+    sp.add_argument("--cron", default=None, help="override the profile's schedule with a crontab expression (UTC), e.g. '0 6 * * *'")
+    sp.add_argument("--every-minutes", type=float, default=None, help="override the profile's schedule with an interval")
+    sp.add_argument("--wait", type=float, default=0, help="seconds to wait for another run of this model before skipping a turn")
+    sp.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (default: until stopped)")
+    sp.add_argument("--no-report", action="store_true", help="do not refresh runs/index.html after each run")
+
+    sp = add("report", cmd_report, "render executed notebooks to HTML and write runs/index.html", profile=False)
+    sp.add_argument("--force", action="store_true", help="render every notebook again")
+
     sp = add("rollback", cmd_rollback, "make the previous champion (or --to VERSION) champion again")
     sp.add_argument("--to", default=None, help="version to roll back to, e.g. v0002")
     sp.add_argument("--reason", default="manual rollback (retrain rollback)")
@@ -344,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("retrain: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("retrain: stopped by SIGTERM; the run's manifest records it as failed", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":  # pragma: no cover
