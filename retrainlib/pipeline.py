@@ -182,6 +182,8 @@ def run_playbook(
             for rec in manifest.steps:
                 if rec.status == "running":
                     rec.status, rec.error = "failed", f"interrupted ({type(exc).__name__})"
+                elif rec.status == "pending":
+                    rec.status = "not-run"
             manifest.status = "failed"
             manifest.error = {"step": next((r.name for r in manifest.steps if r.status == "failed"), None),
                               "message": f"interrupted ({type(exc).__name__})"}
