@@ -171,7 +171,7 @@ class BacktestResult:
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     frame = frame.reset_index() if frame.index.name else frame
-    rows = json.loads(frame.to_json(orient="records", date_format="iso"))
+    rows = json.loads(frame.to_json(orient="records", date_format="iso", double_precision=15))
     return rows
 
 
@@ -208,6 +208,7 @@ def run_backtest(
     warmup: int | None = None,
     max_batches: int | None = None,
     period_days: float | None = None,
+    period_batches: int | None = None,
     fit_cache: bool | FitCache = True,
     progress: bool = True,
 ) -> BacktestResult:
@@ -228,6 +229,9 @@ def run_backtest(
         Replay only the oldest ``max_batches`` batches (default all).
     period_days : float
         The ``periodic`` strategy's interval (default the profile's ``retraining_interval``).
+    period_batches : int
+        Instead, ``periodic`` retrains every ``period_batches`` batches (forced; the schedule
+        trigger is still recorded). For batches a year long, where a day interval cannot be longer.
     fit_cache : bool or FitCache
         Share identical fits across strategies (default True); ``False`` computes every fit.
 
@@ -240,9 +244,9 @@ def run_backtest(
 
     t_start = time.monotonic()
     paths = Paths.discover(home)
-    profile_path = Path(profile)
-    if not profile_path.is_absolute() and not profile_path.exists():
-        profile_path = paths.resolve(profile)
+    profile_path = paths.resolve(profile)  # relative to the project home first, then to the working folder
+    if not profile_path.exists() and Path(profile).exists():
+        profile_path = Path(profile).resolve()
     prof = load_profile(profile_path)
     automl.pin_threads(prof.training.num_cpus)
     chosen = parse_strategies(strategies)
@@ -267,9 +271,17 @@ def run_backtest(
         for strategy in chosen:
             home_s = work / strategy.name
             prof_path = _scratch_profile(profile_path, home_s, batches_folder, strategy, period_days=period_days)
+            last_trained: int | None = None
             for i, batch in enumerate(steps_to_run):
                 bar.set_postfix_str(f"{strategy.name} {batch.name}")
-                rows.append(_replay_step(strategy, prof_path, home_s, batch, warmup - 1 + i, cache))
+                force, reason = strategy.force, ""
+                if strategy.name == "periodic" and period_batches:
+                    force = last_trained is None or i - last_trained >= period_batches
+                    reason = f"backtest strategy 'periodic': retrain every {period_batches} batch(es)"
+                row = _replay_step(strategy, prof_path, home_s, batch, warmup - 1 + i, cache, force=force, force_reason=reason)
+                if row["trained"]:
+                    last_trained = i
+                rows.append(row)
                 bar.update(1)
     finally:
         bar.close()
@@ -290,11 +302,13 @@ def run_backtest(
         seconds=time.monotonic() - t_start,
         work_dir=work,
         settings={"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
-                  "warmup": warmup, "period_days": period_days, "fit_cache": cache is not None},
+                  "warmup": warmup, "period_days": period_days, "period_batches": period_batches,
+                  "fit_cache": cache is not None},
     )
 
 
-def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Batch, index: int, cache: FitCache | None) -> dict[str, Any]:
+def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Batch, index: int, cache: FitCache | None,
+                 *, force: bool | None, force_reason: str = "") -> dict[str, Any]:
     """One playbook run at the end of ``batch``: the four steps, as the notebooks call them."""
     run_dir = home / "runs" / f"{index + 1:04d}-{Path(batch.name).stem}"
     ctx = steps.open_step(str(prof_path), run_dir=str(run_dir), home=str(home), as_of=batch.end)
@@ -302,9 +316,9 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
     seconds: dict[str, float] = {}
 
     t0 = time.monotonic()
-    reason = {True: f"backtest strategy '{strategy.name}': retrain on every batch",
-              False: f"backtest strategy '{strategy.name}': never retrain after the first champion"}.get(strategy.force, "")
-    analysis = steps.analyze_drift(ctx, force=strategy.force, force_reason=reason)
+    reason = force_reason or {True: f"backtest strategy '{strategy.name}': retrain on every batch",
+                              False: f"backtest strategy '{strategy.name}': never retrain after the first champion"}.get(force, "")
+    analysis = steps.analyze_drift(ctx, force=force, force_reason=reason)
     seconds["analyze"] = time.monotonic() - t0
     newest = analysis.windows.holdout[-1]
     if Path(newest.path).name != batch.name:
