@@ -23,6 +23,9 @@ __all__ = [
     "load_predictor",
     "deploy_clone",
     "predict_scores",
+    "predict_labels",
+    "model_facts",
+    "predictor_path",
     "score",
     "metric_info",
     "software_versions",
@@ -168,6 +171,23 @@ def predict_scores(predictor, data: pd.DataFrame) -> np.ndarray:
     if predictor.problem_type == "binary":
         return proba[predictor.class_labels[1]].to_numpy(dtype=float)
     return proba[predictor.class_labels].to_numpy(dtype=float)
+
+
+def predict_labels(predictor, data: pd.DataFrame) -> np.ndarray:
+    """Predicted labels (values for regression), with the predictor's own decision threshold."""
+    return predictor.predict(data).to_numpy()
+
+
+def model_facts(predictor) -> tuple[str, list | None, list[str]]:
+    """(problem_type, class labels or None, input feature columns) of a predictor."""
+    problem_type = predictor.problem_type
+    classes = list(predictor.class_labels) if problem_type != "regression" else None
+    return problem_type, classes, [str(c) for c in predictor.original_features]
+
+
+def predictor_path(predictor) -> Path:
+    """The folder a predictor was loaded from or saved to."""
+    return Path(predictor.path)
 
 
 def leaderboard(predictor, data: pd.DataFrame | None = None) -> pd.DataFrame:

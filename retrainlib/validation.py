@@ -172,22 +172,6 @@ class Verdict:
 
 
 # --------------------------------------------------------------------------------------------
-# AutoGluon calls not (yet) in automl.py
-
-
-def _model_facts(predictor) -> tuple[str, list | None, list[str]]:
-    """(problem_type, class labels or None, input feature columns) of a TabularPredictor."""
-    problem_type = predictor.problem_type
-    classes = list(predictor.class_labels) if problem_type != "regression" else None
-    return problem_type, classes, [str(c) for c in predictor.original_features]
-
-
-def _predict_labels(predictor, data: pd.DataFrame) -> np.ndarray:
-    """Predicted labels (values for regression), with the predictor's own decision threshold."""
-    return predictor.predict(data).to_numpy()
-
-
-# --------------------------------------------------------------------------------------------
 # vectorised bootstrap metrics: f(y_true, scores, classes, weights (B, n)) -> (B,) values
 
 
@@ -406,14 +390,14 @@ def validate(
     settings = profile.validation
     automl.pin_threads(profile.training.num_cpus)
     label = profile.data.label
-    problem_type, classes, chal_features = _model_facts(challenger)
+    problem_type, classes, chal_features = automl.model_facts(challenger)
     if challenger_meta and challenger_meta.get("features"):
         chal_features = [str(c) for c in challenger_meta["features"]]
     _check_holdout(holdout, label, chal_features, "challenger")
     champ_features: list[str] = []
     champ_classes = None
     if champion is not None:
-        champ_problem, champ_classes, champ_features = _model_facts(champion)
+        champ_problem, champ_classes, champ_features = automl.model_facts(champion)
         if champion_meta and champion_meta.get("features"):
             champ_features = [str(c) for c in champion_meta["features"]]
         if champ_problem != problem_type:
@@ -431,7 +415,7 @@ def validate(
     x_chal = holdout[chal_features]
     chal_scores = automl.predict_scores(challenger, x_chal)
     reload = _FreshReload(
-        Path(challenger_dir) if challenger_dir is not None else Path(challenger.path),
+        Path(challenger_dir) if challenger_dir is not None else automl.predictor_path(challenger),
         x_chal, chal_scores, rows=reload_rows, timeout=reload_timeout, num_cpus=profile.training.num_cpus, seed=seeds[3],
     )
     try:
@@ -500,7 +484,7 @@ def _gates(
     # stability
     tolerance = regression_tolerance * float(np.nanstd(y.astype(float))) if problem_type == "regression" else 0.0
     reload_at = len(gates)  # its place in the table; collected before latency is timed
-    chal_labels = _predict_labels(challenger, x_chal)
+    chal_labels = automl.predict_labels(challenger, x_chal)
     gates.append(
         _noise_gate(challenger, x_chal, chal_labels, settings.noise_fraction, profile.stability_threshold, tolerance, seeds[1])
     )
@@ -512,7 +496,7 @@ def _gates(
 
     # churn and latency
     if champion is not None:
-        champ_labels = _predict_labels(champion, x_champ)
+        champ_labels = automl.predict_labels(champion, x_champ)
         gates.append(_churn_gate(champ_labels, chal_labels, settings.max_churn, tolerance))
     gates.insert(reload_at, reload.gate())
     sample_rng = np.random.default_rng(seeds[2])
@@ -726,7 +710,7 @@ def _differs(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
 
 def _noise_gate(challenger, x, labels, fraction, stability_threshold, tolerance, seed) -> Gate:
     noisy, touched = _perturb(x, fraction, np.random.default_rng(seed))
-    flipped = _differs(_predict_labels(challenger, noisy), labels, tolerance)
+    flipped = _differs(automl.predict_labels(challenger, noisy), labels, tolerance)
     share = float(np.mean(flipped))
     limit = round(1 - stability_threshold, 12)
     passed = share <= limit
