@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
@@ -157,10 +157,13 @@ def load_batches(
     *,
     require_label: bool = True,
     max_rows: int | None = None,
+    check: Callable[[pd.DataFrame, Batch], None] | None = None,
 ) -> pd.DataFrame:
     """Read and concatenate batches, oldest first, checking each file's contract.
 
-    Rows are deduplicated on ``source.key`` (newest kept) and capped at ``max_rows`` (newest kept).
+    ``check(frame, batch)`` runs on each file's rows before they are combined, so a broken file is
+    named. Rows are deduplicated on ``source.key`` (newest kept) and capped at ``max_rows`` (newest
+    kept).
     """
     if not batches:
         raise DataContractError("the window holds no batches; add data or lower holdout_batches/window_batches")
@@ -177,6 +180,8 @@ def load_batches(
                     f"(columns there: {', '.join(map(str, frame.columns[:12]))})"
                 )
         frame[source.time_column] = pd.to_datetime(frame[source.time_column])
+        if check is not None:
+            check(frame, b)
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     for col in out.columns:  # categories that differ between batches come back as object; restore them

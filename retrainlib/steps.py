@@ -163,16 +163,14 @@ class DriftAnalysis:
 
 
 def _load_checked(ctx: StepContext, batches, required: list[str], *, require_label: bool) -> pd.DataFrame:
-    """Load batches one by one so a hard break names the file it is in."""
-    frames = []
+    """Load batches, stopping at a hard break (label or required column gone) named by its file."""
     src = ctx.profile.data
-    for b in batches:
-        frame = data.load_batches([b], ctx.paths, src, require_label=require_label)
-        quality.check_hard_breaks(frame, label=src.label if require_label else None, required=required, source=b.path)
-        frames.append(frame)
-    if not frames:
-        raise RetrainError("the window holds no batches")
-    return data.load_batches(batches, ctx.paths, src, require_label=require_label) if len(frames) > 1 else frames[0]
+    label = src.label if require_label else None
+
+    def hard_breaks(frame: pd.DataFrame, batch: data.Batch) -> None:
+        quality.check_hard_breaks(frame, label=label, required=required, source=batch.path)
+
+    return data.load_batches(batches, ctx.paths, src, require_label=require_label, check=hard_breaks)
 
 
 def _as_of_time(ctx: StepContext, visible: list[data.Batch]) -> pd.Timestamp:
