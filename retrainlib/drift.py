@@ -312,22 +312,19 @@ def _numeric_from_sorted(a: np.ndarray, b: np.ndarray, *, psi_bins: int) -> dict
         return out
     both = np.concatenate([a, b])
     order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
-    merged = both[order]
-    del both
-    cum_b = np.cumsum(order >= n1, dtype=np.float64)  # current values at or before each merged value
-    del order
-    # F_ref - F_cur after each merged value k (1-based): (k - cum_b) / n1 - cum_b / n2
-    diff = np.arange(1, n1 + n2 + 1, dtype=np.float64)
-    diff *= 1.0 / n1
-    cum_b *= 1.0 / n1 + 1.0 / n2
-    diff -= cum_b
-    del cum_b
+    merged = both.take(order)
+    # each merged value moves F_ref - F_cur by +1/n1 (a reference value) or -1/n2 (a current one)
+    steps = np.concatenate([np.full(n1, 1.0 / n1), np.full(n2, -1.0 / n2)])
+    diff = steps.take(order)
+    del both, order, steps
+    np.cumsum(diff, out=diff)
     np.abs(diff, out=diff)
+    gaps = np.diff(merged)
     last = np.empty(n1 + n2, dtype=bool)  # last of a run of ties: where the CDFs are evaluated
-    np.not_equal(merged[1:], merged[:-1], out=last[:-1])
+    np.not_equal(gaps, 0.0, out=last[:-1])
     last[-1] = True
     d = float(np.max(diff, where=last, initial=0.0))
-    w = float(np.dot(diff[:-1], np.diff(merged)))
+    w = float(np.dot(diff[:-1], gaps))
     distinct = int(np.count_nonzero(last))
     out["distinct"] = float(distinct)
     std = float(np.std(a))
@@ -450,6 +447,12 @@ def _as_float(series: pd.Series) -> np.ndarray:
     return series.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _present(values: np.ndarray) -> np.ndarray:
+    """The non-missing values, as an array of our own (safe to sort in place)."""
+    missing = np.isnan(values)
+    return values[~missing] if missing.any() else values.copy()
+
+
 def _missing_stats(miss_r: int, n_r: int, miss_c: int, n_c: int) -> dict[str, float]:
     mr = miss_r / n_r if n_r else 0.0
     mc = miss_c / n_c if n_c else 0.0
@@ -513,11 +516,11 @@ def _column_drift(column: str, ref: pd.Series, cur: pd.Series, settings: DriftSe
     over = settings.per_column.get(column, {})
     kind = over.get("kind") or _kind(ref)
     if kind == "numeric":
-        a, b = _as_float(ref), _as_float(cur)
-        ma, mb = np.isnan(a), np.isnan(b)
-        a, b = np.sort(a[~ma]), np.sort(b[~mb])
+        a, b = _present(_as_float(ref)), _present(_as_float(cur))
+        a.sort()
+        b.sort()
         s = _numeric_from_sorted(a, b, psi_bins=settings.psi_bins)
-        s.update(_missing_stats(int(ma.sum()), len(ma), int(mb.sum()), len(mb)))
+        s.update(_missing_stats(len(ref) - len(a), len(ref), len(cur) - len(b), len(cur)))
         n = min(len(a), len(b))
     else:
         rc, cc, _ = _category_counts(ref, cur)
@@ -527,11 +530,6 @@ def _column_drift(column: str, ref: pd.Series, cur: pd.Series, settings: DriftSe
     return _decide(column, kind, s, settings, n, importance, len(ref), len(cur))
 
 
-def _sample(frame: pd.DataFrame, max_rows: int | None, rng: np.random.Generator) -> pd.DataFrame:
-    if max_rows is None or len(frame) <= max_rows:
-        return frame
-    rows = np.sort(rng.choice(len(frame), size=max_rows, replace=False))
-    return frame.take(rows)
 
 
 def _check_columns(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str] | None) -> list[str]:
@@ -586,11 +584,11 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, *, columns: Sequence
     """
     cols = _check_columns(reference, current, columns)
     rng = np.random.default_rng(seed)
-    ref = _sample(reference, settings.max_rows, rng)
-    cur = _sample(current, settings.max_rows, rng)
+    ref_rows, cur_rows = _rows(len(reference), settings.max_rows, rng), _rows(len(current), settings.max_rows, rng)
     importance = dict(importance or {})
     features = tuple(
-        _column_drift(c, ref[c], cur[c], settings, None if c not in importance else float(importance[c]))
+        _column_drift(c, _pick(reference[c], ref_rows), _pick(current[c], cur_rows), settings,
+                      None if c not in importance else float(importance[c]))
         for c in cols
     )
     weighted = False
@@ -604,27 +602,48 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, *, columns: Sequence
     if settings.multivariate and cols:
         mv = multivariate(reference, current, columns=cols, seed=seed, max_rows=settings.multivariate_rows,
                           threshold=settings.multivariate_auc)
+    rows_compared = tuple(len(frame) if rows is None else len(rows)
+                          for frame, rows in ((reference, ref_rows), (current, cur_rows)))
     return DriftReport(features, score, float(drift_threshold), bool(score > drift_threshold), mv,
-                       len(reference), len(current), weighted, (len(ref), len(cur)))
+                       len(reference), len(current), weighted, rows_compared)
 
 
 # --------------------------------------------------------------------------- multivariate
-def _design(frames: list[pd.DataFrame], columns: Sequence[str]) -> np.ndarray:
-    """Stack frames into one float matrix: numbers as they are, categories as codes, missing as NaN."""
-    n = sum(len(f) for f in frames)
-    X = np.empty((n, len(columns)), dtype=np.float32)
+def _rows(n: int, max_rows: int | None, rng: np.random.Generator) -> np.ndarray | None:
+    """Sorted row positions of a sample of at most ``max_rows`` rows (None: every row)."""
+    if max_rows is None or n <= max_rows:
+        return None
+    return np.sort(rng.choice(n, size=max_rows, replace=False))
+
+
+def _pick(series: pd.Series, rows: np.ndarray | None) -> pd.Series:
+    """The sampled rows of a column (positions already checked: drawn below len(series))."""
+    if rows is None:
+        return series
+    values = series.array
+    taken = series.to_numpy()[rows] if isinstance(series.dtype, np.dtype) else values.take(rows)
+    return pd.Series(taken, name=series.name, copy=False)
+
+
+def _design(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str],
+            ref_rows: np.ndarray | None, cur_rows: np.ndarray | None) -> np.ndarray:
+    """One float matrix of the sampled rows: numbers as they are, categories as shared codes, missing as NaN."""
+    n1 = len(reference) if ref_rows is None else len(ref_rows)
+    n2 = len(current) if cur_rows is None else len(cur_rows)
+    X = np.empty((n1 + n2, len(columns)), dtype=np.float32)
     for j, c in enumerate(columns):
-        col = pd.concat([f[c] for f in frames], ignore_index=True)
-        if _kind(col) == "numeric":
-            X[:, j] = _as_float(col)
+        r, k = _pick(reference[c], ref_rows), _pick(current[c], cur_rows)
+        if _kind(reference[c]) == "numeric":
+            X[:n1, j], X[n1:, j] = _as_float(r), _as_float(k)
         else:
-            codes, _ = pd.factorize(col, use_na_sentinel=True)
-            X[:, j] = np.where(codes < 0, np.nan, codes)
+            codes_r, codes_c, _ = _codes(r, k)  # 0 is missing
+            X[:n1, j], X[n1:, j] = codes_r, codes_c
+            X[:, j][X[:, j] == 0] = np.nan
     return X
 
 
 def multivariate(reference: pd.DataFrame, current: pd.DataFrame, *, columns: Sequence[str] | None = None,
-                 seed: int = 0, max_rows: int = 5_000, threshold: float = 0.55, folds: int = 3) -> MultivariateDrift:
+                 seed: int = 0, max_rows: int = 2_000, threshold: float = 0.55, folds: int = 3) -> MultivariateDrift:
     """Train a classifier to tell current rows from reference rows; its cross-validated AUC is the drift.
 
     An AUC near 0.5 means the windows cannot be told apart; a joint shift that keeps every
@@ -656,13 +675,13 @@ def multivariate(reference: pd.DataFrame, current: pd.DataFrame, *, columns: Seq
 
     cols = _check_columns(reference, current, columns)
     rng = np.random.default_rng(seed)
-    ref = _sample(reference[cols], max_rows, rng)
-    cur = _sample(current[cols], max_rows, rng)
-    X = _design([ref, cur], cols)
-    y = np.r_[np.zeros(len(ref)), np.ones(len(cur))]
-    n1, n2 = len(ref), len(cur)
+    ref_rows, cur_rows = _rows(len(reference), max_rows, rng), _rows(len(current), max_rows, rng)
+    X = _design(reference, current, cols, ref_rows, cur_rows)
+    n1 = len(reference) if ref_rows is None else len(ref_rows)
+    n2 = len(current) if cur_rows is None else len(cur_rows)
+    y = np.r_[np.zeros(n1), np.ones(n2)]
     k = max(2, min(folds, n1, n2))
-    model = HistGradientBoostingClassifier(max_iter=60, learning_rate=0.1, max_leaf_nodes=15,
+    model = HistGradientBoostingClassifier(max_iter=20, learning_rate=0.2, max_leaf_nodes=15,
                                            early_stopping=False, random_state=seed)
     proba = cross_val_predict(model, X, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed),
                               method="predict_proba")[:, 1]

@@ -148,8 +148,8 @@ class DriftSettings(_Section):
     weight_by_importance: bool = False
     multivariate: bool = True
     multivariate_auc: float = Field(default=0.55, gt=0.5, lt=1.0, description="domain classifier AUC that is drift")
-    multivariate_rows: int = Field(default=5_000, ge=50, description="rows per window for the domain classifier")
-    max_rows: int | None = Field(default=200_000, ge=100, description="rows sampled per window (None: all)")
+    multivariate_rows: int = Field(default=2_000, ge=50, description="rows per window for the domain classifier")
+    max_rows: int | None = Field(default=100_000, ge=100, description="rows sampled per window (None: all)")
 
     @field_validator("per_column")
     @classmethod

@@ -1,0 +1,195 @@
+"""Benchmark: retrainlib.drift.compare against Evidently's DataDriftPreset on the same frames.
+
+Generates seeded reference/current frames (numeric and categorical columns, planted shifts), writes
+them once as Parquet, then runs each tool in its own fresh subprocess so that wall time and peak
+memory (``ru_maxrss``) belong to that tool alone. Prints one table.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py            # both sizes, both tools
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py --sizes 200000x100 --tools ours
+
+Evidently is a benchmark-only extra (``pip install -r requirements-bench.txt``); retrainlib never
+imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+CATEGORIES = np.array(["north", "south", "east", "west", "centre", "coast", "hills", "plains"])
+
+
+def planted_columns(p: int) -> dict[str, str]:
+    """The columns whose current distribution is shifted, and how."""
+    return {"x0": "mean +0.5 sd", "x1": "sd x1.5", "x2": "mean +0.2 sd and sd x1.2",
+            "c4": "new category at 10%", "c9": "category shares moved"}
+
+
+def make_frames(n: int, p: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference and current frames, n rows x p columns; every fifth column is categorical (strings)."""
+    rng = np.random.default_rng(seed)
+    weights = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.07, 0.05, 0.03])
+
+    def build(current: bool) -> pd.DataFrame:
+        cols = {}
+        for j in range(p):
+            if j % 5 == 4:
+                name = f"c{j}"
+                w = weights
+                if current and name == "c9":
+                    w = weights[::-1]
+                values = CATEGORIES[rng.choice(len(CATEGORIES), size=n, p=w)].astype(object)
+                if current and name == "c4":
+                    values[rng.random(n) < 0.10] = "brand-new"
+                cols[name] = values
+            else:
+                name = f"x{j}"
+                loc, scale = float(j % 7), 1.0 + (j % 3)
+                if current and name == "x0":
+                    loc += 0.5 * scale
+                if current and name == "x1":
+                    scale *= 1.5
+                if current and name == "x2":
+                    loc, scale = loc + 0.2 * scale, scale * 1.2
+                cols[name] = rng.normal(loc, scale, size=n)
+        return pd.DataFrame(cols)
+
+    return build(False), build(True)
+
+
+# --------------------------------------------------------------------------- workers (one per subprocess)
+def _import(tool: str) -> None:
+    """Import a tool's modules before the clock starts (reported apart as import time)."""
+    if tool == "ours":
+        sys.path.insert(0, str(HERE.parent))
+        import retrainlib.drift  # noqa: F401
+        import sklearn.ensemble, sklearn.metrics, sklearn.model_selection  # noqa: F401,E401  (multivariate's)
+    else:
+        import evidently  # noqa: F401
+        from evidently import Report  # noqa: F401
+        from evidently.presets import DataDriftPreset  # noqa: F401
+
+
+def _run_ours(ref: pd.DataFrame, cur: pd.DataFrame, mode: str) -> tuple[list[str], dict]:
+    from retrainlib import drift
+    from retrainlib.profiles import DriftSettings
+
+    settings = {"default": DriftSettings(), "all-rows": DriftSettings(max_rows=None, multivariate=False),
+                "per-feature": DriftSettings(multivariate=False)}[mode]
+    report = drift.compare(ref, cur, settings=settings)
+    extra = {"score": report.score, "dataset_drifted": report.drifted}
+    if report.multivariate is not None:
+        extra["multivariate_auc"] = round(report.multivariate.auc, 3)
+    return list(report.drifted_features), extra
+
+
+def _run_evidently(ref: pd.DataFrame, cur: pd.DataFrame, mode: str) -> tuple[list[str], dict]:
+    import evidently
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    snapshot = Report([DataDriftPreset()]).run(cur, ref)
+    drifted, share = [], None
+    for m in snapshot.dict()["metrics"]:
+        cfg = m["config"]
+        if cfg["type"].endswith("ValueDrift"):
+            value, threshold = m["value"], cfg["threshold"]
+            is_p = "p_value" in cfg["method"].lower()
+            if (value < threshold) if is_p else (value >= threshold):
+                drifted.append(cfg["column"])
+        elif cfg["type"].endswith("DriftedColumnsCount"):
+            share = m["value"]["share"]
+    return drifted, {"share": share, "dataset_drifted": share is not None and share >= 0.5,
+                     "version": evidently.__version__}
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def worker(tool: str, data: Path, mode: str) -> None:
+    start = time.perf_counter()
+    _import(tool)
+    imported = time.perf_counter() - start
+    ref = pd.read_parquet(data / "reference.parquet")
+    cur = pd.read_parquet(data / "current.parquet")
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start, cpu = time.perf_counter(), _cpu()
+    drifted, extra = (_run_ours if tool == "ours" else _run_evidently)(ref, cur, mode)
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"wall": wall, "cpu": cpu, "import": imported, "peak_mb": peak / 1024,
+                      "loaded_mb": loaded / 1024, "drifted": sorted(drifted), **extra}))
+
+
+# --------------------------------------------------------------------------- driver
+def _spawn(tool: str, data: Path, mode: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    out = subprocess.run([sys.executable, __file__, "--worker", tool, "--data", str(data), "--mode", mode],
+                         capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{tool} ({mode}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000000x20,200000x100", help="comma-separated ROWSxCOLUMNS")
+    ap.add_argument("--tools", default="ours,evidently", help="comma-separated: ours, evidently")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="default", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args.worker, Path(args.data), args.mode)
+        return
+
+    runs = []
+    for tool in args.tools.split(","):
+        runs += [("ours", m) for m in ("default", "per-feature", "all-rows")] if tool == "ours" else [(tool, "default")]
+    header = ("| frame | tool | wall s | CPU s | import s | peak RSS MB (after loading frames) | drifted columns found "
+              "| planted verdicts same as Evidently | faster than Evidently (wall / CPU) |")
+    lines = [header, "|" + "---|" * 9]
+    for size in args.sizes.split(","):
+        n, p = (int(v) for v in size.lower().split("x"))
+        planted = planted_columns(p)
+        with tempfile.TemporaryDirectory(prefix="bench-drift-") as tmp:
+            ref, cur = make_frames(n, p, args.seed)
+            ref.to_parquet(Path(tmp) / "reference.parquet")
+            cur.to_parquet(Path(tmp) / "current.parquet")
+            del ref, cur
+            results = {}
+            for tool, mode in runs:
+                results[(tool, mode)] = _spawn(tool, Path(tmp), mode)
+                print(f"# {size} {tool} {mode}: {json.dumps(results[(tool, mode)])}", file=sys.stderr)
+        ev = results.get(("evidently", "default"))
+        for (tool, mode), r in results.items():
+            label = f"Evidently {r.get('version', '')} DataDriftPreset" if tool == "evidently" else f"retrainlib ({mode})"
+            found = ", ".join(r["drifted"]) or "none"
+            if ev is None or tool == "evidently":
+                same, speed = "-", "-"
+            else:
+                agree = [(c in r["drifted"]) == (c in ev["drifted"]) for c in planted]
+                same = f"{sum(agree)}/{len(agree)}"
+                speed = f"{ev['wall'] / r['wall']:.0f}x / {ev['cpu'] / r['cpu']:.0f}x"
+            lines.append(f"| {n:,} x {p} | {label} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['import']:.1f} "
+                         f"| {r['peak_mb']:.0f} ({r['loaded_mb']:.0f}) | {found} | {same} | {speed} |")
+    print(f"planted shifts: {planted_columns(0)}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
