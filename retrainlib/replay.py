@@ -1,0 +1,646 @@
+"""Replay a run folder and compare its decisions: the audit of one run.
+
+:func:`replay` takes ``runs/<run-id>/`` and re-executes the playbook from its record alone:
+
+1. **Inputs first.** Every batch record of the manifest's windows (holdout, reference, current,
+   train) is checked against the file on disk before anything runs; a changed or missing file stops
+   the replay with a :class:`~retrainlib.errors.ReplayError` naming it.
+2. **The registry as it stood.** A scratch copy of the model's registry holds the versions that
+   existed before the run (hard links: versions are immutable), ``CHAMPION`` = the run's
+   ``champion_before``, and the history and evaluation rows written before the run started.
+3. **The profile as run.** The manifest's recorded profile text (not the file on disk, which may
+   have changed since), with two overrides: ``registry`` points at the scratch copy and ``notify``
+   is emptied (a replay must not announce a promotion). The data source is untouched, so batch
+   paths resolve exactly as they did.
+4. **Run** :func:`~retrainlib.pipeline.run_playbook` with the same ``as_of`` into a new folder in
+   the original ``runs/``, named ``<timestamp>-<profile>-replay`` and marked ``replay_of``.
+5. **Compare** (:func:`compare_runs`): every decision and gate verdict must match; every metric
+   must agree within ``tolerance`` (absolute); the challenger's predictions on the held-out rows
+   must be identical when the original fit was bounded by configuration
+   (``time_limit_binding`` false). When the original fit's time limit was binding its model depends
+   on the machine's load, so the report says so and compares decisions and metrics only.
+
+The result is a frozen :class:`ReplayReport`; ``replay.json`` is also written into the replay's run
+folder (and its manifest's file list refreshed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from . import data
+from .errors import DataContractError, ReplayError
+from .manifest import file_hashes, load_manifest, write_json_atomic
+from .paths import Paths
+from .steps import STEP_FILES, new_run_id
+
+__all__ = ["Check", "ReplayReport", "replay", "check_inputs", "rebuild_registry", "compare_runs", "DEFAULT_TOLERANCE"]
+
+#: absolute tolerance for metrics: a seeded, configuration-bounded run reproduces them to the bit
+DEFAULT_TOLERANCE = 1e-6
+#: gates whose figure is a timing of this machine: their verdict is compared, their figure is not
+_TIMED_GATES = ("latency",)
+_WINDOWS = ("holdout", "reference", "current", "train")
+_POINTER_EVENTS = ("promote", "rollback", "auto-rollback")
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True)
+class Check:
+    """One compared item: a decision, gate verdict, input, metric or the predictions.
+
+    ``matched`` is ``None`` for items reported but not compared (timings, wall-clock retention).
+    """
+
+    kind: str  # decision | gate | data | setting | metric | predictions | info
+    name: str
+    original: Any
+    replay: Any
+    matched: bool | None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "original": self.original, "replay": self.replay,
+                "matched": self.matched, "note": self.note}
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What replaying one run folder found."""
+
+    original_run: str
+    replay_run: str | None
+    replay_dir: str | None
+    tolerance: float
+    time_limit_binding: bool | None  # the original fit's; None when no challenger was trained
+    predictions_compared: bool
+    checks: tuple[Check, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def matched(self) -> bool:
+        """True when no compared item differs."""
+        return not self.mismatches
+
+    @property
+    def mismatches(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.matched is False)
+
+    def reason(self) -> str:
+        """One line: what matched, or the first differences."""
+        if self.matched:
+            what = "decisions, gate verdicts and metrics" + (
+                ", and the challenger's predictions" if self.predictions_compared else "")
+            return f"replay {self.replay_run} of {self.original_run} matches: {what} (tolerance {self.tolerance:g})"
+        bad = self.mismatches
+        shown = "; ".join(f"{c.kind} {c.name}: {_short(c.original)} -> {_short(c.replay)}" for c in bad[:3])
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        tail = "; the original fit's time limit was binding, so its model depended on machine load" if self.time_limit_binding else ""
+        return f"replay {self.replay_run} of {self.original_run} differs in {len(bad)} item(s): {shown}{more}{tail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original_run": self.original_run,
+            "replay_run": self.replay_run,
+            "replay_dir": self.replay_dir,
+            "matched": self.matched,
+            "reason": self.reason(),
+            "tolerance": self.tolerance,
+            "time_limit_binding": self.time_limit_binding,
+            "predictions_compared": self.predictions_compared,
+            "notes": list(self.notes),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def to_text(self) -> str:
+        """The comparison as a plain-text table, grouped by kind."""
+        lines = [f"replay of {self.original_run} -> {self.replay_run}", f"  folder: {self.replay_dir}"]
+        lines += [f"  note: {n}" for n in self.notes]
+        for kind, title in (("data", "inputs"), ("decision", "decisions"), ("gate", "gate verdicts"),
+                            ("setting", "training settings"), ("predictions", "challenger predictions on the held-out rows"),
+                            ("metric", f"metrics (absolute tolerance {self.tolerance:g})"), ("info", "reported, not compared")):
+            rows = [c for c in self.checks if c.kind == kind]
+            if not rows:
+                continue
+            lines.append(f"{title}:")
+            width = max(len(c.name) for c in rows)
+            for c in rows:
+                mark = {True: "same", False: "DIFF", None: "    "}[c.matched]
+                text = _short(c.original) if c.matched else f"{_short(c.original)} -> {_short(c.replay)}"
+                lines.append(f"  {mark}  {c.name.ljust(width)}  {text}" + (f"  ({c.note})" if c.note else ""))
+        lines.append(("MATCHED: " if self.matched else "DIFFERS: ") + self.reason())
+        return "\n".join(lines)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, (dict, list, tuple)):
+        text = json.dumps(value, default=str, sort_keys=True)
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+
+def _home_of(run_dir: Path) -> Path:
+    """A run folder is ``<home>/runs/<run-id>``."""
+    return run_dir.resolve().parent.parent
+
+
+def _load_record(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        raise ReplayError(f"{run_dir} holds no manifest.json; expected a run folder such as runs/<run-id>/")
+    manifest = load_manifest(run_dir)
+    if manifest.get("status") == "running":
+        raise ReplayError(f"run {manifest['run_id']} is still running (or was killed without a record); replay a finished run")
+    if not (manifest.get("data") or {}).get("windows"):
+        raise ReplayError(
+            f"run {manifest['run_id']} recorded no data windows (it stopped before 10-analyze-drift read its data: "
+            f"{(manifest.get('error') or {}).get('message', 'no error recorded')}); there is nothing to replay"
+        )
+    if not (manifest.get("profile") or {}).get("content"):
+        raise ReplayError(f"the manifest of run {manifest['run_id']} lacks the profile's content; it cannot be replayed")
+    return run_dir, manifest
+
+
+def check_inputs(run_dir: str | os.PathLike) -> list[data.Batch]:
+    """Check every batch record of the run's windows against the file on disk, before anything runs.
+
+    Returns the distinct batches; raises :class:`ReplayError` naming every changed or missing file.
+    """
+    run_dir, manifest = _load_record(run_dir)
+    paths = Paths(_home_of(run_dir))
+    windows = manifest["data"]["windows"]
+    seen: set[str] = set()
+    batches, problems = [], []
+    for name in _WINDOWS:
+        for rec in windows.get(name, []):
+            if rec["path"] in seen:
+                continue
+            seen.add(rec["path"])
+            try:
+                batches += data.batches_from_records([rec], paths, verify=True)
+            except DataContractError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ReplayError(
+            f"cannot replay run {manifest['run_id']}: {len(problems)} recorded input(s) changed or missing: "
+            + " | ".join(problems)
+        )
+    return batches
+
+
+def _check_visible(manifest: dict[str, Any], paths: Paths, profile: dict[str, Any], as_of: str | None) -> None:
+    """The batch folder must show the run as many batches as it saw (a file added since would shift the windows)."""
+    from .profiles import DataSource
+
+    windows = manifest["data"]["windows"]
+    recorded = windows.get("visible")
+    if recorded is None:
+        return
+    now = data.list_batches(DataSource.model_validate(profile["data"]), paths, as_of=as_of)
+    if len(now) != recorded:
+        known = {r["path"] for w in _WINDOWS for r in windows.get(w, [])}
+        extra = [b.path for b in now if b.path not in known]
+        raise ReplayError(
+            f"cannot replay run {manifest['run_id']}: its batch folder now shows {len(now)} batch(es) up to as_of "
+            f"{as_of}, the run saw {recorded}; batches in no recorded window: {', '.join(extra[:5]) or 'none'}. "
+            "Move files added since the run out of the folder, or restore removed ones"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the registry as it stood
+
+
+def _parse_time(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def _rows_before(path: Path, started: dt.datetime, run_id: str) -> list[str]:
+    """The JSON lines of ``path`` written before the run started (and not by the run)."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn tail; the registry ignores it too
+        when = _parse_time(row.get("time"))
+        if row.get("run_id") != run_id and when is not None and when < started:
+            kept.append(line)
+    return kept
+
+
+def rebuild_registry(run_dir: str | os.PathLike, target_root: str | os.PathLike) -> dict[str, Any]:
+    """Write under ``target_root`` the run's model registry as it stood before the run started.
+
+    Versions created before the run are hard-linked (copied across filesystems); ``CHAMPION`` is the
+    run's ``champion_before``; ``history.jsonl`` and ``evaluations.jsonl`` keep the rows written before
+    the run. Returns what was rebuilt: ``{"path", "versions", "champion", "history_rows",
+    "evaluation_rows", "missing"}`` (``missing``: versions the history names as existing then that
+    are gone now).
+    """
+    run_dir, manifest = _load_record(run_dir)
+    home = _home_of(run_dir)
+    resolved = manifest["profile"]["resolved"]
+    model = resolved["model_name"]
+    source = Paths(home).resolve(resolved.get("registry", "models")) / model
+    target = Path(target_root) / model
+    started = _parse_time(manifest["started"])
+    run_id = manifest["run_id"]
+    target.mkdir(parents=True, exist_ok=False)
+
+    versions = []
+    if source.is_dir():
+        for vdir in sorted(p for p in source.iterdir() if p.is_dir() and len(p.name) == 5 and p.name[0] == "v" and p.name[1:].isdigit()):
+            try:
+                meta = json.loads((vdir / "metadata.json").read_text())
+            except (OSError, ValueError):
+                continue
+            created = _parse_time(meta.get("created"))
+            if meta.get("run_id") == run_id or created is None or created >= started:
+                continue
+            shutil.copytree(vdir, target / vdir.name, copy_function=_link_or_copy)
+            versions.append(vdir.name)
+    if (source / "pins.json").exists():
+        pins = [v for v in json.loads((source / "pins.json").read_text()) if v in versions]
+        (target / "pins.json").write_text(json.dumps(sorted(pins)) + "\n")
+
+    history = _rows_before(source / "history.jsonl", started, run_id)
+    evaluations = _rows_before(source / "evaluations.jsonl", started, run_id)
+    for name, rows in (("history.jsonl", history), ("evaluations.jsonl", evaluations)):
+        if rows:
+            (target / name).write_text("".join(r + "\n" for r in rows))
+
+    champion = manifest.get("champion_before")
+    if champion is not None:
+        if champion not in versions:
+            raise ReplayError(
+                f"cannot replay run {run_id}: its champion before the run, {champion}, is no longer in {source} "
+                "(retention or a manual deletion removed it; see `retrain history`). Restore the version from a backup"
+            )
+        events = [json.loads(r) for r in history]
+        last = next((e for e in reversed(events) if e.get("event") in _POINTER_EVENTS), None)
+        pointer = {"version": champion, "previous": None, "since": manifest["started"], "run_id": None,
+                   "event": "promote", "replaced": None, "reason": "rebuilt for replay"}
+        if last is not None and last.get("version") == champion:
+            pointer = {"version": champion, "previous": last.get("previous"), "since": last.get("time"),
+                       "run_id": last.get("run_id"), "event": last.get("event"), "replaced": last.get("previous"),
+                       "reason": last.get("reason")}
+        write_json_atomic(target / "CHAMPION", pointer)
+
+    existed = {e.get("version") for e in map(json.loads, history) if e.get("event") != "retention"}
+    deleted = {e.get("version") for e in map(json.loads, history) if e.get("event") == "retention"}
+    missing = sorted(v for v in existed - deleted - set(versions) if v)
+    return {"path": str(target), "versions": versions, "champion": champion, "history_rows": len(history),
+            "evaluation_rows": len(evaluations), "missing": missing}
+
+
+# --------------------------------------------------------------------------------------------
+# comparison
+
+
+def _read_step(run_dir: Path, key: str) -> dict[str, Any] | None:
+    path = run_dir / STEP_FILES[key]
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _get(d: dict[str, Any] | None, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _same_number(a: Any, b: Any, tol: float) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        fa, fb = float(a), float(b)
+    except (TypeError, ValueError):
+        return a == b
+    if math.isnan(fa) or math.isnan(fb):
+        return math.isnan(fa) and math.isnan(fb)
+    return abs(fa - fb) <= tol
+
+
+class _Checks:
+    def __init__(self, tolerance: float):
+        self.tolerance = tolerance
+        self.items: list[Check] = []
+
+    def equal(self, kind: str, name: str, a: Any, b: Any, note: str = "") -> None:
+        self.items.append(Check(kind, name, a, b, a == b, note))
+
+    def number(self, name: str, a: Any, b: Any, *, tolerance: float | None = None, note: str = "") -> None:
+        tol = self.tolerance if tolerance is None else tolerance
+        self.items.append(Check("metric", name, a, b, _same_number(a, b, tol), note))
+
+    def info(self, name: str, a: Any, b: Any, note: str) -> None:
+        self.items.append(Check("info", name, a, b, None, note))
+
+
+def _batch_keys(records: Iterable[dict[str, Any]]) -> list[list[str]]:
+    return [[r["path"], r["sha256"]] for r in records]
+
+
+def compare_runs(original_dir: str | os.PathLike, replay_dir: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE,
+                 schedule_tolerance: float | None = None) -> list[Check]:
+    """Compare two run folders' manifests and step outputs: decisions, gate verdicts, inputs, settings, metrics.
+
+    Pure: reads the two folders' JSON only. ``schedule_tolerance`` (days) replaces ``tolerance`` for the
+    schedule trigger's age when the original run had no ``as_of`` and was replayed as of its start.
+    """
+    a_dir, b_dir = Path(original_dir), Path(replay_dir)
+    ma, mb = load_manifest(a_dir), load_manifest(b_dir)
+    c = _Checks(tolerance)
+    c.equal("decision", "run status", ma.get("status"), mb.get("status"))
+    c.equal("decision", "outcome", ma.get("outcome"), mb.get("outcome"))
+    c.equal("decision", "failed step", _get(ma, "error", "step"), _get(mb, "error", "step"))
+
+    # step 10: inputs, decision, triggers, quality, drift, champion's evaluations
+    a10, b10 = _read_step(a_dir, "analyze"), _read_step(b_dir, "analyze")
+    wa, wb = _get(a10, "windows") or {}, _get(b10, "windows") or {}
+    c.equal("data", "strategy", wa.get("strategy"), wb.get("strategy"))
+    c.equal("data", "visible batches", wa.get("visible"), wb.get("visible"))
+    for name in _WINDOWS:
+        c.equal("data", f"{name} window", _batch_keys(wa.get(name, [])), _batch_keys(wb.get(name, [])))
+    c.equal("decision", "champion before", ma.get("champion_before"), mb.get("champion_before"))
+    for key in ("status", "retrain", "policy", "reasons"):
+        c.equal("decision", f"decision {key}", _get(a10, "decision", key), _get(b10, "decision", key))
+    ta = {t["name"]: t for t in _get(a10, "decision", "triggers") or []}
+    tb = {t["name"]: t for t in _get(b10, "decision", "triggers") or []}
+    for name in sorted(set(ta) | set(tb)):
+        c.equal("decision", f"trigger {name} fired", _get(ta, name, "fired"), _get(tb, name, "fired"))
+        tol = schedule_tolerance if name == "schedule" and schedule_tolerance is not None else None
+        note = "original run had no as_of: replayed as of its start" if tol is not None else ""
+        c.number(f"trigger {name}", _get(ta, name, "value"), _get(tb, name, "value"), tolerance=tol, note=note)
+    c.equal("decision", "quality passed", _get(a10, "quality", "passed"), _get(b10, "quality", "passed"))
+    c.number("quality score", _get(a10, "quality", "score"), _get(b10, "quality", "score"))
+    if a10 and (a10.get("drift") or (b10 or {}).get("drift")):
+        c.equal("decision", "dataset drifted", _get(a10, "drift", "drifted"), _get(b10, "drift", "drifted"))
+        c.equal("decision", "drifted features", _get(a10, "drift", "drifted_features"), _get(b10, "drift", "drifted_features"))
+        c.number("drift score", _get(a10, "drift", "score"), _get(b10, "drift", "score"))
+        c.number("multivariate drift auc", _get(a10, "drift", "multivariate", "auc"), _get(b10, "drift", "multivariate", "auc"))
+        fa = {f["column"]: f.get("statistic") for f in _get(a10, "drift", "features") or []}
+        fb = {f["column"]: f.get("statistic") for f in _get(b10, "drift", "features") or []}
+        for col in sorted(set(fa) | set(fb)):
+            c.number(f"drift {col}", fa.get(col), fb.get(col))
+        for key in ("target_drift", "prediction_drift"):
+            c.number(key.replace("_", " "), _get(a10, key, "statistic"), _get(b10, key, "statistic"))
+    ea = {e["batch"]: e["value"] for e in (a10 or {}).get("evaluations", [])}
+    eb = {e["batch"]: e["value"] for e in (b10 or {}).get("evaluations", [])}
+    c.equal("decision", "champion evaluated on", sorted(ea), sorted(eb))
+    for batch in sorted(set(ea) | set(eb)):
+        c.number(f"champion on {Path(batch).name}", ea.get(batch), eb.get(batch))
+
+    # step 20: the challenger and how it was fitted
+    a20, b20 = _read_step(a_dir, "retrain"), _read_step(b_dir, "retrain")
+    c.equal("decision", "training", _get(a20, "status"), _get(b20, "status"))
+    if _get(a20, "status") == "trained" or _get(b20, "status") == "trained":
+        c.equal("decision", "challenger version", _get(a20, "challenger"), _get(b20, "challenger"))
+        c.equal("setting", "training slices", _batch_keys(_get(a20, "slices") or []), _batch_keys(_get(b20, "slices") or []))
+        c.equal("setting", "training rows", _get(a20, "n_rows"), _get(b20, "n_rows"))
+        c.equal("setting", "features", _get(a20, "features"), _get(b20, "features"))
+        c.equal("setting", "AutoGluon settings", _get(a20, "settings"), _get(b20, "settings"))
+        c.equal("setting", "time limit binding", _get(a20, "time_limit_binding"), _get(b20, "time_limit_binding"),
+                "a binding limit makes the model depend on machine load")
+        la = {r["model"]: r.get("score_val") for r in _get(a20, "leaderboard") or []}
+        lb = {r["model"]: r.get("score_val") for r in _get(b20, "leaderboard") or []}
+        c.equal("setting", "models fitted", sorted(la), sorted(lb))
+        for model in sorted(set(la) | set(lb)):
+            c.number(f"validation score {model}", la.get(model), lb.get(model))
+        c.info("fit seconds", _get(a20, "fit_seconds"), _get(b20, "fit_seconds"), "a timing of this machine")
+
+    # step 30: verdict and every gate
+    a30, b30 = _read_step(a_dir, "validate"), _read_step(b_dir, "validate")
+    c.equal("decision", "validation", _get(a30, "status"), _get(b30, "status"))
+    if _get(a30, "status") == "validated" or _get(b30, "status") == "validated":
+        c.equal("decision", "verdict", _get(a30, "decision"), _get(b30, "decision"))
+        c.equal("data", "holdout rows", _get(a30, "n_holdout"), _get(b30, "n_holdout"))
+        ga = {g["name"]: g for g in _get(a30, "gates") or []}
+        gb = {g["name"]: g for g in _get(b30, "gates") or []}
+        c.equal("gate", "gates applied", list(ga), list(gb))
+        for name in [*ga, *(n for n in gb if n not in ga)]:
+            c.equal("gate", f"{name} passed", _get(ga, name, "passed"), _get(gb, name, "passed"))
+            if name in _TIMED_GATES:
+                c.info(f"gate {name}", _get(ga, name, "value"), _get(gb, name, "value"), "a timing of this machine")
+            else:
+                c.number(f"gate {name}", _get(ga, name, "value"), _get(gb, name, "value"))
+        for who in ("champion", "challenger"):
+            sa, sb = _get(a30, "scores", who) or {}, _get(b30, "scores", who) or {}
+            for metric in sorted(set(sa) | set(sb)):
+                c.number(f"{who} {metric}", sa.get(metric), sb.get(metric))
+        for key in ("observed", "ci_low", "ci_high"):
+            c.number(f"bootstrap {key}", _get(a30, "bootstrap", key), _get(b30, "bootstrap", key))
+
+    # step 40: what happened to the champion
+    a40, b40 = _read_step(a_dir, "promote"), _read_step(b_dir, "promote")
+    c.equal("decision", "promotion", _get(a40, "action"), _get(b40, "action"))
+    c.equal("decision", "champion after", ma.get("champion_after"), mb.get("champion_after"))
+    c.info("retention removed", _get(a40, "retention_removed"), _get(b40, "retention_removed"),
+           "retention ages versions by the wall clock")
+    return c.items
+
+
+def _compare_predictions(original_dir: Path, manifest: dict[str, Any], scratch_root: Path, replay_dir: Path) -> Check:
+    """Score the original challenger (live registry) and the replay's (scratch registry) on the held-out rows."""
+    import numpy as np
+
+    from . import automl
+    from .profiles import DataSource
+    from .registry import Registry
+    from .errors import RegistryError
+
+    home = _home_of(original_dir)
+    paths = Paths(home)
+    resolved = manifest["profile"]["resolved"]
+    a20, b20 = _read_step(original_dir, "retrain"), _read_step(replay_dir, "retrain")
+    name_a, name_b = a20["challenger"], b20["challenger"]
+    live = Registry(paths.resolve(resolved.get("registry", "models")), resolved["model_name"])
+    scratch = Registry(scratch_root, resolved["model_name"])
+    try:
+        original = live.load(name_a)
+    except RegistryError as exc:
+        return Check("predictions", "held-out rows", None, None, None,
+                     f"not compared: the original challenger {name_a} cannot be loaded from the registry ({exc})")
+    replayed = scratch.load(name_b)
+    source = DataSource.model_validate(resolved["data"])
+    holdout = data.load_batches(data.batches_from_records(manifest["data"]["windows"]["holdout"], paths), paths, source)
+    holdout = holdout[holdout[source.label].notna()] if source.label in holdout else holdout
+    pa = automl.predict_scores(original, holdout[a20["features"]])
+    pb = automl.predict_scores(replayed, holdout[b20["features"]])
+    same_shape = pa.shape == pb.shape
+    identical = bool(same_shape and np.array_equal(pa, pb))
+    diff = float(np.max(np.abs(pa - pb))) if same_shape and pa.size else None
+    summary_a = f"{len(pa)} rows, sha256 {_digest(pa)}"
+    summary_b = f"{len(pb)} rows, sha256 {_digest(pb)}"
+    note = "identical" if identical else (f"max abs difference {diff:.3g}" if diff is not None else "different shapes")
+    return Check("predictions", "held-out rows", summary_a, summary_b, identical, note)
+
+
+def _digest(values) -> str:
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(values, dtype=float).tobytes()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# replay
+
+
+def _replay_profile(manifest: dict[str, Any], scratch_registry: Path) -> tuple[dict[str, Any], list[str]]:
+    """The recorded profile text with the registry pointed at the scratch copy and notifications off."""
+    try:
+        raw = yaml.safe_load(manifest["profile"]["content"])
+    except yaml.YAMLError as exc:
+        raise ReplayError(f"the profile recorded by run {manifest['run_id']} is not valid YAML ({exc})") from exc
+    overrides = [f"registry: {raw.get('registry', 'models')} -> {scratch_registry} (a scratch copy as it stood before the run)"]
+    raw["registry"] = str(scratch_registry)
+    if raw.get("notify"):
+        overrides.append("notify: emptied (a replay announces nothing)")
+        raw["notify"] = {}
+    return raw, overrides
+
+
+def replay(
+    run_dir: str | os.PathLike,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    keep_scratch: bool = False,
+    lock_timeout: float = 0,
+    progress: bool | None = False,
+) -> ReplayReport:
+    """Re-execute a run folder from its record and compare (see the module docstring).
+
+    Parameters
+    ----------
+    run_dir : path
+        ``<home>/runs/<run-id>``; the replay's folder goes beside it.
+    tolerance : float
+        Absolute tolerance for every metric.
+    keep_scratch : bool
+        Keep the scratch registry (``runs/.replay-<replay-id>/``) for inspection; removed by default.
+
+    Raises
+    ------
+    ReplayError
+        before anything runs, when a recorded input batch changed or is missing, the batch folder
+        shows the run a different number of batches, or the champion before the run is gone.
+    """
+    from . import automl
+    from .pipeline import run_playbook
+    from .profiles import load_profile
+
+    run_dir, manifest = _load_record(run_dir)
+    check_inputs(run_dir)  # every recorded batch, before anything runs
+    home = _home_of(run_dir)
+    paths = Paths(home)
+    notes: list[str] = []
+
+    as_of = manifest.get("as_of")
+    schedule_tolerance = None
+    if not as_of:
+        first = next((s.get("started") for s in manifest.get("steps", []) if s.get("started")), None) or manifest["started"]
+        as_of = first
+        schedule_tolerance = 0.01  # days (~15 minutes): the original measured the champion's age at its own "now"
+        notes.append(f"the original run had no as_of; replayed as of its first step's start {first}")
+    _check_visible(manifest, paths, manifest["profile"]["resolved"], as_of)
+
+    replay_id = f"{new_run_id(manifest['profile']['name'])}-replay"
+    scratch = paths.runs / f".replay-{replay_id}"
+    scratch.mkdir(parents=True, exist_ok=False)
+    try:
+        rebuilt = rebuild_registry(run_dir, scratch / "models")
+        if rebuilt["missing"]:
+            notes.append(f"versions that existed before the run but are gone now: {', '.join(rebuilt['missing'])}")
+        notes.append(f"registry as it stood: versions {', '.join(rebuilt['versions']) or '(none)'}, champion "
+                     f"{rebuilt['champion'] or '(none)'}, {rebuilt['history_rows']} history and "
+                     f"{rebuilt['evaluation_rows']} evaluation rows")
+        raw, overrides = _replay_profile(manifest, (scratch / "models").resolve())
+        notes += [f"profile override {o}" for o in overrides]
+        (scratch / "params").mkdir()
+        profile_path = scratch / "params" / f"{manifest['profile']['name']}.yaml"
+        profile_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        try:
+            load_profile(profile_path)
+        except Exception as exc:  # the schema changed since the run
+            raise ReplayError(f"the profile recorded by run {manifest['run_id']} no longer validates: {exc}") from exc
+
+        running = automl.software_versions()
+        diff = {k: f"{v} -> {running.get(k)}" for k, v in (manifest.get("software") or {}).items() if running.get(k) != v}
+        if diff:
+            notes.append("software differs from the run's: " + ", ".join(f"{k} {v}" for k, v in diff.items()))
+
+        new_manifest, new_dir = run_playbook(profile_path, home=home, as_of=as_of, run_id=replay_id,
+                                             replay_of=manifest["run_id"], lock_timeout=lock_timeout, progress=progress)
+        if new_manifest.git_commit != manifest.get("git_commit"):
+            notes.append(f"code differs: the run was at commit {manifest.get('git_commit')}, the replay at "
+                         f"{new_manifest.git_commit}")
+        checks = compare_runs(run_dir, new_dir, tolerance=tolerance, schedule_tolerance=schedule_tolerance)
+
+        a20, b20 = _read_step(run_dir, "retrain"), _read_step(new_dir, "retrain")
+        trained = _get(a20, "status") == "trained" and _get(b20, "status") == "trained"
+        binding = _get(a20, "time_limit_binding") if _get(a20, "status") == "trained" else None
+        compared = False
+        if trained and binding:
+            checks.append(Check("predictions", "held-out rows", None, None, None,
+                                "not compared: the original fit's time limit was binding, so its model depended on "
+                                "the machine's load; decisions and metrics only"))
+            notes.append("the original fit's time limit was binding: comparing decisions and metrics only")
+        elif trained:
+            check = _compare_predictions(run_dir, manifest, scratch / "models", new_dir)
+            checks.append(check)
+            compared = check.matched is not None
+        report = ReplayReport(manifest["run_id"], new_dir.name, str(new_dir), tolerance, binding, compared,
+                              tuple(checks), tuple(notes + ([f"scratch registry kept in {scratch}"] if keep_scratch else [])))
+        _attach(report, new_dir)
+        return report
+    finally:
+        if not keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _attach(report: ReplayReport, run_dir: Path) -> None:
+    """Write replay.json into the replay's run folder and refresh its manifest's file list."""
+    write_json_atomic(run_dir / "replay.json", report.to_dict())
+    manifest = load_manifest(run_dir)
+    manifest["files"] = file_hashes(run_dir)
+    write_json_atomic(run_dir / "manifest.json", manifest)
