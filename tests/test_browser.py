@@ -1,0 +1,77 @@
+"""A reviewer's view: runs/index.html in headless Chromium (Debian's package, installed by `make test`)."""
+
+from __future__ import annotations
+
+import functools
+import html
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.shared_runs import bootstrapped_home, child_env
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+def dump_dom(url: str, profile_dir: Path) -> str:
+    """The DOM after Chromium loaded ``url`` headless (no network beyond the URL, no sandbox: tests run as root)."""
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile_dir}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A bootstrapped home whose report `retrain report` wrote, served from runs/ by a local http.server."""
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed and could not be: `make test` installs it when run as root "
+                    "(apt-get install chromium); run it as root, or install chromium, to run the browser test")
+    boot = bootstrapped_home(tmp_path_factory, "browser")
+    proc = subprocess.run([sys.executable, "-m", "retrainlib.cli", "report", "--home", str(boot.home)],
+                          capture_output=True, text=True, env=child_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(boot.home / "runs"))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield boot, f"http://127.0.0.1:{server.server_address[1]}", tmp_path_factory.mktemp("chromium-profile")
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_index_lists_the_runs_in_chromium_and_a_notebook_link_opens_a_rendered_notebook(served):
+    boot, base, profile_dir = served
+    m = json.loads((boot.run_dir / "manifest.json").read_text())
+    dom = dump_dom(f"{base}/index.html", profile_dir)
+    assert "Retraining runs" in dom
+    row = re.search(rf'<tr id="{re.escape(m["run_id"])}">(.*?)</tr>', dom, re.S)
+    assert row, dom[:2000]
+    assert "bootstrapped" in row.group(1) and "no champion yet: train the first model" in row.group(1)
+    assert "<svg" in dom  # the champion plot
+    href = html.unescape(re.search(r'<a href="([^"]+/10-analyze-drift\.html)"', row.group(1)).group(1))
+
+    page = dump_dom(f"{base}/{href}", profile_dir)
+    assert "jp-Notebook" in page and "jp-OutputArea-output" in page
+    assert "Analyze drift" in page or "analyze" in page.lower()
+    assert "no champion yet: train the first model" in page  # the executed cell's output is there
+    assert re.search(r'<img[^>]+src="data:image/png;base64,', page)  # and its plot
+
+
+def test_the_index_opens_from_a_file_url_too(served):
+    boot, _, profile_dir = served
+    dom = dump_dom((boot.home / "runs" / "index.html").as_uri(), profile_dir)
+    assert f'id="{boot.run_dir.name}"' in dom and "10-analyze-drift.html" in dom

@@ -1,0 +1,136 @@
+"""Reports: HTML of a real run's executed notebooks and runs/index.html, incremental over hundreds of runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from retrainlib import cli
+from retrainlib.paths import STEP_NOTEBOOKS
+from retrainlib.report import INDEX, build_report, champion_plot
+from tests.shared_runs import bootstrapped_home
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    boot = bootstrapped_home(tmp_path_factory, "report")
+    first = build_report(boot.home / "runs")
+    second = build_report(boot.home / "runs")
+    return boot, first, second
+
+
+def _row(index_html: str, run_id: str) -> str:
+    m = re.search(rf'<tr id="{re.escape(run_id)}">(.*?)</tr>', index_html, re.S)
+    assert m, f"no row for {run_id}"
+    return m.group(1)
+
+
+def test_each_executed_notebook_is_rendered_to_static_html_beside_it(reported):
+    boot, first, _ = reported
+    assert first.rendered == 4 and first.runs == 1
+    for step in STEP_NOTEBOOKS:
+        page = (boot.run_dir / f"{step}.html").read_text()
+        assert "jp-Notebook" in page and "jp-OutputArea-output" in page
+        assert not re.search(r'<script[^>]+src="https?://', page), "the page loads a script from the network"
+    drift_page = (boot.run_dir / "10-analyze-drift.html").read_text()
+    assert "no champion yet: train the first model" in drift_page and "data:image/png;base64," in drift_page
+
+
+def test_the_index_has_one_row_per_run_with_reasons_decision_metrics_status_duration_and_links(reported):
+    boot, first, _ = reported
+    m = json.loads((boot.run_dir / "manifest.json").read_text())
+    page = first.index.read_text()
+    row = _row(page, m["run_id"])
+    assert "no champion yet: train the first model" in row
+    assert "bootstrapped" in row and "succeeded" in row and f"{m['seconds']:.0f}&nbsp;s" in row
+    assert f"roc_auc&nbsp;{m['metrics']['challenger']['roc_auc']:.4f}" in row
+    for step in STEP_NOTEBOOKS:
+        assert f'href="{boot.run_dir.name}/{step}.html"' in row
+    assert f'href="{boot.run_dir.name}/manifest.json"' in row
+    assert "<svg" in page and "promotion" in page  # the plot marks the bootstrap as a promotion
+    assert "<script" not in page
+
+
+def test_a_second_report_renders_nothing_again(reported):
+    _, _, second = reported
+    assert second.rendered == 0 and second.skipped == 4 and second.seconds < 1.0
+
+
+def test_retrain_report_prints_what_it_did(reported, capsys):
+    boot, _, _ = reported
+    assert cli.main(["report", "--home", str(boot.home)]) == 0
+    assert "1 runs listed, 0 notebooks rendered (4 already)" in capsys.readouterr().out
+
+
+def _fake_runs(runs: Path, source: Path, n: int) -> None:
+    """``n`` run folders whose notebooks are links to a real run's files, with their own manifest and step-10 result."""
+    m = json.loads((source / "manifest.json").read_text())
+    outcomes = ["no-retrain-needed"] * 6 + ["promoted", "rejected", "rolled-back", "failed"]
+    for i in range(n):
+        run_id = f"2025{1 + i // 28 % 12:02d}{1 + i % 28:02d}T{i % 24:02d}0000Z-demo"
+        d = runs / run_id
+        d.mkdir()
+        for f in source.iterdir():
+            if f.suffix in (".ipynb", ".html"):
+                (d / f.name).symlink_to(f)
+        outcome = outcomes[i % len(outcomes)]
+        m.update(run_id=run_id, started=f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}T{run_id[9:11]}:00:00+00:00", as_of=None,
+                 outcome=outcome, status="failed" if outcome == "failed" else "succeeded",
+                 reasons=[f"drift score {0.3 + i % 7 / 100:.2f} > drift_threshold 0.25"] if outcome != "no-retrain-needed" else [])
+        (d / "manifest.json").write_text(json.dumps(m))
+        (d / "10-analyze-drift.json").write_text(json.dumps({"performance": {"metric": "roc_auc", "value": 0.7 + (i % 9) / 100}}))
+
+
+def test_the_index_of_three_hundred_runs_is_small_and_builds_fast_and_faster_when_cached(reported, tmp_path):
+    boot, _, _ = reported
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(boot.run_dir, runs / boot.run_dir.name)
+    _fake_runs(runs, runs / boot.run_dir.name, 300)
+    cold = build_report(runs)
+    t0 = time.monotonic()
+    warm = build_report(runs)
+    warm_seconds = time.monotonic() - t0
+    page = (runs / INDEX).read_text()
+    assert cold.runs == warm.runs == 301 and warm.rendered == 0
+    assert page.count("<tr id=") == 301
+    assert cold.seconds < 10 and warm_seconds < 2, (cold.seconds, warm_seconds)
+    assert len(page.encode()) < 1_500_000, len(page.encode())
+    assert page.count('fill="#d62728"') == 30  # every rollback is marked
+    # newest first
+    ids = re.findall(r'<tr id="([^"]+)"', page)
+    assert ids[0] == boot.run_dir.name and ids[1:] == sorted(ids[1:], reverse=True)
+
+
+def test_a_run_in_progress_is_listed_and_links_to_its_notebooks_until_it_is_rendered(reported, tmp_path):
+    boot, _, _ = reported
+    runs = tmp_path / "runs"
+    run = runs / "20990101T000000Z-demo"
+    shutil.copytree(boot.run_dir, run, ignore=shutil.ignore_patterns("*.html"))
+    m = json.loads((run / "manifest.json").read_text())
+    m.update(run_id=run.name, status="running", outcome=None)
+    (run / "manifest.json").write_text(json.dumps(m))
+    result = build_report(runs)
+    assert result.rendered == 0 and not list(run.glob("*.html"))
+    assert f'href="{run.name}/10-analyze-drift.ipynb"' in (runs / INDEX).read_text()
+
+
+def test_the_plot_marks_promotions_with_green_and_rollbacks_with_red_triangles():
+    rows = [
+        {"run_id": "a", "model": "m", "time": "2024-01-07", "metric": "roc_auc", "champion_metric": None,
+         "outcome": "bootstrapped", "new_champion_metric": 0.80},
+        {"run_id": "b", "model": "m", "time": "2024-01-14", "metric": "roc_auc", "champion_metric": 0.78, "outcome": "no-retrain-needed"},
+        {"run_id": "c", "model": "m", "time": "2024-01-21", "metric": "roc_auc", "champion_metric": 0.70,
+         "outcome": "promoted", "new_champion_metric": 0.83},
+        {"run_id": "d", "model": "m", "time": "2024-01-28", "metric": "roc_auc", "champion_metric": 0.65, "outcome": "rolled-back"},
+    ]
+    svg = champion_plot(rows)
+    assert svg.count('fill="#2ca02c"') == 2 and svg.count('fill="#d62728"') == 1
+    assert "d: rollback roc_auc=0.6500 (rolled-back)" in svg
+    assert svg.count("<circle") == 3
+    assert champion_plot([]).startswith("<svg") and "no champion measurements yet" in champion_plot([])

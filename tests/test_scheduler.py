@@ -1,0 +1,207 @@
+"""The scheduler: two real `retrain schedule` processes on one registry, SIGTERM, coalesced missed runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from retrainlib.errors import ProfileError
+from retrainlib.profiles import ScheduleSettings
+from retrainlib.registry import Registry
+from retrainlib.scheduler import Scheduler, make_trigger
+from tests.conftest import make_home
+from tests.shared_runs import MODEL, PROFILE, bootstrapped_home, child_env, manifests, set_notify
+
+STEPS = ("10-analyze-drift", "20-retrain-model", "30-validate-challenger", "40-promote-or-rollback")
+
+
+def _when(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _running_step(home: Path, known: set[str]) -> tuple[str, str] | None:
+    """(run folder, step) of a run that is not one of ``known`` and whose running step's notebook exists."""
+    for d in sorted((home / "runs").glob("2*")):
+        if d.name in known:
+            continue
+        try:
+            m = json.loads((d / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        step = next((s for s in m["steps"] if s["status"] == "running"), None)
+        if m["status"] == "running" and step and (d / f"{step['name']}.ipynb").exists():  # papermill has begun
+            return d.name, step["name"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def two_schedulers(tmp_path_factory):
+    """Two `retrain schedule` processes every 3 s on one home until two runs finished and a third is mid-step;
+    then SIGTERM to both."""
+    boot = bootstrapped_home(tmp_path_factory, "two-schedulers")
+    home = boot.home
+    set_notify(home)  # no webhook here: test_notify covers it
+    before = {d.name for d in (home / "runs").iterdir()}
+    logs, procs = [], []
+    for i in range(2):
+        log = home.parent / f"scheduler-{i}.log"
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "retrainlib.cli", "schedule", "--profile", PROFILE, "--home", str(home),
+             "--every-minutes", "0.05", "--no-report"],
+            cwd=home, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=child_env()))
+    interrupted = None
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            finished = [m for m in manifests(home, settled=False) if m["run_id"] not in before and m["status"] != "running"]
+            if finished:
+                seen = before | {m["run_id"] for m in finished}
+                hit = _running_step(home, seen)
+                if hit:
+                    time.sleep(2)  # inside a step, its kernel busy
+                    interrupted = hit[0]
+                    break
+            assert all(p.poll() is None for p in procs), "a scheduler exited by itself"
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=120) for p in procs]
+    return {"home": home, "before": before, "logs": [log.read_text() for log in logs], "codes": codes,
+            "interrupted": interrupted}
+
+
+def test_two_schedulers_on_one_registry_never_run_at_the_same_time(two_schedulers):
+    runs = manifests(two_schedulers["home"])
+    new = [m for m in runs if m["run_id"] not in two_schedulers["before"]]
+    assert two_schedulers["interrupted"], "no third run started in time:\n" + "\n".join(two_schedulers["logs"])
+    assert len(new) >= 2
+    spans = sorted((_when(m["started"]), _when(m["finished"]), m["run_id"]) for m in runs)
+    for (s1, f1, a), (s2, f2, b) in zip(spans, spans[1:]):
+        assert f1 <= s2, f"{a} ({s1}..{f1}) overlaps {b} ({s2}..{f2})"
+    # the scheduler that did not hold the lock said why it skipped its turns
+    all_logs = "\n".join(two_schedulers["logs"])
+    assert "skipped a scheduled run: another run of model 'loan-default-demo' holds" in all_logs
+
+
+def test_no_run_record_is_corrupt_and_the_champion_loads_after_the_schedulers_stop(two_schedulers):
+    home = two_schedulers["home"]
+    for m in manifests(home):  # each parses (manifests() reads them all)
+        assert m["status"] in ("succeeded", "failed"), m["run_id"]
+        assert m["finished"] and m["outcome"] and m["exit_code"] is not None
+        assert all(s["status"] in ("succeeded", "failed", "not-run") for s in m["steps"]), m["steps"]
+        assert m["champion_after"] == "v0001"
+    reg = Registry(home / "models", MODEL)
+    assert reg.champion() == "v0001"
+    reg.verify("v0001")
+    predictor = reg.load()
+    assert predictor.predict_proba is not None
+
+
+def test_sigterm_during_a_scheduled_run_leaves_a_complete_failed_record_and_both_schedulers_exit_cleanly(two_schedulers):
+    home, run_id = two_schedulers["home"], two_schedulers["interrupted"]
+    assert two_schedulers["codes"] == [0, 0], two_schedulers["logs"]
+    m = json.loads((home / "runs" / run_id / "manifest.json").read_text())
+    assert m["status"] == "failed" and m["outcome"] == "failed" and m["exit_code"] == 1
+    step = m["error"]["step"]
+    assert m["error"] == {"step": step, "message": "interrupted (Terminated)"}
+    statuses = {s["name"]: s["status"] for s in m["steps"]}
+    assert statuses[step] == "failed"
+    assert all(statuses[s] == "succeeded" for s in STEPS[: STEPS.index(step)])
+    assert all(statuses[s] == "not-run" for s in STEPS[STEPS.index(step) + 1:])
+    assert m["notifications"][0] == {**m["notifications"][0], "channel": "log", "event": "failed"}
+    assert (home / "runs" / run_id / f"{step}.ipynb").exists()  # papermill's partial notebook is kept
+    assert "received SIGTERM: no more runs" in "\n".join(two_schedulers["logs"])
+    # the run's kernel died with it: no process still works in that home
+    import psutil
+
+    left = []
+    for p in psutil.process_iter(["cwd", "cmdline"]):
+        if p.info["cwd"] == str(home):
+            left.append(p.info["cmdline"])
+    assert left == []
+
+
+def test_unattended_runs_log_one_line_per_step_and_no_progress_bar(two_schedulers):
+    log = "\n".join(two_schedulers["logs"])
+    run_id = next(m["run_id"] for m in manifests(two_schedulers["home"])
+                  if m["run_id"] not in two_schedulers["before"] and m["status"] == "succeeded")
+    for step in STEPS:
+        assert log.count(f"{run_id}: running {step}") == 1, step
+    assert "Executing:" not in log and "cell/s" not in log  # papermill's tqdm bar is off without a terminal
+
+
+# ---- the scheduler in-process, with a cheap stand-in for the playbook run ------------------------
+@pytest.fixture
+def profile_home(tmp_path: Path, demo_batches: Path) -> Path:
+    import shutil
+
+    root = tmp_path / "home"
+    shutil.copytree(demo_batches.parent, root / "data" / "demo")
+    return make_home(root)
+
+
+def test_scheduled_times_missed_during_a_long_run_coalesce_into_one_catch_up_run(profile_home):
+    spans: list[tuple[float, float]] = []
+
+    def slow_run() -> int:
+        start = time.monotonic()
+        time.sleep(2.0)
+        spans.append((start, time.monotonic()))
+        return 3
+
+    # every 0.5 s, each run 2 s: about four scheduled times pass during every run
+    sched = Scheduler(PROFILE, home=profile_home, schedule=ScheduleSettings(every_minutes=0.5 / 60), max_runs=3,
+                      report=False, run=slow_run)
+    t0 = time.monotonic()
+    done = threading.Thread(target=sched.serve, kwargs={"install_signal_handlers": False}, daemon=True)
+    done.start()
+    done.join(timeout=30)
+    assert not done.is_alive()
+    assert len(spans) == 3 and len(sched.history) == 3  # not one run per missed time
+    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+        assert e1 <= s2, "runs overlapped"
+        assert s2 - e1 < 0.45, f"the catch-up run started {s2 - e1:.2f} s after the previous run, not at once"
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_turn_is_skipped_with_its_reason_while_another_run_holds_the_lock(profile_home):
+    calls = []
+    sched = Scheduler(PROFILE, home=profile_home, report=False, run=lambda: calls.append(1) or 0)
+    with Registry(profile_home / "models", MODEL).run_lock(timeout=0):
+        turn = sched.turn()
+    assert calls == [] and turn.exit_code == 75
+    assert "another run of model 'loan-default-demo' holds" in turn.skipped
+    assert sched.turn().skipped is None and calls == [1]
+
+
+def test_sigterm_to_an_idle_scheduler_stops_it_with_exit_code_0(profile_home):
+    proc = subprocess.Popen([sys.executable, "-m", "retrainlib.cli", "schedule", "--profile", PROFILE, "--home",
+                             str(profile_home), "--cron", "0 6 * * *"],
+                            cwd=profile_home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), text=True)
+    out = ""
+    deadline = time.monotonic() + 60
+    while "first run at" not in out and time.monotonic() < deadline:
+        out += proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    out += proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    assert "cron '0 6 * * *' (UTC); first run at" in out and "scheduler stopped after 0 run(s)" in out
+
+
+def test_a_schedule_that_is_not_a_crontab_expression_is_a_profile_error_naming_it():
+    with pytest.raises(ProfileError, match=r"schedule.cron 'every day' in the profile is not a crontab expression"):
+        make_trigger(ScheduleSettings(cron="every day"))
+    with pytest.raises(ProfileError, match="has no schedule; set schedule.cron"):
+        make_trigger(ScheduleSettings())
