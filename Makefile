@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup demo test lab report clean-runs
+.PHONY: setup demo test lab report clean-runs browser
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -19,8 +19,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 demo: setup
 	$(BIN)/retrain demo --fresh
 
-test: setup
+test: setup browser
 	$(BIN)/pytest
+
+# the browser test drives Debian's chromium; as root (CI) install it, else say the test will skip
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+	      || echo "could not install chromium: tests/test_browser.py will be skipped"; \
+	  else echo "chromium is not installed (needs root and apt-get): tests/test_browser.py will be skipped"; fi; }
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
