@@ -312,6 +312,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    """Replay a run folder; 0 when everything matches, 1 with a one-line reason when something differs."""
+    from .replay import replay
+
+    report = replay(args.run_dir, tolerance=args.tolerance, keep_scratch=args.keep_scratch)
+    if args.json == "-":
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.to_text())
+        if args.json:
+            Path(args.json).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    if report.matched:
+        return 0
+    print(f"retrain: replay differs: {report.reason()}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retrain", description="Keep AutoGluon tabular models accurate: drift, retrain, validate, promote, roll back.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -378,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--period-batches", type=int, default=None, help="instead, the periodic strategy retrains every N batches")
     sp.add_argument("--no-fit-cache", action="store_true", help="compute every fit instead of sharing identical ones")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp = sub.add_parser("replay", help="re-execute a run folder from its record and compare its decisions",
+                        description="re-execute a run folder from its record (profile as run, registry as it stood, same "
+                                    "as_of) into a new runs/<id>-replay folder and compare decisions, gate verdicts, "
+                                    "metrics and the challenger's held-out predictions. Exit 0: everything matches; "
+                                    "1: something differs (one line says what); 2: refused (an input changed or is missing)")
+    sp.set_defaults(func=cmd_replay)
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to replay, e.g. runs/20240602T060000Z-demo")
+    sp.add_argument("--json", default=None, metavar="OUT", help="also write the comparison as JSON to OUT ('-': stdout only)")
+    sp.add_argument("--tolerance", type=float, default=1e-6, help="absolute tolerance for metrics (default 1e-6)")
+    sp.add_argument("--keep-scratch", action="store_true", help="keep the scratch registry (runs/.replay-<id>/) for inspection")
     return p
 
 

@@ -38,12 +38,21 @@ from typing import Any, Iterable
 import yaml
 
 from . import data
-from .errors import DataContractError, ReplayError
+from .errors import DataContractError, ProfileError, ReplayError
 from .manifest import file_hashes, load_manifest, write_json_atomic
 from .paths import Paths
 from .steps import STEP_FILES, new_run_id
 
-__all__ = ["Check", "ReplayReport", "replay", "check_inputs", "rebuild_registry", "compare_runs", "DEFAULT_TOLERANCE"]
+__all__ = [
+    "Check",
+    "ReplayReport",
+    "replay",
+    "check_inputs",
+    "rebuild_registry",
+    "compare_runs",
+    "compare_predictions",
+    "DEFAULT_TOLERANCE",
+]
 
 #: absolute tolerance for metrics: a seeded, configuration-bounded run reproduces them to the bit
 DEFAULT_TOLERANCE = 1e-6
@@ -478,28 +487,39 @@ def compare_runs(original_dir: str | os.PathLike, replay_dir: str | os.PathLike,
     return c.items
 
 
-def _compare_predictions(original_dir: Path, manifest: dict[str, Any], scratch_root: Path, replay_dir: Path) -> Check:
-    """Score the original challenger (live registry) and the replay's (scratch registry) on the held-out rows."""
+def compare_predictions(original_dir: str | os.PathLike, replay_dir: str | os.PathLike, *,
+                        scratch_registry: str | os.PathLike) -> Check | None:
+    """The challengers' predictions on the held-out rows: original (live registry) against replay (scratch).
+
+    ``None`` when either run trained no challenger. When the original fit's time limit was binding its
+    model depended on the machine's load: the check says so and is not compared (``matched`` None).
+    """
     import numpy as np
 
     from . import automl
+    from .errors import RegistryError
     from .profiles import DataSource
     from .registry import Registry
-    from .errors import RegistryError
 
-    home = _home_of(original_dir)
-    paths = Paths(home)
-    resolved = manifest["profile"]["resolved"]
+    original_dir, replay_dir = Path(original_dir), Path(replay_dir)
     a20, b20 = _read_step(original_dir, "retrain"), _read_step(replay_dir, "retrain")
+    if _get(a20, "status") != "trained" or _get(b20, "status") != "trained":
+        return None
+    if a20.get("time_limit_binding"):
+        return Check("predictions", "held-out rows", None, None, None,
+                     "not compared: the original fit's time limit was binding, so its model depended on the "
+                     "machine's load; decisions and metrics only")
+    manifest = load_manifest(original_dir)
+    paths = Paths(_home_of(original_dir))
+    resolved = manifest["profile"]["resolved"]
     name_a, name_b = a20["challenger"], b20["challenger"]
     live = Registry(paths.resolve(resolved.get("registry", "models")), resolved["model_name"])
-    scratch = Registry(scratch_root, resolved["model_name"])
     try:
         original = live.load(name_a)
     except RegistryError as exc:
         return Check("predictions", "held-out rows", None, None, None,
-                     f"not compared: the original challenger {name_a} cannot be loaded from the registry ({exc})")
-    replayed = scratch.load(name_b)
+                     f"not compared: the original challenger {name_a} cannot be loaded ({exc})")
+    replayed = Registry(Path(scratch_registry), resolved["model_name"]).load(name_b)
     source = DataSource.model_validate(resolved["data"])
     holdout = data.load_batches(data.batches_from_records(manifest["data"]["windows"]["holdout"], paths), paths, source)
     holdout = holdout[holdout[source.label].notna()] if source.label in holdout else holdout
@@ -508,10 +528,9 @@ def _compare_predictions(original_dir: Path, manifest: dict[str, Any], scratch_r
     same_shape = pa.shape == pb.shape
     identical = bool(same_shape and np.array_equal(pa, pb))
     diff = float(np.max(np.abs(pa - pb))) if same_shape and pa.size else None
-    summary_a = f"{len(pa)} rows, sha256 {_digest(pa)}"
-    summary_b = f"{len(pb)} rows, sha256 {_digest(pb)}"
     note = "identical" if identical else (f"max abs difference {diff:.3g}" if diff is not None else "different shapes")
-    return Check("predictions", "held-out rows", summary_a, summary_b, identical, note)
+    return Check("predictions", "held-out rows", f"{len(pa)} rows, sha256 {_digest(pa)}",
+                 f"{len(pb)} rows, sha256 {_digest(pb)}", identical, note)
 
 
 def _digest(values) -> str:
@@ -601,7 +620,7 @@ def replay(
         profile_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         try:
             load_profile(profile_path)
-        except Exception as exc:  # the schema changed since the run
+        except ProfileError as exc:  # the schema changed since the run
             raise ReplayError(f"the profile recorded by run {manifest['run_id']} no longer validates: {exc}") from exc
 
         running = automl.software_versions()
@@ -616,19 +635,14 @@ def replay(
                          f"{new_manifest.git_commit}")
         checks = compare_runs(run_dir, new_dir, tolerance=tolerance, schedule_tolerance=schedule_tolerance)
 
-        a20, b20 = _read_step(run_dir, "retrain"), _read_step(new_dir, "retrain")
-        trained = _get(a20, "status") == "trained" and _get(b20, "status") == "trained"
+        a20 = _read_step(run_dir, "retrain")
         binding = _get(a20, "time_limit_binding") if _get(a20, "status") == "trained" else None
-        compared = False
-        if trained and binding:
-            checks.append(Check("predictions", "held-out rows", None, None, None,
-                                "not compared: the original fit's time limit was binding, so its model depended on "
-                                "the machine's load; decisions and metrics only"))
+        if binding:
             notes.append("the original fit's time limit was binding: comparing decisions and metrics only")
-        elif trained:
-            check = _compare_predictions(run_dir, manifest, scratch / "models", new_dir)
+        check = compare_predictions(run_dir, new_dir, scratch_registry=scratch / "models")
+        if check is not None:
             checks.append(check)
-            compared = check.matched is not None
+        compared = check is not None and check.matched is not None
         report = ReplayReport(manifest["run_id"], new_dir.name, str(new_dir), tolerance, binding, compared,
                               tuple(checks), tuple(notes + ([f"scratch registry kept in {scratch}"] if keep_scratch else [])))
         _attach(report, new_dir)
