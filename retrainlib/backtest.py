@@ -49,6 +49,7 @@ __all__ = [
     "summarize",
     "check_target",
     "plot_backtest",
+    "markdown_table",
 ]
 
 
@@ -426,6 +427,24 @@ def check_target(summary: pd.DataFrame, *, min_ratio: float = 0.95, max_retrain_
         row["meets_target"] = all(v for k, v in row.items() if k.endswith("_ok") or k.startswith("beats"))
         rows.append(row)
     return pd.DataFrame(rows).set_index("strategy") if rows else pd.DataFrame()
+
+
+def markdown_table(summary: pd.DataFrame, *, digits: int = 3) -> str:
+    """The summary as a Markdown table (for README and reports).
+
+    >>> print(markdown_table(pd.DataFrame({"mean": [0.81234]}, index=pd.Index(["static"], name="strategy"))))
+    | strategy | mean |
+    |---|---|
+    | static | 0.812 |
+    """
+    frame = summary.reset_index()
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else f"{v:.1f}" if abs(v) >= 100 else f"{v:.{digits}f}"
+        return str(v)
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 _COLORS = {"static": "#7f7f7f", "periodic": "#1f77b4", "drift": "#ff7f0e", "performance": "#2ca02c",
