@@ -447,8 +447,8 @@ def compare_runs(original_dir: str | os.PathLike, replay_dir: str | os.PathLike,
         c.equal("setting", "training rows", _get(a20, "n_rows"), _get(b20, "n_rows"))
         c.equal("setting", "features", _get(a20, "features"), _get(b20, "features"))
         c.equal("setting", "AutoGluon settings", _get(a20, "settings"), _get(b20, "settings"))
-        c.equal("setting", "time limit binding", _get(a20, "time_limit_binding"), _get(b20, "time_limit_binding"),
-                "a binding limit makes the model depend on machine load")
+        c.info("time limit binding", _get(a20, "time_limit_binding"), _get(b20, "time_limit_binding"),
+               "a binding limit makes the model depend on machine load")
         la = {r["model"]: r.get("score_val") for r in _get(a20, "leaderboard") or []}
         lb = {r["model"]: r.get("score_val") for r in _get(b20, "leaderboard") or []}
         c.equal("setting", "models fitted", sorted(la), sorted(lb))
