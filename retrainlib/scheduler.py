@@ -50,7 +50,7 @@ def make_trigger(schedule: ScheduleSettings, *, source: str = "the profile"):
     """The APScheduler trigger for a profile's ``schedule`` section (UTC).
 
     >>> make_trigger(ScheduleSettings(cron="0 6 * * 1-5"))
-    <CronTrigger (minute='0', hour='6', day_of_week='1-5', timezone='UTC')>
+    <CronTrigger (month='*', day='*', day_of_week='1-5', hour='6', minute='0', timezone='UTC')>
     >>> make_trigger(ScheduleSettings(every_minutes=0.05)).interval
     datetime.timedelta(seconds=3)
     """
