@@ -184,6 +184,11 @@ def _load_record(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
             f"run {manifest['run_id']} recorded no data windows (it stopped before 10-analyze-drift read its data: "
             f"{(manifest.get('error') or {}).get('message', 'no error recorded')}); there is nothing to replay"
         )
+    if manifest.get("replay_of"):
+        raise ReplayError(
+            f"run {manifest['run_id']} is itself a replay of {manifest['replay_of']} (against a scratch registry that "
+            f"is gone); replay the original: runs/{manifest['replay_of']}"
+        )
     if not (manifest.get("profile") or {}).get("content"):
         raise ReplayError(f"the manifest of run {manifest['run_id']} lacks the profile's content; it cannot be replayed")
     return run_dir, manifest

@@ -194,3 +194,9 @@ def test_when_the_original_fit_hit_its_time_limit_replay_says_so_and_compares_de
     assert report.matched is True
     assert "predictions" not in report.reason() and "decisions, gate verdicts and metrics" in report.reason()
     assert "DIFF" not in report.to_text() and "not compared: the original fit's time limit was binding" in report.to_text()
+
+
+def test_a_replay_folder_is_not_replayed_again_and_points_at_the_original(replayed):
+    _, run_dir = replayed["second"]
+    with pytest.raises(ReplayError, match=rf"is itself a replay of {run_dir.name}.*replay the original: runs/{run_dir.name}"):
+        replay(replayed["report"]["replay_dir"])
