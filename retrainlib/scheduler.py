@@ -147,10 +147,12 @@ class Scheduler:
     def command(self) -> list[str]:
         """The child process of one run: ``retrain run --json`` for this profile and home."""
         return [sys.executable, "-m", "retrainlib.cli", "run", "--profile", str(self.profile_path),
-                "--home", str(self.paths.home), "--wait", "0", "--json"]
+                "--home", str(self.paths.home), "--wait", f"{self.lock_wait:g}", "--json"]
 
     def _run_child(self) -> int:
         self._child = subprocess.Popen(self.command(), stdout=subprocess.PIPE, text=True)
+        if self._stop.is_set():  # a signal came between the lock probe and the start: end the run at once
+            self._child.send_signal(signal.SIGTERM)
         try:
             out, _ = self._child.communicate()
         finally:
