@@ -294,7 +294,9 @@ def rebuild_registry(run_dir: str | os.PathLike, target_root: str | os.PathLike)
     model = resolved["model_name"]
     source = Paths(home).resolve(resolved.get("registry", "models")) / model
     target = Path(target_root) / model
-    started = _parse_time(manifest["started"])
+    # the manifest's start is truncated to the second; the run's own rows are told apart by run_id
+    # (its retention rows, which carry none, come tens of seconds later, in step 40)
+    started = _parse_time(manifest["started"]) + dt.timedelta(seconds=1)
     run_id = manifest["run_id"]
     target.mkdir(parents=True, exist_ok=False)
 
