@@ -196,7 +196,7 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
     if not all_pts:
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40" role="img">'
                 '<text x="8" y="24" font-size="13">no champion measurements yet</text></svg>')
-    left, right, top, bottom = 56, 16, 16, 46
+    left, right, top, bottom = 56, 40, 16, 46
     t0, t1 = min(p[0] for p in all_pts), max(p[0] for p in all_pts)
     y0, y1 = min(p[1] for p in all_pts), max(p[1] for p in all_pts)
     pad = max((y1 - y0) * 0.1, 0.01)
