@@ -134,3 +134,52 @@ def test_the_plot_marks_promotions_with_green_and_rollbacks_with_red_triangles()
     assert "d: rollback roc_auc=0.6500 (rolled-back)" in svg
     assert svg.count("<circle") == 3
     assert champion_plot([]).startswith("<svg") and "no champion measurements yet" in champion_plot([])
+
+
+def _run_on_a_terminal(argv: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``argv`` with a 120-column pseudo-terminal as stdin, stdout and stderr; return (exit code, output)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import termios
+
+    from tests.shared_runs import child_env
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=child_env())
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + 180
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=30), out.decode(errors="replace")
+
+
+def test_a_run_on_a_terminal_shows_papermills_progress_bar_instead_of_step_log_lines(tmp_path, demo_batches):
+    import sys
+
+    from tests.conftest import make_home
+
+    home = tmp_path / "home"
+    shutil.copytree(demo_batches.parent, home / "data" / "demo")
+    make_home(home)
+    # a run that fails fast in step 10 (no batch is visible before 2000): still one notebook executed
+    code, out = _run_on_a_terminal([sys.executable, "-m", "retrainlib.cli", "run", "--home", str(home),
+                                    "--as-of", "2000-01-01"], home)
+    assert code == 1, out[-2000:]
+    assert re.search(r"Executing: +\d+%\|", out), out[-2000:]
+    assert ": running 10-analyze-drift" not in out
