@@ -87,7 +87,15 @@ class Check:
 
 @dataclass(frozen=True)
 class ReplayReport:
-    """What replaying one run folder found."""
+    """What replaying one run folder found.
+
+    >>> same = Check("decision", "verdict", "promote", "promote", True)
+    >>> ReplayReport("20240602T060000Z-demo", "20240610T080000Z-demo-replay", None, 1e-6, False, False, (same,)).reason()
+    'replay 20240610T080000Z-demo-replay of 20240602T060000Z-demo matches: decisions, gate verdicts and metrics (tolerance 1e-06)'
+    >>> other = Check("decision", "verdict", "promote", "reject", False)
+    >>> ReplayReport("20240602T060000Z-demo", "r", None, 1e-6, False, False, (same, other)).matched
+    False
+    """
 
     original_run: str
     replay_run: str | None
