@@ -411,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.verbose:  # papermill logs every notebook's paths at INFO; our runner logs one line per step
+        logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except RunLocked as exc:
