@@ -27,10 +27,10 @@ of a small window is never called drift. A change of a column's missing share of
 ``missing_threshold`` (and significant) is drift too; the test is then ``missing``.
 
 Everything is computed on sorted arrays and category counts with numpy: each numeric column is
-sorted once per window and merged once, each categorical column is factorised once per window.
+sorted once per window and merged once, each categorical column is counted once per window.
 A window longer than ``max_rows`` (default 100,000) is sampled, the same seeded rows for every
-column; at that size an effect size is measured to about +-0.005, far inside its threshold, and
-``max_rows=None`` compares every row. The domain classifier sees ``multivariate_rows`` rows.
+column; at that size a Wasserstein distance is measured to about +-0.005 (its threshold is 0.05),
+and ``max_rows=None`` compares every row. The domain classifier sees ``multivariate_rows`` rows.
 
 >>> import numpy as np, pandas as pd
 >>> rng = np.random.default_rng(0)
@@ -710,7 +710,7 @@ def multivariate(reference: pd.DataFrame, current: pd.DataFrame, *, columns: Seq
     n2 = len(current) if cur_rows is None else len(cur_rows)
     y = np.r_[np.zeros(n1), np.ones(n2)]
     k = max(2, min(folds, n1, n2))
-    model = HistGradientBoostingClassifier(max_iter=20, learning_rate=0.2, max_leaf_nodes=15,
+    model = HistGradientBoostingClassifier(max_iter=20, learning_rate=0.2, max_leaf_nodes=15, max_bins=63,
                                            early_stopping=False, random_state=seed)
     proba = cross_val_predict(model, X, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed),
                               method="predict_proba")[:, 1]
