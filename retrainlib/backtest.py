@@ -439,6 +439,8 @@ def markdown_table(summary: pd.DataFrame, *, digits: int = 3) -> str:
     """
     frame = summary.reset_index()
     def cell(v: Any) -> str:
+        if v is None:
+            return "–"
         if isinstance(v, float):
             return "–" if math.isnan(v) else f"{v:.1f}" if abs(v) >= 100 else f"{v:.{digits}f}"
         return str(v)
@@ -451,33 +453,37 @@ _COLORS = {"static": "#7f7f7f", "periodic": "#1f77b4", "drift": "#ff7f0e", "perf
            "hybrid": "#9467bd", "every-batch": "#d62728"}
 
 
-def plot_backtest(result: BacktestResult, ax=None):
-    """The metric per batch over time, one line per strategy; ○ retrain, ▲ promotion, dashed: drift points."""
+def plot_backtest(result: BacktestResult):
+    """Top: the metric per batch over time, one line per strategy, dashed lines at the known drift points.
+    Bottom: one row per strategy, ○ a challenger trained at that batch, ▲ promoted (it serves from the next)."""
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(11, 4.5))
-    else:
-        fig = ax.figure
+    names = [s.name for s in result.strategies]
+    fig, (ax, ev) = plt.subplots(2, 1, figsize=(11, 4.5 + 0.35 * len(names)), sharex=True,
+                                 gridspec_kw={"height_ratios": [3, 0.25 + 0.3 * len(names)]})
     rec = result.records
-    for s in result.strategies:
-        r = rec[rec["strategy"] == s.name]
-        color = _COLORS.get(s.name)
-        ax.plot(r["batch_end"], r["value"], marker=".", color=color, label=s.name, lw=1.5)
+    styles = ["-", "--", "-.", ":"]
+    for k, name in enumerate(names):
+        r = rec[rec["strategy"] == name]
+        color = _COLORS.get(name)
+        ax.plot(r["batch_end"], r["value"], marker=".", color=color, label=name, lw=1.6, ls=styles[k % len(styles)], alpha=0.9)
+        row = len(names) - 1 - k
         retr = r[r["trained"] & ~r["bootstrap"]]
-        # markers sit on the batch where the decision was taken; the new model serves from the next batch
-        ax.scatter(retr["batch_end"], retr["value"], facecolors="none", edgecolors=color, s=60, zorder=3)
         prom = r[r["promoted"] & ~r["bootstrap"]]
-        ax.scatter(prom["batch_end"], prom["value"], marker="^", color=color, s=60, zorder=4)
+        ev.scatter(retr["batch_end"], [row] * len(retr), facecolors="none", edgecolors=color, s=45)
+        ev.scatter(prom["batch_end"], [row] * len(prom), marker="^", color=color, s=30)
+    for a in (ax, ev):
+        for _, t in result.drift_points:
+            a.axvline(t, color="black", ls="--", lw=1)
     for name, t in result.drift_points:
-        ax.axvline(t, color="black", ls="--", lw=1)
-        ax.annotate(name.replace("_", " "), (t, 1.0), xycoords=("data", "axes fraction"), rotation=90,
-                    va="top", ha="right", fontsize=8)
-    ax.scatter([], [], facecolors="none", edgecolors="black", label="retrained")
-    ax.scatter([], [], marker="^", color="black", label="promoted")
-    ax.set_ylabel(f"{result.metric} of the serving champion (prequential)")
-    ax.set_xlabel("batch end")
-    ax.set_title(f"Backtest of retraining strategies — {result.profile}")
-    ax.legend(loc="lower left", fontsize=8, ncol=2)
+        ax.annotate(" " + name.replace("_", " "), (t, 0.02), xycoords=("data", "axes fraction"), fontsize=8)
+    ax.set_ylabel(f"{result.metric} of the serving champion")
+    ax.set_title(f"Backtest of retraining strategies — {result.profile} (prequential: each batch scored before training on it)")
+    ax.legend(loc="best", fontsize=8, ncol=3)
     ax.grid(alpha=0.3)
+    ev.set_yticks(range(len(names)), list(reversed(names)), fontsize=8)
+    ev.set_ylim(-0.6, len(names) - 0.4)
+    ev.set_xlabel("batch end   (○ challenger trained, ▲ promoted)")
+    ev.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
     return fig
