@@ -153,6 +153,9 @@ class FeatureDrift:
 
     ``severity`` is the statistic relative to its threshold (``statistic / threshold`` for an
     effect size, ``log(p) / log(threshold)`` for a p-value): at or above 1 the test says drift.
+    ``p_value`` is the deciding test's, or for an effect-size test the significance test's (KS
+    for numbers, chi-square for categories). ``stats`` holds every statistic computed, plus
+    ``missing_reference``, ``missing_current``, ``missing_change`` and ``missing_p``.
     """
 
     column: str
