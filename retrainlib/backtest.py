@@ -241,7 +241,7 @@ def run_backtest(
     BacktestResult
         ``records`` (one row per strategy and batch) and ``summary`` (one row per strategy).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     t_start = time.monotonic()
     paths = Paths.discover(home)
