@@ -228,7 +228,9 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     days = (_as_of_time(ctx, visible) - pd.Timestamp(meta["trained_at"]).tz_localize(None)).total_seconds() / 86400
     fired = [
         triggers.schedule_trigger(days, interval_days=prof.retraining_interval),
-        triggers.drift_trigger(report.score, threshold=prof.drift_threshold),
+        triggers.drift_trigger(report.score, threshold=prof.drift_threshold,
+                               joint_auc=report.multivariate.auc if report.multivariate else None,
+                               joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
         triggers.performance_trigger(perf_value, threshold=prof.performance_threshold,
                                      metric=prof.training.eval_metric, greater_is_better=info.greater_is_better),
         triggers.degradation_trigger(history, delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,

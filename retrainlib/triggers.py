@@ -77,11 +77,20 @@ def schedule_trigger(days_since_trained: float, *, interval_days: float) -> Trig
     )
 
 
-def drift_trigger(score: float, *, threshold: float) -> TriggerResult:
-    """Fires when the dataset drift score exceeds ``drift_threshold``."""
+def drift_trigger(score: float, *, threshold: float, joint_auc: float | None = None, joint_drifted: bool = False) -> TriggerResult:
+    """Fires when the dataset drift score exceeds ``drift_threshold``, or when the multivariate
+    domain classifier finds a joint shift that no single column shows (``joint_drifted``).
+
+    >>> drift_trigger(0.0, threshold=0.25, joint_auc=0.71, joint_drifted=True).reason
+    'drift score 0.000 ≤ drift_threshold 0.25, but a domain classifier tells the windows apart (AUC 0.710): joint shift'
+    """
     fired = score > threshold
     rel = ">" if fired else "≤"
-    return TriggerResult("drift", round(score, 4), threshold, fired, f"drift score {score:.3f} {rel} drift_threshold {threshold:g}")
+    reason = f"drift score {score:.3f} {rel} drift_threshold {threshold:g}"
+    if joint_drifted and not fired:
+        fired = True
+        reason += f", but a domain classifier tells the windows apart (AUC {joint_auc:.3f}): joint shift"
+    return TriggerResult("drift", round(score, 4), threshold, fired, reason)
 
 
 def performance_trigger(value: float | None, *, threshold: float, metric: str, greater_is_better: bool = True) -> TriggerResult:

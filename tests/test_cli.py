@@ -54,3 +54,30 @@ def test_demo_data_writes_the_weekly_batches(tmp_path):
     r = subprocess.run([*RETRAIN, "demo-data", "--weeks", "3", "--home", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "data/demo/batches").glob("*.parquet"))) == 3
+
+
+def test_drift_prints_the_ranked_table_and_verdict_writes_json_and_exits_0(tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"x": rng.normal(size=5000), "y": rng.normal(size=5000), "c": rng.choice(list("ab"), 5000)})
+    cur = ref.assign(x=ref["x"] + 0.5)
+    ref.to_parquet(tmp_path / "ref.parquet")
+    cur.to_csv(tmp_path / "cur.csv", index=False)
+    r = subprocess.run([*RETRAIN, "drift", "--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.csv"),
+                        "--json", str(tmp_path / "out.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    first_row = r.stdout.splitlines()[1]
+    assert first_row.split()[0] == "x"  # the drifted column ranks first
+    assert "DRIFTED" in r.stdout or "no dataset drift" in r.stdout
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert [f["column"] for f in out["features"] if f["drifted"]] == ["x"]
+
+
+def test_drift_on_a_missing_file_exits_2_naming_it(tmp_path):
+    r = subprocess.run([*RETRAIN, "drift", "--reference", str(tmp_path / "nope.parquet"), "--current", str(tmp_path / "nope.parquet")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "nope.parquet does not exist" in r.stderr

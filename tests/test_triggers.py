@@ -81,3 +81,9 @@ def test_a_trigger_outside_the_policy_does_not_count():
 def test_an_empty_registry_bootstraps():
     d = t.decide([], combine="any", use=("drift",), policy="hybrid", quality_passed=True, bootstrap=True)
     assert d.retrain and d.status == "bootstrap"
+
+
+def test_a_joint_shift_found_only_by_the_domain_classifier_fires_the_drift_trigger():
+    r = t.drift_trigger(0.0, threshold=0.25, joint_auc=0.7, joint_drifted=True)
+    assert r.fired and "joint shift" in r.reason
+    assert not t.drift_trigger(0.0, threshold=0.25, joint_auc=0.51, joint_drifted=False).fired
