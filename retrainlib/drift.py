@@ -55,6 +55,7 @@ from scipy import special, stats
 
 from .errors import DataContractError, ProfileError
 from .profiles import DriftSettings
+from .records import plain
 
 __all__ = [
     "DriftTest",
@@ -132,21 +133,6 @@ def _get_test(name: str, kind: str, column: str) -> DriftTest:
 
 
 # --------------------------------------------------------------------------- results
-def _clean(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, NaN and infinities to None."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 @dataclass(frozen=True)
 class FeatureDrift:
     """Drift of one column: every statistic computed and the verdict of the test that decided.
@@ -173,7 +159,7 @@ class FeatureDrift:
     stats: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return plain(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -191,7 +177,7 @@ class MultivariateDrift:
     detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return plain(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -214,7 +200,7 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "score": _clean(self.score),
+            "score": plain(self.score),
             "threshold": self.threshold,
             "drifted": self.drifted,
             "weighted": self.weighted,

@@ -22,6 +22,7 @@ from . import automl, data, drift, quality, triggers
 from .errors import RetrainError
 from .paths import Paths
 from .profiles import Profile, load_profile
+from .records import plain
 from .registry import Registry
 from .training import train_challenger
 
@@ -69,7 +70,7 @@ class StepContext:
     def write(self, key: str, payload: dict[str, Any]) -> Path:
         path = self.run_dir / STEP_FILES[key]
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(plain(payload), indent=2) + "\n")
         tmp.replace(path)
         return path
 
@@ -78,22 +79,6 @@ class StepContext:
         path = self.run_dir / f"{name}.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
         return path
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (Path, pd.Timestamp, dt.date)):
-        return str(o)
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
 def open_step(profile: str, run_dir: str = "", home: str = "", as_of: str = "", *, new_run: bool = False) -> StepContext:

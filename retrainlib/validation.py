@@ -51,6 +51,7 @@ import pandas as pd
 from . import automl
 from .errors import DataContractError, ProfileError
 from .profiles import Profile
+from .records import plain
 
 __all__ = [
     "Gate",
@@ -74,21 +75,6 @@ _LATENCY_ROWS = 1000
 # results
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: NumPy scalars to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 @dataclass(frozen=True)
 class Gate:
     """One check of a challenger: its figure, the threshold, whether it passed and why.
@@ -107,7 +93,7 @@ class Gate:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(
+        return plain(
             {
                 "name": self.name,
                 "metric": self.metric,
@@ -154,7 +140,7 @@ class Verdict:
         raise KeyError(f"no gate {name!r}" + (f" for metric {metric!r}" if metric else "") + f"; this verdict has {have}")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(
+        return plain(
             {
                 "decision": self.decision,
                 "n_holdout": self.n_holdout,

@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -68,3 +70,54 @@ def fast_home(tmp_path: Path, demo_batches: Path) -> Path:
     root = tmp_path / "home"
     shutil.copytree(demo_batches.parent, root / "data" / "demo")
     return make_home(root)
+
+
+# ---- one real tiny predictor per test session (registry tests) ----------------------------------
+
+
+def tiny_rows(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "income": rng.normal(50, 10, n),
+            "debt": rng.normal(10, 3, n),
+            "region": rng.choice(["north", "south", "east"], n),
+        }
+    )
+    df["default"] = ((df.debt / df.income + rng.normal(0, 0.05, n)) > 0.2).astype(int)
+    return df
+
+
+def tiny_clone(tmp_path_factory) -> Path:
+    """A deployment clone of one small LightGBM, fitted once per session (shared by the registry tests)."""
+    from retrainlib import automl
+
+    base = tmp_path_factory.getbasetemp() / "tiny-predictor"
+    clone, done = base / "clone", base / "DONE"
+    if not done.exists():
+        base.mkdir(exist_ok=True)
+        predictor = automl.fit_predictor(
+            tiny_rows(),
+            label="default",
+            path=base / f"fit-{os.getpid()}",
+            eval_metric="log_loss",
+            problem_type="binary",
+            presets="medium_quality",
+            time_limit=60,
+            num_cpus=1,
+            seed=0,
+            hyperparameters={"GBM": {"num_boost_round": 20}},
+        )
+        automl.deploy_clone(predictor, clone)
+        done.write_text("ok\n")
+    return clone
+
+
+@pytest.fixture(scope="session")
+def clone(tmp_path_factory) -> Path:
+    return tiny_clone(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sample() -> pd.DataFrame:
+    return tiny_rows(40, seed=1).drop(columns="default")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import make_home
 
 RETRAIN = [sys.executable, "-m", "retrainlib.cli"]
 

@@ -1,4 +1,3 @@
-import shutil
 
 import pandas as pd
 import pytest
