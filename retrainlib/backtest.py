@@ -267,14 +267,14 @@ def run_backtest(
     cache = fit_cache if isinstance(fit_cache, FitCache) else (FitCache(work / "fit-cache") if fit_cache else None)
     steps_to_run = batches[warmup - 1 :]
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(chosen) * len(steps_to_run), desc="backtest", unit="step", disable=not progress)
+    bar = tqdm(total=len(chosen) * len(steps_to_run), desc="backtest", unit="step", disable=not progress, mininterval=5.0)
     try:
         for strategy in chosen:
             home_s = work / strategy.name
             prof_path = _scratch_profile(profile_path, home_s, batches_folder, strategy, period_days=period_days)
             last_trained: int | None = None
             for i, batch in enumerate(steps_to_run):
-                bar.set_postfix_str(f"{strategy.name} {batch.name}")
+                bar.set_postfix_str(f"{strategy.name} {batch.name}", refresh=False)
                 force, reason = strategy.force, ""
                 if strategy.name == "periodic" and period_batches:
                     force = last_trained is None or i - last_trained >= period_batches
