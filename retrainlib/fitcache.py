@@ -30,7 +30,7 @@ import pandas as pd
 from . import training
 from .data import frame_fingerprint
 from .errors import TrainingError
-from .monitoring import ResourceReport, check_free_disk
+from .monitoring import check_free_disk
 from .profiles import Profile
 
 __all__ = ["FitCache", "fit_key"]
@@ -92,8 +92,9 @@ class FitCache:
                             disk_threshold=profile.disk_threshold)
             work_dir.mkdir(parents=True, exist_ok=False)
             shutil.copytree(entry / "predictor", work_dir / "predictor")
-            result = _result_from(json.loads((entry / "result.json").read_text()), work_dir / "predictor",
-                                  pd.read_csv(entry / "leaderboard.csv"))
+            result = training.TrainingResult.from_dict(json.loads((entry / "result.json").read_text()),
+                                                       predictor_dir=work_dir / "predictor",
+                                                       leaderboard=pd.read_csv(entry / "leaderboard.csv"))
             self.fits_reused += 1
             self.cpu_seconds_saved += result.cpu_seconds
             self.last_hit = True
@@ -119,26 +120,3 @@ class FitCache:
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         return result
-
-
-def _result_from(record: dict[str, Any], predictor_dir: Path, leaderboard: pd.DataFrame) -> training.TrainingResult:
-    res = record["resources"]
-    resources = ResourceReport(
-        samples=tuple(res["samples"]), peak_cpu=res["peak_cpu"], peak_memory=res["peak_memory"],
-        peak_rss_bytes=res["peak_rss_bytes"], peak_disk=res["peak_disk"], warnings=tuple(res["warnings"]),
-    )
-    return training.TrainingResult(
-        predictor_dir=predictor_dir,
-        leaderboard=leaderboard,
-        features=tuple(record["features"]),
-        importance=record["importance"],
-        n_rows=record["n_rows"],
-        wall_seconds=record["wall_seconds"],
-        fit_seconds=record["fit_seconds"],
-        cpu_seconds=record["cpu_seconds"],
-        time_limit=record["time_limit"],
-        time_limit_binding=record["time_limit_binding"],
-        settings=record["settings"],
-        resources=resources,
-        warnings=tuple(record["warnings"]),
-    )

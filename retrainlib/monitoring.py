@@ -37,6 +37,10 @@ class ResourceReport:
         d["warnings"] = list(self.warnings)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ResourceReport":
+        return cls(tuple(d["samples"]), d["peak_cpu"], d["peak_memory"], d["peak_rss_bytes"], d["peak_disk"], tuple(d["warnings"]))
+
 
 class ResourceMonitor:
     """Sample ``pid``'s process tree every ``interval`` seconds until stopped.

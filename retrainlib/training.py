@@ -84,6 +84,14 @@ class TrainingResult:
         d["warnings"] = list(self.warnings)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, predictor_dir: Path, leaderboard: pd.DataFrame) -> "TrainingResult":
+        """Rebuild a result recorded with :meth:`to_dict` (whose predictor and leaderboard were stored apart)."""
+        fields = {k: d[k] for k in ("n_rows", "wall_seconds", "fit_seconds", "cpu_seconds", "time_limit",
+                                    "time_limit_binding", "settings", "importance")}
+        return cls(predictor_dir=predictor_dir, leaderboard=leaderboard, features=tuple(d["features"]),
+                   resources=ResourceReport.from_dict(d["resources"]), warnings=tuple(d["warnings"]), **fields)
+
 
 def _children_cpu_seconds() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -76,3 +76,15 @@ def test_a_fit_that_fails_reports_autogluons_error(tmp_path):
     bad["default"] = 1  # a single class cannot be fitted as binary
     with pytest.raises(TrainingError, match=r"AutoGluon fit failed \(exit code 1\)"):
         train_challenger(bad, profile=profile(), work_dir=tmp_path / "fit", disk_path=tmp_path)
+
+
+def test_a_training_result_survives_its_json_record(tmp_path):
+    import json
+
+    from retrainlib.training import TrainingResult
+
+    result = train_challenger_ok(tmp_path)
+    record = json.loads(json.dumps(result.to_dict(), default=str))
+    record.pop("leaderboard")
+    again = TrainingResult.from_dict(record, predictor_dir=result.predictor_dir, leaderboard=result.leaderboard)
+    assert again.to_dict() == json.loads(json.dumps(result.to_dict(), default=str))
