@@ -241,8 +241,8 @@ def plan_windows(
     * reference: the champion's own training slices (none on the first run).
     * current: the batches newer than the champion's newest training batch.
     * train: by strategy, from the batches before the holdout — ``full`` all of them,
-      ``sliding_window`` the newest ``window_batches``, ``incremental`` the champion's slices plus
-      the batches newer than them.
+      ``sliding_window`` the newest ``window_batches`` (or the batches of the last ``window_days``),
+      ``incremental`` the champion's slices plus the batches newer than them.
     """
     visible = list(visible)
     need = training.holdout_batches + 1
@@ -259,6 +259,9 @@ def plan_windows(
     strategy = training.strategy
     if strategy == "full" or (strategy == "incremental" and not reference):
         train = before
+    elif strategy == "sliding_window" and training.window_days is not None:
+        start = pd.Timestamp(before[-1].end) - pd.Timedelta(days=training.window_days)
+        train = [b for b in before if pd.Timestamp(b.end) > start]
     elif strategy == "sliding_window":
         train = before[-training.window_batches :]
     else:  # incremental

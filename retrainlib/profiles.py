@@ -79,6 +79,9 @@ class TrainingSettings(_Section):
 
     strategy: Literal["full", "incremental", "sliding_window"] = "full"
     window_batches: int = Field(default=6, ge=1, description="sliding_window: newest batches used")
+    window_days: float | None = Field(
+        default=None, gt=0, description="sliding_window: use the batches of the last N days instead of a batch count"
+    )
     max_rows: int | None = Field(default=None, ge=100, description="cap on training rows (newest kept)")
     holdout_batches: int = Field(default=1, ge=1, description="newest labelled batches kept out of training")
     eval_metric: str = "roc_auc"

@@ -92,3 +92,8 @@ def test_a_first_incremental_run_trains_like_full():
 def test_too_few_batches_for_a_holdout_and_training_is_explained():
     with pytest.raises(DataContractError, match=r"1 batch\(es\) visible but a run needs at least 3"):
         _windows("full", n=1, holdout_batches=2)
+
+
+def test_a_sliding_window_in_days_keeps_the_batches_that_end_within_them():
+    fake, w = _windows("sliding_window", window_days=2.5)
+    assert w.train == tuple(fake[8:11])  # batches ending on days 9, 10 and 11 before the holdout
