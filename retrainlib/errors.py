@@ -15,7 +15,6 @@ __all__ = [
     "IntegrityError",
     "TrainingError",
     "TrainingTimeout",
-    "RunError",
     "RunLocked",
     "ReplayError",
 ]
@@ -51,10 +50,6 @@ class TrainingError(RetrainError):
 
 class TrainingTimeout(TrainingError):
     """Training overran max_retraining_time and was stopped by the wall-clock guard."""
-
-
-class RunError(RetrainError):
-    """A playbook run failed at a step; the run folder keeps the partial record."""
 
 
 class RunLocked(RetrainError):

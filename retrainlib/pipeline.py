@@ -15,17 +15,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import automl
-from .errors import RunError
 from .manifest import OUTCOMES, RunManifest, StepRecord, git_commit
 from .paths import NOTEBOOKS, STEP_NOTEBOOKS, Paths
 from .profiles import load_profile, profile_sha256
 from .registry import Registry
 from .steps import STEP_FILES, new_run_id
 
-__all__ = ["run_playbook", "execute_notebook", "summarize", "check_succeeded"]
+__all__ = ["run_playbook", "execute_notebook", "summarize"]
 
 log = logging.getLogger("retrainlib")
 
@@ -96,13 +95,11 @@ def run_playbook(
     *,
     home: str | os.PathLike | None = None,
     as_of: str | None = None,
-    rollback_to: str | None = None,
     run_id: str | None = None,
     replay_of: str | None = None,
     lock_timeout: float = 0,
     notebooks: Path = NOTEBOOKS,
     progress: bool | None = None,
-    on_finish: Callable[[RunManifest, Path], None] | None = None,
 ) -> tuple[RunManifest, Path]:
     """Run the playbook once; return the manifest and the run folder.
 
@@ -153,16 +150,13 @@ def run_playbook(
         params = {"profile": str(profile_path.resolve()), "run_dir": str(run_dir), "home": str(paths.home), "as_of": as_of or ""}
         try:
             for rec in manifest.steps:
-                step_params = dict(params)
-                if rec.name == "40-promote-or-rollback" and rollback_to is not None:
-                    step_params.update({"rollback": True, "rollback_to": rollback_to})
                 rec.status, rec.started, rec.notebook = "running", RunManifest.now(), f"{rec.name}.ipynb"
                 manifest.write(run_dir)
                 if not progress:
                     log.info("%s: running %s", manifest.run_id, rec.name)
                 t0 = time.monotonic()
                 try:
-                    execute_notebook(notebooks / f"{rec.name}.ipynb", run_dir / rec.notebook, step_params, cwd=paths.home, progress=progress)
+                    execute_notebook(notebooks / f"{rec.name}.ipynb", run_dir / rec.notebook, params, cwd=paths.home, progress=progress)
                 except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
                     rec.status, rec.error = "failed", _describe(exc)
                     manifest.status = "failed"
@@ -196,8 +190,6 @@ def run_playbook(
                 rec.status = "not-run"
         _finish(manifest, run_dir, registry, t_run)
     _announce(manifest, run_dir, prof)  # after the run lock is released: a slow webhook holds no run back
-    if on_finish is not None:
-        on_finish(manifest, run_dir)
     return manifest, run_dir
 
 
@@ -253,10 +245,3 @@ def _describe(exc: Exception) -> str:
     if ename:
         return f"{ename}: {evalue}"
     return f"{type(exc).__name__}: {exc}"
-
-
-def check_succeeded(manifest: RunManifest) -> None:
-    """Raise :class:`RunError` naming the failed step."""
-    if manifest.status != "succeeded":
-        err = manifest.error or {}
-        raise RunError(f"run {manifest.run_id} failed at {err.get('step')}: {err.get('message')}")
