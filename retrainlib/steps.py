@@ -158,7 +158,7 @@ def _load_checked(ctx: StepContext, batches, required: list[str], *, require_lab
     return data.load_batches(batches, ctx.paths, src, require_label=require_label, check=hard_breaks)
 
 
-def _as_of_time(ctx: StepContext, visible: list[data.Batch]) -> pd.Timestamp:
+def _as_of_time(ctx: StepContext) -> pd.Timestamp:
     cut = data.parse_as_of(ctx.as_of)
     return cut if cut is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
 
@@ -206,11 +206,11 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows)
     info = automl.metric_info(prof.training.eval_metric, predictor.problem_type)
     newest = windows.holdout[-1].path
-    perf_rows = [e for e in ctx.registry.evaluations(champion) if e["batch"] == newest]
-    perf_value = perf_rows[-1]["value"] if perf_rows else None
-    history = [e["value"] for e in _dedup_by_batch(ctx.registry.evaluations(champion))]
+    scored = _dedup_by_batch(ctx.registry.evaluations(champion))  # the champion's history, one row per batch
+    perf_value = next((e["value"] for e in scored if e["batch"] == newest), None)
+    history = [e["value"] for e in scored]
 
-    days = (_as_of_time(ctx, visible) - pd.Timestamp(meta["trained_at"]).tz_localize(None)).total_seconds() / 86400
+    days = (_as_of_time(ctx) - pd.Timestamp(meta["trained_at"]).tz_localize(None)).total_seconds() / 86400
     fired = [
         triggers.schedule_trigger(days, interval_days=prof.retraining_interval),
         triggers.drift_trigger(report.score, threshold=prof.drift_threshold,
