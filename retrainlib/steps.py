@@ -147,13 +147,19 @@ class DriftAnalysis:
         }
 
 
-def _load_checked(ctx: StepContext, batches, required: list[str], *, require_label: bool) -> pd.DataFrame:
-    """Load batches, stopping at a hard break (label or required column gone) named by its file."""
+def _load_checked(ctx: StepContext, batches, required: list[str], *, require_label: bool,
+                  per_batch: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Load batches, stopping at a hard break (label or required column gone) named by its file.
+
+    ``per_batch``, when given, also receives each file's own rows (for scoring batch by batch).
+    """
     src = ctx.profile.data
     label = src.label if require_label else None
 
     def hard_breaks(frame: pd.DataFrame, batch: data.Batch) -> None:
         quality.check_hard_breaks(frame, label=label, required=required, source=batch.path)
+        if per_batch is not None:
+            per_batch[batch.path] = frame
 
     return data.load_batches(batches, ctx.paths, src, require_label=require_label, check=hard_breaks)
 
@@ -190,7 +196,8 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
         return result
 
     reference = _load_checked(ctx, windows.reference, required, require_label=True)
-    current = _load_checked(ctx, windows.current, required, require_label=False)
+    current_batches: dict[str, pd.DataFrame] = {}
+    current = _load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
     q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
                        required=required, ignore_columns=src.ignore_columns, source="current window")
     report = drift.compare(reference[required], current[required], settings=prof.drift,
@@ -203,7 +210,7 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     cur_s = current.iloc[rng.permutation(len(current))[:5000]]
     pred = drift.prediction_drift(automl.predict_scores(predictor, ref_s[required]), automl.predict_scores(predictor, cur_s[required]))
 
-    evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows)
+    evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows, current_batches)
     info = automl.metric_info(prof.training.eval_metric, predictor.problem_type)
     newest = windows.holdout[-1].path
     scored = _dedup_by_batch(ctx.registry.evaluations(champion))  # the champion's history, one row per batch
@@ -246,7 +253,8 @@ def _dedup_by_batch(rows: list[dict]) -> list[dict]:
     return sorted(seen.values(), key=lambda r: r["batch_end"])
 
 
-def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows) -> list[dict]:
+def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
+                       frames: dict[str, pd.DataFrame]) -> list[dict]:
     """Score the champion on every labelled current batch it has not been scored on; persist the rows."""
     src, metric = ctx.profile.data, ctx.profile.training.eval_metric
     done = {e["batch"] for e in ctx.registry.evaluations(champion)}
@@ -255,7 +263,7 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
     for b in windows.current:
         if b.path in done or b.path in trained:
             continue
-        frame = data.load_batches([b], ctx.paths, src, require_label=False)
+        frame = frames[b.path]
         if src.label not in frame or frame[src.label].isna().all():
             continue  # no labels yet: say nothing rather than guess
         frame = frame[frame[src.label].notna()]
