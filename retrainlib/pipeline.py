@@ -64,10 +64,13 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
             "drift_score": (analyze.get("drift") or {}).get("score"),
         }
         manifest.outputs["decision"] = d
+        if analyze.get("performance"):
+            manifest.outputs["performance"] = analyze["performance"]
     if retrain and retrain.get("status") == "trained":
         manifest.challenger = retrain["challenger"]
         manifest.outputs["training"] = {
-            k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings")
+            k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings",
+                                                   "estimator")
         }
     if validate and validate.get("status") == "validated":
         manifest.metrics = validate.get("scores", {})

@@ -120,6 +120,11 @@ class TriggerSettings(_Section):
     degradation_delta: float = Field(default=0.005, ge=0.0, description="Page-Hinkley tolerance")
     degradation_lambda: float = Field(default=0.05, gt=0.0, description="Page-Hinkley alarm level")
     min_history: int = Field(default=5, ge=2)
+    performance_source: Literal["measured", "estimated", "both"] = Field(
+        default="measured",
+        description="what the performance and degradation triggers read: metrics measured on labels, "
+                    "label-free estimates (retrainlib.estimate), or both (either fires)",
+    )
 
     def resolved(self) -> tuple[str, tuple[str, ...]]:
         """(combine, triggers): a preset expands to its own combination."""

@@ -1018,3 +1018,38 @@ class Registry:
         """Recorded evaluations, oldest first; only ``version``'s when given."""
         rows = _read_lines(self._evaluations_file)
         return [r for r in rows if version is None or r.get("version") == version]
+
+    # ---- label-free estimates ----------------------------------------------------------------
+    @property
+    def _estimates_file(self) -> Path:
+        return self.path / "estimates.jsonl"
+
+    def estimator(self, name: str):
+        """Version ``name``'s label-free estimator (``estimator.json``, checksummed with the version), or None
+        when the version was registered without one."""
+        name = self._check_name(name)
+        path = self.path / name / "estimator.json"
+        if not path.is_file():
+            return None
+        self.verify(name)
+        from .estimate import Estimator
+
+        return Estimator.load(path)
+
+    def record_estimates(self, rows: Sequence[dict]) -> None:
+        """Append label-free estimates per batch to ``estimates.jsonl`` (``version``, ``batch``, ``metric``,
+        ``value``, ``low``, ``high``, ``n_rows``, ``reason``)."""
+        clean = [{"time": _now(), **dict(r)} for r in rows]
+        for i, r in enumerate(clean):
+            if "version" not in r or "batch" not in r:
+                raise RegistryError(f"estimate row {i} lacks version or batch; got {', '.join(sorted(r))}")
+        if not clean:
+            return
+        with self.write_lock():
+            self._recover_locked()
+            _append_lines(self._estimates_file, clean)
+
+    def estimates(self, version: str | None = None) -> list[dict]:
+        """Recorded label-free estimates, oldest first; only ``version``'s when given."""
+        rows = _read_lines(self._estimates_file)
+        return [r for r in rows if version is None or r.get("version") == version]

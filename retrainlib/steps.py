@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import automl, data, drift, quality, triggers
+from . import automl, data, drift, estimate, quality, triggers
 from .errors import RetrainError
 from .paths import Paths
 from .profiles import Profile, load_profile
@@ -130,6 +130,7 @@ class DriftAnalysis:
     target_drift: Any | None = None
     prediction_drift: Any | None = None
     champion: str | None = None
+    estimates: list[dict[str, Any]] = field(default_factory=list)
     reference: pd.DataFrame | None = field(default=None, repr=False)
     current: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -143,6 +144,7 @@ class DriftAnalysis:
             "prediction_drift": self.prediction_drift.to_dict() if self.prediction_drift is not None else None,
             "performance": self.performance,
             "evaluations": self.evaluations,
+            "estimates": self.estimates,
             "windows": self.windows.to_dict(),
         }
 
@@ -210,12 +212,15 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     cur_s = current.iloc[rng.permutation(len(current))[:5000]]
     pred = drift.prediction_drift(automl.predict_scores(predictor, ref_s[required]), automl.predict_scores(predictor, cur_s[required]))
 
-    evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows, current_batches)
+    estimates = _estimate_champion(ctx, predictor, champion, meta, windows, current_batches)
+    evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows, current_batches, estimates)
     info = automl.metric_info(prof.training.eval_metric, predictor.problem_type)
     newest = windows.holdout[-1].path
     scored = _dedup_by_batch(ctx.registry.evaluations(champion))  # the champion's history, one row per batch
     perf_value = next((e["value"] for e in scored if e["batch"] == newest), None)
-    history = [e["value"] for e in scored]
+    source = prof.triggers.performance_source
+    newest_estimate = estimates[-1] if estimates else None
+    history = _trigger_history(scored, estimates, source)
 
     days = (_as_of_time(ctx) - pd.Timestamp(meta["trained_at"]).tz_localize(None)).total_seconds() / 86400
     fired = [
@@ -223,10 +228,10 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
         triggers.drift_trigger(report.score, threshold=prof.drift_threshold,
                                joint_auc=report.multivariate.auc if report.multivariate else None,
                                joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
-        triggers.performance_trigger(perf_value, threshold=prof.performance_threshold,
-                                     metric=prof.training.eval_metric, greater_is_better=info.greater_is_better),
+        _performance(perf_value, newest, newest_estimate, source, prof, info),
         triggers.degradation_trigger(history, delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
-                                     min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better),
+                                     min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better,
+                                     source=source),
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
                                quality_passed=q.passed, quality_reason=_quality_reason(q))
@@ -234,9 +239,11 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
         decision = triggers.Decision(force, "retrain" if force else "no-retrain", decision.policy,
                                      (force_reason or f"forced: retrain={force}",), decision.triggers)
     performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
-                   "threshold": prof.performance_threshold, "history": history}
+                   "threshold": prof.performance_threshold, "history": history, "source": source,
+                   "measured_history": [{"batch": e["batch"], "batch_end": e["batch_end"], "value": e["value"]} for e in scored],
+                   "estimate": newest_estimate}
     result = DriftAnalysis(decision, q, report, windows, performance, evaluations, target, pred, champion,
-                           reference=reference, current=current)
+                           estimates=estimates, reference=reference, current=current)
     ctx.write("analyze", result.to_dict())
     return result
 
@@ -253,9 +260,78 @@ def _dedup_by_batch(rows: list[dict]) -> list[dict]:
     return sorted(seen.values(), key=lambda r: r["batch_end"])
 
 
-def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
+def _performance(measured: float | None, newest: str, newest_estimate: dict | None, source: str, prof: Profile,
+                 info) -> triggers.TriggerResult:
+    """The performance trigger on the profile's ``triggers.performance_source``."""
+    common = dict(threshold=prof.performance_threshold, metric=prof.training.eval_metric,
+                  greater_is_better=info.greater_is_better)
+    if source == "estimated":
+        e = newest_estimate or {}
+        if e.get("value") is None:
+            why = e.get("reason") or "no batch to estimate"
+            return triggers.TriggerResult("performance", None, prof.performance_threshold, False,
+                                          f"performance not estimated: {why}", source="estimated")
+        return triggers.performance_trigger(e["value"], **common, source="estimated", band=(e["low"], e["high"]),
+                                            batch=e["batch"])
+    if source == "both":
+        return triggers.performance_trigger(measured, **common, source="both", estimated=newest_estimate)
+    return triggers.performance_trigger(measured, **common)
+
+
+def _trigger_history(scored: list[dict], estimates: list[dict], source: str) -> list[float]:
+    """The degradation trigger's history: measured values, estimates, or measured where labels arrived
+    and estimated for the rest, oldest batch first."""
+    if source == "measured":
+        return [e["value"] for e in scored]
+    est = [e for e in estimates if e.get("value") is not None]
+    if source == "estimated":
+        return [e["value"] for e in est]
+    measured = {e["batch"]: e for e in scored}
+    rows = list(measured.values()) + [e for e in est if e["batch"] not in measured]
+    return [r["value"] for r in sorted(rows, key=lambda r: r["batch_end"])]
+
+
+def _estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
                        frames: dict[str, pd.DataFrame]) -> list[dict]:
-    """Score the champion on every labelled current batch it has not been scored on; persist the rows."""
+    """Estimate the champion's metric without labels on every current batch it did not train on.
+
+    An estimate is made once per batch, with labels hidden, and recorded in the registry
+    (``estimates.jsonl``); a later run reuses it, so when labels arrive the estimate made before
+    them is the one judged. A champion without a usable estimator gets rows that say why.
+    """
+    metric = ctx.profile.training.eval_metric
+    trained = {s["path"] for s in meta["slices"]}
+    todo = [b for b in windows.current if b.path not in trained]
+    if not todo:
+        return []
+    done = {e["batch"]: e for e in ctx.registry.estimates(champion)}
+    estimator = ctx.registry.estimator(champion) if any(b.path not in done for b in todo) else None
+    out, new = [], []
+    for b in todo:
+        if b.path in done:
+            out.append(done[b.path])
+            continue
+        frame = frames[b.path][meta["features"]]
+        if estimator is None:
+            e = estimate.unavailable(metric, f"champion {champion} has no estimator (registered before label-free "
+                                             "estimation, or without labelled holdout rows)", batch=b.path, n_rows=len(frame))
+        else:
+            e = estimator.estimate(automl.predict_scores(predictor, frame), frame, batch=b.path)
+        row = {"version": champion, "run_id": ctx.run_id, "batch_end": b.end, **e.to_dict()}
+        out.append(row)
+        new.append(row)
+    ctx.registry.record_estimates(new)
+    return out
+
+
+def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
+                       frames: dict[str, pd.DataFrame], estimates: list[dict] = ()) -> list[dict]:
+    """Score the champion on every labelled current batch it has not been scored on; persist the rows.
+
+    Where the batch was estimated before its labels arrived, the row also carries the estimator's
+    own accuracy (``estimate``: estimated, band, error, inside the band).
+    """
+    estimated = {e["batch"]: e for e in estimates}
     src, metric = ctx.profile.data, ctx.profile.training.eval_metric
     done = {e["batch"] for e in ctx.registry.evaluations(champion)}
     trained = {s["path"] for s in meta["slices"]}
@@ -271,6 +347,8 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
                              predictor.class_labels if predictor.problem_type != "regression" else None)
         rows.append({"time": dt.datetime.now(dt.timezone.utc).isoformat(), "run_id": ctx.run_id, "version": champion,
                      "batch": b.path, "batch_end": b.end, "metric": metric, "value": value, "n_rows": int(len(frame))})
+        if b.path in estimated:
+            rows[-1]["estimate"] = estimate.compare(estimated[b.path], value)
     if rows:
         ctx.registry.record_evaluations(rows)
     return rows
@@ -320,7 +398,10 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
         }
         lb = work / "leaderboard.csv"
         result.leaderboard.to_csv(lb, index=False)
-        version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id, extra_files={"leaderboard.csv": lb})
+        estimator = _fit_estimator(ctx, result.predictor_dir, windows, train_batches, list(result.features))
+        est_file = estimator.save(work / estimate.ESTIMATOR_FILE)
+        version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id,
+                                           extra_files={"leaderboard.csv": lb, estimate.ESTIMATOR_FILE: est_file})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = {
@@ -341,11 +422,37 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
         "resources": result.resources.to_dict(),
         "warnings": list(result.warnings),
         "version_bytes": version.size_bytes,
+        "estimator": estimator.summary(),
     }
     if fit_cache is not None:
         out["fit_cache"] = "reused" if fit_cache.last_hit else "computed"
     ctx.write("retrain", out)
     return out
+
+
+def _fit_estimator(ctx: StepContext, predictor_dir: Path, windows: data.Windows, train_batches, features: list[str]):
+    """The challenger's label-free estimator, calibrated on the labelled holdout rows it did not train on.
+
+    It is stored in the version folder (checksummed with it): when the version is promoted, its
+    estimator is promoted with it.
+    """
+    prof, src = ctx.profile, ctx.profile.data
+    predictor = automl.load_predictor(predictor_dir, strict=True)
+    problem_type, classes, _ = automl.model_facts(predictor)
+    holdout_b = data.batches_from_records([b.to_dict() for b in windows.holdout], ctx.paths)
+    holdout = data.load_batches(holdout_b, ctx.paths, src, require_label=False)
+    if src.label in holdout:
+        holdout = holdout[holdout[src.label].notna()]
+        y = holdout[src.label]
+    else:
+        holdout, y = holdout.iloc[:0], pd.Series([], dtype=float)
+    return estimate.fit_estimator(
+        problem_type=problem_type, metric=prof.training.eval_metric, y_true=y.to_numpy(),
+        scores=automl.predict_scores(predictor, holdout[features]) if len(holdout) else np.array([]),
+        features=holdout[features], classes=classes,
+        calibration_batches=[b.path for b in windows.holdout], trained_batches=[b.path for b in train_batches],
+        seed=prof.training.seed,
+    )
 
 
 # --------------------------------------------------------------------------- step 30

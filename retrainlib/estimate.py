@@ -1,0 +1,524 @@
+"""Label-free performance estimation: what the champion's metric probably is on a batch without labels.
+
+Two methods, one API (:func:`fit_estimator` → :class:`Estimator` → :meth:`Estimator.estimate` →
+:class:`Estimate`):
+
+* **classification** (binary, multiclass) — confidence-based estimation (CBPE): the champion's
+  probabilities are calibrated with isotonic regression (scikit-learn) on labelled rows the
+  champion did *not* train on; on a new batch each row's calibrated probability is the chance of
+  each label, so labels are drawn from them many times and the profile's metric is computed on
+  every draw. The mean is the estimate; the spread, with the calibration map itself re-fitted on
+  bootstrap samples, is the band.
+* **regression** — direct loss estimation (DLE): a small LightGBM (one thread) learns the
+  champion's absolute or squared error from the features and the prediction, on labelled rows
+  the champion did not train on; a batch's estimated MAE / RMSE / R² follows from the predicted
+  losses, the band from the out-of-fold error of that loss model.
+
+Both only see *covariate* shift: when the link between features and label changes (a concept
+change) the probabilities stay confident and the estimate stays where it was.
+
+Nothing is estimated silently: too little calibration data, a score that calibration cannot fix
+(cross-fitted calibration error above what sampling explains), or a batch too small yields an
+:class:`Estimate` with ``value=None`` and the reason.
+
+The estimator is plain JSON (isotonic thresholds, the LightGBM model text): it is written into the
+registry version it belongs to and checksummed with it.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> p = rng.uniform(0, 1, 2000); y = (rng.uniform(0, 1, 2000) < p).astype(int)
+>>> est = fit_estimator(problem_type="binary", metric="accuracy", y_true=y, scores=p, classes=[0, 1])
+>>> est.usable
+True
+>>> e = est.estimate(p[:1000])
+>>> abs(e.value - 0.75) < 0.03, e.low < e.value < e.high
+(True, True)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import EstimationError
+
+__all__ = [
+    "Estimate",
+    "Estimator",
+    "fit_estimator",
+    "unavailable",
+    "compare",
+    "ESTIMATOR_FILE",
+    "MIN_ROWS",
+    "MIN_BATCH_ROWS",
+]
+
+#: file name of the estimator inside a registry version folder
+ESTIMATOR_FILE = "estimator.json"
+#: fewest labelled calibration rows an estimator is fitted on
+MIN_ROWS = 200
+#: fewest rows of each class among the calibration rows (classification)
+MIN_CLASS_ROWS = 10
+#: fewest rows a batch needs to be estimated
+MIN_BATCH_ROWS = 30
+#: bootstrap re-fits of the calibration map (its uncertainty goes into the band)
+N_MAPS = 20
+#: label draws per batch
+N_DRAWS = 400
+#: the band's coverage
+CONFIDENCE = 0.95
+
+_BINARY_FAST = ("accuracy", "roc_auc", "f1", "log_loss", "balanced_accuracy", "precision", "recall")
+_MULTI_FAST = ("accuracy", "log_loss", "balanced_accuracy", "f1_macro")
+_REGRESSION = {
+    "mean_absolute_error": "absolute",
+    "root_mean_squared_error": "squared",
+    "mean_squared_error": "squared",
+    "r2": "squared",
+}
+_EPS = 1e-15
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The estimated metric of one batch, with its band; ``value`` is None when not estimated (``reason`` says why)."""
+
+    metric: str
+    value: float | None
+    low: float | None
+    high: float | None
+    n_rows: int
+    method: str
+    reason: str = ""
+    batch: str | None = None
+    source: str = "estimated"
+
+    @property
+    def estimated(self) -> bool:
+        return self.value is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Estimate":
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
+    def describe(self) -> str:
+        """``estimated roc_auc 0.712 (95% band 0.690–0.734, 1500 rows)`` or why not."""
+        if self.value is None:
+            return f"{self.metric} not estimated: {self.reason}"
+        return (f"estimated {self.metric} {self.value:.3f} ({CONFIDENCE:.0%} band {self.low:.3f}–{self.high:.3f}, "
+                f"{self.n_rows} rows)")
+
+
+def unavailable(metric: str, reason: str, *, batch: str | None = None, n_rows: int = 0, method: str = "none") -> Estimate:
+    """An estimate that was not made, and why."""
+    return Estimate(metric, None, None, None, int(n_rows), method, reason, batch)
+
+
+def compare(estimate: Estimate | dict, measured: float) -> dict[str, Any]:
+    """The estimator's own accuracy once labels arrive: estimate, measured, error, inside the band."""
+    e = estimate if isinstance(estimate, Estimate) else Estimate.from_dict(estimate)
+    if e.value is None:
+        return {"estimated": None, "measured": float(measured), "error": None, "in_band": None}
+    return {
+        "estimated": e.value,
+        "low": e.low,
+        "high": e.high,
+        "measured": float(measured),
+        "error": float(e.value - measured),
+        "in_band": bool(e.low <= measured <= e.high),
+    }
+
+
+# --------------------------------------------------------------------------- the estimator
+@dataclass
+class Estimator:
+    """A fitted label-free estimator of one model's metric (see the module docstring)."""
+
+    problem_type: str
+    metric: str
+    method: str  # 'cbpe' | 'dle'
+    classes: list | None
+    usable: bool
+    reason: str
+    calibration_rows: int
+    calibration_batches: list[str]
+    checks: dict[str, Any]
+    state: dict[str, Any] = field(repr=False)
+    seed: int = 0
+
+    # ---- persistence
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["format"] = 1
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Estimator":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), default=_json_default) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Estimator":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EstimationError(f"{path}: not a readable estimator ({type(exc).__name__}: {exc}); "
+                                  "re-register the version or estimate without it") from exc
+
+    def summary(self) -> dict[str, Any]:
+        """What a step JSON shows about the estimator (no model state)."""
+        return {"method": self.method, "metric": self.metric, "usable": self.usable, "reason": self.reason,
+                "calibration_rows": self.calibration_rows, "calibration_batches": self.calibration_batches,
+                "checks": self.checks}
+
+    # ---- estimation
+    def estimate(self, scores, features: pd.DataFrame | None = None, *, batch: str | None = None) -> Estimate:
+        """Estimate the metric of one batch from the model's scores (and, for regression, its features).
+
+        ``scores`` is what :func:`retrainlib.automl.predict_scores` returns: the positive-class
+        probability (binary), the class probabilities (multiclass) or the predictions (regression).
+        """
+        scores = np.asarray(scores, dtype=float)
+        n = int(len(scores))
+        if not self.usable:
+            return unavailable(self.metric, self.reason, batch=batch, n_rows=n, method=self.method)
+        if n < MIN_BATCH_ROWS:
+            return unavailable(self.metric, f"batch has {n} rows, fewer than {MIN_BATCH_ROWS}", batch=batch,
+                               n_rows=n, method=self.method)
+        if self.method == "cbpe":
+            value, low, high = _cbpe_estimate(self, scores)
+        else:
+            if features is None:
+                raise EstimationError("a regression estimate needs the batch's features (direct loss estimation)")
+            value, low, high = _dle_estimate(self, scores, features)
+        return Estimate(self.metric, _r(value), _r(low), _r(high), n, self.method, "", batch)
+
+
+def fit_estimator(
+    *,
+    problem_type: str,
+    metric: str,
+    y_true,
+    scores,
+    features: pd.DataFrame | None = None,
+    classes: Sequence | None = None,
+    calibration_batches: Sequence[str] = (),
+    trained_batches: Sequence[str] = (),
+    min_rows: int = MIN_ROWS,
+    seed: int = 0,
+) -> Estimator:
+    """Fit the estimator of ``metric`` for one model from labelled rows it did not train on.
+
+    ``calibration_batches`` names where the rows came from and ``trained_batches`` the model's
+    training slices: any overlap raises :class:`EstimationError` (an estimator calibrated on its own
+    training rows is over-confident). Too few rows, a class too rare, an unsupported metric, or a
+    score calibration cannot fix give an estimator with ``usable=False`` and the reason.
+    """
+    overlap = sorted(set(calibration_batches) & set(trained_batches))
+    if overlap:
+        raise EstimationError(
+            f"calibration batches {', '.join(overlap)} are among the model's training slices; calibrate only on "
+            "labelled batches the model did not train on (e.g. its validation holdout)"
+        )
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=float)
+    keep = ~pd.isna(y)
+    if features is not None:
+        features = features.reset_index(drop=True)[keep]
+    y, s = y[keep], s[keep]
+    method = "dle" if problem_type == "regression" else "cbpe"
+    base = dict(problem_type=problem_type, metric=metric, method=method,
+                classes=list(classes) if classes is not None else None,
+                calibration_rows=int(len(y)), calibration_batches=list(calibration_batches), seed=seed)
+
+    def refuse(reason: str, checks: dict | None = None) -> Estimator:
+        return Estimator(usable=False, reason=reason, checks=checks or {}, state={}, **base)
+
+    if len(y) < min_rows:
+        return refuse(f"{len(y)} labelled calibration rows the model did not train on, need {min_rows}")
+    if problem_type == "regression":
+        if metric not in _REGRESSION:
+            return refuse(f"metric {metric} cannot be estimated; direct loss estimation knows {', '.join(_REGRESSION)}")
+        if features is None:
+            raise EstimationError("direct loss estimation needs the calibration rows' features")
+        return _fit_dle(base, y.astype(float), s, features, seed)
+    if classes is None:
+        raise EstimationError("classification needs the model's class labels in its own order")
+    idx = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in pd.unique(y) if v not in idx})
+    if unknown:
+        raise EstimationError(f"calibration labels {', '.join(unknown[:5])} are not among the model's classes {list(classes)}")
+    yi = np.array([idx[v] for v in y])
+    counts = np.bincount(yi, minlength=len(classes))
+    if counts.min() < MIN_CLASS_ROWS:
+        rare = classes[int(counts.argmin())]
+        return refuse(f"class {rare!r} has {int(counts.min())} calibration rows, need {MIN_CLASS_ROWS}")
+    if problem_type == "binary" and metric not in _BINARY_FAST or problem_type == "multiclass" and metric not in _MULTI_FAST:
+        known = _BINARY_FAST if problem_type == "binary" else _MULTI_FAST
+        return refuse(f"metric {metric} cannot be estimated for {problem_type}; CBPE here knows {', '.join(known)}")
+    return _fit_cbpe(base, yi, s, seed)
+
+
+# --------------------------------------------------------------------------- CBPE
+def _isotonic(x: np.ndarray, y: np.ndarray) -> dict[str, list]:
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
+    return {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+
+
+def _apply(m: dict[str, list], x: np.ndarray) -> np.ndarray:
+    return np.interp(x, m["x"], m["y"])
+
+
+def _as_matrix(s: np.ndarray, k: int) -> np.ndarray:
+    """Class-probability matrix (n, k) from binary positive-class scores or multiclass rows."""
+    return np.column_stack([1 - s, s]) if s.ndim == 1 else s.reshape(len(s), k)
+
+
+def _calibrate(maps: list[dict], P: np.ndarray) -> np.ndarray:
+    """One-vs-rest isotonic maps applied and renormalised (binary: the positive class only)."""
+    if len(maps) == 1:
+        p1 = _apply(maps[0], P[:, 1])
+        return np.column_stack([1 - p1, p1])
+    Q = np.column_stack([_apply(m, P[:, j]) for j, m in enumerate(maps)])
+    Q = np.clip(Q, 1e-6, None)
+    return Q / Q.sum(axis=1, keepdims=True)
+
+
+def _fit_maps(P: np.ndarray, yi: np.ndarray) -> list[dict]:
+    k = P.shape[1]
+    cols = [1] if k == 2 else range(k)
+    return [_isotonic(P[:, j], (yi == j).astype(float)) for j in cols]
+
+
+def _ece(P: np.ndarray, Q: np.ndarray, yi: np.ndarray, bins: int = 10) -> float:
+    """Calibration error conditional on the raw score: rows binned by the model's own probability of
+    each class (equal-frequency bins), the calibrated probability against the observed share, weighted
+    by rows and averaged over classes (binary: the positive class only)."""
+    cols = [1] if P.shape[1] == 2 else range(P.shape[1])
+    errs = []
+    for j in cols:
+        order = np.argsort(P[:, j], kind="stable")
+        hit = (yi == j).astype(float)
+        err = sum(len(part) * abs(Q[part, j].mean() - hit[part].mean()) for part in np.array_split(order, bins) if len(part))
+        errs.append(err / len(yi))
+    return float(np.mean(errs))
+
+
+def _draw_labels(Q: np.ndarray, rng: np.random.Generator, draws: int) -> np.ndarray:
+    """(draws, n) class indices drawn row by row from the probabilities ``Q``."""
+    cum = np.cumsum(Q, axis=1)
+    u = rng.random((draws, len(Q), 1))
+    return (u > cum[None, :, :-1]).sum(axis=2)
+
+
+def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator:
+    k = len(base["classes"])
+    P = _as_matrix(s, k)
+    rng = np.random.default_rng(seed)
+    maps = _fit_maps(P, yi)
+    boot = []
+    for _ in range(N_MAPS):
+        take = rng.integers(0, len(yi), len(yi))
+        boot.append(_fit_maps(P[take], yi[take]))
+    # cross-fitted check: calibrate on one half, measure on the other, against what sampling alone gives
+    perm = rng.permutation(len(yi))
+    halves = np.array_split(perm, 2)
+    ece_raw = _ece(P, P, yi)
+    ece_cal, null = [], []
+    for a, b in (halves, halves[::-1]):
+        Qb = _calibrate(_fit_maps(P[a], yi[a]), P[b])
+        ece_cal.append(_ece(P[b], Qb, yi[b]))
+        null.extend(_ece(P[b], Qb, y_sim) for y_sim in _draw_labels(Qb, rng, 100))
+    ece_after = float(np.mean(ece_cal))
+    limit = float(np.quantile(null, 0.99)) * 1.5
+    checks = {"ece_raw": round(ece_raw, 4), "ece_calibrated": round(ece_after, 4),
+              "ece_limit": round(limit, 4), "calibration": "isotonic, one-vs-rest" if k > 2 else "isotonic"}
+    state = {"maps": maps, "bootstrap": boot}
+    if ece_after > limit:
+        return Estimator(usable=False, checks=checks, state=state, reason=(
+            f"miscalibrated: after isotonic calibration the model's probabilities still miss the labels by "
+            f"{ece_after:.3f} (expected calibration error, cross-fitted), more than sampling explains "
+            f"({limit:.3f}); its scores do not order the risk, so an estimate would be a guess"), **base)
+    return Estimator(usable=True, reason="", checks=checks, state=state, **base)
+
+
+def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
+    k = len(est.classes)
+    P = _as_matrix(s, k)
+    rng = np.random.default_rng(est.seed)
+    point = _metric_draws(est.problem_type, est.metric, P, _draw_labels(_calibrate(est.state["maps"], P), rng, N_DRAWS))
+    boot = est.state["bootstrap"]
+    per = max(1, N_DRAWS // len(boot))
+    spread = np.concatenate([
+        _metric_draws(est.problem_type, est.metric, P, _draw_labels(_calibrate(m, P), rng, per)) for m in boot
+    ])
+    a = (1 - CONFIDENCE) / 2
+    return float(np.nanmean(point)), float(np.nanquantile(spread, a)), float(np.nanquantile(spread, 1 - a))
+
+
+def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """The metric for each row of drawn labels ``Y`` (draws, n), vectorised."""
+    n = P.shape[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if problem_type == "binary":
+            p = P[:, 1]
+            yhat = (p >= 0.5).astype(float)
+            pos = Y.sum(axis=1).astype(float)
+            tp = Y @ yhat
+            fp = yhat.sum() - tp
+            fn = pos - tp
+            tn = n - pos - fp
+            if metric == "accuracy":
+                return (tp + tn) / n
+            if metric == "roc_auc":
+                from scipy.stats import rankdata
+
+                ranks = rankdata(p)
+                return (Y @ ranks - pos * (pos + 1) / 2) / (pos * (n - pos))
+            if metric == "f1":
+                return 2 * tp / (2 * tp + fp + fn)
+            if metric == "precision":
+                return tp / (tp + fp)
+            if metric == "recall":
+                return tp / pos
+            if metric == "balanced_accuracy":
+                return (tp / pos + tn / (n - pos)) / 2
+            if metric == "log_loss":
+                pc = np.clip(p, _EPS, 1 - _EPS)
+                return -(Y @ np.log(pc) + (1 - Y) @ np.log(1 - pc)) / n
+        else:
+            yhat = P.argmax(axis=1)
+            if metric == "accuracy":
+                return (Y == yhat).mean(axis=1)
+            if metric == "log_loss":
+                logp = np.log(np.clip(P, _EPS, 1))
+                return -np.take_along_axis(np.broadcast_to(logp, (len(Y), *logp.shape)), Y[..., None], 2)[..., 0].mean(axis=1)
+            k = P.shape[1]
+            recalls, f1s = [], []
+            for c in range(k):
+                is_c = Y == c
+                pred_c = yhat == c
+                tp = (is_c & pred_c).sum(axis=1).astype(float)
+                support = is_c.sum(axis=1)
+                recalls.append(tp / support)
+                f1s.append(2 * tp / (support + pred_c.sum()))
+            if metric == "balanced_accuracy":
+                return np.nanmean(np.vstack(recalls), axis=0)
+            if metric == "f1_macro":
+                return np.nanmean(np.vstack(f1s), axis=0)
+    raise EstimationError(f"metric {metric} has no estimator for {problem_type}")  # fit_estimator refuses it first
+
+
+# --------------------------------------------------------------------------- DLE
+_DLE_PARAMS = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 20,
+               "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1, "lambda_l2": 1.0,
+               "num_threads": 1, "verbose": -1, "deterministic": True, "force_row_wise": True}
+_DLE_ROUNDS = 150
+
+
+def _dle_frame(features: pd.DataFrame, prediction: np.ndarray, categories: dict[str, list]) -> pd.DataFrame:
+    X = pd.DataFrame(index=range(len(features)))
+    for c in features.columns:
+        col = features[c].reset_index(drop=True)
+        if c in categories:
+            X[c] = pd.Categorical(col.astype("string").astype(object), categories=categories[c])
+        elif pd.api.types.is_datetime64_any_dtype(col):
+            X[c] = col.astype("int64", errors="ignore").astype(float)
+        else:
+            X[c] = pd.to_numeric(col, errors="coerce").astype(float)
+    X["__prediction__"] = np.asarray(prediction, dtype=float)
+    return X
+
+
+def _categories(features: pd.DataFrame) -> dict[str, list]:
+    out = {}
+    for c in features.columns:
+        col = features[c]
+        if col.dtype == object or isinstance(col.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(col) \
+                or pd.api.types.is_bool_dtype(col):
+            out[c] = sorted(col.dropna().astype("string").astype(object).unique().tolist())
+    return out
+
+
+def _loss(kind: str, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return np.abs(y - pred) if kind == "absolute" else (y - pred) ** 2
+
+
+def _train_lgb(X: pd.DataFrame, target: np.ndarray, seed: int):
+    import lightgbm as lgb
+
+    params = {**_DLE_PARAMS, "seed": seed}
+    return lgb.train(params, lgb.Dataset(X, target, free_raw_data=True), num_boost_round=_DLE_ROUNDS)
+
+
+def _fit_dle(base: dict, y: np.ndarray, pred: np.ndarray, features: pd.DataFrame, seed: int) -> Estimator:
+    kind = _REGRESSION[base["metric"]]
+    cats = _categories(features)
+    X = _dle_frame(features, pred, cats)
+    loss = _loss(kind, y, pred)
+    rng = np.random.default_rng(seed)
+    folds = np.array_split(rng.permutation(len(y)), 2)
+    oof = np.empty(len(y))
+    for a, b in (folds, folds[::-1]):
+        oof[b] = np.clip(_train_lgb(X.iloc[a], loss[a], seed).predict(X.iloc[b]), 0, None)
+    resid = loss - oof
+    booster = _train_lgb(X, loss, seed)
+    skill = 1 - float(np.mean(resid ** 2)) / float(np.var(loss)) if np.var(loss) > 0 else 0.0
+    checks = {"loss": kind, "loss_model_r2": round(skill, 4), "resid_sd": float(np.std(resid)),
+              "bias": float(np.mean(resid)), "mean_loss": float(np.mean(loss))}
+    state = {"model": booster.model_to_string(), "categories": cats, "columns": list(features.columns), "kind": kind}
+    return Estimator(usable=True, reason="", checks=checks, state=state, **base)
+
+
+def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame) -> tuple[float, float, float]:
+    import lightgbm as lgb
+
+    st = est.state
+    missing = [c for c in st["columns"] if c not in features.columns]
+    if missing:
+        raise EstimationError(f"the batch lacks the estimator's feature columns {', '.join(missing[:5])}")
+    booster = lgb.Booster(model_str=st["model"])
+    X = _dle_frame(features[st["columns"]], pred, st["categories"])
+    losses = np.clip(booster.predict(X, num_threads=1), 0, None)
+    n = len(losses)
+    mean = float(losses.mean())
+    z = 1.959963984540054
+    half = z * est.checks["resid_sd"] / math.sqrt(n) + abs(est.checks["bias"])
+    lo, hi = max(mean - half, 0.0), mean + half
+    metric = est.metric
+    if metric == "mean_absolute_error" or metric == "mean_squared_error":
+        return mean, lo, hi
+    if metric == "root_mean_squared_error":
+        return math.sqrt(mean), math.sqrt(lo), math.sqrt(hi)
+    var_pred = float(np.var(pred))  # r2: Var(y) ≈ Var(prediction) + MSE (errors uncorrelated with predictions)
+    r2 = lambda mse: 1 - mse / (var_pred + mse) if var_pred + mse > 0 else float("nan")  # noqa: E731
+    return r2(mean), r2(hi), r2(lo)
+
+
+def _r(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 6)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
