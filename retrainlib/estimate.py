@@ -69,9 +69,9 @@ MIN_CLASS_ROWS = 10
 #: fewest rows a batch needs to be estimated
 MIN_BATCH_ROWS = 30
 #: bootstrap re-fits of the calibration map (its uncertainty goes into the band)
-N_MAPS = 20
-#: label draws per batch
-N_DRAWS = 400
+N_MAPS = 10
+#: label draws per batch (for the sampling spread)
+N_DRAWS = 100
 #: the band's coverage
 CONFIDENCE = 0.95
 
@@ -158,9 +158,9 @@ class Estimator:
 
     # ---- persistence
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["format"] = 1
-        return d
+        return json.loads(json.dumps(d, default=_json_default))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Estimator":
@@ -307,25 +307,35 @@ def _fit_maps(P: np.ndarray, yi: np.ndarray) -> list[dict]:
     return [_isotonic(P[:, j], (yi == j).astype(float)) for j in cols]
 
 
-def _ece(P: np.ndarray, Q: np.ndarray, yi: np.ndarray, bins: int = 10) -> float:
-    """Calibration error conditional on the raw score: rows binned by the model's own probability of
-    each class (equal-frequency bins), the calibrated probability against the observed share, weighted
-    by rows and averaged over classes (binary: the positive class only)."""
+def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Calibration error conditional on the raw score, for each row of labels ``Y`` (draws, n).
+
+    Rows are binned by the model's own probability of each class (equal-frequency bins); in each bin
+    the calibrated probability is compared with the observed share, weighted by rows, averaged over
+    classes (binary: the positive class only).
+    """
+    n = P.shape[0]
     cols = [1] if P.shape[1] == 2 else range(P.shape[1])
-    errs = []
+    total = np.zeros(len(Y))
     for j in cols:
-        order = np.argsort(P[:, j], kind="stable")
-        hit = (yi == j).astype(float)
-        err = sum(len(part) * abs(Q[part, j].mean() - hit[part].mean()) for part in np.array_split(order, bins) if len(part))
-        errs.append(err / len(yi))
-    return float(np.mean(errs))
+        bin_of = np.empty(n, dtype=int)
+        for b, part in enumerate(np.array_split(np.argsort(P[:, j], kind="stable"), bins)):
+            bin_of[part] = b
+        B = np.zeros((n, bins))
+        B[np.arange(n), bin_of] = 1.0
+        observed = (Y == j).astype(float) @ B
+        expected = Q[:, j] @ B
+        total += np.abs(expected[None, :] - observed).sum(axis=1) / n
+    return total / len(cols)
 
 
 def _draw_labels(Q: np.ndarray, rng: np.random.Generator, draws: int) -> np.ndarray:
     """(draws, n) class indices drawn row by row from the probabilities ``Q``."""
-    cum = np.cumsum(Q, axis=1)
-    u = rng.random((draws, len(Q), 1))
-    return (u > cum[None, :, :-1]).sum(axis=2)
+    u = rng.random((draws, len(Q)), dtype=np.float32)
+    if Q.shape[1] == 2:
+        return (u < Q[:, 1].astype(np.float32)).astype(np.float32)
+    cum = np.cumsum(Q, axis=1).astype(np.float32)
+    return (u[:, :, None] > cum[None, :, :-1]).sum(axis=2)
 
 
 def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator:
@@ -333,23 +343,33 @@ def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator
     P = _as_matrix(s, k)
     rng = np.random.default_rng(seed)
     maps = _fit_maps(P, yi)
-    boot = []
-    for _ in range(N_MAPS):
-        take = rng.integers(0, len(yi), len(yi))
-        boot.append(_fit_maps(P[take], yi[take]))
-    # cross-fitted check: calibrate on one half, measure on the other, against what sampling alone gives
+    # cross-fitted check: calibrate on one half, measure on the other, against what sampling alone gives.
+    # Where the model's own probabilities are already as well calibrated on held-out rows, they are kept
+    # (an isotonic step function fitted to few rows only adds noise), as NannyML's CBPE does.
     perm = rng.permutation(len(yi))
     halves = np.array_split(perm, 2)
-    ece_raw = _ece(P, P, yi)
-    ece_cal, null = [], []
+    raw, cal, null_raw, null_cal = [], [], [], []
     for a, b in (halves, halves[::-1]):
         Qb = _calibrate(_fit_maps(P[a], yi[a]), P[b])
-        ece_cal.append(_ece(P[b], Qb, yi[b]))
-        null.extend(_ece(P[b], Qb, y_sim) for y_sim in _draw_labels(Qb, rng, 100))
-    ece_after = float(np.mean(ece_cal))
-    limit = float(np.quantile(null, 0.99)) * 1.5
-    checks = {"ece_raw": round(ece_raw, 4), "ece_calibrated": round(ece_after, 4),
-              "ece_limit": round(limit, 4), "calibration": "isotonic, one-vs-rest" if k > 2 else "isotonic"}
+        cal.append(float(_ece(P[b], Qb, yi[b][None, :])[0]))
+        raw.append(float(_ece(P[b], P[b], yi[b][None, :])[0]))
+        null_cal.extend(_ece(P[b], Qb, _draw_labels(Qb, rng, 100)).tolist())
+        null_raw.extend(_ece(P[b], P[b], _draw_labels(P[b], rng, 100)).tolist())
+    ece_raw, ece_cal = float(np.mean(raw)), float(np.mean(cal))
+    keep_raw = ece_raw <= ece_cal
+    ece_after = ece_raw if keep_raw else ece_cal
+    limit = float(np.quantile(null_raw if keep_raw else null_cal, 0.99)) * 1.5
+    if keep_raw:
+        identity = [{"x": [0.0, 1.0], "y": [0.0, 1.0]} for _ in maps]
+        maps, boot, how = identity, [], "none: the model's own probabilities are as well calibrated on held-out rows"
+    else:
+        how = "isotonic, one-vs-rest" if k > 2 else "isotonic"
+        boot = []
+        for _ in range(N_MAPS):
+            take = rng.integers(0, len(yi), len(yi))
+            boot.append(_fit_maps(P[take], yi[take]))
+    checks = {"ece_raw": round(ece_raw, 4), "ece_calibrated": round(ece_cal, 4),
+              "ece_limit": round(limit, 4), "calibration": how}
     state = {"maps": maps, "bootstrap": boot}
     if ece_after > limit:
         return Estimator(usable=False, checks=checks, state=state, reason=(
@@ -360,26 +380,110 @@ def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator
 
 
 def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
+    """Point: the metric's expectation under the calibrated probabilities (closed form where there is
+    one, else the mean of label draws). Band: normal, from the sampling variance of the metric when the
+    labels are drawn from those probabilities (closed form where there is one, else from draws) plus
+    the variance of the expectation across the bootstrap re-fits of the calibration map."""
     k = len(est.classes)
     P = _as_matrix(s, k)
     rng = np.random.default_rng(est.seed)
-    point = _metric_draws(est.problem_type, est.metric, P, _draw_labels(_calibrate(est.state["maps"], P), rng, N_DRAWS))
-    boot = est.state["bootstrap"]
-    per = max(1, N_DRAWS // len(boot))
-    spread = np.concatenate([
-        _metric_draws(est.problem_type, est.metric, P, _draw_labels(_calibrate(m, P), rng, per)) for m in boot
-    ])
-    a = (1 - CONFIDENCE) / 2
-    return float(np.nanmean(point)), float(np.nanquantile(spread, a)), float(np.nanquantile(spread, 1 - a))
+    order = np.argsort(-P[:, 1], kind="stable") if est.problem_type == "binary" and est.metric == "roc_auc" else None
+    Q = _calibrate(_maps(est, "maps"), P)
+    point = _expected(est.problem_type, est.metric, P, Q, order)
+    var = _sampling_variance(est.problem_type, est.metric, P, Q, point)
+    if point is None or var is None:
+        ranks = None
+        if order is not None:
+            from scipy.stats import rankdata
+
+            ranks = rankdata(P[:, 1]).astype(np.float32)
+        draws = _metric_draws(est.problem_type, est.metric, P, _draw_labels(Q, rng, N_DRAWS), ranks)
+        point = float(np.nanmean(draws)) if point is None else point
+        var = float(np.nanvar(draws))
+    spread = [_expected(est.problem_type, est.metric, P, _calibrate(m, P), order) for m in _maps(est, "bootstrap")]
+    spread = [v for v in spread if v is not None]
+    sd = math.sqrt(var + (float(np.var(spread)) if spread else 0.0))
+    z = 1.959963984540054
+    return point, point - z * sd, point + z * sd
 
 
-def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray) -> np.ndarray:
+def _sampling_variance(problem_type: str, metric: str, P: np.ndarray, Q: np.ndarray, point: float | None) -> float | None:
+    """Variance of the metric over label draws from ``Q``, in closed form where there is one."""
+    if point is None:
+        return None
+    n = P.shape[0]
+    if metric == "accuracy":
+        yhat = P.argmax(axis=1)
+        c = Q[np.arange(n), yhat]
+        return float((c * (1 - c)).sum() / n ** 2)
+    if problem_type != "binary":
+        return None
+    q = Q[:, 1]
+    if metric == "log_loss":
+        pc = np.clip(P[:, 1], _EPS, 1 - _EPS)
+        return float((q * (1 - q) * (np.log(pc) - np.log(1 - pc)) ** 2).sum() / n ** 2)
+    if metric == "roc_auc":  # Hanley & McNeil (1982) at the expected class sizes
+        a, n1 = point, float(q.sum())
+        n0 = n - n1
+        if n1 < 1 or n0 < 1:
+            return None
+        q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+        return float((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    return None
+
+
+def _maps(est: Estimator, key: str):
+    """The calibration maps as arrays, converted once per estimator."""
+    cache = est.__dict__.setdefault("_arrays", {})
+    if key not in cache:
+        as_arrays = lambda ms: [{"x": np.asarray(m["x"]), "y": np.asarray(m["y"])} for m in ms]  # noqa: E731
+        cache[key] = as_arrays(est.state["maps"]) if key == "maps" else [as_arrays(b) for b in est.state["bootstrap"]]
+    return cache[key]
+
+
+def _expected(problem_type: str, metric: str, P: np.ndarray, Q: np.ndarray, order: np.ndarray | None) -> float | None:
+    """The metric's expectation in closed form (ratios of expected counts), or None where there is none here."""
+    n = P.shape[0]
+    if problem_type != "binary":
+        yhat = P.argmax(axis=1)
+        if metric == "accuracy":
+            return float(Q[np.arange(n), yhat].mean())
+        if metric == "log_loss":
+            return float(-(Q * np.log(np.clip(P, _EPS, 1))).sum(axis=1).mean())
+        return None
+    q, p = Q[:, 1], P[:, 1]
+    yhat = p >= 0.5
+    tp, fp = q[yhat].sum(), (1 - q[yhat]).sum()
+    fn, tn = q[~yhat].sum(), (1 - q[~yhat]).sum()
+    pos, neg = tp + fn, fp + tn
+    if metric == "accuracy":
+        return float((tp + tn) / n)
+    if metric == "f1":
+        return float(2 * tp / (2 * tp + fp + fn))
+    if metric == "precision":
+        return float(tp / (tp + fp)) if tp + fp > 0 else None
+    if metric == "recall":
+        return float(tp / pos)
+    if metric == "balanced_accuracy":
+        return float((tp / pos + tn / neg) / 2)
+    if metric == "log_loss":
+        pc = np.clip(p, _EPS, 1 - _EPS)
+        return float(-(q * np.log(pc) + (1 - q) * np.log(1 - pc)).mean())
+    if metric == "roc_auc":  # expected ROC curve from the calibrated probabilities, rows by falling score
+        qo = q[order]
+        tpr = np.concatenate([[0.0], np.cumsum(qo) / pos])
+        fpr = np.concatenate([[0.0], np.cumsum(1 - qo) / neg])
+        return float(np.trapezoid(tpr, fpr))
+    return None
+
+
+def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
     """The metric for each row of drawn labels ``Y`` (draws, n), vectorised."""
     n = P.shape[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         if problem_type == "binary":
             p = P[:, 1]
-            yhat = (p >= 0.5).astype(float)
+            yhat = (p >= 0.5).astype(np.float32)
             pos = Y.sum(axis=1).astype(float)
             tp = Y @ yhat
             fp = yhat.sum() - tp
@@ -388,9 +492,10 @@ def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray) 
             if metric == "accuracy":
                 return (tp + tn) / n
             if metric == "roc_auc":
-                from scipy.stats import rankdata
+                if ranks is None:
+                    from scipy.stats import rankdata
 
-                ranks = rankdata(p)
+                    ranks = rankdata(p)
                 return (Y @ ranks - pos * (pos + 1) / 2) / (pos * (n - pos))
             if metric == "f1":
                 return 2 * tp / (2 * tp + fp + fn)
@@ -402,7 +507,8 @@ def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray) 
                 return (tp / pos + tn / (n - pos)) / 2
             if metric == "log_loss":
                 pc = np.clip(p, _EPS, 1 - _EPS)
-                return -(Y @ np.log(pc) + (1 - Y) @ np.log(1 - pc)) / n
+                l1, l0 = -np.log(pc), -np.log(1 - pc)
+                return (Y @ (l1 - l0) + l0.sum()) / n
         else:
             yhat = P.argmax(axis=1)
             if metric == "accuracy":
@@ -476,14 +582,16 @@ def _fit_dle(base: dict, y: np.ndarray, pred: np.ndarray, features: pd.DataFrame
     rng = np.random.default_rng(seed)
     folds = np.array_split(rng.permutation(len(y)), 2)
     oof = np.empty(len(y))
-    for a, b in (folds, folds[::-1]):
-        oof[b] = np.clip(_train_lgb(X.iloc[a], loss[a], seed).predict(X.iloc[b]), 0, None)
+    models = []
+    for a, b in (folds, folds[::-1]):  # two cross-fitted halves: their out-of-fold error is the band,
+        booster = _train_lgb(X.iloc[a], loss[a], seed)  # their average the estimator
+        oof[b] = np.clip(booster.predict(X.iloc[b]), 0, None)
+        models.append(booster.model_to_string())
     resid = loss - oof
-    booster = _train_lgb(X, loss, seed)
     skill = 1 - float(np.mean(resid ** 2)) / float(np.var(loss)) if np.var(loss) > 0 else 0.0
     checks = {"loss": kind, "loss_model_r2": round(skill, 4), "resid_sd": float(np.std(resid)),
               "bias": float(np.mean(resid)), "mean_loss": float(np.mean(loss))}
-    state = {"model": booster.model_to_string(), "categories": cats, "columns": list(features.columns), "kind": kind}
+    state = {"models": models, "categories": cats, "columns": list(features.columns), "kind": kind}
     return Estimator(usable=True, reason="", checks=checks, state=state, **base)
 
 
@@ -494,9 +602,11 @@ def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame) -> t
     missing = [c for c in st["columns"] if c not in features.columns]
     if missing:
         raise EstimationError(f"the batch lacks the estimator's feature columns {', '.join(missing[:5])}")
-    booster = lgb.Booster(model_str=st["model"])
     X = _dle_frame(features[st["columns"]], pred, st["categories"])
-    losses = np.clip(booster.predict(X, num_threads=1), 0, None)
+    if "_boosters" not in est.__dict__:  # parsed once per estimator
+        est.__dict__["_boosters"] = [lgb.Booster(model_str=m) for m in st["models"]]
+    boosters = est.__dict__["_boosters"]
+    losses = np.clip(np.mean([b.predict(X, num_threads=1) for b in boosters], axis=0), 0, None)
     n = len(losses)
     mean = float(losses.mean())
     z = 1.959963984540054

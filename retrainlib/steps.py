@@ -539,14 +539,8 @@ def drift_figures(ctx: StepContext, analysis: DriftAnalysis) -> list:
         fig = drift.plot_distributions(analysis.reference, analysis.current, analysis.drift, top=4)
         ctx.save_figure(fig, "10-distributions")
         figs.append(fig)
-        if analysis.performance and analysis.performance["history"]:
-            fig, ax = plt.subplots(figsize=(8, 3))
-            hist = analysis.performance["history"]
-            ax.plot(range(1, len(hist) + 1), hist, marker="o", label=f"champion {analysis.performance['metric']}")
-            ax.axhline(analysis.performance["threshold"], color="red", linestyle="--", label="performance_threshold")
-            ax.set_xlabel("evaluated batch (oldest → newest)")
-            ax.set_title("Champion performance history")
-            ax.legend()
+        if analysis.performance and (analysis.performance.get("measured_history") or analysis.estimates):
+            fig = performance_figure(analysis.performance, analysis.estimates)
             ctx.save_figure(fig, "10-performance-history")
             figs.append(fig)
     else:
@@ -561,6 +555,35 @@ def drift_figures(ctx: StepContext, analysis: DriftAnalysis) -> list:
         ctx.save_figure(fig, "10-training-window")
         figs.append(fig)
     return figs
+
+
+def performance_figure(performance: dict[str, Any], estimates: list[dict[str, Any]]):
+    """The champion's metric per batch: measured where labels exist, estimated with its 95% band where
+    they do not yet (and, for comparison, where they do)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    metric = performance["metric"]
+    est = [e for e in estimates if e.get("value") is not None]
+    if est:
+        t = pd.to_datetime([e["batch_end"] for e in est])
+        ax.fill_between(t, [e["low"] for e in est], [e["high"] for e in est], color="#ff7f0e", alpha=0.2, label="95% band")
+        ax.plot(t, [e["value"] for e in est], color="#ff7f0e", marker="o", markerfacecolor="white", linestyle="--",
+                label=f"estimated {metric} (no labels)")
+    measured = performance.get("measured_history") or []
+    if measured:
+        ax.plot(pd.to_datetime([m["batch_end"] for m in measured]), [m["value"] for m in measured], color="#1f77b4",
+                marker="o", label=f"measured {metric} (labels)")
+    ax.axhline(performance["threshold"], color="red", linestyle=":", label="performance_threshold")
+    unestimated = [e for e in estimates if e.get("value") is None]
+    title = f"Champion {metric}: measured vs estimated (trigger source: {performance.get('source', 'measured')})"
+    if unestimated:
+        title += f"\nnot estimated: {unestimated[-1]['reason'][:90]}"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("batch end")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
 
 
 def training_figures(ctx: StepContext, outcome: dict[str, Any]) -> list:

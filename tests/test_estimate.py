@@ -213,3 +213,29 @@ def test_the_performance_trigger_names_its_source_and_band():
     assert "estimated evaluations" in d.reason
     kept = triggers.decide([e], combine="any", use=("performance",), policy="any", quality_passed=True)
     assert kept.triggers[0].source == "estimated"
+
+
+def test_the_report_timeline_shows_measured_and_estimated_performance_with_its_band():
+    from retrainlib.report import champion_plot
+
+    rows = [
+        {"run_id": "a", "model": "m", "time": "2024-01-14", "metric": "roc_auc", "champion_metric": 0.78,
+         "outcome": "no-retrain-needed", "estimated_metric": 0.77, "estimated_band": [0.74, 0.80]},
+        {"run_id": "b", "model": "m", "time": "2024-01-21", "metric": "roc_auc", "champion_metric": None,
+         "outcome": "no-retrain-needed", "estimated_metric": 0.71, "estimated_band": [0.68, 0.74]},
+    ]
+    svg = champion_plot(rows)
+    assert "b: estimated roc_auc=0.7100 (95% band 0.6800–0.7400)" in svg
+    assert "a: measured roc_auc=0.7800" in svg and "○ estimated without labels" in svg
+
+
+def test_the_performance_figure_draws_measured_and_estimated_series():
+    from retrainlib.steps import performance_figure
+
+    perf = {"metric": "roc_auc", "threshold": 0.75, "source": "both",
+            "measured_history": [{"batch": "w1", "batch_end": "2024-01-07", "value": 0.8}]}
+    est = [{"batch": "w1", "batch_end": "2024-01-07", "value": 0.79, "low": 0.76, "high": 0.82},
+           {"batch": "w2", "batch_end": "2024-01-14", "value": 0.72, "low": 0.69, "high": 0.75}]
+    fig = performance_figure(perf, est)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["95% band", "estimated roc_auc (no labels)", "measured roc_auc (labels)", "performance_threshold"]
