@@ -224,7 +224,7 @@ def main(argv=None) -> None:
     from retrainlib import automl
 
     automl.pin_threads(1)
-    import lightgbm, scipy.stats, sklearn.isotonic  # noqa: F401,E401 - imported before timing, as NannyML is in its process
+    import lightgbm, scipy.optimize, scipy.stats  # noqa: F401,E401 - imported before timing, as NannyML is in its process
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-estimate-") as tmp:
         for name in args.streams:
