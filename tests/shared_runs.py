@@ -91,7 +91,7 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def retrain(home: Path, *args: str, log: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def retrain(home: Path, *args: str, log: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """``retrain <args> --home <home>`` in a child process; stdout and stderr appended to ``log``."""
     with open(log, "ab") as out:
         return subprocess.run([sys.executable, "-m", "retrainlib.cli", *args, "--home", str(home)], cwd=home,

@@ -13,7 +13,7 @@ RETRAIN = [sys.executable, "-m", "retrainlib.cli"]
 
 
 def retrain(*args: str, home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*RETRAIN, *args, "--home", str(home)], capture_output=True, text=True, timeout=300)
+    return subprocess.run([*RETRAIN, *args, "--home", str(home)], capture_output=True, text=True, timeout=900)
 
 
 def test_a_missing_profile_exits_2_with_one_line_and_writes_nothing(home):

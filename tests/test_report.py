@@ -153,7 +153,7 @@ def _run_on_a_terminal(argv: list[str], cwd: Path) -> tuple[int, str]:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     proc = subprocess.Popen(argv, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=child_env())
     os.close(slave)
-    out, deadline = b"", time.monotonic() + 180
+    out, deadline = b"", time.monotonic() + 600
     while time.monotonic() < deadline:
         ready, _, _ = select.select([master], [], [], 0.2)
         if ready:
