@@ -200,10 +200,16 @@ def cmd_history(args) -> int:
 
 
 def cmd_rollback(args) -> int:
+    """Roll back by hand as a run: notebook 40 with rollback=True, a run folder, outcome rolled-back, a notification."""
+    from .pipeline import run_playbook
+
     _, _, registry = _context(args)
-    ev = registry.roll_back(to=args.to, run_id=None, reason=args.reason)
-    print(f"rolled back: champion {ev.previous} -> {ev.version}")
-    return 0
+    registry.rollback_target(args.to)  # bad input is refused before a run folder is written
+    _end_runs_on_signals()
+    manifest, run_dir = run_playbook(args.profile, home=args.home, rollback=True, rollback_to=args.to,
+                                     rollback_reason=args.reason, lock_timeout=args.wait)
+    _print_run(_run_summary(manifest, run_dir))
+    return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
 
 
 def _read_frame(path: str):
@@ -383,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rollback", cmd_rollback, "make the previous champion (or --to VERSION) champion again")
     sp.add_argument("--to", default=None, help="version to roll back to, e.g. v0002")
     sp.add_argument("--reason", default="manual rollback (retrain rollback)")
+    sp.add_argument("--wait", type=float, default=0, help="seconds to wait for a running run of this model")
     sp = add("backtest", cmd_backtest, "replay history once per retraining strategy (walk-forward) and compare them")
     sp.add_argument("--strategies", default="static,periodic,drift,performance,hybrid,every-batch",
                     help="comma-separated: static, periodic, drift, performance, hybrid, every-batch (default all)")

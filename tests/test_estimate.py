@@ -159,27 +159,30 @@ def test_the_estimator_is_stored_with_its_version_and_calibrated_only_on_rows_it
     home = make_home(tmp_path / "home", weeks=16, **{"triggers.policy": "any", "triggers.use": ["performance"],
                                                      "triggers.performance_source": "estimated"})
     ctx, analysis, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")
-    assert promoted["champion_after"] == "v0001"
-    v = ctx.registry.version("v0001")
-    folder = ctx.registry.path / "v0001"
+    validated, champion = trained["challenger"], promoted["champion_after"]
+    v = ctx.registry.version(validated)
+    folder = ctx.registry.path / validated
     assert "estimator.json" in json.loads((folder / "checksums.json").read_text())  # checksummed with the version
-    est = ctx.registry.estimator("v0001")
+    est = ctx.registry.estimator(validated)
     assert est.usable, est.reason
     trained_on = {s["path"] for s in v.metadata["slices"]}
     assert est.calibration_batches == [b["path"] for b in analysis.to_dict()["windows"]["holdout"]]
     assert not set(est.calibration_batches) & trained_on
     assert trained["estimator"]["usable"] and trained["estimator"]["calibration_rows"] == 400
+    if champion != validated:  # refit_full: the refit trained on the holdout too, so it borrows and says so
+        assert ctx.registry.estimator(champion).checks["borrowed_from"] == validated
 
     # four weeks later, the covariate shift has begun: every new batch is estimated with labels hidden
     ctx, analysis, *_ = run_steps(home, week_end(14).isoformat(), "second")
     perf = [t for t in analysis.decision.triggers if t.name == "performance"][0]
     assert perf.source == "estimated" and "estimated without labels, 95% band" in perf.reason
-    assert [e["batch"].rsplit("/", 1)[1] for e in analysis.estimates] == [f"{week_end(w)}.parquet" for w in range(8, 15)]
+    first = 9 if champion != validated else 8  # the first batch the champion did not train on
+    assert [e["batch"].rsplit("/", 1)[1] for e in analysis.estimates] == [f"{week_end(w)}.parquet" for w in range(first, 15)]
     assert all(e["value"] is not None and e["low"] <= e["value"] <= e["high"] for e in analysis.estimates)
     # the demo's labels arrive with the batch: the estimator's own accuracy is recorded beside each measurement
-    judged = [r for r in ctx.registry.evaluations("v0001") if "estimate" in r]
-    assert len(judged) == 7 and all(abs(r["estimate"]["error"]) < 0.1 for r in judged)
-    assert ctx.registry.estimates("v0001")[-1]["batch"] == analysis.estimates[-1]["batch"]
+    judged = [r for r in ctx.registry.evaluations(champion) if "estimate" in r]
+    assert len(judged) == 15 - first and all(abs(r["estimate"]["error"]) < 0.1 for r in judged)
+    assert ctx.registry.estimates(champion)[-1]["batch"] == analysis.estimates[-1]["batch"]
 
     # the step JSON and the manifest carry the same estimates
     from retrainlib.manifest import RunManifest
@@ -239,3 +242,26 @@ def test_the_performance_figure_draws_measured_and_estimated_series():
     fig = performance_figure(perf, est)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["95% band", "estimated roc_auc (no labels)", "measured roc_auc (labels)", "performance_threshold"]
+
+
+@pytest.mark.slow
+def test_with_late_labels_the_trigger_reads_the_newest_batch_estimated_and_the_newest_labelled_one_measured(tmp_path):
+    from retrainlib.demo import week_end
+    from tests.conftest import make_home
+    from tests.test_steps import run_steps
+
+    home = make_home(tmp_path / "home", weeks=16, **{"data.label_delay_batches": 2, "triggers.policy": "any",
+                                                     "triggers.use": ["performance"], "triggers.performance_source": "both"})
+    run_steps(home, week_end(8).isoformat(), "boot")  # validated on week 6 (7 and 8 unlabelled), refit on 1-6
+    ctx, analysis, *_ = run_steps(home, week_end(14).isoformat(), "second")
+    name = lambda path: path.rsplit("/", 1)[1]  # noqa: E731
+    assert name(analysis.performance["batch"]) == f"{week_end(12)}.parquet"  # measured: the newest labelled batch
+    assert name(analysis.performance["estimate"]["batch"]) == f"{week_end(14)}.parquet"  # estimated: the newest batch
+    assert [name(e["batch"]) for e in analysis.estimates] == [f"{week_end(w)}.parquet" for w in range(7, 15)]
+    perf = [t for t in analysis.decision.triggers if t.name == "performance"][0]
+    assert perf.source == "both" and "measured on labels" in perf.reason and "estimated without labels" in perf.reason
+    # weeks 13 and 14 wait for labels: estimated, not measured; the measured ones carry the estimator's error
+    champion = analysis.champion
+    measured = {name(r["batch"]) for r in ctx.registry.evaluations(champion)}
+    assert f"{week_end(12)}.parquet" in measured and f"{week_end(13)}.parquet" not in measured
+    assert all("estimate" in r for r in ctx.registry.evaluations(champion))
