@@ -266,7 +266,7 @@ def cmd_backtest(args) -> int:
         args.profile, home=args.home, strategies=args.strategies, work_dir=args.work_dir, warmup=args.warmup,
         max_batches=args.max_batches, period_days=args.period_days,
         period_batches=args.period_batches, fit_cache=not args.no_fit_cache,
-        progress=not args.no_progress,
+        progress=not args.no_progress, label_delay=args.label_delay,
     )
     files = result.write(args.out)
     payload = result.to_dict()
@@ -401,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--period-days", type=float, default=None, help="the periodic strategy's interval (default retraining_interval)")
     sp.add_argument("--period-batches", type=int, default=None, help="instead, the periodic strategy retrains every N batches")
     sp.add_argument("--no-fit-cache", action="store_true", help="compute every fit instead of sharing identical ones")
+    sp.add_argument("--label-delay", type=int, default=None, metavar="N",
+                    help="every strategy sees labels N batches late (data.label_delay_batches; default the profile's)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp = sub.add_parser("replay", help="re-execute a run folder from its record and compare its decisions",
                         description="re-execute a run folder from its record (profile as run, registry as it stood, same "

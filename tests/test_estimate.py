@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -265,3 +267,22 @@ def test_with_late_labels_the_trigger_reads_the_newest_batch_estimated_and_the_n
     measured = {name(r["batch"]) for r in ctx.registry.evaluations(champion)}
     assert f"{week_end(12)}.parquet" in measured and f"{week_end(13)}.parquet" not in measured
     assert all("estimate" in r for r in ctx.registry.evaluations(champion))
+
+
+@pytest.mark.slow
+def test_a_backtest_with_late_labels_scores_every_batch_and_its_estimated_strategy_reads_the_estimate(tmp_path):
+    import json
+
+    from retrainlib.backtest import run_backtest
+    from tests.conftest import make_home
+
+    home = make_home(tmp_path / "home", weeks=12)
+    result = run_backtest("params/demo.yaml", home=home, strategies="performance-estimated", work_dir=tmp_path / "bt",
+                          warmup=8, label_delay=2, progress=False)
+    rec = result.records
+    assert result.settings["label_delay"] == 2 and len(rec) == 5
+    assert rec["value"].notna().all()  # each batch's serving champion scored on that batch, whose labels the run lacks
+    last = json.loads((Path(rec["run_dir"].iloc[-1]) / "10-analyze-drift.json").read_text())
+    perf = [t for t in last["decision"]["triggers"] if t["name"] == "performance"][0]
+    assert perf["source"] == "both" and "estimated without labels" in perf["reason"]
+    assert last["performance"]["estimate"]["batch"].endswith(rec["batch"].iloc[-1])
