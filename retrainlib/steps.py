@@ -233,9 +233,7 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
                                joint_auc=report.multivariate.auc if report.multivariate else None,
                                joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
         _performance(perf_value, newest, newest_estimate, source, prof, info),
-        triggers.degradation_trigger(history, delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
-                                     min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better,
-                                     source=source),
+        _degradation(scored, estimates, source, prof, info),
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
                                quality_passed=q.passed, quality_reason=_quality_reason(q))
@@ -305,16 +303,25 @@ def _performance(measured: float | None, newest: str, newest_estimate: dict | No
 
 
 def _trigger_history(scored: list[dict], estimates: list[dict], source: str) -> list[float]:
-    """The degradation trigger's history: measured values, estimates, or measured where labels arrived
-    and estimated for the rest, oldest batch first."""
-    if source == "measured":
-        return [e["value"] for e in scored]
-    est = [e for e in estimates if e.get("value") is not None]
+    """The champion's metric history the step reports: measured values, or estimates for ``estimated``."""
     if source == "estimated":
-        return [e["value"] for e in est]
-    measured = {e["batch"]: e for e in scored}
-    rows = list(measured.values()) + [e for e in est if e["batch"] not in measured]
-    return [r["value"] for r in sorted(rows, key=lambda r: r["batch_end"])]
+        return [e["value"] for e in estimates if e.get("value") is not None]
+    return [e["value"] for e in scored]
+
+
+def _degradation(scored: list[dict], estimates: list[dict], source: str, prof: Profile, info) -> triggers.TriggerResult:
+    """Page-Hinkley on the measured history, the estimated one, or — for ``both`` — on each separately
+    (never one series mixing the two: an estimate a little below the measured level would read as a
+    decline), firing when either does."""
+    common = dict(delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
+                  min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better)
+    if source != "both":
+        return triggers.degradation_trigger(_trigger_history(scored, estimates, source), **common, source=source)
+    m = triggers.degradation_trigger(_trigger_history(scored, estimates, "measured"), **common, source="measured")
+    e = triggers.degradation_trigger(_trigger_history(scored, estimates, "estimated"), **common, source="estimated")
+    value = max((r.value for r in (m, e) if r.value is not None), default=None)
+    return triggers.TriggerResult("degradation", value, prof.triggers.degradation_lambda, m.fired or e.fired,
+                                  f"{m.reason}; {e.reason}", source="both")
 
 
 def _estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
