@@ -62,6 +62,7 @@ def _run_summary(manifest, run_dir: Path) -> dict:
         "champion_before": manifest.champion_before,
         "champion_after": manifest.champion_after,
         "challenger": manifest.challenger,
+        "deployed_refit": (manifest.outputs.get("promotion") or {}).get("refit"),
         "metrics": manifest.metrics,
         "error": manifest.error,
         "seconds": manifest.seconds,
@@ -77,6 +78,9 @@ def _print_run(summary: dict) -> None:
         if scores:
             print(f"  {who}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, (int, float))))
     print(f"  champion: {summary['champion_before']} -> {summary['champion_after']}   challenger: {summary['challenger']}")
+    if summary.get("deployed_refit"):
+        refit = summary["deployed_refit"]
+        print(f"  deployed {refit['version']}: {refit['validated']} refit on training + holdout rows ({refit['n_rows']} rows)")
     if summary["error"]:
         print(f"  error at {summary['error'].get('step')}: {summary['error'].get('message')}")
     print(f"  record: {summary['path']}")
