@@ -148,7 +148,6 @@ def _tags(manifest: Mapping[str, Any]) -> dict[str, str]:
         "retrain.champion_before": manifest.get("champion_before"),
         "retrain.champion_after": manifest.get("champion_after"),
         "retrain.challenger": manifest.get("challenger"),
-        "retrain.replay_of": manifest.get("replay_of"),
         "retrain.error": f"{error.get('step')}: {error.get('message')}" if error else None,
         "mlflow.source.git.commit": manifest.get("git_commit"),
         "mlflow.note.content": _note(manifest),
@@ -360,14 +359,19 @@ class _Mirror:
 
 
 def _run_folders(runs_dir: Path, profile_name: str) -> list[tuple[dict, Path]]:
-    """Finished runs of this profile under ``runs/``, oldest first (a run still going is left for later)."""
+    """Finished runs of this profile under ``runs/``, oldest first.
+
+    A run still going is left for the next sync; a replay (``replay_of``) audits a run against a
+    scratch registry and is not part of the model's history.
+    """
     out = []
     for d in sorted(p for p in Path(runs_dir).glob(f"*-{profile_name}*") if p.is_dir()):
         try:
             m = json.loads((d / "manifest.json").read_text())
         except (OSError, ValueError):
             continue
-        if (m.get("profile") or {}).get("name") == profile_name and m.get("status") in ("succeeded", "failed"):
+        if ((m.get("profile") or {}).get("name") == profile_name and m.get("status") not in (None, "running")
+                and not m.get("replay_of")):
             out.append((m, d))
     return out
 

@@ -118,7 +118,7 @@ def played(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     server = MlflowServer(root / "server", free_port())
     home = make_home(root / "home", mlflow={"tracking_uri": server.url, "experiment": EXPERIMENT,
-                                            "registered_model": REGISTERED, "timeout_seconds": 20})
+                                            "registered_model": REGISTERED, "timeout_seconds": 60})
     _git_init(home)
     log = root / "commands.log"
     env = child_env(MLFLOW_TRACKING_TOKEN=TOKEN)
@@ -183,6 +183,20 @@ def test_without_an_mlflow_section_the_mirror_is_off_and_experiment_and_model_de
     home = make_home(tmp_path / "other", mlflow={"tracking_uri": "http://127.0.0.1:5000/"})
     settings = load_profile(home / PROFILE).mlflow
     assert settings.tracking_uri == "http://127.0.0.1:5000" and settings.experiment is None and settings.registered_model is None
+
+
+def test_a_replay_neither_mirrors_nor_is_mirrored(tmp_path):
+    from retrainlib.replay import _replay_profile
+
+    content = yaml.safe_dump({"name": "demo", "mlflow": {"tracking_uri": "http://127.0.0.1:5000"}})
+    raw, overrides = _replay_profile({"run_id": "r1", "profile": {"content": content}}, tmp_path / "scratch")
+    assert "mlflow" not in raw and any(o.startswith("mlflow: removed") for o in overrides)
+    for name, extra in (("20240101T000000Z-demo", {}), ("20240101T000000Z-demo-replay", {"replay_of": "x"}),
+                        ("20240102T000000Z-demo", {"status": "running"})):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "manifest.json").write_text(json.dumps(
+            {"run_id": name, "profile": {"name": "demo"}, "status": "succeeded", **extra}))
+    assert [m["run_id"] for m, _ in mlflow_mirror._run_folders(tmp_path / "runs", "demo")] == ["20240101T000000Z-demo"]
 
 
 # ---- the mirror's record and catch-up ------------------------------------------------------------
@@ -316,7 +330,7 @@ def _screenshots(played) -> dict:
         out = played["root"] / f"mlflow-{name}.png"
         base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                f"--user-data-dir={played['root'] / 'chromium'}", "--window-size=1440,900", "--virtual-time-budget=30000"]
+                f"--user-data-dir={played['root'] / 'chromium'}", "--window-size=1600,1000", "--virtual-time-budget=30000"]
         shot = subprocess.run([*base, f"--screenshot={out}", url], capture_output=True, text=True, timeout=180)
         dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)
         shots[name] = {"png": out, "code": shot.returncode, "stderr": shot.stderr[-2000:], "dom": dom.stdout}
