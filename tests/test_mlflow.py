@@ -5,16 +5,21 @@ real ``retrain`` child process with MLflow credentials in its environment:
 
 1. ``retrain run`` at week 10 while the server is down: the run bootstraps v0001 and succeeds; its
    manifest records the mirror's failure.
-2. the server starts; ``retrain run`` at week 22 promotes v0002 and catches up run 1.
-3. ``retrain status`` prints the links; the UI is captured by headless Chromium.
+2. the server starts (the profile names a local proxy in front of it that keeps the requests'
+   ``Authorization`` headers in memory); ``retrain run`` at week 22 promotes v0002 and catches up run 1.
+3. ``retrain status`` prints the links.
 4. ``retrain rollback`` makes v0001 champion again and moves MLflow's alias with it.
-5. a run on a broken batch fails at step 10 and is mirrored as FAILED; a last sync finds nothing to do.
+5. a run on a broken batch fails at step 10 and is mirrored as FAILED.
+6. a run stopped by SIGTERM in step 10; the next sync mirrors it as KILLED, and one more finds nothing to do.
 
-The tests then read the server through ``MlflowClient`` and ``mlflow.pyfunc.load_model``.
+The tests then read the server through ``MlflowClient`` and ``mlflow.pyfunc.load_model``, and
+headless Chromium takes the README's screenshots of MLflow's UI.
 """
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import os
 import shutil
@@ -22,7 +27,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -33,7 +40,7 @@ import yaml
 
 from retrainlib.demo import week_end
 from tests.conftest import REPO, make_home
-from tests.shared_runs import PROFILE, child_env, retrain
+from tests.shared_runs import PROFILE, child_env, manifests, retrain
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +102,48 @@ class MlflowServer:
             self.log.close()
 
 
+class RecordingProxy:
+    """The tracking URI the profile names: forwards every request to the server and keeps each request's
+    ``Authorization`` header in memory, to show the credentials were used (and only sent, never stored)."""
+
+    def __init__(self, port: int, upstream: str):
+        self.headers: list[str | None] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.headers.append(self.headers.get("Authorization"))
+                sent = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+                request = urllib.request.Request(upstream + self.path, data=body if body else None, headers=sent,
+                                                 method=self.command)
+                try:
+                    response = urllib.request.urlopen(request, timeout=600)
+                except urllib.error.HTTPError as exc:
+                    response = exc
+                data = response.read()
+                self.send_response(response.status)
+                for k, v in response.headers.items():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def _git_init(home: Path) -> None:
     git = ["git", "-c", "user.email=test@example.invalid", "-c", "user.name=test"]
     for args in (["init", "-q"], ["add", "params"], ["commit", "-q", "-m", "profile"]):
@@ -116,16 +165,17 @@ def _state(client: MlflowClient) -> dict:
 @pytest.fixture(scope="module")
 def played(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
-    server = MlflowServer(root / "server", free_port())
-    home = make_home(root / "home", mlflow={"tracking_uri": server.url, "experiment": EXPERIMENT,
+    server, proxy_port, proxy = MlflowServer(root / "server", free_port()), free_port(), None
+    home = make_home(root / "home", mlflow={"tracking_uri": f"http://127.0.0.1:{proxy_port}", "experiment": EXPERIMENT,
                                             "registered_model": REGISTERED, "timeout_seconds": 60})
     _git_init(home)
     log = root / "commands.log"
     env = child_env(MLFLOW_TRACKING_TOKEN=TOKEN)
-    out: dict = {"home": home, "root": root, "server": server, "log": log}
+    out: dict = {"home": home, "root": root, "server": server, "log": log, "tracking_uri": f"http://127.0.0.1:{proxy_port}"}
     try:
         out["code1"] = retrain(home, "run", "--profile", PROFILE, "--as-of", week_end(10).isoformat(), log=log, env=env).returncode
         server.start()
+        proxy = out["proxy"] = RecordingProxy(proxy_port, server.url)
         out["code2"] = retrain(home, "run", "--profile", PROFILE, "--as-of", week_end(22).isoformat(), log=log, env=env).returncode
         client = MlflowClient(server.url, server.url)
         out["before_rollback"] = _state(client)
@@ -144,9 +194,12 @@ def played(tmp_path_factory):
         broken = home / f"data/demo/batches/{week_end(23)}.parquet"
         pd.read_parquet(broken).drop(columns=["credit_score"]).to_parquet(broken)
         out["code3"] = retrain(home, "run", "--profile", PROFILE, "--as-of", week_end(23).isoformat(), log=log, env=env).returncode
+        out["code_killed"] = _stopped_run(home, log, env)
         prof = load_profile(home / PROFILE)
-        out["resync"] = mlflow_mirror.sync(prof.mlflow, runs_dir=home / "runs", registry=Registry(home / "models", prof.model_name),
-                                           profile_name=prof.name, model_name=prof.model_name)
+        registry = Registry(home / "models", prof.model_name)
+        out["catch_up"], out["resync"] = (
+            mlflow_mirror.sync(prof.mlflow, runs_dir=home / "runs", registry=registry, profile_name=prof.name,
+                               model_name=prof.model_name) for _ in range(2))
         out["runs"] = sorted(d for d in (home / "runs").iterdir() if d.is_dir())
         out["client"] = client
         out["experiment_id"] = client.get_experiment_by_name(EXPERIMENT).experiment_id
@@ -154,7 +207,24 @@ def played(tmp_path_factory):
             out["shots"] = _screenshots(out)
         yield out
     finally:
+        if proxy:
+            proxy.close()
         server.stop()
+
+
+def _stopped_run(home: Path, log: Path, env: dict) -> int:
+    """``retrain run`` stopped by SIGTERM once its first notebook is executing; its exit code."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "retrainlib.cli", "run", "--profile", PROFILE, "--as-of",
+                                 week_end(22).isoformat(), "--home", str(home)], cwd=home, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 600  # an upper bound: it ends as soon as papermill has begun
+        while time.monotonic() < deadline and proc.poll() is None:
+            running = [m for m in manifests(home, settled=False) if m["status"] == "running"]
+            if running and (home / "runs" / running[0]["run_id"] / "10-analyze-drift.ipynb").exists():
+                break
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=300)
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -204,7 +274,7 @@ def test_with_the_server_down_the_run_succeeds_and_its_manifest_records_the_mirr
     first = _manifest(played["runs"][0])
     assert played["code1"] == 0 and first["outcome"] == "bootstrapped"
     rec = first["mlflow"]
-    assert rec["status"] == "failed" and rec["tracking_uri"] == played["server"].url
+    assert rec["status"] == "failed" and rec["tracking_uri"] == played["tracking_uri"]
     assert "Connection refused" in rec["error"], rec
     assert rec["runs"] == {} and rec["versions"] == {}
 
@@ -226,8 +296,19 @@ def test_re_mirroring_never_duplicates_runs_or_versions(played):
 
     every = _runs(played["client"], played["experiment_id"], ViewType.ALL)
     ours = [r.data.tags["retrain.run_id"] for r in every]
-    assert sorted(ours) == sorted(_manifest(d)["run_id"] for d in played["runs"])  # three runs, each once
+    assert len(played["runs"]) == 4
+    assert sorted(ours) == sorted(_manifest(d)["run_id"] for d in played["runs"])  # four runs, each once
     assert played["after_rollback"]["versions"] == ["v0001", "v0002"]
+    assert _state(played["client"])["versions"] == ["v0001", "v0002"]
+
+
+def test_a_run_stopped_by_sigterm_is_mirrored_as_killed_by_the_next_sync(played):
+    m = _manifest(played["runs"][3])
+    assert played["code_killed"] == 143 and m["status"] == "failed" and m["error"]["message"] == "interrupted (Terminated)"
+    assert m["mlflow"] is None  # a stopping run does not wait for MLflow
+    assert list(played["catch_up"]["runs"]) == [m["run_id"]]
+    run = _by_run_id(played)[m["run_id"]]
+    assert run.info.status == "KILLED" and run.data.tags["retrain.outcome"] == "failed"
 
 
 # ---- what MLflow holds -----------------------------------------------------------------------------
@@ -302,12 +383,15 @@ def test_status_shows_the_mlflow_links(played):
     assert status.returncode == 0, status.stderr
     second = _manifest(played["runs"][1])
     assert second["mlflow"]["run_url"] in status.stdout
-    assert f"{played['server'].url}/#/models/{REGISTERED}" in status.stdout
+    assert f"{played['tracking_uri']}/#/models/{REGISTERED}" in status.stdout
 
 
 # ---- credentials -----------------------------------------------------------------------------------
 def test_mlflow_credentials_in_the_environment_reach_no_file_and_no_log(played):
-    secrets = [TOKEN.encode(), PASSWORD.encode()]
+    basic = base64.b64encode(f"canary-user:{PASSWORD}".encode())
+    seen = set(played["proxy"].headers)
+    assert f"Bearer {TOKEN}" in seen and f"Basic {basic.decode()}" in seen  # the runs and the rollback used them
+    secrets = [TOKEN.encode(), PASSWORD.encode(), basic]
     scanned = 0
     for folder in (played["home"], played["root"]):  # the home, the server's database, artifacts and log, our logs
         for path in folder.rglob("*"):
@@ -324,7 +408,8 @@ def _screenshots(played) -> dict:
     """The run's notebook as MLflow's UI shows it, and the registered model's page (headless Chromium)."""
     second = _manifest(played["runs"][1])
     shots = {}
-    pages = {"run": f"{second['mlflow']['run_url']}/artifacts/10-analyze-drift.html",
+    run_url = second["mlflow"]["run_url"].replace(played["tracking_uri"], played["server"].url)  # the server itself
+    pages = {"run": f"{run_url}/artifacts/10-analyze-drift.html",
              "model": f"{played['server'].url}/#/models/{REGISTERED}"}
     for name, url in pages.items():
         out = played["root"] / f"mlflow-{name}.png"
