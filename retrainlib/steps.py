@@ -568,13 +568,15 @@ def validate_challenger(ctx: StepContext):
 
 
 # --------------------------------------------------------------------------- step 40
-def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "", reason: str = "") -> dict[str, Any]:
+def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "", reason: str = "",
+                        fit_cache=None) -> dict[str, Any]:
     """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention.
 
     With ``training.refit_full`` the validated configuration is fitted again on the training and
     holdout rows and that refit is the version stored, smoke-tested and promoted; the verdict is
     the validated model's and the record names both. A rejection that leaves a champion below
     ``performance_threshold`` after ``validation.stuck_after`` rejections in a row is ``stuck``.
+    ``fit_cache`` (as in :func:`retrain_model`) reuses an identical earlier refit.
     """
     reg, prof = ctx.registry, ctx.profile
     before = reg.champion()
@@ -594,7 +596,7 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
             holdout = data.load_batches(holdout_b, ctx.paths, prof.data)
             deploy = verdict["challenger"]
             if prof.training.refit_full:
-                refit = _refit_on_train_and_holdout(ctx, analysis, verdict["challenger"], holdout_b)
+                refit = _refit_on_train_and_holdout(ctx, analysis, verdict["challenger"], holdout_b, fit_cache)
                 deploy = refit["version"]
             features = reg.version(deploy).metadata["features"]
             why = "first champion (bootstrap)" if verdict["decision"] == "bootstrap" else "passed every validation gate"
@@ -626,14 +628,15 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
     return out
 
 
-def _refit_on_train_and_holdout(ctx: StepContext, analysis: dict, validated: str, holdout_b: list) -> dict[str, Any]:
+def _refit_on_train_and_holdout(ctx: StepContext, analysis: dict, validated: str, holdout_b: list,
+                                fit_cache=None) -> dict[str, Any]:
     """The validated configuration fitted again, with the same settings, on training + holdout rows."""
     windows = data.Windows.from_dict(analysis["windows"])
     meta = ctx.registry.version(validated).metadata
     train_b = data.batches_from_records(meta["slices"], ctx.paths)
     seen = {b.path for b in train_b}
     batches = train_b + [b for b in holdout_b if b.path not in seen]
-    fitted = _fit_and_register(ctx, batches, windows, parent=meta.get("parent"),
+    fitted = _fit_and_register(ctx, batches, windows, parent=meta.get("parent"), fit_cache=fit_cache,
                                extra={"refit_of": validated, "validated_version": validated}, borrow_estimator=validated)
     return {"version": fitted["version"].name, "validated": validated, "n_rows": fitted["metadata"]["n_rows"],
             "slices": fitted["metadata"]["slices"], "fit_seconds": fitted["result"].fit_seconds}
