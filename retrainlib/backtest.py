@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from . import automl, data, steps
+from . import automl, data, freshproc, steps
 from .errors import ProfileError, RetrainError
 from .fitcache import FitCache
 from .paths import Paths
@@ -212,6 +212,7 @@ def run_backtest(
     period_batches: int | None = None,
     fit_cache: bool | FitCache = True,
     progress: bool = True,
+    cold: bool = False,
 ) -> BacktestResult:
     """Replay the profile's batches once per strategy with the playbook's steps.
 
@@ -235,6 +236,11 @@ def run_backtest(
         trigger is still recorded). For batches a year long, where a day interval cannot be longer.
     fit_cache : bool or FitCache
         Share identical fits across strategies (default True); ``False`` computes every fit.
+    cold : bool
+        Fresh-process checks in a new interpreter each, without the check cache (the behaviour
+        before the warm pool). Default: children of the warm fork server, and a check of
+        byte-identical model files on identical rows answered from ``<work_dir>/check-cache``
+        (:mod:`retrainlib.freshproc`).
 
     Returns
     -------
@@ -268,6 +274,7 @@ def run_backtest(
     steps_to_run = batches[warmup - 1 :]
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(chosen) * len(steps_to_run), desc="backtest", unit="step", disable=not progress, mininterval=5.0)
+    restore_checks = freshproc.use(cold=cold, cache_dir=None if cold else work / "check-cache")
     try:
         for strategy in chosen:
             home_s = work / strategy.name
@@ -285,6 +292,7 @@ def run_backtest(
                 rows.append(row)
                 bar.update(1)
     finally:
+        restore_checks()
         bar.close()
     records = pd.DataFrame(rows)
     info = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary")
@@ -304,7 +312,7 @@ def run_backtest(
         work_dir=work,
         settings={"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
                   "warmup": warmup, "period_days": period_days, "period_batches": period_batches,
-                  "fit_cache": cache is not None},
+                  "fit_cache": cache is not None, "fresh_checks": "cold" if cold else "warm, cached"},
     )
 
 

@@ -260,7 +260,7 @@ def cmd_backtest(args) -> int:
         args.profile, home=args.home, strategies=args.strategies, work_dir=args.work_dir, warmup=args.warmup,
         max_batches=args.max_batches, period_days=args.period_days,
         period_batches=args.period_batches, fit_cache=not args.no_fit_cache,
-        progress=not args.no_progress,
+        progress=not args.no_progress, cold=args.cold,
     )
     files = result.write(args.out)
     payload = result.to_dict()
@@ -395,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--period-batches", type=int, default=None, help="instead, the periodic strategy retrains every N batches")
     sp.add_argument("--no-fit-cache", action="store_true", help="compute every fit instead of sharing identical ones")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--cold", action="store_true", help="fresh-process checks in a new interpreter each and no check cache "
+                    "(the slower behaviour before the warm fork server)")
     sp = sub.add_parser("replay", help="re-execute a run folder from its record and compare its decisions",
                         description="re-execute a run folder from its record (profile as run, registry as it stood, same "
                                     "as_of) into a new runs/<id>-replay folder and compare decisions, gate verdicts, "

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
+from .durable import sha256_file as file_sha256
 from .errors import DataContractError
 from .paths import Paths
 from .profiles import DataSource, TrainingSettings
@@ -49,14 +50,6 @@ class Batch:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def frame_fingerprint(frame: pd.DataFrame) -> str:

@@ -18,7 +18,6 @@ The flat top-level thresholds keep the names of the practitioner's guide (``perf
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .durable import sha256_file
 from .errors import ProfileError
 
 __all__ = [
@@ -240,7 +240,7 @@ class Profile(_Section):
 
 
 def profile_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def _allowed(error: dict[str, Any], model: type[BaseModel]) -> str:
