@@ -206,27 +206,23 @@ def cmd_rollback(args) -> int:
     return 0
 
 
-def _read_frame(path: str):
-    import pandas as pd
-
+def _file(path: str) -> Path:
     from .errors import DataContractError
 
     p = Path(path)
     if not p.is_file():
         raise DataContractError(f"{path} does not exist; give a Parquet or CSV file")
-    if p.suffix == ".parquet":
-        return pd.read_parquet(p)
-    if p.suffix == ".csv":
-        return pd.read_csv(p)
-    raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
+    if p.suffix not in (".parquet", ".csv"):
+        raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
+    return p
 
 
 def cmd_drift(args) -> int:
     """Drift between two files: the ranked table and the dataset verdict; exit 0 either way."""
-    from . import drift
+    from . import data, drift
     from .profiles import DriftSettings
 
-    reference, current = _read_frame(args.reference), _read_frame(args.current)
+    ref_path, cur_path = _file(args.reference), _file(args.current)
     settings, threshold, skip = DriftSettings(), 0.1, set()
     if args.profile:
         from .paths import Paths
@@ -235,7 +231,8 @@ def cmd_drift(args) -> int:
         prof = load_profile(Paths.discover(args.home).profile(args.profile))
         settings, threshold = prof.drift, prof.drift_threshold
         skip = {prof.data.label, prof.data.time_column, prof.data.key, *prof.data.ignore_columns}
-    columns = [c for c in reference.columns if c not in skip]
+    columns = [c for c in data.file_columns(ref_path) if c not in skip]  # only the compared columns are read
+    reference, current = data.read_columns(ref_path, columns), data.read_columns(cur_path, columns)
     report = drift.compare(reference, current, columns=columns, settings=settings, drift_threshold=threshold)
     table = report.to_frame()
     import pandas as pd

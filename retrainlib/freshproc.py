@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
 
-__all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use", "settings", "kill_tree", "stop_processes",
+__all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use", "settings", "stop_warm_server", "kill_tree", "stop_processes",
            "MODE_VARIABLE", "CACHE_VARIABLE"]
 
 MODE_VARIABLE = "RETRAIN_FRESH"  # "warm" (default) or "cold"
@@ -167,6 +167,18 @@ def _forkserver():
             ctx.set_forkserver_preload(list(PRELOAD))
             _context = ctx
         return _context
+
+
+def stop_warm_server() -> None:
+    """Stop the fork server (if this process started one) and wait for it; the next check starts another."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            return
+        from multiprocessing import forkserver
+
+        forkserver._forkserver._stop()  # the stdlib's own stop: close its "alive" pipe, wait for its exit
+        _context = None
 
 
 # --------------------------------------------------------------------------- the cache
