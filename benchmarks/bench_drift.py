@@ -2,13 +2,17 @@
 
 Generates seeded reference/current frames (numeric and categorical columns, planted shifts), writes
 them once as Parquet, then runs each tool in its own fresh subprocess so that wall time and peak
-memory (``ru_maxrss``) belong to that tool alone. Prints one table.
+memory (``ru_maxrss``) belong to that tool alone. Prints two tables: the analysis call alone, and
+the whole process (start, imports, reading both Parquet files, analysis) of ``retrain drift``
+against a process that imports Evidently, reads the same files with pandas and runs the preset.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py            # both sizes, both tools
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py --sizes 200000x100 --tools ours
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py            # both sizes, all tools
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py --sizes 1000000x20 --tools cli,evidently
 
-Evidently is a benchmark-only extra (``pip install -r requirements-bench.txt``); retrainlib never
-imports it.
+Evidently is a benchmark-only extra that retrainlib never imports. It needs plotly<6 (retrainlib
+pins plotly 7), so give it its own venv, which the benchmark uses when it exists::
+
+    python3.11 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+#: Evidently 0.7.23 needs plotly<6 while retrainlib pins plotly 7, so it may live in its own venv
+EVIDENTLY_PYTHON = sys.executable
 CATEGORIES = np.array(["north", "south", "east", "west", "centre", "coast", "hills", "plains"])
 
 
@@ -158,7 +164,8 @@ def _spawn(tool: str, data: Path, mode: str) -> dict:
         cmd = [sys.executable, "-m", "retrainlib.cli", "drift", "--reference", str(data / "reference.parquet"),
                "--current", str(data / "current.parquet"), "--json", str(out_json)]
     else:
-        cmd = [sys.executable, __file__, "--worker", tool, "--data", str(data), "--mode", mode]
+        python = EVIDENTLY_PYTHON if tool == "evidently" else sys.executable
+        cmd = [python, __file__, "--worker", tool, "--data", str(data), "--mode", mode]
     cpu0, t0 = _children_cpu(), time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=HERE.parent)
     whole = {"process_wall": time.perf_counter() - t0, "process_cpu": _children_cpu() - cpu0}
@@ -176,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tools", default="ours,cli,evidently",
                     help="comma-separated: ours (the analysis call alone), cli (`retrain drift`, whole process), evidently")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--evidently-python", default=None,
+                    help="the Python whose environment has Evidently (default: .venv-bench/bin/python if it exists, else this one)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="default", help=argparse.SUPPRESS)
@@ -183,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(args.worker, Path(args.data), args.mode)
         return
+    global EVIDENTLY_PYTHON
+    bench_venv = HERE.parent / ".venv-bench" / "bin" / "python"
+    EVIDENTLY_PYTHON = args.evidently_python or (str(bench_venv) if bench_venv.exists() else sys.executable)
 
     runs = []
     for tool in args.tools.split(","):
