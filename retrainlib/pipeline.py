@@ -24,7 +24,7 @@ from .profiles import load_profile, profile_sha256
 from .registry import Registry
 from .steps import STEP_FILES, new_run_id
 
-__all__ = ["run_playbook", "execute_notebook", "record_outcome"]
+__all__ = ["run_playbook", "execute_notebook", "summarize"]
 
 log = logging.getLogger("retrainlib")
 
@@ -52,7 +52,7 @@ def _read(run_dir: Path, key: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def record_outcome(manifest: RunManifest, run_dir: Path) -> None:
+def summarize(manifest: RunManifest, run_dir: Path) -> None:
     """Fill the outcome, reasons, metrics and data fingerprints from the steps' JSON."""
     analyze, retrain, validate, promote = (_read(run_dir, k) for k in ("analyze", "retrain", "validate", "promote"))
     if analyze:
@@ -210,7 +210,7 @@ def run_playbook(
 
 
 def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, t_run: float) -> None:
-    record_outcome(manifest, run_dir)
+    summarize(manifest, run_dir)
     manifest.champion_after = registry.champion()
     manifest.finished = RunManifest.now()
     manifest.seconds = round(time.monotonic() - t_run, 3)
