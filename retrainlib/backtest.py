@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from . import automl, data, steps
+from . import automl, data, freshproc, steps
 from .errors import ProfileError, RetrainError
 from .fitcache import FitCache
 from .paths import Paths
@@ -223,6 +223,7 @@ def run_backtest(
     fit_cache: bool | FitCache = True,
     progress: bool = True,
     label_delay: int | None = None,
+    cold: bool = False,
 ) -> BacktestResult:
     """Replay the profile's batches once per strategy with the playbook's steps.
 
@@ -249,6 +250,11 @@ def run_backtest(
     label_delay : int
         Every strategy sees labels this many batches late (``data.label_delay_batches``; default the
         profile's). The table still scores each batch's serving champion on that batch's labels.
+    cold : bool
+        Fresh-process checks in a new interpreter each, without the check cache (the behaviour
+        before the warm pool). Default: children of the warm fork server, and a check of
+        byte-identical model files on identical rows answered from ``<work_dir>/check-cache``
+        (:mod:`retrainlib.freshproc`).
 
     Returns
     -------
@@ -282,6 +288,7 @@ def run_backtest(
     steps_to_run = batches[warmup - 1 :]
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(chosen) * len(steps_to_run), desc="backtest", unit="step", disable=not progress, mininterval=5.0)
+    restore_checks = freshproc.use(cold=cold, cache_dir=None if cold else work / "check-cache")
     try:
         for strategy in chosen:
             home_s = work / strategy.name
@@ -300,6 +307,7 @@ def run_backtest(
                 rows.append(row)
                 bar.update(1)
     finally:
+        restore_checks()
         bar.close()
     records = pd.DataFrame(rows)
     info = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary")
@@ -319,7 +327,7 @@ def run_backtest(
         work_dir=work,
         settings={"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
                   "warmup": warmup, "period_days": period_days, "period_batches": period_batches, "label_delay": label_delay,
-                  "fit_cache": cache is not None},
+                  "fit_cache": cache is not None, "fresh_checks": "cold" if cold else "warm, cached"},
     )
 
 

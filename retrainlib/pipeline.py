@@ -260,22 +260,13 @@ def _stop_children(*, started_after: float, grace: float = 5.0) -> None:
     """Terminate this process's descendants started during the run (papermill's kernel, a training child)."""
     import psutil
 
+    from .freshproc import stop_processes
+
     try:
         procs = [p for p in psutil.Process().children(recursive=True) if p.create_time() >= started_after - 1]
     except psutil.Error:
         return
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
+    stop_processes(procs, grace=grace)
 
 
 def _describe(exc: Exception) -> str:

@@ -18,7 +18,6 @@ The flat top-level thresholds keep the names of the practitioner's guide (``perf
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import typing
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .durable import sha256_file
 from .errors import ProfileError
 
 __all__ = [
@@ -347,7 +347,7 @@ class Profile(_Section):
 
 
 def profile_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 #: keys whose bad value is not repeated in the error (a URL may carry a password)

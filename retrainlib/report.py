@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .durable import write_atomic as _write_atomic
+
 __all__ = ["build_report", "render_run", "run_row", "champion_plot", "ReportResult", "INDEX"]
 
 log = logging.getLogger("retrainlib.report")
@@ -71,12 +73,6 @@ def _exporter():
     exporter.log = logging.getLogger("retrainlib.report.nbconvert")  # its 'alternative text is missing' notes are noise
     exporter.log.setLevel(logging.ERROR)
     return exporter
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _needs_render(notebook: Path) -> bool:

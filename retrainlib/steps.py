@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import automl, data, drift, estimate, quality, triggers
+from .durable import write_json_atomic
 from .errors import RetrainError
 from .paths import Paths
 from .profiles import Profile, load_profile
@@ -69,9 +70,7 @@ class StepContext:
 
     def write(self, key: str, payload: dict[str, Any]) -> Path:
         path = self.run_dir / STEP_FILES[key]
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(plain(payload), indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(path, plain(payload), sort_keys=False)
         return path
 
     def save_figure(self, fig, name: str) -> Path:
