@@ -8,11 +8,15 @@ the playbook's own step functions — nothing is re-implemented here:
 * at batch *t* (``as_of`` = its newest row) :func:`steps.analyze_drift` scores the serving champion
   on batch *t* before anything else happens: the champion was trained on batches before its own
   validation batch, so batch *t* is new to it (prequential, "test then train");
-* the strategy decides — through a trigger policy of the profile, or forced for ``static`` and
-  ``every-batch`` (every trigger is still measured and recorded);
+* the strategy decides — through a trigger policy of the profile, or forced for ``static``,
+  ``every-batch`` and ``refit`` (every trigger is still measured and recorded);
 * :func:`steps.retrain_model`, :func:`steps.validate_challenger` and
   :func:`steps.promote_or_rollback` train, validate and promote or reject exactly as a run does
-  (fresh-process stability reload, smoke test, retention included).
+  (fresh-process stability reload, smoke test, retention included);
+* ``refit`` is the plain reference a team would compute by hand: before every batch it retrains the
+  same model on the newest training window *including* the newest labelled batch (no holdout kept
+  back) and deploys it without any gate. :func:`check_acceptance` measures every other strategy
+  against it and against ``static``.
 
 Identical fits (same training rows and settings) are computed once and shared across strategies
 (:class:`retrainlib.fitcache.FitCache`); each strategy's training CPU-seconds still count every fit
@@ -48,6 +52,7 @@ __all__ = [
     "load_drift_points",
     "summarize",
     "check_target",
+    "check_acceptance",
     "plot_backtest",
     "markdown_table",
 ]
@@ -61,9 +66,11 @@ class Strategy:
     description: str
     policy: str | None = None  # a TriggerSettings policy; None keeps the profile's own
     force: bool | None = None  # True: every batch; False: never after the first champion
+    gates: bool = True  # False: train on the newest window, holdout included, and deploy without validation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "policy": self.policy, "force": self.force}
+        return {"name": self.name, "description": self.description, "policy": self.policy, "force": self.force,
+                "gates": self.gates}
 
 
 #: the strategies a backtest can replay, in the order tables show them
@@ -77,9 +84,13 @@ STRATEGIES: dict[str, Strategy] = {
                  "or declines (Page-Hinkley)", policy="adaptive"),
         Strategy("hybrid", "the profile's own trigger policy"),
         Strategy("every-batch", "retrain on every new batch (the costly reference)", force=True),
+        Strategy("refit", "retrain before every batch on the newest window, the newest batch included, and "
+                 "deploy without gates (the plain reference)", force=True, gates=False),
     )
 }
 REFERENCE = "every-batch"
+#: the plain reference the acceptance check measures against
+PLAIN = "refit"
 #: strategies that decide from the data (the target applies to them)
 TRIGGERED = ("drift", "performance", "hybrid")
 
@@ -147,7 +158,13 @@ class BacktestResult:
             "work_dir": str(self.work_dir),
             "settings": self.settings,
             "target": _records(check_target(self.summary)) if REFERENCE in set(self.summary.index) else [],
+            "acceptance": _records(self.acceptance()),
         }
+
+    def acceptance(self) -> pd.DataFrame:
+        """:func:`check_acceptance` of this replay, with the profile's stuck limit."""
+        return check_acceptance(self.summary, self.records, greater_is_better=self.greater_is_better,
+                                stuck_after=self.settings.get("stuck_after", 3))
 
     def write(self, folder: str | Path | None = None) -> dict[str, Path]:
         """``backtest.json``, ``backtest-per-batch.csv``, ``backtest-summary.csv`` and ``backtest.png``."""
@@ -219,7 +236,7 @@ def run_backtest(
     ----------
     profile : path
         The profile whose data source, thresholds and model settings are replayed.
-    strategies : "static,periodic,drift,performance,hybrid,every-batch" (default: all)
+    strategies : "static,periodic,drift,performance,hybrid,every-batch,refit" (default: all)
     work_dir : path
         Scratch homes (one per strategy, each with its registry and step run folders) and the shared
         fits; default ``runs/<UTC timestamp>-<profile>-backtest/``.
@@ -304,7 +321,8 @@ def run_backtest(
         work_dir=work,
         settings={"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
                   "warmup": warmup, "period_days": period_days, "period_batches": period_batches,
-                  "fit_cache": cache is not None},
+                  "fit_cache": cache is not None, "policy": prof.triggers.policy,
+                  "stuck_after": getattr(prof.validation, "stuck_after", 3)},
     )
 
 
@@ -326,15 +344,17 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
         raise RetrainError(f"the replay at {batch.name} saw {newest.path} as its newest batch; batch end times must be distinct")
     scored = [e for e in analysis.evaluations if e["batch"] == newest.path and e["version"] == serving]
     decision = analysis.decision
+    if not strategy.gates:
+        _train_on_newest_window(ctx)
 
     t0 = time.monotonic()
     trained = steps.retrain_model(ctx, fit_cache=cache)
     seconds["retrain"] = time.monotonic() - t0
     t0 = time.monotonic()
-    verdict = steps.validate_challenger(ctx)
+    verdict = steps.validate_challenger(ctx) if strategy.gates else _skip_validation(ctx, strategy)
     seconds["validate"] = time.monotonic() - t0
     t0 = time.monotonic()
-    promoted = steps.promote_or_rollback(ctx)
+    promoted = steps.promote_or_rollback(ctx) if strategy.gates else _deploy_without_gates(ctx, trained, strategy)
     seconds["promote"] = time.monotonic() - t0
 
     did_train = trained["status"] == "trained"
@@ -359,6 +379,7 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
         "verdict": verdict.decision if verdict is not None else None,
         "action": promoted["action"],
         "promoted": promoted["action"] == "promoted",
+        "stuck": bool(promoted.get("stuck")),
         "champion_after": promoted["champion_after"],
         "analyze_seconds": seconds["analyze"],
         "retrain_seconds": seconds["retrain"],
@@ -368,12 +389,53 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
     }
 
 
+def _train_on_newest_window(ctx: steps.StepContext) -> None:
+    """``refit``: move the training window forward over the holdout, so the fit sees the newest labelled batch.
+
+    Rewrites step 10's ``windows.train`` in the run folder (step 20 reads it from there) to the newest
+    batches of training window + holdout — as many as the playbook's window holds (``sliding_window``),
+    or all of them — and says so in the file (``backtest_refit``).
+    """
+    analysis = steps.read_output(ctx, "analyze")
+    windows = analysis["windows"]
+    planned, holdout = windows["train"], windows["holdout"]
+    both = planned + [b for b in holdout if b not in planned]
+    keep = len(planned) if windows["strategy"] == "sliding_window" else len(both)
+    windows["train"] = both[-keep:]
+    analysis["backtest_refit"] = (f"backtest strategy 'refit': trains on the newest {keep} batch(es), the holdout included "
+                                  f"(planned: {[b['path'] for b in planned]})")
+    ctx.write("analyze", analysis)
+
+
+def _skip_validation(ctx: steps.StepContext, strategy: Strategy) -> None:
+    ctx.write("validate", {"status": "skipped", "reason": f"backtest strategy '{strategy.name}' deploys without gates"})
+    return None
+
+
+def _deploy_without_gates(ctx: steps.StepContext, trained: dict[str, Any], strategy: Strategy) -> dict[str, Any]:
+    """``refit``: the new fit serves from the next batch on; retention as in a run."""
+    reg, prof = ctx.registry, ctx.profile
+    before = reg.champion()
+    events = []
+    if trained["status"] == "trained":
+        events = [reg.promote(trained["challenger"], run_id=ctx.run_id,
+                              reason=f"backtest strategy '{strategy.name}': deployed without gates").to_dict()]
+    removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
+    out = {"action": "promoted" if events else "none", "champion_before": before, "champion_after": reg.champion(),
+           "events": events, "retention_removed": removed, "versions": [v.name for v in reg.versions()]}
+    ctx.write("promote", out)
+    return out
+
+
 def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_points: Sequence[tuple[str, Any]] = ()) -> pd.DataFrame:
     """One row per strategy: mean and worst batch metric, retrains, promotions, CPU-seconds, ratios.
 
     ``retrains`` and ``promotions`` leave out the first champion (every strategy bootstraps once);
     ``cpu_seconds`` counts every fit including it. ``mean_after_drift`` averages the batches that
     start on or after the first known drift point. Ratios divide by ``every-batch``'s figure.
+    With ``static`` and ``refit`` replayed, ``gap_closed`` is the share of the gap between their mean
+    metrics a strategy closes ((mean − static) / (refit − static)) and ``refit_ratio`` its mean as a
+    share of refit's (refit's / its own when lower is better).
     """
     order = [s for s in STRATEGIES if s in set(records["strategy"])]
     first_drift = min((pd.Timestamp(t) for _, t in drift_points), default=None)
@@ -405,7 +467,80 @@ def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_po
         for col in ("mean", "worst", "mean_after_drift", "retrains", "promotions", "cpu_seconds"):
             if col in summary:
                 summary[f"{col}_ratio"] = summary[col] / ref[col] if ref[col] else math.nan
+    if PLAIN in summary.index and "static" in summary.index:
+        plain_mean, static_mean = summary.loc[PLAIN, "mean"], summary.loc["static", "mean"]
+        gap = plain_mean - static_mean
+        summary["gap_closed"] = (summary["mean"] - static_mean) / gap if gap else math.nan
+        summary["refit_ratio"] = summary["mean"] / plain_mean if greater_is_better else plain_mean / summary["mean"]
     return summary
+
+
+def longest_unflagged_rejections(records: pd.DataFrame) -> int:
+    """The most challengers rejected in a row (batches without a challenger do not break a run) with no
+    stuck event among them; a promotion ends a run."""
+    longest = run = 0
+    flagged = False
+    for rec in records[records["trained"]].to_dict("records"):
+        if rec["action"] == "rejected":
+            run += 1
+            flagged = flagged or bool(rec.get("stuck"))
+            if not flagged:
+                longest = max(longest, run)
+        else:
+            run, flagged = 0, False
+    return longest
+
+
+def check_acceptance(summary: pd.DataFrame, records: pd.DataFrame, *, greater_is_better: bool = True,
+                     policy: str = "hybrid", stuck_after: int = 3,
+                     min_gap: float = 0.01, min_gap_closed: float = 0.8, min_refit_ratio: float = 0.97,
+                     max_retrain_ratio: float = 1 / 3, tolerance: float = 0.005) -> pd.DataFrame:
+    """Issue 11's acceptance on one stream, one row per check (``check``, ``value``, ``limit``, ``ok``):
+
+    * the profile's own policy (``hybrid`` replays it) and ``performance`` each close ≥ ``min_gap_closed``
+      of the gap between ``static`` and ``refit`` (only where that gap is ≥ ``min_gap``) and reach
+      ≥ ``min_refit_ratio`` of refit's mean;
+    * at least one triggered strategy does both with ≤ ``max_retrain_ratio`` of every-batch's retrains;
+    * gated ``every-batch`` is within ``tolerance`` of refit's mean or better (``value``: its lead);
+    * no strategy rejects more than ``stuck_after`` challengers in a row without a stuck event.
+
+    A check whose strategies were not replayed is left out.
+    """
+    rows: list[dict[str, Any]] = []
+    have = set(summary.index)
+    if not {"static", PLAIN} <= have:
+        return pd.DataFrame(columns=["check", "value", "limit", "ok"])
+    gap = abs(summary.loc[PLAIN, "mean"] - summary.loc["static", "mean"])
+
+    def reaches(name: str) -> tuple[bool, bool]:
+        s = summary.loc[name]
+        closes = gap < min_gap or bool(s["gap_closed"] >= min_gap_closed)
+        return closes, bool(s["refit_ratio"] >= min_refit_ratio)
+
+    for name in [n for n in (policy, "performance") if n in have]:
+        closes, near = reaches(name)
+        label = f"{name} (the profile's policy)" if name == policy else name
+        rows.append({"check": f"{label} closes the static→refit gap",
+                     "value": summary.loc[name, "gap_closed"] if gap >= min_gap else f"gap {gap:.3f} < {min_gap:g}: n/a",
+                     "limit": f">= {min_gap_closed:g}", "ok": closes})
+        rows.append({"check": f"{label} reaches refit's mean", "value": summary.loc[name, "refit_ratio"],
+                     "limit": f">= {min_refit_ratio:g}", "ok": near})
+    if REFERENCE in have:
+        cheap = []
+        for name in [n for n in ("periodic", *TRIGGERED) if n in have]:
+            ratio = summary.loc[name, "retrains_ratio"]
+            if all(reaches(name)) and ratio <= max_retrain_ratio:
+                cheap.append(f"{name} ({ratio:.2f})")
+        rows.append({"check": "a triggered strategy does both with few retrains (retrains / every-batch's)",
+                     "value": ", ".join(cheap) or "none", "limit": f"<= {max_retrain_ratio:.2f}", "ok": bool(cheap)})
+        diff = (summary.loc[REFERENCE, "mean"] - summary.loc[PLAIN, "mean"]) * (1 if greater_is_better else -1)
+        rows.append({"check": "every-batch (gated) vs refit's mean", "value": diff, "limit": f">= -{tolerance:g}",
+                     "ok": bool(diff >= -tolerance)})
+    streaks = {name: longest_unflagged_rejections(r) for name, r in records.groupby("strategy", sort=False)}
+    worst = max(streaks, key=streaks.get)
+    rows.append({"check": "most challengers rejected in a row without a stuck event",
+                 "value": f"{streaks[worst]} ({worst})", "limit": f"<= {stuck_after}", "ok": streaks[worst] <= stuck_after})
+    return pd.DataFrame(rows)
 
 
 def check_target(summary: pd.DataFrame, *, min_ratio: float = 0.95, max_retrain_ratio: float = 1 / 3) -> pd.DataFrame:
@@ -450,7 +585,7 @@ def markdown_table(summary: pd.DataFrame, *, digits: int = 3) -> str:
 
 
 _COLORS = {"static": "#7f7f7f", "periodic": "#1f77b4", "drift": "#ff7f0e", "performance": "#2ca02c",
-           "hybrid": "#9467bd", "every-batch": "#d62728"}
+           "hybrid": "#9467bd", "every-batch": "#d62728", "refit": "#000000"}
 
 
 def plot_backtest(result: BacktestResult):
