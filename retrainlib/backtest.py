@@ -504,12 +504,16 @@ def check_acceptance(summary: pd.DataFrame, records: pd.DataFrame, *, greater_is
     * gated ``every-batch`` is within ``tolerance`` of refit's mean or better (``value``: its lead);
     * no strategy rejects more than ``stuck_after`` challengers in a row without a stuck event.
 
-    A check whose strategies were not replayed is left out.
+    A check whose strategies were not replayed is left out, and a first row names them.
     """
     rows: list[dict[str, Any]] = []
     have = set(summary.index)
+    missing = [n for n in ("static", "performance", policy, REFERENCE, PLAIN) if n not in have]
+    if missing:
+        rows.append({"check": "strategies the checks need were replayed", "value": "missing: " + ", ".join(missing),
+                     "limit": "all", "ok": False})
     if not {"static", PLAIN} <= have:
-        return pd.DataFrame(columns=["check", "value", "limit", "ok"])
+        return pd.DataFrame(rows, columns=["check", "value", "limit", "ok"])
     gap = abs(summary.loc[PLAIN, "mean"] - summary.loc["static", "mean"])
 
     def reaches(name: str) -> tuple[bool, bool]:

@@ -177,6 +177,7 @@ def test_the_acceptance_check_measures_lower_is_better_metrics_the_other_way():
     assert table.loc["every-batch (gated) vs refit's mean", "value"] == pytest.approx(-0.003)
     assert table.loc["every-batch (gated) vs refit's mean", "ok"]
     assert not table.loc["performance reaches refit's mean", "ok"]  # 0.952 < 0.97
+    assert table.loc["strategies the checks need were replayed", "value"] == "missing: hybrid"  # named, not skipped
 
 
 @pytest.mark.slow
