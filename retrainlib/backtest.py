@@ -53,6 +53,8 @@ __all__ = [
     "summarize",
     "check_target",
     "check_acceptance",
+    "recorded",
+    "streams_table",
     "plot_backtest",
     "markdown_table",
 ]
@@ -512,8 +514,13 @@ def check_acceptance(summary: pd.DataFrame, records: pd.DataFrame, *, greater_is
     if missing:
         rows.append({"check": "strategies the checks need were replayed", "value": "missing: " + ", ".join(missing),
                      "limit": "all", "ok": False})
+    streaks = {name: longest_unflagged_rejections(r) for name, r in records.groupby("strategy", sort=False)}
+    worst = max(streaks, key=streaks.get)
+    stuck = {"check": "most challengers rejected in a row without a stuck event",
+             "value": f"{streaks[worst]} ({worst})", "limit": f"<= {stuck_after}", "ok": streaks[worst] <= stuck_after}
+    columns = ["check", "value", "limit", "ok"]
     if not {"static", PLAIN} <= have:
-        return pd.DataFrame(rows, columns=["check", "value", "limit", "ok"])
+        return pd.DataFrame([*rows, stuck], columns=columns)
     gap = abs(summary.loc[PLAIN, "mean"] - summary.loc["static", "mean"])
 
     def reaches(name: str) -> tuple[bool, bool]:
@@ -540,11 +547,7 @@ def check_acceptance(summary: pd.DataFrame, records: pd.DataFrame, *, greater_is
         diff = (summary.loc[REFERENCE, "mean"] - summary.loc[PLAIN, "mean"]) * (1 if greater_is_better else -1)
         rows.append({"check": "every-batch (gated) vs refit's mean", "value": diff, "limit": f">= -{tolerance:g}",
                      "ok": bool(diff >= -tolerance)})
-    streaks = {name: longest_unflagged_rejections(r) for name, r in records.groupby("strategy", sort=False)}
-    worst = max(streaks, key=streaks.get)
-    rows.append({"check": "most challengers rejected in a row without a stuck event",
-                 "value": f"{streaks[worst]} ({worst})", "limit": f"<= {stuck_after}", "ok": streaks[worst] <= stuck_after})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([*rows, stuck], columns=columns)
 
 
 def check_target(summary: pd.DataFrame, *, min_ratio: float = 0.95, max_retrain_ratio: float = 1 / 3) -> pd.DataFrame:
@@ -566,6 +569,39 @@ def check_target(summary: pd.DataFrame, *, min_ratio: float = 0.95, max_retrain_
         row["meets_target"] = all(v for k, v in row.items() if k.endswith("_ok") or k.startswith("beats"))
         rows.append(row)
     return pd.DataFrame(rows).set_index("strategy") if rows else pd.DataFrame()
+
+
+def recorded(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Summary and acceptance of a written ``backtest.json``, recomputed from its per-batch records
+    (not read from its stored tables), with the stuck limit and metric direction it recorded."""
+    raw = json.loads(Path(path).read_text())
+    records = pd.DataFrame(raw["records"])
+    for col in ("batch_start", "batch_end"):
+        records[col] = pd.to_datetime(records[col])
+    points = [(p["name"], pd.Timestamp(p["date"])) for p in raw.get("drift_points", [])]
+    summary = summarize(records, greater_is_better=raw["greater_is_better"], drift_points=points)
+    acceptance = check_acceptance(summary, records, greater_is_better=raw["greater_is_better"],
+                                  stuck_after=raw.get("settings", {}).get("stuck_after", 3))
+    return summary, acceptance
+
+
+def streams_table(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per written backtest: each strategy's mean metric, every-batch's and the triggered strategies'
+    retrains, and which acceptance checks it misses — all recomputed from the per-batch records."""
+    rows = []
+    for path in paths:
+        raw = json.loads(Path(path).read_text())
+        summary, acceptance = recorded(path)
+        row: dict[str, Any] = {"stream": raw["profile"], "metric": raw["metric"], "batches": int(summary["batches"].max())}
+        for name in summary.index:
+            row[f"{name} mean"] = summary.loc[name, "mean"]
+        for name in [n for n in (*TRIGGERED, REFERENCE) if n in summary.index]:
+            row[f"{name} retrains"] = int(summary.loc[name, "retrains"])
+        misses = acceptance.loc[~acceptance["ok"].astype(bool), "check"].tolist() if len(acceptance) else []
+        row["checks met"] = f"{len(acceptance) - len(misses)} of {len(acceptance)}"
+        row["misses"] = "; ".join(misses) or "none"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("stream")
 
 
 def markdown_table(summary: pd.DataFrame, *, digits: int = 3) -> str:
