@@ -532,7 +532,8 @@ def check_acceptance(summary: pd.DataFrame, records: pd.DataFrame, *, greater_is
         closes, near = reaches(name)
         label = f"{name} (the profile's policy)" if name == policy else name
         rows.append({"check": f"{label} closes the static→refit gap",
-                     "value": summary.loc[name, "gap_closed"] if gap >= min_gap else f"gap {gap:.3f} < {min_gap:g}: n/a",
+                     "value": summary.loc[name, "gap_closed"] if gap >= min_gap else
+                     f"gap {gap:.3f} < {min_gap:g}: n/a" if gap < min_gap else "no mean: static or refit never had a champion",
                      "limit": f">= {min_gap_closed:g}", "ok": closes})
         rows.append({"check": f"{label} reaches refit's mean", "value": summary.loc[name, "refit_ratio"],
                      "limit": f">= {min_refit_ratio:g}", "ok": near})
