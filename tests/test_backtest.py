@@ -212,3 +212,16 @@ def test_the_gapminder_loader_feeds_a_refit_replay_that_trains_on_the_newest_bat
         assert json.loads((run / "30-validate-challenger.json").read_text())["status"] == "skipped"
         assert json.loads((run / "40-promote-or-rollback.json").read_text())["champion_after"] == row["challenger"]
     assert result.summary.loc["refit", "retrains"] == 2
+
+
+def test_refit_figures_compare_only_the_batches_a_strategy_static_and_refit_all_scored():
+    nan = np.nan
+    records = pd.concat([
+        _strategy("static", [nan, nan, 0.70, 0.70]),  # its first champion was rejected once
+        _strategy("hybrid", [nan, nan, 0.80, 0.80]),
+        _strategy("refit", [nan, 0.50, 0.80, 0.80], trained=[True] * 4, actions=["promoted"] * 4),
+    ])
+    summary = backtest.summarize(records)
+    assert summary.loc["refit", "mean"] == pytest.approx(0.7)  # over its own three batches
+    assert summary.loc["hybrid", "refit_ratio"] == pytest.approx(1.0)  # over the two all three scored
+    assert summary.loc["hybrid", "gap_closed"] == pytest.approx(1.0) and summary.loc["hybrid", "gap"] == pytest.approx(0.1)
