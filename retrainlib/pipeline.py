@@ -75,9 +75,11 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
                                        "gates": validate.get("gates", [])}
     if promote:
         manifest.outputs["promotion"] = promote
+        if promote["action"] in ("rolled-back", "auto-rolled-back"):
+            manifest.reasons = [e["reason"] for e in promote["events"] if e["event"] in ("rollback", "auto-rollback")] or manifest.reasons
     if manifest.status == "failed":
         manifest.outcome = "failed"
-    elif promote and promote["action"] == "rolled-back":
+    elif promote and promote["action"] in ("rolled-back", "auto-rolled-back"):
         manifest.outcome = "rolled-back"
     elif analyze and analyze["decision"]["status"] == "blocked-by-quality":
         manifest.outcome = "blocked-by-quality"
@@ -85,6 +87,9 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
         manifest.outcome = "no-retrain-needed"
     elif promote and promote["action"] == "promoted":
         manifest.outcome = "bootstrapped" if analyze and analyze["decision"]["status"] == "bootstrap" else "promoted"
+    elif promote and promote.get("stuck"):
+        manifest.outcome = "stuck"
+        manifest.reasons = [promote["stuck"]["reason"], *manifest.reasons]
     elif promote:
         manifest.outcome = "rejected"
     manifest.exit_code = OUTCOMES.get(manifest.outcome or "failed", 1)
@@ -100,8 +105,15 @@ def run_playbook(
     lock_timeout: float = 0,
     notebooks: Path = NOTEBOOKS,
     progress: bool | None = None,
+    rollback: bool = False,
+    rollback_to: str | None = None,
+    rollback_reason: str = "",
 ) -> tuple[RunManifest, Path]:
     """Run the playbook once; return the manifest and the run folder.
+
+    ``rollback=True`` runs only ``40-promote-or-rollback`` with ``rollback=True`` (to the previous
+    champion, or ``rollback_to``): a rollback by hand gets its run folder, manifest, outcome
+    ``rolled-back`` and notification like any run, under the same run lock.
 
     Raises
     ------
@@ -118,8 +130,9 @@ def run_playbook(
     for var in automl.THREAD_VARIABLES:  # the kernels inherit these
         os.environ[var] = str(prof.training.num_cpus)
 
+    step_names = STEP_NOTEBOOKS[-1:] if rollback else STEP_NOTEBOOKS
     with registry.run_lock(timeout=lock_timeout):
-        run_id = run_id or new_run_id(prof.name)
+        run_id = run_id or (new_run_id(prof.name) + ("-rollback" if rollback else ""))
         run_dir = paths.runs / run_id
         suffix = 1
         while run_dir.exists():
@@ -141,13 +154,15 @@ def run_playbook(
             software=automl.software_versions(),
             environment={v: os.environ.get(v, "") for v in automl.THREAD_VARIABLES},
             champion_before=registry.champion(),
-            steps=[StepRecord(name=s) for s in STEP_NOTEBOOKS],
+            steps=[StepRecord(name=s) for s in step_names],
             replay_of=replay_of,
         )
         (run_dir / "profile.yaml").write_text(manifest.profile["content"])
         manifest.write(run_dir)
         t_run, t_wall = time.monotonic(), time.time()
         params = {"profile": str(profile_path.resolve()), "run_dir": str(run_dir), "home": str(paths.home), "as_of": as_of or ""}
+        if rollback:
+            params.update(rollback=True, rollback_to=rollback_to or "", rollback_reason=rollback_reason)
         try:
             for rec in manifest.steps:
                 rec.status, rec.started, rec.notebook = "running", RunManifest.now(), f"{rec.name}.ipynb"
@@ -189,6 +204,7 @@ def run_playbook(
             if rec.status == "pending":
                 rec.status = "not-run"
         _finish(manifest, run_dir, registry, t_run)
+    _mirror(manifest, run_dir, prof, registry)  # after the run lock too; an interrupted run is caught up by the next one
     _announce(manifest, run_dir, prof)  # after the run lock is released: a slow webhook holds no run back
     return manifest, run_dir
 
@@ -198,6 +214,25 @@ def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, t_run: flo
     manifest.champion_after = registry.champion()
     manifest.finished = RunManifest.now()
     manifest.seconds = round(time.monotonic() - t_run, 3)
+    manifest.write(run_dir)
+
+
+def _mirror(manifest: RunManifest, run_dir: Path, prof, registry: Registry) -> None:
+    """Mirror the runs and versions into MLflow when the profile says where (:mod:`retrainlib.mlflow_mirror`).
+
+    Like a notification it never fails the run: what happened, or why not, goes into the manifest.
+    """
+    if prof.mlflow is None:
+        return
+    try:
+        from . import mlflow_mirror
+    except ImportError as exc:
+        manifest.mlflow = {"status": "failed", "tracking_uri": prof.mlflow.tracking_uri,
+                           "error": f"{exc}; install the optional extra: pip install -r requirements-mlflow.txt"}
+        log.warning("%s: mlflow is not installed; the mirror is skipped (pip install -r requirements-mlflow.txt)", manifest.run_id)
+    else:
+        manifest.mlflow = mlflow_mirror.sync(prof.mlflow, runs_dir=run_dir.parent, registry=registry,
+                                             profile_name=prof.name, model_name=prof.model_name, current_run=manifest.run_id)
     manifest.write(run_dir)
 
 
