@@ -356,7 +356,8 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
     verdict = steps.validate_challenger(ctx) if strategy.gates else _skip_validation(ctx, strategy)
     seconds["validate"] = time.monotonic() - t0
     t0 = time.monotonic()
-    promoted = steps.promote_or_rollback(ctx) if strategy.gates else _deploy_without_gates(ctx, trained, strategy)
+    promoted = (steps.promote_or_rollback(ctx, fit_cache=cache) if strategy.gates
+                else _deploy_without_gates(ctx, trained, strategy))
     seconds["promote"] = time.monotonic() - t0
 
     did_train = trained["status"] == "trained"
