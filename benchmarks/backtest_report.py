@@ -10,18 +10,22 @@ import json
 
 import pandas as pd
 
-from retrainlib.backtest import markdown_table
+from retrainlib.backtest import markdown_table, recorded
 
 COLUMNS = ["strategy", "batches", "mean", "worst", "mean_after_drift", "retrains", "promotions", "rejected", "cpu_seconds",
-           "mean_ratio", "worst_ratio", "mean_after_drift_ratio", "retrains_ratio", "promotions_ratio", "cpu_seconds_ratio"]
+           "mean_ratio", "worst_ratio", "mean_after_drift_ratio", "retrains_ratio", "promotions_ratio", "cpu_seconds_ratio",
+           "gap_closed", "refit_ratio"]
 
 
-def report(result: dict, plot: str | None, command: str | None) -> str:
-    summary = pd.DataFrame(result["summary"]).set_index("strategy")
+def report(path: str, plot: str | None, command: str | None, code: str | None = None) -> str:
+    result = json.load(open(path))
+    summary, acceptance = recorded(path)  # both recomputed from the per-batch records
     summary = summary[[c for c in COLUMNS[1:] if c in summary]]
     records = pd.DataFrame(result["records"])
     s = result["settings"]
     lines = [f"# Backtest: {result['profile']}", ""]
+    if code:
+        lines += [f"Code: {code}.", ""]
     if command:
         lines += ["```bash", command, "```", ""]
     lines += [f"{s['n_batches']} batches, first champion trained when {s['warmup']} were visible; metric "
@@ -30,12 +34,20 @@ def report(result: dict, plot: str | None, command: str | None) -> str:
               + f". Wall time {result['seconds'] / 60:.1f} min.", ""]
     lines += [markdown_table(summary), ""]
     lines += ["`retrains`/`promotions` exclude the first champion; `cpu_seconds` is the training CPU of every fit a "
-              "strategy used (the first included), as if it had trained alone; `*_ratio` divides by `every-batch`.", ""]
+              "strategy used (the first included), as if it had trained alone; `*_ratio` divides by `every-batch`; "
+              "`gap_closed` is the share of the gap between `static` and `refit` a strategy closes, `refit_ratio` its "
+              "mean as a share of `refit`'s, both on the batches it, `static` and `refit` all scored "
+              "(`refit`: retrain before every batch on the newest window, no gates).", ""]
     if plot:
         lines += [f"![metric per batch]({plot})", ""]
     if result.get("target"):
         lines += ["Target (≥ 95 % of every-batch's mean with ≤ 1/3 of its retrains, beating static after the drift):", ""]
         lines += [markdown_table(pd.DataFrame(result["target"]).set_index("strategy")), ""]
+    if len(acceptance):
+        misses = acceptance[~acceptance["ok"]]
+        lines += ["Acceptance (issue 11): " + ("**met on this stream**." if misses.empty else
+                  f"**missed: {len(misses)} of {len(acceptance)} checks** (`ok` False below)."), "",
+                  markdown_table(acceptance.set_index("check")), ""]
     fc = result["fit_cache"]
     if fc.get("enabled", True):
         lines += [f"Shared fits: {fc['fits_computed']} computed, {fc['fits_reused']} reused, saving "
@@ -62,5 +74,6 @@ if __name__ == "__main__":
     p.add_argument("result")
     p.add_argument("--plot", default=None)
     p.add_argument("--command", default=None, help="the command that produced the result, shown in the report")
+    p.add_argument("--code", default=None, help="which code produced it (branch and commit), shown in the report")
     a = p.parse_args()
-    print(report(json.load(open(a.result)), a.plot, a.command))
+    print(report(a.result, a.plot, a.command, a.code))

@@ -100,8 +100,13 @@ def score(metric: str, problem_type: str, y_true: Sequence, y_proba: np.ndarray,
         pred = y_proba if (s.needs_proba or s.needs_threshold) else (y_proba >= 0.5).astype(int)
         return float(s.convert_score_to_original(s(y_bin, pred)))
     idx = {c: i for i, c in enumerate(classes)}
+    unseen = [v for v in pd.unique(y_true) if v not in idx]  # labels the model never learnt: it gave them no probability
+    idx.update({v: len(classes) + k for k, v in enumerate(unseen)})
     y_idx = np.array([idx[v] for v in y_true])
-    pred = y_proba if s.needs_proba else np.asarray(y_proba).argmax(axis=1)
+    proba = np.asarray(y_proba)
+    if unseen:
+        proba = np.hstack([proba, np.zeros((len(proba), len(unseen)))])
+    pred = proba if s.needs_proba else proba.argmax(axis=1)
     return float(s.convert_score_to_original(s(y_idx, pred)))
 
 

@@ -8,11 +8,15 @@ the playbook's own step functions — nothing is re-implemented here:
 * at batch *t* (``as_of`` = its newest row) :func:`steps.analyze_drift` scores the serving champion
   on batch *t* before anything else happens: the champion was trained on batches before its own
   validation batch, so batch *t* is new to it (prequential, "test then train");
-* the strategy decides — through a trigger policy of the profile, or forced for ``static`` and
-  ``every-batch`` (every trigger is still measured and recorded);
+* the strategy decides — through a trigger policy of the profile, or forced for ``static``,
+  ``every-batch`` and ``refit`` (every trigger is still measured and recorded);
 * :func:`steps.retrain_model`, :func:`steps.validate_challenger` and
   :func:`steps.promote_or_rollback` train, validate and promote or reject exactly as a run does
-  (fresh-process stability reload, smoke test, retention included).
+  (fresh-process stability reload, smoke test, retention included);
+* ``refit`` is the plain reference a team would compute by hand: before every batch it retrains the
+  same model on the newest training window *including* the newest labelled batch (no holdout kept
+  back) and deploys it without any gate. :func:`check_acceptance` measures every other strategy
+  against it and against ``static``.
 
 Identical fits (same training rows and settings) are computed once and shared across strategies
 (:class:`retrainlib.fitcache.FitCache`); each strategy's training CPU-seconds still count every fit
@@ -48,6 +52,9 @@ __all__ = [
     "load_drift_points",
     "summarize",
     "check_target",
+    "check_acceptance",
+    "recorded",
+    "streams_table",
     "plot_backtest",
     "markdown_table",
 ]
@@ -62,10 +69,11 @@ class Strategy:
     policy: str | None = None  # a TriggerSettings policy; None keeps the profile's own
     force: bool | None = None  # True: every batch; False: never after the first champion
     performance_source: str | None = None  # triggers.performance_source; None keeps the profile's own
+    gates: bool = True  # False: train on the newest window, holdout included, and deploy without validation
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "policy": self.policy, "force": self.force,
-                "performance_source": self.performance_source}
+                "performance_source": self.performance_source, "gates": self.gates}
 
 
 #: the strategies a backtest can replay, in the order tables show them
@@ -82,9 +90,13 @@ STRATEGIES: dict[str, Strategy] = {
                  performance_source="both"),
         Strategy("hybrid", "the profile's own trigger policy"),
         Strategy("every-batch", "retrain on every new batch (the costly reference)", force=True),
+        Strategy("refit", "retrain before every batch on the newest window, the newest batch included, and "
+                 "deploy without gates (the plain reference)", force=True, gates=False),
     )
 }
 REFERENCE = "every-batch"
+#: the plain reference the acceptance check measures against
+PLAIN = "refit"
 #: strategies that decide from the data (the target applies to them)
 TRIGGERED = ("drift", "performance", "performance-estimated", "hybrid")
 
@@ -152,7 +164,13 @@ class BacktestResult:
             "work_dir": str(self.work_dir),
             "settings": self.settings,
             "target": _records(check_target(self.summary)) if REFERENCE in set(self.summary.index) else [],
+            "acceptance": _records(self.acceptance()),
         }
+
+    def acceptance(self) -> pd.DataFrame:
+        """:func:`check_acceptance` of this replay, with the profile's stuck limit."""
+        return check_acceptance(self.summary, self.records, greater_is_better=self.greater_is_better,
+                                stuck_after=self.settings.get("stuck_after", 3))
 
     def write(self, folder: str | Path | None = None) -> dict[str, Path]:
         """``backtest.json``, ``backtest-per-batch.csv``, ``backtest-summary.csv`` and ``backtest.png``."""
@@ -231,7 +249,7 @@ def run_backtest(
     ----------
     profile : path
         The profile whose data source, thresholds and model settings are replayed.
-    strategies : "static,periodic,drift,performance,hybrid,every-batch" (default: all)
+    strategies : "static,periodic,drift,performance,hybrid,every-batch,refit" (default: all)
     work_dir : path
         Scratch homes (one per strategy, each with its registry and step run folders) and the shared
         fits; default ``runs/<UTC timestamp>-<profile>-backtest/``.
@@ -327,7 +345,8 @@ def run_backtest(
         work_dir=work,
         settings={"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
                   "warmup": warmup, "period_days": period_days, "period_batches": period_batches, "label_delay": label_delay,
-                  "fit_cache": cache is not None, "fresh_checks": "cold" if cold else "warm, cached"},
+                  "fit_cache": cache is not None, "fresh_checks": "cold" if cold else "warm, cached",
+                  "policy": prof.triggers.policy, "stuck_after": getattr(prof.validation, "stuck_after", 3)},
     )
 
 
@@ -351,15 +370,18 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
     if not scored and serving is not None and ctx.profile.data.label_delay_batches:
         scored = [{"value": _truth(ctx, serving, newest)}]  # its labels come later in the run; the backtest knows them
     decision = analysis.decision
+    if not strategy.gates:
+        _train_on_newest_window(ctx)
 
     t0 = time.monotonic()
     trained = steps.retrain_model(ctx, fit_cache=cache)
     seconds["retrain"] = time.monotonic() - t0
     t0 = time.monotonic()
-    verdict = steps.validate_challenger(ctx)
+    verdict = steps.validate_challenger(ctx) if strategy.gates else _skip_validation(ctx, strategy)
     seconds["validate"] = time.monotonic() - t0
     t0 = time.monotonic()
-    promoted = steps.promote_or_rollback(ctx)
+    promoted = (steps.promote_or_rollback(ctx, fit_cache=cache) if strategy.gates
+                else _deploy_without_gates(ctx, trained, strategy))
     seconds["promote"] = time.monotonic() - t0
 
     did_train = trained["status"] == "trained"
@@ -384,6 +406,7 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
         "verdict": verdict.decision if verdict is not None else None,
         "action": promoted["action"],
         "promoted": promoted["action"] == "promoted",
+        "stuck": bool(promoted.get("stuck")),
         "champion_after": promoted["champion_after"],
         "analyze_seconds": seconds["analyze"],
         "retrain_seconds": seconds["retrain"],
@@ -404,12 +427,53 @@ def _truth(ctx, version: str, batch: data.Batch) -> float:
     return automl.score(metric, predictor.problem_type, frame[src.label], automl.predict_scores(predictor, frame[features]), classes)
 
 
+def _train_on_newest_window(ctx: steps.StepContext) -> None:
+    """``refit``: move the training window forward over the holdout, so the fit sees the newest labelled batch.
+
+    Rewrites step 10's ``windows.train`` in the run folder (step 20 reads it from there) to the newest
+    batches of training window + holdout — as many as the playbook's window holds (``sliding_window``),
+    or all of them — and says so in the file (``backtest_refit``).
+    """
+    analysis = steps.read_output(ctx, "analyze")
+    windows = analysis["windows"]
+    planned, holdout = windows["train"], windows["holdout"]
+    both = planned + [b for b in holdout if b not in planned]
+    keep = len(planned) if windows["strategy"] == "sliding_window" else len(both)
+    windows["train"] = both[-keep:]
+    analysis["backtest_refit"] = (f"backtest strategy 'refit': trains on the newest {keep} batch(es), the holdout included "
+                                  f"(planned: {[b['path'] for b in planned]})")
+    ctx.write("analyze", analysis)
+
+
+def _skip_validation(ctx: steps.StepContext, strategy: Strategy) -> None:
+    ctx.write("validate", {"status": "skipped", "reason": f"backtest strategy '{strategy.name}' deploys without gates"})
+    return None
+
+
+def _deploy_without_gates(ctx: steps.StepContext, trained: dict[str, Any], strategy: Strategy) -> dict[str, Any]:
+    """``refit``: the new fit serves from the next batch on; retention as in a run."""
+    reg, prof = ctx.registry, ctx.profile
+    before = reg.champion()
+    events = []
+    if trained["status"] == "trained":
+        events = [reg.promote(trained["challenger"], run_id=ctx.run_id,
+                              reason=f"backtest strategy '{strategy.name}': deployed without gates").to_dict()]
+    removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
+    out = {"action": "promoted" if events else "none", "champion_before": before, "champion_after": reg.champion(),
+           "events": events, "retention_removed": removed, "versions": [v.name for v in reg.versions()]}
+    ctx.write("promote", out)
+    return out
+
+
 def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_points: Sequence[tuple[str, Any]] = ()) -> pd.DataFrame:
     """One row per strategy: mean and worst batch metric, retrains, promotions, CPU-seconds, ratios.
 
     ``retrains`` and ``promotions`` leave out the first champion (every strategy bootstraps once);
     ``cpu_seconds`` counts every fit including it. ``mean_after_drift`` averages the batches that
     start on or after the first known drift point. Ratios divide by ``every-batch``'s figure.
+    With ``static`` and ``refit`` replayed, ``gap_closed`` is the share of the gap between their mean
+    metrics a strategy closes ((mean − static) / (refit − static)) and ``refit_ratio`` its mean as a
+    share of refit's (refit's / its own when lower is better), both on the batches all three scored.
     """
     order = [s for s in STRATEGIES if s in set(records["strategy"])]
     first_drift = min((pd.Timestamp(t) for _, t in drift_points), default=None)
@@ -441,7 +505,102 @@ def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_po
         for col in ("mean", "worst", "mean_after_drift", "retrains", "promotions", "cpu_seconds"):
             if col in summary:
                 summary[f"{col}_ratio"] = summary[col] / ref[col] if ref[col] else math.nan
+    if PLAIN in summary.index and "static" in summary.index:
+        summary = summary.join(_against_refit(records, summary.index, greater_is_better))
     return summary
+
+
+def _against_refit(records: pd.DataFrame, names: Sequence[str], greater_is_better: bool) -> pd.DataFrame:
+    """Per strategy, on the batches that it, ``static`` and ``refit`` all scored (a strategy without a
+    champion scores none): ``gap`` (refit's mean lead over static), ``gap_closed`` ((mean − static) /
+    (refit − static)), ``refit_ratio`` (mean / refit's, inverted when lower is better) and ``vs_refit``
+    (mean − refit's, positive when better)."""
+    values = records.pivot_table(index="batch_start", columns="strategy", values="value", aggfunc="first", dropna=False)
+    sign = 1 if greater_is_better else -1
+    out = {}
+    for name in names:
+        both = values[[c for c in dict.fromkeys([name, "static", PLAIN])]].dropna()
+        if both.empty:
+            out[name] = {"gap": math.nan, "gap_closed": math.nan, "refit_ratio": math.nan, "vs_refit": math.nan}
+            continue
+        mean, static, plain = both[name].mean(), both["static"].mean(), both[PLAIN].mean()
+        gap = plain - static
+        out[name] = {"gap": sign * gap, "gap_closed": (mean - static) / gap if gap else math.nan,
+                     "refit_ratio": mean / plain if greater_is_better else plain / mean, "vs_refit": sign * (mean - plain)}
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def longest_unflagged_rejections(records: pd.DataFrame) -> int:
+    """The most challengers rejected in a row (batches without a challenger do not break a run) with no
+    stuck event among them; a promotion ends a run."""
+    longest = run = 0
+    flagged = False
+    for rec in records[records["trained"]].to_dict("records"):
+        if rec["action"] == "rejected":
+            run += 1
+            flagged = flagged or bool(rec.get("stuck"))
+            if not flagged:
+                longest = max(longest, run)
+        else:
+            run, flagged = 0, False
+    return longest
+
+
+def check_acceptance(summary: pd.DataFrame, records: pd.DataFrame, *, greater_is_better: bool = True,
+                     policy: str = "hybrid", stuck_after: int = 3,
+                     min_gap: float = 0.01, min_gap_closed: float = 0.8, min_refit_ratio: float = 0.97,
+                     max_retrain_ratio: float = 1 / 3, tolerance: float = 0.005) -> pd.DataFrame:
+    """Issue 11's acceptance on one stream, one row per check (``check``, ``value``, ``limit``, ``ok``):
+
+    * the profile's own policy (``hybrid`` replays it) and ``performance`` each close ≥ ``min_gap_closed``
+      of the gap between ``static`` and ``refit`` (only where that gap is ≥ ``min_gap``) and reach
+      ≥ ``min_refit_ratio`` of refit's mean;
+    * at least one triggered strategy does both with ≤ ``max_retrain_ratio`` of every-batch's retrains;
+    * gated ``every-batch`` is within ``tolerance`` of refit's mean or better (``value``: its lead);
+    * no strategy rejects more than ``stuck_after`` challengers in a row without a stuck event.
+
+    A check whose strategies were not replayed is left out, and a first row names them.
+    """
+    rows: list[dict[str, Any]] = []
+    have = set(summary.index)
+    missing = [n for n in ("static", "performance", policy, REFERENCE, PLAIN) if n not in have]
+    if missing:
+        rows.append({"check": "strategies the checks need were replayed", "value": "missing: " + ", ".join(missing),
+                     "limit": "all", "ok": False})
+    streaks = {name: longest_unflagged_rejections(r) for name, r in records.groupby("strategy", sort=False)}
+    worst = max(streaks, key=streaks.get)
+    stuck = {"check": "most challengers rejected in a row without a stuck event",
+             "value": f"{streaks[worst]} ({worst})", "limit": f"<= {stuck_after}", "ok": streaks[worst] <= stuck_after}
+    columns = ["check", "value", "limit", "ok"]
+    if not {"static", PLAIN} <= have:
+        return pd.DataFrame([*rows, stuck], columns=columns)
+    def reaches(name: str) -> tuple[bool, bool]:
+        s = summary.loc[name]
+        closes = abs(s["gap"]) < min_gap or bool(s["gap_closed"] >= min_gap_closed)
+        return closes, bool(s["refit_ratio"] >= min_refit_ratio)
+
+    for name in [n for n in (policy, "performance") if n in have]:
+        closes, near = reaches(name)
+        label = f"{name} (the profile's policy)" if name == policy else name
+        gap = summary.loc[name, "gap"]
+        rows.append({"check": f"{label} closes the static→refit gap",
+                     "value": summary.loc[name, "gap_closed"] if abs(gap) >= min_gap else
+                     f"gap {gap:.3f} < {min_gap:g}: n/a" if abs(gap) < min_gap else "no batch scored by it, static and refit",
+                     "limit": f">= {min_gap_closed:g}", "ok": closes})
+        rows.append({"check": f"{label} reaches refit's mean", "value": summary.loc[name, "refit_ratio"],
+                     "limit": f">= {min_refit_ratio:g}", "ok": near})
+    if REFERENCE in have:
+        cheap = []
+        for name in [n for n in ("periodic", *TRIGGERED) if n in have]:
+            ratio = summary.loc[name, "retrains_ratio"]
+            if all(reaches(name)) and ratio <= max_retrain_ratio:
+                cheap.append(f"{name} ({ratio:.2f})")
+        rows.append({"check": "a triggered strategy does both with few retrains (retrains / every-batch's)",
+                     "value": ", ".join(cheap) or "none", "limit": f"<= {max_retrain_ratio:.2f}", "ok": bool(cheap)})
+        diff = summary.loc[REFERENCE, "vs_refit"]
+        rows.append({"check": "every-batch (gated) vs refit's mean", "value": diff, "limit": f">= -{tolerance:g}",
+                     "ok": bool(diff >= -tolerance)})
+    return pd.DataFrame([*rows, stuck], columns=columns)
 
 
 def check_target(summary: pd.DataFrame, *, min_ratio: float = 0.95, max_retrain_ratio: float = 1 / 3) -> pd.DataFrame:
@@ -463,6 +622,49 @@ def check_target(summary: pd.DataFrame, *, min_ratio: float = 0.95, max_retrain_
         row["meets_target"] = all(v for k, v in row.items() if k.endswith("_ok") or k.startswith("beats"))
         rows.append(row)
     return pd.DataFrame(rows).set_index("strategy") if rows else pd.DataFrame()
+
+
+def recorded(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Summary and acceptance of a written ``backtest.json``, recomputed from its per-batch records
+    (not read from its stored tables), with the stuck limit and metric direction it recorded."""
+    raw = json.loads(Path(path).read_text())
+    records = pd.DataFrame(raw["records"])
+    for col in ("batch_start", "batch_end"):
+        records[col] = pd.to_datetime(records[col])
+    points = [(p["name"], pd.Timestamp(p["date"])) for p in raw.get("drift_points", [])]
+    summary = summarize(records, greater_is_better=raw["greater_is_better"], drift_points=points)
+    acceptance = check_acceptance(summary, records, greater_is_better=raw["greater_is_better"],
+                                  stuck_after=raw.get("settings", {}).get("stuck_after", 3))
+    return summary, acceptance
+
+
+def streams_table(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per written backtest: each strategy's mean metric, every-batch's and the triggered strategies'
+    retrains, and which acceptance checks it misses — all recomputed from the per-batch records."""
+    rows = []
+    for path in paths:
+        raw = json.loads(Path(path).read_text())
+        summary, acceptance = recorded(path)
+        row: dict[str, Any] = {"stream": raw["profile"], "metric": raw["metric"], "batches": int(summary["batches"].max())}
+        for name in summary.index:
+            row[f"{name} mean"] = summary.loc[name, "mean"]
+        for name in [n for n in (*TRIGGERED, REFERENCE) if n in summary.index]:
+            row[f"{name} retrains"] = int(summary.loc[name, "retrains"])
+        misses = acceptance.loc[~acceptance["ok"].astype(bool), "check"].map(_short).tolist() if len(acceptance) else []
+        row["checks met"] = f"{len(acceptance) - len(misses)} of {len(acceptance)}"
+        row["misses"] = "; ".join(misses) or "none"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("stream")
+
+
+def _short(check: str) -> str:
+    """A check's name in a few words, for one-line tables."""
+    for words, short in (("closes the static", "gap"), ("reaches refit", "97% of refit"), ("few retrains", "cheap trigger"),
+                         ("every-batch (gated)", "every-batch ≈ refit"), ("without a stuck event", "silent rejections"),
+                         ("were replayed", "strategies missing")):
+        if words in check:
+            return f"{check.split(' ')[0]} {short}" if short in ("gap", "97% of refit") else short
+    return check
 
 
 def markdown_table(summary: pd.DataFrame, *, digits: int = 3) -> str:
@@ -487,7 +689,7 @@ def markdown_table(summary: pd.DataFrame, *, digits: int = 3) -> str:
 
 _COLORS = {"static": "#7f7f7f", "periodic": "#1f77b4", "drift": "#ff7f0e", "performance": "#2ca02c",
            "performance-estimated": "#17becf",
-           "hybrid": "#9467bd", "every-batch": "#d62728"}
+           "hybrid": "#9467bd", "every-batch": "#d62728", "refit": "#000000"}
 
 
 def plot_backtest(result: BacktestResult):

@@ -312,7 +312,8 @@ def cmd_backtest(args) -> int:
         Path(args.json).write_text(text)
     table = result.summary.reset_index()
     columns = [c for c in ("strategy", "mean", "worst", "mean_after_drift", "retrains", "promotions", "cpu_seconds",
-                           "mean_ratio", "worst_ratio", "retrains_ratio", "promotions_ratio", "cpu_seconds_ratio")
+                           "mean_ratio", "worst_ratio", "retrains_ratio", "promotions_ratio", "cpu_seconds_ratio",
+                           "gap_closed", "refit_ratio")
                if c in table]
     rows = [{c: (f"{r[c]:.4f}" if isinstance(r[c], float) and c != "cpu_seconds" else
                  f"{r[c]:.1f}" if c == "cpu_seconds" else r[c]) for c in columns} for r in table.to_dict("records")]
@@ -329,6 +330,12 @@ def cmd_backtest(args) -> int:
         for name, r in target.iterrows():
             print(f"  {name}: {'met' if r['meets_target'] else 'not met'} "
                   f"(mean ratio {r['mean_ratio']:.3f}, retrains ratio {r['retrains_ratio']:.3f})")
+    acceptance = result.acceptance()
+    if len(acceptance):
+        print("acceptance (against static and the plain refit reference):")
+        for r in acceptance.to_dict("records"):
+            value = f"{r['value']:.3f}" if isinstance(r["value"], float) else r["value"]
+            print(f"  {'ok  ' if r['ok'] else 'MISS'} {r['check']}: {value} (limit {r['limit']})")
     print("wrote " + ", ".join(str(p) for p in files.values()) + (f", {args.json}" if args.json else ""))
     return 0
 
@@ -425,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reason", default="manual rollback (retrain rollback)")
     sp.add_argument("--wait", type=float, default=0, help="seconds to wait for a running run of this model")
     sp = add("backtest", cmd_backtest, "replay history once per retraining strategy (walk-forward) and compare them")
-    sp.add_argument("--strategies", default="static,periodic,drift,performance,hybrid,every-batch",
-                    help="comma-separated: static, periodic, drift, performance, hybrid, every-batch (default all)")
+    sp.add_argument("--strategies", default="all",
+                    help="comma-separated: static, periodic, drift, performance, hybrid, every-batch, refit (default all)")
     sp.add_argument("--json", default=None, metavar="OUT", help="also write the result (table and per-batch records) as JSON to OUT ('-': stdout)")
     sp.add_argument("--out", default=None, help="folder for backtest.json/.csv/.png (default: the work dir)")
     sp.add_argument("--work-dir", default=None, help="scratch homes per strategy (default runs/<UTC timestamp>-<profile>-backtest)")

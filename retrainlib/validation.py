@@ -167,8 +167,9 @@ def _binary_target(y: np.ndarray, classes: Sequence) -> np.ndarray:
 
 
 def _class_index(y: np.ndarray, classes: Sequence) -> np.ndarray:
+    """Each label's column in the scores; -1 for a label the model never learnt (it gave it no probability)."""
     idx = {c: i for i, c in enumerate(classes)}
-    return np.array([idx[v] for v in y])
+    return np.array([idx.get(v, -1) for v in y])
 
 
 def _wmean(w: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -191,7 +192,8 @@ def _log_loss(y, s, classes, w):
     else:
         p = s / s.sum(axis=1, keepdims=True)
         eps = np.finfo(p.dtype).eps
-        p = np.clip(p[np.arange(len(y)), _class_index(y, classes)], eps, 1 - eps)
+        col = _class_index(y, classes)
+        p = np.clip(np.where(col >= 0, p[np.arange(len(y)), np.maximum(col, 0)], 0.0), eps, 1 - eps)
         loss = -np.log(p)
     return _wmean(w, loss)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from retrainlib import backtest
 from retrainlib.errors import ProfileError
@@ -130,3 +131,110 @@ def test_a_tiny_backtest_through_the_cli_matches_its_records_and_the_fit_cache_c
     shared = records[records["strategy"] == "static"][cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(alone.records[cols].reset_index(drop=True), shared, check_dtype=False)
     assert alone.records["cpu_seconds"].sum() > 0
+
+
+def _strategy(name: str, values: list[float], *, trained: list[bool] | None = None, actions: list[str] | None = None,
+              stuck: list[bool] | None = None) -> pd.DataFrame:
+    n = len(values)
+    trained = trained or [True] + [False] * (n - 1)
+    actions = actions or ["promoted"] + ["none"] * (n - 1)
+    return _records(strategy=[name] * n, value=values, trained=trained, bootstrap=[True] + [False] * (n - 1),
+                    promoted=[a == "promoted" for a in actions], action=actions, stuck=stuck or [False] * n)
+
+
+def test_the_acceptance_check_flags_a_policy_behind_refit_a_lagging_every_batch_and_a_silent_stuck_run():
+    nan = np.nan
+    every = _strategy("every-batch", [nan, 0.78, 0.78, 0.78, 0.78, 0.78], trained=[True] * 6,
+                      actions=["promoted", "rejected", "rejected", "rejected", "rejected", "promoted"])
+    records = pd.concat([
+        _strategy("static", [nan, 0.70, 0.70, 0.70, 0.70, 0.70]),
+        _strategy("performance", [nan, 0.80, 0.79, 0.79, 0.79, 0.80], trained=[True, True] + [False] * 4,
+                  actions=["promoted", "promoted"] + ["none"] * 4),
+        _strategy("hybrid", [nan, 0.72, 0.72, 0.72, 0.72, 0.72]),
+        every,
+        _strategy("refit", [nan, 0.80, 0.80, 0.80, 0.80, 0.80], trained=[True] * 6, actions=["promoted"] * 6),
+    ])
+    summary = backtest.summarize(records)
+    assert summary.loc["hybrid", "gap_closed"] == pytest.approx(0.2)
+    assert summary.loc["performance", "refit_ratio"] == pytest.approx(0.794 / 0.8)
+    checks = backtest.check_acceptance(summary, records).set_index("check")["ok"].to_dict()
+    assert checks == {
+        "hybrid (the profile's policy) closes the static→refit gap": False,
+        "hybrid (the profile's policy) reaches refit's mean": False,
+        "performance closes the static→refit gap": True,
+        "performance reaches refit's mean": True,
+        "a triggered strategy does both with few retrains (retrains / every-batch's)": True,  # 1 of 5 retrains
+        "every-batch (gated) vs refit's mean": False,  # 0.02 behind, tolerance 0.005
+        "most challengers rejected in a row without a stuck event": False,  # 4 > 3
+    }
+    # the same four rejections with a stuck event at the third one are not silent
+    flagged = every.assign(stuck=[False, False, False, True, False, False])
+    records = pd.concat([records[records["strategy"] != "every-batch"], flagged])
+    table = backtest.check_acceptance(backtest.summarize(records), records, stuck_after=3).set_index("check")
+    assert table.loc["most challengers rejected in a row without a stuck event", "ok"]
+    assert table.loc["most challengers rejected in a row without a stuck event", "value"] == "2 (every-batch)"
+
+
+def test_the_acceptance_check_measures_lower_is_better_metrics_the_other_way():
+    nan = np.nan
+    records = pd.concat([
+        _strategy("static", [nan, 3.0, 3.0]),
+        _strategy("performance", [nan, 2.1, 2.1]),
+        _strategy("every-batch", [nan, 2.003, 2.003], trained=[True] * 3, actions=["promoted"] * 3),
+        _strategy("refit", [nan, 2.0, 2.0], trained=[True] * 3, actions=["promoted"] * 3),
+    ])
+    summary = backtest.summarize(records, greater_is_better=False)
+    assert summary.loc["performance", "gap_closed"] == pytest.approx(0.9)
+    assert summary.loc["performance", "refit_ratio"] == pytest.approx(2.0 / 2.1)
+    table = backtest.check_acceptance(summary, records, greater_is_better=False).set_index("check")
+    assert table.loc["every-batch (gated) vs refit's mean", "value"] == pytest.approx(-0.003)
+    assert table.loc["every-batch (gated) vs refit's mean", "ok"]
+    assert not table.loc["performance reaches refit's mean", "ok"]  # 0.952 < 0.97
+    assert table.loc["strategies the checks need were replayed", "value"] == "missing: hybrid"  # named, not skipped
+
+
+@pytest.mark.slow
+def test_the_gapminder_loader_feeds_a_refit_replay_that_trains_on_the_newest_batch_and_deploys_without_gates(tmp_path):
+    home = tmp_path / "home"
+    folder = home / "data" / "gapminder" / "batches"
+    r = subprocess.run([sys.executable, "benchmarks/gapminder.py", "--folder", str(folder)], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"wrote 12 batches to {folder} (1952-01-01..2007-01-01)"
+    first = pd.read_parquet(folder / "1952-01-01.parquet")
+    assert list(first.columns) == ["row", "date", "country", "continent", "gdpPercap", "pop", "lifeExp"]
+    assert len(first) == 142 and first["date"].nunique() == 1
+    prof = yaml.safe_load((REPO / "params" / "gapminder.yaml").read_text())
+    prof["training"]["hyperparameters"] = {"GBM": [{"num_boost_round": 20, "learning_rate": 0.1}]}
+    (home / "params").mkdir(parents=True)
+    (home / "params" / "gapminder.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+
+    result = backtest.run_backtest(home / "params" / "gapminder.yaml", home=home, strategies="refit", max_batches=6,
+                                   work_dir=tmp_path / "work", progress=False)
+    rec = result.records
+    assert list(rec["batch"]) == ["1967-01-01.parquet", "1972-01-01.parquet", "1977-01-01.parquet"]
+    assert rec["trained"].all() and rec["promoted"].all() and rec["verdict"].isna().all()
+    # each step's fit serves the next batch, which scores it
+    assert list(rec["champion"].iloc[1:]) == list(rec["challenger"].iloc[:-1])
+    assert rec["value"].iloc[1:].notna().all()
+    for row in rec.to_dict("records"):
+        run = Path(row["run_dir"])
+        slices = [Path(s["path"]).name for s in json.loads((run / "20-retrain-model.json").read_text())["slices"]]
+        step = int(row["batch"][:4])
+        assert slices == [f"{step - 10}-01-01.parquet", f"{step - 5}-01-01.parquet", row["batch"]]  # newest included
+        assert json.loads((run / "30-validate-challenger.json").read_text())["status"] == "skipped"
+        assert json.loads((run / "40-promote-or-rollback.json").read_text())["champion_after"] == row["challenger"]
+    assert result.summary.loc["refit", "retrains"] == 2
+
+
+def test_refit_figures_compare_only_the_batches_a_strategy_static_and_refit_all_scored():
+    nan = np.nan
+    records = pd.concat([
+        _strategy("static", [nan, nan, 0.70, 0.70]),  # its first champion was rejected once
+        _strategy("hybrid", [nan, nan, 0.80, 0.80]),
+        _strategy("refit", [nan, 0.50, 0.80, 0.80], trained=[True] * 4, actions=["promoted"] * 4),
+    ])
+    summary = backtest.summarize(records)
+    assert summary.loc["refit", "mean"] == pytest.approx(0.7)  # over its own three batches
+    assert summary.loc["hybrid", "refit_ratio"] == pytest.approx(1.0)  # over the two all three scored
+    assert summary.loc["hybrid", "gap_closed"] == pytest.approx(1.0) and summary.loc["hybrid", "gap"] == pytest.approx(0.1)
