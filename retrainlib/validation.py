@@ -15,8 +15,11 @@ applies the gates of the profile, each a figure, a threshold and a verdict (:cla
   (:mod:`retrainlib.freshproc`) predicts exactly what the challenger in memory predicts;
 - **stability_noise**: the share of predicted labels that flip when every numeric feature gets
   Gaussian noise of ``noise_fraction`` of its standard deviation, measured for both models on the
-  same noisy rows: the challenger's share is at most the champion's plus ``1 - stability_threshold``
-  (and at most ``validation.max_flip_share`` where a profile sets that absolute cap);
+  same noisy rows: it fails only when the challenger's excess share over the champion's is above
+  ``1 - stability_threshold`` beyond sampling error, i.e. when the one-sided lower
+  ``validation.confidence`` bound of that paired excess (exact, McNemar-style: :func:`flip_excess`)
+  exceeds it (and, where a profile sets the absolute cap ``validation.max_flip_share``, when the
+  challenger's own share is above it);
 - **schema**: the data contract: the challenger is given the champion's input columns with the same
   kinds (numeric, category, ...), unless ``allow_schema_change``; which features AutoGluon kept after
   pruning (a column constant in one window is dropped) is not part of the contract;
@@ -48,6 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from . import automl, freshproc
 from .errors import DataContractError, ProfileError
@@ -58,6 +62,7 @@ __all__ = [
     "Gate",
     "Verdict",
     "validate",
+    "flip_excess",
     "bootstrap_scores",
     "plot_bootstrap",
     "plot_scores",
@@ -478,7 +483,7 @@ def _gates(
     gates.append(_noise_gate(
         challenger, champion, holdout[list(dict.fromkeys([*chal_features, *champ_features]))], chal_features, champ_features,
         chal_labels, champ_labels, fraction=settings.noise_fraction, stability_threshold=profile.stability_threshold,
-        cap=settings.max_flip_share, tolerance=tolerance, seed=seeds[1],
+        cap=settings.max_flip_share, tolerance=tolerance, seed=seeds[1], confidence=settings.confidence,
     ))
 
     # compatibility
@@ -671,31 +676,69 @@ def _differs(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
     return a != b
 
 
-def _flip_share(model, noisy, features, labels, tolerance) -> float:
-    return float(np.mean(_differs(automl.predict_labels(model, noisy[features]), labels, tolerance)))
+def _flips(model, noisy, features, labels, tolerance) -> np.ndarray:
+    return np.asarray(_differs(automl.predict_labels(model, noisy[features]), labels, tolerance), dtype=bool)
+
+
+def flip_excess(challenger: np.ndarray, champion: np.ndarray, *, tolerance: float, confidence: float) -> dict[str, Any]:
+    """Is the challenger less stable than the champion by more than ``tolerance``, beyond sampling error?
+
+    ``challenger`` and ``champion`` are paired per-row indicators (did this row's prediction flip under
+    the same noise). The excess is the mean of their differences, ``(b - c) / n`` with ``b`` the rows
+    only the challenger flips and ``c`` those only the champion flips. Its one-sided lower bound at
+    ``confidence`` is the exact conditional (McNemar) bound: given the ``m = b + c`` discordant rows,
+    ``b`` is binomial(m, p) and the excess is ``m / n * (2p - 1)``; the Clopper-Pearson lower bound of
+    ``p`` (:func:`scipy.stats.binomtest`) gives ``m / n * (2 p_low - 1)``. With ``tolerance`` 0 this is
+    the exact one-sided McNemar test at level ``1 - confidence``. The challenger fails only when the
+    bound exceeds ``tolerance``; without discordant rows excess and bound are 0.
+    """
+    a, h = np.asarray(challenger, dtype=bool), np.asarray(champion, dtype=bool)
+    if a.shape != h.shape or a.ndim != 1:
+        raise ValueError(f"flip indicators must be two 1-d arrays of one length, got shapes {a.shape} and {h.shape}")
+    n = int(a.size)
+    b, c = int(np.sum(a & ~h)), int(np.sum(h & ~a))
+    m = b + c
+    excess = (b - c) / n if n else 0.0
+    if m:
+        p_low = stats.binomtest(b, m, alternative="greater").proportion_ci(confidence_level=confidence, method="exact").low
+        bound = m / n * (2 * float(p_low) - 1)
+    else:
+        bound = 0.0
+    excess, bound = round(float(excess), 12), round(float(bound), 12)
+    return {"excess": excess, "excess_bound": bound, "n": n,
+            "discordant": {"challenger_only": b, "champion_only": c}, "passed": bool(bound <= tolerance)}
 
 
 def _noise_gate(challenger, champion, x, chal_features, champ_features, chal_labels, champ_labels, *,
-                fraction, stability_threshold, cap, tolerance, seed) -> Gate:
+                fraction, stability_threshold, cap, tolerance, seed, confidence) -> Gate:
     """Flips under input noise, the challenger's against the champion's on the same noisy rows.
 
-    The challenger may flip at most ``1 - stability_threshold`` more of its predictions than the
-    champion does; ``cap`` (``validation.max_flip_share``), when set, also bounds its own share.
+    The challenger fails the relative check only when the lower ``confidence`` bound of its excess
+    flip share over the champion's (:func:`flip_excess`) is above ``1 - stability_threshold``: a
+    difference a holdout of this size produces by chance rejects no model. Its threshold is the
+    share that decision allows: the champion's, the tolerance and the sampling allowance
+    (excess minus bound). ``cap`` (``validation.max_flip_share``), when set, also bounds its own share.
     Without a champion only the cap decides, and without a cap the share is reported only.
     """
     noisy, touched = _perturb(x, fraction, np.random.default_rng(seed))
-    share = _flip_share(challenger, noisy, chal_features, chal_labels, tolerance)
-    champ_share = _flip_share(champion, noisy, champ_features, champ_labels, tolerance) if champion is not None else None
+    chal_flips = _flips(challenger, noisy, chal_features, chal_labels, tolerance)
+    champ_flips = _flips(champion, noisy, champ_features, champ_labels, tolerance) if champion is not None else None
+    share = float(np.mean(chal_flips))
+    champ_share = float(np.mean(champ_flips)) if champ_flips is not None else None
     slack = round(1 - stability_threshold, 12)
     how = f"{share:.2%} of the challenger's predictions flip when {len(touched)} numeric features get Gaussian noise of {fraction:.0%} of their standard deviation"
     parts, passed, limits = [how], True, []
-    if champ_share is not None:
-        limit = round(champ_share + slack, 12)
-        ok = share <= limit
+    paired: dict[str, Any] = {}
+    if champ_flips is not None:
+        paired = flip_excess(chal_flips, champ_flips, tolerance=slack, confidence=confidence)
+        ok = paired["passed"]
         passed &= ok
-        limits.append(limit)
-        parts.append(f"the champion's flip {champ_share:.2%} on the same rows; {'within' if ok else 'above'} its share "
-                     f"plus {slack:.2%} (1 - stability_threshold)")
+        limits.append(round(champ_share + slack + (paired["excess"] - paired["excess_bound"]), 12))
+        parts.append(f"the champion's flip {champ_share:.2%} on the same rows; excess {paired['excess']:+.2%}, "
+                     f"lower {confidence:.0%} bound {paired['excess_bound']:+.2%} (exact McNemar, n={paired['n']}, "
+                     f"{paired['discordant']['challenger_only']} rows flip for the challenger only, "
+                     f"{paired['discordant']['champion_only']} for the champion only), "
+                     f"{'within' if ok else 'above'} {slack:.2%} (1 - stability_threshold)")
     if cap is not None:
         ok = share <= cap
         passed &= ok
@@ -705,7 +748,9 @@ def _noise_gate(challenger, champion, x, chal_features, champ_features, chal_lab
     if not blocking:
         parts.append("reported only: no champion to compare with and validation.max_flip_share is unset")
     details = {"features": touched, "rows": int(len(x)), "regression_tolerance": tolerance or None,
-               "champion_share": champ_share, "max_flip_share": cap, "tolerance": slack}
+               "champion_share": champ_share, "max_flip_share": cap, "tolerance": slack,
+               "excess": paired.get("excess"), "excess_bound": paired.get("excess_bound"),
+               "discordant": paired.get("discordant"), "confidence": confidence if paired else None}
     return Gate("stability_noise", None, share, min(limits) if limits else None, passed, blocking, "; ".join(parts), details)
 
 

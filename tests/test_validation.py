@@ -20,7 +20,9 @@ import pytest
 from retrainlib import automl
 from retrainlib.errors import DataContractError, ProfileError
 from retrainlib.profiles import Profile
-from retrainlib.validation import BOOTSTRAP_METRICS, Verdict, bootstrap_scores, plot_bootstrap, plot_scores, validate
+from retrainlib.validation import (
+    BOOTSTRAP_METRICS, Verdict, bootstrap_scores, flip_excess, plot_bootstrap, plot_scores, validate,
+)
 
 LABEL = "default"
 TINY = {"GBM": {"num_boost_round": 30}}
@@ -215,7 +217,11 @@ def test_reload_of_a_folder_that_does_not_load_fails_with_the_error(models, hold
 def test_noise_flips_are_measured_against_the_champions_on_the_same_rows_plus_one_minus_stability_threshold(promoted):
     gate = promoted.gate("stability_noise")
     assert gate.details["champion_share"] is not None and gate.details["tolerance"] == pytest.approx(0.05)
-    assert gate.threshold == pytest.approx(gate.details["champion_share"] + 0.05)
+    # the limit on the challenger's share: the champion's, the tolerance and the sampling allowance of the bound
+    excess, bound = gate.details["excess"], gate.details["excess_bound"]
+    assert excess == pytest.approx(gate.value - gate.details["champion_share"]) and bound <= excess
+    assert gate.threshold == pytest.approx(gate.details["champion_share"] + 0.05 + (excess - bound))
+    assert f"lower {gate.details['confidence']:.0%} bound {bound:+.2%}" in gate.reason and f"n={gate.details['rows']}" in gate.reason
     assert 0 < gate.value <= gate.threshold and gate.passed and gate.blocking
     assert set(gate.details["features"]) == {"income", "debt", "age", "noise"}
 
@@ -226,6 +232,33 @@ def test_a_challenger_as_stable_as_the_champion_passes_even_when_both_flip_more_
     assert gate.value > 0.05 and gate.value == pytest.approx(gate.details["champion_share"])
     assert gate.passed, gate.reason
     assert "stability_noise" not in [g.name for g in verdict.gates if g.blocking and not g.passed]
+
+
+def test_a_challenger_flipping_more_than_the_tolerance_above_the_champion_passes_when_that_is_within_sampling_noise():
+    # 40 holdout rows: the challenger flips 25 %, the champion 15 % -- 10 points apart, twice the 5 % tolerance,
+    # but only 6 rows flip for one model and not the other (5 against 1), which a coin does often enough
+    champion = np.zeros(40, bool)
+    champion[:6] = True
+    challenger = np.zeros(40, bool)
+    challenger[1:11] = True
+    verdict = flip_excess(challenger, champion, tolerance=0.05, confidence=0.95)
+    assert verdict["excess"] == pytest.approx(0.10) and verdict["discordant"] == {"challenger_only": 5, "champion_only": 1}
+    assert verdict["excess_bound"] < 0.05 and verdict["passed"]
+
+
+def test_a_challenger_clearly_less_stable_than_the_champion_on_many_rows_is_rejected():
+    # 1,000 rows: the challenger flips 300, the champion 50 of those same rows and no others
+    champion = np.zeros(1000, bool)
+    champion[:50] = True
+    challenger = np.zeros(1000, bool)
+    challenger[:300] = True
+    verdict = flip_excess(challenger, champion, tolerance=0.05, confidence=0.95)
+    assert verdict["excess"] == pytest.approx(0.25) and 0.20 < verdict["excess_bound"] < 0.25
+    assert not verdict["passed"]
+    # as stable as the champion however many flip: passes; no discordant rows at all: excess and bound are zero
+    assert flip_excess(champion, champion, tolerance=0.0, confidence=0.95) == {
+        "excess": 0.0, "excess_bound": 0.0, "n": 1000, "discordant": {"challenger_only": 0, "champion_only": 0}, "passed": True,
+    }
 
 
 def test_an_absolute_flip_cap_applies_only_where_the_profile_sets_one(models, holdout):
