@@ -1,17 +1,9 @@
 """The ``retrain`` command: a thin shell over retrainlib that turns errors into one line and an exit code.
 
-Exit codes of ``retrain run`` (also in README):
-
-====  ==========================================================
-0     promoted, bootstrapped the first champion, or rolled back
-3     no retraining needed
-4     challenger rejected by validation
-5     retraining blocked by data quality
-1     the run failed (see the manifest's ``error``)
-2     bad input: profile, data contract, registry request
-75    another run holds the model's run lock (try again later)
-130   interrupted by Ctrl-C; 143 stopped by SIGTERM (the run's manifest records it as failed)
-====  ==========================================================
+The exit codes (one table, :class:`retrainlib.errors.ExitCode`, also in README): 0 promoted or
+bootstrapped, 3 no retraining needed, 4 rejected, 5 blocked by data quality, 6 champion stuck,
+7 rolled back, 1 the run failed (other), 2 bad input, 8 integrity failure, 9 training failed,
+75 the run lock is held, 130/143 interrupted. Each error class carries its code.
 """
 
 from __future__ import annotations
@@ -23,13 +15,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import RetrainError, RunLocked
+from .errors import ExitCode, RetrainError, RunLocked
 
 __all__ = ["main", "EXIT_BAD_INPUT", "EXIT_LOCKED"]
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_LOCKED = 75
+EXIT_FAILED = ExitCode.FAILED
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
+EXIT_LOCKED = ExitCode.LOCKED
 DEFAULT_PROFILE = "params/demo.yaml"
 
 
@@ -206,19 +198,10 @@ def cmd_rollback(args) -> int:
     return 0
 
 
-def _read_frame(path: str):
-    import pandas as pd
+def _read_frame(path: str, option: str):
+    from .data import read_frame
 
-    from .errors import DataContractError
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataContractError(f"{path} does not exist; give a Parquet or CSV file")
-    if p.suffix == ".parquet":
-        return pd.read_parquet(p)
-    if p.suffix == ".csv":
-        return pd.read_csv(p)
-    raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
+    return read_frame(path, what=f"{option} file")
 
 
 def cmd_drift(args) -> int:
@@ -226,7 +209,7 @@ def cmd_drift(args) -> int:
     from . import drift
     from .profiles import DriftSettings
 
-    reference, current = _read_frame(args.reference), _read_frame(args.current)
+    reference, current = _read_frame(args.reference, "--reference"), _read_frame(args.current, "--current")
     settings, threshold, skip = DriftSettings(), 0.1, set()
     if args.profile:
         from .paths import Paths
@@ -414,19 +397,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # papermill logs every notebook's paths at INFO; our runner logs one line per step
         logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except RunLocked as exc:
-        print(f"retrain: skipped: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
+        print(f"retrain: skipped: {one_line(exc)}", file=sys.stderr)
+        return int(exc.exit_code)
     except RetrainError as exc:
-        print(f"retrain: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        print(f"retrain: error: {one_line(exc)}", file=sys.stderr)
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         print("retrain: interrupted", file=sys.stderr)
-        return 130
+        return int(ExitCode.INTERRUPTED)
     except Terminated:
         print("retrain: stopped by SIGTERM; the run's manifest records it as failed", file=sys.stderr)
-        return 143
+        return int(ExitCode.TERMINATED)
+    except Exception as exc:  # not ours: still one line (the traceback with -v), never a wall of text
+        if args.verbose:
+            raise
+        print(f"retrain: error: unexpected {type(exc).__name__}: {one_line(exc)} (run with -v for the traceback)",
+              file=sys.stderr)
+        return int(ExitCode.FAILED)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (YAML and library messages span several)."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

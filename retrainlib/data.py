@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -19,8 +20,13 @@ from .errors import DataContractError
 from .paths import Paths
 from .profiles import DataSource, TrainingSettings
 
+log = logging.getLogger("retrainlib.data")
+
 __all__ = [
     "Batch",
+    "read_frame",
+    "column_names",
+    "check_time_order",
     "Windows",
     "list_batches",
     "load_batches",
@@ -85,12 +91,68 @@ def parse_as_of(value: str | dt.date | dt.datetime | None) -> pd.Timestamp | Non
     return ts.tz_localize(None) if ts.tzinfo else ts
 
 
-def _read(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def column_names(path: Path) -> list[str]:
+    """The column names a Parquet or CSV file declares, as written (duplicates kept)."""
     if path.suffix == ".parquet":
-        return pd.read_parquet(path, columns=list(columns) if columns else None)
-    if path.suffix == ".csv":
-        return pd.read_csv(path, usecols=list(columns) if columns else None)
-    raise DataContractError(f"batch file {path} is neither .parquet nor .csv; convert it or change data.pattern")
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+        meta = schema.pandas_metadata if schema.metadata and b"pandas" in schema.metadata else {}
+        index = {c for c in (meta or {}).get("index_columns") or [] if isinstance(c, str)}  # a stored index is no column
+        return [n for n in schema.names if n not in index]
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
+
+
+def read_frame(path: str | Path, columns: Sequence[str] | None = None, *, what: str = "file") -> pd.DataFrame:
+    """Read a Parquet or CSV file; any problem is a :class:`DataContractError` naming the file and the real cause.
+
+    Refused: a file that is not there, neither format, truncated or not Parquet, not UTF-8, empty, or
+    holding one column name twice (pandas would rename the second ``x.1``; pyarrow cannot read it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataContractError(f"{what} {path} does not exist; give a Parquet or CSV file")
+    if path.suffix not in (".parquet", ".csv"):
+        raise DataContractError(f"{what} {path} is neither .parquet nor .csv; convert it or change data.pattern")
+    try:
+        names = column_names(path)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise DataContractError(f"{what} {path} has the column name {', '.join(map(repr, dupes))} more than once; "
+                                    "rename or drop the duplicate column")
+        if not names:
+            raise DataContractError(f"{what} {path} is empty (no header, no rows); write its columns and rows")
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path, columns=list(columns) if columns else None)
+        return pd.read_csv(path, usecols=list(columns) if columns else None, encoding="utf-8")
+    except DataContractError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise DataContractError(f"{what} {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                f"{exc.start}); save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise DataContractError(f"{what} {path} is empty (no header, no rows); write its columns and rows") from None
+    except (ValueError, KeyError) as exc:
+        if columns and any(c not in names for c in columns):
+            missing = [c for c in columns if c not in names]
+            raise DataContractError(f"{what} {path} has no column {', '.join(map(repr, missing))} "
+                                    f"(columns there: {', '.join(map(str, names[:12]))})") from None
+        raise DataContractError(f"{what} {path} cannot be read: {_cause(exc)}; restore the file or write it again") from None
+    except Exception as exc:  # pyarrow's ArrowInvalid / OSError for a truncated or foreign file
+        raise DataContractError(f"{what} {path} cannot be read as {path.suffix[1:]}: {_cause(exc)}; "
+                                "restore the file (truncated or corrupt?) or write it again") from None
+
+
+def _cause(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _read(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    return read_frame(path, columns, what="batch file")
 
 
 def _display(path: Path, paths: Paths) -> str:
@@ -112,23 +174,75 @@ def list_batches(source: DataSource, paths: Paths, *, as_of: Any = None) -> list
     if not files:
         raise DataContractError(f"no files match {source.pattern!r} in {folder}; check data.pattern and data.batches")
     cutoff = parse_as_of(as_of)
-    out = []
+    seen = []
     for f in files:
-        try:
-            times = _read(f, [source.time_column])[source.time_column]
-        except (KeyError, ValueError) as exc:
+        if source.time_column not in column_names_or_read(f):
             raise DataContractError(
                 f"time column {source.time_column!r} is missing from batch {_display(f, paths)}; "
                 "add it or set data.time_column to the column that orders rows"
-            ) from exc
-        times = pd.to_datetime(times)
+            )
+        times = _times(_read(f, [source.time_column])[source.time_column], _display(f, paths), source.time_column)
         if times.empty:
             continue
-        end = times.max()
-        if cutoff is not None and end > cutoff:
+        seen.append((Batch(_display(f, paths), int(len(times)), times.min().isoformat(), times.max().isoformat(),
+                           file_sha256(f)), times))
+    check_time_order([b for b, _ in seen])
+    out = []
+    for b, times in seen:
+        if cutoff is not None and _naive(b.end) > cutoff:
+            if _naive(b.start) <= cutoff:
+                log.warning("batch %s holds rows up to %s, after as_of %s: the whole batch is left out of this run "
+                            "(a batch is used whole or not at all)", b.path, b.end, cutoff)
             continue
-        out.append(Batch(_display(f, paths), int(len(times)), times.min().isoformat(), end.isoformat(), file_sha256(f)))
+        out.append(b)
     return out
+
+
+def column_names_or_read(path: Path) -> list[str]:
+    """The file's column names, through :func:`read_frame`'s checks (so a broken file is named with its cause)."""
+    try:
+        names = column_names(path)
+    except Exception:
+        read_frame(path, what="batch file")  # raises the precise cause
+        raise
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes or not names:
+        read_frame(path, what="batch file")  # raises: duplicate or no names
+    return names
+
+
+def _times(values: pd.Series, where: str, column: str) -> pd.Series:
+    try:
+        times = pd.to_datetime(values)
+    except (ValueError, TypeError) as exc:
+        raise DataContractError(f"time column {column!r} of batch {where} holds values that are not timestamps "
+                                f"({_cause(exc)}); fix them or set data.time_column") from None
+    return times
+
+
+def _naive(text: str) -> pd.Timestamp:
+    ts = pd.Timestamp(text)
+    return ts.tz_convert(None) if ts.tzinfo else ts
+
+
+def check_time_order(batches: Sequence[Batch], *, now: pd.Timestamp | None = None) -> None:
+    """Batches sorted by name must follow each other in time, and no row may lie in the future.
+
+    A batch that starts before its predecessor starts, or ends before it ends, does not follow its
+    name (a file misnamed or a row misdated); a row dated after now would silently drop its batch from
+    every ``--as-of`` run. Both are refused, naming the files.
+    """
+    now = now if now is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
+    for b in batches:
+        if _naive(b.end) > now + pd.Timedelta(days=1):
+            raise DataContractError(f"batch {b.path} has a row dated {b.end}, in the future; fix the row's time "
+                                    "(a future row would hide the whole batch from runs with --as-of)")
+    for a, b in zip(batches, batches[1:]):
+        if _naive(b.start) < _naive(a.start) or _naive(b.end) < _naive(a.end):
+            raise DataContractError(
+                f"batches are out of time order: {b.path} ({b.start} .. {b.end}) sorts after {a.path} ({a.start} .. "
+                f"{a.end}) by name but not by time; rename the files so that names sort by time, or fix the misdated rows"
+            )
 
 
 def batches_from_records(records: Iterable[dict[str, Any]], paths: Paths, *, verify: bool = True) -> list[Batch]:
@@ -179,7 +293,7 @@ def load_batches(
                     f"{role} {col!r} is missing from batch {b.path}; restore it or set {fix} to the right name "
                     f"(columns there: {', '.join(map(str, frame.columns[:12]))})"
                 )
-        frame[source.time_column] = pd.to_datetime(frame[source.time_column])
+        frame[source.time_column] = _times(frame[source.time_column], b.path, source.time_column)
         if check is not None:
             check(frame, b)
         frames.append(frame)
