@@ -23,6 +23,8 @@ EXIT_FAILED = ExitCode.FAILED
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 EXIT_LOCKED = ExitCode.LOCKED
 DEFAULT_PROFILE = "params/demo.yaml"
+#: fewer rows than this in a file cannot be compared (the tests and the domain classifier need a few per side)
+MIN_DRIFT_ROWS = 10
 
 
 def _context(args):
@@ -165,7 +167,13 @@ def cmd_status(args) -> int:
     runs = []
     for d in sorted(paths.runs.glob(f"*-{prof.name}*"), reverse=True)[: args.last]:
         if (d / "manifest.json").exists():
-            m = load_manifest(d)
+            try:
+                m = load_manifest(d)
+                m["run_id"], m["status"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # one damaged record hides no other run
+                print(f"retrain: warning: skipped {d / 'manifest.json'}: not a readable run record "
+                      f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})", file=sys.stderr)
+                continue
             runs.append({"run": m["run_id"], "status": m["status"], "outcome": m.get("outcome"),
                          "champion_after": m.get("champion_after"), "seconds": m.get("seconds")})
     status = {"model": prof.model_name, "champion": champion, "versions": versions,
@@ -210,6 +218,12 @@ def cmd_drift(args) -> int:
     from .profiles import DriftSettings
 
     reference, current = _read_frame(args.reference, "--reference"), _read_frame(args.current, "--current")
+    from .errors import DataContractError
+
+    for option, frame in (("--reference", reference), ("--current", current)):
+        if len(frame) < MIN_DRIFT_ROWS:
+            raise DataContractError(f"{option} file {getattr(args, option[2:])} has {len(frame)} row(s); drift needs at "
+                                    f"least {MIN_DRIFT_ROWS} rows in each file")
     settings, threshold, skip = DriftSettings(), 0.1, set()
     if args.profile:
         from .paths import Paths
@@ -280,9 +294,31 @@ def cmd_schedule(args) -> int:
     from .profiles import ScheduleSettings
     from .scheduler import Scheduler
 
-    schedule = ScheduleSettings(cron=args.cron, every_minutes=args.every_minutes) if (args.cron or args.every_minutes) else None
+    schedule = _schedule_option(args)
     return Scheduler(args.profile, home=args.home, schedule=schedule, lock_wait=args.wait, max_runs=args.max_runs,
                      report=not args.no_report).serve()
+
+
+def _schedule_option(args):
+    """--cron / --every-minutes as schedule settings; their errors blame the option, not the profile."""
+    from .errors import ProfileError
+    from .profiles import ScheduleSettings
+    from .scheduler import make_trigger
+
+    if args.cron is None and args.every_minutes is None:
+        return None
+    if args.cron is not None and args.every_minutes is not None:
+        raise ProfileError("give either --cron or --every-minutes, not both")
+    if args.every_minutes is not None and not args.every_minutes > 0:
+        raise ProfileError(f"--every-minutes {args.every_minutes:g} must be above 0, e.g. --every-minutes 60")
+    schedule = ScheduleSettings(cron=args.cron, every_minutes=args.every_minutes)
+    try:
+        make_trigger(schedule)
+    except ProfileError as exc:
+        cause = str(exc.__cause__ or exc)
+        raise ProfileError(f"--cron {args.cron!r} is not a crontab expression ({cause}); expected five fields: minute "
+                           "hour day-of-month month day-of-week in UTC, e.g. --cron '0 6 * * *'") from None
+    return schedule
 
 
 def cmd_report(args) -> int:

@@ -117,6 +117,7 @@ def read_frame(path: str | Path, columns: Sequence[str] | None = None, *, what: 
         raise DataContractError(f"{what} {path} does not exist; give a Parquet or CSV file")
     if path.suffix not in (".parquet", ".csv"):
         raise DataContractError(f"{what} {path} is neither .parquet nor .csv; convert it or change data.pattern")
+    names: list[str] = []
     try:
         names = column_names(path)
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -136,6 +137,11 @@ def read_frame(path: str | Path, columns: Sequence[str] | None = None, *, what: 
     except pd.errors.EmptyDataError:
         raise DataContractError(f"{what} {path} is empty (no header, no rows); write its columns and rows") from None
     except (ValueError, KeyError) as exc:
+        import pyarrow as pa
+
+        if isinstance(exc, pa.ArrowException) or not names:  # the file itself is broken, not a column request
+            raise DataContractError(f"{what} {path} cannot be read as {path.suffix[1:]}: {_cause(exc)}; "
+                                    "restore the file (truncated or corrupt?) or write it again") from None
         if columns and any(c not in names for c in columns):
             missing = [c for c in columns if c not in names]
             raise DataContractError(f"{what} {path} has no column {', '.join(map(repr, missing))} "
@@ -200,6 +206,8 @@ def list_batches(source: DataSource, paths: Paths, *, as_of: Any = None) -> list
 
 def column_names_or_read(path: Path) -> list[str]:
     """The file's column names, through :func:`read_frame`'s checks (so a broken file is named with its cause)."""
+    if path.suffix not in (".parquet", ".csv"):
+        read_frame(path, what="batch file")  # raises: neither format
     try:
         names = column_names(path)
     except Exception:
@@ -297,6 +305,7 @@ def load_batches(
         if check is not None:
             check(frame, b)
         frames.append(frame)
+    _check_kinds(frames, batches)
     out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     for col in out.columns:  # categories that differ between batches come back as object; restore them
         if out[col].dtype == object and all(isinstance(f[col].dtype, pd.CategoricalDtype) for f in frames if col in f):
@@ -306,6 +315,34 @@ def load_batches(
     if max_rows is not None and len(out) > max_rows:
         out = out.iloc[-max_rows:]
     return out.reset_index(drop=True)
+
+
+def _kind(series: pd.Series) -> str:
+    if not series.notna().any():
+        return "empty"  # all missing: says nothing about the column's type
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "timestamp"
+    return "text"
+
+
+def _check_kinds(frames: Sequence[pd.DataFrame], batches: Sequence[Batch]) -> None:
+    """A column keeps its kind (numeric, text, timestamp) across batches; a feed that turned numbers into text is named."""
+    first: dict[str, tuple[str, str]] = {}
+    for frame, b in zip(frames, batches):
+        for col in frame.columns:
+            kind = _kind(frame[col])
+            if kind == "empty":
+                continue
+            if col not in first:
+                first[col] = (kind, b.path)
+            elif first[col][0] != kind:
+                sample = frame[col].dropna().iloc[0]
+                raise DataContractError(
+                    f"column {col!r} is {first[col][0]} in batch {first[col][1]} but {kind} in batch {b.path} "
+                    f"(e.g. {str(sample)[:40]!r}); fix the feed so the column keeps one type"
+                )
 
 
 def feature_columns(frame: pd.DataFrame, source: DataSource) -> list[str]:

@@ -46,6 +46,8 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], *, 
         progress_bar=progress,
         log_output=False,
         request_save_on_cell_execute=True,
+        # the kernel's own log: errors only (not its start-up notes, such as the local-TCP warning, in every run's log)
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
 
 

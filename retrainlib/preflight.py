@@ -41,6 +41,9 @@ def check_run(prof: Any, paths: Paths, profile_path: Path, *, as_of: str | None)
     if not any(f.is_file() for f in folder.glob(prof.data.pattern)):
         raise DataContractError(f"no files match data.pattern {prof.data.pattern!r} in {folder} ({profile_path}); "
                                 "check data.pattern and data.batches")
+    from .data import list_batches
+
+    list_batches(prof.data, paths, as_of=as_of)  # every batch readable, named columns unique, time order kept
     check_metrics(prof, profile_path)
     check_token(prof.notify.token_env)
     url = prof.notify.webhook_url
