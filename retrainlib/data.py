@@ -181,12 +181,14 @@ def list_batches(source: DataSource, paths: Paths, *, as_of: Any = None) -> list
         raise DataContractError(f"no files match {source.pattern!r} in {folder}; check data.pattern and data.batches")
     cutoff = parse_as_of(as_of)
     seen = []
+    kinds: dict[str, tuple[str, str]] = {}
     for f in files:
         if source.time_column not in column_names_or_read(f):
             raise DataContractError(
                 f"time column {source.time_column!r} is missing from batch {_display(f, paths)}; "
                 "add it or set data.time_column to the column that orders rows"
             )
+        _check_schema_kinds(f, _display(f, paths), kinds)
         times = _times(_read(f, [source.time_column])[source.time_column], _display(f, paths), source.time_column)
         if times.empty:
             continue
@@ -202,6 +204,29 @@ def list_batches(source: DataSource, paths: Paths, *, as_of: Any = None) -> list
             continue
         out.append(b)
     return out
+
+
+def _check_schema_kinds(path: Path, shown: str, kinds: dict[str, tuple[str, str]]) -> None:
+    """A Parquet batch's column types (from its schema, no rows read) keep the kind the first batch gave them."""
+    if path.suffix != ".parquet":
+        return  # a CSV's types show only once read: load_batches checks them per window
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for field in pq.read_schema(path):
+        t = field.type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        kind = ("empty" if pa.types.is_null(t) else
+                "numeric" if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t) else
+                "timestamp" if pa.types.is_timestamp(t) or pa.types.is_date(t) else
+                "text" if pa.types.is_string(t) or pa.types.is_large_string(t) else "other")
+        if kind in ("empty", "other"):
+            continue
+        first = kinds.setdefault(field.name, (kind, shown))
+        if first[0] != kind:
+            raise DataContractError(f"column {field.name!r} is {first[0]} in batch {first[1]} but {kind} in batch {shown}; "
+                                    "fix the feed so the column keeps one type")
 
 
 def column_names_or_read(path: Path) -> list[str]:
