@@ -46,8 +46,9 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], *, 
         progress_bar=progress,
         log_output=False,
         request_save_on_cell_execute=True,
-        # the kernel's own log: errors only (not its start-up notes, such as the local-TCP warning, in every run's log)
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        # the kernel's own log stays out of the run's log: its start-up notes (the local-TCP warning) in every run, and
+        # its traceback when it is stopped mid-reply by SIGTERM. A cell's error reaches the notebook and the manifest.
+        extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
     )
 
 

@@ -177,6 +177,11 @@ def _to_csv(home: Path, *, encode=None, header_dup: bool = False) -> None:
         newest.write_text("\n".join(lines) + "\n")
 
 
+def _csv_times(home: Path, value: str) -> None:
+    newest = sorted((home / BATCHES).glob("*.csv"))[-1]
+    pd.read_csv(newest).assign(application_date=value).to_csv(newest, index=False)
+
+
 def _duplicate_parquet_column(home: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -194,7 +199,9 @@ DATA_CASES = {
     "duplicate Parquet column": (_duplicate_parquet_column, ["2024-03-17.parquet", "'income' more than once"]),
     "empty CSV": (lambda h: (_to_csv(h), sorted((h / BATCHES).glob("*.csv"))[-1].write_text("")), ["2024-03-17.csv", "is empty"]),
     "time column missing": (lambda h: _rewrite(h, lambda f: f.drop(columns=["application_date"])), ["time column 'application_date' is missing", "2024-03-17.parquet"]),
-    "time column not timestamps": (lambda h: _rewrite(h, lambda f: f.assign(application_date="soon")), ["'application_date'", "not timestamps", "2024-03-17.parquet"]),
+    "time column not timestamps": (lambda h: (_to_csv(h), _csv_times(h, "soon")), ["'application_date'", "not timestamps", "2024-03-17.csv"]),
+    "time column turned to text in a Parquet batch": (lambda h: _rewrite(h, lambda f: f.assign(application_date="soon")),
+                                                      ["column 'application_date' is timestamp in batch", "but text in batch", "2024-03-17.parquet"]),
     "a row dated in the future": (lambda h: _rewrite(h, lambda f: f.assign(application_date=f.application_date.where(f.index > 0, pd.Timestamp("2099-01-01"))), which=5),
                                   ["2024-02-11.parquet", "in the future"]),
     "batch contents not following their names": (
