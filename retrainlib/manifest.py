@@ -106,6 +106,7 @@ class RunManifest:
     error: dict[str, Any] | None = None
     replay_of: str | None = None
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    mlflow: dict[str, Any] | None = None  # what the MLflow mirror did (retrainlib.mlflow_mirror.sync)
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
