@@ -200,10 +200,13 @@ def _recorded_profile(prof, profile_path: Path) -> dict[str, Any]:
     """The profile as the manifest and the run folder keep it: URL secrets (webhook paths, tokens in queries) redacted."""
     from .notify import redact_profile_text, redact_url
 
-    urls = [prof.notify.webhook_url, prof.notify.report_base_url]
+    tracking = getattr(getattr(prof, "mlflow", None), "tracking_uri", None)  # may carry user:password@
+    urls = [prof.notify.webhook_url, prof.notify.report_base_url, tracking]
     resolved = prof.to_dict()
     resolved["notify"] = {k: redact_url(v) if k in ("webhook_url", "report_base_url") and v else v
                           for k, v in resolved["notify"].items()}
+    if tracking and isinstance(resolved.get("mlflow"), dict):
+        resolved["mlflow"]["tracking_uri"] = redact_url(tracking)
     return {
         "name": prof.name,
         "path": str(profile_path.resolve()),
