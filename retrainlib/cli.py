@@ -56,6 +56,7 @@ def _run_summary(manifest, run_dir: Path) -> dict:
         "champion_before": manifest.champion_before,
         "champion_after": manifest.champion_after,
         "challenger": manifest.challenger,
+        "deployed_refit": (manifest.outputs.get("promotion") or {}).get("refit"),
         "metrics": manifest.metrics,
         "error": manifest.error,
         "seconds": manifest.seconds,
@@ -71,6 +72,9 @@ def _print_run(summary: dict) -> None:
         if scores:
             print(f"  {who}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, (int, float))))
     print(f"  champion: {summary['champion_before']} -> {summary['champion_after']}   challenger: {summary['challenger']}")
+    if summary.get("deployed_refit"):
+        refit = summary["deployed_refit"]
+        print(f"  deployed {refit['version']}: {refit['validated']} refit on training + holdout rows ({refit['n_rows']} rows)")
     if summary["error"]:
         print(f"  error at {summary['error'].get('step')}: {summary['error'].get('message')}")
     print(f"  record: {summary['path']}")
@@ -227,39 +231,36 @@ def cmd_history(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    paths, prof, registry = _context(args)
-    ev = registry.roll_back(to=args.to, run_id=None, reason=args.reason)
-    print(f"rolled back: champion {ev.previous} -> {ev.version}")
-    if prof.mlflow is not None:  # move MLflow's alias too; a failure is said and never undoes the rollback
-        try:
-            from .mlflow_mirror import sync
-        except ImportError as exc:
-            print(f"mlflow: not updated ({exc}); install it: pip install -r requirements-mlflow.txt")
-            return 0
-        rec = sync(prof.mlflow, runs_dir=paths.runs, registry=registry, profile_name=prof.name, model_name=prof.model_name)
+    """Roll back by hand as a run: notebook 40 with rollback=True, a run folder, outcome rolled-back, a notification."""
+    from .pipeline import run_playbook
+
+    _, _, registry = _context(args)
+    registry.rollback_target(args.to)  # bad input is refused before a run folder is written
+    _end_runs_on_signals()
+    manifest, run_dir = run_playbook(args.profile, home=args.home, rollback=True, rollback_to=args.to,
+                                     rollback_reason=args.reason, lock_timeout=args.wait)
+    _print_run(_run_summary(manifest, run_dir))
+    rec = getattr(manifest, "mlflow", None)  # the runner moved MLflow's champion alias too (profile mlflow:)
+    if rec:
         print(f"mlflow: alias champion -> version {rec['champion']['mlflow_version']} ({rec['model_url']})"
-              if rec["status"] == "mirrored" else f"mlflow: not updated ({rec['error']}); the next run catches up")
-    return 0
+              if rec.get("status") == "mirrored" and rec.get("champion") else f"mlflow: not updated ({rec.get('error')}); the next run catches up")
+    return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
 
 
-def _read_frame(path: str, option: str):
-    from .data import read_frame
+def _file(path: str, option: str) -> Path:
+    """A --reference/--current file, checked as data.read_frame checks it (exists, format, readable, unique names)."""
+    from .data import check_file
 
-    return read_frame(path, what=f"{option} file")
+    check_file(path, what=f"{option} file")
+    return Path(path)
 
 
 def cmd_drift(args) -> int:
     """Drift between two files: the ranked table and the dataset verdict; exit 0 either way."""
-    from . import drift
+    from . import data, drift
     from .profiles import DriftSettings
 
-    reference, current = _read_frame(args.reference, "--reference"), _read_frame(args.current, "--current")
-    from .errors import DataContractError
-
-    for option, frame in (("--reference", reference), ("--current", current)):
-        if len(frame) < MIN_DRIFT_ROWS:
-            raise DataContractError(f"{option} file {getattr(args, option[2:])} has {len(frame)} row(s); drift needs at "
-                                    f"least {MIN_DRIFT_ROWS} rows in each file")
+    ref_path, cur_path = _file(args.reference, "--reference"), _file(args.current, "--current")
     settings, threshold, skip = DriftSettings(), 0.1, set()
     if args.profile:
         from .paths import Paths
@@ -268,7 +269,15 @@ def cmd_drift(args) -> int:
         prof = load_profile(Paths.discover(args.home).profile(args.profile))
         settings, threshold = prof.drift, prof.drift_threshold
         skip = {prof.data.label, prof.data.time_column, prof.data.key, *prof.data.ignore_columns}
-    columns = [c for c in reference.columns if c not in skip]
+    columns = [c for c in data.file_columns(ref_path) if c not in skip]  # only the compared columns are read
+    reference = data.read_columns(ref_path, columns, what="--reference file")
+    current = data.read_columns(cur_path, columns, what="--current file")
+    from .errors import DataContractError
+
+    for option, path, frame in (("--reference", ref_path, reference), ("--current", cur_path, current)):
+        if len(frame) < MIN_DRIFT_ROWS:
+            raise DataContractError(f"{option} file {path} has {len(frame)} row(s); drift needs at least "
+                                    f"{MIN_DRIFT_ROWS} rows in each file")
     report = drift.compare(reference, current, columns=columns, settings=settings, drift_threshold=threshold)
     table = report.to_frame()
     import pandas as pd
@@ -293,7 +302,7 @@ def cmd_backtest(args) -> int:
         args.profile, home=args.home, strategies=args.strategies, work_dir=args.work_dir, warmup=args.warmup,
         max_batches=args.max_batches, period_days=args.period_days,
         period_batches=args.period_batches, fit_cache=not args.no_fit_cache,
-        progress=not args.no_progress,
+        progress=not args.no_progress, label_delay=args.label_delay, cold=args.cold,
     )
     files = result.write(args.out)
     payload = result.to_dict()
@@ -438,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rollback", cmd_rollback, "make the previous champion (or --to VERSION) champion again")
     sp.add_argument("--to", default=None, help="version to roll back to, e.g. v0002")
     sp.add_argument("--reason", default="manual rollback (retrain rollback)")
+    sp.add_argument("--wait", type=float, default=0, help="seconds to wait for a running run of this model")
     sp = add("backtest", cmd_backtest, "replay history once per retraining strategy (walk-forward) and compare them")
     sp.add_argument("--strategies", default="static,periodic,drift,performance,hybrid,every-batch",
                     help="comma-separated: static, periodic, drift, performance, hybrid, every-batch (default all)")
@@ -449,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--period-days", type=float, default=None, help="the periodic strategy's interval (default retraining_interval)")
     sp.add_argument("--period-batches", type=int, default=None, help="instead, the periodic strategy retrains every N batches")
     sp.add_argument("--no-fit-cache", action="store_true", help="compute every fit instead of sharing identical ones")
+    sp.add_argument("--label-delay", type=int, default=None, metavar="N",
+                    help="every strategy sees labels N batches late (data.label_delay_batches; default the profile's)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--cold", action="store_true", help="fresh-process checks in a new interpreter each and no check cache "
+                    "(the slower behaviour before the warm fork server)")
     sp = sub.add_parser("replay", help="re-execute a run folder from its record and compare its decisions",
                         description="re-execute a run folder from its record (profile as run, registry as it stood, same "
                                     "as_of) into a new runs/<id>-replay folder and compare decisions, gate verdicts, "

@@ -69,10 +69,13 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
             "drift_score": (analyze.get("drift") or {}).get("score"),
         }
         manifest.outputs["decision"] = d
+        if analyze.get("performance"):
+            manifest.outputs["performance"] = analyze["performance"]
     if retrain and retrain.get("status") == "trained":
         manifest.challenger = retrain["challenger"]
         manifest.outputs["training"] = {
-            k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings")
+            k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings",
+                                                   "estimator")
         }
     if validate and validate.get("status") == "validated":
         manifest.metrics = validate.get("scores", {})
@@ -80,9 +83,11 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
                                        "gates": validate.get("gates", [])}
     if promote:
         manifest.outputs["promotion"] = promote
+        if promote["action"] in ("rolled-back", "auto-rolled-back"):
+            manifest.reasons = [e["reason"] for e in promote["events"] if e["event"] in ("rollback", "auto-rollback")] or manifest.reasons
     if manifest.status == "failed":
         manifest.outcome = "failed"
-    elif promote and promote["action"] == "rolled-back":
+    elif promote and promote["action"] in ("rolled-back", "auto-rolled-back"):
         manifest.outcome = "rolled-back"
     elif analyze and analyze["decision"]["status"] == "blocked-by-quality":
         manifest.outcome = "blocked-by-quality"
@@ -90,6 +95,9 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
         manifest.outcome = "no-retrain-needed"
     elif promote and promote["action"] == "promoted":
         manifest.outcome = "bootstrapped" if analyze and analyze["decision"]["status"] == "bootstrap" else "promoted"
+    elif promote and promote.get("stuck"):
+        manifest.outcome = "stuck"
+        manifest.reasons = [promote["stuck"]["reason"], *manifest.reasons]
     elif promote:
         manifest.outcome = "rejected"
     manifest.exit_code = OUTCOMES.get(manifest.outcome or "failed", 1)
@@ -107,8 +115,15 @@ def run_playbook(
     lock_timeout: float = 0,
     notebooks: Path = NOTEBOOKS,
     progress: bool | None = None,
+    rollback: bool = False,
+    rollback_to: str | None = None,
+    rollback_reason: str = "",
 ) -> tuple[RunManifest, Path]:
     """Run the playbook once; return the manifest and the run folder.
+
+    ``rollback=True`` runs only ``40-promote-or-rollback`` with ``rollback=True`` (to the previous
+    champion, or ``rollback_to``): a rollback by hand gets its run folder, manifest, outcome
+    ``rolled-back`` and notification like any run, under the same run lock.
 
     Raises
     ------
@@ -120,14 +135,15 @@ def run_playbook(
     paths = Paths.discover(home)
     profile_path = paths.profile(profile)
     prof = load_profile(profile_path)  # fails before anything is written
-    check_run(prof, paths, profile_path, as_of=as_of)  # so does everything else that can be checked now
+    check_run(prof, paths, profile_path, as_of=as_of, data=not rollback)  # so does all else that can be checked now
     registry = Registry(paths.resolve(prof.registry), prof.model_name)
     progress = sys.stderr.isatty() if progress is None else progress
     for var in automl.THREAD_VARIABLES:  # the kernels inherit these
         os.environ[var] = str(prof.training.num_cpus)
 
+    step_names = STEP_NOTEBOOKS[-1:] if rollback else STEP_NOTEBOOKS
     with registry.run_lock(timeout=lock_timeout):
-        run_id = run_id or new_run_id(prof.name)
+        run_id = run_id or (new_run_id(prof.name) + ("-rollback" if rollback else ""))
         run_dir = paths.runs / run_id
         suffix = 1
         while run_dir.exists():
@@ -143,13 +159,15 @@ def run_playbook(
             software=automl.software_versions(),
             environment={v: os.environ.get(v, "") for v in automl.THREAD_VARIABLES},
             champion_before=registry.champion(),
-            steps=[StepRecord(name=s) for s in STEP_NOTEBOOKS],
+            steps=[StepRecord(name=s) for s in step_names],
             replay_of=replay_of,
         )
         (run_dir / "profile.yaml").write_text(manifest.profile["content"])
         manifest.write(run_dir)
         t_run, t_wall = time.monotonic(), time.time()
         params = {"profile": str(profile_path.resolve()), "run_dir": str(run_dir), "home": str(paths.home), "as_of": as_of or ""}
+        if rollback:
+            params.update(rollback=True, rollback_to=rollback_to or "", rollback_reason=rollback_reason)
         try:
             for rec in manifest.steps:
                 rec.status, rec.started, rec.notebook = "running", RunManifest.now(), f"{rec.name}.ipynb"
@@ -265,22 +283,13 @@ def _stop_children(*, started_after: float, grace: float = 5.0) -> None:
     """Terminate this process's descendants started during the run (papermill's kernel, a training child)."""
     import psutil
 
+    from .freshproc import stop_processes
+
     try:
         procs = [p for p in psutil.Process().children(recursive=True) if p.create_time() >= started_after - 1]
     except psutil.Error:
         return
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
+    stop_processes(procs, grace=grace)
 
 
 def _describe(exc: Exception) -> str:

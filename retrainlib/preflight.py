@@ -15,23 +15,44 @@ from typing import Any
 from .errors import DataContractError, ProfileError
 from .paths import Paths
 
-__all__ = ["check_run", "check_token", "check_inside_home", "check_metrics"]
+__all__ = ["check_run", "check_batches", "check_token", "check_inside_home", "check_metrics"]
 
 #: metrics whose values lie in [0, 1]; others are bounded only on the side of their optimum
 _UNIT_INTERVAL = ("roc_auc", "accuracy", "acc", "balanced_accuracy", "average_precision", "precision", "recall", "f1",
                   "pac", "pac_score")
 
 
-def check_run(prof: Any, paths: Paths, profile_path: Path, *, as_of: str | None) -> None:
-    """Everything a run can check before it writes; raises on the first problem (exit 2)."""
+def check_run(prof: Any, paths: Paths, profile_path: Path, *, as_of: str | None, data: bool = True) -> None:
+    """Everything a run can check before it writes; raises on the first problem (exit 2).
+
+    ``data=False`` (a rollback by hand, which reads no batch) leaves the batches unchecked: broken
+    data must never stand in the way of going back to the previous champion.
+    """
     from .data import parse_as_of
 
     try:
         parse_as_of(as_of)
     except DataContractError:
         raise DataContractError(f"--as-of {as_of!r} is not a date; expected e.g. 2024-03-10 or 2024-03-10T12:00") from None
-    check_inside_home(paths, prof.data.batches, "data.batches", profile_path)
     check_inside_home(paths, prof.registry, "registry", profile_path)
+    if data:
+        check_batches(prof, paths, profile_path, as_of=as_of)
+    check_metrics(prof, profile_path)
+    check_token(prof.notify.token_env)
+    url = prof.notify.webhook_url
+    if url is not None:
+        from urllib.parse import urlsplit
+
+        from .notify import redact_url
+
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ProfileError(f"{profile_path}: notify.webhook_url {redact_url(url)!r} is not an http(s) URL with a host; "
+                               "give e.g. https://hooks.example.com/retrain")
+
+
+def check_batches(prof: Any, paths: Paths, profile_path: Path, *, as_of: str | None) -> None:
+    """The batches folder inside the home and there; every batch readable, names unique, time order kept."""
+    check_inside_home(paths, prof.data.batches, "data.batches", profile_path)
     folder = paths.resolve(prof.data.batches)
     if not folder.is_dir():
         raise DataContractError(
@@ -44,17 +65,6 @@ def check_run(prof: Any, paths: Paths, profile_path: Path, *, as_of: str | None)
     from .data import list_batches
 
     list_batches(prof.data, paths, as_of=as_of)  # every batch readable, named columns unique, time order kept
-    check_metrics(prof, profile_path)
-    check_token(prof.notify.token_env)
-    url = prof.notify.webhook_url
-    if url is not None:
-        from urllib.parse import urlsplit
-
-        from .notify import redact_url
-
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            raise ProfileError(f"{profile_path}: notify.webhook_url {redact_url(url)!r} is not an http(s) URL with a host; "
-                               "give e.g. https://hooks.example.com/retrain")
 
 
 def check_inside_home(paths: Paths, value: str, key: str, profile_path: Path) -> None:

@@ -30,15 +30,11 @@ the pointer itself, and rolls back a promotion whose fresh-process smoke test ne
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import re
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -48,6 +44,9 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import filelock
 
+from .durable import fsync_dir as _fsync_dir
+from .durable import sha256_file as _sha256
+from .durable import write_json_atomic as _atomic_write_json
 from .errors import IntegrityError, RegistryError, RunLocked
 
 if TYPE_CHECKING:  # pandas and AutoGluon are imported only where needed: writers start fast
@@ -166,29 +165,6 @@ class PromotionResult:
 # durable file primitives
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write temp, fsync, ``os.replace``, fsync the folder: readers see the old or the new file."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 def _has_torn_tail(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -267,14 +243,6 @@ def _read_lines(path: Path) -> list[dict]:
             raise RegistryError(f"line {i + 1} of {path} is {type(row).__name__}; expected a JSON object per line")
         out.append(row)
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _files(root: Path) -> list[Path]:
@@ -359,6 +327,10 @@ class Registry:
     @property
     def _evaluations_file(self) -> Path:
         return self.path / "evaluations.jsonl"
+
+    @property
+    def _attempts_file(self) -> Path:
+        return self.path / "attempts.jsonl"
 
     @property
     def _pins_file(self) -> Path:
@@ -712,28 +684,7 @@ class Registry:
         """
         with self.write_lock():
             self._recover_locked()
-            rec = self.champion_record() or {}
-            current = rec.get("version")
-            if to is None:
-                target = rec.get("previous")
-                if target is None:
-                    raise RegistryError(
-                        f"nothing to roll back to: {self._display()} has champion {current or 'none'} and no "
-                        f"previous champion; name a version with `retrain rollback --to vNNNN` "
-                        f"(versions: {_listing(self._version_names())})"
-                    )
-                if target not in self._version_names():
-                    raise RegistryError(
-                        f"the previous champion {target} is no longer in {self._display()}; name a version with "
-                        f"`retrain rollback --to vNNNN` (versions: {_listing(self._version_names())})"
-                    )
-            else:
-                target = self._check_name(to)
-                if target == current:
-                    raise RegistryError(
-                        f"version {target} is already the champion of {self._display()}; name another version "
-                        f"(versions: {_listing(self._version_names())})"
-                    )
+            target, current = self._rollback_target_locked(to)
             self.verify(target)
             return self._swap_pointer(
                 event="rollback",
@@ -743,6 +694,36 @@ class Registry:
                 run_id=run_id,
                 reason=reason,
             )
+
+    def rollback_target(self, to: str | None = None) -> str:
+        """The version :meth:`roll_back` would make champion; :class:`RegistryError` when there is none."""
+        return self._rollback_target_locked(to)[0]
+
+    def _rollback_target_locked(self, to: str | None) -> tuple[str, str | None]:
+        """(target, current champion); read-only, callers hold the writer lock to act on it."""
+        rec = self.champion_record() or {}
+        current = rec.get("version")
+        if to is None:
+            target = rec.get("previous")
+            if target is None:
+                raise RegistryError(
+                    f"nothing to roll back to: {self._display()} has champion {current or 'none'} and no "
+                    f"previous champion; name a version with `retrain rollback --to vNNNN` "
+                    f"(versions: {_listing(self._version_names())})"
+                )
+            if target not in self._version_names():
+                raise RegistryError(
+                    f"the previous champion {target} is no longer in {self._display()}; name a version with "
+                    f"`retrain rollback --to vNNNN` (versions: {_listing(self._version_names())})"
+                )
+        else:
+            target = self._check_name(to)
+            if target == current:
+                raise RegistryError(
+                    f"version {target} is already the champion of {self._display()}; name another version "
+                    f"(versions: {_listing(self._version_names())})"
+                )
+        return target, current
 
     def promote_verified(
         self,
@@ -755,7 +736,7 @@ class Registry:
     ) -> PromotionResult:
         """Promote, then load the new champion in a fresh process and predict ``sample``.
 
-        The fresh process runs ``python -m retrainlib.smoke <predictor dir> <sample parquet>``. If
+        The fresh process is :mod:`retrainlib.freshproc`'s (a new child of its warm fork server). If
         it fails or overruns ``timeout`` seconds, the registry rolls back by itself to the champion
         before (or to no champion on a first promotion) and records both events. The writer lock
         is held throughout, so no other writer slips in between. Until the smoke test answers, the
@@ -765,18 +746,21 @@ class Registry:
         if sample is None or len(sample) == 0:
             raise RegistryError("the smoke-test sample is empty; pass a few rows of recent data (features, label optional)")
         t0 = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="retrain-smoke-") as tmp, self.write_lock():
-            sample_path = Path(tmp) / "sample.parquet"
+        from . import freshproc
+
+        with self.write_lock():
             try:
-                sample.to_parquet(sample_path, index=False)
+                smoke = freshproc.start(self.path / name / "predictor", sample, timeout=timeout)
             except Exception as exc:  # before anything moved: refuse, naming the cause
                 raise RegistryError(
-                    f"the smoke-test sample cannot be written as Parquet ({type(exc).__name__}: {exc}); "
-                    f"pass a DataFrame of plain feature columns"
+                    f"the smoke test cannot start ({type(exc).__name__}: {exc}); pass a DataFrame of plain feature columns"
                 ) from exc
-            promoted = self._promote(name, run_id=run_id, reason=reason, smoke_pending=True)
+            with smoke:
+                promoted = self._promote(name, run_id=run_id, reason=reason, smoke_pending=True)
+                result = smoke.result()
             before = promoted.previous
-            ok, detail = self._smoke(self.path / name / "predictor", sample_path, timeout=timeout)
+            ok = result.ok
+            detail = result.detail if ok or result.detail.startswith("no answer") else f"smoke test failed: {result.detail}"
             if ok:
                 record = self.champion_record() or {}
                 record.pop("smoke_pending", None)
@@ -797,26 +781,6 @@ class Registry:
                 version=name, previous=before, promoted=False, smoke_passed=False, detail=detail,
                 seconds=time.monotonic() - t0, events=(promoted, back),
             )
-
-    @staticmethod
-    def _smoke(predictor_dir: Path, sample_path: Path, *, timeout: float) -> tuple[bool, str]:
-        """Run ``python -m retrainlib.smoke`` in a fresh process: (passed, last line it said)."""
-        env = dict(os.environ)
-        pkg_parent = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.setdefault("OMP_NUM_THREADS", "1")
-        cmd = [sys.executable, "-m", "retrainlib.smoke", str(predictor_dir), str(sample_path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            return False, f"no answer within {timeout:g} s"
-        except OSError as exc:
-            return False, f"could not start {sys.executable} ({exc})"
-        if proc.returncode == 0:
-            out = proc.stdout.strip().splitlines()
-            return True, out[-1] if out else "ok"
-        lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
-        return False, (lines[-1] if lines else f"exit code {proc.returncode}")
 
     # ---- history -----------------------------------------------------------------------------
     def _history_rows(self) -> list[dict]:
@@ -862,7 +826,7 @@ class Registry:
                 if self._is_stale_stage(p):
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                     done.append(f"cleared .staging/{p.name}")
-        for f in (self._history_file, self._evaluations_file):
+        for f in (self._history_file, self._evaluations_file, self._attempts_file):
             if _has_torn_tail(f):
                 _cut_torn_tail(f)
                 done.append(f"cut a torn last line off {f.name}")
@@ -924,9 +888,11 @@ class Registry:
             _atomic_write_json(self._pins_file, sorted(pins))
 
     def apply_retention(self, *, max_versions: int, retention_days: float, now: datetime | None = None) -> list[str]:
-        """Delete versions beyond ``max_versions`` (oldest first) and older than ``retention_days``.
+        """Delete versions beyond ``max_versions`` and older than ``retention_days``.
 
-        Never deletes the champion, the previous champion, or a version marked ``keep``. Each
+        Beyond ``max_versions``, versions that never served as champion (rejected challengers,
+        validated models whose refit was deployed) go first, oldest first; former champions go
+        only after them, oldest first, so the newest champions stay rollback targets. Never deletes the champion, the previous champion, or a version marked ``keep``. Each
         deletion is recorded in the history first, then the folder is renamed into ``.trash``
         (it disappears at once) and removed. Also clears leftovers of killed writers. Returns the
         deleted names.
@@ -957,17 +923,27 @@ class Registry:
                     doomed.append((info.name, f"older than {retention_days:g} days (created {created})"))
             remaining = [i.name for i in infos if i.name not in {d for d, _ in doomed}]
             excess = len(remaining) - max_versions
-            for name in remaining:  # oldest first
+            served = self._served_versions()
+            # versions that never served (rejected challengers) go first, then former champions; oldest first
+            for name in sorted(remaining, key=lambda n: (n in served, n)):
                 if excess <= 0:
                     break
                 if name not in protected:
-                    doomed.append((name, f"more than max_versions={max_versions} versions"))
+                    kind = "former champion" if name in served else "never champion"
+                    doomed.append((name, f"more than max_versions={max_versions} versions ({kind})"))
                     excess -= 1
             deleted = []
             for name, why in sorted(doomed):
                 self._delete_locked(name, why)
                 deleted.append(name)
             return deleted
+
+    def _served_versions(self) -> set[str]:
+        """Versions that were champion: promoted or rolled back to, minus promotions a smoke test undid."""
+        rows = self._history_rows()
+        served = {e.get("version") for e in rows if e.get("event") in ("promote", "rollback")}
+        undone = {e.get("previous") for e in rows if e.get("event") == "auto-rollback"}
+        return {v for v in served - undone if v}
 
     def _delete_locked(self, name: str, why: str) -> None:
         ev = HistoryEvent(time=_now(), event="retention", version=name, previous=None, run_id=None, reason=f"deleted: {why}")
@@ -1018,3 +994,72 @@ class Registry:
         """Recorded evaluations, oldest first; only ``version``'s when given."""
         rows = _read_lines(self._evaluations_file)
         return [r for r in rows if version is None or r.get("version") == version]
+
+    # ---- label-free estimates ----------------------------------------------------------------
+    @property
+    def _estimates_file(self) -> Path:
+        return self.path / "estimates.jsonl"
+
+    def estimator(self, name: str):
+        """Version ``name``'s label-free estimator (``estimator.json``, checksummed with the version), or None
+        when the version was registered without one."""
+        name = self._check_name(name)
+        path = self.path / name / "estimator.json"
+        if not path.is_file():
+            return None
+        self.verify(name)
+        from .estimate import Estimator
+
+        return Estimator.load(path)
+
+    def record_estimates(self, rows: Sequence[dict]) -> None:
+        """Append label-free estimates per batch to ``estimates.jsonl`` (``version``, ``batch``, ``metric``,
+        ``value``, ``low``, ``high``, ``n_rows``, ``reason``)."""
+        clean = [{"time": _now(), **dict(r)} for r in rows]
+        for i, r in enumerate(clean):
+            if "version" not in r or "batch" not in r:
+                raise RegistryError(f"estimate row {i} lacks version or batch; got {', '.join(sorted(r))}")
+        if not clean:
+            return
+        with self.write_lock():
+            self._recover_locked()
+            _append_lines(self._estimates_file, clean)
+
+    def estimates(self, version: str | None = None) -> list[dict]:
+        """Recorded label-free estimates, oldest first; only ``version``'s when given."""
+        rows = _read_lines(self._estimates_file)
+        return [r for r in rows if version is None or r.get("version") == version]
+
+    # ---- retraining attempts (the schedule's clock) --------------------------------------------
+    def record_attempt(self, *, version: str, run_id: str | None, data_end: str, outcome: str | None = None) -> None:
+        """Record one retraining attempt: the challenger it trained and the newest batch end it saw.
+
+        The schedule trigger counts its interval from the last attempt, promoted or not, on the
+        data's time axis (``data_end``), so backtests and live runs keep the same clock.
+        """
+        row = {"time": _now(), "run_id": run_id, "version": version, "data_end": str(data_end), "outcome": outcome}
+        with self.write_lock():
+            self._recover_locked()
+            _append_lines(self._attempts_file, [row])
+
+    def record_attempt_outcome(self, version: str, *, outcome: str, run_id: str | None = None,
+                               failed_gates: Sequence[str] = (), reasons: Sequence[str] = ()) -> None:
+        """Add what became of an attempt's challenger (promoted, rejected, auto-rolled-back) to its record."""
+        row = {"time": _now(), "run_id": run_id, "version": version, "outcome": outcome,
+               "failed_gates": list(failed_gates), "reasons": list(reasons)}
+        with self.write_lock():
+            self._recover_locked()
+            _append_lines(self._attempts_file, [row])
+
+    def attempts(self) -> list[dict]:
+        """Every recorded retraining attempt, oldest first, with its outcome once known."""
+        out: list[dict] = []
+        for row in _read_lines(self._attempts_file):
+            if "data_end" in row:
+                out.append(dict(row))
+                continue
+            for attempt in reversed(out):  # an outcome row completes its attempt's record
+                if attempt.get("version") == row.get("version"):
+                    attempt.update({k: v for k, v in row.items() if k not in ("time", "run_id")})
+                    break
+        return out

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import automl, data, drift, quality, triggers
+from . import automl, data, drift, estimate, quality, triggers
+from .durable import write_json_atomic
 from .errors import RetrainError
 from .paths import Paths
 from .profiles import Profile, load_profile
@@ -69,9 +70,7 @@ class StepContext:
 
     def write(self, key: str, payload: dict[str, Any]) -> Path:
         path = self.run_dir / STEP_FILES[key]
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(plain(payload), indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(path, plain(payload), sort_keys=False)
         return path
 
     def save_figure(self, fig, name: str) -> Path:
@@ -130,6 +129,7 @@ class DriftAnalysis:
     target_drift: Any | None = None
     prediction_drift: Any | None = None
     champion: str | None = None
+    estimates: list[dict[str, Any]] = field(default_factory=list)
     reference: pd.DataFrame | None = field(default=None, repr=False)
     current: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -143,6 +143,7 @@ class DriftAnalysis:
             "prediction_drift": self.prediction_drift.to_dict() if self.prediction_drift is not None else None,
             "performance": self.performance,
             "evaluations": self.evaluations,
+            "estimates": self.estimates,
             "windows": self.windows.to_dict(),
         }
 
@@ -181,7 +182,8 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     champion = ctx.registry.champion()
     meta = ctx.registry.version(champion).metadata if champion else None
     slices = data.batches_from_records(meta["slices"], ctx.paths) if meta else None
-    windows = data.plan_windows(visible, training=prof.training, champion_slices=slices)
+    windows = data.plan_windows(visible, training=prof.training, champion_slices=slices,
+                                label_delay_batches=src.label_delay_batches)
     required = list(meta["features"]) if meta else []
     combine, use = prof.triggers.resolved()
 
@@ -198,8 +200,10 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     reference = _load_checked(ctx, windows.reference, required, require_label=True)
     current_batches: dict[str, pd.DataFrame] = {}
     current = _load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
+    labelled_end = pd.Timestamp(windows.holdout[-1].end)  # rows after it wait for their labels (label_delay_batches)
     q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
-                       required=required, ignore_columns=src.ignore_columns, source="current window")
+                       required=required, ignore_columns=src.ignore_columns, source="current window",
+                       labels_due=(current[src.time_column] <= labelled_end).to_numpy())
     report = drift.compare(reference[required], current[required], settings=prof.drift,
                            drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
     target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
@@ -210,23 +214,25 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     cur_s = current.iloc[rng.permutation(len(current))[:5000]]
     pred = drift.prediction_drift(automl.predict_scores(predictor, ref_s[required]), automl.predict_scores(predictor, cur_s[required]))
 
-    evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows, current_batches)
+    estimates = _estimate_champion(ctx, predictor, champion, meta, windows, current_batches)
+    evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows, current_batches, estimates)
     info = automl.metric_info(prof.training.eval_metric, predictor.problem_type)
     newest = windows.holdout[-1].path
     scored = _dedup_by_batch(ctx.registry.evaluations(champion))  # the champion's history, one row per batch
     perf_value = next((e["value"] for e in scored if e["batch"] == newest), None)
-    history = [e["value"] for e in scored]
+    source = prof.triggers.performance_source
+    newest_estimate = estimates[-1] if estimates else None
+    history = _trigger_history(scored, estimates, source)
 
-    days = (_as_of_time(ctx) - pd.Timestamp(meta["trained_at"]).tz_localize(None)).total_seconds() / 86400
+    days, since = _days_since_attempt(ctx, meta, windows)
     fired = [
-        triggers.schedule_trigger(days, interval_days=prof.retraining_interval),
+        triggers.schedule_trigger(days, interval_days=prof.retraining_interval, since=since,
+                                  slack_days=0.1 * _batch_spacing_days(visible)),
         triggers.drift_trigger(report.score, threshold=prof.drift_threshold,
                                joint_auc=report.multivariate.auc if report.multivariate else None,
                                joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
-        triggers.performance_trigger(perf_value, threshold=prof.performance_threshold,
-                                     metric=prof.training.eval_metric, greater_is_better=info.greater_is_better),
-        triggers.degradation_trigger(history, delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
-                                     min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better),
+        _performance(perf_value, newest, newest_estimate, source, prof, info),
+        _degradation(scored, estimates, source, prof, info),
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
                                quality_passed=q.passed, quality_reason=_quality_reason(q))
@@ -234,11 +240,35 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
         decision = triggers.Decision(force, "retrain" if force else "no-retrain", decision.policy,
                                      (force_reason or f"forced: retrain={force}",), decision.triggers)
     performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
-                   "threshold": prof.performance_threshold, "history": history}
+                   "threshold": prof.performance_threshold, "history": history, "source": source,
+                   "measured_history": [{"batch": e["batch"], "batch_end": e["batch_end"], "value": e["value"]} for e in scored],
+                   "estimate": newest_estimate}
     result = DriftAnalysis(decision, q, report, windows, performance, evaluations, target, pred, champion,
-                           reference=reference, current=current)
+                           estimates=estimates, reference=reference, current=current)
     ctx.write("analyze", result.to_dict())
     return result
+
+
+def _days_since_attempt(ctx: StepContext, meta: dict, windows: data.Windows) -> tuple[float, str]:
+    """Days from the newest batch the last retraining attempt saw to the newest batch visible now.
+
+    The attempt record (promoted or not) is the clock; a registry without one falls back to the
+    champion's own record of the data it saw.
+    """
+    last = (ctx.registry.attempts() or [None])[-1]
+    if last is not None:
+        seen, since = last["data_end"], f"the data of the last retraining attempt ({last['version']}, {last['data_end'][:10]})"
+    else:
+        seen = meta.get("data_end") or max(s["end"] for s in meta["slices"])
+        since = f"the data the champion saw ({seen[:10]})"
+    return (pd.Timestamp(_newest_end(windows)) - pd.Timestamp(seen)).total_seconds() / 86400, since
+
+
+def _batch_spacing_days(batches: list) -> float:
+    """The median days between consecutive batch ends (0 with fewer than two batches)."""
+    ends = pd.to_datetime([b.end for b in batches])
+    gaps = np.diff(ends.values).astype("timedelta64[s]").astype(float) / 86400 if len(ends) > 1 else []
+    return float(np.median(gaps)) if len(gaps) else 0.0
 
 
 def _quality_reason(q) -> str:
@@ -253,15 +283,94 @@ def _dedup_by_batch(rows: list[dict]) -> list[dict]:
     return sorted(seen.values(), key=lambda r: r["batch_end"])
 
 
-def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
+def _performance(measured: float | None, newest: str, newest_estimate: dict | None, source: str, prof: Profile,
+                 info) -> triggers.TriggerResult:
+    """The performance trigger on the profile's ``triggers.performance_source``."""
+    common = dict(threshold=prof.performance_threshold, metric=prof.training.eval_metric,
+                  greater_is_better=info.greater_is_better)
+    if source == "estimated":
+        e = newest_estimate or {}
+        if e.get("value") is None:
+            why = e.get("reason") or "no batch to estimate"
+            return triggers.TriggerResult("performance", None, prof.performance_threshold, False,
+                                          f"performance not estimated: {why}", source="estimated")
+        return triggers.performance_trigger(e["value"], **common, source="estimated", band=(e["low"], e["high"]),
+                                            batch=e["batch"])
+    if source == "both":
+        return triggers.performance_trigger(measured, **common, source="both", estimated=newest_estimate)
+    return triggers.performance_trigger(measured, **common)
+
+
+def _trigger_history(scored: list[dict], estimates: list[dict], source: str) -> list[float]:
+    """The champion's metric history the step reports: measured values, or estimates for ``estimated``."""
+    if source == "estimated":
+        return [e["value"] for e in estimates if e.get("value") is not None]
+    return [e["value"] for e in scored]
+
+
+def _degradation(scored: list[dict], estimates: list[dict], source: str, prof: Profile, info) -> triggers.TriggerResult:
+    """Page-Hinkley on the measured history, the estimated one, or — for ``both`` — on each separately
+    (never one series mixing the two: an estimate a little below the measured level would read as a
+    decline), firing when either does."""
+    common = dict(delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
+                  min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better)
+    if source != "both":
+        return triggers.degradation_trigger(_trigger_history(scored, estimates, source), **common, source=source)
+    m = triggers.degradation_trigger(_trigger_history(scored, estimates, "measured"), **common, source="measured")
+    e = triggers.degradation_trigger(_trigger_history(scored, estimates, "estimated"), **common, source="estimated")
+    value = max((r.value for r in (m, e) if r.value is not None), default=None)
+    return triggers.TriggerResult("degradation", value, prof.triggers.degradation_lambda, m.fired or e.fired,
+                                  f"{m.reason}; {e.reason}", source="both")
+
+
+def _estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
                        frames: dict[str, pd.DataFrame]) -> list[dict]:
-    """Score the champion on every labelled current batch it has not been scored on; persist the rows."""
+    """Estimate the champion's metric without labels on every current batch it did not train on.
+
+    An estimate is made once per batch, with labels hidden, and recorded in the registry
+    (``estimates.jsonl``); a later run reuses it, so when labels arrive the estimate made before
+    them is the one judged. A champion without a usable estimator gets rows that say why.
+    """
+    metric = ctx.profile.training.eval_metric
+    trained = {s["path"] for s in meta["slices"]}
+    todo = [b for b in windows.current if b.path not in trained]
+    if not todo:
+        return []
+    done = {e["batch"]: e for e in ctx.registry.estimates(champion)}
+    estimator = ctx.registry.estimator(champion) if any(b.path not in done for b in todo) else None
+    out, new = [], []
+    for b in todo:
+        if b.path in done:
+            out.append(done[b.path])
+            continue
+        frame = frames[b.path][meta["features"]]
+        if estimator is None:
+            e = estimate.unavailable(metric, f"champion {champion} has no estimator (registered before label-free "
+                                             "estimation, or without labelled holdout rows)", batch=b.path, n_rows=len(frame))
+        else:
+            e = estimator.estimate(automl.predict_scores(predictor, frame), frame, batch=b.path)
+        row = {"version": champion, "run_id": ctx.run_id, "batch_end": b.end, **e.to_dict()}
+        out.append(row)
+        new.append(row)
+    ctx.registry.record_estimates(new)
+    return out
+
+
+def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
+                       frames: dict[str, pd.DataFrame], estimates: list[dict] = ()) -> list[dict]:
+    """Score the champion on every labelled current batch it has not been scored on; persist the rows.
+
+    Where the batch was estimated before its labels arrived, the row also carries the estimator's
+    own accuracy (``estimate``: estimated, band, error, inside the band).
+    """
+    estimated = {e["batch"]: e for e in estimates}
     src, metric = ctx.profile.data, ctx.profile.training.eval_metric
     done = {e["batch"] for e in ctx.registry.evaluations(champion)}
     trained = {s["path"] for s in meta["slices"]}
     rows = []
+    labelled_end = windows.holdout[-1].end  # newer batches still wait for labels (data.label_delay_batches)
     for b in windows.current:
-        if b.path in done or b.path in trained:
+        if b.path in done or b.path in trained or b.end > labelled_end:
             continue
         frame = frames[b.path]
         if src.label not in frame or frame[src.label].isna().all():
@@ -271,6 +380,8 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
                              predictor.class_labels if predictor.problem_type != "regression" else None)
         rows.append({"time": dt.datetime.now(dt.timezone.utc).isoformat(), "run_id": ctx.run_id, "version": champion,
                      "batch": b.path, "batch_end": b.end, "metric": metric, "value": value, "n_rows": int(len(frame))})
+        if b.path in estimated:
+            rows[-1]["estimate"] = estimate.compare(estimated[b.path], value)
     if rows:
         ctx.registry.record_evaluations(rows)
     return rows
@@ -281,6 +392,8 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
     """Train and register a challenger when step 10 decided so; otherwise record why not.
 
     ``fit_cache`` (a :class:`retrainlib.fitcache.FitCache`) reuses an identical earlier fit.
+    Every challenger trained is a retraining attempt: the registry records it, and the schedule
+    trigger counts its interval from the newest batch the last attempt saw.
     """
     analysis = read_output(ctx, "analyze")
     decision = analysis["decision"]
@@ -288,47 +401,17 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
         out = {"status": "skipped", "reason": f"decision was '{decision['status']}': " + "; ".join(decision["reasons"])}
         ctx.write("retrain", out)
         return out
-    prof, src = ctx.profile, ctx.profile.data
     windows = data.Windows.from_dict(analysis["windows"])
     train_batches = data.batches_from_records([b.to_dict() for b in windows.train], ctx.paths)
-    frame = data.load_batches(train_batches, ctx.paths, src, max_rows=prof.training.max_rows)
-    features = data.feature_columns(frame, src)
-    ctx.registry.path.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"fit-{ctx.run_id}-"))
-    try:
-        fit = fit_cache.train_challenger if fit_cache is not None else train_challenger
-        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path)
-        trained_at = data.parse_as_of(ctx.as_of)
-        metadata = {
-            "parent": analysis["champion"],
-            "run_id": ctx.run_id,
-            "trained_at": (trained_at.isoformat() if trained_at is not None else dt.datetime.now(dt.timezone.utc).isoformat()),
-            "strategy": windows.strategy,
-            "slices": [b.to_dict() for b in train_batches],
-            "n_rows": int(len(frame)),
-            "training_fingerprint": data.frame_fingerprint(frame[features + [src.label]]),
-            "label": src.label,
-            "features": list(result.features),
-            "importance": result.importance,
-            "eval_metric": prof.training.eval_metric,
-            "settings": result.settings,
-            "time_limit_binding": result.time_limit_binding,
-            "fit_seconds": result.fit_seconds,
-            "cpu_seconds": result.cpu_seconds,
-            "software": automl.software_versions(),
-            "profile": prof.name,
-        }
-        lb = work / "leaderboard.csv"
-        result.leaderboard.to_csv(lb, index=False)
-        version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id, extra_files={"leaderboard.csv": lb})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    fitted = _fit_and_register(ctx, train_batches, windows, parent=analysis["champion"], fit_cache=fit_cache)
+    version, result, metadata = fitted["version"], fitted["result"], fitted["metadata"]
+    ctx.registry.record_attempt(version=version.name, run_id=ctx.run_id, data_end=metadata["data_end"])
     out = {
         "status": "trained",
         "challenger": version.name,
         "parent": analysis["champion"],
         "strategy": windows.strategy,
-        "n_rows": int(len(frame)),
+        "n_rows": metadata["n_rows"],
         "slices": metadata["slices"],
         "features": list(result.features),
         "leaderboard": result.leaderboard.to_dict(orient="records"),
@@ -341,11 +424,113 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
         "resources": result.resources.to_dict(),
         "warnings": list(result.warnings),
         "version_bytes": version.size_bytes,
+        "estimator": fitted["estimator"].summary(),
     }
     if fit_cache is not None:
         out["fit_cache"] = "reused" if fit_cache.last_hit else "computed"
     ctx.write("retrain", out)
     return out
+
+
+def _fit_estimator(ctx: StepContext, predictor_dir: Path, windows: data.Windows, train_batches, features: list[str]):
+    """The challenger's label-free estimator, calibrated on the labelled holdout rows it did not train on.
+
+    It is stored in the version folder (checksummed with it): when the version is promoted, its
+    estimator is promoted with it. A version refit on the holdout too (``refit_full``) has no such
+    rows: its estimator says so instead of estimating.
+    """
+    prof, src = ctx.profile, ctx.profile.data
+    predictor = automl.load_predictor(predictor_dir, strict=True)
+    problem_type, classes, _ = automl.model_facts(predictor)
+    trained = {b.path for b in train_batches}
+    calibration = [b for b in windows.holdout if b.path not in trained]
+    holdout_b = data.batches_from_records([b.to_dict() for b in calibration], ctx.paths)
+    holdout = (data.load_batches(holdout_b, ctx.paths, src, require_label=False) if holdout_b
+               else pd.DataFrame(columns=[*features, src.label]))
+    if src.label in holdout:
+        holdout = holdout[holdout[src.label].notna()]
+        y = holdout[src.label]
+    else:
+        holdout, y = holdout.iloc[:0], pd.Series([], dtype=float)
+    return estimate.fit_estimator(
+        problem_type=problem_type, metric=prof.training.eval_metric, y_true=y.to_numpy(),
+        scores=automl.predict_scores(predictor, holdout[features]) if len(holdout) else np.array([]),
+        features=holdout[features], classes=classes,
+        calibration_batches=[b.path for b in calibration], trained_batches=sorted(trained),
+        seed=prof.training.seed,
+    )
+
+
+def _borrowed_estimator(ctx: StepContext, validated: str):
+    """The validated version's estimator for its refit on training + holdout rows: the refit has no
+    labelled rows left that it did not train on, so it borrows the calibration the validated
+    configuration earned on the holdout, and its checks name where the calibration came from."""
+    est = ctx.registry.estimator(validated)
+    if est is None:
+        none = estimate.fit_estimator(problem_type=ctx.profile.training.problem_type or "binary",
+                                      metric=ctx.profile.training.eval_metric, y_true=np.array([]), scores=np.array([]))
+        none.reason = f"the validated version {validated} has no estimator for its refit to borrow"
+        return none
+    est.checks = {**est.checks, "borrowed_from": validated,
+                  "note": f"calibrated with {validated} on its holdout; this refit trained on those rows too"}
+    return est
+
+
+def _fit_and_register(ctx: StepContext, batches: list, windows: data.Windows, *, parent: str | None,
+                      fit_cache=None, extra: dict[str, Any] | None = None, borrow_estimator: str | None = None) -> dict[str, Any]:
+    """Fit the profile's configuration on the labelled rows of ``batches`` and store it as a new version.
+
+    Its label-free estimator is calibrated on the holdout rows it did not train on; a refit on the
+    holdout too (``borrow_estimator``: the validated version) carries the validated version's
+    estimator instead, and says so.
+    """
+    prof, src = ctx.profile, ctx.profile.data
+    frame = data.load_batches(batches, ctx.paths, src, max_rows=prof.training.max_rows)
+    frame = frame[frame[src.label].notna()].reset_index(drop=True)
+    features = data.feature_columns(frame, src)
+    ctx.registry.path.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"fit-{ctx.run_id}-"))
+    try:
+        fit = fit_cache.train_challenger if fit_cache is not None else train_challenger
+        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path)
+        trained_at = data.parse_as_of(ctx.as_of)
+        metadata = {
+            "parent": parent,
+            "run_id": ctx.run_id,
+            "trained_at": (trained_at.isoformat() if trained_at is not None else dt.datetime.now(dt.timezone.utc).isoformat()),
+            "strategy": windows.strategy,
+            "data_end": _newest_end(windows),
+            "slices": [b.to_dict() for b in batches],
+            "n_rows": int(len(frame)),
+            "training_fingerprint": data.frame_fingerprint(frame[features + [src.label]]),
+            "label": src.label,
+            "features": list(result.features),
+            "inputs": data.column_kinds(frame, features),  # the data contract the schema gate compares
+            "importance": result.importance,
+            "eval_metric": prof.training.eval_metric,
+            "settings": result.settings,
+            "time_limit_binding": result.time_limit_binding,
+            "fit_seconds": result.fit_seconds,
+            "cpu_seconds": result.cpu_seconds,
+            "software": automl.software_versions(),
+            "profile": prof.name,
+            **(extra or {}),
+        }
+        lb = work / "leaderboard.csv"
+        result.leaderboard.to_csv(lb, index=False)
+        estimator = (_borrowed_estimator(ctx, borrow_estimator) if borrow_estimator
+                     else _fit_estimator(ctx, result.predictor_dir, windows, batches, list(result.features)))
+        est_file = estimator.save(work / estimate.ESTIMATOR_FILE)
+        version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id,
+                                           extra_files={"leaderboard.csv": lb, estimate.ESTIMATOR_FILE: est_file})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"version": version, "result": result, "metadata": metadata, "estimator": estimator}
+
+
+def _newest_end(windows: data.Windows) -> str:
+    """The newest batch end a run saw, labelled or not."""
+    return max(b.end for b in (*windows.holdout, *windows.current, *windows.train))
 
 
 # --------------------------------------------------------------------------- step 30
@@ -382,13 +567,23 @@ def validate_challenger(ctx: StepContext):
 
 
 # --------------------------------------------------------------------------- step 40
-def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "") -> dict[str, Any]:
-    """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention."""
+def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "", reason: str = "",
+                        fit_cache=None) -> dict[str, Any]:
+    """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention.
+
+    With ``training.refit_full`` the validated configuration is fitted again on the training and
+    holdout rows and that refit is the version stored, smoke-tested and promoted; the verdict is
+    the validated model's and the record names both. A rejection that leaves a champion below
+    ``performance_threshold`` after ``validation.stuck_after`` rejections in a row is ``stuck``.
+    ``fit_cache`` (as in :func:`retrain_model`) reuses an identical earlier refit.
+    """
     reg, prof = ctx.registry, ctx.profile
     before = reg.champion()
     events: list[dict] = []
+    refit: dict[str, Any] | None = None
+    stuck: dict[str, Any] | None = None
     if rollback or rollback_to:
-        ev = reg.roll_back(to=rollback_to or None, run_id=ctx.run_id, reason="rollback requested by the run's parameters")
+        ev = reg.roll_back(to=rollback_to or None, run_id=ctx.run_id, reason=reason or "rollback requested by the run's parameters")
         action, events = "rolled-back", [ev.to_dict()]
     else:
         verdict = read_output(ctx, "validate")
@@ -396,26 +591,99 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
             action = "none"
         elif verdict["decision"] in ("promote", "bootstrap"):
             analysis = read_output(ctx, "analyze")
-            holdout = data.load_batches(data.batches_from_records(analysis["windows"]["holdout"], ctx.paths), ctx.paths, prof.data)
-            features = reg.version(verdict["challenger"]).metadata["features"]
-            reason = "first champion (bootstrap)" if verdict["decision"] == "bootstrap" else "passed every validation gate"
-            res = reg.promote_verified(verdict["challenger"], holdout[features].head(200), run_id=ctx.run_id, reason=reason)
+            holdout_b = data.batches_from_records(analysis["windows"]["holdout"], ctx.paths)
+            holdout = data.load_batches(holdout_b, ctx.paths, prof.data)
+            deploy = verdict["challenger"]
+            if prof.training.refit_full:
+                refit = _refit_on_train_and_holdout(ctx, analysis, verdict["challenger"], holdout_b, fit_cache)
+                deploy = refit["version"]
+            features = reg.version(deploy).metadata["features"]
+            why = "first champion (bootstrap)" if verdict["decision"] == "bootstrap" else "passed every validation gate"
+            if refit:
+                why += f" as {verdict['challenger']}; refit on training + holdout rows as {deploy}"
+            res = reg.promote_verified(deploy, holdout[features].head(200), run_id=ctx.run_id, reason=why)
             events = [e.to_dict() for e in res.events]
             action = "promoted" if res.promoted else "auto-rolled-back"
         else:
             action = "rejected"
+        if action != "none":
+            reg.record_attempt_outcome(verdict["challenger"], outcome=action, run_id=ctx.run_id,
+                                       failed_gates=_failed_gates(verdict), reasons=verdict.get("reasons", []))
+        if action == "rejected":
+            stuck = _stuck(ctx, read_output(ctx, "analyze"))
     removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
     out = {
         "action": action,
         "champion_before": before,
         "champion_after": reg.champion(),
         "events": events,
+        "refit": refit,
+        "stuck": stuck,
         "retention_removed": removed,
         "versions": [v.name for v in reg.versions()],
         "registry_bytes": reg.total_size_bytes(),
     }
     ctx.write("promote", out)
     return out
+
+
+def _refit_on_train_and_holdout(ctx: StepContext, analysis: dict, validated: str, holdout_b: list,
+                                fit_cache=None) -> dict[str, Any]:
+    """The validated configuration fitted again, with the same settings, on training + holdout rows."""
+    windows = data.Windows.from_dict(analysis["windows"])
+    meta = ctx.registry.version(validated).metadata
+    train_b = data.batches_from_records(meta["slices"], ctx.paths)
+    seen = {b.path for b in train_b}
+    batches = train_b + [b for b in holdout_b if b.path not in seen]
+    fitted = _fit_and_register(ctx, batches, windows, parent=meta.get("parent"), fit_cache=fit_cache,
+                               extra={"refit_of": validated, "validated_version": validated}, borrow_estimator=validated)
+    return {"version": fitted["version"].name, "validated": validated, "n_rows": fitted["metadata"]["n_rows"],
+            "slices": fitted["metadata"]["slices"], "fit_seconds": fitted["result"].fit_seconds}
+
+
+def _failed_gates(verdict: dict) -> list[str]:
+    return [g["name"] + (f" ({g['metric']})" if g.get("metric") else "") for g in verdict.get("gates", [])
+            if g.get("blocking") and not g.get("passed")]
+
+
+def _stuck(ctx: StepContext, analysis: dict) -> dict[str, Any] | None:
+    """The champion is below performance_threshold and the last ``stuck_after`` challengers were all rejected."""
+    prof = ctx.profile
+    perf = analysis.get("performance") or {}
+    value = perf.get("value")
+    if value is None and perf.get("history"):
+        value = perf["history"][-1]
+    champion = analysis.get("champion")
+    if value is None or champion is None:
+        return None
+    gib = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary").greater_is_better
+    below = value < prof.performance_threshold if gib else value > prof.performance_threshold
+    if not below:
+        return None
+    streak = []
+    for a in reversed(ctx.registry.attempts()):
+        if a.get("outcome") != "rejected":
+            break
+        streak.append(a)
+    limit = prof.validation.stuck_after
+    if len(streak) < limit:
+        return None
+    counts: dict[str, int] = {}
+    for a in streak:
+        for g in a.get("failed_gates") or []:
+            counts[g] = counts.get(g, 0) + 1
+    gate, n = max(counts.items(), key=lambda kv: kv[1]) if counts else ("unknown", 0)
+    latest = (streak[0].get("reasons") or [""])[0]  # the newest rejection's first reason, with its figures
+    word = "below" if gib else "above"
+    reason = (
+        f"stuck: champion {champion} {prof.training.eval_metric} {value:.4g} is {word} performance_threshold "
+        f"{prof.performance_threshold:g} and the last {len(streak)} challengers were rejected "
+        f"({', '.join(a['version'] for a in reversed(streak))}; validation.stuck_after {limit}); "
+        f"the gate that keeps rejecting is {gate} ({n} of {len(streak)})" + (f": {latest}" if latest else "")
+    )
+    return {"champion": champion, "metric": prof.training.eval_metric, "value": value,
+            "threshold": prof.performance_threshold, "rejections": len(streak), "stuck_after": limit,
+            "gate": gate, "gate_count": n, "versions": [a["version"] for a in reversed(streak)], "reason": reason}
 
 
 # --------------------------------------------------------------------------- figures
@@ -432,14 +700,8 @@ def drift_figures(ctx: StepContext, analysis: DriftAnalysis) -> list:
         fig = drift.plot_distributions(analysis.reference, analysis.current, analysis.drift, top=4)
         ctx.save_figure(fig, "10-distributions")
         figs.append(fig)
-        if analysis.performance and analysis.performance["history"]:
-            fig, ax = plt.subplots(figsize=(8, 3))
-            hist = analysis.performance["history"]
-            ax.plot(range(1, len(hist) + 1), hist, marker="o", label=f"champion {analysis.performance['metric']}")
-            ax.axhline(analysis.performance["threshold"], color="red", linestyle="--", label="performance_threshold")
-            ax.set_xlabel("evaluated batch (oldest → newest)")
-            ax.set_title("Champion performance history")
-            ax.legend()
+        if analysis.performance and (analysis.performance.get("measured_history") or analysis.estimates):
+            fig = performance_figure(analysis.performance, analysis.estimates)
             ctx.save_figure(fig, "10-performance-history")
             figs.append(fig)
     else:
@@ -454,6 +716,35 @@ def drift_figures(ctx: StepContext, analysis: DriftAnalysis) -> list:
         ctx.save_figure(fig, "10-training-window")
         figs.append(fig)
     return figs
+
+
+def performance_figure(performance: dict[str, Any], estimates: list[dict[str, Any]]):
+    """The champion's metric per batch: measured where labels exist, estimated with its 95% band where
+    they do not yet (and, for comparison, where they do)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    metric = performance["metric"]
+    est = [e for e in estimates if e.get("value") is not None]
+    if est:
+        t = pd.to_datetime([e["batch_end"] for e in est])
+        ax.fill_between(t, [e["low"] for e in est], [e["high"] for e in est], color="#ff7f0e", alpha=0.2, label="95% band")
+        ax.plot(t, [e["value"] for e in est], color="#ff7f0e", marker="o", markerfacecolor="white", linestyle="--",
+                label=f"estimated {metric} (no labels)")
+    measured = performance.get("measured_history") or []
+    if measured:
+        ax.plot(pd.to_datetime([m["batch_end"] for m in measured]), [m["value"] for m in measured], color="#1f77b4",
+                marker="o", label=f"measured {metric} (labels)")
+    ax.axhline(performance["threshold"], color="red", linestyle=":", label="performance_threshold")
+    unestimated = [e for e in estimates if e.get("value") is None]
+    title = f"Champion {metric}: measured vs estimated (trigger source: {performance.get('source', 'measured')})"
+    if unestimated:
+        title += f"\nnot estimated: {unestimated[-1]['reason'][:90]}"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("batch end")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
 
 
 def training_figures(ctx: StepContext, outcome: dict[str, Any]) -> list:

@@ -305,15 +305,6 @@ def test_promote_verified_refuses_an_empty_sample(reg, clone, sample):
     assert reg.champion() is None
 
 
-def test_the_smoke_module_fails_with_one_line_naming_a_missing_predictor_folder(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "retrainlib.smoke", str(tmp_path / "gone"), str(tmp_path / "s.parquet")],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
-    )
-    assert proc.returncode == 1
-    assert proc.stderr.strip().endswith(f"the predictor folder {tmp_path / 'gone'} does not exist")
-
-
 # ---- retention -------------------------------------------------------------------------------
 
 
@@ -333,6 +324,23 @@ def test_retention_keeps_the_newest_versions_within_max_versions(reg, clone):
     reg.promote("v0001", run_id=None, reason="a")
     assert reg.apply_retention(max_versions=3, retention_days=365) == ["v0002", "v0003"]
     assert [v.name for v in reg.versions()] == ["v0001", "v0004", "v0005"]
+
+
+def test_retention_removes_rejected_challengers_before_former_champions(reg, clone):
+    add(reg, clone, 7)
+    for name in ("v0001", "v0003", "v0006"):  # v0002, v0004, v0005 and v0007 were rejected challengers
+        reg.promote(name, run_id=None, reason="passed")
+    deleted = reg.apply_retention(max_versions=3, retention_days=365)
+    assert deleted == ["v0002", "v0004", "v0005", "v0007"]
+    assert [v.name for v in reg.versions()] == ["v0001", "v0003", "v0006"]  # every champion stays a rollback target
+    assert "never champion" in reg.history()[-1].reason
+
+
+def test_retention_removes_the_oldest_former_champion_once_no_rejected_challenger_is_left(reg, clone):
+    add(reg, clone, 4)
+    for name in ("v0001", "v0002", "v0003", "v0004"):
+        reg.promote(name, run_id=None, reason="passed")
+    assert reg.apply_retention(max_versions=3, retention_days=365) == ["v0001"]
 
 
 def test_retention_deletes_versions_older_than_retention_days_except_protected_ones(reg, clone):
