@@ -1,19 +1,9 @@
 """The ``retrain`` command: a thin shell over retrainlib that turns errors into one line and an exit code.
 
-Exit codes of ``retrain run`` (also in README):
-
-====  ==========================================================
-0     promoted, or bootstrapped the first champion
-3     no retraining needed
-4     challenger rejected by validation
-5     retraining blocked by data quality
-6     stuck: champion below performance_threshold, validation.stuck_after rejections in a row
-7     rolled back (a failed smoke test, or ``retrain rollback``)
-1     the run failed (see the manifest's ``error``)
-2     bad input: profile, data contract, registry request
-75    another run holds the model's run lock (try again later)
-130   interrupted by Ctrl-C; 143 stopped by SIGTERM (the run's manifest records it as failed)
-====  ==========================================================
+The exit codes (one table, :class:`retrainlib.errors.ExitCode`, also in README): 0 promoted or
+bootstrapped, 3 no retraining needed, 4 rejected, 5 blocked by data quality, 6 champion stuck,
+7 rolled back, 1 the run failed (other), 2 bad input, 8 integrity failure, 9 training failed,
+75 the run lock is held, 130/143 interrupted. Each error class carries its code.
 """
 
 from __future__ import annotations
@@ -25,14 +15,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import RetrainError, RunLocked
+from .errors import ExitCode, RetrainError, RunLocked
 
 __all__ = ["main", "EXIT_BAD_INPUT", "EXIT_LOCKED"]
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_LOCKED = 75
+EXIT_FAILED = ExitCode.FAILED
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
+EXIT_LOCKED = ExitCode.LOCKED
 DEFAULT_PROFILE = "params/demo.yaml"
+#: fewer rows than this in a file cannot be compared (the tests and the domain classifier need a few per side)
+MIN_DRIFT_ROWS = 10
 
 
 def _context(args):
@@ -179,7 +171,13 @@ def cmd_status(args) -> int:
     runs = []
     for d in sorted(paths.runs.glob(f"*-{prof.name}*"), reverse=True)[: args.last]:
         if (d / "manifest.json").exists():
-            m = load_manifest(d)
+            try:
+                m = load_manifest(d)
+                m["run_id"], m["status"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # one damaged record hides no other run
+                print(f"retrain: warning: skipped {d / 'manifest.json'}: not a readable run record "
+                      f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})", file=sys.stderr)
+                continue
             runs.append({"run": m["run_id"], "status": m["status"], "outcome": m.get("outcome"),
                          "champion_after": m.get("champion_after"), "seconds": m.get("seconds")})
     status = {"model": prof.model_name, "champion": champion, "versions": versions,
@@ -249,15 +247,12 @@ def cmd_rollback(args) -> int:
     return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
 
 
-def _file(path: str) -> Path:
-    from .errors import DataContractError
+def _file(path: str, option: str) -> Path:
+    """A --reference/--current file, checked as data.read_frame checks it (exists, format, readable, unique names)."""
+    from .data import check_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise DataContractError(f"{path} does not exist; give a Parquet or CSV file")
-    if p.suffix not in (".parquet", ".csv"):
-        raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
-    return p
+    check_file(path, what=f"{option} file")
+    return Path(path)
 
 
 def cmd_drift(args) -> int:
@@ -265,7 +260,7 @@ def cmd_drift(args) -> int:
     from . import data, drift
     from .profiles import DriftSettings
 
-    ref_path, cur_path = _file(args.reference), _file(args.current)
+    ref_path, cur_path = _file(args.reference, "--reference"), _file(args.current, "--current")
     settings, threshold, skip = DriftSettings(), 0.1, set()
     if args.profile:
         from .paths import Paths
@@ -275,7 +270,14 @@ def cmd_drift(args) -> int:
         settings, threshold = prof.drift, prof.drift_threshold
         skip = {prof.data.label, prof.data.time_column, prof.data.key, *prof.data.ignore_columns}
     columns = [c for c in data.file_columns(ref_path) if c not in skip]  # only the compared columns are read
-    reference, current = data.read_columns(ref_path, columns), data.read_columns(cur_path, columns)
+    reference = data.read_columns(ref_path, columns, what="--reference file")
+    current = data.read_columns(cur_path, columns, what="--current file")
+    from .errors import DataContractError
+
+    for option, path, frame in (("--reference", ref_path, reference), ("--current", cur_path, current)):
+        if len(frame) < MIN_DRIFT_ROWS:
+            raise DataContractError(f"{option} file {path} has {len(frame)} row(s); drift needs at least "
+                                    f"{MIN_DRIFT_ROWS} rows in each file")
     report = drift.compare(reference, current, columns=columns, settings=settings, drift_threshold=threshold)
     table = report.to_frame()
     import pandas as pd
@@ -344,9 +346,31 @@ def cmd_schedule(args) -> int:
     from .profiles import ScheduleSettings
     from .scheduler import Scheduler
 
-    schedule = ScheduleSettings(cron=args.cron, every_minutes=args.every_minutes) if (args.cron or args.every_minutes) else None
+    schedule = _schedule_option(args)
     return Scheduler(args.profile, home=args.home, schedule=schedule, lock_wait=args.wait, max_runs=args.max_runs,
                      report=not args.no_report).serve()
+
+
+def _schedule_option(args):
+    """--cron / --every-minutes as schedule settings; their errors blame the option, not the profile."""
+    from .errors import ProfileError
+    from .profiles import ScheduleSettings
+    from .scheduler import make_trigger
+
+    if args.cron is None and args.every_minutes is None:
+        return None
+    if args.cron is not None and args.every_minutes is not None:
+        raise ProfileError("give either --cron or --every-minutes, not both")
+    if args.every_minutes is not None and not args.every_minutes > 0:
+        raise ProfileError(f"--every-minutes {args.every_minutes:g} must be above 0, e.g. --every-minutes 60")
+    schedule = ScheduleSettings(cron=args.cron, every_minutes=args.every_minutes)
+    try:
+        make_trigger(schedule)
+    except ProfileError as exc:
+        cause = str(exc.__cause__ or exc)
+        raise ProfileError(f"--cron {args.cron!r} is not a crontab expression ({cause}); expected five fields: minute "
+                           "hour day-of-month month day-of-week in UTC, e.g. --cron '0 6 * * *'") from None
+    return schedule
 
 
 def cmd_report(args) -> int:
@@ -466,19 +490,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # papermill logs every notebook's paths at INFO; our runner logs one line per step
         logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except RunLocked as exc:
-        print(f"retrain: skipped: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
+        print(f"retrain: skipped: {one_line(exc)}", file=sys.stderr)
+        return int(exc.exit_code)
     except RetrainError as exc:
-        print(f"retrain: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        print(f"retrain: error: {one_line(exc)}", file=sys.stderr)
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         print("retrain: interrupted", file=sys.stderr)
-        return 130
+        return int(ExitCode.INTERRUPTED)
     except Terminated:
         print("retrain: stopped by SIGTERM; the run's manifest records it as failed", file=sys.stderr)
-        return 143
+        return int(ExitCode.TERMINATED)
+    except Exception as exc:  # not ours: still one line (the traceback with -v), never a wall of text
+        if args.verbose:
+            raise
+        print(f"retrain: error: unexpected {type(exc).__name__}: {one_line(exc)} (run with -v for the traceback)",
+              file=sys.stderr)
+        return int(ExitCode.FAILED)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (YAML and library messages span several)."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

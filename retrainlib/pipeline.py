@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from . import automl
+from .errors import exit_code_of
 from .manifest import OUTCOMES, RunManifest, StepRecord, git_commit
 from .paths import NOTEBOOKS, STEP_NOTEBOOKS, Paths
+from .preflight import check_run
 from .profiles import load_profile, profile_sha256
 from .registry import Registry
 from .steps import STEP_FILES, new_run_id
@@ -44,6 +46,9 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], *, 
         progress_bar=progress,
         log_output=False,
         request_save_on_cell_execute=True,
+        # the kernel's own log stays out of the run's log: its start-up notes (the local-TCP warning) in every run, and
+        # its traceback when it is stopped mid-reply by SIGTERM. A cell's error reaches the notebook and the manifest.
+        extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
     )
 
 
@@ -96,6 +101,8 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
     elif promote:
         manifest.outcome = "rejected"
     manifest.exit_code = OUTCOMES.get(manifest.outcome or "failed", 1)
+    if manifest.outcome == "failed" and manifest.error:  # a training failure exits 9, a broken contract 2, ...
+        manifest.exit_code = exit_code_of(str(manifest.error.get("message") or "").split(":", 1)[0])
 
 
 def run_playbook(
@@ -128,6 +135,7 @@ def run_playbook(
     paths = Paths.discover(home)
     profile_path = paths.profile(profile)
     prof = load_profile(profile_path)  # fails before anything is written
+    check_run(prof, paths, profile_path, as_of=as_of, data=not rollback)  # so does all else that can be checked now
     registry = Registry(paths.resolve(prof.registry), prof.model_name)
     progress = sys.stderr.isatty() if progress is None else progress
     for var in automl.THREAD_VARIABLES:  # the kernels inherit these
@@ -144,13 +152,7 @@ def run_playbook(
         run_dir.mkdir(parents=True)
         manifest = RunManifest(
             run_id=run_dir.name,
-            profile={
-                "name": prof.name,
-                "path": str(profile_path.resolve()),
-                "sha256": profile_sha256(profile_path),
-                "content": profile_path.read_text(),
-                "resolved": prof.to_dict(),
-            },
+            profile=_recorded_profile(prof, profile_path),
             as_of=as_of,
             started=RunManifest.now(),
             git_commit=git_commit(paths.home),
@@ -212,6 +214,26 @@ def run_playbook(
     return manifest, run_dir
 
 
+def _recorded_profile(prof, profile_path: Path) -> dict[str, Any]:
+    """The profile as the manifest and the run folder keep it: URL secrets (webhook paths, tokens in queries) redacted."""
+    from .notify import redact_profile_text, redact_url
+
+    tracking = getattr(getattr(prof, "mlflow", None), "tracking_uri", None)  # may carry user:password@
+    urls = [prof.notify.webhook_url, prof.notify.report_base_url, tracking]
+    resolved = prof.to_dict()
+    resolved["notify"] = {k: redact_url(v) if k in ("webhook_url", "report_base_url") and v else v
+                          for k, v in resolved["notify"].items()}
+    if tracking and isinstance(resolved.get("mlflow"), dict):
+        resolved["mlflow"]["tracking_uri"] = redact_url(tracking)
+    return {
+        "name": prof.name,
+        "path": str(profile_path.resolve()),
+        "sha256": profile_sha256(profile_path),
+        "content": redact_profile_text(profile_path.read_text(encoding="utf-8"), urls),
+        "resolved": resolved,
+    }
+
+
 def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, t_run: float) -> None:
     summarize(manifest, run_dir)
     manifest.champion_after = registry.champion()
@@ -249,8 +271,9 @@ def _announce(manifest: RunManifest, run_dir: Path, prof) -> None:
     try:
         records = notify.notify_run(manifest, run_dir, prof)
     except Exception as exc:  # the boundary: the run's record is complete, a notifier bug must not undo it
-        log.exception("%s: notification failed", manifest.run_id)
-        records = [{"channel": "notify", "status": "failed", "error": f"{type(exc).__name__}: {exc}"}]
+        # only the error's kind: its text may quote a request header (the token) or a secret URL
+        log.error("%s: notification failed (%s)", manifest.run_id, type(exc).__name__)
+        records = [{"channel": "notify", "status": "failed", "error": f"{type(exc).__name__} (details withheld: they may hold a secret)"}]
     if records:
         manifest.notifications = records
         manifest.write(run_dir)
