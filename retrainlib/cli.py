@@ -23,13 +23,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import RetrainError, RunLocked
+from .errors import IntegrityError, RetrainError, RunLocked, TrainingError
 
 __all__ = ["main", "EXIT_BAD_INPUT", "EXIT_LOCKED"]
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 75
+EXIT_INTEGRITY = 8
+EXIT_TRAINING = 9
 DEFAULT_PROFILE = "params/demo.yaml"
 
 
@@ -40,7 +42,33 @@ def _context(args):
 
     paths = Paths.discover(args.home)
     prof = load_profile(paths.profile(args.profile))
-    return paths, prof, Registry(paths.resolve(prof.registry), prof.model_name)
+    registry = Registry(paths.resolve(prof.registry), prof.model_name)
+    _recover_before_reading(paths.runs, registry, by=f"retrain {args.command}")
+    return paths, prof, registry
+
+
+def _recover_before_reading(runs: Path, registry, *, by: str) -> None:
+    """What every command does before it reads: complete killed runs' records, tidy the registry.
+
+    Never waits: while a live writer holds the registry's lock, that writer finishes its own work.
+    """
+    from .manifest import mark_abandoned
+
+    mark_abandoned(runs, by=by)
+    registry.recover(wait=False)
+
+
+def _champion_shown(registry) -> tuple[str | None, str]:
+    """The champion and how ``status`` shows it; a damaged pointer shows as such and warns on stderr."""
+    problem = registry.pointer_problem()
+    if problem:
+        print(f"retrain: warning: {problem}", file=sys.stderr)
+        return None, "(damaged CHAMPION pointer, see the warning)"
+    rec = registry.champion_record() or {}
+    champion = rec.get("version")
+    if rec.get("smoke_pending"):
+        return champion, f"{champion} (unverified: its smoke test is running)"
+    return champion, champion or "(none)"
 
 
 def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
@@ -163,7 +191,7 @@ def cmd_status(args) -> int:
     from .manifest import load_manifest
 
     paths, prof, registry = _context(args)
-    champion = registry.champion()
+    champion, shown = _champion_shown(registry)
     versions = [
         {"version": v.name, "created": v.metadata.get("created", ""), "run": v.metadata.get("run_id", ""),
          "rows": v.metadata.get("n_rows", ""), "size_mb": round(v.size_bytes / 2**20, 2),
@@ -177,11 +205,12 @@ def cmd_status(args) -> int:
             runs.append({"run": m["run_id"], "status": m["status"], "outcome": m.get("outcome"),
                          "champion_after": m.get("champion_after"), "seconds": m.get("seconds")})
     status = {"model": prof.model_name, "champion": champion, "versions": versions,
-              "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs}
+              "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs,
+              "pointer_problem": registry.pointer_problem()}
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"model {prof.model_name}: champion {champion or '(none)'}; registry {status['registry_mb']} MB")
+    print(f"model {prof.model_name}: champion {shown}; registry {status['registry_mb']} MB")
     if versions:
         _print_table(versions, ["version", "role", "created", "run", "rows", "size_mb"])
     print()
@@ -303,9 +332,11 @@ def cmd_schedule(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .manifest import mark_abandoned
     from .paths import Paths
     from .report import build_report
 
+    mark_abandoned(Paths.discover(args.home).runs, by="retrain report")
     result = build_report(Paths.discover(args.home).runs, force=args.force)
     print(f"{result.runs} runs listed, {result.rendered} notebooks rendered ({result.skipped} already), "
           f"in {result.seconds:.1f} s: {result.index}")
@@ -316,6 +347,7 @@ def cmd_replay(args) -> int:
     """Replay a run folder; 0 when everything matches, 1 with a one-line reason when something differs."""
     from .replay import replay
 
+    _recover_for_replay(Path(args.run_dir))
     report = replay(args.run_dir, tolerance=args.tolerance, keep_scratch=args.keep_scratch)
     if args.json == "-":
         print(json.dumps(report.to_dict(), indent=2, default=str))
@@ -327,6 +359,21 @@ def cmd_replay(args) -> int:
         return 0
     print(f"retrain: replay differs: {report.reason()}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _recover_for_replay(run_dir: Path) -> None:
+    """Before a replay reads the live registry and the runs: the same recovery as every other command."""
+    from .manifest import load_manifest
+    from .paths import Paths
+    from .registry import Registry
+
+    try:
+        resolved = load_manifest(run_dir)["profile"]["resolved"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # replay itself says what is wrong with the record
+    paths = Paths(run_dir.resolve().parent.parent)
+    _recover_before_reading(paths.runs, Registry(paths.resolve(resolved.get("registry", "models")), resolved["model_name"]),
+                            by="retrain replay")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,6 +465,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLocked as exc:
         print(f"retrain: skipped: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+    except IntegrityError as exc:
+        print(f"retrain: integrity failure: {exc}", file=sys.stderr)
+        return EXIT_INTEGRITY
+    except TrainingError as exc:
+        print(f"retrain: training failed: {exc}", file=sys.stderr)
+        return EXIT_TRAINING
     except RetrainError as exc:
         print(f"retrain: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -13,8 +13,10 @@ __all__ = [
     "DataQualityError",
     "RegistryError",
     "IntegrityError",
+    "DamagedPointer",
     "TrainingError",
     "TrainingTimeout",
+    "ResourceLimitExceeded",
     "RunLocked",
     "ReplayError",
 ]
@@ -44,12 +46,20 @@ class IntegrityError(RegistryError):
     """A stored version's files do not match the checksums recorded when it was written."""
 
 
+class DamagedPointer(IntegrityError):
+    """The CHAMPION pointer is unreadable, names a version the registry lacks, or disagrees with its history."""
+
+
 class TrainingError(RetrainError):
     """Training a challenger failed."""
 
 
 class TrainingTimeout(TrainingError):
     """Training overran max_retraining_time and was stopped by the wall-clock guard."""
+
+
+class ResourceLimitExceeded(TrainingError):
+    """Training used more memory than the profile allows and was stopped to protect the host."""
 
 
 class RunLocked(RetrainError):

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from . import automl
-from .manifest import OUTCOMES, RunManifest, StepRecord, git_commit
+from .errors import DamagedPointer
+from .manifest import OUTCOMES, RunManifest, StepRecord, git_commit, mark_abandoned, this_process
 from .paths import NOTEBOOKS, STEP_NOTEBOOKS, Paths
 from .profiles import load_profile, profile_sha256
-from .registry import Registry
+from .registry import RUN_LOCK_HELD_ENV, Registry
 from .steps import STEP_FILES, new_run_id
 
 __all__ = ["run_playbook", "execute_notebook", "summarize"]
@@ -119,6 +120,7 @@ def run_playbook(
         os.environ[var] = str(prof.training.num_cpus)
 
     with registry.run_lock(timeout=lock_timeout):
+        _recover_before_reading(paths, registry)
         run_id = run_id or new_run_id(prof.name)
         run_dir = paths.runs / run_id
         suffix = 1
@@ -143,11 +145,13 @@ def run_playbook(
             champion_before=registry.champion(),
             steps=[StepRecord(name=s) for s in STEP_NOTEBOOKS],
             replay_of=replay_of,
+            process=this_process(),
         )
         (run_dir / "profile.yaml").write_text(manifest.profile["content"])
         manifest.write(run_dir)
         t_run, t_wall = time.monotonic(), time.time()
         params = {"profile": str(profile_path.resolve()), "run_dir": str(run_dir), "home": str(paths.home), "as_of": as_of or ""}
+        os.environ[RUN_LOCK_HELD_ENV] = str(run_dir.resolve())  # the kernels' steps know this run holds the lock
         try:
             for rec in manifest.steps:
                 rec.status, rec.started, rec.notebook = "running", RunManifest.now(), f"{rec.name}.ipynb"
@@ -185,12 +189,27 @@ def run_playbook(
             _finish(manifest, run_dir, registry, t_run)
             _announce(manifest, run_dir, prof)
             raise
+        finally:
+            os.environ.pop(RUN_LOCK_HELD_ENV, None)
         for rec in manifest.steps:
             if rec.status == "pending":
                 rec.status = "not-run"
         _finish(manifest, run_dir, registry, t_run)
     _announce(manifest, run_dir, prof)  # after the run lock is released: a slow webhook holds no run back
     return manifest, run_dir
+
+
+def _recover_before_reading(paths: Paths, registry: Registry) -> None:
+    """Complete what killed runs left: their records (``abandoned``) and the registry; refuse a damaged pointer.
+
+    Runs under the run lock, before the run reads its champion, so a run never judges an
+    unverified promotion that a crash left behind.
+    """
+    mark_abandoned(paths.runs, by="retrain run")
+    registry.recover()
+    problem = registry.pointer_problem()
+    if problem:
+        raise DamagedPointer(problem)
 
 
 def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, t_run: float) -> None:

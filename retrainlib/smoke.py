@@ -51,6 +51,20 @@ def smoke_test(predictor_dir: str | os.PathLike, sample_path: str | os.PathLike)
     }
 
 
+#: fault tests set this to a file path: the smoke test writes it, then waits until it is killed, so a
+#: test can kill a promotion exactly while the new champion awaits its smoke test
+HOLD_ENV = "RETRAIN_SMOKE_HOLD"
+
+
+def _hold_for_fault_tests() -> None:
+    marker = os.environ.get(HOLD_ENV)
+    if not marker:
+        return
+    Path(marker).write_text(f"{os.getpid()}\n")
+    while True:
+        time.sleep(3600)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
@@ -61,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if not p.exists():
             print(f"smoke test failed: the {what} {p} does not exist", file=sys.stderr)
             return 1
+    _hold_for_fault_tests()
     try:
         summary = smoke_test(predictor_dir, sample_path)
     except Exception as exc:  # the boundary of a process: report one line, exit non-zero

@@ -7,13 +7,16 @@ own (``<step>.json``); data flows one way: profile → notebook → library → 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,7 +26,8 @@ from .errors import RetrainError
 from .paths import Paths
 from .profiles import Profile, load_profile
 from .records import plain
-from .registry import Registry
+from .manifest import mark_abandoned
+from .registry import RUN_LOCK_HELD_ENV, Registry
 from .training import train_challenger
 
 __all__ = [
@@ -36,7 +40,10 @@ __all__ = [
     "read_output",
     "new_run_id",
     "STEP_FILES",
+    "run_lock_of",
 ]
+
+T = TypeVar("T")
 
 STEP_FILES = {
     "analyze": "10-analyze-drift.json",
@@ -91,6 +98,7 @@ def open_step(profile: str, run_dir: str = "", home: str = "", as_of: str = "", 
     profile_path = paths.profile(profile)
     prof = load_profile(profile_path)
     automl.pin_threads(prof.training.num_cpus)
+    registry = Registry(paths.resolve(prof.registry), prof.model_name)
     if run_dir:
         rd = Path(run_dir)
     elif new_run:
@@ -103,9 +111,38 @@ def open_step(profile: str, run_dir: str = "", home: str = "", as_of: str = "", 
                 "or set run_dir to the run folder to continue"
             )
         rd = found[-1]
+    ctx = StepContext(prof, profile_path.resolve(), paths, rd.resolve(), registry, as_of or None)
+    with run_lock_of(ctx):  # refuses (RunLocked) while another run goes on, before anything is written
+        mark_abandoned(paths.runs, by=f"open_step {rd.name}")
+        registry.recover()
     rd.mkdir(parents=True, exist_ok=True)
-    registry = Registry(paths.resolve(prof.registry), prof.model_name)
-    return StepContext(prof, profile_path.resolve(), paths, rd.resolve(), registry, as_of or None)
+    return ctx
+
+
+@contextlib.contextmanager
+def run_lock_of(ctx: StepContext) -> Iterator[None]:
+    """Hold the model's run lock for a step, unless the runner executing this run folder holds it already.
+
+    ``retrain run`` takes the lock and tells its notebooks so (:data:`~retrainlib.registry.RUN_LOCK_HELD_ENV`);
+    a step run by hand (JupyterLab, a hand-run papermill) takes it itself and raises
+    :class:`~retrainlib.errors.RunLocked` at once while another run holds it.
+    """
+    if os.environ.get(RUN_LOCK_HELD_ENV) == str(ctx.run_dir):
+        yield
+        return
+    with ctx.registry.run_lock(timeout=0):
+        yield
+
+
+def _under_run_lock(step: Callable[..., T]) -> Callable[..., T]:
+    """A step function that runs under :func:`run_lock_of` its context."""
+
+    @functools.wraps(step)
+    def locked(ctx: StepContext, *args: Any, **kwargs: Any) -> T:
+        with run_lock_of(ctx):
+            return step(ctx, *args, **kwargs)
+
+    return locked
 
 
 def read_output(ctx: StepContext, key: str) -> dict[str, Any]:
@@ -169,6 +206,7 @@ def _as_of_time(ctx: StepContext) -> pd.Timestamp:
     return cut if cut is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
 
 
+@_under_run_lock
 def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: str = "") -> DriftAnalysis:
     """Compare reference and current windows, measure the champion, and decide whether to retrain.
 
@@ -277,6 +315,7 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
 
 
 # --------------------------------------------------------------------------- step 20
+@_under_run_lock
 def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
     """Train and register a challenger when step 10 decided so; otherwise record why not.
 
@@ -349,6 +388,7 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- step 30
+@_under_run_lock
 def validate_challenger(ctx: StepContext):
     """Score champion and challenger on the same holdout and apply every gate; ``None`` when skipped."""
     from . import validation
@@ -382,6 +422,7 @@ def validate_challenger(ctx: StepContext):
 
 
 # --------------------------------------------------------------------------- step 40
+@_under_run_lock
 def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "") -> dict[str, Any]:
     """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention."""
     reg, prof = ctx.registry, ctx.profile
@@ -492,7 +533,7 @@ def champion_timeline(ctx: StepContext) -> list:
     fig, ax = plt.subplots(figsize=(8, 3))
     if events:
         times = pd.to_datetime([e["time"] for e in events])
-        versions = [e["version"] for e in events]
+        versions = [e["version"] or "(none)" for e in events]  # an auto-rollback of a first promotion leaves none
         ax.step(times, versions, where="post", color="#555")
         for kind, marker, color in (("promote", "^", "green"), ("rollback", "v", "red"), ("auto-rollback", "x", "red")):
             pts = [(t, v) for t, v, e in zip(times, versions, events) if e["event"] == kind]

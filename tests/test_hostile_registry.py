@@ -1,0 +1,369 @@
+"""Hostile inputs and faults against the registry, the run lock, data quality and resources.
+
+Each case asserts the exit code (or the error class), one line naming the file, key or column,
+no traceback, nothing written (or a complete failed record where a run had started), and the
+champion unchanged. Faults are real: a process really SIGKILLed at a known point (a marker file
+the smoke test writes), a lock really held by another process, a fit really stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from retrainlib.cli import EXIT_INTEGRITY, EXIT_LOCKED
+from retrainlib.registry import Registry
+from retrainlib.smoke import HOLD_ENV
+from tests.conftest import REPO
+
+MODEL = "loan-default-demo"
+PROFILE = "params/demo.yaml"
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONPATH=str(REPO))
+    env.pop("RETRAIN_HOME", None)
+    env.pop("RETRAIN_RUN_LOCK_HELD", None)
+    env.pop(HOLD_ENV, None)
+    env.update(extra)
+    return env
+
+
+def retrain(home: Path, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``retrain <args> --home <home>`` in a child process."""
+    return subprocess.run([sys.executable, "-m", "retrainlib.cli", *args, "--home", str(home)], cwd=home,
+                          capture_output=True, text=True, env=env or child_env(), timeout=timeout)
+
+
+def message_lines(stderr: str) -> list[str]:
+    """What the command said on stderr, less log lines (``<date> <logger> LEVEL ...``)."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln[:4].isdigit()]
+
+
+def one_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """The command said exactly one line on stderr, without a traceback, holding every needle."""
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr[-3000:]
+    lines = message_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def snapshot(reg: Registry) -> dict[str, bytes]:
+    """The registry's record files, to prove a refusal changed nothing."""
+    return {f: (reg.path / f).read_bytes() for f in ("CHAMPION", "history.jsonl") if (reg.path / f).exists()}
+
+
+def seeded(home: Path, clone: Path, n: int = 3) -> Registry:
+    """The home's registry with ``n`` real versions; v0001 then v0002 promoted (v0002 champion)."""
+    reg = Registry(home / "models", MODEL)
+    for i in range(n):
+        reg.add_version(clone, {"note": f"seed {i}"}, run_id="20260101T000000Z-demo")
+    reg.promote("v0001", run_id="20260101T000000Z-demo", reason="bootstrap")
+    reg.promote("v0002", run_id="20260102T000000Z-demo", reason="second")
+    return reg
+
+
+def kill_tree(proc: subprocess.Popen) -> int:
+    """SIGKILL a child process and every descendant (collected first, so none escapes as an orphan).
+
+    Returns the child's return code (``-9`` when the kill ended it).
+    """
+    root = psutil.Process(proc.pid)
+    descendants = root.children(recursive=True)
+    for p in (root, *descendants):
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    code = proc.wait()  # reaped by Popen itself, so its return code is the signal
+    psutil.wait_procs(descendants, timeout=30)
+    return code
+
+
+def wait_for(path: Path, proc: subprocess.Popen, what: str, limit: float = 600) -> None:
+    """Wait until ``path`` exists; fail (not flake) if ``proc`` ends first or it never comes."""
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"{what}: the process ended (exit {proc.returncode}) before {path.name} appeared: {out[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: {path.name} did not appear within {limit:g} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def reg_home(fast_home: Path, clone: Path) -> tuple[Path, Registry]:
+    return fast_home, seeded(fast_home, clone)
+
+
+# ---- item 4: a damaged CHAMPION pointer ------------------------------------------------------
+
+DAMAGED_POINTERS = {
+    "not-json": b'{"version": "v0002", ',
+    "empty-file": b"",
+    "not-utf8": b"\xff\xfe\x00garbage",
+    "a-list": b'["v0002"]',
+    "no-version-key": b'{"since": "2026-01-02T00:00:00+00:00"}',
+    "path-as-version": b'{"version": "../../etc/passwd", "since": "2026-01-03T00:00:00+00:00"}',
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED_POINTERS))
+def test_a_damaged_pointer_makes_status_warn_in_one_line_run_refuse_and_rollback_to_repair_it(reg_home, damage):
+    home, reg = reg_home
+    (reg.path / "CHAMPION").write_bytes(DAMAGED_POINTERS[damage])
+    before = snapshot(reg)
+
+    status = retrain(home, "status", "--profile", PROFILE)
+    assert status.returncode == 0, status.stderr
+    one_line(status, "warning", "CHAMPION", "retrain rollback --to v0002")
+    assert "damaged CHAMPION pointer" in status.stdout and "v0003" in status.stdout  # versions still listed
+    assert retrain(home, "history", "--profile", PROFILE).returncode == 0
+    assert snapshot(reg) == before  # reading commands neither repair nor record anything
+
+    run = retrain(home, "run", "--profile", PROFILE)
+    assert run.returncode == EXIT_INTEGRITY
+    one_line(run, "CHAMPION", "retrain rollback --to v0002")
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())  # nothing written
+    assert snapshot(reg) == before
+
+    guess = retrain(home, "rollback", "--profile", PROFILE)  # "the previous champion" of a damaged pointer
+    assert guess.returncode == EXIT_INTEGRITY
+    one_line(guess, "CHAMPION", "--to v0002")
+    assert snapshot(reg) == before
+
+    repair = retrain(home, "rollback", "--profile", PROFILE, "--to", "v0002")
+    assert repair.returncode == 0, repair.stderr
+    assert reg.champion() == "v0002" and reg.pointer_problem() is None
+    last = reg.history()[-1]
+    assert (last.event, last.version, last.previous, last.run_id) == ("rollback", "v0002", "v0002", None)
+    assert "repaired the damaged CHAMPION pointer" in last.reason
+    assert [e.version for e in reg.history()] == ["v0001", "v0002", "v0002"]  # nothing invented
+    assert "warning" not in retrain(home, "status", "--profile", PROFILE).stderr
+    reg.load()
+
+
+def test_a_pointer_to_a_missing_version_credited_to_a_real_run_never_becomes_a_history_line(reg_home):
+    home, reg = reg_home
+    forged = {**reg.champion_record(), "version": "v0099", "replaced": "v0002", "since": "2099-01-01T00:00:00+00:00",
+              "event": "promote", "run_id": "20260102T000000Z-demo"}
+    (reg.path / "CHAMPION").write_text(json.dumps(forged))
+    before = snapshot(reg)
+
+    status = retrain(home, "status", "--profile", PROFILE, "--json")
+    assert status.returncode == 0
+    one_line(status, "points to version 'v0099'", "not in models/loan-default-demo", "--to v0002")
+    shown = json.loads(status.stdout)
+    assert shown["champion"] is None and "v0099" in shown["pointer_problem"]
+    for args in (["history"], ["rollback"], ["status"]):
+        retrain(home, *args, "--profile", PROFILE)
+    assert snapshot(reg) == before  # no "promote v0099" line credited to the real run
+    assert all(e.version != "v0099" for e in reg.history())
+    with pytest.raises(Exception, match="v0099"):
+        reg.load()
+
+
+def test_a_pointer_edited_to_another_stored_version_is_reported_not_written_into_history(reg_home):
+    home, reg = reg_home
+    edited = {**reg.champion_record(), "version": "v0003", "since": "2099-01-01T00:00:00+00:00"}
+    (reg.path / "CHAMPION").write_text(json.dumps(edited))
+    before = snapshot(reg)
+
+    status = retrain(home, "status", "--profile", PROFILE)
+    one_line(status, "says the champion is v0003", "history.jsonl says v0002", "--to v0002")
+    run = retrain(home, "run", "--profile", PROFILE)
+    assert run.returncode == EXIT_INTEGRITY
+    one_line(run, "history.jsonl says v0002")
+    assert snapshot(reg) == before and [e.version for e in reg.history()] == ["v0001", "v0002"]
+
+    assert retrain(home, "rollback", "--profile", PROFILE, "--to", "v0002").returncode == 0
+    assert reg.champion() == "v0002" and reg.pointer_problem() is None
+
+
+def test_a_kill_between_pointer_and_history_line_is_still_completed_from_the_pointer(reg_home):
+    """The one case where recovery writes a line: the pointer continues the history by one swap."""
+    home, reg = reg_home
+    rec = {**reg.champion_record(), "version": "v0003", "previous": "v0002", "replaced": "v0002",
+           "since": "2099-01-01T00:00:00+00:00", "event": "promote", "reason": "killed before its line"}
+    (reg.path / "CHAMPION").write_text(json.dumps(rec))
+    assert reg.pointer_problem() is None
+    status = retrain(home, "status", "--profile", PROFILE)
+    assert status.returncode == 0 and "warning" not in status.stderr
+    assert [(e.event, e.version, e.previous) for e in reg.history()][-1] == ("promote", "v0003", "v0002")
+
+
+# ---- item 2: a crash while the new champion awaits its smoke test ----------------------------
+
+PROMOTE_VERIFIED = """
+import sys
+from pathlib import Path
+import pandas as pd
+from retrainlib.registry import Registry
+reg = Registry(Path(sys.argv[1]), sys.argv[2])
+reg.promote_verified(sys.argv[3], pd.read_parquet(sys.argv[4]), run_id="20260103T000000Z-demo", reason="fault test")
+"""
+
+
+def test_sigkill_while_the_pointer_awaits_its_smoke_test_shows_the_old_champion_in_status(reg_home, sample, tmp_path):
+    home, reg = reg_home
+    sample_path = tmp_path / "sample.parquet"
+    sample.to_parquet(sample_path, index=False)
+    marker = tmp_path / "smoke-started"
+    proc = subprocess.Popen([sys.executable, "-c", PROMOTE_VERIFIED, str(reg.root), MODEL, "v0003", str(sample_path)],
+                            cwd=REPO, env=child_env(**{HOLD_ENV: str(marker)}), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(marker, proc, "promote_verified")
+    assert reg.champion_record()["smoke_pending"] and reg.champion() == "v0003"  # the window the kill lands in
+    assert kill_tree(proc) == -signal.SIGKILL
+
+    status = retrain(home, "status", "--profile", PROFILE, "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["champion"] == "v0002"  # recovered before it read
+    rec = reg.champion_record()
+    assert rec["version"] == "v0002" and "smoke_pending" not in rec
+    last = reg.history()[-1]
+    assert (last.event, last.version, last.previous) == ("auto-rollback", "v0002", "v0003")
+    assert "never answered" in last.reason
+    reg.load()
+
+
+def test_a_run_killed_during_promotion_is_marked_abandoned_and_the_next_run_judges_the_recovered_champion(fast_home, tmp_path):
+    home = fast_home
+    reg = Registry(home / "models", MODEL)
+    marker = tmp_path / "smoke-started"
+    proc = subprocess.Popen([sys.executable, "-m", "retrainlib.cli", "run", "--profile", PROFILE, "--home", str(home)],
+                            cwd=home, env=child_env(**{HOLD_ENV: str(marker)}), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(marker, proc, "retrain run (bootstrap)")
+    assert reg.champion() == "v0001" and reg.champion_record()["smoke_pending"]
+    assert kill_tree(proc) == -signal.SIGKILL
+    (killed,) = sorted((home / "runs").iterdir())
+    record = json.loads((killed / "manifest.json").read_text())
+    assert record["status"] == "running"  # what SIGKILL leaves: nobody wrote the end
+    assert record["process"]["pid"] == proc.pid and record["process"]["host"] == socket.gethostname()
+
+    status = retrain(home, "status", "--profile", PROFILE, "--json")
+    shown = json.loads(status.stdout)
+    assert shown["champion"] is None  # the unverified bootstrap was rolled back before status read
+    assert shown["runs"][0]["status"] == "abandoned"
+    record = json.loads((killed / "manifest.json").read_text())
+    assert record["outcome"] == "abandoned" and record["exit_code"] == 1
+    assert record["error"]["step"] == "40-promote-or-rollback" and f"pid {proc.pid}" in record["error"]["message"]
+    assert [s["status"] for s in record["steps"]] == ["succeeded", "succeeded", "succeeded", "failed"]
+
+    nxt = retrain(home, "run", "--profile", PROFILE, "--json")
+    assert nxt.returncode == 0, nxt.stderr[-3000:]
+    summary = json.loads(nxt.stdout)
+    assert summary["champion_before"] is None and summary["outcome"] == "bootstrapped"
+    assert summary["champion_after"] == "v0002" == reg.champion()
+    assert [(e.event, e.version) for e in reg.history()] == [("promote", "v0001"), ("auto-rollback", None),
+                                                           ("promote", "v0002")]
+
+
+def test_a_run_on_another_host_or_still_alive_is_not_marked_abandoned(tmp_path):
+    from retrainlib.manifest import mark_abandoned, this_process
+
+    runs = tmp_path / "runs"
+    alive = {"run_id": "alive", "status": "running", "steps": [], "process": this_process()}
+    remote = {"run_id": "remote", "status": "running", "steps": [],
+              "process": {"pid": 1, "host": "another-host.invalid", "started": 0}}
+    legacy = {"run_id": "legacy", "status": "running", "steps": []}  # written before runs recorded their process
+    for m in (alive, remote, legacy):
+        (runs / m["run_id"]).mkdir(parents=True)
+        (runs / m["run_id"] / "manifest.json").write_text(json.dumps(m))
+    (runs / "torn").mkdir()
+    (runs / "torn" / "manifest.json").write_text('{"status": "runn')
+    assert mark_abandoned(runs, by="test") == []
+    reused = {**this_process(), "started": this_process()["started"] - 3600}  # the pid now belongs to another process
+    (runs / "alive" / "manifest.json").write_text(json.dumps({**alive, "process": reused}))
+    assert mark_abandoned(runs, by="test") == ["alive"]
+
+
+# ---- item 10: hand-run steps take the run lock -----------------------------------------------
+
+HOLD_RUN_LOCK = """
+import sys, time
+from pathlib import Path
+from retrainlib.registry import Registry
+with Registry(Path(sys.argv[1]), sys.argv[2]).run_lock():
+    Path(sys.argv[3]).write_text("held")
+    time.sleep(3600)
+"""
+
+
+def test_a_hand_run_papermill_step_refuses_in_one_line_while_another_process_holds_the_run_lock(reg_home, tmp_path):
+    import papermill as pm
+
+    home, reg = reg_home
+    held = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_RUN_LOCK, str(reg.root), MODEL, str(held)], cwd=REPO,
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    before = snapshot(reg)
+    try:
+        wait_for(held, holder, "run-lock holder")
+        with pytest.raises(pm.PapermillExecutionError) as info:
+            pm.execute_notebook(str(REPO / "notebooks" / "10-analyze-drift.ipynb"), str(tmp_path / "out.ipynb"),
+                                parameters={"profile": PROFILE, "run_dir": "", "home": str(home), "as_of": ""},
+                                cwd=str(home), kernel_name="python3", progress_bar=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert info.value.ename == "RunLocked"
+    assert "another run of model 'loan-default-demo' holds" in info.value.evalue and "\n" not in info.value.evalue
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())  # no interactive folder opened
+    assert snapshot(reg) == before
+
+
+HAND_STEP = """
+import sys, time
+from pathlib import Path
+from retrainlib import steps
+ctx = steps.open_step("params/demo.yaml", "", sys.argv[1], "", new_run=True)
+with steps.run_lock_of(ctx):
+    Path(sys.argv[2]).write_text("in step")
+    time.sleep(3600)
+"""
+
+
+def test_retrain_run_is_refused_with_exit_75_while_a_hand_run_step_is_working(reg_home, tmp_path):
+    home, reg = reg_home
+    inside = tmp_path / "inside"
+    step = subprocess.Popen([sys.executable, "-c", HAND_STEP, str(home), str(inside)], cwd=home, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(inside, step, "hand-run step")
+        run = retrain(home, "run", "--profile", PROFILE)
+    finally:
+        step.kill()
+        step.wait()
+    assert run.returncode == EXIT_LOCKED
+    one_line(run, "skipped", "loan-default-demo", ".run.lock")
+    assert [p.name.endswith("-interactive") for p in (home / "runs").iterdir()] == [True]  # only the hand-run's folder
+    assert reg.champion() == "v0002"
+
+
+def test_every_step_function_runs_under_the_run_lock(reg_home):
+    from retrainlib import steps
+    from retrainlib.errors import RunLocked
+
+    home, reg = reg_home
+    ctx = steps.open_step(PROFILE, str(home / "runs" / "by-hand"), str(home), "")
+    with reg.run_lock(timeout=0):  # another holder (a separate lock object: a separate open file)
+        for step in (steps.analyze_drift, steps.retrain_model, steps.validate_challenger, steps.promote_or_rollback):
+            with pytest.raises(RunLocked, match="holds .*run.lock"):
+                step(ctx)
+    assert reg.champion() == "v0002" and not list((home / "runs" / "by-hand").iterdir())
