@@ -66,6 +66,7 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
         }
         manifest.outputs["decision"] = d
     if retrain and retrain.get("status") == "trained":
+        manifest.warnings = list(retrain.get("warnings") or [])  # resource thresholds crossed while training
         manifest.challenger = retrain["challenger"]
         manifest.outputs["training"] = {
             k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings")
@@ -89,6 +90,20 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
     elif promote:
         manifest.outcome = "rejected"
     manifest.exit_code = OUTCOMES.get(manifest.outcome or "failed", 1)
+    if manifest.outcome == "failed":
+        manifest.exit_code = _failed_exit_code(manifest.error)
+
+
+def _failed_exit_code(error: dict[str, Any] | None) -> int:
+    """A failed run's exit code from the error its step raised: training 9, integrity 8, other 1."""
+    from . import errors
+
+    cls = getattr(errors, str((error or {}).get("message") or "").split(":", 1)[0], None)
+    if isinstance(cls, type) and issubclass(cls, errors.TrainingError):
+        return 9
+    if isinstance(cls, type) and issubclass(cls, errors.IntegrityError):
+        return 8
+    return OUTCOMES["failed"]
 
 
 def run_playbook(

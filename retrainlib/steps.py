@@ -336,7 +336,8 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"fit-{ctx.run_id}-"))
     try:
         fit = fit_cache.train_challenger if fit_cache is not None else train_challenger
-        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path)
+        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path,
+                     version_bytes=_champion_bytes(ctx, analysis["champion"]))
         trained_at = data.parse_as_of(ctx.as_of)
         metadata = {
             "parent": analysis["champion"],
@@ -385,6 +386,11 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
         out["fit_cache"] = "reused" if fit_cache.last_hit else "computed"
     ctx.write("retrain", out)
     return out
+
+
+def _champion_bytes(ctx: StepContext, champion: str | None) -> int | None:
+    """The champion's size on disk: what a new version will take, for the free-disk check."""
+    return ctx.registry.version(champion).size_bytes if champion else None
 
 
 # --------------------------------------------------------------------------- step 30

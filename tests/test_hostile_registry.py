@@ -367,3 +367,85 @@ def test_every_step_function_runs_under_the_run_lock(reg_home):
             with pytest.raises(RunLocked, match="holds .*run.lock"):
                 step(ctx)
     assert reg.champion() == "v0002" and not list((home / "runs" / "by-hand").iterdir())
+
+
+# ---- item 11: resource thresholds act, and are seen ------------------------------------------
+
+
+def memory_threshold_of(limit_bytes: int) -> float:
+    """``memory_threshold`` that puts the limit at ``limit_bytes`` on this machine (a fit needs far more)."""
+    return limit_bytes / psutil.virtual_memory().total
+
+
+def test_a_fit_above_memory_threshold_is_stopped_with_its_workers_in_one_line(tmp_path):
+    from retrainlib.errors import ResourceLimitExceeded
+    from retrainlib.training import train_challenger
+    from tests.test_training import profile, train_frame
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(ResourceLimitExceeded) as info:  # 20 MiB: less than a Python with pandas imported
+        train_challenger(train_frame(), profile=profile(memory_threshold=memory_threshold_of(20 * 2**20)),
+                         work_dir=tmp_path / "fit", disk_path=tmp_path, sample_interval=0.1)
+    msg = str(info.value)
+    assert "\n" not in msg and "memory_threshold" in msg and "the champion is untouched" in msg
+    assert "training used" in msg and "MiB" in msg
+    assert not (tmp_path / "fit" / "predictor").exists()
+    assert not {p.pid for p in psutil.Process().children(recursive=True)} - before  # no fit left running
+
+
+def test_a_run_whose_fit_passes_memory_threshold_leaves_a_complete_failed_record_and_exits_9(fast_home):
+    import yaml
+
+    home = fast_home
+    prof = yaml.safe_load((home / PROFILE).read_text())
+    prof["memory_threshold"] = memory_threshold_of(20 * 2**20)
+    (home / PROFILE).write_text(yaml.safe_dump(prof, sort_keys=False))
+
+    run = retrain(home, "run", "--profile", PROFILE, "--json")
+    assert run.returncode == 9, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    (run_dir,) = sorted((home / "runs").iterdir())
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert (m["status"], m["outcome"], m["exit_code"]) == ("failed", "failed", 9)
+    assert [s["status"] for s in m["steps"]] == ["succeeded", "failed", "not-run", "not-run"]
+    assert m["error"]["step"] == "20-retrain-model"
+    assert m["error"]["message"].startswith("ResourceLimitExceeded: training stopped to protect the host")
+    assert m["finished"] and m["champion_after"] is None
+    assert not list((home / "models" / MODEL).glob("v*"))  # no version written
+
+
+def test_resource_thresholds_crossed_while_training_reach_the_manifest_report_and_notification(fast_home):
+    import yaml
+
+    home = fast_home
+    prof = yaml.safe_load((home / PROFILE).read_text())
+    prof["cpu_threshold"] = 0.0001  # any fit uses more than 0.01% of the machine's CPU
+    (home / PROFILE).write_text(yaml.safe_dump(prof, sort_keys=False))
+
+    run = retrain(home, "run", "--profile", PROFILE, "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    (run_dir,) = sorted((home / "runs").iterdir())
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert any(w.startswith("cpu use reached") and "cpu_threshold 0%" in w for w in m["warnings"]), m["warnings"]
+    notice = [ln for ln in run.stderr.splitlines() if "bootstrapped (run" in ln]
+    assert notice and "resource warnings: cpu use reached" in notice[0]
+    report = retrain(home, "report")
+    assert report.returncode == 0, report.stderr
+    assert "resource warning: cpu use reached" in (home / "runs" / "index.html").read_text()
+
+
+def test_the_disk_check_estimates_from_the_rows_and_champion_and_names_every_folder_written(tmp_path):
+    from retrainlib.errors import TrainingError
+    from retrainlib.monitoring import check_disk, disk_needs
+
+    work, registry = tmp_path / "fit", tmp_path / "models" / MODEL
+    first = disk_needs(30 * 2**20, work_dir=work, registry=registry)
+    later = disk_needs(30 * 2**20, work_dir=work, registry=registry, version_bytes=200 * 2**20)
+    assert first == {work: 30 * 2**20 + 2 * 120 * 2**20, registry: 120 * 2**20}  # 4x the rows without a champion
+    assert later == {work: 430 * 2**20, registry: 200 * 2**20}  # a champion's size when there is one
+    with pytest.raises(TrainingError) as info:
+        check_disk(later, disk_threshold=0.01)
+    msg = str(info.value)
+    assert f"{work} (430 MiB) and {registry} (200 MiB)" in msg and "disk_threshold 1%" in msg and "\n" not in msg
+    assert not work.exists() and not registry.exists()
+    check_disk(later, disk_threshold=1.0)  # folders that do not exist yet are checked on their parent's disk
