@@ -167,6 +167,8 @@ class DriftAnalysis:
     target_drift: Any | None = None
     prediction_drift: Any | None = None
     champion: str | None = None
+    batch_quality: list = field(default_factory=list)  # a QualityReport per batch
+    holdout_check: dict[str, Any] | None = None  # the holdout's own checks (see _check_holdout)
     reference: pd.DataFrame | None = field(default=None, repr=False)
     current: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -181,6 +183,8 @@ class DriftAnalysis:
             "performance": self.performance,
             "evaluations": self.evaluations,
             "windows": self.windows.to_dict(),
+            "batch_quality": [b.to_dict() for b in self.batch_quality],
+            "holdout_check": self.holdout_check,
         }
 
 
@@ -224,20 +228,31 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     combine, use = prof.triggers.resolved()
 
     if not meta:  # bootstrap: check the data we would train on, nothing to compare against
-        train = _load_checked(ctx, windows.train, required, require_label=True)
+        train_batches: dict[str, pd.DataFrame] = {}
+        train = _load_checked(ctx, windows.train, required, require_label=True, per_batch=train_batches)
         q = quality.assess(train, reference=None, label=src.label, threshold=prof.data_quality_threshold,
                            required=required, ignore_columns=src.ignore_columns, source="training window")
+        per_batch = _assess_batches(ctx, train_batches, reference=None, classes=None)
+        holdout = _check_holdout(ctx, windows, train_batches, reference=train,
+                                 classes=_label_classes(ctx, train[src.label]), required=required)
+        passed, why = _quality_verdict(q, per_batch, holdout)
         decision = triggers.decide([], combine=combine, use=use, policy=prof.triggers.policy,
-                                   quality_passed=q.passed, quality_reason=_quality_reason(q), bootstrap=True)
-        result = DriftAnalysis(decision, q, None, windows, None, [], current=train)
+                                   quality_passed=passed, quality_reason=why, bootstrap=True)
+        result = DriftAnalysis(decision, q, None, windows, None, [], current=train, batch_quality=per_batch,
+                               holdout_check=holdout)
         ctx.write("analyze", result.to_dict())
         return result
 
     reference = _load_checked(ctx, windows.reference, required, require_label=True)
     current_batches: dict[str, pd.DataFrame] = {}
     current = _load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
+    classes = _label_classes(ctx, reference[src.label])
     q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
-                       required=required, ignore_columns=src.ignore_columns, source="current window")
+                       required=required, ignore_columns=src.ignore_columns, source="current window",
+                       label_classes=classes)
+    per_batch = _assess_batches(ctx, current_batches, reference=reference, classes=classes)
+    holdout = _check_holdout(ctx, windows, current_batches, reference=reference, classes=classes, required=required)
+    quality_passed, quality_why = _quality_verdict(q, per_batch, holdout)
     report = drift.compare(reference[required], current[required], settings=prof.drift,
                            drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
     target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
@@ -267,21 +282,98 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
                                      min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better),
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
-                               quality_passed=q.passed, quality_reason=_quality_reason(q))
+                               quality_passed=quality_passed, quality_reason=quality_why)
     if force is not None and decision.status in ("retrain", "no-retrain"):
         decision = triggers.Decision(force, "retrain" if force else "no-retrain", decision.policy,
                                      (force_reason or f"forced: retrain={force}",), decision.triggers)
     performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
                    "threshold": prof.performance_threshold, "history": history}
     result = DriftAnalysis(decision, q, report, windows, performance, evaluations, target, pred, champion,
-                           reference=reference, current=current)
+                           batch_quality=per_batch, holdout_check=holdout, reference=reference, current=current)
     ctx.write("analyze", result.to_dict())
     return result
 
 
-def _quality_reason(q) -> str:
-    failed = [c.name for c in q.checks if not c.passed]
-    return f"data quality {q.score:.2f} < data_quality_threshold {q.threshold:g} (failed: {', '.join(failed) or 'none'})"
+def _label_classes(ctx: StepContext, labels: pd.Series) -> list | None:
+    """The label's known classes for a classifier (``None`` for regression): what ``unseen_labels`` compares with."""
+    kind = ctx.profile.training.problem_type
+    known = labels.dropna()
+    if kind == "regression" or (kind is None and pd.api.types.is_float_dtype(known) and known.nunique() > 20):
+        return None
+    return list(pd.unique(known))
+
+
+def _delayed_batches(ctx: StepContext, paths: list[str]) -> set[str]:
+    """The newest batches whose labels are declared late (``data.label_delay_batches``, when the profile has it)."""
+    late = int(getattr(ctx.profile.data, "label_delay_batches", 0) or 0)
+    return set(sorted(paths)[-late:]) if late > 0 else set()
+
+
+def _assess_batches(ctx: StepContext, frames: dict[str, pd.DataFrame], *, reference: pd.DataFrame | None,
+                    classes: list | None) -> list:
+    """Every batch judged on its own: a fault in one batch is not diluted by the others in its window.
+
+    Batches whose labels are declared late are judged without their label (unlabelled rows there are expected).
+    """
+    prof, src = ctx.profile, ctx.profile.data
+    late = _delayed_batches(ctx, list(frames))
+    out = []
+    for path, frame in frames.items():
+        delayed = path in late
+        out.append(quality.assess(frame, reference=reference, label=None if delayed else src.label,
+                                  threshold=prof.data_quality_threshold,
+                                  ignore_columns=[*src.ignore_columns, *([src.label] if delayed else [])],
+                                  source=path, label_classes=None if delayed else classes))
+    return out
+
+
+def _check_holdout(ctx: StepContext, windows: data.Windows, frames: dict[str, pd.DataFrame], *,
+                   reference: pd.DataFrame, classes: list | None, required: list[str]) -> dict[str, Any]:
+    """The holdout's own checks, before anything is trained or validated on it.
+
+    Its labelled rows must exist (and hold two classes or more for a classifier) and pass the
+    quality checks against ``reference``.
+    """
+    prof, src = ctx.profile, ctx.profile.data
+    todo = [b for b in windows.holdout if b.path not in frames]
+    if todo:
+        _load_checked(ctx, todo, required, require_label=False, per_batch=frames)
+    files = ", ".join(b.path for b in windows.holdout)
+    holdout = pd.concat([frames[b.path] for b in windows.holdout], ignore_index=True)
+    labelled = holdout[holdout[src.label].notna()] if src.label in holdout else holdout.iloc[:0]
+    out: dict[str, Any] = {"batches": [b.path for b in windows.holdout], "rows": int(len(holdout)),
+                           "labelled_rows": int(len(labelled)), "classes": None, "quality": None, "problems": []}
+    if len(labelled) == 0:
+        out["problems"].append(f"the holdout {files} has no labelled row ({src.label!r} is empty or missing), so no "
+                               f"challenger could be validated on it; wait for its labels, or make the holdout the newest "
+                               f"labelled batches")
+    else:
+        if classes is not None:
+            out["classes"] = int(labelled[src.label].nunique())
+            if out["classes"] < 2:
+                out["problems"].append(f"the holdout {files} holds one {src.label!r} class only "
+                                       f"({quality._scalar(labelled[src.label].iloc[0])!r}); validation needs two or more; raise "
+                                       f"training.holdout_batches or fix the labels in that file")
+        q = quality.assess(labelled, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
+                           ignore_columns=src.ignore_columns, source=f"holdout {files}", label_classes=classes)
+        out["quality"] = q.to_dict()
+        if not q.passed:
+            out["problems"].append(q.reason())
+    out["passed"] = not out["problems"]
+    return out
+
+
+def _quality_verdict(window, per_batch: list, holdout: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the data may be trained and validated on, and if not, one reason naming the file and check."""
+    if not holdout["passed"]:  # first: nothing could be validated
+        return False, f"data quality: {holdout['problems'][0]}"
+    bad = [b for b in per_batch if not b.passed]
+    if bad:  # then a batch: it names the file to fix
+        more = f" (and {len(bad) - 1} more batches)" if len(bad) > 1 else ""
+        return False, f"data quality of batch {bad[0].reason()}{more}"
+    if not window.passed:
+        return False, f"data quality of the {window.reason()}"
+    return True, ""
 
 
 def _dedup_by_batch(rows: list[dict]) -> list[dict]:
@@ -305,6 +397,8 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
         if src.label not in frame or frame[src.label].isna().all():
             continue  # no labels yet: say nothing rather than guess
         frame = frame[frame[src.label].notna()]
+        if predictor.problem_type != "regression" and frame[src.label].nunique() < 2:
+            continue  # one class: most metrics are undefined; the holdout check says so (_check_holdout)
         value = automl.score(metric, predictor.problem_type, frame[src.label], automl.predict_scores(predictor, frame[meta["features"]]),
                              predictor.class_labels if predictor.problem_type != "regression" else None)
         rows.append({"time": dt.datetime.now(dt.timezone.utc).isoformat(), "run_id": ctx.run_id, "version": champion,

@@ -449,3 +449,161 @@ def test_the_disk_check_estimates_from_the_rows_and_champion_and_names_every_fol
     assert f"{work} (430 MiB) and {registry} (200 MiB)" in msg and "disk_threshold 1%" in msg and "\n" not in msg
     assert not work.exists() and not registry.exists()
     check_disk(later, disk_threshold=1.0)  # folders that do not exist yet are checked on their parent's disk
+
+
+# ---- item 3: a corrupt batch never gets a challenger trained ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def champion_home(tmp_path_factory) -> Path:
+    """A tiny home whose champion v0001 was bootstrapped on weeks 1-9 (holdout week 10), by the steps in-process."""
+    from retrainlib import steps
+    from retrainlib.demo import week_end
+    from tests.conftest import make_home
+
+    home = make_home(tmp_path_factory.mktemp("quality") / "home")
+    ctx = steps.open_step(PROFILE, str(home / "runs" / "boot"), str(home), week_end(10).isoformat())
+    assert steps.analyze_drift(ctx).decision.status == "bootstrap"
+    assert steps.retrain_model(ctx)["status"] == "trained"
+    steps.validate_challenger(ctx)
+    assert steps.promote_or_rollback(ctx)["champion_after"] == "v0001"
+    return home
+
+
+@pytest.fixture
+def qhome(champion_home: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(champion_home, home)
+    return home
+
+
+def batch_file(home: Path, week: int) -> Path:
+    from retrainlib.demo import week_end
+
+    return home / f"data/demo/batches/{week_end(week)}.parquet"
+
+
+def corrupt(home: Path, week: int, change) -> str:
+    import pandas as pd
+
+    path = batch_file(home, week)
+    frame = pd.read_parquet(path)
+    change(frame)
+    frame.to_parquet(path, index=False)
+    return path.relative_to(home).as_posix()
+
+
+def analyze(home: Path, week: int, name: str):
+    from retrainlib import steps
+    from retrainlib.demo import week_end
+
+    ctx = steps.open_step(PROFILE, str(home / "runs" / name), str(home), week_end(week).isoformat())
+    return ctx, steps.analyze_drift(ctx)
+
+
+def assert_blocked_before_training(ctx, analysis, *needles: str) -> str:
+    from retrainlib import steps
+
+    assert analysis.decision.status == "blocked-by-quality" and not analysis.decision.retrain
+    reason = analysis.decision.reasons[0]
+    assert "\n" not in reason
+    for n in needles:
+        assert n in reason, (n, reason)
+    trained = steps.retrain_model(ctx)
+    assert trained["status"] == "skipped" and "blocked-by-quality" in trained["reason"]
+    assert ctx.registry.champion() == "v0001" and [v.name for v in ctx.registry.versions()] == ["v0001"]
+    return reason
+
+
+def test_the_clean_demo_window_is_not_blocked_by_the_per_batch_and_holdout_checks(qhome):
+    _, analysis = analyze(qhome, 18, "clean")
+    assert analysis.decision.status != "blocked-by-quality", analysis.decision.reasons
+    assert len(analysis.batch_quality) == 9 and all(b.passed for b in analysis.batch_quality)
+    assert analysis.holdout_check["passed"] and analysis.holdout_check["classes"] == 2
+
+
+def test_a_feature_empty_in_one_batch_of_nine_blocks_although_the_window_dilutes_it_to_11_percent(qhome):
+    import numpy as np
+
+    path = corrupt(qhome, 15, lambda f: f.__setitem__("income", np.nan))
+    ctx, analysis = analyze(qhome, 18, "empty-feature")  # current window: weeks 10-18, nine batches
+    window_missing = next(c for c in analysis.quality.checks if c.name == "missing_values")
+    assert 0.10 < window_missing.value < 0.12  # what the window alone saw
+    assert_blocked_before_training(ctx, analysis, f"batch {path}", "empty_columns", "income")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")], ids=["plus-inf", "minus-inf"])
+def test_infinite_values_in_one_feature_of_one_batch_block(qhome, value):
+    def change(f):
+        f.loc[f.index[:3], "debt_to_income"] = value
+
+    path = corrupt(qhome, 13, change)
+    ctx, analysis = analyze(qhome, 14, "inf")
+    assert_blocked_before_training(ctx, analysis, path, "infinite_values", "debt_to_income", "3 of")
+
+
+def test_a_label_class_never_seen_blocks_and_names_the_value(qhome):
+    def change(f):
+        f.loc[f.index[:5], "default"] = 2
+
+    path = corrupt(qhome, 12, change)
+    ctx, analysis = analyze(qhome, 14, "new-class")
+    assert_blocked_before_training(ctx, analysis, path, "unseen_labels", "never seen (2", "known: 0, 1")
+
+
+def test_an_infinite_label_blocks(qhome):
+    def change(f):
+        f["default"] = f["default"].astype(float)
+        f.loc[f.index[:2], "default"] = float("inf")
+
+    path = corrupt(qhome, 12, change)
+    ctx, analysis = analyze(qhome, 14, "inf-label")
+    assert_blocked_before_training(ctx, analysis, path, "infinite_values", "default")
+
+
+def test_a_holdout_without_labels_is_refused_at_step_10_before_a_challenger_is_trained(qhome):
+    import numpy as np
+
+    path = corrupt(qhome, 14, lambda f: f.__setitem__("default", np.nan))
+    ctx, analysis = analyze(qhome, 14, "unlabelled-holdout")
+    assert analysis.holdout_check["labelled_rows"] == 0
+    assert_blocked_before_training(ctx, analysis, f"the holdout {path} has no labelled row")
+
+
+def test_a_one_class_holdout_is_refused_before_it_can_raise_a_library_error_at_validation(qhome):
+    path = corrupt(qhome, 14, lambda f: f.__setitem__("default", 0))
+    ctx, analysis = analyze(qhome, 14, "one-class")
+    assert analysis.holdout_check["classes"] == 1
+    assert_blocked_before_training(ctx, analysis, f"the holdout {path} holds one 'default' class only")
+
+
+def test_a_holdout_failing_its_own_quality_checks_is_refused(qhome):
+    def change(f):
+        f.loc[f.index[:4], "income"] = float("inf")
+
+    path = corrupt(qhome, 14, change)
+    ctx, analysis = analyze(qhome, 14, "bad-holdout")
+    assert not analysis.holdout_check["passed"]
+    assert any(path in p and "infinite_values" in p for p in analysis.holdout_check["problems"])
+    assert_blocked_before_training(ctx, analysis, path, "infinite_values")
+
+
+def test_a_first_run_whose_training_batch_has_an_empty_feature_exits_5_without_training(fast_home):
+    import numpy as np
+
+    from retrainlib.demo import week_end
+
+    home = fast_home
+    path = corrupt(home, 7, lambda f: f.__setitem__("credit_score", np.nan))
+    run = retrain(home, "run", "--profile", PROFILE, "--as-of", week_end(10).isoformat(), "--json")
+    assert run.returncode == 5, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["outcome"] == "blocked-by-quality" and summary["challenger"] is None
+    (reason,) = summary["reasons"]
+    assert path in reason and "empty_columns" in reason and "credit_score" in reason
+    (run_dir,) = sorted((home / "runs").iterdir())
+    assert json.loads((run_dir / "20-retrain-model.json").read_text())["status"] == "skipped"
+    assert not (home / "models" / MODEL).exists() or not list((home / "models" / MODEL).glob("v*"))
