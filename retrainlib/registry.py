@@ -17,9 +17,11 @@ and renamed into place under the writer lock; a deleted version is first recorde
 then renamed into ``.trash/`` and removed there. The champion pointer and pins are replaced with
 write-temp, fsync, ``os.replace``, fsync-directory. History and evaluations are JSON lines, one
 fsync per write; a line torn by a kill is ignored when reading and cut off by the next writer.
-The pointer is written before its history line; the next writer adds a line the kill lost, from
-the pointer itself, and rolls back a promotion whose fresh-process smoke test never answered
-(:meth:`Registry.recover`).
+The pointer is written before its history line; the next writer (and every command, before it
+reads) adds a line the kill lost, from the pointer itself, and rolls back a promotion whose
+fresh-process smoke test never answered (:meth:`Registry.recover`). A pointer that does not
+continue the history (hand-edited, not JSON, naming a missing version) is never written into it:
+:meth:`Registry.pointer_problem` says what is wrong, and ``roll_back(to=...)`` repairs it.
 
 >>> import tempfile
 >>> reg = Registry(Path(tempfile.mkdtemp()) / "models", "loan-default")
