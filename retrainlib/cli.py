@@ -207,6 +207,10 @@ def cmd_status(args) -> int:
     status = {"model": prof.model_name, "champion": champion, "versions": versions,
               "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs,
               "pointer_problem": registry.pointer_problem()}
+    if prof.mlflow is not None:
+        status["mlflow"] = _mlflow_links(paths.runs, prof.name)
+        for r in runs:
+            r["mlflow"] = status["mlflow"]["runs"].get(r["run"], "")
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -214,8 +218,31 @@ def cmd_status(args) -> int:
     if versions:
         _print_table(versions, ["version", "role", "created", "run", "rows", "size_mb"])
     print()
-    _print_table(runs, ["run", "status", "outcome", "champion_after", "seconds"])
+    _print_table(runs, ["run", "status", "outcome", "champion_after", "seconds"] + (["mlflow"] if prof.mlflow else []))
+    if prof.mlflow is not None:
+        links = status["mlflow"]
+        print(f"\nmlflow {prof.mlflow.tracking_uri}: experiment {links['experiment_url'] or '(not mirrored yet)'}; "
+              f"model {links['model_url'] or '(not mirrored yet)'} (alias champion -> version {links['champion'] or '-'})")
+        if links["last"] and links["last"]["status"] != "mirrored":
+            print(f"  last sync (run {links['last']['run']}) failed: {links['last']['error']}; the next run catches up")
     return 0
+
+
+def _mlflow_links(runs_dir: Path, profile_name: str) -> dict:
+    """The MLflow links the runs' manifests recorded (``mlflow`` of each), newest sync last."""
+    from .manifest import load_manifest
+
+    out = {"runs": {}, "experiment_url": None, "model_url": None, "champion": None, "last": None}
+    for d in sorted(runs_dir.glob(f"*-{profile_name}*")):
+        rec = load_manifest(d).get("mlflow") if (d / "manifest.json").exists() else None
+        if not rec:
+            continue
+        out["last"] = {"run": d.name, "status": rec["status"], "error": rec.get("error")}
+        if rec["status"] == "mirrored":
+            out["runs"].update({ours: theirs["url"] for ours, theirs in rec["runs"].items()})
+            out.update(experiment_url=rec["experiment_url"], model_url=rec["model_url"],
+                       champion=rec["champion"]["mlflow_version"])
+    return out
 
 
 def cmd_history(args) -> int:
@@ -229,9 +256,18 @@ def cmd_history(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    _, _, registry = _context(args)
+    paths, prof, registry = _context(args)
     ev = registry.roll_back(to=args.to, run_id=None, reason=args.reason)
     print(f"rolled back: champion {ev.previous} -> {ev.version}")
+    if prof.mlflow is not None:  # move MLflow's alias too; a failure is said and never undoes the rollback
+        try:
+            from .mlflow_mirror import sync
+        except ImportError as exc:
+            print(f"mlflow: not updated ({exc}); install it: pip install -r requirements-mlflow.txt")
+            return 0
+        rec = sync(prof.mlflow, runs_dir=paths.runs, registry=registry, profile_name=prof.name, model_name=prof.model_name)
+        print(f"mlflow: alias champion -> version {rec['champion']['mlflow_version']} ({rec['model_url']})"
+              if rec["status"] == "mirrored" else f"mlflow: not updated ({rec['error']}); the next run catches up")
     return 0
 
 

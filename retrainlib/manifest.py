@@ -113,6 +113,7 @@ class RunManifest:
     warnings: list[str] = field(default_factory=list)
     #: who runs it: {"pid", "host", "started"}; lets a later command tell a live run from a dead one
     process: dict[str, Any] = field(default_factory=dict)
+    mlflow: dict[str, Any] | None = None  # what the MLflow mirror did (retrainlib.mlflow_mirror.sync)
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -210,6 +210,7 @@ def run_playbook(
             if rec.status == "pending":
                 rec.status = "not-run"
         _finish(manifest, run_dir, registry, t_run)
+    _mirror(manifest, run_dir, prof, registry)  # after the run lock too; an interrupted run is caught up by the next one
     _announce(manifest, run_dir, prof)  # after the run lock is released: a slow webhook holds no run back
     return manifest, run_dir
 
@@ -232,6 +233,25 @@ def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, t_run: flo
     manifest.champion_after = registry.champion()
     manifest.finished = RunManifest.now()
     manifest.seconds = round(time.monotonic() - t_run, 3)
+    manifest.write(run_dir)
+
+
+def _mirror(manifest: RunManifest, run_dir: Path, prof, registry: Registry) -> None:
+    """Mirror the runs and versions into MLflow when the profile says where (:mod:`retrainlib.mlflow_mirror`).
+
+    Like a notification it never fails the run: what happened, or why not, goes into the manifest.
+    """
+    if prof.mlflow is None:
+        return
+    try:
+        from . import mlflow_mirror
+    except ImportError as exc:
+        manifest.mlflow = {"status": "failed", "tracking_uri": prof.mlflow.tracking_uri,
+                           "error": f"{exc}; install the optional extra: pip install -r requirements-mlflow.txt"}
+        log.warning("%s: mlflow is not installed; the mirror is skipped (pip install -r requirements-mlflow.txt)", manifest.run_id)
+    else:
+        manifest.mlflow = mlflow_mirror.sync(prof.mlflow, runs_dir=run_dir.parent, registry=registry,
+                                             profile_name=prof.name, model_name=prof.model_name, current_run=manifest.run_id)
     manifest.write(run_dir)
 
 

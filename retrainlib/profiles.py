@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ __all__ = [
     "DriftSettings",
     "ScheduleSettings",
     "NotifySettings",
+    "MlflowSettings",
     "load_profile",
     "profile_sha256",
     "STRATEGIES",
@@ -205,6 +207,33 @@ class NotifySettings(_Section):
         return v
 
 
+class MlflowSettings(_Section):
+    """Where runs and versions are mirrored in MLflow (:mod:`retrainlib.mlflow_mirror`); off when absent.
+
+    Credentials come only from MLflow's environment variables (``MLFLOW_TRACKING_TOKEN``, or
+    ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``), never from the file.
+    """
+
+    tracking_uri: str = Field(description="the MLflow tracking server, http(s)://host[:port][/path]")
+    experiment: str | None = Field(default=None, description="experiment the runs go to (default: model_name)")
+    registered_model: str | None = Field(default=None, description="registered model of the versions (default: model_name)")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600, description="per request")
+    retries: int = Field(default=1, ge=0, le=10, description="retries per request")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _server_without_credentials(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected the http(s) URL of an MLflow tracking server such as http://127.0.0.1:5000; got {v!r}")
+        if parts.username or parts.password or parts.query:
+            raise ValueError("must not hold credentials or a query; set MLFLOW_TRACKING_TOKEN (or MLFLOW_TRACKING_USERNAME "
+                             "and MLFLOW_TRACKING_PASSWORD) in the environment instead")
+        return v.rstrip("/")
+
+
 class Profile(_Section):
     """Every threshold and setting of one retraining playbook."""
 
@@ -234,6 +263,7 @@ class Profile(_Section):
     drift: DriftSettings = DriftSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     notify: NotifySettings = NotifySettings()
+    mlflow: MlflowSettings | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -241,6 +271,10 @@ class Profile(_Section):
 
 def profile_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+#: keys whose bad value is not repeated in the error (a URL may carry a password)
+_NOT_ECHOED = {("mlflow", "tracking_uri")}
 
 
 def _allowed(error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -259,6 +293,7 @@ def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     for part in loc:
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
+        ann = next((a for a in typing.get_args(ann) if a is not type(None)), ann)  # Section | None
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         else:
@@ -294,7 +329,8 @@ def load_profile(path: str | os.PathLike) -> Profile:
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             value = err.get("input")
-            shown = "" if err["type"] == "missing" else f" = {value!r}"
+            hidden = err["type"] == "missing" or tuple(err["loc"][:2]) in _NOT_ECHOED  # may hold a password
+            shown = "" if hidden else f" = {value!r}"
             problems.append(f"{key}{shown}: {_allowed(err, Profile)}")
         raise ProfileError(f"{path}: " + "; ".join(problems)) from None
 
