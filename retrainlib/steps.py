@@ -364,16 +364,23 @@ def _check_holdout(ctx: StepContext, windows: data.Windows, frames: dict[str, pd
 
 
 def _quality_verdict(window, per_batch: list, holdout: dict[str, Any]) -> tuple[bool, str]:
-    """Whether the data may be trained and validated on, and if not, one reason naming the file and check."""
-    if not holdout["passed"]:  # first: nothing could be validated
-        return False, f"data quality: {holdout['problems'][0]}"
+    """Whether the data may be trained and validated on, and if not, one line naming each file and check.
+
+    The holdout comes first (nothing could be validated), then the first bad batch (it names the
+    file to fix), then the window; whatever follows the first is named briefly, after "also".
+    """
+    found: list[tuple[str, str]] = [(f"data quality: {p}", p.split(";")[0]) for p in holdout["problems"]]
     bad = [b for b in per_batch if not b.passed]
-    if bad:  # then a batch: it names the file to fix
+    if bad:
         more = f" (and {len(bad) - 1} more batches)" if len(bad) > 1 else ""
-        return False, f"data quality of batch {bad[0].reason()}{more}"
+        found.append((f"data quality of batch {bad[0].reason()}{more}",
+                      f"batch {bad[0].source} failed {', '.join(bad[0].failed)}{more}"))
     if not window.passed:
-        return False, f"data quality of the {window.reason()}"
-    return True, ""
+        found.append((f"data quality of the {window.reason()}", f"the {window.source} failed {', '.join(window.failed)}"))
+    if not found:
+        return True, ""
+    rest = [brief for _, brief in found[1:]]
+    return False, found[0][0] + (f"; also {'; '.join(rest)}" if rest else "")
 
 
 def _dedup_by_batch(rows: list[dict]) -> list[dict]:
