@@ -3,10 +3,12 @@
 Exit codes of ``retrain run`` (also in README):
 
 ====  ==========================================================
-0     promoted, bootstrapped the first champion, or rolled back
+0     promoted, or bootstrapped the first champion
 3     no retraining needed
 4     challenger rejected by validation
 5     retraining blocked by data quality
+6     stuck: champion below performance_threshold, validation.stuck_after rejections in a row
+7     rolled back (a failed smoke test, or ``retrain rollback``)
 1     the run failed (see the manifest's ``error``)
 2     bad input: profile, data contract, registry request
 75    another run holds the model's run lock (try again later)
@@ -90,6 +92,7 @@ def _run_summary(manifest, run_dir: Path) -> dict:
         "champion_before": manifest.champion_before,
         "champion_after": manifest.champion_after,
         "challenger": manifest.challenger,
+        "deployed_refit": (manifest.outputs.get("promotion") or {}).get("refit"),
         "metrics": manifest.metrics,
         "error": manifest.error,
         "seconds": manifest.seconds,
@@ -105,6 +108,9 @@ def _print_run(summary: dict) -> None:
         if scores:
             print(f"  {who}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, (int, float))))
     print(f"  champion: {summary['champion_before']} -> {summary['champion_after']}   challenger: {summary['challenger']}")
+    if summary.get("deployed_refit"):
+        refit = summary["deployed_refit"]
+        print(f"  deployed {refit['version']}: {refit['validated']} refit on training + holdout rows ({refit['n_rows']} rows)")
     if summary["error"]:
         print(f"  error at {summary['error'].get('step')}: {summary['error'].get('message')}")
     print(f"  record: {summary['path']}")
@@ -256,19 +262,26 @@ def cmd_history(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    paths, prof, registry = _context(args)
-    ev = registry.roll_back(to=args.to, run_id=None, reason=args.reason)
-    print(f"rolled back: champion {ev.previous} -> {ev.version}")
-    if prof.mlflow is not None:  # move MLflow's alias too; a failure is said and never undoes the rollback
-        try:
-            from .mlflow_mirror import sync
-        except ImportError as exc:
-            print(f"mlflow: not updated ({exc}); install it: pip install -r requirements-mlflow.txt")
-            return 0
-        rec = sync(prof.mlflow, runs_dir=paths.runs, registry=registry, profile_name=prof.name, model_name=prof.model_name)
+    """Roll back by hand as a run: notebook 40 with rollback=True, a run folder, outcome rolled-back, a notification."""
+    from .pipeline import run_playbook
+
+    from .manifest import OUTCOMES
+
+    _, _, registry = _context(args)
+    if args.to and registry.pointer_problem():  # a damaged pointer: no run can read it; repair it from the history
+        ev = registry.roll_back(to=args.to, run_id=None, reason=args.reason)
+        print(f"repaired the CHAMPION pointer: champion {ev.version} (history.jsonl said {ev.previous or 'none'})")
+        return OUTCOMES["rolled-back"]
+    registry.rollback_target(args.to)  # bad input is refused before a run folder is written
+    _end_runs_on_signals()
+    manifest, run_dir = run_playbook(args.profile, home=args.home, rollback=True, rollback_to=args.to,
+                                     rollback_reason=args.reason, lock_timeout=args.wait)
+    _print_run(_run_summary(manifest, run_dir))
+    rec = getattr(manifest, "mlflow", None)  # the runner moved MLflow's champion alias too (profile mlflow:)
+    if rec:
         print(f"mlflow: alias champion -> version {rec['champion']['mlflow_version']} ({rec['model_url']})"
-              if rec["status"] == "mirrored" else f"mlflow: not updated ({rec['error']}); the next run catches up")
-    return 0
+              if rec.get("status") == "mirrored" and rec.get("champion") else f"mlflow: not updated ({rec.get('error')}); the next run catches up")
+    return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
 
 
 def _read_frame(path: str):
@@ -466,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rollback", cmd_rollback, "make the previous champion (or --to VERSION) champion again")
     sp.add_argument("--to", default=None, help="version to roll back to, e.g. v0002")
     sp.add_argument("--reason", default="manual rollback (retrain rollback)")
+    sp.add_argument("--wait", type=float, default=0, help="seconds to wait for a running run of this model")
     sp = add("backtest", cmd_backtest, "replay history once per retraining strategy (walk-forward) and compare them")
     sp.add_argument("--strategies", default="static,periodic,drift,performance,hybrid,every-batch",
                     help="comma-separated: static, periodic, drift, performance, hybrid, every-batch (default all)")

@@ -27,10 +27,11 @@ MANIFEST = "manifest.json"
 OUTCOMES = {
     "promoted": 0,
     "bootstrapped": 0,
-    "rolled-back": 0,
     "no-retrain-needed": 3,
     "rejected": 4,
     "blocked-by-quality": 5,
+    "stuck": 6,  # champion below performance_threshold and validation.stuck_after rejections in a row
+    "rolled-back": 7,  # automatic (failed smoke test) or by hand (`retrain rollback`)
     "failed": 1,
     "abandoned": 1,
 }

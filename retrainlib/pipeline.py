@@ -77,9 +77,11 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
                                        "gates": validate.get("gates", [])}
     if promote:
         manifest.outputs["promotion"] = promote
+        if promote["action"] in ("rolled-back", "auto-rolled-back"):
+            manifest.reasons = [e["reason"] for e in promote["events"] if e["event"] in ("rollback", "auto-rollback")] or manifest.reasons
     if manifest.status == "failed":
         manifest.outcome = "failed"
-    elif promote and promote["action"] == "rolled-back":
+    elif promote and promote["action"] in ("rolled-back", "auto-rolled-back"):
         manifest.outcome = "rolled-back"
     elif analyze and analyze["decision"]["status"] == "blocked-by-quality":
         manifest.outcome = "blocked-by-quality"
@@ -87,6 +89,9 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
         manifest.outcome = "no-retrain-needed"
     elif promote and promote["action"] == "promoted":
         manifest.outcome = "bootstrapped" if analyze and analyze["decision"]["status"] == "bootstrap" else "promoted"
+    elif promote and promote.get("stuck"):
+        manifest.outcome = "stuck"
+        manifest.reasons = [promote["stuck"]["reason"], *manifest.reasons]
     elif promote:
         manifest.outcome = "rejected"
     manifest.exit_code = OUTCOMES.get(manifest.outcome or "failed", 1)
@@ -116,8 +121,15 @@ def run_playbook(
     lock_timeout: float = 0,
     notebooks: Path = NOTEBOOKS,
     progress: bool | None = None,
+    rollback: bool = False,
+    rollback_to: str | None = None,
+    rollback_reason: str = "",
 ) -> tuple[RunManifest, Path]:
     """Run the playbook once; return the manifest and the run folder.
+
+    ``rollback=True`` runs only ``40-promote-or-rollback`` with ``rollback=True`` (to the previous
+    champion, or ``rollback_to``): a rollback by hand gets its run folder, manifest, outcome
+    ``rolled-back`` and notification like any run, under the same run lock.
 
     Raises
     ------
@@ -134,9 +146,10 @@ def run_playbook(
     for var in automl.THREAD_VARIABLES:  # the kernels inherit these
         os.environ[var] = str(prof.training.num_cpus)
 
+    step_names = STEP_NOTEBOOKS[-1:] if rollback else STEP_NOTEBOOKS
     with registry.run_lock(timeout=lock_timeout):
         _recover_before_reading(paths, registry)
-        run_id = run_id or new_run_id(prof.name)
+        run_id = run_id or (new_run_id(prof.name) + ("-rollback" if rollback else ""))
         run_dir = paths.runs / run_id
         suffix = 1
         while run_dir.exists():
@@ -158,7 +171,7 @@ def run_playbook(
             software=automl.software_versions(),
             environment={v: os.environ.get(v, "") for v in automl.THREAD_VARIABLES},
             champion_before=registry.champion(),
-            steps=[StepRecord(name=s) for s in STEP_NOTEBOOKS],
+            steps=[StepRecord(name=s) for s in step_names],
             replay_of=replay_of,
             process=this_process(),
         )
@@ -167,6 +180,8 @@ def run_playbook(
         t_run, t_wall = time.monotonic(), time.time()
         params = {"profile": str(profile_path.resolve()), "run_dir": str(run_dir), "home": str(paths.home), "as_of": as_of or ""}
         os.environ[RUN_LOCK_HELD_ENV] = str(run_dir.resolve())  # the kernels' steps know this run holds the lock
+        if rollback:
+            params.update(rollback=True, rollback_to=rollback_to or "", rollback_reason=rollback_reason)
         try:
             for rec in manifest.steps:
                 rec.status, rec.started, rec.notebook = "running", RunManifest.now(), f"{rec.name}.ipynb"

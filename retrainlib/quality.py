@@ -186,6 +186,7 @@ class _Window:
     label: str | None
     ignored: frozenset[str]
     label_classes: frozenset | None = None
+    labels_due: Any = None  # bool per row: its label should have arrived (None: every row's)
 
 
 def _schema(w: _Window) -> tuple[float, str, bool]:
@@ -274,8 +275,12 @@ def _missing_labels(w: _Window) -> tuple[float, str, bool]:
         return 0.0, "not applicable: no label", False
     if w.label not in w.current.columns:
         return 1.0, f"label column {w.label!r} is missing", True
-    share = float(w.current[w.label].isna().mean())
-    return share, f"{share:.1%} of rows have no {w.label!r}", True
+    labels = w.current[w.label] if w.labels_due is None else w.current[w.label][np.asarray(w.labels_due, dtype=bool)]
+    if len(labels) == 0:
+        return 0.0, "not applicable: every row's label is still to come (data.label_delay_batches)", False
+    share = float(labels.isna().mean())
+    late = "" if w.labels_due is None else f" among the {len(labels)} whose labels are due (data.label_delay_batches)"
+    return share, f"{share:.1%} of rows have no {w.label!r}{late}", True
 
 
 def _scalar(value: Any) -> Any:
@@ -337,7 +342,8 @@ CHECKS: dict[str, Callable[[_Window], tuple[float, str, bool]]] = {
 
 def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str | None, threshold: float,
            required: Sequence[str] = (), ignore_columns: Sequence[str] = (), source: str = "current window",
-           limits: Mapping[str, float] | None = None, label_classes: Sequence[Any] | None = None) -> QualityReport:
+           limits: Mapping[str, float] | None = None, label_classes: Sequence[Any] | None = None,
+           labels_due: Sequence[bool] | None = None) -> QualityReport:
     """Run every check of :data:`CHECKS` on the current window and score it.
 
     Parameters
@@ -361,6 +367,9 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     label_classes : sequence, optional
         The label's known classes (a classifier's reference labels); ``unseen_labels`` applies
         only with them.
+    labels_due : sequence of bool, optional
+        Per row of ``current``, whether its label should have arrived; rows of batches still
+        waiting for labels (``data.label_delay_batches``) never count as missing labels.
 
     Returns
     -------
@@ -385,7 +394,7 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
         reference = None
     shared = tuple(c for c in features if reference is not None and c in reference.columns)
     classes = frozenset(label_classes) if label_classes is not None else None
-    window = _Window(current, reference, features, shared, label, frozenset(ignored), classes)
+    window = _Window(current, reference, features, shared, label, frozenset(ignored), classes, labels_due)
     checks = []
     for name, run in CHECKS.items():
         value, detail, applies = run(window)

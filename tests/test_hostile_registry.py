@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from retrainlib.cli import EXIT_INTEGRITY, EXIT_LOCKED
+from retrainlib.manifest import OUTCOMES
 from retrainlib.registry import Registry
 from retrainlib.smoke import HOLD_ENV
 from tests.conftest import REPO
@@ -148,7 +149,7 @@ def test_a_damaged_pointer_makes_status_warn_in_one_line_run_refuse_and_rollback
     assert snapshot(reg) == before
 
     repair = retrain(home, "rollback", "--profile", PROFILE, "--to", "v0002")
-    assert repair.returncode == 0, repair.stderr
+    assert repair.returncode == OUTCOMES["rolled-back"], repair.stderr
     assert reg.champion() == "v0002" and reg.pointer_problem() is None
     last = reg.history()[-1]
     assert (last.event, last.version, last.previous, last.run_id) == ("rollback", "v0002", "v0002", None)
@@ -191,7 +192,7 @@ def test_a_pointer_edited_to_another_stored_version_is_reported_not_written_into
     one_line(run, "history.jsonl says v0002")
     assert snapshot(reg) == before and [e.version for e in reg.history()] == ["v0001", "v0002"]
 
-    assert retrain(home, "rollback", "--profile", PROFILE, "--to", "v0002").returncode == 0
+    assert retrain(home, "rollback", "--profile", PROFILE, "--to", "v0002").returncode == OUTCOMES["rolled-back"]
     assert reg.champion() == "v0002" and reg.pointer_problem() is None
 
 

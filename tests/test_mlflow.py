@@ -200,7 +200,8 @@ def played(tmp_path_factory):
         out["catch_up"], out["resync"] = (
             mlflow_mirror.sync(prof.mlflow, runs_dir=home / "runs", registry=registry, profile_name=prof.name,
                                model_name=prof.model_name) for _ in range(2))
-        out["runs"] = sorted(d for d in (home / "runs").iterdir() if d.is_dir())
+        out["runs"] = sorted(d for d in (home / "runs").iterdir() if d.is_dir() and not d.name.endswith("-rollback"))
+        out["rollback_runs"] = sorted((home / "runs").glob("*-rollback"))  # `retrain rollback` is a run of its own
         out["client"] = client
         out["experiment_id"] = client.get_experiment_by_name(EXPERIMENT).experiment_id
         if CHROMIUM:
@@ -296,8 +297,9 @@ def test_re_mirroring_never_duplicates_runs_or_versions(played):
 
     every = _runs(played["client"], played["experiment_id"], ViewType.ALL)
     ours = [r.data.tags["retrain.run_id"] for r in every]
-    assert len(played["runs"]) == 4
-    assert sorted(ours) == sorted(_manifest(d)["run_id"] for d in played["runs"])  # four runs, each once
+    assert len(played["runs"]) == 4 and len(played["rollback_runs"]) == 1
+    runs = [*played["runs"], *played["rollback_runs"]]
+    assert sorted(ours) == sorted(_manifest(d)["run_id"] for d in runs)  # four runs and the rollback, each once
     assert played["after_rollback"]["versions"] == ["v0001", "v0002"]
     assert _state(played["client"])["versions"] == ["v0001", "v0002"]
 
@@ -365,7 +367,7 @@ def test_each_version_is_a_model_version_linked_to_our_version_and_run(played):
 
 def test_alias_champion_is_on_the_promoted_version_and_follows_retrain_rollback(played):
     assert played["before_rollback"]["alias"] == "v0002"
-    assert played["code_rollback"] == 0
+    assert played["code_rollback"] == 7  # outcome rolled-back
     assert played["after_rollback"]["alias"] == "v0001"
     assert "mlflow: alias champion -> version" in played["log"].read_text()
 
