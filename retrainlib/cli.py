@@ -34,7 +34,33 @@ def _context(args):
 
     paths = Paths.discover(args.home)
     prof = load_profile(paths.profile(args.profile))
-    return paths, prof, Registry(paths.resolve(prof.registry), prof.model_name)
+    registry = Registry(paths.resolve(prof.registry), prof.model_name)
+    _recover_before_reading(paths.runs, registry, by=f"retrain {args.command}")
+    return paths, prof, registry
+
+
+def _recover_before_reading(runs: Path, registry, *, by: str) -> None:
+    """What every command does before it reads: complete killed runs' records, tidy the registry.
+
+    Never waits: while a live writer holds the registry's lock, that writer finishes its own work.
+    """
+    from .manifest import mark_abandoned
+
+    mark_abandoned(runs, by=by)
+    registry.recover(wait=False)
+
+
+def _champion_shown(registry) -> tuple[str | None, str]:
+    """The champion and how ``status`` shows it; a damaged pointer shows as such and warns on stderr."""
+    problem = registry.pointer_problem()
+    if problem:
+        print(f"retrain: warning: {problem}", file=sys.stderr)
+        return None, "(damaged CHAMPION pointer, see the warning)"
+    rec = registry.champion_record() or {}
+    champion = rec.get("version")
+    if rec.get("smoke_pending"):
+        return champion, f"{champion} (unverified: its smoke test is running)"
+    return champion, champion or "(none)"
 
 
 def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
@@ -161,7 +187,7 @@ def cmd_status(args) -> int:
     from .manifest import load_manifest
 
     paths, prof, registry = _context(args)
-    champion = registry.champion()
+    champion, shown = _champion_shown(registry)
     versions = [
         {"version": v.name, "created": v.metadata.get("created", ""), "run": v.metadata.get("run_id", ""),
          "rows": v.metadata.get("n_rows", ""), "size_mb": round(v.size_bytes / 2**20, 2),
@@ -181,7 +207,8 @@ def cmd_status(args) -> int:
             runs.append({"run": m["run_id"], "status": m["status"], "outcome": m.get("outcome"),
                          "champion_after": m.get("champion_after"), "seconds": m.get("seconds")})
     status = {"model": prof.model_name, "champion": champion, "versions": versions,
-              "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs}
+              "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs,
+              "pointer_problem": registry.pointer_problem()}
     if prof.mlflow is not None:
         status["mlflow"] = _mlflow_links(paths.runs, prof.name)
         for r in runs:
@@ -189,7 +216,7 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"model {prof.model_name}: champion {champion or '(none)'}; registry {status['registry_mb']} MB")
+    print(f"model {prof.model_name}: champion {shown}; registry {status['registry_mb']} MB")
     if versions:
         _print_table(versions, ["version", "role", "created", "run", "rows", "size_mb"])
     print()
@@ -234,7 +261,13 @@ def cmd_rollback(args) -> int:
     """Roll back by hand as a run: notebook 40 with rollback=True, a run folder, outcome rolled-back, a notification."""
     from .pipeline import run_playbook
 
+    from .manifest import OUTCOMES
+
     _, _, registry = _context(args)
+    if args.to and registry.pointer_problem():  # a damaged pointer: no run can read it; repair it from the history
+        ev = registry.roll_back(to=args.to, run_id=None, reason=args.reason)
+        print(f"repaired the CHAMPION pointer: champion {ev.version} (history.jsonl said {ev.previous or 'none'})")
+        return OUTCOMES["rolled-back"]
     registry.rollback_target(args.to)  # bad input is refused before a run folder is written
     _end_runs_on_signals()
     manifest, run_dir = run_playbook(args.profile, home=args.home, rollback=True, rollback_to=args.to,
@@ -374,9 +407,11 @@ def _schedule_option(args):
 
 
 def cmd_report(args) -> int:
+    from .manifest import mark_abandoned
     from .paths import Paths
     from .report import build_report
 
+    mark_abandoned(Paths.discover(args.home).runs, by="retrain report")
     result = build_report(Paths.discover(args.home).runs, force=args.force)
     print(f"{result.runs} runs listed, {result.rendered} notebooks rendered ({result.skipped} already), "
           f"in {result.seconds:.1f} s: {result.index}")
@@ -387,6 +422,7 @@ def cmd_replay(args) -> int:
     """Replay a run folder; 0 when everything matches, 1 with a one-line reason when something differs."""
     from .replay import replay
 
+    _recover_for_replay(Path(args.run_dir))
     report = replay(args.run_dir, tolerance=args.tolerance, keep_scratch=args.keep_scratch)
     if args.json == "-":
         print(json.dumps(report.to_dict(), indent=2, default=str))
@@ -398,6 +434,21 @@ def cmd_replay(args) -> int:
         return 0
     print(f"retrain: replay differs: {report.reason()}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _recover_for_replay(run_dir: Path) -> None:
+    """Before a replay reads the live registry and the runs: the same recovery as every other command."""
+    from .manifest import load_manifest
+    from .paths import Paths
+    from .registry import Registry
+
+    try:
+        resolved = load_manifest(run_dir)["profile"]["resolved"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # replay itself says what is wrong with the record
+    paths = Paths(run_dir.resolve().parent.parent)
+    _recover_before_reading(paths.runs, Registry(paths.resolve(resolved.get("registry", "models")), resolved["model_name"]),
+                            by="retrain replay")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,8 +22,10 @@ __all__ = [
     "DataQualityError",
     "RegistryError",
     "IntegrityError",
+    "DamagedPointer",
     "TrainingError",
     "TrainingTimeout",
+    "ResourceLimitExceeded",
     "RunLocked",
     "ReplayError",
 ]
@@ -99,6 +101,10 @@ class IntegrityError(RegistryError):
     exit_code = ExitCode.INTEGRITY
 
 
+class DamagedPointer(IntegrityError):
+    """The CHAMPION pointer is unreadable, names a version the registry lacks, or disagrees with its history."""
+
+
 class TrainingError(RetrainError):
     """Training a challenger failed."""
 
@@ -107,6 +113,10 @@ class TrainingError(RetrainError):
 
 class TrainingTimeout(TrainingError):
     """Training overran max_retraining_time and was stopped by the wall-clock guard."""
+
+
+class ResourceLimitExceeded(TrainingError):
+    """Training used more memory than the profile allows and was stopped to protect the host."""
 
 
 class RunLocked(RetrainError):

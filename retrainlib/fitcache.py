@@ -88,7 +88,7 @@ class FitCache:
         if (entry / "result.json").is_file():
             if len(train) < profile.training.min_train_rows:  # the same refusal a real fit gives
                 return training.train_challenger(train, profile=profile, work_dir=work_dir, disk_path=disk_path, **kwargs)
-            check_free_disk(disk_path, need_bytes=kwargs.get("expected_version_bytes", 50 * 2**20),
+            check_free_disk(disk_path, need_bytes=kwargs.get("version_bytes") or 50 * 2**20,
                             disk_threshold=profile.disk_threshold)
             work_dir.mkdir(parents=True, exist_ok=False)
             shutil.copytree(entry / "predictor", work_dir / "predictor")

@@ -142,6 +142,7 @@ def build_payload(manifest: Any, *, model: str, event: str, link: str) -> dict[s
         "champion_after": manifest.champion_after,
         "challenger": manifest.challenger,
         "error": manifest.error,
+        "warnings": list(getattr(manifest, "warnings", None) or []),
         "started": manifest.started,
         "finished": manifest.finished,
         "report": link,
@@ -219,6 +220,8 @@ def _summary(manifest: Any, event: str) -> str:
             parts.append(f"{who} {shown}")
     if manifest.reasons:
         parts.append("reasons: " + "; ".join(manifest.reasons))
+    if getattr(manifest, "warnings", None):
+        parts.append("resource warnings: " + "; ".join(manifest.warnings))
     if event == "failed" and manifest.error:
         parts.append(f"error at {manifest.error.get('step')}: {manifest.error.get('message')}")
     return ", ".join(parts)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from . import automl
-from .errors import exit_code_of
-from .manifest import OUTCOMES, RunManifest, StepRecord, git_commit
+from .errors import DamagedPointer, exit_code_of
+from .manifest import OUTCOMES, RunManifest, StepRecord, git_commit, mark_abandoned, this_process
 from .paths import NOTEBOOKS, STEP_NOTEBOOKS, Paths
 from .preflight import check_run
 from .profiles import load_profile, profile_sha256
-from .registry import Registry
+from .registry import RUN_LOCK_HELD_ENV, Registry
 from .steps import STEP_FILES, new_run_id
 
 __all__ = ["run_playbook", "execute_notebook", "summarize"]
@@ -72,6 +72,7 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
         if analyze.get("performance"):
             manifest.outputs["performance"] = analyze["performance"]
     if retrain and retrain.get("status") == "trained":
+        manifest.warnings = list(retrain.get("warnings") or [])  # resource thresholds crossed while training
         manifest.challenger = retrain["challenger"]
         manifest.outputs["training"] = {
             k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings",
@@ -143,6 +144,7 @@ def run_playbook(
 
     step_names = STEP_NOTEBOOKS[-1:] if rollback else STEP_NOTEBOOKS
     with registry.run_lock(timeout=lock_timeout):
+        _recover_before_reading(paths, registry)
         run_id = run_id or (new_run_id(prof.name) + ("-rollback" if rollback else ""))
         run_dir = paths.runs / run_id
         suffix = 1
@@ -161,11 +163,13 @@ def run_playbook(
             champion_before=registry.champion(),
             steps=[StepRecord(name=s) for s in step_names],
             replay_of=replay_of,
+            process=this_process(),
         )
         (run_dir / "profile.yaml").write_text(manifest.profile["content"])
         manifest.write(run_dir)
         t_run, t_wall = time.monotonic(), time.time()
         params = {"profile": str(profile_path.resolve()), "run_dir": str(run_dir), "home": str(paths.home), "as_of": as_of or ""}
+        os.environ[RUN_LOCK_HELD_ENV] = str(run_dir.resolve())  # the kernels' steps know this run holds the lock
         if rollback:
             params.update(rollback=True, rollback_to=rollback_to or "", rollback_reason=rollback_reason)
         try:
@@ -205,6 +209,8 @@ def run_playbook(
             _finish(manifest, run_dir, registry, t_run)
             _announce(manifest, run_dir, prof)
             raise
+        finally:
+            os.environ.pop(RUN_LOCK_HELD_ENV, None)
         for rec in manifest.steps:
             if rec.status == "pending":
                 rec.status = "not-run"
@@ -232,6 +238,19 @@ def _recorded_profile(prof, profile_path: Path) -> dict[str, Any]:
         "content": redact_profile_text(profile_path.read_text(encoding="utf-8"), urls),
         "resolved": resolved,
     }
+
+
+def _recover_before_reading(paths: Paths, registry: Registry) -> None:
+    """Complete what killed runs left: their records (``abandoned``) and the registry; refuse a damaged pointer.
+
+    Runs under the run lock, before the run reads its champion, so a run never judges an
+    unverified promotion that a crash left behind.
+    """
+    mark_abandoned(paths.runs, by="retrain run")
+    registry.recover()
+    problem = registry.pointer_problem()
+    if problem:
+        raise DamagedPointer(problem)
 
 
 def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, t_run: float) -> None:
