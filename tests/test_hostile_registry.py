@@ -20,7 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from retrainlib.cli import EXIT_INTEGRITY, EXIT_LOCKED
+from retrainlib.cli import EXIT_LOCKED
+from retrainlib.errors import ExitCode
+
+EXIT_INTEGRITY = ExitCode.INTEGRITY
 from retrainlib.manifest import OUTCOMES
 from retrainlib.registry import Registry
 from retrainlib.freshproc import HOLD_VARIABLE as HOLD_ENV
