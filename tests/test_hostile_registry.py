@@ -22,12 +22,12 @@ import pytest
 
 from retrainlib.cli import EXIT_LOCKED
 from retrainlib.errors import ExitCode
-
-EXIT_INTEGRITY = ExitCode.INTEGRITY
+from retrainlib.freshproc import HOLD_VARIABLE as HOLD_ENV
 from retrainlib.manifest import OUTCOMES
 from retrainlib.registry import Registry
-from retrainlib.freshproc import HOLD_VARIABLE as HOLD_ENV
 from tests.conftest import REPO
+
+EXIT_INTEGRITY = ExitCode.INTEGRITY
 
 MODEL = "loan-default-demo"
 PROFILE = "params/demo.yaml"
