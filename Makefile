@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup demo test lab report clean-runs browser
+.PHONY: setup demo test lab report clean-runs browser airflow-env
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -19,8 +19,19 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 demo: setup
 	$(BIN)/retrain demo --fresh
 
-test: setup browser
+test: setup browser airflow-env
 	$(BIN)/pytest
+
+# Apache Airflow in its own environment (never beside AutoGluon's pins): the DAGs call .venv/bin/retrain
+AIRFLOW_VENV := .venv-airflow
+airflow-env: $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_VENV)/.installed: requirements-airflow.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet --no-deps -r requirements-airflow.txt
+	$(AIRFLOW_VENV)/bin/pip check
+	touch $@
 
 # the browser test drives Debian's chromium; as root (CI) install it, else say the test will skip
 browser:

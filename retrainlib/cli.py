@@ -300,14 +300,32 @@ def cmd_drift(args) -> int:
 
 def cmd_backtest(args) -> int:
     """Replay the profile's batches once per strategy and print the comparison table."""
-    from .backtest import check_target, run_backtest
+    from .backtest import run_backtest
 
     result = run_backtest(
         args.profile, home=args.home, strategies=args.strategies, work_dir=args.work_dir, warmup=args.warmup,
         max_batches=args.max_batches, period_days=args.period_days,
         period_batches=args.period_batches, fit_cache=not args.no_fit_cache,
-        progress=not args.no_progress,
+        progress=not args.no_progress, partial=args.no_summary,
     )
+    if args.no_summary:
+        print(f"replayed {', '.join(s.name for s in result.strategies)} of {result.profile} into {result.work_dir} "
+              f"in {result.seconds:.0f} s; merge with `retrain backtest-merge {result.work_dir}`")
+        return 0
+    return _report_backtest(result, args)
+
+
+def cmd_backtest_merge(args) -> int:
+    """Merge strategies replayed by separate `retrain backtest --no-summary` workers; print the table."""
+    from .backtest import merge_backtest
+
+    return _report_backtest(merge_backtest(args.work_dir), args)
+
+
+def _report_backtest(result, args) -> int:
+    """Write the backtest's files and print its table (`retrain backtest` and `backtest-merge` alike)."""
+    from .backtest import check_target
+
     files = result.write(args.out)
     payload = result.to_dict()
     if args.json:
@@ -458,6 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--period-batches", type=int, default=None, help="instead, the periodic strategy retrains every N batches")
     sp.add_argument("--no-fit-cache", action="store_true", help="compute every fit instead of sharing identical ones")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--no-summary", action="store_true",
+                    help="replay only, keeping each strategy's records in --work-dir for `retrain backtest-merge` "
+                         "(one worker's share of a backtest spread over workers; the fit cache there is shared)")
+    sp = add("backtest-merge", cmd_backtest_merge, "merge strategies replayed by `retrain backtest --no-summary` "
+             "into one work dir and print the table `retrain backtest` prints", profile=False)
+    sp.add_argument("work_dir", metavar="WORK_DIR", help="the shared --work-dir of the replays")
+    sp.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON to OUT ('-': stdout)")
+    sp.add_argument("--out", default=None, help="folder for backtest.json/.csv/.png (default: the work dir)")
     sp = sub.add_parser("replay", help="re-execute a run folder from its record and compare its decisions",
                         description="re-execute a run folder from its record (profile as run, registry as it stood, same "
                                     "as_of) into a new runs/<id>-replay folder and compare decisions, gate verdicts, "
