@@ -170,7 +170,10 @@ def profile_dag(profile_path: Path, profile: dict[str, Any], *, home: Path, retr
         doc_md=f"Retraining playbook of `{profile_path}`: lease the model, the four notebooks, finish.",
     ) as dag:
 
-        @task.sensor(task_id="take_lease", mode="reschedule", poke_interval=poke, timeout=24 * 3600)
+        # retries: Airflow 3.2-3.3 can fail a reschedule-mode sensor when the executor's report of one poke
+        # arrives after the next poke was queued (apache/airflow#71172); a retry takes the lease as the poke would
+        @task.sensor(task_id="take_lease", mode="reschedule", poke_interval=poke, timeout=24 * 3600,
+                     retries=3, retry_delay=dt.timedelta(seconds=poke))
         def take_lease() -> PokeReturnValue:
             ctx = get_current_context()
             owner = f"{ctx['dag'].dag_id}/{ctx['run_id']}"

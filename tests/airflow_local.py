@@ -26,7 +26,7 @@ def airflow_env(base: Path, home: Path, retrain: Path, **extra: str) -> dict[str
     env.update(
         AIRFLOW_HOME=str(base), AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
         AIRFLOW__CORE__UNIT_TEST_MODE="False", AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
-        RETRAIN_HOME=str(home), RETRAIN_BIN=str(retrain), RETRAIN_LEASE_POKE="5", OMP_NUM_THREADS="1",
+        RETRAIN_HOME=str(home), RETRAIN_BIN=str(retrain), RETRAIN_LEASE_POKE="20", OMP_NUM_THREADS="1",
     )
     env.update(extra)
     return env
