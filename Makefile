@@ -9,10 +9,11 @@ export MPLBACKEND ?= Agg
 .PHONY: setup demo test lab report clean-runs browser airflow-env
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# requirements-mlflow.txt: the optional MLflow mirror (adds packages, moves no pin of requirements.txt)
+$(VENV)/.installed: requirements.txt requirements-mlflow.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-mlflow.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 

@@ -132,7 +132,7 @@ def fit_predictor(
     np.random.seed(seed)
     kwargs: dict[str, Any] = {}
     if hyperparameters is not None:
-        kwargs["hyperparameters"] = hyperparameters
+        kwargs["hyperparameters"] = custom_models(hyperparameters)
     if included_model_types:
         kwargs["included_model_types"] = list(included_model_types)
     if excluded_model_types:
@@ -149,6 +149,26 @@ def fit_predictor(
         **kwargs,
     )
     return predictor
+
+
+def custom_models(hyperparameters: dict[str, Any]) -> dict[Any, Any]:
+    """``hyperparameters`` with each ``"package.module:Class"`` key replaced by that AutoGluon model class.
+
+    AutoGluon takes a custom model (a subclass of its ``AbstractModel``) as a hyperparameters key; a
+    profile, being YAML, names it by import path instead. Other keys (``GBM``, ``CAT``, ...) pass as given.
+    """
+    import importlib
+
+    out: dict[Any, Any] = {}
+    for key, value in hyperparameters.items():
+        if isinstance(key, str) and ":" in key:
+            module, _, name = key.partition(":")
+            try:
+                key = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError) as exc:
+                raise ValueError(f"training.hyperparameters key {key!r} names no importable model class ({exc})") from exc
+        out[key] = value
+    return out
 
 
 def load_predictor(path: str | os.PathLike, *, strict: bool = True):

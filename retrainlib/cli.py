@@ -3,10 +3,12 @@
 Exit codes of ``retrain run`` (also in README):
 
 ====  ==========================================================
-0     promoted, bootstrapped the first champion, or rolled back
+0     promoted, or bootstrapped the first champion
 3     no retraining needed
 4     challenger rejected by validation
 5     retraining blocked by data quality
+6     stuck: champion below performance_threshold, validation.stuck_after rejections in a row
+7     rolled back (a failed smoke test, or ``retrain rollback``)
 1     the run failed (see the manifest's ``error``)
 2     bad input: profile, data contract, registry request
 75    another run holds the model's run lock (try again later)
@@ -62,6 +64,7 @@ def _run_summary(manifest, run_dir: Path) -> dict:
         "champion_before": manifest.champion_before,
         "champion_after": manifest.champion_after,
         "challenger": manifest.challenger,
+        "deployed_refit": (manifest.outputs.get("promotion") or {}).get("refit"),
         "metrics": manifest.metrics,
         "error": manifest.error,
         "seconds": manifest.seconds,
@@ -77,6 +80,9 @@ def _print_run(summary: dict) -> None:
         if scores:
             print(f"  {who}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, (int, float))))
     print(f"  champion: {summary['champion_before']} -> {summary['champion_after']}   challenger: {summary['challenger']}")
+    if summary.get("deployed_refit"):
+        refit = summary["deployed_refit"]
+        print(f"  deployed {refit['version']}: {refit['validated']} refit on training + holdout rows ({refit['n_rows']} rows)")
     if summary["error"]:
         print(f"  error at {summary['error'].get('step')}: {summary['error'].get('message')}")
     print(f"  record: {summary['path']}")
@@ -224,6 +230,10 @@ def cmd_status(args) -> int:
                          "champion_after": m.get("champion_after"), "seconds": m.get("seconds")})
     status = {"model": prof.model_name, "champion": champion, "versions": versions,
               "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs}
+    if prof.mlflow is not None:
+        status["mlflow"] = _mlflow_links(paths.runs, prof.name)
+        for r in runs:
+            r["mlflow"] = status["mlflow"]["runs"].get(r["run"], "")
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -231,8 +241,31 @@ def cmd_status(args) -> int:
     if versions:
         _print_table(versions, ["version", "role", "created", "run", "rows", "size_mb"])
     print()
-    _print_table(runs, ["run", "status", "outcome", "champion_after", "seconds"])
+    _print_table(runs, ["run", "status", "outcome", "champion_after", "seconds"] + (["mlflow"] if prof.mlflow else []))
+    if prof.mlflow is not None:
+        links = status["mlflow"]
+        print(f"\nmlflow {prof.mlflow.tracking_uri}: experiment {links['experiment_url'] or '(not mirrored yet)'}; "
+              f"model {links['model_url'] or '(not mirrored yet)'} (alias champion -> version {links['champion'] or '-'})")
+        if links["last"] and links["last"]["status"] != "mirrored":
+            print(f"  last sync (run {links['last']['run']}) failed: {links['last']['error']}; the next run catches up")
     return 0
+
+
+def _mlflow_links(runs_dir: Path, profile_name: str) -> dict:
+    """The MLflow links the runs' manifests recorded (``mlflow`` of each), newest sync last."""
+    from .manifest import load_manifest
+
+    out = {"runs": {}, "experiment_url": None, "model_url": None, "champion": None, "last": None}
+    for d in sorted(runs_dir.glob(f"*-{profile_name}*")):
+        rec = load_manifest(d).get("mlflow") if (d / "manifest.json").exists() else None
+        if not rec:
+            continue
+        out["last"] = {"run": d.name, "status": rec["status"], "error": rec.get("error")}
+        if rec["status"] == "mirrored":
+            out["runs"].update({ours: theirs["url"] for ours, theirs in rec["runs"].items()})
+            out.update(experiment_url=rec["experiment_url"], model_url=rec["model_url"],
+                       champion=rec["champion"]["mlflow_version"])
+    return out
 
 
 def cmd_history(args) -> int:
@@ -246,10 +279,20 @@ def cmd_history(args) -> int:
 
 
 def cmd_rollback(args) -> int:
+    """Roll back by hand as a run: notebook 40 with rollback=True, a run folder, outcome rolled-back, a notification."""
+    from .pipeline import run_playbook
+
     _, _, registry = _context(args)
-    ev = registry.roll_back(to=args.to, run_id=None, reason=args.reason)
-    print(f"rolled back: champion {ev.previous} -> {ev.version}")
-    return 0
+    registry.rollback_target(args.to)  # bad input is refused before a run folder is written
+    _end_runs_on_signals()
+    manifest, run_dir = run_playbook(args.profile, home=args.home, rollback=True, rollback_to=args.to,
+                                     rollback_reason=args.reason, lock_timeout=args.wait)
+    _print_run(_run_summary(manifest, run_dir))
+    rec = getattr(manifest, "mlflow", None)  # the runner moved MLflow's champion alias too (profile mlflow:)
+    if rec:
+        print(f"mlflow: alias champion -> version {rec['champion']['mlflow_version']} ({rec['model_url']})"
+              if rec.get("status") == "mirrored" and rec.get("champion") else f"mlflow: not updated ({rec.get('error')}); the next run catches up")
+    return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
 
 
 def _read_frame(path: str):
@@ -464,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rollback", cmd_rollback, "make the previous champion (or --to VERSION) champion again")
     sp.add_argument("--to", default=None, help="version to roll back to, e.g. v0002")
     sp.add_argument("--reason", default="manual rollback (retrain rollback)")
+    sp.add_argument("--wait", type=float, default=0, help="seconds to wait for a running run of this model")
     sp = add("backtest", cmd_backtest, "replay history once per retraining strategy (walk-forward) and compare them")
     sp.add_argument("--strategies", default="static,periodic,drift,performance,hybrid,every-batch",
                     help="comma-separated: static, periodic, drift, performance, hybrid, every-batch (default all)")

@@ -25,6 +25,7 @@ __all__ = [
     "list_batches",
     "load_batches",
     "feature_columns",
+    "column_kinds",
     "plan_windows",
     "parse_as_of",
     "file_sha256",
@@ -200,6 +201,26 @@ def feature_columns(frame: pd.DataFrame, source: DataSource) -> list[str]:
     return [c for c in frame.columns if c not in skip]
 
 
+def column_kinds(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
+    """The data contract of ``columns``: each column's kind (boolean, numeric, datetime, categorical).
+
+    Kinds, not dtypes: an integer column that gains a missing value reads back as float and is
+    still the same numeric input.
+    """
+    out = {}
+    for c in columns:
+        s = frame[c]
+        if pd.api.types.is_bool_dtype(s):
+            out[str(c)] = "boolean"
+        elif pd.api.types.is_numeric_dtype(s):
+            out[str(c)] = "numeric"
+        elif pd.api.types.is_datetime64_any_dtype(s):
+            out[str(c)] = "datetime"
+        else:  # strings and categories: AutoGluon reads both as categories or text
+            out[str(c)] = "categorical"
+    return out
+
+
 @dataclass(frozen=True)
 class Windows:
     """Which batches a run compares, trains on and validates on."""
@@ -234,10 +255,13 @@ def plan_windows(
     *,
     training: TrainingSettings,
     champion_slices: Sequence[Batch] | None,
+    label_delay_batches: int = 0,
 ) -> Windows:
     """Split the visible batches into holdout, reference, current and training windows.
 
-    * holdout: the newest ``holdout_batches`` batches; nobody trains on them.
+    * labelled: every visible batch but the newest ``label_delay_batches`` (their labels come later;
+      they still count for drift, as part of ``current``).
+    * holdout: the newest ``holdout_batches`` labelled batches; nobody trains on them.
     * reference: the champion's own training slices (none on the first run).
     * current: the batches newer than the champion's newest training batch.
     * train: by strategy, from the batches before the holdout — ``full`` all of them,
@@ -245,14 +269,16 @@ def plan_windows(
       ``incremental`` the champion's slices plus the batches newer than them.
     """
     visible = list(visible)
-    need = training.holdout_batches + 1
+    need = training.holdout_batches + 1 + label_delay_batches
     if len(visible) < need:
+        delay = f", label_delay_batches={label_delay_batches} without labels" if label_delay_batches else ""
         raise DataContractError(
             f"{len(visible)} batch(es) visible but a run needs at least {need} "
-            f"(holdout_batches={training.holdout_batches} plus one to train on); add data or move as_of later"
+            f"(holdout_batches={training.holdout_batches} plus one to train on{delay}); add data or move as_of later"
         )
-    holdout = visible[-training.holdout_batches :]
-    before = visible[: -training.holdout_batches]
+    labelled = visible[: len(visible) - label_delay_batches]
+    holdout = labelled[-training.holdout_batches :]
+    before = labelled[: -training.holdout_batches]
     reference = list(champion_slices or [])
     ref_end = max((b.end for b in reference), default=None)
     current = [b for b in visible if ref_end is None or b.end > ref_end]

@@ -25,10 +25,11 @@ MANIFEST = "manifest.json"
 OUTCOMES = {
     "promoted": 0,
     "bootstrapped": 0,
-    "rolled-back": 0,
     "no-retrain-needed": 3,
     "rejected": 4,
     "blocked-by-quality": 5,
+    "stuck": 6,  # champion below performance_threshold and validation.stuck_after rejections in a row
+    "rolled-back": 7,  # automatic (failed smoke test) or by hand (`retrain rollback`)
     "failed": 1,
 }
 
@@ -106,6 +107,7 @@ class RunManifest:
     error: dict[str, Any] | None = None
     replay_of: str | None = None
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    mlflow: dict[str, Any] | None = None  # what the MLflow mirror did (retrainlib.mlflow_mirror.sync)
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

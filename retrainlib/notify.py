@@ -1,7 +1,7 @@
 """Tell people what a run did: always a log line, optionally a webhook POST.
 
 :func:`notify_run` is called by the runner once a run's record is complete. For the events in
-:data:`EVENTS` (promoted, bootstrapped, rejected, rolled back, blocked by data quality, failed) it
+:data:`EVENTS` (promoted, bootstrapped, rejected, rolled back, blocked by data quality, stuck, failed) it
 logs one line and, when the profile's ``notify.webhook_url`` is set, POSTs a JSON body (model, run
 id, event, reasons, metrics, champion, link to the report). The token is read from the environment
 variable the profile names (``notify.token_env``) and sent as ``Authorization: Bearer``; it is never
@@ -40,6 +40,7 @@ EVENTS = {
     "rejected": logging.INFO,
     "rolled-back": logging.WARNING,
     "blocked-by-quality": logging.WARNING,
+    "stuck": logging.WARNING,
     "failed": logging.ERROR,
 }
 #: HTTP statuses worth another try; any other error status is final

@@ -77,9 +77,11 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
                                        "gates": validate.get("gates", [])}
     if promote:
         manifest.outputs["promotion"] = promote
+        if promote["action"] in ("rolled-back", "auto-rolled-back"):
+            manifest.reasons = [e["reason"] for e in promote["events"] if e["event"] in ("rollback", "auto-rollback")] or manifest.reasons
     if manifest.status == "failed":
         manifest.outcome = "failed"
-    elif promote and promote["action"] == "rolled-back":
+    elif promote and promote["action"] in ("rolled-back", "auto-rolled-back"):
         manifest.outcome = "rolled-back"
     elif analyze and analyze["decision"]["status"] == "blocked-by-quality":
         manifest.outcome = "blocked-by-quality"
@@ -87,6 +89,9 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
         manifest.outcome = "no-retrain-needed"
     elif promote and promote["action"] == "promoted":
         manifest.outcome = "bootstrapped" if analyze and analyze["decision"]["status"] == "bootstrap" else "promoted"
+    elif promote and promote.get("stuck"):
+        manifest.outcome = "stuck"
+        manifest.reasons = [promote["stuck"]["reason"], *manifest.reasons]
     elif promote:
         manifest.outcome = "rejected"
     manifest.exit_code = OUTCOMES.get(manifest.outcome or "failed", 1)
@@ -102,8 +107,15 @@ def run_playbook(
     lock_timeout: float = 0,
     notebooks: Path = NOTEBOOKS,
     progress: bool | None = None,
+    rollback: bool = False,
+    rollback_to: str | None = None,
+    rollback_reason: str = "",
 ) -> tuple[RunManifest, Path]:
     """Run the playbook once; return the manifest and the run folder.
+
+    ``rollback=True`` runs only ``40-promote-or-rollback`` with ``rollback=True`` (to the previous
+    champion, or ``rollback_to``): a rollback by hand gets its run folder, manifest, outcome
+    ``rolled-back`` and notification like any run, under the same run lock.
 
     Raises
     ------
@@ -120,13 +132,17 @@ def run_playbook(
     for var in automl.THREAD_VARIABLES:  # the kernels inherit these
         os.environ[var] = str(prof.training.num_cpus)
 
+    step_names = STEP_NOTEBOOKS[-1:] if rollback else STEP_NOTEBOOKS
     with registry.run_lock(timeout=lock_timeout):
         lease.check_free(registry)  # a run whose steps run as separate tasks holds the model too
-        manifest, run_dir = _new_run(paths, prof, profile_path, registry, as_of=as_of, run_id=run_id, replay_of=replay_of)
+        run_id = run_id or (new_run_id(prof.name) + ("-rollback" if rollback else ""))
+        manifest, run_dir = _new_run(paths, prof, profile_path, registry, as_of=as_of, run_id=run_id, replay_of=replay_of,
+                                     step_names=step_names)
         t_run, t_wall = time.monotonic(), time.time()
+        extra = {"rollback": True, "rollback_to": rollback_to or "", "rollback_reason": rollback_reason} if rollback else {}
         try:
             for rec in manifest.steps:
-                _execute_step(manifest, rec, run_dir, paths, notebooks=notebooks, progress=progress)
+                _execute_step(manifest, rec, run_dir, paths, notebooks=notebooks, progress=progress, extra_params=extra)
                 if rec.status == "failed":
                     break
             else:
@@ -141,12 +157,13 @@ def run_playbook(
             if rec.status == "pending":
                 rec.status = "not-run"
         _finish(manifest, run_dir, registry, time.monotonic() - t_run)
+    _mirror(manifest, run_dir, prof, registry)  # after the run lock too; an interrupted run is caught up by the next one
     _announce(manifest, run_dir, prof)  # after the run lock is released: a slow webhook holds no run back
     return manifest, run_dir
 
 
 def _new_run(paths: Paths, prof, profile_path: Path, registry: Registry, *, as_of: str | None, run_id: str | None,
-             replay_of: str | None) -> tuple[RunManifest, Path]:
+             replay_of: str | None, step_names=STEP_NOTEBOOKS) -> tuple[RunManifest, Path]:
     """Create ``runs/<run-id>/`` with the profile and a manifest whose four steps are pending."""
     run_dir = _free_run_dir(paths, run_id or new_run_id(prof.name))
     run_dir.mkdir(parents=True)
@@ -165,7 +182,7 @@ def _new_run(paths: Paths, prof, profile_path: Path, registry: Registry, *, as_o
         software=automl.software_versions(),
         environment={v: os.environ.get(v, "") for v in automl.THREAD_VARIABLES},
         champion_before=registry.champion(),
-        steps=[StepRecord(name=s) for s in STEP_NOTEBOOKS],
+        steps=[StepRecord(name=s) for s in step_names],
         replay_of=replay_of,
     )
     (run_dir / "profile.yaml").write_text(manifest.profile["content"])
@@ -182,9 +199,11 @@ def _free_run_dir(paths: Paths, run_id: str) -> Path:
     return run_dir
 
 
-def _execute_step(manifest: RunManifest, rec: StepRecord, run_dir: Path, paths: Paths, *, notebooks: Path, progress: bool) -> None:
+def _execute_step(manifest: RunManifest, rec: StepRecord, run_dir: Path, paths: Paths, *, notebooks: Path, progress: bool,
+                  extra_params: dict[str, Any] | None = None) -> None:
     """Execute one step's notebook into the run folder and record it (a failed step fails the manifest)."""
-    params = {"profile": manifest.profile["path"], "run_dir": str(run_dir), "home": str(paths.home), "as_of": manifest.as_of or ""}
+    params = {"profile": manifest.profile["path"], "run_dir": str(run_dir), "home": str(paths.home), "as_of": manifest.as_of or "",
+              **(extra_params or {})}
     rec.status, rec.started, rec.notebook, rec.error = "running", RunManifest.now(), f"{rec.name}.ipynb", None
     manifest.write(run_dir)
     if not progress:
@@ -329,6 +348,7 @@ def finish_run(run_dir: str | os.PathLike, *, home: str | os.PathLike | None = N
         started = dt.datetime.fromisoformat(manifest.started)
         _finish(manifest, run_dir, registry, (dt.datetime.now(dt.timezone.utc) - started).total_seconds())
         lease.release(registry, run_id=manifest.run_id)
+        _mirror(manifest, run_dir, prof, registry)
         _announce(manifest, run_dir, prof)
     else:
         lease.release(registry, run_id=manifest.run_id)
@@ -346,6 +366,25 @@ def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, seconds: f
     manifest.champion_after = registry.champion()
     manifest.finished = RunManifest.now()
     manifest.seconds = round(seconds, 3)
+    manifest.write(run_dir)
+
+
+def _mirror(manifest: RunManifest, run_dir: Path, prof, registry: Registry) -> None:
+    """Mirror the runs and versions into MLflow when the profile says where (:mod:`retrainlib.mlflow_mirror`).
+
+    Like a notification it never fails the run: what happened, or why not, goes into the manifest.
+    """
+    if prof.mlflow is None:
+        return
+    try:
+        from . import mlflow_mirror
+    except ImportError as exc:
+        manifest.mlflow = {"status": "failed", "tracking_uri": prof.mlflow.tracking_uri,
+                           "error": f"{exc}; install the optional extra: pip install -r requirements-mlflow.txt"}
+        log.warning("%s: mlflow is not installed; the mirror is skipped (pip install -r requirements-mlflow.txt)", manifest.run_id)
+    else:
+        manifest.mlflow = mlflow_mirror.sync(prof.mlflow, runs_dir=run_dir.parent, registry=registry,
+                                             profile_name=prof.name, model_name=prof.model_name, current_run=manifest.run_id)
     manifest.write(run_dir)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,11 +38,15 @@ __all__ = [
     "DriftSettings",
     "ScheduleSettings",
     "NotifySettings",
+    "MlflowSettings",
     "load_profile",
     "profile_sha256",
     "STRATEGIES",
     "TRIGGERS",
     "POLICY_PRESETS",
+    "METRIC_RANGES",
+    "GuideSettings",
+    "GUIDE_ROWS",
 ]
 
 Fraction = Field(ge=0.0, le=1.0)
@@ -72,6 +77,9 @@ class DataSource(_Section):
     key: str | None = Field(default=None, description="row id used to deduplicate")
     ignore_columns: tuple[str, ...] = Field(default=(), description="columns never used as features")
     pattern: str = Field(default="*.parquet", description="glob of batch files inside the folder")
+    label_delay_batches: int = Field(
+        default=0, ge=0, description="newest batches that arrive without labels (labels come later)"
+    )
 
 
 class TrainingSettings(_Section):
@@ -96,6 +104,9 @@ class TrainingSettings(_Section):
     num_cpus: int = Field(default=1, ge=1, description="threads given to AutoGluon and OMP")
     seed: int = 0
     min_train_rows: int = Field(default=200, ge=10)
+    refit_full: bool = Field(
+        default=True, description="after validation, refit the validated configuration on train + holdout rows and deploy that"
+    )
 
 
 class ValidationSettings(_Section):
@@ -107,9 +118,15 @@ class ValidationSettings(_Section):
     bootstrap_samples: int = Field(default=500, ge=50)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     noise_fraction: float = Field(default=0.01, ge=0.0, le=0.5)
+    max_flip_share: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="absolute cap on the share of predictions flipping under noise"
+    )
     allow_schema_change: bool = False
     max_churn: float | None = Field(default=None, ge=0.0, le=1.0)
     max_latency_ratio: float | None = Field(default=None, gt=0.0)
+    stuck_after: int = Field(
+        default=3, ge=1, description="rejections in a row, with the champion below performance_threshold, that make a run 'stuck'"
+    )
 
 
 class TriggerSettings(_Section):
@@ -205,6 +222,74 @@ class NotifySettings(_Section):
         return v
 
 
+#: the range of each metric's values, for thresholds given in its own units (None: unbounded)
+METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
+    **dict.fromkeys(
+        ("roc_auc", "roc_auc_ovo", "roc_auc_ovo_macro", "roc_auc_ovr", "roc_auc_ovr_macro", "roc_auc_ovr_micro",
+         "roc_auc_ovr_weighted", "accuracy", "acc", "balanced_accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted",
+         "precision", "precision_macro", "precision_micro", "precision_weighted", "recall", "recall_macro",
+         "recall_micro", "recall_weighted", "average_precision"),
+        (0.0, 1.0),
+    ),
+    **dict.fromkeys(("mcc", "quadratic_kappa", "pearsonr", "spearmanr"), (-1.0, 1.0)),
+    "r2": (None, 1.0),
+    **dict.fromkeys(
+        ("log_loss", "nll", "root_mean_squared_error", "rmse", "mean_squared_error", "mse", "mean_absolute_error",
+         "mae", "median_absolute_error", "mean_absolute_percentage_error", "mape",
+         "symmetric_mean_absolute_percentage_error", "smape", "root_mean_squared_log_error", "rmsle", "pinball_loss"),
+        (0.0, None),
+    ),
+}
+
+#: the rows of the guide's table of thresholds by system type
+GUIDE_ROWS = ("critical", "high-load", "standard-business", "experimental", "research")
+
+
+class GuideSettings(_Section):
+    """Which row of the guide's table a profile follows, and why any value departs from it."""
+
+    row: Literal["critical", "high-load", "standard-business", "experimental", "research"] | None = None
+    worked_example: Literal["financial", "recommendation", "research"] | None = Field(
+        default=None, description="the guide's worked profile this one follows"
+    )
+    departures: dict[str, str] = Field(default_factory=dict, description="setting -> why it differs from the guide")
+
+    @field_validator("departures")
+    @classmethod
+    def _reasons_given(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, why in v.items():
+            if not str(why).strip():
+                raise ValueError(f"departures.{key} is empty; say why the value differs from the guide")
+        return v
+
+
+class MlflowSettings(_Section):
+    """Where runs and versions are mirrored in MLflow (:mod:`retrainlib.mlflow_mirror`); off when absent.
+
+    Credentials come only from MLflow's environment variables (``MLFLOW_TRACKING_TOKEN``, or
+    ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``), never from the file.
+    """
+
+    tracking_uri: str = Field(description="the MLflow tracking server, http(s)://host[:port][/path]")
+    experiment: str | None = Field(default=None, description="experiment the runs go to (default: model_name)")
+    registered_model: str | None = Field(default=None, description="registered model of the versions (default: model_name)")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600, description="per request")
+    retries: int = Field(default=1, ge=0, le=10, description="retries per request")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _server_without_credentials(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected the http(s) URL of an MLflow tracking server such as http://127.0.0.1:5000; got {v!r}")
+        if parts.username or parts.password or parts.query:
+            raise ValueError("must not hold credentials or a query; set MLFLOW_TRACKING_TOKEN (or MLFLOW_TRACKING_USERNAME "
+                             "and MLFLOW_TRACKING_PASSWORD) in the environment instead")
+        return v.rstrip("/")
+
+
 class Profile(_Section):
     """Every threshold and setting of one retraining playbook."""
 
@@ -214,7 +299,9 @@ class Profile(_Section):
     registry: str = Field(default="models", description="registry root, relative to the project home")
 
     # the guide's thresholds
-    performance_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    performance_threshold: float = Field(
+        default=0.8, description="in training.eval_metric's own units and direction (RMSE 2.0: fires above 2.0)"
+    )
     drift_threshold: float = Field(default=0.1, ge=0.0, le=1.0)
     data_quality_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     retraining_interval: float = Field(default=7, gt=0, le=366, description="days")
@@ -234,6 +321,21 @@ class Profile(_Section):
     drift: DriftSettings = DriftSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     notify: NotifySettings = NotifySettings()
+    mlflow: MlflowSettings | None = None
+
+    guide: GuideSettings = GuideSettings()
+
+    @model_validator(mode="after")
+    def _thresholds_in_metric_units(self) -> "Profile":
+        checks = [("performance_threshold", self.training.eval_metric, self.performance_threshold)]
+        checks += [(f"validation.minimum.{m}", m, v) for m, v in self.validation.minimum.items()]
+        for key, metric, value in checks:
+            low, high = METRIC_RANGES.get(metric, (None, None))
+            if (low is not None and value < low) or (high is not None and value > high):
+                span = f"from {low:g} to {high:g}" if low is not None and high is not None else (
+                    f"at least {low:g}" if low is not None else f"at most {high:g}")
+                raise ValueError(f"{key} = {value!r} is outside the range of {metric} ({span}); give it in {metric}'s own units")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -241,6 +343,10 @@ class Profile(_Section):
 
 def profile_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+#: keys whose bad value is not repeated in the error (a URL may carry a password)
+_NOT_ECHOED = {("mlflow", "tracking_uri")}
 
 
 def _allowed(error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -259,6 +365,7 @@ def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     for part in loc:
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
+        ann = next((a for a in typing.get_args(ann) if a is not type(None)), ann)  # Section | None
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         else:
@@ -294,7 +401,11 @@ def load_profile(path: str | os.PathLike) -> Profile:
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             value = err.get("input")
-            shown = "" if err["type"] == "missing" else f" = {value!r}"
+            if not err["loc"] and err["type"] == "value_error":  # a check across keys names its own key and value
+                problems.append(_allowed(err, Profile))
+                continue
+            hidden = err["type"] == "missing" or tuple(err["loc"][:2]) in _NOT_ECHOED  # may hold a password
+            shown = "" if hidden else f" = {value!r}"
             problems.append(f"{key}{shown}: {_allowed(err, Profile)}")
         raise ProfileError(f"{path}: " + "; ".join(problems)) from None
 

@@ -155,6 +155,7 @@ class _Window:
     shared: tuple[str, ...]  # features also in the reference
     label: str | None
     ignored: frozenset[str]
+    labels_due: Any = None  # bool per row: its label should have arrived (None: every row's)
 
 
 def _schema(w: _Window) -> tuple[float, str, bool]:
@@ -243,8 +244,12 @@ def _missing_labels(w: _Window) -> tuple[float, str, bool]:
         return 0.0, "not applicable: no label", False
     if w.label not in w.current.columns:
         return 1.0, f"label column {w.label!r} is missing", True
-    share = float(w.current[w.label].isna().mean())
-    return share, f"{share:.1%} of rows have no {w.label!r}", True
+    labels = w.current[w.label] if w.labels_due is None else w.current[w.label][np.asarray(w.labels_due, dtype=bool)]
+    if len(labels) == 0:
+        return 0.0, "not applicable: every row's label is still to come (data.label_delay_batches)", False
+    share = float(labels.isna().mean())
+    late = "" if w.labels_due is None else f" among the {len(labels)} whose labels are due (data.label_delay_batches)"
+    return share, f"{share:.1%} of rows have no {w.label!r}{late}", True
 
 
 #: every named check: a function of the window returning (value, detail, applies)
@@ -261,7 +266,7 @@ CHECKS: dict[str, Callable[[_Window], tuple[float, str, bool]]] = {
 
 def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str | None, threshold: float,
            required: Sequence[str] = (), ignore_columns: Sequence[str] = (), source: str = "current window",
-           limits: Mapping[str, float] | None = None) -> QualityReport:
+           limits: Mapping[str, float] | None = None, labels_due: Sequence[bool] | None = None) -> QualityReport:
     """Run every check of :data:`CHECKS` on the current window and score it.
 
     Parameters
@@ -282,6 +287,9 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
         Names the data in messages (a file or window name).
     limits : mapping, optional
         Tolerances overriding :data:`LIMITS` by check name.
+    labels_due : sequence of bool, optional
+        Per row of ``current``, whether its label should have arrived; rows of batches still
+        waiting for labels (``data.label_delay_batches``) never count as missing labels.
 
     Returns
     -------
@@ -305,7 +313,7 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     if reference is not None and len(reference) == 0:
         reference = None
     shared = tuple(c for c in features if reference is not None and c in reference.columns)
-    window = _Window(current, reference, features, shared, label, frozenset(ignored))
+    window = _Window(current, reference, features, shared, label, frozenset(ignored), labels_due)
     checks = []
     for name, run in CHECKS.items():
         value, detail, applies = run(window)

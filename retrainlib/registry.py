@@ -361,6 +361,10 @@ class Registry:
         return self.path / "evaluations.jsonl"
 
     @property
+    def _attempts_file(self) -> Path:
+        return self.path / "attempts.jsonl"
+
+    @property
     def _pins_file(self) -> Path:
         return self.path / "pins.json"
 
@@ -712,28 +716,7 @@ class Registry:
         """
         with self.write_lock():
             self._recover_locked()
-            rec = self.champion_record() or {}
-            current = rec.get("version")
-            if to is None:
-                target = rec.get("previous")
-                if target is None:
-                    raise RegistryError(
-                        f"nothing to roll back to: {self._display()} has champion {current or 'none'} and no "
-                        f"previous champion; name a version with `retrain rollback --to vNNNN` "
-                        f"(versions: {_listing(self._version_names())})"
-                    )
-                if target not in self._version_names():
-                    raise RegistryError(
-                        f"the previous champion {target} is no longer in {self._display()}; name a version with "
-                        f"`retrain rollback --to vNNNN` (versions: {_listing(self._version_names())})"
-                    )
-            else:
-                target = self._check_name(to)
-                if target == current:
-                    raise RegistryError(
-                        f"version {target} is already the champion of {self._display()}; name another version "
-                        f"(versions: {_listing(self._version_names())})"
-                    )
+            target, current = self._rollback_target_locked(to)
             self.verify(target)
             return self._swap_pointer(
                 event="rollback",
@@ -743,6 +726,36 @@ class Registry:
                 run_id=run_id,
                 reason=reason,
             )
+
+    def rollback_target(self, to: str | None = None) -> str:
+        """The version :meth:`roll_back` would make champion; :class:`RegistryError` when there is none."""
+        return self._rollback_target_locked(to)[0]
+
+    def _rollback_target_locked(self, to: str | None) -> tuple[str, str | None]:
+        """(target, current champion); read-only, callers hold the writer lock to act on it."""
+        rec = self.champion_record() or {}
+        current = rec.get("version")
+        if to is None:
+            target = rec.get("previous")
+            if target is None:
+                raise RegistryError(
+                    f"nothing to roll back to: {self._display()} has champion {current or 'none'} and no "
+                    f"previous champion; name a version with `retrain rollback --to vNNNN` "
+                    f"(versions: {_listing(self._version_names())})"
+                )
+            if target not in self._version_names():
+                raise RegistryError(
+                    f"the previous champion {target} is no longer in {self._display()}; name a version with "
+                    f"`retrain rollback --to vNNNN` (versions: {_listing(self._version_names())})"
+                )
+        else:
+            target = self._check_name(to)
+            if target == current:
+                raise RegistryError(
+                    f"version {target} is already the champion of {self._display()}; name another version "
+                    f"(versions: {_listing(self._version_names())})"
+                )
+        return target, current
 
     def promote_verified(
         self,
@@ -862,7 +875,7 @@ class Registry:
                 if self._is_stale_stage(p):
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                     done.append(f"cleared .staging/{p.name}")
-        for f in (self._history_file, self._evaluations_file):
+        for f in (self._history_file, self._evaluations_file, self._attempts_file):
             if _has_torn_tail(f):
                 _cut_torn_tail(f)
                 done.append(f"cut a torn last line off {f.name}")
@@ -924,9 +937,11 @@ class Registry:
             _atomic_write_json(self._pins_file, sorted(pins))
 
     def apply_retention(self, *, max_versions: int, retention_days: float, now: datetime | None = None) -> list[str]:
-        """Delete versions beyond ``max_versions`` (oldest first) and older than ``retention_days``.
+        """Delete versions beyond ``max_versions`` and older than ``retention_days``.
 
-        Never deletes the champion, the previous champion, or a version marked ``keep``. Each
+        Beyond ``max_versions``, versions that never served as champion (rejected challengers,
+        validated models whose refit was deployed) go first, oldest first; former champions go
+        only after them, oldest first, so the newest champions stay rollback targets. Never deletes the champion, the previous champion, or a version marked ``keep``. Each
         deletion is recorded in the history first, then the folder is renamed into ``.trash``
         (it disappears at once) and removed. Also clears leftovers of killed writers. Returns the
         deleted names.
@@ -957,17 +972,27 @@ class Registry:
                     doomed.append((info.name, f"older than {retention_days:g} days (created {created})"))
             remaining = [i.name for i in infos if i.name not in {d for d, _ in doomed}]
             excess = len(remaining) - max_versions
-            for name in remaining:  # oldest first
+            served = self._served_versions()
+            # versions that never served (rejected challengers) go first, then former champions; oldest first
+            for name in sorted(remaining, key=lambda n: (n in served, n)):
                 if excess <= 0:
                     break
                 if name not in protected:
-                    doomed.append((name, f"more than max_versions={max_versions} versions"))
+                    kind = "former champion" if name in served else "never champion"
+                    doomed.append((name, f"more than max_versions={max_versions} versions ({kind})"))
                     excess -= 1
             deleted = []
             for name, why in sorted(doomed):
                 self._delete_locked(name, why)
                 deleted.append(name)
             return deleted
+
+    def _served_versions(self) -> set[str]:
+        """Versions that were champion: promoted or rolled back to, minus promotions a smoke test undid."""
+        rows = self._history_rows()
+        served = {e.get("version") for e in rows if e.get("event") in ("promote", "rollback")}
+        undone = {e.get("previous") for e in rows if e.get("event") == "auto-rollback"}
+        return {v for v in served - undone if v}
 
     def _delete_locked(self, name: str, why: str) -> None:
         ev = HistoryEvent(time=_now(), event="retention", version=name, previous=None, run_id=None, reason=f"deleted: {why}")
@@ -1018,3 +1043,37 @@ class Registry:
         """Recorded evaluations, oldest first; only ``version``'s when given."""
         rows = _read_lines(self._evaluations_file)
         return [r for r in rows if version is None or r.get("version") == version]
+
+    # ---- retraining attempts (the schedule's clock) --------------------------------------------
+    def record_attempt(self, *, version: str, run_id: str | None, data_end: str, outcome: str | None = None) -> None:
+        """Record one retraining attempt: the challenger it trained and the newest batch end it saw.
+
+        The schedule trigger counts its interval from the last attempt, promoted or not, on the
+        data's time axis (``data_end``), so backtests and live runs keep the same clock.
+        """
+        row = {"time": _now(), "run_id": run_id, "version": version, "data_end": str(data_end), "outcome": outcome}
+        with self.write_lock():
+            self._recover_locked()
+            _append_lines(self._attempts_file, [row])
+
+    def record_attempt_outcome(self, version: str, *, outcome: str, run_id: str | None = None,
+                               failed_gates: Sequence[str] = (), reasons: Sequence[str] = ()) -> None:
+        """Add what became of an attempt's challenger (promoted, rejected, auto-rolled-back) to its record."""
+        row = {"time": _now(), "run_id": run_id, "version": version, "outcome": outcome,
+               "failed_gates": list(failed_gates), "reasons": list(reasons)}
+        with self.write_lock():
+            self._recover_locked()
+            _append_lines(self._attempts_file, [row])
+
+    def attempts(self) -> list[dict]:
+        """Every recorded retraining attempt, oldest first, with its outcome once known."""
+        out: list[dict] = []
+        for row in _read_lines(self._attempts_file):
+            if "data_end" in row:
+                out.append(dict(row))
+                continue
+            for attempt in reversed(out):  # an outcome row completes its attempt's record
+                if attempt.get("version") == row.get("version"):
+                    attempt.update({k: v for k, v in row.items() if k not in ("time", "run_id")})
+                    break
+        return out

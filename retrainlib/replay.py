@@ -10,7 +10,8 @@
    ``champion_before``, and the history and evaluation rows written before the run started.
 3. **The profile as run.** The manifest's recorded profile text (not the file on disk, which may
    have changed since), with two overrides: ``registry`` points at the scratch copy and ``notify``
-   is emptied (a replay must not announce a promotion). The data source is untouched, so batch
+   is emptied (a replay must not announce a promotion); an ``mlflow`` section is dropped (it must
+   not move the real model's alias). The data source is untouched, so batch
    paths resolve exactly as they did.
 4. **Run** :func:`~retrainlib.pipeline.run_playbook` with the same ``as_of`` into a new folder in
    the original ``runs/``, named ``<timestamp>-<profile>-replay`` and marked ``replay_of``.
@@ -561,7 +562,7 @@ def _digest(values) -> str:
 
 
 def _replay_profile(manifest: dict[str, Any], scratch_registry: Path) -> tuple[dict[str, Any], list[str]]:
-    """The recorded profile text with the registry pointed at the scratch copy and notifications off."""
+    """The recorded profile text with the registry pointed at the scratch copy, notifications and the MLflow mirror off."""
     try:
         raw = yaml.safe_load(manifest["profile"]["content"])
     except yaml.YAMLError as exc:
@@ -571,6 +572,9 @@ def _replay_profile(manifest: dict[str, Any], scratch_registry: Path) -> tuple[d
     if raw.get("notify"):
         overrides.append("notify: emptied (a replay announces nothing)")
         raw["notify"] = {}
+    if raw.get("mlflow"):
+        overrides.append("mlflow: removed (a replay must not move the real model's alias)")
+        del raw["mlflow"]
     return raw, overrides
 
 

@@ -255,7 +255,7 @@ tr:target{background:#fff7d6}
 td.num{text-align:right;white-space:nowrap}
 ul{margin:0;padding-left:1.1em}
 .succeeded{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}.running{color:#9a6700}
-.promoted,.bootstrapped{color:#1a7f37;font-weight:bold}.rolled-back,.blocked-by-quality,.rejected{color:#9a6700}
+.promoted,.bootstrapped{color:#1a7f37;font-weight:bold}.rolled-back,.blocked-by-quality,.rejected,.stuck{color:#9a6700}
 small{color:#666}
 """
 

@@ -181,7 +181,8 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     champion = ctx.registry.champion()
     meta = ctx.registry.version(champion).metadata if champion else None
     slices = data.batches_from_records(meta["slices"], ctx.paths) if meta else None
-    windows = data.plan_windows(visible, training=prof.training, champion_slices=slices)
+    windows = data.plan_windows(visible, training=prof.training, champion_slices=slices,
+                                label_delay_batches=src.label_delay_batches)
     required = list(meta["features"]) if meta else []
     combine, use = prof.triggers.resolved()
 
@@ -198,8 +199,10 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     reference = _load_checked(ctx, windows.reference, required, require_label=True)
     current_batches: dict[str, pd.DataFrame] = {}
     current = _load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
+    labelled_end = pd.Timestamp(windows.holdout[-1].end)  # rows after it wait for their labels (label_delay_batches)
     q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
-                       required=required, ignore_columns=src.ignore_columns, source="current window")
+                       required=required, ignore_columns=src.ignore_columns, source="current window",
+                       labels_due=(current[src.time_column] <= labelled_end).to_numpy())
     report = drift.compare(reference[required], current[required], settings=prof.drift,
                            drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
     target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
@@ -217,9 +220,10 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     perf_value = next((e["value"] for e in scored if e["batch"] == newest), None)
     history = [e["value"] for e in scored]
 
-    days = (_as_of_time(ctx) - pd.Timestamp(meta["trained_at"]).tz_localize(None)).total_seconds() / 86400
+    days, since = _days_since_attempt(ctx, meta, windows)
     fired = [
-        triggers.schedule_trigger(days, interval_days=prof.retraining_interval),
+        triggers.schedule_trigger(days, interval_days=prof.retraining_interval, since=since,
+                                  slack_days=0.1 * _batch_spacing_days(visible)),
         triggers.drift_trigger(report.score, threshold=prof.drift_threshold,
                                joint_auc=report.multivariate.auc if report.multivariate else None,
                                joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
@@ -241,6 +245,28 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     return result
 
 
+def _days_since_attempt(ctx: StepContext, meta: dict, windows: data.Windows) -> tuple[float, str]:
+    """Days from the newest batch the last retraining attempt saw to the newest batch visible now.
+
+    The attempt record (promoted or not) is the clock; a registry without one falls back to the
+    champion's own record of the data it saw.
+    """
+    last = (ctx.registry.attempts() or [None])[-1]
+    if last is not None:
+        seen, since = last["data_end"], f"the data of the last retraining attempt ({last['version']}, {last['data_end'][:10]})"
+    else:
+        seen = meta.get("data_end") or max(s["end"] for s in meta["slices"])
+        since = f"the data the champion saw ({seen[:10]})"
+    return (pd.Timestamp(_newest_end(windows)) - pd.Timestamp(seen)).total_seconds() / 86400, since
+
+
+def _batch_spacing_days(batches: list) -> float:
+    """The median days between consecutive batch ends (0 with fewer than two batches)."""
+    ends = pd.to_datetime([b.end for b in batches])
+    gaps = np.diff(ends.values).astype("timedelta64[s]").astype(float) / 86400 if len(ends) > 1 else []
+    return float(np.median(gaps)) if len(gaps) else 0.0
+
+
 def _quality_reason(q) -> str:
     failed = [c.name for c in q.checks if not c.passed]
     return f"data quality {q.score:.2f} < data_quality_threshold {q.threshold:g} (failed: {', '.join(failed) or 'none'})"
@@ -260,8 +286,9 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
     done = {e["batch"] for e in ctx.registry.evaluations(champion)}
     trained = {s["path"] for s in meta["slices"]}
     rows = []
+    labelled_end = windows.holdout[-1].end  # newer batches still wait for labels (data.label_delay_batches)
     for b in windows.current:
-        if b.path in done or b.path in trained:
+        if b.path in done or b.path in trained or b.end > labelled_end:
             continue
         frame = frames[b.path]
         if src.label not in frame or frame[src.label].isna().all():
@@ -281,6 +308,8 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
     """Train and register a challenger when step 10 decided so; otherwise record why not.
 
     ``fit_cache`` (a :class:`retrainlib.fitcache.FitCache`) reuses an identical earlier fit.
+    Every challenger trained is a retraining attempt: the registry records it, and the schedule
+    trigger counts its interval from the newest batch the last attempt saw.
     """
     analysis = read_output(ctx, "analyze")
     decision = analysis["decision"]
@@ -288,47 +317,17 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
         out = {"status": "skipped", "reason": f"decision was '{decision['status']}': " + "; ".join(decision["reasons"])}
         ctx.write("retrain", out)
         return out
-    prof, src = ctx.profile, ctx.profile.data
     windows = data.Windows.from_dict(analysis["windows"])
     train_batches = data.batches_from_records([b.to_dict() for b in windows.train], ctx.paths)
-    frame = data.load_batches(train_batches, ctx.paths, src, max_rows=prof.training.max_rows)
-    features = data.feature_columns(frame, src)
-    ctx.registry.path.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"fit-{ctx.run_id}-"))
-    try:
-        fit = fit_cache.train_challenger if fit_cache is not None else train_challenger
-        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path)
-        trained_at = data.parse_as_of(ctx.as_of)
-        metadata = {
-            "parent": analysis["champion"],
-            "run_id": ctx.run_id,
-            "trained_at": (trained_at.isoformat() if trained_at is not None else dt.datetime.now(dt.timezone.utc).isoformat()),
-            "strategy": windows.strategy,
-            "slices": [b.to_dict() for b in train_batches],
-            "n_rows": int(len(frame)),
-            "training_fingerprint": data.frame_fingerprint(frame[features + [src.label]]),
-            "label": src.label,
-            "features": list(result.features),
-            "importance": result.importance,
-            "eval_metric": prof.training.eval_metric,
-            "settings": result.settings,
-            "time_limit_binding": result.time_limit_binding,
-            "fit_seconds": result.fit_seconds,
-            "cpu_seconds": result.cpu_seconds,
-            "software": automl.software_versions(),
-            "profile": prof.name,
-        }
-        lb = work / "leaderboard.csv"
-        result.leaderboard.to_csv(lb, index=False)
-        version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id, extra_files={"leaderboard.csv": lb})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    fitted = _fit_and_register(ctx, train_batches, windows, parent=analysis["champion"], fit_cache=fit_cache)
+    version, result, metadata = fitted["version"], fitted["result"], fitted["metadata"]
+    ctx.registry.record_attempt(version=version.name, run_id=ctx.run_id, data_end=metadata["data_end"])
     out = {
         "status": "trained",
         "challenger": version.name,
         "parent": analysis["champion"],
         "strategy": windows.strategy,
-        "n_rows": int(len(frame)),
+        "n_rows": metadata["n_rows"],
         "slices": metadata["slices"],
         "features": list(result.features),
         "leaderboard": result.leaderboard.to_dict(orient="records"),
@@ -346,6 +345,54 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
         out["fit_cache"] = "reused" if fit_cache.last_hit else "computed"
     ctx.write("retrain", out)
     return out
+
+
+def _fit_and_register(ctx: StepContext, batches: list, windows: data.Windows, *, parent: str | None,
+                      fit_cache=None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fit the profile's configuration on the labelled rows of ``batches`` and store it as a new version."""
+    prof, src = ctx.profile, ctx.profile.data
+    frame = data.load_batches(batches, ctx.paths, src, max_rows=prof.training.max_rows)
+    frame = frame[frame[src.label].notna()].reset_index(drop=True)
+    features = data.feature_columns(frame, src)
+    ctx.registry.path.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"fit-{ctx.run_id}-"))
+    try:
+        fit = fit_cache.train_challenger if fit_cache is not None else train_challenger
+        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path)
+        trained_at = data.parse_as_of(ctx.as_of)
+        metadata = {
+            "parent": parent,
+            "run_id": ctx.run_id,
+            "trained_at": (trained_at.isoformat() if trained_at is not None else dt.datetime.now(dt.timezone.utc).isoformat()),
+            "strategy": windows.strategy,
+            "data_end": _newest_end(windows),
+            "slices": [b.to_dict() for b in batches],
+            "n_rows": int(len(frame)),
+            "training_fingerprint": data.frame_fingerprint(frame[features + [src.label]]),
+            "label": src.label,
+            "features": list(result.features),
+            "inputs": data.column_kinds(frame, features),  # the data contract the schema gate compares
+            "importance": result.importance,
+            "eval_metric": prof.training.eval_metric,
+            "settings": result.settings,
+            "time_limit_binding": result.time_limit_binding,
+            "fit_seconds": result.fit_seconds,
+            "cpu_seconds": result.cpu_seconds,
+            "software": automl.software_versions(),
+            "profile": prof.name,
+            **(extra or {}),
+        }
+        lb = work / "leaderboard.csv"
+        result.leaderboard.to_csv(lb, index=False)
+        version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id, extra_files={"leaderboard.csv": lb})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"version": version, "result": result, "metadata": metadata}
+
+
+def _newest_end(windows: data.Windows) -> str:
+    """The newest batch end a run saw, labelled or not."""
+    return max(b.end for b in (*windows.holdout, *windows.current, *windows.train))
 
 
 # --------------------------------------------------------------------------- step 30
@@ -382,13 +429,23 @@ def validate_challenger(ctx: StepContext):
 
 
 # --------------------------------------------------------------------------- step 40
-def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "") -> dict[str, Any]:
-    """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention."""
+def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "", reason: str = "",
+                        fit_cache=None) -> dict[str, Any]:
+    """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention.
+
+    With ``training.refit_full`` the validated configuration is fitted again on the training and
+    holdout rows and that refit is the version stored, smoke-tested and promoted; the verdict is
+    the validated model's and the record names both. A rejection that leaves a champion below
+    ``performance_threshold`` after ``validation.stuck_after`` rejections in a row is ``stuck``.
+    ``fit_cache`` (as in :func:`retrain_model`) reuses an identical earlier refit.
+    """
     reg, prof = ctx.registry, ctx.profile
     before = reg.champion()
     events: list[dict] = []
+    refit: dict[str, Any] | None = None
+    stuck: dict[str, Any] | None = None
     if rollback or rollback_to:
-        ev = reg.roll_back(to=rollback_to or None, run_id=ctx.run_id, reason="rollback requested by the run's parameters")
+        ev = reg.roll_back(to=rollback_to or None, run_id=ctx.run_id, reason=reason or "rollback requested by the run's parameters")
         action, events = "rolled-back", [ev.to_dict()]
     else:
         verdict = read_output(ctx, "validate")
@@ -396,26 +453,99 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
             action = "none"
         elif verdict["decision"] in ("promote", "bootstrap"):
             analysis = read_output(ctx, "analyze")
-            holdout = data.load_batches(data.batches_from_records(analysis["windows"]["holdout"], ctx.paths), ctx.paths, prof.data)
-            features = reg.version(verdict["challenger"]).metadata["features"]
-            reason = "first champion (bootstrap)" if verdict["decision"] == "bootstrap" else "passed every validation gate"
-            res = reg.promote_verified(verdict["challenger"], holdout[features].head(200), run_id=ctx.run_id, reason=reason)
+            holdout_b = data.batches_from_records(analysis["windows"]["holdout"], ctx.paths)
+            holdout = data.load_batches(holdout_b, ctx.paths, prof.data)
+            deploy = verdict["challenger"]
+            if prof.training.refit_full:
+                refit = _refit_on_train_and_holdout(ctx, analysis, verdict["challenger"], holdout_b, fit_cache)
+                deploy = refit["version"]
+            features = reg.version(deploy).metadata["features"]
+            why = "first champion (bootstrap)" if verdict["decision"] == "bootstrap" else "passed every validation gate"
+            if refit:
+                why += f" as {verdict['challenger']}; refit on training + holdout rows as {deploy}"
+            res = reg.promote_verified(deploy, holdout[features].head(200), run_id=ctx.run_id, reason=why)
             events = [e.to_dict() for e in res.events]
             action = "promoted" if res.promoted else "auto-rolled-back"
         else:
             action = "rejected"
+        if action != "none":
+            reg.record_attempt_outcome(verdict["challenger"], outcome=action, run_id=ctx.run_id,
+                                       failed_gates=_failed_gates(verdict), reasons=verdict.get("reasons", []))
+        if action == "rejected":
+            stuck = _stuck(ctx, read_output(ctx, "analyze"))
     removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
     out = {
         "action": action,
         "champion_before": before,
         "champion_after": reg.champion(),
         "events": events,
+        "refit": refit,
+        "stuck": stuck,
         "retention_removed": removed,
         "versions": [v.name for v in reg.versions()],
         "registry_bytes": reg.total_size_bytes(),
     }
     ctx.write("promote", out)
     return out
+
+
+def _refit_on_train_and_holdout(ctx: StepContext, analysis: dict, validated: str, holdout_b: list,
+                                fit_cache=None) -> dict[str, Any]:
+    """The validated configuration fitted again, with the same settings, on training + holdout rows."""
+    windows = data.Windows.from_dict(analysis["windows"])
+    meta = ctx.registry.version(validated).metadata
+    train_b = data.batches_from_records(meta["slices"], ctx.paths)
+    seen = {b.path for b in train_b}
+    batches = train_b + [b for b in holdout_b if b.path not in seen]
+    fitted = _fit_and_register(ctx, batches, windows, parent=meta.get("parent"), fit_cache=fit_cache,
+                               extra={"refit_of": validated, "validated_version": validated})
+    return {"version": fitted["version"].name, "validated": validated, "n_rows": fitted["metadata"]["n_rows"],
+            "slices": fitted["metadata"]["slices"], "fit_seconds": fitted["result"].fit_seconds}
+
+
+def _failed_gates(verdict: dict) -> list[str]:
+    return [g["name"] + (f" ({g['metric']})" if g.get("metric") else "") for g in verdict.get("gates", [])
+            if g.get("blocking") and not g.get("passed")]
+
+
+def _stuck(ctx: StepContext, analysis: dict) -> dict[str, Any] | None:
+    """The champion is below performance_threshold and the last ``stuck_after`` challengers were all rejected."""
+    prof = ctx.profile
+    perf = analysis.get("performance") or {}
+    value = perf.get("value")
+    if value is None and perf.get("history"):
+        value = perf["history"][-1]
+    champion = analysis.get("champion")
+    if value is None or champion is None:
+        return None
+    gib = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary").greater_is_better
+    below = value < prof.performance_threshold if gib else value > prof.performance_threshold
+    if not below:
+        return None
+    streak = []
+    for a in reversed(ctx.registry.attempts()):
+        if a.get("outcome") != "rejected":
+            break
+        streak.append(a)
+    limit = prof.validation.stuck_after
+    if len(streak) < limit:
+        return None
+    counts: dict[str, int] = {}
+    for a in streak:
+        for g in a.get("failed_gates") or []:
+            counts[g] = counts.get(g, 0) + 1
+    gate, n = max(counts.items(), key=lambda kv: kv[1]) if counts else ("unknown", 0)
+    latest = (streak[0].get("reasons") or [""])[0]  # the newest rejection's first reason, with its figures
+    word = "below" if gib else "above"
+    reason = (
+        f"stuck: champion {champion} {prof.training.eval_metric} {value:.4g} is {word} performance_threshold "
+        f"{prof.performance_threshold:g} and the last {len(streak)} challengers were rejected "
+        f"({', '.join(a['version'] for a in reversed(streak))}; validation.stuck_after {limit}); "
+        f"the gate that keeps rejecting is {gate} ({n} of {len(streak)})" + (f": {latest}" if latest else "")
+    )
+    return {"champion": champion, "metric": prof.training.eval_metric, "value": value,
+            "threshold": prof.performance_threshold, "rejections": len(streak), "stuck_after": limit,
+            "gate": gate, "gate_count": n, "versions": [a["version"] for a in reversed(streak)], "reason": reason}
 
 
 # --------------------------------------------------------------------------- figures

@@ -67,13 +67,26 @@ class Decision:
         return pd.DataFrame([t.to_dict() for t in self.triggers])
 
 
-def schedule_trigger(days_since_trained: float, *, interval_days: float) -> TriggerResult:
-    """Fires when the champion is at least ``interval_days`` old."""
-    fired = days_since_trained >= interval_days
+def schedule_trigger(days_since_attempt: float, *, interval_days: float, since: str = "the last retraining attempt",
+                     slack_days: float = 0.0) -> TriggerResult:
+    """Fires when the newest data is at least ``interval_days`` past the data of the last attempt.
+
+    The clock runs on the data's time axis: ``days_since_attempt`` is the newest batch's end minus
+    the newest batch end the last retraining attempt (promoted or not) saw, so one attempt is made
+    per interval, in a live run and in a backtest alike. ``slack_days`` absorbs the jitter of batch
+    end times (a weekly batch whose last row came 6.98 days after the previous one's is a week later).
+
+    >>> schedule_trigger(1.0, interval_days=1).fired
+    True
+    >>> schedule_trigger(6.98, interval_days=7, slack_days=0.7).fired
+    True
+    """
+    fired = days_since_attempt >= interval_days - slack_days - 1e-9
     rel = "≥" if fired else "<"
     return TriggerResult(
-        "schedule", round(days_since_trained, 3), interval_days, fired,
-        f"champion trained {days_since_trained:.1f} days ago {rel} retraining_interval {interval_days:g} days",
+        "schedule", round(days_since_attempt, 3), interval_days, fired,
+        f"the newest batch is {days_since_attempt:.1f} days past {since} {rel} retraining_interval {interval_days:g} days"
+        + (f" (less {slack_days:.2g} days of batch-time jitter)" if slack_days else ""),
     )
 
 

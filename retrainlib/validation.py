@@ -14,8 +14,12 @@ applies the gates of the profile, each a figure, a threshold and a verdict (:cla
 - **stability_reload**: the challenger's folder loaded strictly in a *fresh* Python process
   (``python -m retrainlib.stability_check``) predicts exactly what the challenger in memory predicts;
 - **stability_noise**: the share of predicted labels that flip when every numeric feature gets
-  Gaussian noise of ``noise_fraction`` of its standard deviation is at most ``1 - stability_threshold``;
-- **schema**: the challenger takes the champion's feature columns (unless ``allow_schema_change``);
+  Gaussian noise of ``noise_fraction`` of its standard deviation, measured for both models on the
+  same noisy rows: the challenger's share is at most the champion's plus ``1 - stability_threshold``
+  (and at most ``validation.max_flip_share`` where a profile sets that absolute cap);
+- **schema**: the data contract: the challenger is given the champion's input columns with the same
+  kinds (numeric, category, ...), unless ``allow_schema_change``; which features AutoGluon kept after
+  pruning (a column constant in one window is dropped) is not part of the contract;
 - **versions**: the running AutoGluon version and Python major.minor equal those recorded in the
   challenger's metadata (the rule AutoGluon's own strict load applies);
 - **churn** (share of predicted labels that differ from the champion's) and **latency** (p95 time to
@@ -409,7 +413,7 @@ def validate(
             challenger, champion, holdout, label=label, problem_type=problem_type, classes=classes,
             champ_classes=champ_classes, chal_features=chal_features, champ_features=champ_features,
             chal_scores=chal_scores, reload=reload, profile=profile, challenger_meta=challenger_meta,
-            seeds=seeds, latency_repeats=latency_repeats, regression_tolerance=regression_tolerance,
+            champion_meta=champion_meta, seeds=seeds, latency_repeats=latency_repeats, regression_tolerance=regression_tolerance,
         )
     finally:
         reload.close()
@@ -431,7 +435,7 @@ def validate(
 
 def _gates(
     challenger, champion, holdout, *, label, problem_type, classes, champ_classes, chal_features, champ_features,
-    chal_scores, reload, profile, challenger_meta, seeds, latency_repeats, regression_tolerance,
+    chal_scores, reload, profile, challenger_meta, champion_meta, seeds, latency_repeats, regression_tolerance,
 ) -> tuple[list[Gate], dict[str, dict[str, float]], dict[str, Any]]:
     """Every gate of :func:`validate`, in table order, with the scores and the bootstrap summary."""
     settings = profile.validation
@@ -471,18 +475,21 @@ def _gates(
     tolerance = regression_tolerance * float(np.nanstd(y.astype(float))) if problem_type == "regression" else 0.0
     reload_at = len(gates)  # its place in the table; collected before latency is timed
     chal_labels = automl.predict_labels(challenger, x_chal)
-    gates.append(
-        _noise_gate(challenger, x_chal, chal_labels, settings.noise_fraction, profile.stability_threshold, tolerance, seeds[1])
-    )
+    champ_labels = automl.predict_labels(champion, x_champ) if champion is not None else None
+    gates.append(_noise_gate(
+        challenger, champion, holdout[list(dict.fromkeys([*chal_features, *champ_features]))], chal_features, champ_features,
+        chal_labels, champ_labels, fraction=settings.noise_fraction, stability_threshold=profile.stability_threshold,
+        cap=settings.max_flip_share, tolerance=tolerance, seed=seeds[1],
+    ))
 
     # compatibility
     if champion is not None:
-        gates.append(_schema_gate(champ_features, chal_features, settings.allow_schema_change))
+        gates.append(_schema_gate(_contract(champion_meta, champ_features), _contract(challenger_meta, chal_features),
+                                  settings.allow_schema_change))
     gates.append(_versions_gate(challenger_meta))
 
     # churn and latency
     if champion is not None:
-        champ_labels = automl.predict_labels(champion, x_champ)
         gates.append(_churn_gate(champ_labels, chal_labels, settings.max_churn, tolerance))
     gates.insert(reload_at, reload.gate())
     sample_rng = np.random.default_rng(seeds[2])
@@ -694,36 +701,73 @@ def _differs(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
     return a != b
 
 
-def _noise_gate(challenger, x, labels, fraction, stability_threshold, tolerance, seed) -> Gate:
+def _flip_share(model, noisy, features, labels, tolerance) -> float:
+    return float(np.mean(_differs(automl.predict_labels(model, noisy[features]), labels, tolerance)))
+
+
+def _noise_gate(challenger, champion, x, chal_features, champ_features, chal_labels, champ_labels, *,
+                fraction, stability_threshold, cap, tolerance, seed) -> Gate:
+    """Flips under input noise, the challenger's against the champion's on the same noisy rows.
+
+    The challenger may flip at most ``1 - stability_threshold`` more of its predictions than the
+    champion does; ``cap`` (``validation.max_flip_share``), when set, also bounds its own share.
+    Without a champion only the cap decides, and without a cap the share is reported only.
+    """
     noisy, touched = _perturb(x, fraction, np.random.default_rng(seed))
-    flipped = _differs(automl.predict_labels(challenger, noisy), labels, tolerance)
-    share = float(np.mean(flipped))
-    limit = round(1 - stability_threshold, 12)
-    passed = share <= limit
-    reason = (
-        f"{share:.2%} of predictions flip when {len(touched)} numeric features get Gaussian noise of "
-        f"{fraction:.0%} of their standard deviation; {'within' if passed else 'above'} the limit {limit:.2%} (1 - stability_threshold)"
-    )
-    details = {"features": touched, "rows": int(len(x)), "regression_tolerance": tolerance or None}
-    return Gate("stability_noise", None, share, limit, passed, True, reason, details)
+    share = _flip_share(challenger, noisy, chal_features, chal_labels, tolerance)
+    champ_share = _flip_share(champion, noisy, champ_features, champ_labels, tolerance) if champion is not None else None
+    slack = round(1 - stability_threshold, 12)
+    how = f"{share:.2%} of the challenger's predictions flip when {len(touched)} numeric features get Gaussian noise of {fraction:.0%} of their standard deviation"
+    parts, passed, limits = [how], True, []
+    if champ_share is not None:
+        limit = round(champ_share + slack, 12)
+        ok = share <= limit
+        passed &= ok
+        limits.append(limit)
+        parts.append(f"the champion's flip {champ_share:.2%} on the same rows; {'within' if ok else 'above'} its share "
+                     f"plus {slack:.2%} (1 - stability_threshold)")
+    if cap is not None:
+        ok = share <= cap
+        passed &= ok
+        limits.append(cap)
+        parts.append(f"{'within' if ok else 'above'} validation.max_flip_share {cap:.2%}")
+    blocking = bool(limits)
+    if not blocking:
+        parts.append("reported only: no champion to compare with and validation.max_flip_share is unset")
+    details = {"features": touched, "rows": int(len(x)), "regression_tolerance": tolerance or None,
+               "champion_share": champ_share, "max_flip_share": cap, "tolerance": slack}
+    return Gate("stability_noise", None, share, min(limits) if limits else None, passed, blocking, "; ".join(parts), details)
 
 
-def _schema_gate(champion_features, challenger_features, allowed) -> Gate:
-    added = [c for c in challenger_features if c not in champion_features]
-    removed = [c for c in champion_features if c not in challenger_features]
-    same = not added and not removed
+def _contract(meta: Mapping[str, Any] | None, features: Sequence[str]) -> dict[str, str | None]:
+    """The data contract a model was given: input column -> kind (None when its record predates kinds)."""
+    inputs = (meta or {}).get("inputs")
+    if inputs:
+        return {str(c): k for c, k in inputs.items()}
+    return {str(c): None for c in features}
+
+
+def _schema_gate(champion: Mapping[str, str | None], challenger: Mapping[str, str | None], allowed) -> Gate:
+    """Same data contract: the same input columns of the same kinds (not which features AutoGluon kept)."""
+    added = [c for c in challenger if c not in champion]
+    removed = [c for c in champion if c not in challenger]
+    retyped = [f"{c} {champion[c]}→{challenger[c]}" for c in challenger
+               if c in champion and None not in (champion[c], challenger[c]) and champion[c] != challenger[c]]
+    same = not added and not removed and not retyped
     change = "; ".join(
-        part for part in (f"added {', '.join(added)}" if added else "", f"removed {', '.join(removed)}" if removed else "") if part
+        part for part in (f"added {', '.join(added)}" if added else "", f"removed {', '.join(removed)}" if removed else "",
+                          f"changed kind of {', '.join(retyped)}" if retyped else "") if part
     )
     if same:
-        reason = f"the challenger takes the champion's {len(champion_features)} feature columns"
+        reason = f"the challenger is given the champion's {len(champion)} input columns of the same kinds (the same data contract)"
     elif allowed:
-        reason = f"the feature schema changed ({change}), allowed by validation.allow_schema_change"
+        reason = f"the input contract changed ({change}), allowed by validation.allow_schema_change"
     else:
-        reason = f"the challenger's feature schema differs from the champion's ({change}); set validation.allow_schema_change to accept it"
-    return Gate(
-        "schema", None, float(len(added) + len(removed)), 0.0, same or allowed, True, reason, {"added": added, "removed": removed}
-    )
+        reason = f"the challenger's input contract differs from the champion's ({change}); set validation.allow_schema_change to accept it"
+    details = {"added": added, "removed": removed}
+    if retyped:
+        details["retyped"] = retyped
+    return Gate("schema", None, float(len(added) + len(removed) + len(retyped)), 0.0, same or allowed, True, reason, details)
 
 
 def _versions_gate(meta: Mapping[str, Any] | None) -> Gate:

@@ -25,6 +25,7 @@ def tiny_profile(**overrides) -> dict:
     prof["training"]["min_train_rows"] = 100
     prof["validation"]["bootstrap_samples"] = 100
     prof["max_retraining_time"] = 60
+    prof["training"]["refit_full"] = False  # one fit per challenger; tests of the refit turn it on
     for key, value in overrides.items():
         target = prof
         *parents, last = key.split(".")

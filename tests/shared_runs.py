@@ -91,7 +91,7 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def retrain(home: Path, *args: str, log: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def retrain(home: Path, *args: str, log: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """``retrain <args> --home <home>`` in a child process; stdout and stderr appended to ``log``."""
     with open(log, "ab") as out:
         return subprocess.run([sys.executable, "-m", "retrainlib.cli", *args, "--home", str(home)], cwd=home,
@@ -114,7 +114,7 @@ def _build(template: Path) -> None:
         "triggers.policy": "any", "triggers.use": ["performance"], "performance_threshold": 0.5,
         "validation.minimum": {"roc_auc": 0.6},
     })
-    with WebhookPeer(delay=3.0) as peer:  # answers after the 1 s timeout: both attempts time out
+    with WebhookPeer(delay=60.0) as peer:  # answers long after the 1 s timeout: both attempts time out, on any load
         set_notify(home, webhook_url=peer.url, token_env=TOKEN_ENV, timeout_seconds=1, retries=1)
         t0 = time.monotonic()
         proc = retrain(home, "run", "--profile", PROFILE, log=template / "first-run.log", env=child_env(**{TOKEN_ENV: TOKEN}))

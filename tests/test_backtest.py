@@ -73,8 +73,9 @@ def _run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
 def test_a_tiny_backtest_through_the_cli_matches_its_records_and_the_fit_cache_changes_no_result(tmp_path):
     home = make_home(tmp_path / "home", weeks=4, **{"training.window_batches": 2, "validation.minimum": {"roc_auc": 0.5}})
     out = tmp_path / "bt.json"
-    r = _run_cli("backtest", "--profile", "params/demo.yaml", "--strategies", "every-batch,static", "--json", str(out),
-                 "--work-dir", str(tmp_path / "work"), "--no-progress", home=home)
+    # periodic (the schedule trigger, every day) and drift (the drift trigger) decide through the real trigger policy
+    r = _run_cli("backtest", "--profile", "params/demo.yaml", "--strategies", "every-batch,static,periodic,drift",
+                 "--period-days", "1", "--json", str(out), "--work-dir", str(tmp_path / "work"), "--no-progress", home=home)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "every-batch" in r.stdout and "shared fits:" in r.stdout
     result = json.loads(out.read_text())
@@ -82,7 +83,7 @@ def test_a_tiny_backtest_through_the_cli_matches_its_records_and_the_fit_cache_c
     summary = pd.DataFrame(result["summary"]).set_index("strategy")
 
     # two replayed batches per strategy; the first trains the first champion, the second is scored
-    assert records.groupby("strategy").size().to_dict() == {"every-batch": 2, "static": 2}
+    assert records.groupby("strategy").size().to_dict() == {"every-batch": 2, "static": 2, "periodic": 2, "drift": 2}
     for name, rows in records.groupby("strategy"):
         s = summary.loc[name]
         values = rows["value"].dropna()
@@ -106,6 +107,18 @@ def test_a_tiny_backtest_through_the_cli_matches_its_records_and_the_fit_cache_c
             assert promoted["action"] == rec["action"]
     assert summary.loc["static", "retrains"] == 0
     assert summary.loc["every-batch", "retrains"] == 1
+    # the triggered strategies: periodic's schedule trigger fires a week after a 1-day interval; drift retrains
+    # exactly when its drift trigger fired
+    periodic = records[records["strategy"] == "periodic"].iloc[1]
+    analysis = json.loads((Path(periodic["run_dir"]) / "10-analyze-drift.json").read_text())
+    assert periodic["trained"] and analysis["decision"]["retrain"]
+    assert any(t["name"] == "schedule" and t["fired"] for t in analysis["decision"]["triggers"]), analysis["decision"]
+    assert summary.loc["periodic", "retrains"] == 1
+    drift = records[records["strategy"] == "drift"].iloc[1]
+    analysis = json.loads((Path(drift["run_dir"]) / "10-analyze-drift.json").read_text())
+    (trigger,) = [t for t in analysis["decision"]["triggers"] if t["name"] == "drift"]
+    assert trigger["fired"] == (trigger["value"] > trigger["threshold"] or "joint" in trigger["reason"])
+    assert bool(drift["trained"]) == trigger["fired"] == analysis["decision"]["retrain"], analysis["decision"]
     assert result["fit_cache"]["fits_reused"] >= 1  # static's first champion is every-batch's first fit
     assert records.loc[records["strategy"] == "static", "fit_cache"].iloc[0] == "reused"
 

@@ -40,11 +40,11 @@ def test_a_failing_webhook_is_retried_then_reported_as_failed_without_raising():
 
 def test_a_webhook_that_times_out_is_retried_and_gives_up_in_bounded_time():
     t0 = time.monotonic()
-    with WebhookPeer(delay=2.0) as peer:
+    with WebhookPeer(delay=60.0) as peer:  # answers far later than anyone waits: a client without a timeout hangs 120 s
         result = notify.post_json(peer.url, {"event": "failed"}, timeout=0.3, retries=1, backoff=0.05)
     assert result["status"] == "failed" and result["attempts"] == 2
     assert "timed out" in result["error"]
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 30
 
 
 def test_a_client_error_is_not_retried():
@@ -126,7 +126,7 @@ def announced_runs(tmp_path_factory):
         set_notify(home, webhook_url=peer.url, token_env=TOKEN_ENV, timeout_seconds=5, retries=1)
         proc = subprocess.Popen([sys.executable, "-m", "retrainlib.cli", "run", "--profile", PROFILE, "--home", str(home)],
                                 cwd=home, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=child_env(**{TOKEN_ENV: TOKEN}))
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
             runs = [m for m in manifests(home, settled=False) if m["status"] == "running"]
             step = next((s["name"] for m in runs for s in m["steps"] if s["status"] == "running"), None)

@@ -335,6 +335,23 @@ def test_retention_keeps_the_newest_versions_within_max_versions(reg, clone):
     assert [v.name for v in reg.versions()] == ["v0001", "v0004", "v0005"]
 
 
+def test_retention_removes_rejected_challengers_before_former_champions(reg, clone):
+    add(reg, clone, 7)
+    for name in ("v0001", "v0003", "v0006"):  # v0002, v0004, v0005 and v0007 were rejected challengers
+        reg.promote(name, run_id=None, reason="passed")
+    deleted = reg.apply_retention(max_versions=3, retention_days=365)
+    assert deleted == ["v0002", "v0004", "v0005", "v0007"]
+    assert [v.name for v in reg.versions()] == ["v0001", "v0003", "v0006"]  # every champion stays a rollback target
+    assert "never champion" in reg.history()[-1].reason
+
+
+def test_retention_removes_the_oldest_former_champion_once_no_rejected_challenger_is_left(reg, clone):
+    add(reg, clone, 4)
+    for name in ("v0001", "v0002", "v0003", "v0004"):
+        reg.promote(name, run_id=None, reason="passed")
+    assert reg.apply_retention(max_versions=3, retention_days=365) == ["v0001"]
+
+
 def test_retention_deletes_versions_older_than_retention_days_except_protected_ones(reg, clone):
     add(reg, clone, 4)
     reg.promote("v0001", run_id=None, reason="a")

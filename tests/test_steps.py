@@ -68,3 +68,6 @@ def test_a_run_without_new_labels_says_so_instead_of_guessing(tmp_path):
     analysis = steps.analyze_drift(ctx)
     perf = next(t for t in analysis.decision.triggers if t.name == "performance")
     assert perf.value is None and not perf.fired and "no new labelled batch" in perf.reason
+    # the decision itself: batches without labels cannot be trained on, so retraining is blocked, not guessed
+    assert analysis.decision.status == "blocked-by-quality" and not analysis.decision.retrain, analysis.decision
+    assert any("missing_labels" in r for r in analysis.decision.reasons), analysis.decision.reasons
