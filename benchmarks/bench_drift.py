@@ -2,13 +2,17 @@
 
 Generates seeded reference/current frames (numeric and categorical columns, planted shifts), writes
 them once as Parquet, then runs each tool in its own fresh subprocess so that wall time and peak
-memory (``ru_maxrss``) belong to that tool alone. Prints one table.
+memory (``ru_maxrss``) belong to that tool alone. Prints two tables: the analysis call alone, and
+the whole process (start, imports, reading both Parquet files, analysis) of ``retrain drift``
+against a process that imports Evidently, reads the same files with pandas and runs the preset.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py            # both sizes, both tools
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py --sizes 200000x100 --tools ours
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py            # both sizes, all tools
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py --sizes 1000000x20 --tools cli,evidently
 
-Evidently is a benchmark-only extra (``pip install -r requirements-bench.txt``); retrainlib never
-imports it.
+Evidently is a benchmark-only extra that retrainlib never imports. It needs plotly<6 (retrainlib
+pins plotly 7), so give it its own venv, which the benchmark uses when it exists::
+
+    python3.11 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+#: Evidently 0.7.23 needs plotly<6 while retrainlib pins plotly 7, so it may live in its own venv
+EVIDENTLY_PYTHON = sys.executable
 CATEGORIES = np.array(["north", "south", "east", "west", "centre", "coast", "hills", "plains"])
 
 
@@ -145,20 +151,40 @@ def worker(tool: str, data: Path, mode: str) -> None:
 
 
 # --------------------------------------------------------------------------- driver
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _spawn(tool: str, data: Path, mode: str) -> dict:
+    """Run one tool in its own process; its own figures plus the whole process's wall and CPU time."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    out = subprocess.run([sys.executable, __file__, "--worker", tool, "--data", str(data), "--mode", mode],
-                         capture_output=True, text=True, env=env, check=False)
+    if tool == "cli":  # the `retrain drift` command as a user runs it: start, imports, reading, analysis, output
+        out_json = data / "cli.json"
+        cmd = [sys.executable, "-m", "retrainlib.cli", "drift", "--reference", str(data / "reference.parquet"),
+               "--current", str(data / "current.parquet"), "--json", str(out_json)]
+    else:
+        python = EVIDENTLY_PYTHON if tool == "evidently" else sys.executable
+        cmd = [python, __file__, "--worker", tool, "--data", str(data), "--mode", mode]
+    cpu0, t0 = _children_cpu(), time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=HERE.parent)
+    whole = {"process_wall": time.perf_counter() - t0, "process_cpu": _children_cpu() - cpu0}
     if out.returncode != 0:
         raise SystemExit(f"{tool} ({mode}) failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    if tool == "cli":
+        report = json.loads(out_json.read_text())
+        return {"drifted": sorted(report["drifted_features"]), **whole}
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), **whole}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000000x20,200000x100", help="comma-separated ROWSxCOLUMNS")
-    ap.add_argument("--tools", default="ours,evidently", help="comma-separated: ours, evidently")
+    ap.add_argument("--tools", default="ours,cli,evidently",
+                    help="comma-separated: ours (the analysis call alone), cli (`retrain drift`, whole process), evidently")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--evidently-python", default=None,
+                    help="the Python whose environment has Evidently (default: .venv-bench/bin/python if it exists, else this one)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="default", help=argparse.SUPPRESS)
@@ -166,10 +192,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(args.worker, Path(args.data), args.mode)
         return
+    global EVIDENTLY_PYTHON
+    bench_venv = HERE.parent / ".venv-bench" / "bin" / "python"
+    EVIDENTLY_PYTHON = args.evidently_python or (str(bench_venv) if bench_venv.exists() else sys.executable)
 
     runs = []
     for tool in args.tools.split(","):
         runs += [("ours", m) for m in ("default", "per-feature", "all-rows")] if tool == "ours" else [(tool, "default")]
+    whole = ["| frame | tool, whole process (start, imports, reading both files, analysis, output) | wall s | CPU s "
+             "| drifted columns found | planted verdicts same as Evidently | faster than Evidently (wall / CPU) |",
+             "|" + "---|" * 7]
     header = ("| frame | tool | wall s | CPU s | import s | peak RSS MB, whole process | peak RSS MB during the analysis "
               "(rise over loaded frames) | drifted columns found | planted verdicts same as Evidently "
               "| faster than Evidently (wall / CPU) |")
@@ -187,7 +219,19 @@ def main(argv: list[str] | None = None) -> None:
                 results[(tool, mode)] = _spawn(tool, Path(tmp), mode)
                 print(f"# {size} {tool} {mode}: {json.dumps(results[(tool, mode)])}", file=sys.stderr)
         ev = results.get(("evidently", "default"))
+        for (tool, mode) in [k for k in (("cli", "default"), ("evidently", "default")) if k in results]:
+            r = results[(tool, mode)]
+            label = ("`retrain drift` (default settings)" if tool == "cli"
+                     else f"Evidently {r.get('version', '')} DataDriftPreset (read with pandas)")
+            same = speed = "-"
+            if ev is not None and tool != "evidently":
+                same = f"{sum((c in r['drifted']) == (c in ev['drifted']) for c in planted)}/{len(planted)}"
+                speed = f"{ev['process_wall'] / r['process_wall']:.0f}x / {ev['process_cpu'] / r['process_cpu']:.0f}x"
+            whole.append(f"| {n:,} x {p} | {label} | {r['process_wall']:.2f} | {r['process_cpu']:.2f} "
+                         f"| {', '.join(r['drifted']) or 'none'} | {same} | {speed} |")
         for (tool, mode), r in results.items():
+            if tool == "cli":
+                continue
             label = f"Evidently {r.get('version', '')} DataDriftPreset" if tool == "evidently" else f"retrainlib ({mode})"
             found = ", ".join(r["drifted"]) or "none"
             if ev is None or tool == "evidently":
@@ -201,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
                          f"| {found} | {same} | {speed} |")
     print(f"planted shifts: {planted_columns(0)}")
     print("\n".join(lines))
+    if len(whole) > 2:
+        print()
+        print("\n".join(whole))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from . import automl, data, steps
+from . import automl, data, freshproc, steps
 from .errors import ProfileError, RetrainError
 from .fitcache import FitCache
 from .paths import Paths
@@ -62,9 +62,11 @@ class Strategy:
     description: str
     policy: str | None = None  # a TriggerSettings policy; None keeps the profile's own
     force: bool | None = None  # True: every batch; False: never after the first champion
+    performance_source: str | None = None  # triggers.performance_source; None keeps the profile's own
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "policy": self.policy, "force": self.force}
+        return {"name": self.name, "description": self.description, "policy": self.policy, "force": self.force,
+                "performance_source": self.performance_source}
 
 
 #: the strategies a backtest can replay, in the order tables show them
@@ -76,13 +78,16 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("drift", "retrain when the drift score exceeds drift_threshold", policy="drift-triggered"),
         Strategy("performance", "retrain when the champion's metric falls below performance_threshold "
                  "or declines (Page-Hinkley)", policy="adaptive"),
+        Strategy("performance-estimated", "like performance, but the triggers also read the label-free estimate of the "
+                 "newest batch (performance_source: both) — for labels that arrive late", policy="adaptive",
+                 performance_source="both"),
         Strategy("hybrid", "the profile's own trigger policy"),
         Strategy("every-batch", "retrain on every new batch (the costly reference)", force=True),
     )
 }
 REFERENCE = "every-batch"
 #: strategies that decide from the data (the target applies to them)
-TRIGGERED = ("drift", "performance", "hybrid")
+TRIGGERED = ("drift", "performance", "performance-estimated", "hybrid")
 
 
 def parse_strategies(text: str | Sequence[str] | None) -> list[Strategy]:
@@ -177,7 +182,8 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _scratch_profile(profile_path: Path, home: Path, batches: Path, strategy: Strategy, *, period_days: float | None) -> Path:
+def _scratch_profile(profile_path: Path, home: Path, batches: Path, strategy: Strategy, *, period_days: float | None,
+                     label_delay: int | None = None) -> Path:
     """Write the strategy's copy of the profile into its scratch home; returns its path."""
     raw = yaml.safe_load(profile_path.read_text())
     raw["data"] = {**raw["data"], "batches": str(batches)}
@@ -186,7 +192,11 @@ def _scratch_profile(profile_path: Path, home: Path, batches: Path, strategy: St
     triggers = dict(raw.get("triggers") or {})
     if strategy.policy is not None:
         triggers["policy"] = strategy.policy
+    if strategy.performance_source is not None:
+        triggers["performance_source"] = strategy.performance_source
     raw["triggers"] = triggers
+    if label_delay is not None:
+        raw["data"]["label_delay_batches"] = label_delay
     if strategy.name == "periodic" and period_days is not None:
         raw["retraining_interval"] = period_days
     (home / "params").mkdir(parents=True, exist_ok=True)
@@ -214,6 +224,8 @@ def run_backtest(
     fit_cache: bool | FitCache = True,
     progress: bool = True,
     partial: bool = False,
+    label_delay: int | None = None,
+    cold: bool = False,
 ) -> BacktestResult:
     """Replay the profile's batches once per strategy with the playbook's steps.
 
@@ -240,6 +252,14 @@ def run_backtest(
     partial : bool
         Also keep each strategy's records in its folder of ``work_dir`` for :func:`merge_backtest`
         (one worker's share of a backtest spread over workers, e.g. the Airflow backtest DAG).
+    label_delay : int
+        Every strategy sees labels this many batches late (``data.label_delay_batches``; default the
+        profile's). The table still scores each batch's serving champion on that batch's labels.
+    cold : bool
+        Fresh-process checks in a new interpreter each, without the check cache (the behaviour
+        before the warm pool). Default: children of the warm fork server, and a check of
+        byte-identical model files on identical rows answered from ``<work_dir>/check-cache``
+        (:mod:`retrainlib.freshproc`).
 
     Returns
     -------
@@ -273,10 +293,12 @@ def run_backtest(
     steps_to_run = batches[warmup - 1 :]
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(chosen) * len(steps_to_run), desc="backtest", unit="step", disable=not progress, mininterval=5.0)
+    restore_checks = freshproc.use(cold=cold, cache_dir=None if cold else work / "check-cache")
     try:
         for strategy in chosen:
             home_s = work / strategy.name
-            prof_path = _scratch_profile(profile_path, home_s, batches_folder, strategy, period_days=period_days)
+            prof_path = _scratch_profile(profile_path, home_s, batches_folder, strategy, period_days=period_days,
+                                         label_delay=label_delay)
             last_trained: int | None = None
             for i, batch in enumerate(steps_to_run):
                 bar.set_postfix_str(f"{strategy.name} {batch.name}", refresh=False)
@@ -290,10 +312,11 @@ def run_backtest(
                 rows.append(row)
                 bar.update(1)
     finally:
+        restore_checks()
         bar.close()
     settings = {"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
-                "warmup": warmup, "period_days": period_days, "period_batches": period_batches,
-                "fit_cache": cache is not None}
+                "warmup": warmup, "period_days": period_days, "period_batches": period_batches, "label_delay": label_delay,
+                "fit_cache": cache is not None, "fresh_checks": "cold" if cold else "warm, cached"}
     stats = cache.stats() if cache is not None else {"enabled": False}
     if partial:  # one worker's share: its records, to be merged by merge_backtest
         for strategy in chosen:
@@ -377,10 +400,12 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
                               False: f"backtest strategy '{strategy.name}': never retrain after the first champion"}.get(force, "")
     analysis = steps.analyze_drift(ctx, force=force, force_reason=reason)
     seconds["analyze"] = time.monotonic() - t0
-    newest = analysis.windows.holdout[-1]
+    newest = analysis.windows.visible[-1]
     if Path(newest.path).name != batch.name:
         raise RetrainError(f"the replay at {batch.name} saw {newest.path} as its newest batch; batch end times must be distinct")
     scored = [e for e in analysis.evaluations if e["batch"] == newest.path and e["version"] == serving]
+    if not scored and serving is not None and ctx.profile.data.label_delay_batches:
+        scored = [{"value": _truth(ctx, serving, newest)}]  # its labels come later in the run; the backtest knows them
     decision = analysis.decision
 
     t0 = time.monotonic()
@@ -422,6 +447,17 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
         "promote_seconds": seconds["promote"],
         "run_dir": str(run_dir),
     }
+
+
+def _truth(ctx, version: str, batch: data.Batch) -> float:
+    """The serving champion's metric on ``batch`` from its labels, which the replayed run does not see yet."""
+    src, metric = ctx.profile.data, ctx.profile.training.eval_metric
+    frame = data.load_batches([batch], ctx.paths, src)
+    frame = frame[frame[src.label].notna()]
+    predictor = ctx.registry.load(version)
+    features = ctx.registry.version(version).metadata["features"]
+    classes = predictor.class_labels if predictor.problem_type != "regression" else None
+    return automl.score(metric, predictor.problem_type, frame[src.label], automl.predict_scores(predictor, frame[features]), classes)
 
 
 def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_points: Sequence[tuple[str, Any]] = ()) -> pd.DataFrame:
@@ -506,6 +542,7 @@ def markdown_table(summary: pd.DataFrame, *, digits: int = 3) -> str:
 
 
 _COLORS = {"static": "#7f7f7f", "periodic": "#1f77b4", "drift": "#ff7f0e", "performance": "#2ca02c",
+           "performance-estimated": "#17becf",
            "hybrid": "#9467bd", "every-batch": "#d62728"}
 
 

@@ -295,27 +295,23 @@ def cmd_rollback(args) -> int:
     return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
 
 
-def _read_frame(path: str):
-    import pandas as pd
-
+def _file(path: str) -> Path:
     from .errors import DataContractError
 
     p = Path(path)
     if not p.is_file():
         raise DataContractError(f"{path} does not exist; give a Parquet or CSV file")
-    if p.suffix == ".parquet":
-        return pd.read_parquet(p)
-    if p.suffix == ".csv":
-        return pd.read_csv(p)
-    raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
+    if p.suffix not in (".parquet", ".csv"):
+        raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
+    return p
 
 
 def cmd_drift(args) -> int:
     """Drift between two files: the ranked table and the dataset verdict; exit 0 either way."""
-    from . import drift
+    from . import data, drift
     from .profiles import DriftSettings
 
-    reference, current = _read_frame(args.reference), _read_frame(args.current)
+    ref_path, cur_path = _file(args.reference), _file(args.current)
     settings, threshold, skip = DriftSettings(), 0.1, set()
     if args.profile:
         from .paths import Paths
@@ -324,7 +320,8 @@ def cmd_drift(args) -> int:
         prof = load_profile(Paths.discover(args.home).profile(args.profile))
         settings, threshold = prof.drift, prof.drift_threshold
         skip = {prof.data.label, prof.data.time_column, prof.data.key, *prof.data.ignore_columns}
-    columns = [c for c in reference.columns if c not in skip]
+    columns = [c for c in data.file_columns(ref_path) if c not in skip]  # only the compared columns are read
+    reference, current = data.read_columns(ref_path, columns), data.read_columns(cur_path, columns)
     report = drift.compare(reference, current, columns=columns, settings=settings, drift_threshold=threshold)
     table = report.to_frame()
     import pandas as pd
@@ -349,7 +346,7 @@ def cmd_backtest(args) -> int:
         args.profile, home=args.home, strategies=args.strategies, work_dir=args.work_dir, warmup=args.warmup,
         max_batches=args.max_batches, period_days=args.period_days,
         period_batches=args.period_batches, fit_cache=not args.no_fit_cache,
-        progress=not args.no_progress, partial=args.no_summary,
+        progress=not args.no_progress, label_delay=args.label_delay, cold=args.cold, partial=args.no_summary,
     )
     if args.no_summary:
         print(f"replayed {', '.join(s.name for s in result.strategies)} of {result.profile} into {result.work_dir} "
@@ -519,7 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--period-days", type=float, default=None, help="the periodic strategy's interval (default retraining_interval)")
     sp.add_argument("--period-batches", type=int, default=None, help="instead, the periodic strategy retrains every N batches")
     sp.add_argument("--no-fit-cache", action="store_true", help="compute every fit instead of sharing identical ones")
+    sp.add_argument("--label-delay", type=int, default=None, metavar="N",
+                    help="every strategy sees labels N batches late (data.label_delay_batches; default the profile's)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--cold", action="store_true", help="fresh-process checks in a new interpreter each and no check cache "
+                    "(the slower behaviour before the warm fork server)")
     sp.add_argument("--no-summary", action="store_true",
                     help="replay only, keeping each strategy's records in --work-dir for `retrain backtest-merge` "
                          "(one worker's share of a backtest spread over workers; the fit cache there is shared)")

@@ -51,7 +51,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special  # scipy.stats (a second to import) only where it is needed
 
 from .errors import DataContractError, ProfileError
 from .profiles import DriftSettings
@@ -249,7 +249,7 @@ def _counts_statistics(ref_counts: np.ndarray, cur_counts: np.ndarray) -> dict[s
     else:
         e1, e2 = total * (n1 / n), total * (n2 / n)
         chi2 = float(np.sum((r - e1) ** 2 / e1) + np.sum((c - e2) ** 2 / e2))
-        chi2_p = float(stats.chi2.sf(chi2, len(total) - 1))
+        chi2_p = float(special.chdtrc(len(total) - 1, chi2))  # scipy.stats.chi2.sf's own function
     p, q = r / n1, c / n2
     m = (p + q) / 2
     js = float(np.sqrt(max((special.rel_entr(p, m).sum() + special.rel_entr(q, m).sum()) / 2, 0.0)))
@@ -286,12 +286,16 @@ def _smirnov(n: int, x: float) -> float:
 def _ks_p_value(d: float, n1: int, n2: int, ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> float:
     """scipy.stats.ks_2samp's two-sided p-value (method='auto'), without its slow paths."""
     if max(n1, n2) <= _KS_EXACT_MAX:  # scipy's exact distribution
+        from scipy import stats  # imported only where needed (a second to import)
+
         return float(stats.ks_2samp(ref_sorted, cur_sorted).pvalue)
     m, n = sorted([float(n1), float(n2)], reverse=True)
     en = float(np.round(m * n / (m + n)))
     t = en * d * d
     if en > 140 and 1.0 < en * d < en - 1 and (d >= 0.5 or 2.2 <= t < 370.0):  # where kstwo.sf is 2 * smirnov
         return float(np.clip(2 * _smirnov(int(en), d), 0.0, 1.0))
+    from scipy import stats
+
     return float(np.clip(stats.kstwo.sf(d, en), 0.0, 1.0))
 
 
@@ -705,7 +709,7 @@ def multivariate(reference: pd.DataFrame, current: pd.DataFrame, *, columns: Seq
                               method="predict_proba")[:, 1]
     auc = float(roc_auc_score(y, proba))
     se = math.sqrt((n1 + n2 + 1) / (12.0 * n1 * n2))
-    p = float(stats.norm.sf((auc - 0.5) / se))
+    p = float(special.ndtr(-(auc - 0.5) / se))  # scipy.stats.norm.sf's own function
     drifted = auc >= threshold
     detail = (f"domain classifier AUC {auc:.3f} {'>=' if drifted else '<'} {threshold:g} "
               f"({k}-fold, {n1} reference and {n2} current rows, {len(cols)} columns)")

@@ -58,3 +58,7 @@ class RunLocked(RetrainError):
 
 class ReplayError(RetrainError):
     """A run folder cannot be replayed (an input changed, or the record is incomplete)."""
+
+
+class EstimationError(RetrainError, ValueError):
+    """Label-free performance estimation was asked for something it must not do (e.g. calibrate on training rows)."""

@@ -9,13 +9,14 @@ folder. It is rewritten atomically after every step, so a killed run still leave
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .durable import sha256_file, write_json_atomic
 
 __all__ = ["RunManifest", "StepRecord", "load_manifest", "file_hashes", "git_commit", "OUTCOMES", "write_json_atomic"]
 
@@ -34,23 +35,12 @@ OUTCOMES = {
 }
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temp file, fsync it, then os.replace it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` except the manifest itself."""
     out = {}
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.name != MANIFEST and not p.name.startswith("."):
-            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
+            out[str(p.relative_to(folder))] = sha256_file(p)
     return out
 
 
@@ -116,7 +106,7 @@ class RunManifest:
     def write(self, run_dir: Path) -> Path:
         self.files = file_hashes(run_dir)
         path = run_dir / MANIFEST
-        write_json_atomic(path, self.to_dict())
+        write_json_atomic(path, self.to_dict(), sort_keys=False)
         return path
 
     @staticmethod

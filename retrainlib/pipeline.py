@@ -66,10 +66,13 @@ def summarize(manifest: RunManifest, run_dir: Path) -> None:
             "drift_score": (analyze.get("drift") or {}).get("score"),
         }
         manifest.outputs["decision"] = d
+        if analyze.get("performance"):
+            manifest.outputs["performance"] = analyze["performance"]
     if retrain and retrain.get("status") == "trained":
         manifest.challenger = retrain["challenger"]
         manifest.outputs["training"] = {
-            k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings")
+            k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings",
+                                                   "estimator")
         }
     if validate and validate.get("status") == "validated":
         manifest.metrics = validate.get("scores", {})
@@ -409,22 +412,13 @@ def _stop_children(*, started_after: float, grace: float = 5.0) -> None:
     """Terminate this process's descendants started during the run (papermill's kernel, a training child)."""
     import psutil
 
+    from .freshproc import stop_processes
+
     try:
         procs = [p for p in psutil.Process().children(recursive=True) if p.create_time() >= started_after - 1]
     except psutil.Error:
         return
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
+    stop_processes(procs, grace=grace)
 
 
 def _describe(exc: Exception) -> str:

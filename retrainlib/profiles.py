@@ -18,7 +18,6 @@ The flat top-level thresholds keep the names of the practitioner's guide (``perf
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import typing
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .durable import sha256_file
 from .errors import ProfileError
 
 __all__ = [
@@ -137,6 +137,11 @@ class TriggerSettings(_Section):
     degradation_delta: float = Field(default=0.005, ge=0.0, description="Page-Hinkley tolerance")
     degradation_lambda: float = Field(default=0.05, gt=0.0, description="Page-Hinkley alarm level")
     min_history: int = Field(default=5, ge=2)
+    performance_source: Literal["measured", "estimated", "both"] = Field(
+        default="measured",
+        description="what the performance and degradation triggers read: metrics measured on labels, "
+                    "label-free estimates (retrainlib.estimate), or both (either fires)",
+    )
 
     def resolved(self) -> tuple[str, tuple[str, ...]]:
         """(combine, triggers): a preset expands to its own combination."""
@@ -342,7 +347,7 @@ class Profile(_Section):
 
 
 def profile_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 #: keys whose bad value is not repeated in the error (a URL may carry a password)

@@ -30,15 +30,11 @@ the pointer itself, and rolls back a promotion whose fresh-process smoke test ne
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import re
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -48,6 +44,9 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import filelock
 
+from .durable import fsync_dir as _fsync_dir
+from .durable import sha256_file as _sha256
+from .durable import write_json_atomic as _atomic_write_json
 from .errors import IntegrityError, RegistryError, RunLocked
 
 if TYPE_CHECKING:  # pandas and AutoGluon are imported only where needed: writers start fast
@@ -166,29 +165,6 @@ class PromotionResult:
 # durable file primitives
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write temp, fsync, ``os.replace``, fsync the folder: readers see the old or the new file."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 def _has_torn_tail(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -267,14 +243,6 @@ def _read_lines(path: Path) -> list[dict]:
             raise RegistryError(f"line {i + 1} of {path} is {type(row).__name__}; expected a JSON object per line")
         out.append(row)
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _files(root: Path) -> list[Path]:
@@ -768,7 +736,7 @@ class Registry:
     ) -> PromotionResult:
         """Promote, then load the new champion in a fresh process and predict ``sample``.
 
-        The fresh process runs ``python -m retrainlib.smoke <predictor dir> <sample parquet>``. If
+        The fresh process is :mod:`retrainlib.freshproc`'s (a new child of its warm fork server). If
         it fails or overruns ``timeout`` seconds, the registry rolls back by itself to the champion
         before (or to no champion on a first promotion) and records both events. The writer lock
         is held throughout, so no other writer slips in between. Until the smoke test answers, the
@@ -778,18 +746,21 @@ class Registry:
         if sample is None or len(sample) == 0:
             raise RegistryError("the smoke-test sample is empty; pass a few rows of recent data (features, label optional)")
         t0 = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="retrain-smoke-") as tmp, self.write_lock():
-            sample_path = Path(tmp) / "sample.parquet"
+        from . import freshproc
+
+        with self.write_lock():
             try:
-                sample.to_parquet(sample_path, index=False)
+                smoke = freshproc.start(self.path / name / "predictor", sample, timeout=timeout)
             except Exception as exc:  # before anything moved: refuse, naming the cause
                 raise RegistryError(
-                    f"the smoke-test sample cannot be written as Parquet ({type(exc).__name__}: {exc}); "
-                    f"pass a DataFrame of plain feature columns"
+                    f"the smoke test cannot start ({type(exc).__name__}: {exc}); pass a DataFrame of plain feature columns"
                 ) from exc
-            promoted = self._promote(name, run_id=run_id, reason=reason, smoke_pending=True)
+            with smoke:
+                promoted = self._promote(name, run_id=run_id, reason=reason, smoke_pending=True)
+                result = smoke.result()
             before = promoted.previous
-            ok, detail = self._smoke(self.path / name / "predictor", sample_path, timeout=timeout)
+            ok = result.ok
+            detail = result.detail if ok or result.detail.startswith("no answer") else f"smoke test failed: {result.detail}"
             if ok:
                 record = self.champion_record() or {}
                 record.pop("smoke_pending", None)
@@ -810,26 +781,6 @@ class Registry:
                 version=name, previous=before, promoted=False, smoke_passed=False, detail=detail,
                 seconds=time.monotonic() - t0, events=(promoted, back),
             )
-
-    @staticmethod
-    def _smoke(predictor_dir: Path, sample_path: Path, *, timeout: float) -> tuple[bool, str]:
-        """Run ``python -m retrainlib.smoke`` in a fresh process: (passed, last line it said)."""
-        env = dict(os.environ)
-        pkg_parent = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.setdefault("OMP_NUM_THREADS", "1")
-        cmd = [sys.executable, "-m", "retrainlib.smoke", str(predictor_dir), str(sample_path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            return False, f"no answer within {timeout:g} s"
-        except OSError as exc:
-            return False, f"could not start {sys.executable} ({exc})"
-        if proc.returncode == 0:
-            out = proc.stdout.strip().splitlines()
-            return True, out[-1] if out else "ok"
-        lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
-        return False, (lines[-1] if lines else f"exit code {proc.returncode}")
 
     # ---- history -----------------------------------------------------------------------------
     def _history_rows(self) -> list[dict]:
@@ -1042,6 +993,41 @@ class Registry:
     def evaluations(self, version: str | None = None) -> list[dict]:
         """Recorded evaluations, oldest first; only ``version``'s when given."""
         rows = _read_lines(self._evaluations_file)
+        return [r for r in rows if version is None or r.get("version") == version]
+
+    # ---- label-free estimates ----------------------------------------------------------------
+    @property
+    def _estimates_file(self) -> Path:
+        return self.path / "estimates.jsonl"
+
+    def estimator(self, name: str):
+        """Version ``name``'s label-free estimator (``estimator.json``, checksummed with the version), or None
+        when the version was registered without one."""
+        name = self._check_name(name)
+        path = self.path / name / "estimator.json"
+        if not path.is_file():
+            return None
+        self.verify(name)
+        from .estimate import Estimator
+
+        return Estimator.load(path)
+
+    def record_estimates(self, rows: Sequence[dict]) -> None:
+        """Append label-free estimates per batch to ``estimates.jsonl`` (``version``, ``batch``, ``metric``,
+        ``value``, ``low``, ``high``, ``n_rows``, ``reason``)."""
+        clean = [{"time": _now(), **dict(r)} for r in rows]
+        for i, r in enumerate(clean):
+            if "version" not in r or "batch" not in r:
+                raise RegistryError(f"estimate row {i} lacks version or batch; got {', '.join(sorted(r))}")
+        if not clean:
+            return
+        with self.write_lock():
+            self._recover_locked()
+            _append_lines(self._estimates_file, clean)
+
+    def estimates(self, version: str | None = None) -> list[dict]:
+        """Recorded label-free estimates, oldest first; only ``version``'s when given."""
+        rows = _read_lines(self._estimates_file)
         return [r for r in rows if version is None or r.get("version") == version]
 
     # ---- retraining attempts (the schedule's clock) --------------------------------------------

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .durable import write_atomic as _write_atomic
+
 __all__ = ["build_report", "render_run", "run_row", "champion_plot", "ReportResult", "INDEX"]
 
 log = logging.getLogger("retrainlib.report")
@@ -71,12 +73,6 @@ def _exporter():
     exporter.log = logging.getLogger("retrainlib.report.nbconvert")  # its 'alternative text is missing' notes are noise
     exporter.log.setLevel(logging.ERROR)
     return exporter
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _needs_render(notebook: Path) -> bool:
@@ -151,6 +147,8 @@ def run_row(run_dir: Path) -> dict[str, Any] | None:
         "challenger_scores": challenger,
         "metric": perf.get("metric") or metric,
         "champion_metric": perf.get("value"),
+        "estimated_metric": (perf.get("estimate") or {}).get("value"),
+        "estimated_band": [(perf.get("estimate") or {}).get("low"), (perf.get("estimate") or {}).get("high")],
         "new_champion_metric": challenger.get(metric) if m.get("outcome") in ("promoted", "bootstrapped") else None,
         "error": m.get("error"),
         "notebooks": notebooks,
@@ -185,6 +183,8 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
         series = points.setdefault(r.get("model") or "?", [])
         if isinstance(r.get("champion_metric"), (int, float)):
             series.append((t, float(r["champion_metric"]), r, "measured"))
+        if isinstance(r.get("estimated_metric"), (int, float)):
+            series.append((t, float(r["estimated_metric"]), r, "estimated"))
         kind = _MARKED.get(r.get("outcome") or "")
         if kind == "promotion" and isinstance(r.get("new_champion_metric"), (int, float)):
             series.append((t, float(r["new_champion_metric"]), r, "promotion"))
@@ -192,6 +192,8 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
             y = r.get("champion_metric")
             series.append((t, float(y) if isinstance(y, (int, float)) else float("nan"), r, "rollback"))
     all_pts = [p for s in points.values() for p in s if p[1] == p[1]]
+    all_pts += [(p[0], b, p[2], "band") for s in points.values() for p in s if p[3] == "estimated"
+                for b in (p[2].get("estimated_band") or []) if isinstance(b, (int, float))]
     esc = html.escape
     if not all_pts:
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40" role="img">'
@@ -221,10 +223,10 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
         out.append(f'<text x="{sx(t):.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:%Y-%m-%d}</text>')
     metrics = sorted({str(p[2].get("metric")) for p in all_pts})
     out.append(f'<text x="{left}" y="{height - 8}">champion {esc(", ".join(metrics))} by the time of the data each run saw'
-               ' · ● measured · ▲ promotion · ▼ rollback</text>')
+               ' · ● measured · ○ estimated without labels, with its band · ▲ promotion · ▼ rollback</text>')
     for (model, series), color in zip(sorted(points.items()), _COLORS * 10):
         series.sort(key=lambda p: (p[0], p[3] != "measured"))
-        line = " ".join(f"{sx(t):.1f},{sy(v):.1f}" for t, v, _, _ in series if v == v)
+        line = " ".join(f"{sx(t):.1f},{sy(v):.1f}" for t, v, _, k in series if v == v and k != "estimated")
         out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{line}"><title>{esc(model)}</title></polyline>')
         for t, v, r, kind in series:
             x = sx(t)
@@ -233,6 +235,14 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
             link = f'<a href="#{esc(r.get("run_id") or "")}">'
             if kind == "measured":
                 out.append(f'{link}<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{tip}</title></circle></a>')
+            elif kind == "estimated":
+                lo, hi = (r.get("estimated_band") or [None, None])[:2]
+                if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+                    out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(lo):.1f}" y2="{sy(hi):.1f}" stroke="{color}" '
+                               f'stroke-opacity="0.5" stroke-width="3"/>')
+                    tip = esc(f"{r.get('run_id')}: estimated {r.get('metric')}={v:.4f} (95% band {lo:.4f}–{hi:.4f})")
+                out.append(f'{link}<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="#fff" stroke="{color}" stroke-width="1.5">'
+                           f'<title>{tip}</title></circle></a>')
             elif kind == "promotion":
                 out.append(f'{link}<path d="M{x:.1f},{y - 7:.1f} l6,10 h-12 z" fill="#2ca02c"><title>{tip}</title></path></a>')
             else:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import automl, data, drift, quality, triggers
+from . import automl, data, drift, estimate, quality, triggers
+from .durable import write_json_atomic
 from .errors import RetrainError
 from .paths import Paths
 from .profiles import Profile, load_profile
@@ -69,9 +70,7 @@ class StepContext:
 
     def write(self, key: str, payload: dict[str, Any]) -> Path:
         path = self.run_dir / STEP_FILES[key]
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(plain(payload), indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(path, plain(payload), sort_keys=False)
         return path
 
     def save_figure(self, fig, name: str) -> Path:
@@ -130,6 +129,7 @@ class DriftAnalysis:
     target_drift: Any | None = None
     prediction_drift: Any | None = None
     champion: str | None = None
+    estimates: list[dict[str, Any]] = field(default_factory=list)
     reference: pd.DataFrame | None = field(default=None, repr=False)
     current: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -143,6 +143,7 @@ class DriftAnalysis:
             "prediction_drift": self.prediction_drift.to_dict() if self.prediction_drift is not None else None,
             "performance": self.performance,
             "evaluations": self.evaluations,
+            "estimates": self.estimates,
             "windows": self.windows.to_dict(),
         }
 
@@ -213,12 +214,15 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     cur_s = current.iloc[rng.permutation(len(current))[:5000]]
     pred = drift.prediction_drift(automl.predict_scores(predictor, ref_s[required]), automl.predict_scores(predictor, cur_s[required]))
 
-    evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows, current_batches)
+    estimates = _estimate_champion(ctx, predictor, champion, meta, windows, current_batches)
+    evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows, current_batches, estimates)
     info = automl.metric_info(prof.training.eval_metric, predictor.problem_type)
     newest = windows.holdout[-1].path
     scored = _dedup_by_batch(ctx.registry.evaluations(champion))  # the champion's history, one row per batch
     perf_value = next((e["value"] for e in scored if e["batch"] == newest), None)
-    history = [e["value"] for e in scored]
+    source = prof.triggers.performance_source
+    newest_estimate = estimates[-1] if estimates else None
+    history = _trigger_history(scored, estimates, source)
 
     days, since = _days_since_attempt(ctx, meta, windows)
     fired = [
@@ -227,10 +231,8 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
         triggers.drift_trigger(report.score, threshold=prof.drift_threshold,
                                joint_auc=report.multivariate.auc if report.multivariate else None,
                                joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
-        triggers.performance_trigger(perf_value, threshold=prof.performance_threshold,
-                                     metric=prof.training.eval_metric, greater_is_better=info.greater_is_better),
-        triggers.degradation_trigger(history, delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
-                                     min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better),
+        _performance(perf_value, newest, newest_estimate, source, prof, info),
+        _degradation(scored, estimates, source, prof, info),
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
                                quality_passed=q.passed, quality_reason=_quality_reason(q))
@@ -238,9 +240,11 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
         decision = triggers.Decision(force, "retrain" if force else "no-retrain", decision.policy,
                                      (force_reason or f"forced: retrain={force}",), decision.triggers)
     performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
-                   "threshold": prof.performance_threshold, "history": history}
+                   "threshold": prof.performance_threshold, "history": history, "source": source,
+                   "measured_history": [{"batch": e["batch"], "batch_end": e["batch_end"], "value": e["value"]} for e in scored],
+                   "estimate": newest_estimate}
     result = DriftAnalysis(decision, q, report, windows, performance, evaluations, target, pred, champion,
-                           reference=reference, current=current)
+                           estimates=estimates, reference=reference, current=current)
     ctx.write("analyze", result.to_dict())
     return result
 
@@ -279,9 +283,87 @@ def _dedup_by_batch(rows: list[dict]) -> list[dict]:
     return sorted(seen.values(), key=lambda r: r["batch_end"])
 
 
-def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
+def _performance(measured: float | None, newest: str, newest_estimate: dict | None, source: str, prof: Profile,
+                 info) -> triggers.TriggerResult:
+    """The performance trigger on the profile's ``triggers.performance_source``."""
+    common = dict(threshold=prof.performance_threshold, metric=prof.training.eval_metric,
+                  greater_is_better=info.greater_is_better)
+    if source == "estimated":
+        e = newest_estimate or {}
+        if e.get("value") is None:
+            why = e.get("reason") or "no batch to estimate"
+            return triggers.TriggerResult("performance", None, prof.performance_threshold, False,
+                                          f"performance not estimated: {why}", source="estimated")
+        return triggers.performance_trigger(e["value"], **common, source="estimated", band=(e["low"], e["high"]),
+                                            batch=e["batch"])
+    if source == "both":
+        return triggers.performance_trigger(measured, **common, source="both", estimated=newest_estimate)
+    return triggers.performance_trigger(measured, **common)
+
+
+def _trigger_history(scored: list[dict], estimates: list[dict], source: str) -> list[float]:
+    """The champion's metric history the step reports: measured values, or estimates for ``estimated``."""
+    if source == "estimated":
+        return [e["value"] for e in estimates if e.get("value") is not None]
+    return [e["value"] for e in scored]
+
+
+def _degradation(scored: list[dict], estimates: list[dict], source: str, prof: Profile, info) -> triggers.TriggerResult:
+    """Page-Hinkley on the measured history, the estimated one, or — for ``both`` — on each separately
+    (never one series mixing the two: an estimate a little below the measured level would read as a
+    decline), firing when either does."""
+    common = dict(delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
+                  min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better)
+    if source != "both":
+        return triggers.degradation_trigger(_trigger_history(scored, estimates, source), **common, source=source)
+    m = triggers.degradation_trigger(_trigger_history(scored, estimates, "measured"), **common, source="measured")
+    e = triggers.degradation_trigger(_trigger_history(scored, estimates, "estimated"), **common, source="estimated")
+    value = max((r.value for r in (m, e) if r.value is not None), default=None)
+    return triggers.TriggerResult("degradation", value, prof.triggers.degradation_lambda, m.fired or e.fired,
+                                  f"{m.reason}; {e.reason}", source="both")
+
+
+def _estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
                        frames: dict[str, pd.DataFrame]) -> list[dict]:
-    """Score the champion on every labelled current batch it has not been scored on; persist the rows."""
+    """Estimate the champion's metric without labels on every current batch it did not train on.
+
+    An estimate is made once per batch, with labels hidden, and recorded in the registry
+    (``estimates.jsonl``); a later run reuses it, so when labels arrive the estimate made before
+    them is the one judged. A champion without a usable estimator gets rows that say why.
+    """
+    metric = ctx.profile.training.eval_metric
+    trained = {s["path"] for s in meta["slices"]}
+    todo = [b for b in windows.current if b.path not in trained]
+    if not todo:
+        return []
+    done = {e["batch"]: e for e in ctx.registry.estimates(champion)}
+    estimator = ctx.registry.estimator(champion) if any(b.path not in done for b in todo) else None
+    out, new = [], []
+    for b in todo:
+        if b.path in done:
+            out.append(done[b.path])
+            continue
+        frame = frames[b.path][meta["features"]]
+        if estimator is None:
+            e = estimate.unavailable(metric, f"champion {champion} has no estimator (registered before label-free "
+                                             "estimation, or without labelled holdout rows)", batch=b.path, n_rows=len(frame))
+        else:
+            e = estimator.estimate(automl.predict_scores(predictor, frame), frame, batch=b.path)
+        row = {"version": champion, "run_id": ctx.run_id, "batch_end": b.end, **e.to_dict()}
+        out.append(row)
+        new.append(row)
+    ctx.registry.record_estimates(new)
+    return out
+
+
+def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
+                       frames: dict[str, pd.DataFrame], estimates: list[dict] = ()) -> list[dict]:
+    """Score the champion on every labelled current batch it has not been scored on; persist the rows.
+
+    Where the batch was estimated before its labels arrived, the row also carries the estimator's
+    own accuracy (``estimate``: estimated, band, error, inside the band).
+    """
+    estimated = {e["batch"]: e for e in estimates}
     src, metric = ctx.profile.data, ctx.profile.training.eval_metric
     done = {e["batch"] for e in ctx.registry.evaluations(champion)}
     trained = {s["path"] for s in meta["slices"]}
@@ -298,6 +380,8 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
                              predictor.class_labels if predictor.problem_type != "regression" else None)
         rows.append({"time": dt.datetime.now(dt.timezone.utc).isoformat(), "run_id": ctx.run_id, "version": champion,
                      "batch": b.path, "batch_end": b.end, "metric": metric, "value": value, "n_rows": int(len(frame))})
+        if b.path in estimated:
+            rows[-1]["estimate"] = estimate.compare(estimated[b.path], value)
     if rows:
         ctx.registry.record_evaluations(rows)
     return rows
@@ -340,6 +424,7 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
         "resources": result.resources.to_dict(),
         "warnings": list(result.warnings),
         "version_bytes": version.size_bytes,
+        "estimator": fitted["estimator"].summary(),
     }
     if fit_cache is not None:
         out["fit_cache"] = "reused" if fit_cache.last_hit else "computed"
@@ -347,9 +432,58 @@ def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
     return out
 
 
+def _fit_estimator(ctx: StepContext, predictor_dir: Path, windows: data.Windows, train_batches, features: list[str]):
+    """The challenger's label-free estimator, calibrated on the labelled holdout rows it did not train on.
+
+    It is stored in the version folder (checksummed with it): when the version is promoted, its
+    estimator is promoted with it. A version refit on the holdout too (``refit_full``) has no such
+    rows: its estimator says so instead of estimating.
+    """
+    prof, src = ctx.profile, ctx.profile.data
+    predictor = automl.load_predictor(predictor_dir, strict=True)
+    problem_type, classes, _ = automl.model_facts(predictor)
+    trained = {b.path for b in train_batches}
+    calibration = [b for b in windows.holdout if b.path not in trained]
+    holdout_b = data.batches_from_records([b.to_dict() for b in calibration], ctx.paths)
+    holdout = (data.load_batches(holdout_b, ctx.paths, src, require_label=False) if holdout_b
+               else pd.DataFrame(columns=[*features, src.label]))
+    if src.label in holdout:
+        holdout = holdout[holdout[src.label].notna()]
+        y = holdout[src.label]
+    else:
+        holdout, y = holdout.iloc[:0], pd.Series([], dtype=float)
+    return estimate.fit_estimator(
+        problem_type=problem_type, metric=prof.training.eval_metric, y_true=y.to_numpy(),
+        scores=automl.predict_scores(predictor, holdout[features]) if len(holdout) else np.array([]),
+        features=holdout[features], classes=classes,
+        calibration_batches=[b.path for b in calibration], trained_batches=sorted(trained),
+        seed=prof.training.seed,
+    )
+
+
+def _borrowed_estimator(ctx: StepContext, validated: str):
+    """The validated version's estimator for its refit on training + holdout rows: the refit has no
+    labelled rows left that it did not train on, so it borrows the calibration the validated
+    configuration earned on the holdout, and its checks name where the calibration came from."""
+    est = ctx.registry.estimator(validated)
+    if est is None:
+        none = estimate.fit_estimator(problem_type=ctx.profile.training.problem_type or "binary",
+                                      metric=ctx.profile.training.eval_metric, y_true=np.array([]), scores=np.array([]))
+        none.reason = f"the validated version {validated} has no estimator for its refit to borrow"
+        return none
+    est.checks = {**est.checks, "borrowed_from": validated,
+                  "note": f"calibrated with {validated} on its holdout; this refit trained on those rows too"}
+    return est
+
+
 def _fit_and_register(ctx: StepContext, batches: list, windows: data.Windows, *, parent: str | None,
-                      fit_cache=None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fit the profile's configuration on the labelled rows of ``batches`` and store it as a new version."""
+                      fit_cache=None, extra: dict[str, Any] | None = None, borrow_estimator: str | None = None) -> dict[str, Any]:
+    """Fit the profile's configuration on the labelled rows of ``batches`` and store it as a new version.
+
+    Its label-free estimator is calibrated on the holdout rows it did not train on; a refit on the
+    holdout too (``borrow_estimator``: the validated version) carries the validated version's
+    estimator instead, and says so.
+    """
     prof, src = ctx.profile, ctx.profile.data
     frame = data.load_batches(batches, ctx.paths, src, max_rows=prof.training.max_rows)
     frame = frame[frame[src.label].notna()].reset_index(drop=True)
@@ -384,10 +518,14 @@ def _fit_and_register(ctx: StepContext, batches: list, windows: data.Windows, *,
         }
         lb = work / "leaderboard.csv"
         result.leaderboard.to_csv(lb, index=False)
-        version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id, extra_files={"leaderboard.csv": lb})
+        estimator = (_borrowed_estimator(ctx, borrow_estimator) if borrow_estimator
+                     else _fit_estimator(ctx, result.predictor_dir, windows, batches, list(result.features)))
+        est_file = estimator.save(work / estimate.ESTIMATOR_FILE)
+        version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id,
+                                           extra_files={"leaderboard.csv": lb, estimate.ESTIMATOR_FILE: est_file})
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"version": version, "result": result, "metadata": metadata}
+    return {"version": version, "result": result, "metadata": metadata, "estimator": estimator}
 
 
 def _newest_end(windows: data.Windows) -> str:
@@ -498,7 +636,7 @@ def _refit_on_train_and_holdout(ctx: StepContext, analysis: dict, validated: str
     seen = {b.path for b in train_b}
     batches = train_b + [b for b in holdout_b if b.path not in seen]
     fitted = _fit_and_register(ctx, batches, windows, parent=meta.get("parent"), fit_cache=fit_cache,
-                               extra={"refit_of": validated, "validated_version": validated})
+                               extra={"refit_of": validated, "validated_version": validated}, borrow_estimator=validated)
     return {"version": fitted["version"].name, "validated": validated, "n_rows": fitted["metadata"]["n_rows"],
             "slices": fitted["metadata"]["slices"], "fit_seconds": fitted["result"].fit_seconds}
 
@@ -562,14 +700,8 @@ def drift_figures(ctx: StepContext, analysis: DriftAnalysis) -> list:
         fig = drift.plot_distributions(analysis.reference, analysis.current, analysis.drift, top=4)
         ctx.save_figure(fig, "10-distributions")
         figs.append(fig)
-        if analysis.performance and analysis.performance["history"]:
-            fig, ax = plt.subplots(figsize=(8, 3))
-            hist = analysis.performance["history"]
-            ax.plot(range(1, len(hist) + 1), hist, marker="o", label=f"champion {analysis.performance['metric']}")
-            ax.axhline(analysis.performance["threshold"], color="red", linestyle="--", label="performance_threshold")
-            ax.set_xlabel("evaluated batch (oldest → newest)")
-            ax.set_title("Champion performance history")
-            ax.legend()
+        if analysis.performance and (analysis.performance.get("measured_history") or analysis.estimates):
+            fig = performance_figure(analysis.performance, analysis.estimates)
             ctx.save_figure(fig, "10-performance-history")
             figs.append(fig)
     else:
@@ -584,6 +716,35 @@ def drift_figures(ctx: StepContext, analysis: DriftAnalysis) -> list:
         ctx.save_figure(fig, "10-training-window")
         figs.append(fig)
     return figs
+
+
+def performance_figure(performance: dict[str, Any], estimates: list[dict[str, Any]]):
+    """The champion's metric per batch: measured where labels exist, estimated with its 95% band where
+    they do not yet (and, for comparison, where they do)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    metric = performance["metric"]
+    est = [e for e in estimates if e.get("value") is not None]
+    if est:
+        t = pd.to_datetime([e["batch_end"] for e in est])
+        ax.fill_between(t, [e["low"] for e in est], [e["high"] for e in est], color="#ff7f0e", alpha=0.2, label="95% band")
+        ax.plot(t, [e["value"] for e in est], color="#ff7f0e", marker="o", markerfacecolor="white", linestyle="--",
+                label=f"estimated {metric} (no labels)")
+    measured = performance.get("measured_history") or []
+    if measured:
+        ax.plot(pd.to_datetime([m["batch_end"] for m in measured]), [m["value"] for m in measured], color="#1f77b4",
+                marker="o", label=f"measured {metric} (labels)")
+    ax.axhline(performance["threshold"], color="red", linestyle=":", label="performance_threshold")
+    unestimated = [e for e in estimates if e.get("value") is None]
+    title = f"Champion {metric}: measured vs estimated (trigger source: {performance.get('source', 'measured')})"
+    if unestimated:
+        title += f"\nnot estimated: {unestimated[-1]['reason'][:90]}"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("batch end")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
 
 
 def training_figures(ctx: StepContext, outcome: dict[str, Any]) -> list:

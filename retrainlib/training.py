@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import psutil
 
 from . import automl
 from .errors import TrainingError, TrainingTimeout
+from .freshproc import kill_tree
 from .monitoring import ResourceMonitor, ResourceReport, check_free_disk
 from .profiles import Profile
 
@@ -98,20 +98,6 @@ def _children_cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _kill_tree(pid: int) -> None:
-    try:
-        root = psutil.Process(pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
-
-
 def train_challenger(
     train: pd.DataFrame,
     *,
@@ -178,7 +164,7 @@ def train_challenger(
             try:
                 code = proc.wait(timeout=guard)
             except subprocess.TimeoutExpired:
-                _kill_tree(proc.pid)
+                kill_tree(proc.pid)
                 proc.wait()
                 raise TrainingTimeout(
                     f"training overran its wall-clock guard of {guard:.0f} s (max_retraining_time="
@@ -186,7 +172,7 @@ def train_challenger(
                     "untouched. Raise max_retraining_time or bound the fit with fewer/lighter models"
                 ) from None
             except BaseException:  # KeyboardInterrupt/SIGTERM: never leave an orphan fit behind
-                _kill_tree(proc.pid)
+                kill_tree(proc.pid)
                 raise
     wall = time.monotonic() - t0
     cpu = _children_cpu_seconds() - cpu0

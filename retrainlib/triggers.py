@@ -12,7 +12,7 @@ False
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 __all__ = [
@@ -37,6 +37,7 @@ class TriggerResult:
     fired: bool
     reason: str
     enabled: bool = True
+    source: str | None = None  # performance/degradation: 'measured', 'estimated' or 'both'
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,16 +107,48 @@ def drift_trigger(score: float, *, threshold: float, joint_auc: float | None = N
     return TriggerResult("drift", round(score, 4), threshold, fired, reason)
 
 
-def performance_trigger(value: float | None, *, threshold: float, metric: str, greater_is_better: bool = True) -> TriggerResult:
-    """Fires when the champion's metric on the newest labelled batch is worse than the threshold."""
+def performance_trigger(value: float | None, *, threshold: float, metric: str, greater_is_better: bool = True,
+                        source: str = "measured", band: tuple[float, float] | None = None, batch: str | None = None,
+                        estimated: dict | None = None) -> TriggerResult:
+    """Fires when the champion's metric on the newest batch is worse than the threshold.
+
+    ``source`` says where ``value`` comes from: ``measured`` (labels of the newest labelled batch)
+    or ``estimated`` (label-free, :mod:`retrainlib.estimate`, with its ``band``); ``both`` checks the
+    measured value and, in ``estimated`` (an estimate's dict), the newest batch's estimate, and fires
+    when either is worse. The reason names the source and the band.
+
+    >>> performance_trigger(0.70, threshold=0.75, metric="roc_auc", source="estimated", band=(0.68, 0.72)).reason
+    'champion roc_auc 0.700 (estimated without labels, 95% band 0.680–0.720) is below performance_threshold 0.75'
+    """
+    if source == "both":
+        m = performance_trigger(value, threshold=threshold, metric=metric, greater_is_better=greater_is_better)
+        e = _estimated_performance(estimated, threshold=threshold, metric=metric, greater_is_better=greater_is_better)
+        fired = [r for r in (m, e) if r.fired]
+        pick = fired[0] if fired else (e if e.value is not None else m)
+        return TriggerResult("performance", pick.value, threshold, bool(fired), f"{m.reason}; {e.reason}", source="both")
     if value is None:
-        return TriggerResult("performance", None, threshold, False, "no new labelled batch: performance not measured")
+        what = "no estimate for the newest batch" if source == "estimated" else "no new labelled batch: performance not measured"
+        return TriggerResult("performance", None, threshold, False, what, source=source)
     fired = value < threshold if greater_is_better else value > threshold
     word = "below" if greater_is_better else "above"
     verdict = word if fired else ("at or above" if greater_is_better else "at or below")
+    if source == "estimated":
+        how = "estimated without labels" + (f", 95% band {band[0]:.3f}–{band[1]:.3f}" if band else "")
+    else:
+        how = "measured on labels"
+    where = f" on {batch}" if batch else ""
     return TriggerResult(
-        "performance", round(value, 4), threshold, fired, f"champion {metric} {value:.3f} is {verdict} performance_threshold {threshold:g}"
+        "performance", round(value, 4), threshold, fired,
+        f"champion {metric} {value:.3f} ({how}{where}) is {verdict} performance_threshold {threshold:g}", source=source,
     )
+
+
+def _estimated_performance(estimated: dict | None, *, threshold: float, metric: str, greater_is_better: bool) -> TriggerResult:
+    if not estimated or estimated.get("value") is None:
+        why = (estimated or {}).get("reason") or "no estimator for the champion"
+        return TriggerResult("performance", None, threshold, False, f"performance not estimated: {why}", source="estimated")
+    return performance_trigger(estimated["value"], threshold=threshold, metric=metric, greater_is_better=greater_is_better,
+                               source="estimated", band=(estimated["low"], estimated["high"]), batch=estimated.get("batch"))
 
 
 def page_hinkley(values: Sequence[float], *, delta: float, threshold: float, greater_is_better: bool = True) -> tuple[float, int | None]:
@@ -147,20 +180,27 @@ def page_hinkley(values: Sequence[float], *, delta: float, threshold: float, gre
 
 
 def degradation_trigger(
-    history: Sequence[float], *, delta: float, threshold: float, min_history: int, greater_is_better: bool = True
+    history: Sequence[float], *, delta: float, threshold: float, min_history: int, greater_is_better: bool = True,
+    source: str = "measured",
 ) -> TriggerResult:
-    """Fires on a sustained downward trend of the champion's metric across its evaluation history."""
+    """Fires on a sustained downward trend of the champion's metric across its evaluation history.
+
+    ``source`` names what the history holds: ``measured`` values, ``estimated`` ones, or ``both``
+    (measured where labels arrived, estimated for the newer batches); the reason says which.
+    """
+    what = {"measured": "measured", "estimated": "estimated", "both": "measured and estimated"}.get(source, source)
     if len(history) < min_history:
         return TriggerResult(
-            "degradation", None, threshold, False, f"{len(history)} evaluation(s) in history, need {min_history} for a trend"
+            "degradation", None, threshold, False, f"{len(history)} {what} evaluation(s) in history, need {min_history} for a trend",
+            source=source,
         )
     stat, alarm = page_hinkley(history, delta=delta, threshold=threshold, greater_is_better=greater_is_better)
     fired = alarm is not None
     if fired:
-        reason = f"Page-Hinkley {stat:.3f} > {threshold:g}: sustained decline since evaluation {alarm + 1} of {len(history)}"
+        reason = f"Page-Hinkley {stat:.3f} > {threshold:g}: sustained decline since evaluation {alarm + 1} of {len(history)} ({what})"
     else:
-        reason = f"Page-Hinkley {stat:.3f} ≤ {threshold:g} over {len(history)} evaluations: no sustained decline"
-    return TriggerResult("degradation", round(stat, 4), threshold, fired, reason)
+        reason = f"Page-Hinkley {stat:.3f} ≤ {threshold:g} over {len(history)} {what} evaluations: no sustained decline"
+    return TriggerResult("degradation", round(stat, 4), threshold, fired, reason, source=source)
 
 
 def decide(
@@ -175,7 +215,7 @@ def decide(
 ) -> Decision:
     """Combine triggers by policy; bad data quality blocks, an empty registry bootstraps."""
     marked = tuple(
-        TriggerResult(t.name, t.value, t.threshold, t.fired and t.name in use, t.reason, t.name in use) for t in triggers
+        replace(t, fired=t.fired and t.name in use, enabled=t.name in use) for t in triggers
     )
     if not quality_passed:
         return Decision(False, "blocked-by-quality", policy, (f"blocked: {quality_reason}",), marked)

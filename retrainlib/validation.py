@@ -12,7 +12,7 @@ applies the gates of the profile, each a figure, a threshold and a verdict (:cla
   over the holdout rows; its lower bound must clear zero when ``require_significance`` is set
   (otherwise the interval is reported only);
 - **stability_reload**: the challenger's folder loaded strictly in a *fresh* Python process
-  (``python -m retrainlib.stability_check``) predicts exactly what the challenger in memory predicts;
+  (:mod:`retrainlib.freshproc`) predicts exactly what the challenger in memory predicts;
 - **stability_noise**: the share of predicted labels that flip when every numeric feature gets
   Gaussian noise of ``noise_fraction`` of its standard deviation, measured for both models on the
   same noisy rows: the challenger's share is at most the champion's plus ``1 - stability_threshold``
@@ -41,9 +41,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import automl
+from . import automl, freshproc
 from .errors import DataContractError, ProfileError
 from .profiles import Profile
 from .records import plain
@@ -597,28 +594,18 @@ def _significance_gate(metric, boot, required) -> Gate:
 
 
 class _FreshReload:
-    """The reload check: a fresh interpreter loads the challenger's folder and predicts sampled rows.
+    """The reload check: a process that never held the challenger loads its folder and predicts sampled rows.
 
-    Started as soon as the in-memory predictions exist and collected with :meth:`gate` later, so
-    the new interpreter's start-up (mostly importing AutoGluon) overlaps the in-process work.
+    Started (:func:`retrainlib.freshproc.start`) as soon as the in-memory predictions exist and
+    collected with :meth:`gate` later, so the check runs beside the in-process work.
     """
 
     def __init__(self, folder: Path, x: pd.DataFrame, in_process: np.ndarray, *, rows, timeout, num_cpus, seed):
         take = np.sort(np.random.default_rng(seed).choice(len(x), size=min(rows, len(x)), replace=False))
         self.folder, self.timeout, self.expected, self.rows = folder, timeout, in_process[take], len(take)
-        self.proc: subprocess.Popen | None = None
-        self.tmp: tempfile.TemporaryDirectory | None = None
-        if not folder.is_dir():
-            return
-        self.tmp = tempfile.TemporaryDirectory(prefix="retrain-reload-")
-        rows_file, self.out_file = Path(self.tmp.name, "rows.parquet"), Path(self.tmp.name, "out.npy")
-        x.iloc[take].reset_index(drop=True).to_parquet(rows_file)
-        env = {**os.environ, **{v: str(num_cpus) for v in automl.THREAD_VARIABLES}}
-        cmd = [sys.executable, "-m", "retrainlib.stability_check", str(folder), str(rows_file), str(self.out_file)]
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [*cmd, "--num-cpus", str(num_cpus)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
+        self.check = None
+        if folder.is_dir():
+            self.check = freshproc.start(folder, x.iloc[take], timeout=timeout, num_cpus=num_cpus)
 
     def gate(self) -> Gate:
         try:
@@ -628,31 +615,24 @@ class _FreshReload:
 
     def close(self) -> None:
         """Stop the process if it still runs and remove its files (safe to call twice)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
-        if self.tmp is not None:
-            self.tmp.cleanup()
-            self.tmp = None
+        if self.check is not None:
+            self.check.close()
 
     def _collect(self) -> Gate:
         folder = self.folder
-        if self.proc is None:
+        if self.check is None:
             reason = f"challenger predictor folder {folder} does not exist, so it cannot be reloaded in a fresh process"
             return Gate("stability_reload", None, None, 0.0, False, True, reason)
-        try:
-            remaining = max(0.001, self.timeout - (time.perf_counter() - self.started))
-            stdout, stderr = self.proc.communicate(timeout=remaining)
-        except subprocess.TimeoutExpired:
+        answer = self.check.result()
+        if not answer.ok and answer.detail.startswith("no answer within"):
             reason = f"reloading the challenger from {folder} in a fresh process took over {self.timeout:g} s"
             return Gate("stability_reload", None, None, 0.0, False, True, reason)
-        seconds = time.perf_counter() - self.started
-        if self.proc.returncode != 0:
-            last = (stderr.strip().splitlines() or ["(no message)"])[-1]
-            reason = f"the challenger in {folder} failed to load or predict in a fresh process: {last}"
-            return Gate("stability_reload", None, None, 0.0, False, True, reason, {"returncode": self.proc.returncode})
-        reloaded, expected = np.load(self.out_file), self.expected
-        details = {"rows": self.rows, "seconds": round(seconds, 3), **_last_json(stdout)}
+        if not answer.ok:
+            reason = f"the challenger in {folder} failed to load or predict in a fresh process: {answer.detail}"
+            return Gate("stability_reload", None, None, 0.0, False, True, reason)
+        reloaded, expected = answer.scores, self.expected
+        details = {"rows": self.rows, "seconds": round(answer.seconds, 3), "fresh": answer.mode,
+                   **{k: answer.info[k] for k in ("pid", "software") if k in answer.info}}
         if reloaded.shape != expected.shape:
             reason = f"the reloaded challenger returned predictions of shape {reloaded.shape}, expected {expected.shape}"
             return Gate("stability_reload", None, None, 0.0, False, True, reason, details)
@@ -664,18 +644,6 @@ class _FreshReload:
             + ("identically" if identical else f"differently on {changed} rows (largest difference {diff:.3g})")
         )
         return Gate("stability_reload", None, diff, 0.0, identical, True, reason, {**details, "rows_changed": changed})
-
-
-def _last_json(stdout: str) -> dict[str, Any]:
-    """The helper's report (pid, versions) from the last line of its stdout, if it printed one."""
-    import json
-
-    lines = stdout.strip().splitlines()
-    try:
-        out = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        return {}
-    return out if isinstance(out, dict) else {}
 
 
 def _perturb(x: pd.DataFrame, fraction: float, rng: np.random.Generator) -> tuple[pd.DataFrame, list[str]]:

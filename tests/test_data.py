@@ -97,3 +97,17 @@ def test_too_few_batches_for_a_holdout_and_training_is_explained():
 def test_a_sliding_window_in_days_keeps_the_batches_that_end_within_them():
     fake, w = _windows("sliding_window", window_days=2.5)
     assert w.train == tuple(fake[8:11])  # batches ending on days 9, 10 and 11 before the holdout
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_reading_for_a_comparison_reads_only_the_asked_columns_with_the_same_values(tmp_path, suffix):
+    frame = pd.DataFrame({"a": [1.5, None, 3.0], "t": ["x", None, "y"], "label": [0, 1, 0], "b": ["u", "u", "v"]})
+    path = tmp_path / f"f{suffix}"
+    frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
+    assert data.file_columns(path) == ["a", "t", "label", "b"]
+    got = data.read_columns(path, ["b", "a", "t", "not-in-the-file"])
+    assert list(got.columns) == ["b", "a", "t"]  # the asked order; the label was never read
+    if suffix == ".parquet":  # text comes as categories, decoded once per distinct value
+        assert isinstance(got["t"].dtype, pd.CategoricalDtype)
+    assert got["t"].astype(object).where(got["t"].notna(), None).tolist() == ["x", None, "y"]
+    assert got["a"].isna().tolist() == [False, True, False] and got["b"].astype(str).tolist() == ["u", "u", "v"]

@@ -305,15 +305,6 @@ def test_promote_verified_refuses_an_empty_sample(reg, clone, sample):
     assert reg.champion() is None
 
 
-def test_the_smoke_module_fails_with_one_line_naming_a_missing_predictor_folder(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "retrainlib.smoke", str(tmp_path / "gone"), str(tmp_path / "s.parquet")],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
-    )
-    assert proc.returncode == 1
-    assert proc.stderr.strip().endswith(f"the predictor folder {tmp_path / 'gone'} does not exist")
-
-
 # ---- retention -------------------------------------------------------------------------------
 
 

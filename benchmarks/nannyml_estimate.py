@@ -1,0 +1,50 @@
+"""NannyML's CBPE / DLE on files bench_estimate.py wrote; runs in its own environment (.venv-nannyml).
+
+    .venv-nannyml/bin/python benchmarks/nannyml_estimate.py job.json out.json
+
+``job.json``: {"reference": parquet, "analysis": parquet, "problem_type": "binary"|"regression",
+"metrics": [...nannyml names], "features": [...]}. The reference holds the champion's scores and the
+labels (the same calibration rows our estimator sees), the analysis the scores per ``batch`` without
+labels. CBPE / DLE are fitted once on the reference and estimate each batch as one chunk; the time
+of both is measured here, inside the process, so interpreter start-up is not counted against it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+import pandas as pd
+
+warnings.filterwarnings("ignore")
+
+
+def main(job_path: str, out_path: str) -> None:
+    import nannyml as nml
+
+    job = json.loads(open(job_path).read())
+    ref = pd.read_parquet(job["reference"])
+    ana = pd.read_parquet(job["analysis"])
+    t0 = time.perf_counter()
+    if job["problem_type"] == "binary":
+        est = nml.CBPE(y_pred_proba="y_pred_proba", y_pred="y_pred", y_true="y_true", metrics=job["metrics"],
+                       problem_type="classification_binary", chunk_number=1)
+    else:
+        est = nml.DLE(feature_column_names=job["features"], y_pred="y_pred", y_true="y_true", metrics=job["metrics"],
+                      chunk_number=1)
+    est.fit(ref)
+    rows = []
+    for batch, part in ana.groupby("batch", sort=False):
+        res = est.estimate(part.drop(columns=["batch"])).filter(period="analysis").to_df()
+        for m in job["metrics"]:
+            rows.append({"batch": batch, "metric": m, "value": float(res[(m, "value")].iloc[0]),
+                         "low": float(res[(m, "lower_confidence_boundary")].iloc[0]),
+                         "high": float(res[(m, "upper_confidence_boundary")].iloc[0])})
+    seconds = time.perf_counter() - t0
+    open(out_path, "w").write(json.dumps({"nannyml": nml.__version__, "seconds": seconds, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,435 @@
+"""Load a model in a process that never held it: the one fresh-process runner.
+
+Two checks need it: the smoke test after a promotion (:meth:`retrainlib.registry.Registry.promote_verified`)
+and the reload gate of validation (:mod:`retrainlib.validation`). A process that has never held the
+model loads its predictor folder strictly (same AutoGluon and Python as recorded), predicts some rows
+and answers with one finite score per row, or with a one-line cause.
+
+Where that process comes from (the answer is the same each way):
+
+* **warm** (the default): a child forked from a fork server that imported NumPy, pandas, AutoGluon
+  and retrainlib once (:mod:`multiprocessing`'s ``forkserver`` with ``set_forkserver_preload``). The
+  server only imports and never loads a model; each check is a new child of it, so the guarantee
+  holds without paying 3–4 s of interpreter start-up and imports per check.
+* **cold** (``RETRAIN_FRESH=cold``, ``retrain backtest --cold``): a new interpreter per check,
+  ``python -m retrainlib.freshproc <predictor dir> <rows.parquet> <answer dir>``.
+* **cached** (only when ``RETRAIN_CHECK_CACHE`` names a folder; backtests set it): a check whose
+  model files (sha256 of each), rows (:func:`retrainlib.data.frame_fingerprint`) and running
+  software are byte-identical to an earlier *passed* check returns that check's answer (scores
+  included) without loading anything — the answer a new process would give. Failures are never cached.
+
+The settings are environment variables, so papermill kernels and other children inherit them.
+
+``kill_tree`` and ``stop_processes`` end a process and its descendants (the training guard, the
+runner's clean-up and a check that overruns its timeout use them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+
+__all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use", "settings", "stop_warm_server", "kill_tree", "stop_processes",
+           "MODE_VARIABLE", "CACHE_VARIABLE"]
+
+MODE_VARIABLE = "RETRAIN_FRESH"  # "warm" (default) or "cold"
+CACHE_VARIABLE = "RETRAIN_CHECK_CACHE"  # a folder of passed checks; unset: no cache
+#: what the fork server imports once, before it forks any check
+PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "autogluon.tabular", "retrainlib.automl", "retrainlib.freshproc")
+_ANSWER, _SCORES = "answer.json", "scores.npy"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """A check's answer: passed or not, one line saying why, the scores, and where it came from."""
+
+    ok: bool
+    detail: str  # failed: the one-line cause; passed: the child's summary as one JSON line
+    scores: "np.ndarray | None" = None
+    seconds: float = 0.0
+    mode: str = "warm"  # warm, cold or cached
+    info: dict[str, Any] = field(default_factory=dict)  # pid, rows, problem_type, software, timings
+
+
+def mode() -> str:
+    """``'cold'`` when ``RETRAIN_FRESH=cold``, else ``'warm'``."""
+    return "cold" if os.environ.get(MODE_VARIABLE, "warm").strip().lower() == "cold" else "warm"
+
+
+def use(*, cold: bool = False, cache_dir: str | os.PathLike | None = None) -> Callable[[], None]:
+    """From now on (in this process and children it starts): cold or warm checks, the check cache or none.
+
+    Returns a function that puts the previous settings back.
+    """
+    saved = {k: os.environ.get(k) for k in (MODE_VARIABLE, CACHE_VARIABLE)}
+    os.environ[MODE_VARIABLE] = "cold" if cold else "warm"
+    if cache_dir is None:
+        os.environ.pop(CACHE_VARIABLE, None)
+    else:
+        os.environ[CACHE_VARIABLE] = str(cache_dir)
+
+    def restore() -> None:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    return restore
+
+
+@contextlib.contextmanager
+def settings(*, cold: bool = False, cache_dir: str | os.PathLike | None = None) -> Iterator[None]:
+    """:func:`use` for the duration of a ``with`` block."""
+    restore = use(cold=cold, cache_dir=cache_dir)
+    try:
+        yield
+    finally:
+        restore()
+
+
+# --------------------------------------------------------------------------- the check itself (in the child)
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ").rstrip() or type(exc).__name__
+
+
+def _load_and_predict(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+
+    from . import automl
+
+    t0 = time.monotonic()
+    automl.pin_threads(num_cpus)
+    rows = pd.read_parquet(rows_path)
+    if len(rows) == 0:
+        raise RuntimeError(f"the rows file {rows_path} has no rows; pass a few rows of recent data")
+    predictor = automl.load_predictor(predictor_dir, strict=True)
+    loaded = time.monotonic()
+    scores = np.asarray(automl.predict_scores(predictor, rows))
+    if scores.shape[0] != len(rows):
+        raise RuntimeError(f"predicted {scores.shape[0]} scores for {len(rows)} rows; expected one per row")
+    if scores.dtype.kind in "fc" and not np.all(np.isfinite(scores)):
+        raise RuntimeError(f"{int((~np.isfinite(scores)).sum())} of the predicted scores are not finite")
+    np.save(Path(answer_dir) / _SCORES, scores)
+    return {"pid": os.getpid(), "predictor": str(predictor_dir), "rows": int(len(rows)),
+            "problem_type": predictor.problem_type, "software": automl.software_versions(),
+            "load_seconds": round(loaded - t0, 3), "predict_seconds": round(time.monotonic() - loaded, 3)}
+
+
+def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int = 1) -> int:
+    """Run the check and write ``answer.json`` into ``answer_dir``; 0 passed, 1 failed (never raises)."""
+    from .durable import write_json_atomic
+
+    try:
+        if not Path(predictor_dir).is_dir():
+            raise FileNotFoundError(f"the predictor folder {predictor_dir} does not exist")
+        answer = {"ok": True, **_load_and_predict(predictor_dir, rows_path, answer_dir, num_cpus)}
+    except Exception as exc:  # the boundary of a process: one line says what failed
+        answer = {"ok": False, "error": _one_line(exc), "pid": os.getpid()}
+    write_json_atomic(Path(answer_dir) / _ANSWER, answer)
+    return 0 if answer["ok"] else 1
+
+
+def _warm_child(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int) -> None:
+    sys.exit(_answer(predictor_dir, rows_path, answer_dir, num_cpus))
+
+
+# --------------------------------------------------------------------------- the warm pool
+_context_lock = threading.Lock()
+_context = None
+
+
+def _forkserver():
+    """multiprocessing's forkserver context, preloaded with AutoGluon (started on first use)."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(list(PRELOAD))
+            _context = ctx
+        return _context
+
+
+def stop_warm_server() -> None:
+    """Stop the fork server (if this process started one) and wait for it; the next check starts another."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            return
+        from multiprocessing import forkserver
+
+        forkserver._forkserver._stop()  # the stdlib's own stop: close its "alive" pipe, wait for its exit
+        _context = None
+
+
+# --------------------------------------------------------------------------- the cache
+def cache_key(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", num_cpus: int = 1) -> str:
+    """sha256 of every file of the predictor (path and content), the rows and the running software."""
+    import hashlib
+
+    from . import automl
+    from .data import frame_fingerprint
+    from .durable import sha256_file
+
+    root = Path(predictor_dir)
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n".encode())
+    h.update(frame_fingerprint(rows).encode())
+    h.update(json.dumps({"software": automl.software_versions(), "num_cpus": num_cpus}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _cache_dir() -> Path | None:
+    value = os.environ.get(CACHE_VARIABLE, "").strip()
+    return Path(value) if value else None
+
+
+def _cache_get(key: str) -> CheckResult | None:
+    import numpy as np
+
+    root = _cache_dir()
+    entry = root / key if root is not None else None
+    if entry is None or not (entry / _ANSWER).is_file():
+        return None
+    info = json.loads((entry / _ANSWER).read_text())
+    scores = np.load(entry / _SCORES, allow_pickle=False)
+    info.pop("ok", None)
+    return CheckResult(True, json.dumps(info, sort_keys=True), scores, 0.0, "cached", info)
+
+
+def _cache_put(key: str, answer_dir: Path) -> None:
+    root = _cache_dir()
+    if root is None:
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    stage = root / f".stage-{uuid.uuid4().hex}"
+    try:
+        stage.mkdir()
+        for name in (_ANSWER, _SCORES):
+            shutil.copy2(answer_dir / name, stage / name)
+        os.rename(stage, root / key)  # a concurrent writer of the same key already stored the same answer
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the caller's side
+class Check:
+    """One started check; :meth:`result` waits for its answer (at most ``timeout`` s from the start)."""
+
+    def __init__(self, predictor_dir: str | os.PathLike, rows: "pd.DataFrame", *, timeout: float = 600.0,
+                 num_cpus: int = 1, cold: bool | None = None):
+        self.predictor_dir, self.timeout, self.num_cpus = Path(predictor_dir), float(timeout), int(num_cpus)
+        self.mode = ("cold" if cold else "warm") if cold is not None else mode()
+        self.started = time.monotonic()
+        self._result: CheckResult | None = None
+        self._proc = None
+        self._launch_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="retrain-fresh-")
+        self._dir = Path(self._tmp.name)
+        if len(rows) == 0:
+            self._result = CheckResult(False, "the rows to predict are empty; pass a few rows of recent data", mode=self.mode)
+            return
+        self._key = None
+        if _cache_dir() is not None and self.predictor_dir.is_dir():
+            self._key = cache_key(self.predictor_dir, rows, self.num_cpus)
+            hit = _cache_get(self._key)
+            if hit is not None:
+                self._result = hit
+                return
+        rows_path = self._dir / "rows.parquet"
+        rows.reset_index(drop=True).to_parquet(rows_path, index=False)
+        args = (str(self.predictor_dir), str(rows_path), str(self._dir), self.num_cpus)
+        if self.mode == "cold":
+            self._launch_cold(args)
+        else:  # starting the child may wait for the fork server's imports: do it beside the caller's work
+            self._thread = threading.Thread(target=self._launch_warm, args=(args,), daemon=True)
+            self._thread.start()
+
+    def _launch_cold(self, args) -> None:
+        from . import automl
+
+        env = {**os.environ, **{v: str(self.num_cpus) for v in automl.THREAD_VARIABLES}}
+        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        predictor_dir, rows_path, answer_dir, num_cpus = args
+        cmd = [sys.executable, "-m", "retrainlib.freshproc", predictor_dir, rows_path, answer_dir, "--num-cpus", str(num_cpus)]
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        except OSError as exc:
+            self._result = CheckResult(False, f"could not start {sys.executable} ({exc})", mode="cold")
+
+    def _launch_warm(self, args) -> None:
+        try:
+            proc = _forkserver().Process(target=_warm_child, args=args, name="retrain-fresh-check")
+            proc.start()
+            self._proc = proc
+        except BaseException as exc:  # reported by result()
+            self._launch_error = exc
+
+    def _remaining(self) -> float:
+        return max(0.001, self.timeout - (time.monotonic() - self.started))
+
+    def result(self) -> CheckResult:
+        """Wait for the answer; a child that overruns the timeout is killed with its descendants."""
+        if self._result is not None:
+            return self._result
+        try:
+            self._result = self._wait()
+        finally:
+            self.close()
+        return self._result
+
+    def _timed_out(self) -> CheckResult:
+        return CheckResult(False, f"no answer within {self.timeout:g} s", seconds=time.monotonic() - self.started, mode=self.mode)
+
+    def _wait(self) -> CheckResult:
+        stderr = ""
+        if self.mode == "cold":
+            try:
+                _, stderr = self._proc.communicate(timeout=self._remaining())
+            except subprocess.TimeoutExpired:
+                kill_tree(self._proc.pid)
+                self._proc.communicate()
+                return self._timed_out()
+            code = self._proc.returncode
+        else:
+            self._thread.join(self._remaining())
+            if self._launch_error is not None:
+                return CheckResult(False, f"could not start a fresh process ({_one_line(self._launch_error)})", mode="warm")
+            if self._proc is None:  # still starting the fork server
+                return self._timed_out()
+            self._proc.join(self._remaining())
+            if self._proc.exitcode is None:
+                kill_tree(self._proc.pid)
+                self._proc.join()
+                return self._timed_out()
+            code = self._proc.exitcode
+        seconds = time.monotonic() - self.started
+        answer_file = self._dir / _ANSWER
+        if not answer_file.is_file():
+            lines = [ln for ln in (stderr or "").strip().splitlines() if ln.strip()]
+            said = f": {lines[-1]}" if lines else ""
+            return CheckResult(False, f"the fresh process exited with code {code} without answering{said}", seconds=seconds, mode=self.mode)
+        answer = json.loads(answer_file.read_text())
+        if not answer.pop("ok"):
+            return CheckResult(False, answer["error"], seconds=seconds, mode=self.mode, info=answer)
+        import numpy as np
+
+        scores = np.load(self._dir / _SCORES, allow_pickle=False)
+        if self._key is not None:
+            _cache_put(self._key, self._dir)
+        return CheckResult(True, json.dumps(answer, sort_keys=True), scores, seconds, self.mode, answer)
+
+    def close(self) -> None:
+        """Stop the child if it still runs and remove its files (safe to call twice)."""
+        if self._thread is not None:
+            self._thread.join()
+        proc = self._proc
+        if proc is not None:
+            alive = proc.poll() is None if isinstance(proc, subprocess.Popen) else proc.exitcode is None
+            if alive:
+                kill_tree(proc.pid)
+                proc.communicate() if isinstance(proc, subprocess.Popen) else proc.join()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "Check":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def start(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", *, timeout: float = 600.0, num_cpus: int = 1,
+          cold: bool | None = None) -> Check:
+    """Start loading ``predictor_dir`` in a fresh process to predict ``rows``; collect with ``.result()``.
+
+    ``cold`` overrides ``RETRAIN_FRESH`` (None: take the setting).
+    """
+    return Check(predictor_dir, rows, timeout=timeout, num_cpus=num_cpus, cold=cold)
+
+
+def check(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", **kwargs: Any) -> CheckResult:
+    """:func:`start` and wait: the answer of a process that never held the model."""
+    return start(predictor_dir, rows, **kwargs).result()
+
+
+# --------------------------------------------------------------------------- ending process trees
+def stop_processes(procs: Iterable, *, grace: float = 0.0) -> None:
+    """End ``procs`` (psutil processes): SIGTERM and up to ``grace`` s to exit first when grace > 0, then SIGKILL."""
+    import psutil
+
+    procs = list(procs)
+    if grace > 0:
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, procs = psutil.wait_procs(procs, timeout=grace)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=max(grace, 10))
+
+
+def kill_tree(pid: int, *, grace: float = 0.0) -> None:
+    """End process ``pid`` and every descendant of it (see :func:`stop_processes`)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    stop_processes(procs, grace=grace)
+
+
+# --------------------------------------------------------------------------- cold entry point
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m retrainlib.freshproc",
+                                     description="Load a predictor in this fresh process and predict some rows.")
+    parser.add_argument("predictor_dir", help="AutoGluon predictor folder")
+    parser.add_argument("rows", help="Parquet file of feature rows")
+    parser.add_argument("answer_dir", help="folder for answer.json and scores.npy")
+    parser.add_argument("--num-cpus", type=int, default=1, help="threads for prediction (default 1)")
+    args = parser.parse_args(argv)
+    code = _answer(args.predictor_dir, args.rows, args.answer_dir, args.num_cpus)
+    answer = json.loads((Path(args.answer_dir) / _ANSWER).read_text())
+    if code:
+        print(f"fresh-process check failed: {answer['error']}", file=sys.stderr)
+    else:
+        print(json.dumps(answer, sort_keys=True))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

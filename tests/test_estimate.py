@@ -1,0 +1,290 @@
+"""Label-free performance estimation (retrainlib.estimate) and how the playbook uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrainlib import estimate
+from retrainlib.errors import EstimationError
+
+
+def _binary(n: int, shift: float, seed: int):
+    """A logistic world; ``shift`` moves the feature (covariate shift), the link stays."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(shift, 1.0, n)
+    p_true = 1 / (1 + np.exp(-(1.5 * x - 0.5)))
+    y = (rng.random(n) < p_true).astype(int)
+    p_model = 1 / (1 + np.exp(-(2.5 * x - 0.8)))  # over-confident: calibration must fix it
+    return y, p_model
+
+
+def _measured(metric: str, y, p) -> float:
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+    return {"accuracy": lambda: accuracy_score(y, p >= 0.5), "roc_auc": lambda: roc_auc_score(y, p),
+            "f1": lambda: f1_score(y, p >= 0.5), "log_loss": lambda: log_loss(y, np.clip(p, 1e-15, 1 - 1e-15))}[metric]()
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "roc_auc", "f1", "log_loss"])
+def test_a_binary_estimate_follows_the_metric_through_a_covariate_shift(metric):
+    y, p = _binary(2000, 0.0, seed=1)
+    est = estimate.fit_estimator(problem_type="binary", metric=metric, y_true=y, scores=p, classes=[0, 1])
+    assert est.usable, est.reason
+    errors, covered = [], []
+    for i, shift in enumerate([0.0, 0.5, 1.0, -0.8, 1.5]):
+        yb, pb = _binary(1500, shift, seed=10 + i)
+        e = est.estimate(pb)
+        truth = _measured(metric, yb, pb)
+        errors.append(abs(e.value - truth) / (truth if metric == "log_loss" else 1.0))  # log loss: relative
+        covered.append(e.low <= truth <= e.high)
+    # the realised metric moves by far more than this over the shifts; the estimate follows it. Log loss
+    # hangs on the few rows at extreme scores, where an isotonic map has least data: 10% relative there
+    assert np.mean(errors) < (0.1 if metric == "log_loss" else 0.02), errors
+    assert sum(covered) >= 4, covered
+
+
+def test_a_multiclass_estimate_follows_accuracy():
+    rng = np.random.default_rng(3)
+
+    def world(n, shift):
+        x = rng.normal(shift, 1.5, n)
+        logits = np.column_stack([-x, np.zeros(n), x])
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        y = np.array([rng.choice(3, p=row) for row in p])
+        return y, p
+
+    y, p = world(3000, 0.0)
+    est = estimate.fit_estimator(problem_type="multiclass", metric="accuracy", y_true=y, scores=p, classes=[0, 1, 2])
+    assert est.usable, est.reason
+    for shift in (0.0, 1.0, 2.0):
+        yb, pb = world(1500, shift)
+        e = est.estimate(pb)
+        assert abs(e.value - float((pb.argmax(1) == yb).mean())) < 0.03
+
+
+def test_a_regression_loss_estimate_sees_errors_grow_where_the_features_moved():
+    # within the range the loss model saw: a tree model does not extrapolate beyond it (neither does NannyML's DLE)
+    rng = np.random.default_rng(5)
+
+    def world(n, shift):
+        x = rng.normal(shift, 1.0, n)
+        y = 2 * x + rng.normal(0, 0.3 + 0.8 * np.abs(x), n)  # noisier far from 0
+        return pd.DataFrame({"x": x, "kind": np.where(x > 0, "a", "b")}), y, 2 * x
+
+    X, y, pred = world(2000, 0.0)
+    for metric in ("mean_absolute_error", "root_mean_squared_error"):
+        est = estimate.fit_estimator(problem_type="regression", metric=metric, y_true=y, scores=pred, features=X)
+        assert est.usable
+        seen = []
+        for shift in (0.0, 0.6):
+            Xb, yb, pb = world(1500, shift)
+            e = est.estimate(pb, Xb)
+            err = yb - pb
+            truth = float(np.abs(err).mean()) if metric == "mean_absolute_error" else float(np.sqrt((err ** 2).mean()))
+            assert abs(e.value - truth) / truth < 0.1, (metric, shift, e, truth)
+            seen.append(e.value)
+        assert seen[1] > seen[0] + 0.03, seen  # the estimated loss rose with the shift
+
+
+def test_calibrating_on_a_batch_the_champion_trained_on_is_refused():
+    y, p = _binary(500, 0.0, seed=1)
+    with pytest.raises(EstimationError, match="data/b/2024-03.parquet.*training slices"):
+        estimate.fit_estimator(problem_type="binary", metric="roc_auc", y_true=y, scores=p, classes=[0, 1],
+                               calibration_batches=["data/b/2024-03.parquet"],
+                               trained_batches=["data/b/2024-02.parquet", "data/b/2024-03.parquet"])
+
+
+def test_scores_calibration_cannot_fix_are_reported_not_estimated():
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0, 1, 2000)
+    y = ((p > 0.3) & (p < 0.7)).astype(int)  # risk is not monotone in the score: no calibration map exists
+    est = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=y, scores=p, classes=[0, 1])
+    assert not est.usable
+    assert "miscalibrated" in est.reason
+    e = est.estimate(p[:500], batch="b1")
+    assert e.value is None and "miscalibrated" in e.reason and "not estimated" in e.describe()
+
+
+def test_a_well_ordered_but_overconfident_score_is_calibrated_not_refused():
+    y, p = _binary(2000, 0.0, seed=4)
+    est = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=y, scores=p, classes=[0, 1])
+    assert est.usable, est.reason
+    assert est.checks["ece_calibrated"] < est.checks["ece_raw"]
+
+
+def test_only_unlabelled_calibration_rows_are_reported():
+    _, p = _binary(800, 0.0, seed=1)
+    est = estimate.fit_estimator(problem_type="binary", metric="roc_auc", y_true=np.full(800, np.nan), scores=p,
+                                 classes=[0, 1])
+    assert not est.usable and "0 labelled calibration rows" in est.reason
+    assert est.estimate(p).value is None
+
+
+def test_too_small_a_batch_is_reported():
+    y, p = _binary(1000, 0.0, seed=1)
+    est = estimate.fit_estimator(problem_type="binary", metric="roc_auc", y_true=y, scores=p, classes=[0, 1])
+    e = est.estimate(p[:10])
+    assert e.value is None and "10 rows" in e.reason
+
+
+def test_an_estimator_saved_and_loaded_estimates_the_same(tmp_path):
+    y, p = _binary(1000, 0.0, seed=1)
+    est = estimate.fit_estimator(problem_type="binary", metric="roc_auc", y_true=y, scores=p, classes=[0, 1],
+                                 calibration_batches=["b9"])
+    back = estimate.Estimator.load(est.save(tmp_path / "estimator.json"))
+    assert back.estimate(p[:400]) == est.estimate(p[:400])
+    assert back.calibration_batches == ["b9"]
+
+
+def test_an_estimate_round_trips_through_a_dict():
+    y, p = _binary(1000, 0.0, seed=1)
+    est = estimate.fit_estimator(problem_type="binary", metric="roc_auc", y_true=y, scores=p, classes=[0, 1])
+    e = est.estimate(p[:400], batch="x")
+    assert estimate.Estimate.from_dict(e.to_dict()) == e
+    acc = estimate.compare(e, measured=e.value + 0.01)
+    assert acc["error"] == pytest.approx(-0.01) and acc["in_band"] in (True, False)
+
+
+# ---- in the playbook: the estimator is part of the version, estimates flow into triggers, JSON, manifest ----
+@pytest.mark.slow
+def test_the_estimator_is_stored_with_its_version_and_calibrated_only_on_rows_it_did_not_train_on(tmp_path):
+    import json
+
+    from retrainlib.demo import week_end
+    from tests.conftest import make_home
+    from tests.test_steps import run_steps
+
+    home = make_home(tmp_path / "home", weeks=16, **{"triggers.policy": "any", "triggers.use": ["performance"],
+                                                     "triggers.performance_source": "estimated"})
+    ctx, analysis, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")
+    validated, champion = trained["challenger"], promoted["champion_after"]
+    v = ctx.registry.version(validated)
+    folder = ctx.registry.path / validated
+    assert "estimator.json" in json.loads((folder / "checksums.json").read_text())  # checksummed with the version
+    est = ctx.registry.estimator(validated)
+    assert est.usable, est.reason
+    trained_on = {s["path"] for s in v.metadata["slices"]}
+    assert est.calibration_batches == [b["path"] for b in analysis.to_dict()["windows"]["holdout"]]
+    assert not set(est.calibration_batches) & trained_on
+    assert trained["estimator"]["usable"] and trained["estimator"]["calibration_rows"] == 400
+    if champion != validated:  # refit_full: the refit trained on the holdout too, so it borrows and says so
+        assert ctx.registry.estimator(champion).checks["borrowed_from"] == validated
+
+    # four weeks later, the covariate shift has begun: every new batch is estimated with labels hidden
+    ctx, analysis, *_ = run_steps(home, week_end(14).isoformat(), "second")
+    perf = [t for t in analysis.decision.triggers if t.name == "performance"][0]
+    assert perf.source == "estimated" and "estimated without labels, 95% band" in perf.reason
+    first = 9 if champion != validated else 8  # the first batch the champion did not train on
+    assert [e["batch"].rsplit("/", 1)[1] for e in analysis.estimates] == [f"{week_end(w)}.parquet" for w in range(first, 15)]
+    assert all(e["value"] is not None and e["low"] <= e["value"] <= e["high"] for e in analysis.estimates)
+    # the demo's labels arrive with the batch: the estimator's own accuracy is recorded beside each measurement
+    judged = [r for r in ctx.registry.evaluations(champion) if "estimate" in r]
+    assert len(judged) == 15 - first and all(abs(r["estimate"]["error"]) < 0.1 for r in judged)
+    assert ctx.registry.estimates(champion)[-1]["batch"] == analysis.estimates[-1]["batch"]
+
+    # the step JSON and the manifest carry the same estimates
+    from retrainlib.manifest import RunManifest
+    from retrainlib.pipeline import summarize
+
+    step = json.loads((ctx.run_dir / "10-analyze-drift.json").read_text())
+    assert step["estimates"] == json.loads(json.dumps(analysis.estimates))
+    assert estimate.Estimate.from_dict(step["performance"]["estimate"]).value == analysis.estimates[-1]["value"]
+    m = RunManifest(run_id=ctx.run_id, profile={}, as_of=None, started="")
+    summarize(m, ctx.run_dir)
+    back = json.loads(json.dumps(m.to_dict()))
+    assert back["outputs"]["performance"]["estimate"] == step["performance"]["estimate"]
+    assert back["outputs"]["decision"]["triggers"][2]["source"] == "estimated"
+
+
+def test_the_performance_trigger_names_its_source_and_band():
+    from retrainlib import triggers
+
+    m = triggers.performance_trigger(0.70, threshold=0.75, metric="roc_auc")
+    assert m.fired and "measured on labels" in m.reason and m.source == "measured"
+    e = triggers.performance_trigger(0.74, threshold=0.75, metric="roc_auc", source="estimated", band=(0.71, 0.77),
+                                     batch="b7")
+    assert e.fired and "estimated without labels, 95% band 0.710–0.770" in e.reason and "b7" in e.reason
+    both = triggers.performance_trigger(None, threshold=0.75, metric="roc_auc", source="both",
+                                        estimated={"value": 0.7, "low": 0.68, "high": 0.72, "batch": "b9"})
+    assert both.fired and both.source == "both" and "not measured" in both.reason and "estimated without labels" in both.reason
+    none = triggers.performance_trigger(None, threshold=0.75, metric="roc_auc", source="both",
+                                        estimated={"value": None, "reason": "miscalibrated: x"})
+    assert not none.fired and "not estimated: miscalibrated" in none.reason
+    d = triggers.degradation_trigger([0.8] * 6, delta=0.005, threshold=0.05, min_history=5, source="estimated")
+    assert "estimated evaluations" in d.reason
+    kept = triggers.decide([e], combine="any", use=("performance",), policy="any", quality_passed=True)
+    assert kept.triggers[0].source == "estimated"
+
+
+def test_the_report_timeline_shows_measured_and_estimated_performance_with_its_band():
+    from retrainlib.report import champion_plot
+
+    rows = [
+        {"run_id": "a", "model": "m", "time": "2024-01-14", "metric": "roc_auc", "champion_metric": 0.78,
+         "outcome": "no-retrain-needed", "estimated_metric": 0.77, "estimated_band": [0.74, 0.80]},
+        {"run_id": "b", "model": "m", "time": "2024-01-21", "metric": "roc_auc", "champion_metric": None,
+         "outcome": "no-retrain-needed", "estimated_metric": 0.71, "estimated_band": [0.68, 0.74]},
+    ]
+    svg = champion_plot(rows)
+    assert "b: estimated roc_auc=0.7100 (95% band 0.6800–0.7400)" in svg
+    assert "a: measured roc_auc=0.7800" in svg and "○ estimated without labels" in svg
+
+
+def test_the_performance_figure_draws_measured_and_estimated_series():
+    from retrainlib.steps import performance_figure
+
+    perf = {"metric": "roc_auc", "threshold": 0.75, "source": "both",
+            "measured_history": [{"batch": "w1", "batch_end": "2024-01-07", "value": 0.8}]}
+    est = [{"batch": "w1", "batch_end": "2024-01-07", "value": 0.79, "low": 0.76, "high": 0.82},
+           {"batch": "w2", "batch_end": "2024-01-14", "value": 0.72, "low": 0.69, "high": 0.75}]
+    fig = performance_figure(perf, est)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["95% band", "estimated roc_auc (no labels)", "measured roc_auc (labels)", "performance_threshold"]
+
+
+@pytest.mark.slow
+def test_with_late_labels_the_trigger_reads_the_newest_batch_estimated_and_the_newest_labelled_one_measured(tmp_path):
+    from retrainlib.demo import week_end
+    from tests.conftest import make_home
+    from tests.test_steps import run_steps
+
+    home = make_home(tmp_path / "home", weeks=16, **{"data.label_delay_batches": 2, "triggers.policy": "any",
+                                                     "triggers.use": ["performance"], "triggers.performance_source": "both"})
+    _, _, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")  # validated on week 6 (7, 8 unlabelled)
+    first = 7 if promoted["champion_after"] != trained["challenger"] else 6  # a refit_full also trained on week 6
+    ctx, analysis, *_ = run_steps(home, week_end(14).isoformat(), "second")
+    name = lambda path: path.rsplit("/", 1)[1]  # noqa: E731
+    assert name(analysis.performance["batch"]) == f"{week_end(12)}.parquet"  # measured: the newest labelled batch
+    assert name(analysis.performance["estimate"]["batch"]) == f"{week_end(14)}.parquet"  # estimated: the newest batch
+    assert [name(e["batch"]) for e in analysis.estimates] == [f"{week_end(w)}.parquet" for w in range(first, 15)]
+    perf = [t for t in analysis.decision.triggers if t.name == "performance"][0]
+    assert perf.source == "both" and "measured on labels" in perf.reason and "estimated without labels" in perf.reason
+    # weeks 13 and 14 wait for labels: estimated, not measured; the measured ones carry the estimator's error
+    champion = analysis.champion
+    measured = {name(r["batch"]) for r in ctx.registry.evaluations(champion)}
+    assert f"{week_end(12)}.parquet" in measured and f"{week_end(13)}.parquet" not in measured
+    assert all("estimate" in r for r in ctx.registry.evaluations(champion))
+
+
+@pytest.mark.slow
+def test_a_backtest_with_late_labels_scores_every_batch_and_its_estimated_strategy_reads_the_estimate(tmp_path):
+    import json
+
+    from retrainlib.backtest import run_backtest
+    from tests.conftest import make_home
+
+    home = make_home(tmp_path / "home", weeks=12)
+    result = run_backtest("params/demo.yaml", home=home, strategies="performance-estimated", work_dir=tmp_path / "bt",
+                          warmup=8, label_delay=2, progress=False)
+    rec = result.records
+    assert result.settings["label_delay"] == 2 and len(rec) == 5
+    assert rec["bootstrap"].iloc[0] and rec["value"].iloc[1:].notna().all()  # each batch's serving champion scored
+    # on that batch, whose labels the replayed run does not have yet
+    last = json.loads((Path(rec["run_dir"].iloc[-1]) / "10-analyze-drift.json").read_text())
+    perf = [t for t in last["decision"]["triggers"] if t["name"] == "performance"][0]
+    assert perf["source"] == "both" and "estimated without labels" in perf["reason"]
+    assert last["performance"]["estimate"]["batch"].endswith(rec["batch"].iloc[-1])

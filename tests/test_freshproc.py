@@ -1,0 +1,123 @@
+"""The one fresh-process runner: warm (forked from a pre-imported server) or cold, and its check cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrainlib import automl, freshproc
+
+from .conftest import REPO, tiny_clone, tiny_rows
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    return tiny_clone(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return tiny_rows(40, seed=1).drop(columns="default")
+
+
+def broken(clone: Path, tmp_path: Path) -> Path:
+    bad = tmp_path / "broken"
+    shutil.copytree(clone, bad)
+    (bad / "learner.pkl").write_bytes(b"garbage, not a pickle")
+    return bad
+
+
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+def test_a_failed_load_is_a_failure_with_its_one_line_cause(clone, rows, tmp_path, cold):
+    result = freshproc.check(broken(clone, tmp_path), rows, timeout=300, cold=cold)
+    assert not result.ok and result.scores is None and result.mode == ("cold" if cold else "warm")
+    assert result.detail.startswith("UnpicklingError") and "\n" not in result.detail
+
+
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+def test_a_missing_predictor_folder_is_named_in_the_cause(rows, tmp_path, cold):
+    result = freshproc.check(tmp_path / "gone", rows, timeout=300, cold=cold)
+    assert not result.ok
+    assert result.detail == f"FileNotFoundError: the predictor folder {tmp_path / 'gone'} does not exist"
+
+
+def test_a_warm_check_gives_the_same_scores_as_a_cold_one_from_a_process_that_never_held_the_model(clone, rows):
+    warm = freshproc.check(clone, rows, timeout=300, cold=False)
+    cold = freshproc.check(clone, rows, timeout=300, cold=True)
+    assert warm.ok and cold.ok, (warm.detail, cold.detail)
+    assert (warm.mode, cold.mode) == ("warm", "cold")
+    assert np.array_equal(warm.scores, cold.scores) and len(warm.scores) == len(rows)
+    in_memory = automl.predict_scores(automl.load_predictor(clone, strict=True), rows)
+    assert np.array_equal(warm.scores, np.asarray(in_memory))
+    # neither answer came from this process, and the warm one came from a new child each time
+    again = freshproc.check(clone, rows, timeout=300, cold=False)
+    pids = {warm.info["pid"], cold.info["pid"], again.info["pid"]}
+    assert os.getpid() not in pids and len(pids) == 3
+
+
+def test_a_check_that_overruns_its_timeout_is_killed_and_says_so(clone, rows):
+    result = freshproc.check(clone, rows, timeout=0.05, cold=True)
+    assert (result.ok, result.detail) == (False, "no answer within 0.05 s")
+
+
+def test_the_cache_answers_only_byte_identical_model_files_and_rows(clone, rows, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(clone, copy)
+    with freshproc.settings(cache_dir=tmp_path / "cache"):
+        first = freshproc.check(clone, rows, timeout=300)
+        same_bytes_elsewhere = freshproc.check(copy, rows, timeout=300)
+        other_rows = freshproc.check(clone, rows.iloc[:-1], timeout=300)
+        (copy / "note.txt").write_text("one more file")  # the model files differ now
+        changed_files = freshproc.check(copy, rows, timeout=300)
+        moved_value = rows.copy()
+        moved_value.iloc[0, 0] += 1e-9
+        changed_rows = freshproc.check(clone, moved_value, timeout=300)
+    assert [r.ok for r in (first, same_bytes_elsewhere, other_rows, changed_files, changed_rows)] == [True] * 5
+    assert first.mode == "warm" and same_bytes_elsewhere.mode == "cached"
+    assert np.array_equal(first.scores, same_bytes_elsewhere.scores)
+    assert [r.mode for r in (other_rows, changed_files, changed_rows)] == ["warm", "warm", "warm"]
+
+
+def test_a_failed_check_is_never_cached(clone, rows, tmp_path):
+    bad = broken(clone, tmp_path)
+    with freshproc.settings(cache_dir=tmp_path / "cache"):
+        assert not freshproc.check(bad, rows, timeout=300).ok
+        again = freshproc.check(bad, rows, timeout=300)
+    assert not again.ok and again.mode == "warm"
+    assert not any((tmp_path / "cache").glob("*/answer.json"))
+
+
+def test_the_cold_module_prints_one_line_and_exits_1_on_a_failed_load(clone, rows, tmp_path):
+    rows_path = tmp_path / "rows.parquet"
+    rows.to_parquet(rows_path)
+    proc = subprocess.run([sys.executable, "-m", "retrainlib.freshproc", str(tmp_path / "gone"), str(rows_path), str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"fresh-process check failed: FileNotFoundError: the predictor folder {tmp_path / 'gone'} does not exist")
+
+
+def test_kill_tree_ends_a_process_and_its_children():
+    import psutil
+
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)"])
+    try:
+        root = psutil.Process(parent.pid)
+        for _ in range(300):
+            if root.children():
+                break
+            time.sleep(0.1)
+        child = root.children()[0]
+        freshproc.kill_tree(parent.pid)
+        assert not child.is_running() and not root.is_running()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
