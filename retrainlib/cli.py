@@ -130,12 +130,58 @@ def cmd_run(args) -> int:
     from .pipeline import run_playbook
 
     _end_runs_on_signals()
+    if args.begin or args.finish:
+        return _run_in_steps(args)
     manifest, run_dir = run_playbook(args.profile, home=args.home, as_of=args.as_of, lock_timeout=args.wait)
     summary = _run_summary(manifest, run_dir)
     print(json.dumps(summary, indent=2) if args.json else "", end="\n" if args.json else "")
     if not args.json:
         _print_run(summary)
     return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
+
+
+def _run_in_steps(args) -> int:
+    """``--begin``: lease the model and create the run folder (prints it); ``--finish``: close it."""
+    from .pipeline import begin_run, finish_run
+
+    if args.begin and args.finish:
+        raise RetrainError("give --begin or --finish RUN_DIR, not both")
+    if args.begin:
+        if not args.owner:
+            raise RetrainError("retrain run --begin needs --owner NAME (who holds the model's lease until --finish, e.g. the DAG run)")
+        manifest, run_dir = begin_run(args.profile, owner=args.owner, home=args.home, as_of=args.as_of,
+                                      run_id=args.run_id, lease_ttl=args.lease_ttl)
+        print(json.dumps({"run_id": manifest.run_id, "run_dir": str(run_dir)}) if args.json else run_dir)
+        return 0
+    manifest = finish_run(args.finish, home=args.home)
+    summary = _run_summary(manifest, Path(args.finish).resolve())
+    print(json.dumps(summary, indent=2)) if args.json else _print_run(summary)
+    return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
+
+
+def cmd_step(args) -> int:
+    """Execute one step of a run begun with ``retrain run --begin``; 0 when the step succeeded."""
+    from .pipeline import outcome_so_far, run_step
+
+    _end_runs_on_signals()
+    manifest, rec = run_step(args.run_dir, args.step, home=args.home)
+    print(json.dumps({"run_id": manifest.run_id, "step": rec.name, "status": rec.status, "error": rec.error,
+                      "outcome": outcome_so_far(manifest, Path(args.run_dir).resolve())}))
+    return 0 if rec.status == "succeeded" else EXIT_FAILED
+
+
+def cmd_lease(args) -> int:
+    """Show the model's lease; ``--break`` removes it (its owner is gone and will not release it)."""
+    from . import lease
+
+    _, _, registry = _context(args)
+    held = lease.read(registry)
+    if args.break_:
+        lease.release(registry, force=True)
+        print(f"broke the lease of run {held['run_id']} (owner {held['owner']})" if held else "no lease to break")
+        return 0
+    print(json.dumps(held, indent=2) if held else f"model {registry.model_name} is not leased")
+    return 0
 
 
 def cmd_demo_data(args) -> int:
@@ -329,14 +375,32 @@ def cmd_drift(args) -> int:
 
 def cmd_backtest(args) -> int:
     """Replay the profile's batches once per strategy and print the comparison table."""
-    from .backtest import check_target, run_backtest
+    from .backtest import run_backtest
 
     result = run_backtest(
         args.profile, home=args.home, strategies=args.strategies, work_dir=args.work_dir, warmup=args.warmup,
         max_batches=args.max_batches, period_days=args.period_days,
         period_batches=args.period_batches, fit_cache=not args.no_fit_cache,
-        progress=not args.no_progress, label_delay=args.label_delay, cold=args.cold,
+        progress=not args.no_progress, label_delay=args.label_delay, cold=args.cold, partial=args.no_summary,
     )
+    if args.no_summary:
+        print(f"replayed {', '.join(s.name for s in result.strategies)} of {result.profile} into {result.work_dir} "
+              f"in {result.seconds:.0f} s; merge with `retrain backtest-merge {result.work_dir}`")
+        return 0
+    return _report_backtest(result, args)
+
+
+def cmd_backtest_merge(args) -> int:
+    """Merge strategies replayed by separate `retrain backtest --no-summary` workers; print the table."""
+    from .backtest import merge_backtest
+
+    return _report_backtest(merge_backtest(args.work_dir), args)
+
+
+def _report_backtest(result, args) -> int:
+    """Write the backtest's files and print its table (`retrain backtest` and `backtest-merge` alike)."""
+    from .backtest import check_target
+
     files = result.write(args.out)
     payload = result.to_dict()
     if args.json:
@@ -468,6 +532,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--as-of", default=None, help="only use batches up to this date (YYYY-MM-DD)")
     sp.add_argument("--wait", type=float, default=0, help="seconds to wait for another run of this model to finish (default 0: skip at once)")
     sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sp.add_argument("--begin", action="store_true",
+                    help="only lease the model to --owner and create the run folder (print it); then `retrain step` "
+                         "runs each step and `retrain run --finish` closes it (how an orchestrator such as Airflow runs it)")
+    sp.add_argument("--owner", default=None, help="with --begin: who holds the lease, e.g. the DAG run; the same owner gets its run back")
+    sp.add_argument("--run-id", default=None, help="with --begin: the run folder's name (default <UTC timestamp>-<profile>)")
+    sp.add_argument("--lease-ttl", type=float, default=3600.0,
+                    help="with --begin: seconds the lease lives unless a step renews it (default 3600)")
+    sp.add_argument("--finish", default=None, metavar="RUN_DIR",
+                    help="close a run begun with --begin: outcome, notifications, release the lease; exit code as a run's")
+
+    sp = add("step", cmd_step, "execute one step of a run begun with `retrain run --begin` (exit 0: the step succeeded)",
+             profile=False)
+    sp.add_argument("--run-dir", required=True, help="the run folder `retrain run --begin` printed")
+    sp.add_argument("--step", required=True, help="10, 20, 30, 40 or the notebook's name, e.g. 20-retrain-model")
+
+    sp = add("lease", cmd_lease, "show the model's run lease (held by a run executed step by step)")
+    sp.add_argument("--break", dest="break_", action="store_true", help="remove the lease whoever holds it")
 
     sp = add("demo", cmd_demo, "write the demo data and run the playbook twice (bootstrap, then after the drift)")
     sp.add_argument("--fresh", action="store_true", help="move an existing demo registry aside first")
@@ -522,6 +603,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--cold", action="store_true", help="fresh-process checks in a new interpreter each and no check cache "
                     "(the slower behaviour before the warm fork server)")
+    sp.add_argument("--no-summary", action="store_true",
+                    help="replay only, keeping each strategy's records in --work-dir for `retrain backtest-merge` "
+                         "(one worker's share of a backtest spread over workers; the fit cache there is shared)")
+    sp = add("backtest-merge", cmd_backtest_merge, "merge strategies replayed by `retrain backtest --no-summary` "
+             "into one work dir and print the table `retrain backtest` prints", profile=False)
+    sp.add_argument("work_dir", metavar="WORK_DIR", help="the shared --work-dir of the replays")
+    sp.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON to OUT ('-': stdout)")
+    sp.add_argument("--out", default=None, help="folder for backtest.json/.csv/.png (default: the work dir)")
     sp = sub.add_parser("replay", help="re-execute a run folder from its record and compare its decisions",
                         description="re-execute a run folder from its record (profile as run, registry as it stood, same "
                                     "as_of) into a new runs/<id>-replay folder and compare decisions, gate verdicts, "
