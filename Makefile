@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup demo test lab report clean-runs browser streams
+.PHONY: setup demo test lab report clean-runs browser streams airflow-env
 setup: $(VENV)/.installed
 
 # requirements-mlflow.txt: the optional MLflow mirror (adds packages, moves no pin of requirements.txt)
@@ -20,8 +20,19 @@ $(VENV)/.installed: requirements.txt requirements-mlflow.txt pyproject.toml
 demo: setup
 	$(BIN)/retrain demo --fresh
 
-test: setup browser
+test: setup browser airflow-env
 	$(BIN)/pytest
+
+# Apache Airflow in its own environment (never beside AutoGluon's pins): the DAGs call .venv/bin/retrain
+AIRFLOW_VENV := .venv-airflow
+airflow-env: $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_VENV)/.installed: requirements-airflow.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet --no-deps -r requirements-airflow.txt
+	$(AIRFLOW_VENV)/bin/pip check
+	touch $@
 
 # the browser test drives Debian's chromium; as root (CI) install it, else say the test will skip
 browser:

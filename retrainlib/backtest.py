@@ -48,6 +48,7 @@ __all__ = [
     "STRATEGIES",
     "BacktestResult",
     "run_backtest",
+    "merge_backtest",
     "parse_strategies",
     "load_drift_points",
     "summarize",
@@ -240,6 +241,7 @@ def run_backtest(
     period_batches: int | None = None,
     fit_cache: bool | FitCache = True,
     progress: bool = True,
+    partial: bool = False,
     label_delay: int | None = None,
     cold: bool = False,
 ) -> BacktestResult:
@@ -265,6 +267,9 @@ def run_backtest(
         trigger is still recorded). For batches a year long, where a day interval cannot be longer.
     fit_cache : bool or FitCache
         Share identical fits across strategies (default True); ``False`` computes every fit.
+    partial : bool
+        Also keep each strategy's records in its folder of ``work_dir`` for :func:`merge_backtest`
+        (one worker's share of a backtest spread over workers, e.g. the Airflow backtest DAG).
     label_delay : int
         Every strategy sees labels this many batches late (``data.label_delay_batches``; default the
         profile's). The table still scores each batch's serving champion on that batch's labels.
@@ -281,7 +286,7 @@ def run_backtest(
     """
     from tqdm import tqdm
 
-    t_start = time.monotonic()
+    t_start, t_wall = time.monotonic(), time.time()
     paths = Paths.discover(home)
     profile_path = paths.resolve(profile)  # relative to the project home first, then to the working folder
     if not profile_path.exists() and Path(profile).exists():
@@ -327,9 +332,22 @@ def run_backtest(
     finally:
         restore_checks()
         bar.close()
-    records = pd.DataFrame(rows)
+    settings = {"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
+                "warmup": warmup, "period_days": period_days, "period_batches": period_batches, "label_delay": label_delay,
+                "fit_cache": cache is not None, "fresh_checks": "cold" if cold else "warm, cached",
+                "policy": prof.triggers.policy, "stuck_after": prof.validation.stuck_after}
+    stats = cache.stats() if cache is not None else {"enabled": False}
+    if partial:  # one worker's share: its records, to be merged by merge_backtest
+        for strategy in chosen:
+            _write_part(work, strategy, [r for r in rows if r["strategy"] == strategy.name], settings=settings,
+                        fit_cache=stats, started=t_wall)
+    return _result(prof, chosen, pd.DataFrame(rows), batches_folder, pd.Timestamp(batches[-1].end), fit_cache=stats,
+                   seconds=time.monotonic() - t_start, work=work, settings=settings)
+
+
+def _result(prof, chosen: list[Strategy], records: pd.DataFrame, batches_folder: Path, last_end: pd.Timestamp, *,
+            fit_cache: dict[str, Any], seconds: float, work: Path, settings: dict[str, Any]) -> BacktestResult:
     info = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary")
-    last_end = pd.Timestamp(batches[-1].end)
     points = [(n, t) for n, t in load_drift_points(batches_folder) if t <= last_end]
     summary = summarize(records, greater_is_better=info.greater_is_better, drift_points=points)
     return BacktestResult(
@@ -340,14 +358,52 @@ def run_backtest(
         records=records,
         summary=summary,
         drift_points=points,
-        fit_cache=cache.stats() if cache is not None else {"enabled": False},
-        seconds=time.monotonic() - t_start,
+        fit_cache=fit_cache,
+        seconds=seconds,
         work_dir=work,
-        settings={"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
-                  "warmup": warmup, "period_days": period_days, "period_batches": period_batches, "label_delay": label_delay,
-                  "fit_cache": cache is not None, "fresh_checks": "cold" if cold else "warm, cached",
-                  "policy": prof.triggers.policy, "stuck_after": getattr(prof.validation, "stuck_after", 3)},
+        settings=settings,
     )
+
+
+_PART = "backtest-part.json"
+_PART_RECORDS = "backtest-part.pkl"
+
+
+def _write_part(work: Path, strategy: Strategy, rows: list[dict[str, Any]], *, settings: dict[str, Any],
+                fit_cache: dict[str, Any], started: float) -> None:
+    folder = work / strategy.name
+    pd.DataFrame(rows).to_pickle(folder / _PART_RECORDS)  # exact dtypes and floats for the merge
+    meta = {"strategy": strategy.name, "settings": settings, "fit_cache": fit_cache, "started": started,
+            "finished": time.time(), "last_batch_end": str(rows[-1]["batch_end"]) if rows else None}
+    (folder / _PART).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def merge_backtest(work_dir: str | Path) -> BacktestResult:
+    """Merge the strategies that ``run_backtest(..., partial=True)`` workers wrote into ``work_dir``.
+
+    The result is the one a single ``run_backtest`` of those strategies gives: same records and
+    table; ``fit_cache`` adds up the workers' counts and ``seconds`` is the wall time from the
+    first worker's start to the last one's end.
+    """
+    work = Path(work_dir)
+    parts = {p.parent.name: json.loads(p.read_text()) for p in work.glob(f"*/{_PART}")}
+    if not parts:
+        raise RetrainError(f"no backtest parts in {work}: run `retrain backtest --work-dir {work} --no-summary` per strategy first")
+    chosen = [STRATEGIES[n] for n in STRATEGIES if n in parts]
+    settings = {json.dumps(p["settings"], sort_keys=True) for p in parts.values()}
+    if len(settings) != 1:
+        raise RetrainError(f"the backtest parts in {work} were run with different settings; rerun them with the same ones")
+    first = next(iter(parts.values()))
+    prof = load_profile(Path(first["settings"]["profile_path"]))
+    records = pd.concat([pd.read_pickle(work / s.name / _PART_RECORDS) for s in chosen], ignore_index=True)
+    stats: dict[str, Any] = {}
+    for p in parts.values():
+        for k, v in p["fit_cache"].items():
+            stats[k] = stats.get(k, 0) + v if not isinstance(v, bool) else v
+    stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
+    seconds = max(p["finished"] for p in parts.values()) - min(p["started"] for p in parts.values())
+    return _result(prof, chosen, records, Path(first["settings"]["batches"]), pd.Timestamp(records["batch_end"].max()),
+                   fit_cache=stats, seconds=seconds, work=work, settings=first["settings"])
 
 
 def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Batch, index: int, cache: FitCache | None,

@@ -1,19 +1,9 @@
 """The ``retrain`` command: a thin shell over retrainlib that turns errors into one line and an exit code.
 
-Exit codes of ``retrain run`` (also in README):
-
-====  ==========================================================
-0     promoted, or bootstrapped the first champion
-3     no retraining needed
-4     challenger rejected by validation
-5     retraining blocked by data quality
-6     stuck: champion below performance_threshold, validation.stuck_after rejections in a row
-7     rolled back (a failed smoke test, or ``retrain rollback``)
-1     the run failed (see the manifest's ``error``)
-2     bad input: profile, data contract, registry request
-75    another run holds the model's run lock (try again later)
-130   interrupted by Ctrl-C; 143 stopped by SIGTERM (the run's manifest records it as failed)
-====  ==========================================================
+The exit codes (one table, :class:`retrainlib.errors.ExitCode`, also in README): 0 promoted or
+bootstrapped, 3 no retraining needed, 4 rejected, 5 blocked by data quality, 6 champion stuck,
+7 rolled back, 1 the run failed (other), 2 bad input, 8 integrity failure, 9 training failed,
+75 the run lock is held, 130/143 interrupted. Each error class carries its code.
 """
 
 from __future__ import annotations
@@ -25,14 +15,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import RetrainError, RunLocked
+from .errors import ExitCode, RetrainError, RunLocked
 
 __all__ = ["main", "EXIT_BAD_INPUT", "EXIT_LOCKED"]
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_LOCKED = 75
+EXIT_FAILED = ExitCode.FAILED
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
+EXIT_LOCKED = ExitCode.LOCKED
 DEFAULT_PROFILE = "params/demo.yaml"
+#: fewer rows than this in a file cannot be compared (the tests and the domain classifier need a few per side)
+MIN_DRIFT_ROWS = 10
 
 
 def _context(args):
@@ -42,7 +34,33 @@ def _context(args):
 
     paths = Paths.discover(args.home)
     prof = load_profile(paths.profile(args.profile))
-    return paths, prof, Registry(paths.resolve(prof.registry), prof.model_name)
+    registry = Registry(paths.resolve(prof.registry), prof.model_name)
+    _recover_before_reading(paths.runs, registry, by=f"retrain {args.command}")
+    return paths, prof, registry
+
+
+def _recover_before_reading(runs: Path, registry, *, by: str) -> None:
+    """What every command does before it reads: complete killed runs' records, tidy the registry.
+
+    Never waits: while a live writer holds the registry's lock, that writer finishes its own work.
+    """
+    from .manifest import mark_abandoned
+
+    mark_abandoned(runs, by=by)
+    registry.recover(wait=False)
+
+
+def _champion_shown(registry) -> tuple[str | None, str]:
+    """The champion and how ``status`` shows it; a damaged pointer shows as such and warns on stderr."""
+    problem = registry.pointer_problem()
+    if problem:
+        print(f"retrain: warning: {problem}", file=sys.stderr)
+        return None, "(damaged CHAMPION pointer, see the warning)"
+    rec = registry.champion_record() or {}
+    champion = rec.get("version")
+    if rec.get("smoke_pending"):
+        return champion, f"{champion} (unverified: its smoke test is running)"
+    return champion, champion or "(none)"
 
 
 def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
@@ -112,12 +130,58 @@ def cmd_run(args) -> int:
     from .pipeline import run_playbook
 
     _end_runs_on_signals()
+    if args.begin or args.finish:
+        return _run_in_steps(args)
     manifest, run_dir = run_playbook(args.profile, home=args.home, as_of=args.as_of, lock_timeout=args.wait)
     summary = _run_summary(manifest, run_dir)
     print(json.dumps(summary, indent=2) if args.json else "", end="\n" if args.json else "")
     if not args.json:
         _print_run(summary)
     return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
+
+
+def _run_in_steps(args) -> int:
+    """``--begin``: lease the model and create the run folder (prints it); ``--finish``: close it."""
+    from .pipeline import begin_run, finish_run
+
+    if args.begin and args.finish:
+        raise RetrainError("give --begin or --finish RUN_DIR, not both")
+    if args.begin:
+        if not args.owner:
+            raise RetrainError("retrain run --begin needs --owner NAME (who holds the model's lease until --finish, e.g. the DAG run)")
+        manifest, run_dir = begin_run(args.profile, owner=args.owner, home=args.home, as_of=args.as_of,
+                                      run_id=args.run_id, lease_ttl=args.lease_ttl)
+        print(json.dumps({"run_id": manifest.run_id, "run_dir": str(run_dir)}) if args.json else run_dir)
+        return 0
+    manifest = finish_run(args.finish, home=args.home)
+    summary = _run_summary(manifest, Path(args.finish).resolve())
+    print(json.dumps(summary, indent=2)) if args.json else _print_run(summary)
+    return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
+
+
+def cmd_step(args) -> int:
+    """Execute one step of a run begun with ``retrain run --begin``; 0 when the step succeeded."""
+    from .pipeline import outcome_so_far, run_step
+
+    _end_runs_on_signals()
+    manifest, rec = run_step(args.run_dir, args.step, home=args.home)
+    print(json.dumps({"run_id": manifest.run_id, "step": rec.name, "status": rec.status, "error": rec.error,
+                      "outcome": outcome_so_far(manifest, Path(args.run_dir).resolve())}))
+    return 0 if rec.status == "succeeded" else EXIT_FAILED
+
+
+def cmd_lease(args) -> int:
+    """Show the model's lease; ``--break`` removes it (its owner is gone and will not release it)."""
+    from . import lease
+
+    _, _, registry = _context(args)
+    held = lease.read(registry)
+    if args.break_:
+        lease.release(registry, force=True)
+        print(f"broke the lease of run {held['run_id']} (owner {held['owner']})" if held else "no lease to break")
+        return 0
+    print(json.dumps(held, indent=2) if held else f"model {registry.model_name} is not leased")
+    return 0
 
 
 def cmd_demo_data(args) -> int:
@@ -169,7 +233,7 @@ def cmd_status(args) -> int:
     from .manifest import load_manifest
 
     paths, prof, registry = _context(args)
-    champion = registry.champion()
+    champion, shown = _champion_shown(registry)
     versions = [
         {"version": v.name, "created": v.metadata.get("created", ""), "run": v.metadata.get("run_id", ""),
          "rows": v.metadata.get("n_rows", ""), "size_mb": round(v.size_bytes / 2**20, 2),
@@ -179,11 +243,18 @@ def cmd_status(args) -> int:
     runs = []
     for d in sorted(paths.runs.glob(f"*-{prof.name}*"), reverse=True)[: args.last]:
         if (d / "manifest.json").exists():
-            m = load_manifest(d)
+            try:
+                m = load_manifest(d)
+                m["run_id"], m["status"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # one damaged record hides no other run
+                print(f"retrain: warning: skipped {d / 'manifest.json'}: not a readable run record "
+                      f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})", file=sys.stderr)
+                continue
             runs.append({"run": m["run_id"], "status": m["status"], "outcome": m.get("outcome"),
                          "champion_after": m.get("champion_after"), "seconds": m.get("seconds")})
     status = {"model": prof.model_name, "champion": champion, "versions": versions,
-              "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs}
+              "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs,
+              "pointer_problem": registry.pointer_problem()}
     if prof.mlflow is not None:
         status["mlflow"] = _mlflow_links(paths.runs, prof.name)
         for r in runs:
@@ -191,7 +262,7 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"model {prof.model_name}: champion {champion or '(none)'}; registry {status['registry_mb']} MB")
+    print(f"model {prof.model_name}: champion {shown}; registry {status['registry_mb']} MB")
     if versions:
         _print_table(versions, ["version", "role", "created", "run", "rows", "size_mb"])
     print()
@@ -236,7 +307,13 @@ def cmd_rollback(args) -> int:
     """Roll back by hand as a run: notebook 40 with rollback=True, a run folder, outcome rolled-back, a notification."""
     from .pipeline import run_playbook
 
+    from .manifest import OUTCOMES
+
     _, _, registry = _context(args)
+    if args.to and registry.pointer_problem():  # a damaged pointer: no run can read it; repair it from the history
+        ev = registry.roll_back(to=args.to, run_id=None, reason=args.reason)
+        print(f"repaired the CHAMPION pointer: champion {ev.version} (history.jsonl said {ev.previous or 'none'})")
+        return OUTCOMES["rolled-back"]
     registry.rollback_target(args.to)  # bad input is refused before a run folder is written
     _end_runs_on_signals()
     manifest, run_dir = run_playbook(args.profile, home=args.home, rollback=True, rollback_to=args.to,
@@ -249,15 +326,12 @@ def cmd_rollback(args) -> int:
     return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
 
 
-def _file(path: str) -> Path:
-    from .errors import DataContractError
+def _file(path: str, option: str) -> Path:
+    """A --reference/--current file, checked as data.read_frame checks it (exists, format, readable, unique names)."""
+    from .data import check_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise DataContractError(f"{path} does not exist; give a Parquet or CSV file")
-    if p.suffix not in (".parquet", ".csv"):
-        raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
-    return p
+    check_file(path, what=f"{option} file")
+    return Path(path)
 
 
 def cmd_drift(args) -> int:
@@ -265,7 +339,7 @@ def cmd_drift(args) -> int:
     from . import data, drift
     from .profiles import DriftSettings
 
-    ref_path, cur_path = _file(args.reference), _file(args.current)
+    ref_path, cur_path = _file(args.reference, "--reference"), _file(args.current, "--current")
     settings, threshold, skip = DriftSettings(), 0.1, set()
     if args.profile:
         from .paths import Paths
@@ -275,7 +349,14 @@ def cmd_drift(args) -> int:
         settings, threshold = prof.drift, prof.drift_threshold
         skip = {prof.data.label, prof.data.time_column, prof.data.key, *prof.data.ignore_columns}
     columns = [c for c in data.file_columns(ref_path) if c not in skip]  # only the compared columns are read
-    reference, current = data.read_columns(ref_path, columns), data.read_columns(cur_path, columns)
+    reference = data.read_columns(ref_path, columns, what="--reference file")
+    current = data.read_columns(cur_path, columns, what="--current file")
+    from .errors import DataContractError
+
+    for option, path, frame in (("--reference", ref_path, reference), ("--current", cur_path, current)):
+        if len(frame) < MIN_DRIFT_ROWS:
+            raise DataContractError(f"{option} file {path} has {len(frame)} row(s); drift needs at least "
+                                    f"{MIN_DRIFT_ROWS} rows in each file")
     report = drift.compare(reference, current, columns=columns, settings=settings, drift_threshold=threshold)
     table = report.to_frame()
     import pandas as pd
@@ -294,14 +375,32 @@ def cmd_drift(args) -> int:
 
 def cmd_backtest(args) -> int:
     """Replay the profile's batches once per strategy and print the comparison table."""
-    from .backtest import check_target, run_backtest
+    from .backtest import run_backtest
 
     result = run_backtest(
         args.profile, home=args.home, strategies=args.strategies, work_dir=args.work_dir, warmup=args.warmup,
         max_batches=args.max_batches, period_days=args.period_days,
         period_batches=args.period_batches, fit_cache=not args.no_fit_cache,
-        progress=not args.no_progress, label_delay=args.label_delay, cold=args.cold,
+        progress=not args.no_progress, label_delay=args.label_delay, cold=args.cold, partial=args.no_summary,
     )
+    if args.no_summary:
+        print(f"replayed {', '.join(s.name for s in result.strategies)} of {result.profile} into {result.work_dir} "
+              f"in {result.seconds:.0f} s; merge with `retrain backtest-merge {result.work_dir}`")
+        return 0
+    return _report_backtest(result, args)
+
+
+def cmd_backtest_merge(args) -> int:
+    """Merge strategies replayed by separate `retrain backtest --no-summary` workers; print the table."""
+    from .backtest import merge_backtest
+
+    return _report_backtest(merge_backtest(args.work_dir), args)
+
+
+def _report_backtest(result, args) -> int:
+    """Write the backtest's files and print its table (`retrain backtest` and `backtest-merge` alike)."""
+    from .backtest import check_target
+
     files = result.write(args.out)
     payload = result.to_dict()
     if args.json:
@@ -344,15 +443,39 @@ def cmd_schedule(args) -> int:
     from .profiles import ScheduleSettings
     from .scheduler import Scheduler
 
-    schedule = ScheduleSettings(cron=args.cron, every_minutes=args.every_minutes) if (args.cron or args.every_minutes) else None
+    schedule = _schedule_option(args)
     return Scheduler(args.profile, home=args.home, schedule=schedule, lock_wait=args.wait, max_runs=args.max_runs,
                      report=not args.no_report).serve()
 
 
+def _schedule_option(args):
+    """--cron / --every-minutes as schedule settings; their errors blame the option, not the profile."""
+    from .errors import ProfileError
+    from .profiles import ScheduleSettings
+    from .scheduler import make_trigger
+
+    if args.cron is None and args.every_minutes is None:
+        return None
+    if args.cron is not None and args.every_minutes is not None:
+        raise ProfileError("give either --cron or --every-minutes, not both")
+    if args.every_minutes is not None and not args.every_minutes > 0:
+        raise ProfileError(f"--every-minutes {args.every_minutes:g} must be above 0, e.g. --every-minutes 60")
+    schedule = ScheduleSettings(cron=args.cron, every_minutes=args.every_minutes)
+    try:
+        make_trigger(schedule)
+    except ProfileError as exc:
+        cause = str(exc.__cause__ or exc)
+        raise ProfileError(f"--cron {args.cron!r} is not a crontab expression ({cause}); expected five fields: minute "
+                           "hour day-of-month month day-of-week in UTC, e.g. --cron '0 6 * * *'") from None
+    return schedule
+
+
 def cmd_report(args) -> int:
+    from .manifest import mark_abandoned
     from .paths import Paths
     from .report import build_report
 
+    mark_abandoned(Paths.discover(args.home).runs, by="retrain report")
     result = build_report(Paths.discover(args.home).runs, force=args.force)
     print(f"{result.runs} runs listed, {result.rendered} notebooks rendered ({result.skipped} already), "
           f"in {result.seconds:.1f} s: {result.index}")
@@ -363,6 +486,7 @@ def cmd_replay(args) -> int:
     """Replay a run folder; 0 when everything matches, 1 with a one-line reason when something differs."""
     from .replay import replay
 
+    _recover_for_replay(Path(args.run_dir))
     report = replay(args.run_dir, tolerance=args.tolerance, keep_scratch=args.keep_scratch)
     if args.json == "-":
         print(json.dumps(report.to_dict(), indent=2, default=str))
@@ -374,6 +498,21 @@ def cmd_replay(args) -> int:
         return 0
     print(f"retrain: replay differs: {report.reason()}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _recover_for_replay(run_dir: Path) -> None:
+    """Before a replay reads the live registry and the runs: the same recovery as every other command."""
+    from .manifest import load_manifest
+    from .paths import Paths
+    from .registry import Registry
+
+    try:
+        resolved = load_manifest(run_dir)["profile"]["resolved"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # replay itself says what is wrong with the record
+    paths = Paths(run_dir.resolve().parent.parent)
+    _recover_before_reading(paths.runs, Registry(paths.resolve(resolved.get("registry", "models")), resolved["model_name"]),
+                            by="retrain replay")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,6 +532,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--as-of", default=None, help="only use batches up to this date (YYYY-MM-DD)")
     sp.add_argument("--wait", type=float, default=0, help="seconds to wait for another run of this model to finish (default 0: skip at once)")
     sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sp.add_argument("--begin", action="store_true",
+                    help="only lease the model to --owner and create the run folder (print it); then `retrain step` "
+                         "runs each step and `retrain run --finish` closes it (how an orchestrator such as Airflow runs it)")
+    sp.add_argument("--owner", default=None, help="with --begin: who holds the lease, e.g. the DAG run; the same owner gets its run back")
+    sp.add_argument("--run-id", default=None, help="with --begin: the run folder's name (default <UTC timestamp>-<profile>)")
+    sp.add_argument("--lease-ttl", type=float, default=3600.0,
+                    help="with --begin: seconds the lease lives unless a step renews it (default 3600)")
+    sp.add_argument("--finish", default=None, metavar="RUN_DIR",
+                    help="close a run begun with --begin: outcome, notifications, release the lease; exit code as a run's")
+
+    sp = add("step", cmd_step, "execute one step of a run begun with `retrain run --begin` (exit 0: the step succeeded)",
+             profile=False)
+    sp.add_argument("--run-dir", required=True, help="the run folder `retrain run --begin` printed")
+    sp.add_argument("--step", required=True, help="10, 20, 30, 40 or the notebook's name, e.g. 20-retrain-model")
+
+    sp = add("lease", cmd_lease, "show the model's run lease (held by a run executed step by step)")
+    sp.add_argument("--break", dest="break_", action="store_true", help="remove the lease whoever holds it")
 
     sp = add("demo", cmd_demo, "write the demo data and run the playbook twice (bootstrap, then after the drift)")
     sp.add_argument("--fresh", action="store_true", help="move an existing demo registry aside first")
@@ -447,6 +603,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--cold", action="store_true", help="fresh-process checks in a new interpreter each and no check cache "
                     "(the slower behaviour before the warm fork server)")
+    sp.add_argument("--no-summary", action="store_true",
+                    help="replay only, keeping each strategy's records in --work-dir for `retrain backtest-merge` "
+                         "(one worker's share of a backtest spread over workers; the fit cache there is shared)")
+    sp = add("backtest-merge", cmd_backtest_merge, "merge strategies replayed by `retrain backtest --no-summary` "
+             "into one work dir and print the table `retrain backtest` prints", profile=False)
+    sp.add_argument("work_dir", metavar="WORK_DIR", help="the shared --work-dir of the replays")
+    sp.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON to OUT ('-': stdout)")
+    sp.add_argument("--out", default=None, help="folder for backtest.json/.csv/.png (default: the work dir)")
     sp = sub.add_parser("replay", help="re-execute a run folder from its record and compare its decisions",
                         description="re-execute a run folder from its record (profile as run, registry as it stood, same "
                                     "as_of) into a new runs/<id>-replay folder and compare decisions, gate verdicts, "
@@ -466,19 +630,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # papermill logs every notebook's paths at INFO; our runner logs one line per step
         logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except RunLocked as exc:
-        print(f"retrain: skipped: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
+        print(f"retrain: skipped: {one_line(exc)}", file=sys.stderr)
+        return int(exc.exit_code)
     except RetrainError as exc:
-        print(f"retrain: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        print(f"retrain: error: {one_line(exc)}", file=sys.stderr)
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         print("retrain: interrupted", file=sys.stderr)
-        return 130
+        return int(ExitCode.INTERRUPTED)
     except Terminated:
         print("retrain: stopped by SIGTERM; the run's manifest records it as failed", file=sys.stderr)
-        return 143
+        return int(ExitCode.TERMINATED)
+    except Exception as exc:  # not ours: still one line (the traceback with -v), never a wall of text
+        if args.verbose:
+            raise
+        print(f"retrain: error: unexpected {type(exc).__name__}: {one_line(exc)} (run with -v for the traceback)",
+              file=sys.stderr)
+        return int(ExitCode.FAILED)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (YAML and library messages span several)."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

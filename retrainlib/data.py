@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -20,8 +21,13 @@ from .errors import DataContractError
 from .paths import Paths
 from .profiles import DataSource, TrainingSettings
 
+log = logging.getLogger("retrainlib.data")
+
 __all__ = [
     "Batch",
+    "read_frame",
+    "column_names",
+    "check_time_order",
     "Windows",
     "list_batches",
     "load_batches",
@@ -81,12 +87,74 @@ def parse_as_of(value: str | dt.date | dt.datetime | None) -> pd.Timestamp | Non
     return ts.tz_localize(None) if ts.tzinfo else ts
 
 
-def _read(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def column_names(path: Path) -> list[str]:
+    """The column names a Parquet or CSV file declares, as written (duplicates kept)."""
     if path.suffix == ".parquet":
-        return pd.read_parquet(path, columns=list(columns) if columns else None)
-    if path.suffix == ".csv":
-        return pd.read_csv(path, usecols=list(columns) if columns else None)
-    raise DataContractError(f"batch file {path} is neither .parquet nor .csv; convert it or change data.pattern")
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+        meta = schema.pandas_metadata if schema.metadata and b"pandas" in schema.metadata else {}
+        index = {c for c in (meta or {}).get("index_columns") or [] if isinstance(c, str)}  # a stored index is no column
+        return [n for n in schema.names if n not in index]
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
+
+
+def read_frame(path: str | Path, columns: Sequence[str] | None = None, *, what: str = "file") -> pd.DataFrame:
+    """Read a Parquet or CSV file; any problem is a :class:`DataContractError` naming the file and the real cause.
+
+    Refused: a file that is not there, neither format, truncated or not Parquet, not UTF-8, empty, or
+    holding one column name twice (pandas would rename the second ``x.1``; pyarrow cannot read it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataContractError(f"{what} {path} does not exist; give a Parquet or CSV file")
+    if path.suffix not in (".parquet", ".csv"):
+        raise DataContractError(f"{what} {path} is neither .parquet nor .csv; convert it or change data.pattern")
+    names: list[str] = []
+    try:
+        names = column_names(path)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise DataContractError(f"{what} {path} has the column name {', '.join(map(repr, dupes))} more than once; "
+                                    "rename or drop the duplicate column")
+        if not names:
+            raise DataContractError(f"{what} {path} is empty (no header, no rows); write its columns and rows")
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path, columns=list(columns) if columns else None)
+        return pd.read_csv(path, usecols=list(columns) if columns else None, encoding="utf-8")
+    except DataContractError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise DataContractError(f"{what} {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                f"{exc.start}); save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise DataContractError(f"{what} {path} is empty (no header, no rows); write its columns and rows") from None
+    except (ValueError, KeyError) as exc:
+        import pyarrow as pa
+
+        if isinstance(exc, pa.ArrowException) or not names:  # the file itself is broken, not a column request
+            raise DataContractError(f"{what} {path} cannot be read as {path.suffix[1:]}: {_cause(exc)}; "
+                                    "restore the file (truncated or corrupt?) or write it again") from None
+        if columns and any(c not in names for c in columns):
+            missing = [c for c in columns if c not in names]
+            raise DataContractError(f"{what} {path} has no column {', '.join(map(repr, missing))} "
+                                    f"(columns there: {', '.join(map(str, names[:12]))})") from None
+        raise DataContractError(f"{what} {path} cannot be read: {_cause(exc)}; restore the file or write it again") from None
+    except Exception as exc:  # pyarrow's ArrowInvalid / OSError for a truncated or foreign file
+        raise DataContractError(f"{what} {path} cannot be read as {path.suffix[1:]}: {_cause(exc)}; "
+                                "restore the file (truncated or corrupt?) or write it again") from None
+
+
+def _cause(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _read(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    return read_frame(path, columns, what="batch file")
 
 
 def file_columns(path: str | Path) -> list[str]:
@@ -101,7 +169,22 @@ def file_columns(path: str | Path) -> list[str]:
     raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
 
 
-def read_columns(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
+def check_file(path: str | Path, *, what: str = "file") -> list[str]:
+    """A data file's column names, after :func:`read_frame`'s checks (there, a known format, readable, names unique)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix not in (".parquet", ".csv"):
+        read_frame(path, what=what)  # raises, naming the file
+    try:
+        names = column_names(path)
+    except Exception:
+        read_frame(path, what=what)  # raises the precise cause
+        raise
+    if not names or len(set(names)) != len(names):
+        read_frame(path, what=what)  # raises: empty, or a name twice
+    return names
+
+
+def read_columns(path: str | Path, columns: Sequence[str], *, what: str = "batch file") -> pd.DataFrame:
     """Only ``columns`` of a Parquet or CSV file (those it has, in that order).
 
     Parquet text columns come as pandas categories, decoded once per distinct value instead of once
@@ -119,7 +202,7 @@ def read_columns(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
         return pq.read_table(path, columns=wanted, read_dictionary=text).to_pandas()
     have = set(file_columns(path))
     wanted = [c for c in columns if c in have]
-    return _read(path, wanted)[wanted]
+    return read_frame(path, wanted, what=what)[wanted]
 
 
 def _display(path: Path, paths: Paths) -> str:
@@ -141,23 +224,92 @@ def list_batches(source: DataSource, paths: Paths, *, as_of: Any = None) -> list
     if not files:
         raise DataContractError(f"no files match {source.pattern!r} in {folder}; check data.pattern and data.batches")
     cutoff = parse_as_of(as_of)
-    out = []
+    seen = []
+    kinds: dict[str, tuple[str, str]] = {}
     for f in files:
-        try:
-            times = _read(f, [source.time_column])[source.time_column]
-        except (KeyError, ValueError) as exc:
+        if source.time_column not in column_names_or_read(f):
             raise DataContractError(
                 f"time column {source.time_column!r} is missing from batch {_display(f, paths)}; "
                 "add it or set data.time_column to the column that orders rows"
-            ) from exc
-        times = pd.to_datetime(times)
+            )
+        _check_schema_kinds(f, _display(f, paths), kinds)
+        times = _times(_read(f, [source.time_column])[source.time_column], _display(f, paths), source.time_column)
         if times.empty:
             continue
-        end = times.max()
-        if cutoff is not None and end > cutoff:
+        seen.append((Batch(_display(f, paths), int(len(times)), times.min().isoformat(), times.max().isoformat(),
+                           file_sha256(f)), times))
+    check_time_order([b for b, _ in seen])
+    out = []
+    for b, times in seen:
+        if cutoff is not None and _naive(b.end) > cutoff:
+            if _naive(b.start) <= cutoff:
+                log.warning("batch %s holds rows up to %s, after as_of %s: the whole batch is left out of this run "
+                            "(a batch is used whole or not at all)", b.path, b.end, cutoff)
             continue
-        out.append(Batch(_display(f, paths), int(len(times)), times.min().isoformat(), end.isoformat(), file_sha256(f)))
+        out.append(b)
     return out
+
+
+def _check_schema_kinds(path: Path, shown: str, kinds: dict[str, tuple[str, str]]) -> None:
+    """A Parquet batch's column types (from its schema, no rows read) keep the kind the first batch gave them."""
+    if path.suffix != ".parquet":
+        return  # a CSV's types show only once read: load_batches checks them per window
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for field in pq.read_schema(path):
+        t = field.type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        kind = ("empty" if pa.types.is_null(t) else
+                "numeric" if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t) else
+                "timestamp" if pa.types.is_timestamp(t) or pa.types.is_date(t) else
+                "text" if pa.types.is_string(t) or pa.types.is_large_string(t) else "other")
+        if kind in ("empty", "other"):
+            continue
+        first = kinds.setdefault(field.name, (kind, shown))
+        if first[0] != kind:
+            raise DataContractError(f"column {field.name!r} is {first[0]} in batch {first[1]} but {kind} in batch {shown}; "
+                                    "fix the feed so the column keeps one type")
+
+
+def column_names_or_read(path: Path) -> list[str]:
+    """The batch file's column names, through :func:`read_frame`'s checks (so a broken file is named with its cause)."""
+    return check_file(path, what="batch file")
+
+
+def _times(values: pd.Series, where: str, column: str) -> pd.Series:
+    try:
+        times = pd.to_datetime(values)
+    except (ValueError, TypeError) as exc:
+        raise DataContractError(f"time column {column!r} of batch {where} holds values that are not timestamps "
+                                f"({_cause(exc)}); fix them or set data.time_column") from None
+    return times
+
+
+def _naive(text: str) -> pd.Timestamp:
+    ts = pd.Timestamp(text)
+    return ts.tz_convert(None) if ts.tzinfo else ts
+
+
+def check_time_order(batches: Sequence[Batch], *, now: pd.Timestamp | None = None) -> None:
+    """Batches sorted by name must follow each other in time, and no row may lie in the future.
+
+    A batch that starts before its predecessor starts, or ends before it ends, does not follow its
+    name (a file misnamed or a row misdated); a row dated after now would silently drop its batch from
+    every ``--as-of`` run. Both are refused, naming the files.
+    """
+    now = now if now is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
+    for b in batches:
+        if _naive(b.end) > now + pd.Timedelta(days=1):
+            raise DataContractError(f"batch {b.path} has a row dated {b.end}, in the future; fix the row's time "
+                                    "(a future row would hide the whole batch from runs with --as-of)")
+    for a, b in zip(batches, batches[1:]):
+        if _naive(b.start) < _naive(a.start) or _naive(b.end) < _naive(a.end):
+            raise DataContractError(
+                f"batches are out of time order: {b.path} ({b.start} .. {b.end}) sorts after {a.path} ({a.start} .. "
+                f"{a.end}) by name but not by time; rename the files so that names sort by time, or fix the misdated rows"
+            )
 
 
 def batches_from_records(records: Iterable[dict[str, Any]], paths: Paths, *, verify: bool = True) -> list[Batch]:
@@ -208,10 +360,11 @@ def load_batches(
                     f"{role} {col!r} is missing from batch {b.path}; restore it or set {fix} to the right name "
                     f"(columns there: {', '.join(map(str, frame.columns[:12]))})"
                 )
-        frame[source.time_column] = pd.to_datetime(frame[source.time_column])
+        frame[source.time_column] = _times(frame[source.time_column], b.path, source.time_column)
         if check is not None:
             check(frame, b)
         frames.append(frame)
+    _check_kinds(frames, batches)
     out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     for col in out.columns:  # categories that differ between batches come back as object; restore them
         if out[col].dtype == object and all(isinstance(f[col].dtype, pd.CategoricalDtype) for f in frames if col in f):
@@ -221,6 +374,34 @@ def load_batches(
     if max_rows is not None and len(out) > max_rows:
         out = out.iloc[-max_rows:]
     return out.reset_index(drop=True)
+
+
+def _kind(series: pd.Series) -> str:
+    if not series.notna().any():
+        return "empty"  # all missing: says nothing about the column's type
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "timestamp"
+    return "text"
+
+
+def _check_kinds(frames: Sequence[pd.DataFrame], batches: Sequence[Batch]) -> None:
+    """A column keeps its kind (numeric, text, timestamp) across batches; a feed that turned numbers into text is named."""
+    first: dict[str, tuple[str, str]] = {}
+    for frame, b in zip(frames, batches):
+        for col in frame.columns:
+            kind = _kind(frame[col])
+            if kind == "empty":
+                continue
+            if col not in first:
+                first[col] = (kind, b.path)
+            elif first[col][0] != kind:
+                sample = frame[col].dropna().iloc[0]
+                raise DataContractError(
+                    f"column {col!r} is {first[col][0]} in batch {first[col][1]} but {kind} in batch {b.path} "
+                    f"(e.g. {str(sample)[:40]!r}); fix the feed so the column keeps one type"
+                )
 
 
 def feature_columns(frame: pd.DataFrame, source: DataSource) -> list[str]:

@@ -9,6 +9,10 @@ trained alone). Fits bounded by configuration are reproducible (README: "Reprodu
 copy is what a second fit would have produced; a fit whose ``time_limit`` was binding depends on
 the machine's load and is never cached.
 
+The cache is a plain folder, so workers on several machines can share it on shared storage
+(NFS, EFS): an entry appears by an atomic rename, and a per-fit lock file (``.<key>.lock``,
+``flock``) makes a worker that needs a fit another worker is computing wait for it and reuse it.
+
 >>> import tempfile
 >>> cache = FitCache(tempfile.mkdtemp())
 >>> cache.stats()
@@ -25,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import filelock
 import pandas as pd
 
 from . import training
@@ -86,19 +91,29 @@ class FitCache:
         entry = self.root / key
         work_dir = Path(work_dir)
         if (entry / "result.json").is_file():
-            if len(train) < profile.training.min_train_rows:  # the same refusal a real fit gives
-                return training.train_challenger(train, profile=profile, work_dir=work_dir, disk_path=disk_path, **kwargs)
-            check_free_disk(disk_path, need_bytes=kwargs.get("expected_version_bytes", 50 * 2**20),
-                            disk_threshold=profile.disk_threshold)
-            work_dir.mkdir(parents=True, exist_ok=False)
-            shutil.copytree(entry / "predictor", work_dir / "predictor")
-            result = training.TrainingResult.from_dict(json.loads((entry / "result.json").read_text()),
-                                                       predictor_dir=work_dir / "predictor",
-                                                       leaderboard=pd.read_csv(entry / "leaderboard.csv"))
-            self.fits_reused += 1
-            self.cpu_seconds_saved += result.cpu_seconds
-            self.last_hit = True
-            return result
+            return self._reuse(entry, train, profile=profile, work_dir=work_dir, disk_path=disk_path, **kwargs)
+        # processes on other workers share this folder: one computes a fit, the others wait and reuse it
+        with filelock.FileLock(self.root / f".{key}.lock", fallback_to_soft=False):
+            if (entry / "result.json").is_file():
+                return self._reuse(entry, train, profile=profile, work_dir=work_dir, disk_path=disk_path, **kwargs)
+            return self._compute(entry, train, profile=profile, work_dir=work_dir, disk_path=disk_path, **kwargs)
+
+    def _reuse(self, entry: Path, train: pd.DataFrame, *, profile: Profile, work_dir: Path, disk_path, **kwargs: Any) -> training.TrainingResult:
+        if len(train) < profile.training.min_train_rows:  # the same refusal a real fit gives
+            return training.train_challenger(train, profile=profile, work_dir=work_dir, disk_path=disk_path, **kwargs)
+        check_free_disk(disk_path, need_bytes=kwargs.get("version_bytes") or 50 * 2**20,
+                        disk_threshold=profile.disk_threshold)
+        work_dir.mkdir(parents=True, exist_ok=False)
+        shutil.copytree(entry / "predictor", work_dir / "predictor")
+        result = training.TrainingResult.from_dict(json.loads((entry / "result.json").read_text()),
+                                                   predictor_dir=work_dir / "predictor",
+                                                   leaderboard=pd.read_csv(entry / "leaderboard.csv"))
+        self.fits_reused += 1
+        self.cpu_seconds_saved += result.cpu_seconds
+        self.last_hit = True
+        return result
+
+    def _compute(self, entry: Path, train: pd.DataFrame, *, profile: Profile, work_dir: Path, disk_path, **kwargs: Any) -> training.TrainingResult:
         result = training.train_challenger(train, profile=profile, work_dir=work_dir, disk_path=disk_path, **kwargs)
         self.fits_computed += 1
         self.cpu_seconds_computed += result.cpu_seconds

@@ -49,6 +49,10 @@ __all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use",
 
 MODE_VARIABLE = "RETRAIN_FRESH"  # "warm" (default) or "cold"
 CACHE_VARIABLE = "RETRAIN_CHECK_CACHE"  # a folder of passed checks; unset: no cache
+#: fault tests set this to a file path: a check started with ``hold=True`` (the registry's smoke test)
+#: writes it, then waits until it is killed, so a test can kill a promotion exactly while the new
+#: champion awaits its smoke test
+HOLD_VARIABLE = "RETRAIN_SMOKE_HOLD"
 #: what the fork server imports once, before it forks any check
 PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "autogluon.tabular", "retrainlib.automl", "retrainlib.freshproc")
 _ANSWER, _SCORES = "answer.json", "scores.npy"
@@ -133,10 +137,21 @@ def _load_and_predict(predictor_dir: str, rows_path: str, answer_dir: str, num_c
             "load_seconds": round(loaded - t0, 3), "predict_seconds": round(time.monotonic() - loaded, 3)}
 
 
-def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int = 1) -> int:
+def _hold_for_fault_tests() -> None:
+    marker = os.environ.get(HOLD_VARIABLE)
+    if not marker:
+        return
+    Path(marker).write_text(f"{os.getpid()}\n")
+    while True:
+        time.sleep(3600)
+
+
+def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int = 1, hold: bool = False) -> int:
     """Run the check and write ``answer.json`` into ``answer_dir``; 0 passed, 1 failed (never raises)."""
     from .durable import write_json_atomic
 
+    if hold:
+        _hold_for_fault_tests()
     try:
         if not Path(predictor_dir).is_dir():
             raise FileNotFoundError(f"the predictor folder {predictor_dir} does not exist")
@@ -147,8 +162,8 @@ def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int =
     return 0 if answer["ok"] else 1
 
 
-def _warm_child(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int) -> None:
-    sys.exit(_answer(predictor_dir, rows_path, answer_dir, num_cpus))
+def _warm_child(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int, hold: bool = False) -> None:
+    sys.exit(_answer(predictor_dir, rows_path, answer_dir, num_cpus, hold))
 
 
 # --------------------------------------------------------------------------- the warm pool
@@ -239,7 +254,8 @@ class Check:
     """One started check; :meth:`result` waits for its answer (at most ``timeout`` s from the start)."""
 
     def __init__(self, predictor_dir: str | os.PathLike, rows: "pd.DataFrame", *, timeout: float = 600.0,
-                 num_cpus: int = 1, cold: bool | None = None):
+                 num_cpus: int = 1, cold: bool | None = None, hold: bool = False):
+        self.hold = bool(hold and os.environ.get(HOLD_VARIABLE))
         self.predictor_dir, self.timeout, self.num_cpus = Path(predictor_dir), float(timeout), int(num_cpus)
         self.mode = ("cold" if cold else "warm") if cold is not None else mode()
         self.started = time.monotonic()
@@ -253,7 +269,7 @@ class Check:
             self._result = CheckResult(False, "the rows to predict are empty; pass a few rows of recent data", mode=self.mode)
             return
         self._key = None
-        if _cache_dir() is not None and self.predictor_dir.is_dir():
+        if _cache_dir() is not None and self.predictor_dir.is_dir() and not self.hold:
             self._key = cache_key(self.predictor_dir, rows, self.num_cpus)
             hit = _cache_get(self._key)
             if hit is not None:
@@ -261,7 +277,7 @@ class Check:
                 return
         rows_path = self._dir / "rows.parquet"
         rows.reset_index(drop=True).to_parquet(rows_path, index=False)
-        args = (str(self.predictor_dir), str(rows_path), str(self._dir), self.num_cpus)
+        args = (str(self.predictor_dir), str(rows_path), str(self._dir), self.num_cpus, self.hold)
         if self.mode == "cold":
             self._launch_cold(args)
         else:  # starting the child may wait for the fork server's imports: do it beside the caller's work
@@ -274,8 +290,9 @@ class Check:
         env = {**os.environ, **{v: str(self.num_cpus) for v in automl.THREAD_VARIABLES}}
         pkg_parent = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        predictor_dir, rows_path, answer_dir, num_cpus = args
-        cmd = [sys.executable, "-m", "retrainlib.freshproc", predictor_dir, rows_path, answer_dir, "--num-cpus", str(num_cpus)]
+        predictor_dir, rows_path, answer_dir, num_cpus, hold = args
+        cmd = [sys.executable, "-m", "retrainlib.freshproc", predictor_dir, rows_path, answer_dir, "--num-cpus", str(num_cpus),
+               *(["--hold"] if hold else [])]
         try:
             self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         except OSError as exc:
@@ -365,12 +382,13 @@ class Check:
 
 
 def start(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", *, timeout: float = 600.0, num_cpus: int = 1,
-          cold: bool | None = None) -> Check:
+          cold: bool | None = None, hold: bool = False) -> Check:
     """Start loading ``predictor_dir`` in a fresh process to predict ``rows``; collect with ``.result()``.
 
-    ``cold`` overrides ``RETRAIN_FRESH`` (None: take the setting).
+    ``cold`` overrides ``RETRAIN_FRESH`` (None: take the setting). ``hold`` marks the registry's smoke
+    test, which fault tests pause with ``RETRAIN_SMOKE_HOLD``.
     """
-    return Check(predictor_dir, rows, timeout=timeout, num_cpus=num_cpus, cold=cold)
+    return Check(predictor_dir, rows, timeout=timeout, num_cpus=num_cpus, cold=cold, hold=hold)
 
 
 def check(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", **kwargs: Any) -> CheckResult:
@@ -379,8 +397,11 @@ def check(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", **kwargs: Any)
 
 
 # --------------------------------------------------------------------------- ending process trees
-def stop_processes(procs: Iterable, *, grace: float = 0.0) -> None:
-    """End ``procs`` (psutil processes): SIGTERM and up to ``grace`` s to exit first when grace > 0, then SIGKILL."""
+def stop_processes(procs: Iterable, *, grace: float = 0.0, wait: bool = True) -> None:
+    """End ``procs`` (psutil processes): SIGTERM and up to ``grace`` s to exit first when grace > 0, then SIGKILL.
+
+    ``wait=False`` returns after the SIGKILL (a watchdog thread whose caller waits for the process itself).
+    """
     import psutil
 
     procs = list(procs)
@@ -396,10 +417,11 @@ def stop_processes(procs: Iterable, *, grace: float = 0.0) -> None:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=max(grace, 10))
+    if wait:
+        psutil.wait_procs(procs, timeout=max(grace, 10))
 
 
-def kill_tree(pid: int, *, grace: float = 0.0) -> None:
+def kill_tree(pid: int, *, grace: float = 0.0, wait: bool = True) -> None:
     """End process ``pid`` and every descendant of it (see :func:`stop_processes`)."""
     import psutil
 
@@ -408,7 +430,7 @@ def kill_tree(pid: int, *, grace: float = 0.0) -> None:
         procs = [*root.children(recursive=True), root]
     except psutil.NoSuchProcess:
         return
-    stop_processes(procs, grace=grace)
+    stop_processes(procs, grace=grace, wait=wait)
 
 
 # --------------------------------------------------------------------------- cold entry point
@@ -421,8 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rows", help="Parquet file of feature rows")
     parser.add_argument("answer_dir", help="folder for answer.json and scores.npy")
     parser.add_argument("--num-cpus", type=int, default=1, help="threads for prediction (default 1)")
+    parser.add_argument("--hold", action="store_true", help=f"pause before loading while ${HOLD_VARIABLE} is set (fault tests)")
     args = parser.parse_args(argv)
-    code = _answer(args.predictor_dir, args.rows, args.answer_dir, args.num_cpus)
+    code = _answer(args.predictor_dir, args.rows, args.answer_dir, args.num_cpus, args.hold)
     answer = json.loads((Path(args.answer_dir) / _ANSWER).read_text())
     if code:
         print(f"fresh-process check failed: {answer['error']}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 
 from .durable import sha256_file, write_json_atomic
 
-__all__ = ["RunManifest", "StepRecord", "load_manifest", "file_hashes", "git_commit", "OUTCOMES", "write_json_atomic"]
+__all__ = ["RunManifest", "StepRecord", "load_manifest", "file_hashes", "git_commit", "OUTCOMES", "write_json_atomic",
+           "this_process", "mark_abandoned"]
 
 MANIFEST = "manifest.json"
 
@@ -32,6 +34,7 @@ OUTCOMES = {
     "stuck": 6,  # champion below performance_threshold and validation.stuck_after rejections in a row
     "rolled-back": 7,  # automatic (failed smoke test) or by hand (`retrain rollback`)
     "failed": 1,
+    "abandoned": 1,
 }
 
 
@@ -78,7 +81,7 @@ class RunManifest:
     profile: dict[str, Any]
     as_of: str | None
     started: str
-    status: str = "running"  # running | succeeded | failed
+    status: str = "running"  # running | succeeded | failed | abandoned (its process died without a word)
     outcome: str | None = None
     exit_code: int | None = None
     finished: str | None = None
@@ -97,6 +100,10 @@ class RunManifest:
     error: dict[str, Any] | None = None
     replay_of: str | None = None
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    #: resource thresholds crossed while training (cpu, memory, disk), one line each
+    warnings: list[str] = field(default_factory=list)
+    #: who runs it: {"pid", "host", "started"}; lets a later command tell a live run from a dead one
+    process: dict[str, Any] = field(default_factory=dict)
     mlflow: dict[str, Any] | None = None  # what the MLflow mirror did (retrainlib.mlflow_mirror.sync)
     files: dict[str, str] = field(default_factory=dict)
 
@@ -112,6 +119,60 @@ class RunManifest:
     @staticmethod
     def now() -> str:
         return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def this_process() -> dict[str, Any]:
+    """This process as a manifest records it: pid, host and start time (to tell a reused pid apart)."""
+    import psutil
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+
+
+def _process_gone(proc: dict[str, Any]) -> bool:
+    """Whether the process a manifest names is certainly gone (on another host nobody can tell: False)."""
+    import psutil
+
+    if not proc or proc.get("host") != socket.gethostname() or not isinstance(proc.get("pid"), int):
+        return False
+    try:
+        started = psutil.Process(proc["pid"]).create_time()
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+    return abs(started - float(proc.get("started") or 0)) > 1.0  # the pid now belongs to another process
+
+
+def mark_abandoned(runs: Path, *, by: str) -> list[str]:
+    """Mark each run under ``runs`` left ``running`` by a process that is gone as ``abandoned``; their ids.
+
+    A run killed without a chance to write (SIGKILL, power loss) keeps saying ``running``; the next
+    command that reads runs finds its process gone (same host, pid dead or reused) and completes
+    the record: the running step failed, later steps not run, status and outcome ``abandoned``.
+    """
+    done = []
+    for path in sorted(Path(runs).glob(f"*/{MANIFEST}")) if Path(runs).is_dir() else []:
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # an unreadable record is reported by whoever reads it
+        if not isinstance(m, dict) or m.get("status") != "running" or not _process_gone(m.get("process") or {}):
+            continue
+        now = RunManifest.now()
+        step = None
+        for rec in m.get("steps") or []:
+            if rec.get("status") == "running":
+                rec.update(status="failed", finished=now, error="its process died (killed or the host stopped)")
+                step = rec.get("name")
+            elif rec.get("status") == "pending":
+                rec["status"] = "not-run"
+        proc = m["process"]
+        m.update(status="abandoned", outcome="abandoned", exit_code=OUTCOMES["abandoned"], finished=now,
+                 error={"step": step, "message": f"abandoned: its process (pid {proc['pid']} on {proc['host']}) is gone; "
+                                                 f"found by `{by}` at {now}"})
+        write_json_atomic(path, m)
+        done.append(m.get("run_id") or path.parent.name)
+    return done
 
 
 def load_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -6,18 +6,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import psutil
 
 from .errors import TrainingError
 
-__all__ = ["ResourceMonitor", "ResourceReport", "check_free_disk", "plot_resources"]
+__all__ = ["ResourceMonitor", "ResourceReport", "check_free_disk", "check_disk", "disk_needs", "plot_resources"]
+
+_MiB = 2**20
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,14 @@ class ResourceMonitor:
         cpu_threshold: float = 1.0,
         memory_threshold: float = 1.0,
         disk_threshold: float = 1.0,
+        memory_limit_bytes: int | None = None,
+        on_limit: Callable[[str], None] | None = None,
     ) -> None:
         self.pid = pid
+        self.memory_limit_bytes = memory_limit_bytes
+        self.on_limit = on_limit
+        #: why the monitor stopped the tree (None while within its limit)
+        self.limit_hit: str | None = None
         self.disk_path = str(disk_path)
         self.interval = interval
         self.thresholds = {"cpu": cpu_threshold, "memory": memory_threshold, "disk": disk_threshold}
@@ -113,6 +122,15 @@ class ResourceMonitor:
                 "disk": shutil.disk_usage(self.disk_path).used / shutil.disk_usage(self.disk_path).total,
             }
         )
+        limit = self.memory_limit_bytes
+        if limit is not None and rss > limit and self.limit_hit is None:
+            total = psutil.virtual_memory().total
+            self.limit_hit = (
+                f"training used {rss / _MiB:,.0f} MiB ({rss / total:.1%} of this machine's {total / 2**30:.1f} GiB), "
+                f"above memory_threshold {self.thresholds['memory']:g} ({limit / _MiB:,.0f} MiB)"
+            )
+            if self.on_limit is not None:
+                self.on_limit(self.limit_hit)
 
     def _run(self) -> None:
         self._tree()  # prime cpu_percent
@@ -129,6 +147,54 @@ class ResourceMonitor:
             if peak[k] > limit
         )
         return ResourceReport(tuple(s), peak["cpu"], peak["memory"], int(peak["rss_bytes"]), peak["disk"], warnings)
+
+
+def disk_needs(train_bytes: int, *, work_dir: str | Path, registry: str | Path,
+               version_bytes: int | None = None) -> dict[Path, int]:
+    """Bytes a fit writes, per folder: AutoGluon's working folder and the registry.
+
+    ``version_bytes`` is the size of a comparable stored version (the champion's); without one
+    (a first fit) a version is taken to be four times the training rows in memory, at least
+    5 MiB. The working folder holds the training rows, AutoGluon's models and the deployment
+    clone (twice a version); the registry receives one version.
+
+    >>> needs = disk_needs(10 * 2**20, work_dir="/w", registry="/r", version_bytes=3 * 2**20)
+    >>> {str(k): v // 2**20 for k, v in needs.items()}
+    {'/w': 16, '/r': 3}
+    """
+    version = int(version_bytes) if version_bytes else max(4 * int(train_bytes), 5 * _MiB)
+    return {Path(work_dir): int(train_bytes) + 2 * version, Path(registry): version}
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent (a folder about to be created lives on that disk)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_disk(needs: Mapping[str | Path, int], *, disk_threshold: float) -> None:
+    """Refuse when any disk cannot take what will be written to it (:func:`disk_needs`).
+
+    Folders on the same disk add up; each disk must keep free space for its total and stay at or
+    below ``disk_threshold`` after it. The message names every folder on the disk that is short.
+    """
+    by_disk: dict[int, list[tuple[Path, int]]] = {}
+    for path, need in needs.items():
+        where = _existing(Path(path))
+        by_disk.setdefault(os.stat(where).st_dev, []).append((Path(path), int(need)))
+    for entries in by_disk.values():
+        total_need = sum(n for _, n in entries)
+        usage = shutil.disk_usage(_existing(entries[0][0]))
+        after = (usage.used + total_need) / usage.total
+        if usage.free < total_need or after > disk_threshold:
+            parts = " and ".join(f"{p} ({n / _MiB:,.0f} MiB)" for p, n in entries)
+            raise TrainingError(
+                f"not enough free disk for {parts}: {usage.free / 2**30:.2f} GiB free, the fit would take use to "
+                f"{after:.0%} (disk_threshold {disk_threshold:.0%}); free space, lower max_versions or "
+                f"training.max_rows, or raise disk_threshold"
+            )
 
 
 def check_free_disk(path: str | Path, *, need_bytes: int, disk_threshold: float) -> None:

@@ -13,6 +13,8 @@ never fails the run. Redirects are refused, so the token cannot follow a redirec
 ('promoted', None)
 >>> redact("HTTP 401 for token abc123", "abc123")
 'HTTP 401 for token ***'
+>>> redact_url("https://bot:pw@hooks.slack.com/services/T0001/B0002/XyZ123abcDEF456ghiJKL789?token=s3&team=a")
+'https://***@hooks.slack.com/services/***/***/***?token=***&team=a'
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -29,7 +32,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["EVENTS", "event_for", "build_payload", "post_json", "notify_run", "report_url", "redact"]
+__all__ = ["EVENTS", "event_for", "build_payload", "post_json", "notify_run", "report_url", "redact", "redact_url",
+           "redact_profile_text"]
 
 log = logging.getLogger("retrainlib.notify")
 
@@ -54,8 +58,58 @@ def event_for(outcome: str | None) -> str | None:
 
 
 def redact(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
-    return text.replace(secret, "***") if secret else text
+    """``text`` with every occurrence of ``secret`` (also stripped, and as Python escapes it) replaced by ``***``."""
+    if not secret:
+        return text
+    for form in sorted({secret, secret.strip(), repr(secret)[1:-1]} - {""}, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
+
+
+#: query keys whose values are secrets (Slack/Teams/Discord-style signed URLs, API keys)
+_SECRET_KEYS = re.compile(r"(?i)(token|key|sig|signature|secret|pass(word)?|pwd|auth|credential|code|hash)")
+#: a path segment that looks like a secret: long, or mixing letters and digits at some length
+_SECRET_SEGMENT = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-]{12,}$|^[A-Za-z0-9_\-]{24,}$")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its secrets: user:password@, secret-looking path segments (every segment after
+    ``/services/`` or ``/webhooks/``), and the values of query keys such as ``token``, ``key``, ``sig``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    segments, secret_tail = [], False
+    for seg in parts.path.split("/"):
+        secret = secret_tail and seg != "" or bool(_SECRET_SEGMENT.match(seg))
+        segments.append("***" if secret else seg)
+        secret_tail = secret_tail or seg.lower() in ("services", "webhooks", "webhook", "hooks")
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    shown = "&".join(f"{k}={'***' if _SECRET_KEYS.search(k) or _SECRET_SEGMENT.match(v) else v}" for k, v in query)
+    fragment = "***" if parts.fragment else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, "/".join(segments), shown, fragment))
+
+
+def redact_profile_text(text: str, urls: list[str | None]) -> str:
+    """A profile's YAML text with each of ``urls`` replaced by its :func:`redact_url` form."""
+    secret = [u for u in urls if u and redact_url(u) != u]
+    for url in secret:
+        text = text.replace(url, redact_url(url))
+    if any(url in text for url in secret) or not all(redact_url(u) in text for u in secret):
+        import yaml  # written in a form the plain replacement missed (escapes, folding): write the profile anew
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return redact_url(value) if isinstance(value, str) and value in secret else value
+
+        text = yaml.safe_dump(clean(yaml.safe_load(text)), sort_keys=False)
+    return text
 
 
 def report_url(run_id: str, *, runs_dir: Path, base_url: str | None = None) -> str:
@@ -88,6 +142,7 @@ def build_payload(manifest: Any, *, model: str, event: str, link: str) -> dict[s
         "champion_after": manifest.champion_after,
         "challenger": manifest.challenger,
         "error": manifest.error,
+        "warnings": list(getattr(manifest, "warnings", None) or []),
         "started": manifest.started,
         "finished": manifest.finished,
         "report": link,
@@ -146,6 +201,9 @@ def post_json(
             http_status = None
             reason = getattr(exc, "reason", exc)
             error = f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason
+        except Exception as exc:  # e.g. a header value urllib refuses: its text quotes the header, so keep only the kind
+            return {"status": "failed", "attempts": attempt, "http_status": None,
+                    "error": f"{type(exc).__name__}: the request could not be built (an invalid header or URL); nothing was sent"}
         if attempt <= retries:
             time.sleep(min(backoff * 2 ** (attempt - 1), 30.0))
     return {"status": "failed", "attempts": attempt, "http_status": http_status, "error": redact(str(error), token)}
@@ -162,6 +220,8 @@ def _summary(manifest: Any, event: str) -> str:
             parts.append(f"{who} {shown}")
     if manifest.reasons:
         parts.append("reasons: " + "; ".join(manifest.reasons))
+    if getattr(manifest, "warnings", None):
+        parts.append("resource warnings: " + "; ".join(manifest.warnings))
     if event == "failed" and manifest.error:
         parts.append(f"error at {manifest.error.get('step')}: {manifest.error.get('message')}")
     return ", ".join(parts)

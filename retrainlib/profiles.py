@@ -391,11 +391,7 @@ def load_profile(path: str | os.PathLike) -> Profile:
         near = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
         hint = f"; profiles there: {', '.join(near)}" if near else ""
         raise ProfileError(f"profile file {path} does not exist{hint}")
-    try:
-        with open(path, encoding="utf-8") as stream:  # the stream's name puts the file in YAML's message
-            raw = yaml.safe_load(stream)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML ({exc}); fix the syntax at the line shown") from exc
+    raw = read_yaml(path, ProfileError)
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: expected a mapping of keys to values, got {type(raw).__name__}")
     raw = _dates_to_strings(raw)
@@ -413,6 +409,42 @@ def load_profile(path: str | os.PathLike) -> Profile:
             shown = "" if hidden else f" = {value!r}"
             problems.append(f"{key}{shown}: {_allowed(err, Profile)}")
         raise ProfileError(f"{path}: " + "; ".join(problems)) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (YAML itself lets the last one win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first at line {seen[key].line + 1}); "
+                    "keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, error: type[Exception]) -> Any:
+    """Parse a YAML file strictly (UTF-8, no duplicate keys); any problem is one line ``file:line:col: what``."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte 0x{path.read_bytes()[exc.start]:02x} at offset {exc.start}); "
+                    "save the file as UTF-8") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise error(f"{where}: not valid YAML: {' '.join(what.split())}; fix the syntax there") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def _dates_to_strings(value: Any) -> Any:

@@ -19,7 +19,15 @@ unseen_categories     largest share of a column in categories the reference lack
 duplicate_rows        share of rows that repeat an earlier row                      0.05
 constant_columns      columns with a single value that varied in the reference      0
 missing_labels        share of rows without a label                                 0.05
+infinite_values       largest share of a numeric column (or the label) that is ±inf 0       blocks
+empty_columns         columns with no value at all (that had values in the reference) 0     blocks
+unseen_labels         share of labelled rows whose class the reference never had    0       blocks
 ===================== ============================================================ =========
+
+The last three *block* on their own, whatever the score: ±inf is no measurement, a column with
+no value in a batch is a feed that broke, and a label class the model never saw cannot be judged.
+They carry no weight in the score. Run :func:`assess` on each batch as well as on the window: a
+feature that is empty in one batch of nine is only 11 % of the window, but all of that batch.
 
 Without a reference window the comparisons do not apply (weight 0) and ``missing_values`` checks
 the missing share itself (at most 0.5).
@@ -30,6 +38,10 @@ the missing share itself (at most 0.5).
 >>> report = assess(cur, reference=ref, label="y", threshold=0.8)
 >>> [c.name for c in report.checks if not c.passed]
 ['missing_values', 'out_of_range', 'missing_labels']
+>>> cur.loc[0, "x"] = float("inf")
+>>> report = assess(cur, reference=ref, label="y", threshold=0.0)
+>>> report.passed, report.blocked_by
+(False, ('infinite_values',))
 >>> round(report.score, 2), report.passed
 (0.56, False)
 """
@@ -45,7 +57,7 @@ import pandas as pd
 
 from .errors import DataQualityError
 
-__all__ = ["QualityCheck", "QualityReport", "CHECKS", "LIMITS", "WEIGHTS", "assess", "check_hard_breaks"]
+__all__ = ["QualityCheck", "QualityReport", "CHECKS", "LIMITS", "WEIGHTS", "BLOCKING", "assess", "check_hard_breaks"]
 
 #: tolerance of each check: the value at or below which it passes
 LIMITS: dict[str, float] = {
@@ -56,10 +68,16 @@ LIMITS: dict[str, float] = {
     "duplicate_rows": 0.05,
     "constant_columns": 0,
     "missing_labels": 0.05,
+    "infinite_values": 0,
+    "empty_columns": 0,
+    "unseen_labels": 0,
 }
 #: weight of each check in the score: a broken schema or missing labels count double
 WEIGHTS: dict[str, float] = {"schema": 2, "missing_values": 1, "out_of_range": 1, "unseen_categories": 1,
-                             "duplicate_rows": 1, "constant_columns": 1, "missing_labels": 2}
+                             "duplicate_rows": 1, "constant_columns": 1, "missing_labels": 2,
+                             "infinite_values": 0, "empty_columns": 0, "unseen_labels": 0}
+#: checks that block by themselves when they fail, whatever the score
+BLOCKING: tuple[str, ...] = ("infinite_values", "empty_columns", "unseen_labels")
 _NO_REFERENCE_MISSING = 0.5
 
 
@@ -73,6 +91,7 @@ class QualityCheck:
     passed: bool
     detail: str
     weight: float
+    blocking: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -95,13 +114,24 @@ class QualityReport:
     def failed(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.checks if not c.passed)
 
+    @property
+    def blocked_by(self) -> tuple[str, ...]:
+        """Failed checks that block whatever the score (:data:`BLOCKING`)."""
+        return tuple(c.name for c in self.checks if not c.passed and c.blocking)
+
+    def reason(self) -> str:
+        """One line: the source, score and each failed check with what it found."""
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in self.checks if not c.passed) or "none"
+        return f"{self.source}: quality {self.score:.2f} (data_quality_threshold {self.threshold:g}), failed {failed}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"score": self.score, "threshold": self.threshold, "passed": self.passed, "source": self.source,
-                "n_rows": self.n_rows, "failed": list(self.failed), "checks": [c.to_dict() for c in self.checks]}
+                "n_rows": self.n_rows, "failed": list(self.failed), "blocked_by": list(self.blocked_by),
+                "checks": [c.to_dict() for c in self.checks]}
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([c.to_dict() for c in self.checks],
-                            columns=["name", "value", "threshold", "passed", "detail", "weight"])
+                            columns=["name", "value", "threshold", "passed", "detail", "weight", "blocking"])
 
 
 # --------------------------------------------------------------------------- hard breaks
@@ -155,6 +185,7 @@ class _Window:
     shared: tuple[str, ...]  # features also in the reference
     label: str | None
     ignored: frozenset[str]
+    label_classes: frozenset | None = None
     labels_due: Any = None  # bool per row: its label should have arrived (None: every row's)
 
 
@@ -252,6 +283,48 @@ def _missing_labels(w: _Window) -> tuple[float, str, bool]:
     return share, f"{share:.1%} of rows have no {w.label!r}{late}", True
 
 
+def _scalar(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (``2``, not ``np.int64(2)``), for messages."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _infinite_values(w: _Window) -> tuple[float, str, bool]:
+    shares, counts = {}, {}
+    for c in (*w.features, *([w.label] if w.label in w.current.columns else [])):
+        if _kind(w.current[c]) == "numeric" and len(w.current):
+            values = w.current[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            counts[c] = int(np.isinf(values).sum())
+            shares[c] = counts[c] / len(values)
+    col, worst = _worst(shares)
+    if col is None or worst == 0:
+        return 0.0, "no ±inf values", True
+    return worst, f"{col}: {counts[col]:,} of {len(w.current):,} rows are ±inf", True
+
+
+def _empty_columns(w: _Window) -> tuple[float, str, bool]:
+    if len(w.current) == 0:
+        return 0.0, "no rows", True
+    empty = [c for c in w.features if w.current[c].isna().all()
+             and (w.reference is None or c not in w.reference.columns or w.reference[c].notna().any())]
+    detail = f"no value at all: {', '.join(empty)}" if empty else "every column has values"
+    return float(len(empty)), detail, True
+
+
+def _unseen_labels(w: _Window) -> tuple[float, str, bool]:
+    if w.label_classes is None or w.label not in w.current.columns:
+        return 0.0, "not applicable: no label classes to compare with", False
+    labelled = w.current[w.label].dropna()
+    if len(labelled) == 0:
+        return 0.0, "no labelled rows", True
+    new = ~labelled.isin(list(w.label_classes))
+    share = float(new.mean())
+    if share == 0:
+        return 0.0, f"every {w.label!r} value is a known class", True
+    shown = ", ".join(repr(_scalar(v)) for v in pd.unique(labelled[new])[:3])
+    known = ", ".join(repr(_scalar(v)) for v in sorted(w.label_classes, key=str)[:6])
+    return share, f"{share:.1%} of labelled rows have a {w.label!r} class never seen ({shown}; known: {known})", True
+
+
 #: every named check: a function of the window returning (value, detail, applies)
 CHECKS: dict[str, Callable[[_Window], tuple[float, str, bool]]] = {
     "schema": _schema,
@@ -261,12 +334,16 @@ CHECKS: dict[str, Callable[[_Window], tuple[float, str, bool]]] = {
     "duplicate_rows": _duplicate_rows,
     "constant_columns": _constant_columns,
     "missing_labels": _missing_labels,
+    "infinite_values": _infinite_values,
+    "empty_columns": _empty_columns,
+    "unseen_labels": _unseen_labels,
 }
 
 
 def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str | None, threshold: float,
            required: Sequence[str] = (), ignore_columns: Sequence[str] = (), source: str = "current window",
-           limits: Mapping[str, float] | None = None, labels_due: Sequence[bool] | None = None) -> QualityReport:
+           limits: Mapping[str, float] | None = None, label_classes: Sequence[Any] | None = None,
+           labels_due: Sequence[bool] | None = None) -> QualityReport:
     """Run every check of :data:`CHECKS` on the current window and score it.
 
     Parameters
@@ -287,6 +364,9 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
         Names the data in messages (a file or window name).
     limits : mapping, optional
         Tolerances overriding :data:`LIMITS` by check name.
+    label_classes : sequence, optional
+        The label's known classes (a classifier's reference labels); ``unseen_labels`` applies
+        only with them.
     labels_due : sequence of bool, optional
         Per row of ``current``, whether its label should have arrived; rows of batches still
         waiting for labels (``data.label_delay_batches``) never count as missing labels.
@@ -313,14 +393,16 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     if reference is not None and len(reference) == 0:
         reference = None
     shared = tuple(c for c in features if reference is not None and c in reference.columns)
-    window = _Window(current, reference, features, shared, label, frozenset(ignored), labels_due)
+    classes = frozenset(label_classes) if label_classes is not None else None
+    window = _Window(current, reference, features, shared, label, frozenset(ignored), classes, labels_due)
     checks = []
     for name, run in CHECKS.items():
         value, detail, applies = run(window)
         limit = float(limits[name])
         checks.append(QualityCheck(name, value, limit, (not applies) or value <= limit,
-                                   detail, float(WEIGHTS[name]) if applies else 0.0))
+                                   detail, float(WEIGHTS[name]) if applies else 0.0, name in BLOCKING))
     total = sum(c.weight for c in checks)
     score = sum(c.weight for c in checks if c.passed) / total if total else 1.0
-    return QualityReport(tuple(checks), float(score), float(threshold), bool(score >= threshold), source,
-                         len(current))
+    blocked = any(c.blocking and not c.passed for c in checks)
+    return QualityReport(tuple(checks), float(score), float(threshold), bool(score >= threshold and not blocked),
+                         source, len(current))

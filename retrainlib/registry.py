@@ -17,9 +17,11 @@ and renamed into place under the writer lock; a deleted version is first recorde
 then renamed into ``.trash/`` and removed there. The champion pointer and pins are replaced with
 write-temp, fsync, ``os.replace``, fsync-directory. History and evaluations are JSON lines, one
 fsync per write; a line torn by a kill is ignored when reading and cut off by the next writer.
-The pointer is written before its history line; the next writer adds a line the kill lost, from
-the pointer itself, and rolls back a promotion whose fresh-process smoke test never answered
-(:meth:`Registry.recover`).
+The pointer is written before its history line; the next writer (and every command, before it
+reads) adds a line the kill lost, from the pointer itself, and rolls back a promotion whose
+fresh-process smoke test never answered (:meth:`Registry.recover`). A pointer that does not
+continue the history (hand-edited, not JSON, naming a missing version) is never written into it:
+:meth:`Registry.pointer_problem` says what is wrong, and ``roll_back(to=...)`` repairs it.
 
 >>> import tempfile
 >>> reg = Registry(Path(tempfile.mkdtemp()) / "models", "loan-default")
@@ -47,7 +49,7 @@ import filelock
 from .durable import fsync_dir as _fsync_dir
 from .durable import sha256_file as _sha256
 from .durable import write_json_atomic as _atomic_write_json
-from .errors import IntegrityError, RegistryError, RunLocked
+from .errors import DamagedPointer, IntegrityError, RegistryError, RunLocked
 
 if TYPE_CHECKING:  # pandas and AutoGluon are imported only where needed: writers start fast
     import pandas as pd
@@ -60,6 +62,7 @@ __all__ = [
     "is_version_name",
     "VERSION_PATTERN",
     "EVENTS",
+    "RUN_LOCK_HELD_ENV",
 ]
 
 #: what a version folder is called: ``v`` and four digits
@@ -69,6 +72,8 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 EVENTS = ("promote", "rollback", "auto-rollback", "retention")
 _POINTER_EVENTS = ("promote", "rollback", "auto-rollback")
 _RESERVED_FILES = ("predictor", "metadata.json", "checksums.json")
+#: set by the runner for its notebooks' kernels to the run folder whose run lock it holds
+RUN_LOCK_HELD_ENV = "RETRAIN_RUN_LOCK_HELD"
 #: a ``.staging`` entry whose process is gone, or older than this, is a leftover of a killed writer
 _STALE_AFTER = timedelta(days=1)
 
@@ -592,21 +597,79 @@ class Registry:
         return _tree_size(self.path) if self.path.is_dir() else 0
 
     # ---- champion pointer --------------------------------------------------------------------
-    def champion_record(self) -> dict | None:
-        """The ``CHAMPION`` pointer: ``{"version", "previous", "since", "run_id", ...}``, or ``None``."""
+    def _read_pointer(self) -> tuple[dict | None, str | None]:
+        """The ``CHAMPION`` record as stored and what is wrong with it (``None``: nothing), never raising."""
         try:
             raw = self._champion_file.read_text()
         except FileNotFoundError:
-            return None
+            return None, None
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, f"{self._champion_file} cannot be read ({type(exc).__name__}: {exc})"
         try:
             rec = json.loads(raw)
         except ValueError as exc:  # cannot happen through this class: the file is replaced atomically
-            raise RegistryError(
-                f"{self._champion_file} is not JSON ({exc}); it is written atomically, so something else "
-                f"changed it. Fix it with `retrain rollback --to vNNNN`"
-            ) from exc
+            return None, f"{self._champion_file} is not JSON ({exc}); something other than retrain changed it"
         if not isinstance(rec, dict) or "version" not in rec:
-            raise RegistryError(f"{self._champion_file} holds {raw[:80]!r}; expected a JSON object with 'version'")
+            return None, f"{self._champion_file} holds {raw[:80]!r}; expected a JSON object with 'version'"
+        version = rec["version"]
+        if version is not None and version not in self._version_names():
+            return rec, (f"{self._champion_file} points to version {version!r}, which is not in {self._display()} "
+                         f"(versions: {_listing(self._version_names())})")
+        return rec, None
+
+    def _last_move(self) -> dict | None:
+        """History's last promotion or rollback (the events that move the pointer)."""
+        return next((e for e in reversed(self._history_rows()) if e.get("event") in _POINTER_EVENTS), None)
+
+    def history_champion(self) -> str | None:
+        """The champion according to ``history.jsonl``: the version its last promotion or rollback left."""
+        last = self._last_move()
+        return last.get("version") if last else None
+
+    def _repair_advice(self) -> str:
+        try:
+            target = self.history_champion()
+        except RegistryError:
+            target = None
+        if target in self._version_names():
+            return f"repair it with `retrain rollback --to {target}` (the champion according to history.jsonl)"
+        return f"repair it with `retrain rollback --to vNNNN` (versions: {_listing(self._version_names())})"
+
+    def pointer_problem(self) -> str | None:
+        """One line saying what is wrong with ``CHAMPION`` and how to repair it; ``None`` when it is sound.
+
+        Sound means: JSON naming a stored version (or none), and either agreeing with the last
+        promotion or rollback in ``history.jsonl`` or one swap ahead of it (a kill between the
+        pointer write and its history line, which :meth:`recover` completes).
+        """
+        rec, problem = self._read_pointer()
+        if problem is None and rec is not None and rec.get("event") in _POINTER_EVENTS:
+            last = self._last_move()
+            if not (self._in_history(rec, last) or self._is_lost_line(rec, last)):
+                problem = (f"{self._champion_file} says the champion is {rec.get('version')} since {rec.get('since')}, "
+                           f"but history.jsonl says {self.history_champion()}; something other than retrain changed it")
+        return f"{problem}; {self._repair_advice()}" if problem else None
+
+    @staticmethod
+    def _in_history(rec: dict, last: dict | None) -> bool:
+        return last is not None and (last.get("time"), last.get("version")) == (rec.get("since"), rec.get("version"))
+
+    @staticmethod
+    def _is_lost_line(rec: dict, last: dict | None) -> bool:
+        """Whether ``rec`` is a swap whose history line a kill lost: it continues from history's last move."""
+        if last is None:
+            return rec.get("replaced") is None
+        return rec.get("replaced") == last.get("version") and str(rec.get("since")) > str(last.get("time"))
+
+    def champion_record(self) -> dict | None:
+        """The ``CHAMPION`` pointer: ``{"version", "previous", "since", "run_id", ...}``, or ``None``.
+
+        :class:`~retrainlib.errors.DamagedPointer` when it is not JSON or names a version the
+        registry does not hold; the message says how to repair it.
+        """
+        rec, problem = self._read_pointer()
+        if problem:
+            raise DamagedPointer(f"{problem}; {self._repair_advice()}")
         return rec
 
     def champion(self) -> str | None:
@@ -684,6 +747,9 @@ class Registry:
         """
         with self.write_lock():
             self._recover_locked()
+            problem = self.pointer_problem()
+            if problem:
+                return self._repair_pointer(problem, to=to, run_id=run_id, reason=reason)
             target, current = self._rollback_target_locked(to)
             self.verify(target)
             return self._swap_pointer(
@@ -694,6 +760,22 @@ class Registry:
                 run_id=run_id,
                 reason=reason,
             )
+
+    def _repair_pointer(self, problem: str, *, to: str | None, run_id: str | None, reason: str) -> HistoryEvent:
+        """Roll back over a damaged pointer: only to a named version; history says which champion it replaces."""
+        if to is None:
+            raise DamagedPointer(f"cannot roll back to 'the previous champion': {problem}")
+        target = self._check_name(to)
+        self.verify(target)
+        replaced = self.history_champion()
+        return self._swap_pointer(
+            event="rollback",
+            version=target,
+            previous=self._lineage_previous(target),
+            replaced=replaced if replaced in self._version_names() else None,
+            run_id=run_id,
+            reason=f"{reason}; repaired the damaged CHAMPION pointer ({problem.split(';')[0]})",
+        )
 
     def rollback_target(self, to: str | None = None) -> str:
         """The version :meth:`roll_back` would make champion; :class:`RegistryError` when there is none."""
@@ -750,7 +832,7 @@ class Registry:
 
         with self.write_lock():
             try:
-                smoke = freshproc.start(self.path / name / "predictor", sample, timeout=timeout)
+                smoke = freshproc.start(self.path / name / "predictor", sample, timeout=timeout, hold=True)
             except Exception as exc:  # before anything moved: refuse, naming the cause
                 raise RegistryError(
                     f"the smoke test cannot start ({type(exc).__name__}: {exc}); pass a DataFrame of plain feature columns"
@@ -800,15 +882,28 @@ class Registry:
         return out
 
     # ---- recovery ----------------------------------------------------------------------------
-    def recover(self) -> list[str]:
-        """Tidy up after a killed writer; every mutating method does this first.
+    def recover(self, *, wait: bool = True) -> list[str]:
+        """Tidy up after a killed writer; every mutating method does this first, every command before it reads.
 
         Removes stale ``.staging`` builds and ``.trash`` leftovers and temp files, cuts torn last
-        lines off the JSON-lines files, and adds the history line for a pointer swap whose line a
-        kill lost. Returns what it did, one phrase each.
+        lines off the JSON-lines files, adds the history line for a pointer swap whose line a
+        kill lost, and rolls back a promotion whose smoke test never answered. A damaged pointer
+        is left as it is (:meth:`pointer_problem` says how to repair it): no history line is
+        ever written for a pointer that does not continue the history. With ``wait=False`` it
+        does nothing while a live writer holds the lock (that writer finishes its own work).
+        Returns what it did, one phrase each.
         """
-        with self.write_lock():
+        if not self.path.is_dir():
+            return []
+        lock = self.write_lock()
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except filelock.Timeout:
+            return []
+        try:
             return self._recover_locked()
+        finally:
+            lock.release()
 
     def _recover_locked(self) -> list[str]:
         done: list[str] = []
@@ -830,17 +925,21 @@ class Registry:
             if _has_torn_tail(f):
                 _cut_torn_tail(f)
                 done.append(f"cut a torn last line off {f.name}")
-        rec = self.champion_record()
-        if rec and rec.get("event") in _POINTER_EVENTS:
-            last = next((e for e in reversed(self._history_rows()) if e.get("event") in _POINTER_EVENTS), None)
-            if last is None or (last.get("time"), last.get("version")) != (rec.get("since"), rec.get("version")):
+        rec, problem = self._read_pointer()
+        if problem or not rec:
+            return done  # a damaged pointer is repaired by a person (`retrain rollback --to`), never guessed
+        if rec.get("event") in _POINTER_EVENTS:
+            last = self._last_move()
+            if not self._in_history(rec, last):
+                if not self._is_lost_line(rec, last):
+                    return done  # the pointer does not continue the history: pointer_problem() reports it
                 ev = HistoryEvent(
                     time=rec["since"], event=rec["event"], version=rec.get("version"), previous=rec.get("replaced"),
                     run_id=rec.get("run_id"), reason=rec.get("reason", ""),
                 )
                 _append_lines(self._history_file, [ev.to_dict()])
                 done.append(f"restored the history line of the {ev.event} to {ev.version}")
-        if rec and rec.get("smoke_pending"):
+        if rec.get("smoke_pending"):
             # the promoting process died before its smoke test answered: undo the unverified promotion
             before = rec.get("replaced")
             if before not in self._version_names():

@@ -185,7 +185,12 @@ def _load_record(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").is_file():
         raise ReplayError(f"{run_dir} holds no manifest.json; expected a run folder such as runs/<run-id>/")
-    manifest = load_manifest(run_dir)
+    try:
+        manifest = load_manifest(run_dir)
+        manifest["run_id"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReplayError(f"{run_dir / 'manifest.json'} is not a readable run record ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:120]}); restore it from backup") from None
     if manifest.get("status") == "running":
         raise ReplayError(f"run {manifest['run_id']} is still running (or was killed without a record); replay a finished run")
     if not (manifest.get("data") or {}).get("windows"):

@@ -151,6 +151,7 @@ def run_row(run_dir: Path) -> dict[str, Any] | None:
         "estimated_band": [(perf.get("estimate") or {}).get("low"), (perf.get("estimate") or {}).get("high")],
         "new_champion_metric": challenger.get(metric) if m.get("outcome") in ("promoted", "bootstrapped") else None,
         "error": m.get("error"),
+        "warnings": list(m.get("warnings") or []),
         "notebooks": notebooks,
     }
 
@@ -283,6 +284,8 @@ def _row_html(r: dict) -> str:
     detail = []
     if r.get("verdict"):
         detail.append("<br><small>" + "; ".join(esc(v) for v in r["verdict"]) + "</small>")
+    for w in r.get("warnings") or []:
+        detail.append(f'<br><small class="warning">resource warning: {esc(w)}</small>')
     if r.get("error"):
         detail.append(f"<br><small>error at {esc(str(r['error'].get('step')))}: {esc(str(r['error'].get('message')))[:300]}</small>")
     champs = f"{esc(r.get('champion_before') or '—')}&nbsp;→&nbsp;{esc(r.get('champion_after') or '—')}"

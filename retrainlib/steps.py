@@ -7,13 +7,16 @@ own (``<step>.json``); data flows one way: profile → notebook → library → 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,7 +27,8 @@ from .errors import RetrainError
 from .paths import Paths
 from .profiles import Profile, load_profile
 from .records import plain
-from .registry import Registry
+from .manifest import mark_abandoned
+from .registry import RUN_LOCK_HELD_ENV, Registry
 from .training import train_challenger
 
 __all__ = [
@@ -37,7 +41,10 @@ __all__ = [
     "read_output",
     "new_run_id",
     "STEP_FILES",
+    "run_lock_of",
 ]
+
+T = TypeVar("T")
 
 STEP_FILES = {
     "analyze": "10-analyze-drift.json",
@@ -90,6 +97,7 @@ def open_step(profile: str, run_dir: str = "", home: str = "", as_of: str = "", 
     profile_path = paths.profile(profile)
     prof = load_profile(profile_path)
     automl.pin_threads(prof.training.num_cpus)
+    registry = Registry(paths.resolve(prof.registry), prof.model_name)
     if run_dir:
         rd = Path(run_dir)
     elif new_run:
@@ -102,9 +110,38 @@ def open_step(profile: str, run_dir: str = "", home: str = "", as_of: str = "", 
                 "or set run_dir to the run folder to continue"
             )
         rd = found[-1]
+    ctx = StepContext(prof, profile_path.resolve(), paths, rd.resolve(), registry, as_of or None)
+    with run_lock_of(ctx):  # refuses (RunLocked) while another run goes on, before anything is written
+        mark_abandoned(paths.runs, by=f"open_step {rd.name}")
+        registry.recover()
     rd.mkdir(parents=True, exist_ok=True)
-    registry = Registry(paths.resolve(prof.registry), prof.model_name)
-    return StepContext(prof, profile_path.resolve(), paths, rd.resolve(), registry, as_of or None)
+    return ctx
+
+
+@contextlib.contextmanager
+def run_lock_of(ctx: StepContext) -> Iterator[None]:
+    """Hold the model's run lock for a step, unless the runner executing this run folder holds it already.
+
+    ``retrain run`` takes the lock and tells its notebooks so (:data:`~retrainlib.registry.RUN_LOCK_HELD_ENV`);
+    a step run by hand (JupyterLab, a hand-run papermill) takes it itself and raises
+    :class:`~retrainlib.errors.RunLocked` at once while another run holds it.
+    """
+    if os.environ.get(RUN_LOCK_HELD_ENV) == str(ctx.run_dir):
+        yield
+        return
+    with ctx.registry.run_lock(timeout=0):
+        yield
+
+
+def _under_run_lock(step: Callable[..., T]) -> Callable[..., T]:
+    """A step function that runs under :func:`run_lock_of` its context."""
+
+    @functools.wraps(step)
+    def locked(ctx: StepContext, *args: Any, **kwargs: Any) -> T:
+        with run_lock_of(ctx):
+            return step(ctx, *args, **kwargs)
+
+    return locked
 
 
 def read_output(ctx: StepContext, key: str) -> dict[str, Any]:
@@ -130,6 +167,8 @@ class DriftAnalysis:
     prediction_drift: Any | None = None
     champion: str | None = None
     estimates: list[dict[str, Any]] = field(default_factory=list)
+    batch_quality: list = field(default_factory=list)  # a QualityReport per batch
+    holdout_check: dict[str, Any] | None = None  # the holdout's own checks (see _check_holdout)
     reference: pd.DataFrame | None = field(default=None, repr=False)
     current: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -145,6 +184,8 @@ class DriftAnalysis:
             "evaluations": self.evaluations,
             "estimates": self.estimates,
             "windows": self.windows.to_dict(),
+            "batch_quality": [b.to_dict() for b in self.batch_quality],
+            "holdout_check": self.holdout_check,
         }
 
 
@@ -170,6 +211,7 @@ def _as_of_time(ctx: StepContext) -> pd.Timestamp:
     return cut if cut is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
 
 
+@_under_run_lock
 def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: str = "") -> DriftAnalysis:
     """Compare reference and current windows, measure the champion, and decide whether to retrain.
 
@@ -188,12 +230,18 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     combine, use = prof.triggers.resolved()
 
     if not meta:  # bootstrap: check the data we would train on, nothing to compare against
-        train = _load_checked(ctx, windows.train, required, require_label=True)
+        train_batches: dict[str, pd.DataFrame] = {}
+        train = _load_checked(ctx, windows.train, required, require_label=True, per_batch=train_batches)
         q = quality.assess(train, reference=None, label=src.label, threshold=prof.data_quality_threshold,
                            required=required, ignore_columns=src.ignore_columns, source="training window")
+        per_batch = _assess_batches(ctx, train_batches, reference=None, classes=None)
+        holdout = _check_holdout(ctx, windows, train_batches, reference=train,
+                                 classes=_label_classes(ctx, train[src.label]), required=required)
+        passed, why = _quality_verdict(q, per_batch, holdout)
         decision = triggers.decide([], combine=combine, use=use, policy=prof.triggers.policy,
-                                   quality_passed=q.passed, quality_reason=_quality_reason(q), bootstrap=True)
-        result = DriftAnalysis(decision, q, None, windows, None, [], current=train)
+                                   quality_passed=passed, quality_reason=why, bootstrap=True)
+        result = DriftAnalysis(decision, q, None, windows, None, [], current=train, batch_quality=per_batch,
+                               holdout_check=holdout)
         ctx.write("analyze", result.to_dict())
         return result
 
@@ -201,9 +249,14 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     current_batches: dict[str, pd.DataFrame] = {}
     current = _load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
     labelled_end = pd.Timestamp(windows.holdout[-1].end)  # rows after it wait for their labels (label_delay_batches)
+    classes = _label_classes(ctx, reference[src.label])
     q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
                        required=required, ignore_columns=src.ignore_columns, source="current window",
-                       labels_due=(current[src.time_column] <= labelled_end).to_numpy())
+                       label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy())
+    late = {b.path for b in windows.current if pd.Timestamp(b.end) > labelled_end}
+    per_batch = _assess_batches(ctx, current_batches, reference=reference, classes=classes, late=late)
+    holdout = _check_holdout(ctx, windows, current_batches, reference=reference, classes=classes, required=required)
+    quality_passed, quality_why = _quality_verdict(q, per_batch, holdout)
     report = drift.compare(reference[required], current[required], settings=prof.drift,
                            drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
     target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
@@ -235,7 +288,7 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
         _degradation(scored, estimates, source, prof, info),
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
-                               quality_passed=q.passed, quality_reason=_quality_reason(q))
+                               quality_passed=quality_passed, quality_reason=quality_why)
     if force is not None and decision.status in ("retrain", "no-retrain"):
         decision = triggers.Decision(force, "retrain" if force else "no-retrain", decision.policy,
                                      (force_reason or f"forced: retrain={force}",), decision.triggers)
@@ -244,10 +297,92 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
                    "measured_history": [{"batch": e["batch"], "batch_end": e["batch_end"], "value": e["value"]} for e in scored],
                    "estimate": newest_estimate}
     result = DriftAnalysis(decision, q, report, windows, performance, evaluations, target, pred, champion,
-                           estimates=estimates, reference=reference, current=current)
+                           estimates=estimates, batch_quality=per_batch, holdout_check=holdout, reference=reference, current=current)
     ctx.write("analyze", result.to_dict())
     return result
 
+
+def _label_classes(ctx: StepContext, labels: pd.Series) -> list | None:
+    """The label's known classes for a classifier (``None`` for regression): what ``unseen_labels`` compares with."""
+    kind = ctx.profile.training.problem_type
+    known = labels.dropna()
+    if kind == "regression" or (kind is None and pd.api.types.is_float_dtype(known) and known.nunique() > 20):
+        return None
+    return list(pd.unique(known))
+
+
+def _assess_batches(ctx: StepContext, frames: dict[str, pd.DataFrame], *, reference: pd.DataFrame | None,
+                    classes: list | None, late: set[str] = frozenset()) -> list:
+    """Every batch judged on its own: a fault in one batch is not diluted by the others in its window.
+
+    Batches in ``late`` (newer than the holdout: their labels are not due yet, ``data.label_delay_batches``)
+    are judged without their label: unlabelled rows there are expected.
+    """
+    prof, src = ctx.profile, ctx.profile.data
+    out = []
+    for path, frame in frames.items():
+        delayed = path in late
+        out.append(quality.assess(frame, reference=reference, label=None if delayed else src.label,
+                                  threshold=prof.data_quality_threshold,
+                                  ignore_columns=[*src.ignore_columns, *([src.label] if delayed else [])],
+                                  source=path, label_classes=None if delayed else classes))
+    return out
+
+
+def _check_holdout(ctx: StepContext, windows: data.Windows, frames: dict[str, pd.DataFrame], *,
+                   reference: pd.DataFrame, classes: list | None, required: list[str]) -> dict[str, Any]:
+    """The holdout's own checks, before anything is trained or validated on it.
+
+    Its labelled rows must exist (and hold two classes or more for a classifier) and pass the
+    quality checks against ``reference``.
+    """
+    prof, src = ctx.profile, ctx.profile.data
+    todo = [b for b in windows.holdout if b.path not in frames]
+    if todo:
+        _load_checked(ctx, todo, required, require_label=False, per_batch=frames)
+    files = ", ".join(b.path for b in windows.holdout)
+    holdout = pd.concat([frames[b.path] for b in windows.holdout], ignore_index=True)
+    labelled = holdout[holdout[src.label].notna()] if src.label in holdout else holdout.iloc[:0]
+    out: dict[str, Any] = {"batches": [b.path for b in windows.holdout], "rows": int(len(holdout)),
+                           "labelled_rows": int(len(labelled)), "classes": None, "quality": None, "problems": []}
+    if len(labelled) == 0:
+        out["problems"].append(f"the holdout {files} has no labelled row ({src.label!r} is empty or missing), so no "
+                               f"challenger could be validated on it; wait for its labels, or make the holdout the newest "
+                               f"labelled batches")
+    else:
+        if classes is not None:
+            out["classes"] = int(labelled[src.label].nunique())
+            if out["classes"] < 2:
+                out["problems"].append(f"the holdout {files} holds one {src.label!r} class only "
+                                       f"({quality._scalar(labelled[src.label].iloc[0])!r}); validation needs two or more; raise "
+                                       f"training.holdout_batches or fix the labels in that file")
+        q = quality.assess(labelled, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
+                           ignore_columns=src.ignore_columns, source=f"holdout {files}", label_classes=classes)
+        out["quality"] = q.to_dict()
+        if not q.passed:
+            out["problems"].append(q.reason())
+    out["passed"] = not out["problems"]
+    return out
+
+
+def _quality_verdict(window, per_batch: list, holdout: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the data may be trained and validated on, and if not, one line naming each file and check.
+
+    The holdout comes first (nothing could be validated), then the first bad batch (it names the
+    file to fix), then the window; whatever follows the first is named briefly, after "also".
+    """
+    found: list[tuple[str, str]] = [(f"data quality: {p}", p.split(";")[0]) for p in holdout["problems"]]
+    bad = [b for b in per_batch if not b.passed]
+    if bad:
+        more = f" (and {len(bad) - 1} more batches)" if len(bad) > 1 else ""
+        found.append((f"data quality of batch {bad[0].reason()}{more}",
+                      f"batch {bad[0].source} failed {', '.join(bad[0].failed)}{more}"))
+    if not window.passed:
+        found.append((f"data quality of the {window.reason()}", f"the {window.source} failed {', '.join(window.failed)}"))
+    if not found:
+        return True, ""
+    rest = [brief for _, brief in found[1:]]
+    return False, found[0][0] + (f"; also {'; '.join(rest)}" if rest else "")
 
 def _days_since_attempt(ctx: StepContext, meta: dict, windows: data.Windows) -> tuple[float, str]:
     """Days from the newest batch the last retraining attempt saw to the newest batch visible now.
@@ -269,11 +404,6 @@ def _batch_spacing_days(batches: list) -> float:
     ends = pd.to_datetime([b.end for b in batches])
     gaps = np.diff(ends.values).astype("timedelta64[s]").astype(float) / 86400 if len(ends) > 1 else []
     return float(np.median(gaps)) if len(gaps) else 0.0
-
-
-def _quality_reason(q) -> str:
-    failed = [c.name for c in q.checks if not c.passed]
-    return f"data quality {q.score:.2f} < data_quality_threshold {q.threshold:g} (failed: {', '.join(failed) or 'none'})"
 
 
 def _dedup_by_batch(rows: list[dict]) -> list[dict]:
@@ -376,6 +506,8 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
         if src.label not in frame or frame[src.label].isna().all():
             continue  # no labels yet: say nothing rather than guess
         frame = frame[frame[src.label].notna()]
+        if predictor.problem_type != "regression" and frame[src.label].nunique() < 2:
+            continue  # one class: most metrics are undefined; the holdout check says so (_check_holdout)
         value = automl.score(metric, predictor.problem_type, frame[src.label], automl.predict_scores(predictor, frame[meta["features"]]),
                              predictor.class_labels if predictor.problem_type != "regression" else None)
         rows.append({"time": dt.datetime.now(dt.timezone.utc).isoformat(), "run_id": ctx.run_id, "version": champion,
@@ -388,6 +520,7 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
 
 
 # --------------------------------------------------------------------------- step 20
+@_under_run_lock
 def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
     """Train and register a challenger when step 10 decided so; otherwise record why not.
 
@@ -476,6 +609,11 @@ def _borrowed_estimator(ctx: StepContext, validated: str):
     return est
 
 
+def _champion_bytes(ctx: StepContext, champion: str | None) -> int | None:
+    """The champion's size on disk: what a new version will take, for the free-disk check."""
+    return ctx.registry.version(champion).size_bytes if champion else None
+
+
 def _fit_and_register(ctx: StepContext, batches: list, windows: data.Windows, *, parent: str | None,
                       fit_cache=None, extra: dict[str, Any] | None = None, borrow_estimator: str | None = None) -> dict[str, Any]:
     """Fit the profile's configuration on the labelled rows of ``batches`` and store it as a new version.
@@ -492,7 +630,8 @@ def _fit_and_register(ctx: StepContext, batches: list, windows: data.Windows, *,
     work = Path(tempfile.mkdtemp(prefix=f"fit-{ctx.run_id}-"))
     try:
         fit = fit_cache.train_challenger if fit_cache is not None else train_challenger
-        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path)
+        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path,
+                     version_bytes=_champion_bytes(ctx, parent))
         trained_at = data.parse_as_of(ctx.as_of)
         metadata = {
             "parent": parent,
@@ -534,6 +673,7 @@ def _newest_end(windows: data.Windows) -> str:
 
 
 # --------------------------------------------------------------------------- step 30
+@_under_run_lock
 def validate_challenger(ctx: StepContext):
     """Score champion and challenger on the same holdout and apply every gate; ``None`` when skipped."""
     from . import validation
@@ -567,6 +707,7 @@ def validate_challenger(ctx: StepContext):
 
 
 # --------------------------------------------------------------------------- step 40
+@_under_run_lock
 def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "", reason: str = "",
                         fit_cache=None) -> dict[str, Any]:
     """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention.
@@ -783,7 +924,7 @@ def champion_timeline(ctx: StepContext) -> list:
     fig, ax = plt.subplots(figsize=(8, 3))
     if events:
         times = pd.to_datetime([e["time"] for e in events])
-        versions = [e["version"] for e in events]
+        versions = [e["version"] or "(none)" for e in events]  # an auto-rollback of a first promotion leaves none
         ax.step(times, versions, where="post", color="#555")
         for kind, marker, color in (("promote", "^", "green"), ("rollback", "v", "red"), ("auto-rollback", "x", "red")):
             pts = [(t, v) for t, v, e in zip(times, versions, events) if e["event"] == kind]

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 
 from . import automl
-from .errors import TrainingError, TrainingTimeout
+from .errors import ResourceLimitExceeded, TrainingError, TrainingTimeout
 from .freshproc import kill_tree
-from .monitoring import ResourceMonitor, ResourceReport, check_free_disk
+from .monitoring import ResourceMonitor, ResourceReport, check_disk, disk_needs
 from .profiles import Profile
 
 __all__ = ["TrainingResult", "train_challenger", "guard_seconds", "fit_settings"]
@@ -104,7 +105,7 @@ def train_challenger(
     profile: Profile,
     work_dir: str | Path,
     disk_path: str | Path,
-    expected_version_bytes: int = 50 * 2**20,
+    version_bytes: int | None = None,
     sample_interval: float = 0.5,
     grace_seconds: float = GRACE_SECONDS,
 ) -> TrainingResult:
@@ -120,6 +121,9 @@ def train_challenger(
         A new folder for this fit; the deployment clone ends up in ``work_dir/predictor``.
     disk_path : path
         Where the version will be stored (the registry), for the free-disk check.
+    version_bytes : int, optional
+        The size of a comparable stored version (the champion's), for the free-disk check
+        (:func:`~retrainlib.monitoring.disk_needs`); estimated from the rows without one.
     grace_seconds : float
         Margin beyond ``max_retraining_time`` before the guard kills the fit.
 
@@ -127,6 +131,9 @@ def train_challenger(
     ------
     TrainingTimeout
         The fit overran the wall-clock guard and was killed.
+    ResourceLimitExceeded
+        The fit's processes used more than ``memory_threshold`` of the machine's memory and were
+        stopped (the host is protected; the champion is untouched).
     TrainingError
         Too few rows, too little disk, or the fit itself failed (its error is in the message).
     """
@@ -135,8 +142,10 @@ def train_challenger(
             f"the training window has {len(train)} rows, fewer than training.min_train_rows="
             f"{profile.training.min_train_rows}; widen window_batches or wait for more data"
         )
-    check_free_disk(disk_path, need_bytes=expected_version_bytes, disk_threshold=profile.disk_threshold)
     work_dir = Path(work_dir)
+    needs = disk_needs(int(train.memory_usage(deep=True).sum()), work_dir=work_dir, registry=disk_path,
+                       version_bytes=version_bytes)
+    check_disk(needs, disk_threshold=profile.disk_threshold)
     work_dir.mkdir(parents=True, exist_ok=False)
     train.to_parquet(work_dir / "train.parquet", index=False)
     settings = fit_settings(profile)
@@ -159,6 +168,8 @@ def train_challenger(
             cpu_threshold=profile.cpu_threshold,
             memory_threshold=profile.memory_threshold,
             disk_threshold=profile.disk_threshold,
+            memory_limit_bytes=int(profile.memory_threshold * psutil.virtual_memory().total),
+            on_limit=lambda why: kill_tree(proc.pid, wait=False),  # the waiting thread below sees it end
         )
         with monitor:
             try:
@@ -176,6 +187,12 @@ def train_challenger(
                 raise
     wall = time.monotonic() - t0
     cpu = _children_cpu_seconds() - cpu0
+    if monitor.limit_hit:
+        kill_tree(proc.pid)  # workers the first kill missed
+        raise ResourceLimitExceeded(
+            f"training stopped to protect the host: {monitor.limit_hit}; the champion is untouched. Raise "
+            "memory_threshold, lower training.max_rows, or choose lighter models in training.hyperparameters"
+        )
     if code != 0:
         err = (work_dir / "error.txt").read_text() if (work_dir / "error.txt").exists() else ""
         tail = (work_dir / "fit.log").read_text()[-2000:]

@@ -165,6 +165,10 @@ def test_sigterm_during_retrain_run_leaves_a_complete_failed_record_and_announce
     assert req["body"]["event"] == "failed" and req["body"]["run_id"] == m["run_id"] and req["body"]["model"] == MODEL
     assert req["body"]["report"].endswith(f"/runs/index.html#{m['run_id']}")
     assert m["notifications"][1] == {**m["notifications"][1], "status": "sent", "http_status": 200, "attempts": 1}
+    # the log says what happened in a few lines: no kernel traceback, no kernel start-up warnings
+    for log in (announced_runs["log"], announced_runs["boot"].log):
+        text = log.read_text()
+        assert "Traceback" not in text and "without encryption" not in text, text[-4000:]
 
 
 def test_the_token_appears_in_no_file_of_the_home_and_in_no_log(announced_runs):

@@ -86,7 +86,7 @@ def test_a_failing_step_leaves_its_partial_notebook_a_failed_manifest_and_the_ch
     pd.read_parquet(broken).drop(columns=["credit_score"]).to_parquet(broken)
 
     manifest, run_dir = run_playbook("params/demo.yaml", home=home, as_of=week_end(14).isoformat(), progress=False)
-    assert manifest.status == "failed" and manifest.exit_code == 1
+    assert manifest.status == "failed" and manifest.exit_code == 2  # a broken data contract (README's table)
     assert manifest.error["step"] == "10-analyze-drift"
     assert "credit_score" in manifest.error["message"] and f"{week_end(12)}.parquet" in manifest.error["message"]
     assert [s.status for s in manifest.steps] == ["failed", "not-run", "not-run", "not-run"]

@@ -165,7 +165,7 @@ def test_a_missing_profile_file_names_it_and_lists_the_profiles_beside_it(tmp_pa
 
 def test_broken_yaml_names_the_file(tmp_path):
     p = write(tmp_path, "name: [unclosed\n")
-    with pytest.raises(ProfileError, match=r"p\.yaml: not valid YAML"):
+    with pytest.raises(ProfileError, match=r"p\.yaml:2:1: not valid YAML: while parsing a flow sequence expected .*; fix the syntax there$"):
         load_profile(p)
 
 

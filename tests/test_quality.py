@@ -140,4 +140,4 @@ def test_the_report_is_json_and_a_table():
     report = _assess(cur, _window(0))
     as_json = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert as_json["failed"] == ["missing_values"] and as_json["n_rows"] == 2000
-    assert list(report.to_frame().columns) == ["name", "value", "threshold", "passed", "detail", "weight"]
+    assert list(report.to_frame().columns) == ["name", "value", "threshold", "passed", "detail", "weight", "blocking"]
