@@ -235,7 +235,8 @@ def backtest_dag(*, home: Path, retrain: str):
         catchup=False,
         params={
             "profile": Param("params/demo.yaml", type="string"),
-            "strategies": Param("static,periodic,drift,performance,hybrid,every-batch", type="string"),
+            "strategies": Param("static,periodic,drift,performance,performance-estimated,hybrid,every-batch,refit", type="string",
+                                description="as retrain backtest --strategies (default: all, as the command)"),
             "max_batches": Param(None, type=["null", "integer"]),
             "work_dir": Param(None, type=["null", "string"], description="shared work folder (default runs/<dag run>-backtest)"),
         },

@@ -164,10 +164,12 @@ def test_a_local_executor_runs_two_models_at_once_and_never_two_runs_of_one_mode
 def test_the_backtest_dag_maps_the_six_strategies_and_merges_the_table_retrain_backtest_prints(live_airflow, tmp_path):
     live, home = live_airflow, live_airflow.home
     single_dir, dag_dir = tmp_path / "single", tmp_path / "dag"
+    six = "static,periodic,drift,performance,hybrid,every-batch"
     single = subprocess.Popen([str(RETRAIN), "backtest", "--home", str(home), "--profile", "params/demo.yaml", "--max-batches", "8",
-                               "--work-dir", str(single_dir), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "--strategies", six, "--work-dir", str(single_dir), "--no-progress"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = live.trigger("retrain_backtest", {"profile": "params/demo.yaml", "max_batches": 8, "work_dir": str(dag_dir),
-                                              "strategies": "static,periodic,drift,performance,hybrid,every-batch"})
+                                              "strategies": six})
     assert live.finished("retrain_backtest", run) == "success"
     out, err = single.communicate(timeout=3600)
     assert single.returncode == 0, err
