@@ -332,7 +332,9 @@ def rebuild_registry(run_dir: str | os.PathLike, target_root: str | os.PathLike)
 
     history = _rows_before(source / "history.jsonl", started, run_id)
     evaluations = _rows_before(source / "evaluations.jsonl", started, run_id)
-    for name, rows in (("history.jsonl", history), ("evaluations.jsonl", evaluations)):
+    # the schedule's clock (retraining attempts) and the label-free estimates, as they stood too
+    logs = {name: _rows_before(source / name, started, run_id) for name in ("attempts.jsonl", "estimates.jsonl")}
+    for name, rows in (("history.jsonl", history), ("evaluations.jsonl", evaluations), *logs.items()):
         if rows:
             (target / name).write_text("".join(r + "\n" for r in rows))
 

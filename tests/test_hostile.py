@@ -422,7 +422,10 @@ def test_every_error_class_carries_the_exit_code_of_the_readme_table():
                 "IntegrityError": 8, "TrainingError": 9, "TrainingTimeout": 9, "RunLocked": 75}
     assert {name: errors.exit_code_of(name) for name in expected} == expected
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    rows = {int(line.split("|")[1]): line for line in readme.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    lines = readme.splitlines()
+    start = lines.index("| code | meaning |")  # the exit-code table, up to the blank line after it
+    table = lines[start + 2: lines.index("", start)]
+    rows = {int(line.split("|")[1]): line for line in table}
     for code in errors.EXIT_CODES:
         assert int(code) in rows or (code == 130 and "130" in rows[143]), code
     assert set(rows) == {int(c) for c in errors.EXIT_CODES} - {130}
