@@ -1,0 +1,57 @@
+"""Drift between two data files, reading only what is compared (``retrain drift``).
+
+The row sample depends only on the windows' lengths (:func:`~retrainlib.drift.windows.plan_rows`),
+and a Parquet file states its length in its footer. So :func:`compare_files` draws the plan
+first, then reads only the compared columns and only the planned rows (the statistics' sample and
+the domain classifier's), taken from the Arrow table before pandas converts anything. The report is
+the one :func:`~retrainlib.drift.compare` gives on the whole files. A CSV file is read whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .. import data
+from ..errors import DataContractError
+from ..profiles import DriftSettings
+from .analysis import compare_planned, plan_compare
+from .results import DriftReport
+from .windows import check_columns
+
+__all__ = ["compare_files"]
+
+
+def compare_files(reference: str | Path, current: str | Path, *, columns: Sequence[str] | None = None,
+                  settings: DriftSettings = DriftSettings(), drift_threshold: float = 0.1,
+                  importance: Mapping[str, float] | None = None, seed: int = 0, min_rows: int = 1,
+                  what: tuple[str, str] = ("reference file", "current file")) -> DriftReport:
+    """:func:`~retrainlib.drift.compare` of two Parquet or CSV files, reading only the compared columns and rows.
+
+    ``columns`` defaults to the reference file's columns; a file with fewer than ``min_rows`` rows
+    is a :class:`DataContractError` naming it as ``what`` says (``("--reference file", ...)``).
+    """
+    paths = (Path(reference), Path(current))
+    cols = list(columns) if columns is not None else data.file_columns(paths[0])
+    counts = [data.count_rows(p) for p in paths]
+    plan = None
+    if None not in counts:
+        for label, path, n in zip(what, paths, counts):
+            _check_length(label, path, int(n), min_rows)
+        plan = plan_compare(int(counts[0]), int(counts[1]), cols, settings=settings, seed=seed)
+    kept = (None, None) if plan is None else (plan.needed(0), plan.needed(1))
+    frames = [data.read_columns(p, cols, rows=rows, what=label) for p, rows, label in zip(paths, kept, what)]
+    if plan is None:  # a CSV file: its length is known once read
+        for label, path, frame in zip(what, paths, frames):
+            _check_length(label, path, len(frame), min_rows)
+        plan = plan_compare(len(frames[0]), len(frames[1]), cols, settings=settings, seed=seed)
+    else:
+        plan = plan.within(*kept)
+    cols = check_columns(*frames, cols)
+    return compare_planned(*frames, cols, plan, settings=settings, drift_threshold=drift_threshold,
+                           importance=importance, seed=seed)
+
+
+def _check_length(label: str, path: Path, n: int, min_rows: int) -> None:
+    if n < min_rows:
+        raise DataContractError(f"{label} {path} has {n} row(s); drift needs at least {min_rows} rows in each file")
