@@ -162,18 +162,31 @@ def _retrain() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "retrainlib.cli"]
 
 
+#: runs one command and writes its wall time, CPU time and peak RSS (its own ``wait4``) as JSON to argv[1]. A small
+#: launcher of its own, because Linux starts a forked child's peak RSS at its parent's RSS: forked from this driver
+#: (which held the generated frames) every child would report at least the driver's memory.
+_LAUNCHER = """
+import json, os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, use = os.wait4(pid, 0)
+wall = time.perf_counter() - t
+with open(sys.argv[1], "w") as f:
+    json.dump({"process_wall": wall, "process_cpu": use.ru_utime + use.ru_stime, "process_peak_mb": use.ru_maxrss / 1024}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _run_process(cmd: list[str], env: dict[str, str]) -> tuple[int, str, str, dict]:
-    """Run one process to its end; its exit code, output, and its own wall, CPU and peak RSS (``wait4``)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=HERE.parent)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        whole = {"process_wall": wall, "process_cpu": usage.ru_utime + usage.ru_stime,
-                 "process_peak_mb": usage.ru_maxrss / 1024}  # KiB on Linux
-        return proc.returncode, out.read(), err.read(), whole
+    """Run one process to its end through the launcher; its exit code, output, and its wall, CPU and peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="bench-drift-run-") as tmp:
+        usage = Path(tmp) / "usage.json"
+        out = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(usage), *cmd], capture_output=True,
+                             text=True, env=env, check=False, cwd=HERE.parent)
+        whole = json.loads(usage.read_text()) if usage.exists() else {}
+        return out.returncode, out.stdout, out.stderr, whole
 
 
 def _spawn(tool: str, data: Path, mode: str) -> dict:
@@ -270,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"| {r['peak_mb']:.0f} | {r['during_mb']:.0f} (+{r['during_mb'] - r['before_mb']:.0f}) "
                          f"| {found} | {same} | {speed} |")
     print(f"planted shifts: {planted_columns(0)}")
-    if len(lines) > 2:
+    if not args.whole:
         print("\n".join(lines))
     if len(whole) > 2:
         print()
