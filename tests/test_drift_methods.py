@@ -86,6 +86,14 @@ def test_an_unknown_method_in_a_profile_is_one_line_naming_the_key(tmp_path, kin
         in message
 
 
+def test_an_unknown_method_for_one_column_is_one_line_naming_the_column_key(tmp_path):
+    with pytest.raises(ProfileError) as err:
+        load_profile(_profile(tmp_path, {"per_column": {"age": {"test": "kl"}}}))
+    assert "\n" not in str(err.value)
+    assert "per_column.age.test = 'kl'; expected one of " + ", ".join(
+        repr(n) for n in ("auto", *methods.method_names())) in str(err.value)
+
+
 @pytest.mark.parametrize("name, kind", [(n, k) for n, m in sorted(methods.METHODS.items())
                                         for k in methods.KINDS if k not in m.kinds])
 def test_a_method_of_the_other_kind_in_a_profile_is_refused_naming_the_key(tmp_path, name, kind):
