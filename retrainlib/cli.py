@@ -377,7 +377,7 @@ def _drift_files(args) -> tuple[str, str]:
             raise RetrainError(f"retrain drift got two {name} files ({positional} and --{name} {option}); give one")
         if not (positional or option):
             raise RetrainError(f"retrain drift needs a {name} file: retrain drift REFERENCE CURRENT "
-                           "(Parquet or CSV; or --reference/--current)")
+                               "(Parquet or CSV; or --reference/--current)")
         chosen.append(positional or option)
     return chosen[0], chosen[1]
 

@@ -5,8 +5,9 @@ and a Parquet file states its length in its footer. So :func:`compare_files` dra
 first, then reads only the compared columns and only the planned rows (the statistics' sample and
 the domain classifier's), taken from the Arrow table before pandas converts anything. The report is
 the one :func:`~retrainlib.drift.compare` gives on the whole files. A CSV file is read whole.
-While Arrow reads (its own threads, without the GIL), a thread imports what the analysis will
-import anyway (scipy.stats; scikit-learn when the classifier runs), so a second core is not idle.
+While Arrow reads and numpy sorts (both without the GIL), a thread imports what the analysis will
+import anyway (scipy.stats, then scikit-learn when the classifier runs), so a second core is not
+idle; an import the analysis reaches first waits for the thread's (Python's module locks).
 """
 
 from __future__ import annotations
@@ -47,18 +48,18 @@ def compare_files(reference: str | Path, current: str | Path, *, columns: Sequen
     preload = _preload(plan.domain is not None) if plan is not None else None
     try:
         frames = [data.read_columns(p, cols, rows=rows, what=label) for p, rows, label in zip(paths, kept, what)]
+        if plan is None:  # a CSV file: its length is known once read
+            for label, path, frame in zip(what, paths, frames):
+                _check_length(label, path, len(frame), min_rows)
+            plan = plan_compare(len(frames[0]), len(frames[1]), cols, settings=settings, seed=seed)
+        else:
+            plan = plan.within(*kept)
+        cols = check_columns(*frames, cols)
+        return compare_planned(*frames, cols, plan, settings=settings, drift_threshold=drift_threshold,
+                               importance=importance, seed=seed)
     finally:
         if preload is not None:
-            preload.join()  # never leave an import running (an error here ends the process)
-    if plan is None:  # a CSV file: its length is known once read
-        for label, path, frame in zip(what, paths, frames):
-            _check_length(label, path, len(frame), min_rows)
-        plan = plan_compare(len(frames[0]), len(frames[1]), cols, settings=settings, seed=seed)
-    else:
-        plan = plan.within(*kept)
-    cols = check_columns(*frames, cols)
-    return compare_planned(*frames, cols, plan, settings=settings, drift_threshold=drift_threshold,
-                           importance=importance, seed=seed)
+            preload.join()  # never leave an import running when this returns or raises
 
 
 def _check_length(label: str, path: Path, n: int, min_rows: int) -> None:
@@ -67,10 +68,9 @@ def _check_length(label: str, path: Path, n: int, min_rows: int) -> None:
 
 
 def _preload(classifier: bool) -> threading.Thread:
-    """Import scipy.stats (the KS p-value's) and, if the classifier runs, scikit-learn while Parquet is read.
+    """Import scipy.stats (the KS p-value's) and, if the classifier runs, scikit-learn in a thread started now.
 
-    Reading Parquet runs in Arrow's threads without the GIL; importing is Python. Overlapping them
-    saves wall time, not CPU time. An import that fails here fails again, with its message, where it is used.
+    Saves wall time, not CPU time. An import that fails here fails again, with its message, where it is used.
     """
     names = ["scipy.stats", *(("sklearn.ensemble", "sklearn.metrics", "sklearn.model_selection") if classifier else ())]
 
