@@ -770,12 +770,19 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
 
 def _refit_on_train_and_holdout(ctx: StepContext, analysis: dict, validated: str, holdout_b: list,
                                 fit_cache=None) -> dict[str, Any]:
-    """The validated configuration fitted again, with the same settings, on training + holdout rows."""
+    """The validated configuration fitted again, with the same settings, on training + holdout rows —
+    for ``sliding_window`` the newest window of them (the window moves forward over the holdout)."""
     windows = data.Windows.from_dict(analysis["windows"])
     meta = ctx.registry.version(validated).metadata
     train_b = data.batches_from_records(meta["slices"], ctx.paths)
     seen = {b.path for b in train_b}
     batches = train_b + [b for b in holdout_b if b.path not in seen]
+    t = ctx.profile.training  # a sliding window slides over the holdout: the same span, its newest batches
+    if windows.strategy == "sliding_window" and t.window_days is not None:
+        start = max(pd.Timestamp(b.end) for b in batches) - pd.Timedelta(days=t.window_days)
+        batches = [b for b in batches if pd.Timestamp(b.end) > start]
+    elif windows.strategy == "sliding_window":
+        batches = batches[-t.window_batches:]
     fitted = _fit_and_register(ctx, batches, windows, parent=meta.get("parent"), fit_cache=fit_cache,
                                extra={"refit_of": validated, "validated_version": validated}, borrow_estimator=validated)
     return {"version": fitted["version"].name, "validated": validated, "n_rows": fitted["metadata"]["n_rows"],
