@@ -351,25 +351,31 @@ def _fit_maps(P: np.ndarray, yi: np.ndarray) -> list[dict]:
     return [_isotonic(P[:, j], (yi == j).astype(float)) for j in cols]
 
 
-def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10) -> np.ndarray:
+def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10, idx: list | None = None) -> np.ndarray:
     """Calibration error conditional on the raw score, for each row of labels ``Y`` (draws, n).
 
     Rows are binned by the model's own probability of each class (equal-frequency bins); in each bin
     the calibrated probability is compared with the observed share, weighted by rows, averaged over
-    classes (binary: the positive class only).
+    classes (binary: the positive class only). ``idx``: each class column's rows by rising score, if known
+    (:func:`_score_order`).
     """
     n = P.shape[0]
     cols = [1] if P.shape[1] == 2 else range(P.shape[1])
+    idx = _score_order(P) if idx is None else idx
     sizes = [n // bins + 1] * (n % bins) + [n // bins] * (bins - n % bins)  # np.array_split's bins, in score order
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     total = np.zeros(len(Y))
-    for j in cols:
-        idx = np.argsort(P[:, j], kind="stable")
-        hit = Y[:, idx] if P.shape[1] == 2 else (Y[:, idx] == j)  # binary labels are already 0/1
+    for j, order in zip(cols, idx):
+        hit = Y[:, order] if P.shape[1] == 2 else (Y[:, order] == j)  # binary labels are already 0/1
         observed = np.add.reduceat(hit, starts, axis=1, dtype=float)
-        expected = np.add.reduceat(Q[idx, j], starts)
+        expected = np.add.reduceat(Q[order, j], starts)
         total += np.abs(expected[None, :] - observed).sum(axis=1) / n
     return total / len(cols)
+
+
+def _score_order(P: np.ndarray) -> list[np.ndarray]:
+    """Rows by rising score of each class column :func:`_ece` bins (binary: the positive class only)."""
+    return [np.argsort(P[:, j], kind="stable") for j in ([1] if P.shape[1] == 2 else range(P.shape[1]))]
 
 
 def _draw_labels(Q: np.ndarray, rng: np.random.Generator, draws: int) -> np.ndarray:
@@ -419,16 +425,18 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     raw, cal, null_raw, null_cal = [], [], [], []
     for a, b in (halves, halves[::-1]):
         Qb = _calibrate(_fit_maps(P[a], yi[a]), P[b])
-        cal.append(float(_ece(P[b], Qb, yi[b][None, :])[0]))
-        raw.append(float(_ece(P[b], P[b], yi[b][None, :])[0]))
-        null_cal.extend(_ece(P[b], Qb, _draw_labels(Qb, rng, 100)).tolist())
-        null_raw.extend(_ece(P[b], P[b], _draw_labels(P[b], rng, 100)).tolist())
+        idx = _score_order(P[b])
+        cal.append(float(_ece(P[b], Qb, yi[b][None, :], idx=idx)[0]))
+        raw.append(float(_ece(P[b], P[b], yi[b][None, :], idx=idx)[0]))
+        null_cal.extend(_ece(P[b], Qb, _draw_labels(Qb, rng, 100), idx=idx).tolist())
+        null_raw.extend(_ece(P[b], P[b], _draw_labels(P[b], rng, 100), idx=idx).tolist())
     ece_raw, ece_cal = float(np.mean(raw)), float(np.mean(cal))
     # the model's own probabilities are kept only if they also pass as calibrated on all the rows (their error
     # within what sampling gives 95% of the time): on few rows the cross-fitted comparison alone often prefers a
     # miscalibrated model to an isotonic map fitted on half of them
-    ece_raw_all = float(_ece(P, P, yi[None, :])[0])
-    raw_passes = ece_raw_all <= float(np.quantile(_ece(P, P, _draw_labels(P, rng, 200)), 0.95))
+    idx = _score_order(P)
+    ece_raw_all = float(_ece(P, P, yi[None, :], idx=idx)[0])
+    raw_passes = ece_raw_all <= float(np.quantile(_ece(P, P, _draw_labels(P, rng, 100), idx=idx), 0.95))
     keep_raw = ece_raw <= ece_cal and raw_passes
     ece_after = ece_raw if keep_raw else ece_cal
     limit = float(np.quantile(null_raw if keep_raw else null_cal, 0.99)) * 1.5
@@ -455,14 +463,15 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
     k = len(est.classes)
     P = _as_matrix(s, k)
     rng = np.random.default_rng(est.seed)
-    order = np.argsort(-P[:, 1], kind="stable") if est.problem_type == "binary" and est.metric == "roc_auc" else None
+    order = np.argsort(-P[:, 1]) if est.problem_type == "binary" and est.metric == "roc_auc" else None
     spread = None
-    if est.problem_type == "binary":  # the map and its bootstrap re-fits at once: one row of positive-class probabilities each
-        Q1 = _positive_rows(est, P[:, 1], None if order is None else order[::-1])
-        Q = np.column_stack([1 - Q1[0], Q1[0]])
-        values = _binary_metric(est.metric, P[:, 1], Q1, order=order)
+    if est.problem_type == "binary":
+        m = _maps(est, "maps")[0]
+        q = np.interp(P[:, 1], m["x"], m["y"])
+        Q = np.column_stack([1 - q, q])
+        values = _binary_metric(est.metric, P[:, 1], q[None, :], order=order)
         point = None if values is None or not np.isfinite(values[0]) else float(values[0])
-        spread = np.array([]) if values is None else values[1:][np.isfinite(values[1:])]
+        spread = _binary_spread(est, P[:, 1]) if point is not None else None
     else:
         Q = _calibrate(_maps(est, "maps"), P)
         point = _expected(est.problem_type, est.metric, P, Q, order)
@@ -478,10 +487,10 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
         var = float(np.nanvar(draws))
     if spread is None:
         spread = [_expected(est.problem_type, est.metric, P, _calibrate(m, P), order) for m in _maps(est, "bootstrap")]
-        spread = np.array([v for v in spread if v is not None])
-    # calibration: mean squared distance of the bootstrap re-fits' estimates from the point (their variance, plus
-    # their gap to the point where the model's own probabilities are kept)
-    calib = float(np.mean((np.asarray(spread, dtype=float) - point) ** 2)) if len(spread) else 0.0
+        spread = np.array([v - point for v in spread if v is not None])
+    # calibration: mean squared distance of the bootstrap re-fits' estimates from the map's (their variance, plus
+    # their gap to it where the model's own probabilities are kept)
+    calib = float(np.mean(np.square(spread))) if len(spread) else 0.0
     sd = math.sqrt(var + calib)
     z = 1.959963984540054
     return point, point - z * sd, point + z * sd
@@ -521,17 +530,24 @@ def _maps(est: Estimator, key: str):
     return cache[key]
 
 
-def _positive_rows(est: Estimator, p: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
-    """(1 + bootstrap maps, n): the calibrated positive-class probability under the map, then under each re-fit.
-    ``order``: ``p``'s rows by rising score, if already known."""
+#: the calibration's share of a binary band is measured on at most this many of the batch's rows (every k-th)
+SPREAD_ROWS = 2000
+
+
+def _binary_spread(est: Estimator, p: np.ndarray) -> np.ndarray:
+    """How far the metric moves under each bootstrap re-fit of the calibration map, from its value under the
+    map itself — on the same (at most :data:`SPREAD_ROWS`, evenly strided) rows of the batch, all maps at once."""
     maps = [_maps(est, "maps")[0]] + [b[0] for b in _maps(est, "bootstrap")]
-    if order is None:
-        order = np.argsort(p, kind="stable")  # np.interp walks sorted queries much faster than scattered ones
-    ps = p[order]
-    out = np.empty((len(maps), len(p)))
+    if len(maps) == 1:
+        return np.array([])
+    ps = p[:: max(1, math.ceil(len(p) / SPREAD_ROWS))]
+    rising = np.argsort(ps, kind="stable")  # np.interp walks sorted queries much faster than scattered ones
+    Q1 = np.empty((len(maps), len(ps)))
     for i, m in enumerate(maps):
-        out[i, order] = np.interp(ps, m["x"], m["y"])
-    return out
+        Q1[i, rising] = np.interp(ps[rising], m["x"], m["y"])
+    values = _binary_metric(est.metric, ps, Q1, order=rising[::-1] if est.metric == "roc_auc" else None)
+    moved = values[1:] - values[0]
+    return moved[np.isfinite(moved)]
 
 
 def _binary_metric(metric: str, p: np.ndarray, L: np.ndarray, *, order: np.ndarray | None = None,
@@ -629,17 +645,17 @@ _DLE_ROUNDS = 150
 
 
 def _dle_frame(features: pd.DataFrame, prediction: np.ndarray, categories: dict[str, list]) -> pd.DataFrame:
-    X = pd.DataFrame(index=range(len(features)))
+    cols: dict[str, Any] = {}  # built as arrays, the frame made once (a column set at a time costs more than the model)
     for c in features.columns:
-        col = features[c].reset_index(drop=True)
+        col = features[c]
         if c in categories:
-            X[c] = pd.Categorical(col.astype("string").astype(object), categories=categories[c])
+            cols[c] = pd.Categorical(col.astype("string").astype(object), categories=categories[c])
         elif pd.api.types.is_datetime64_any_dtype(col):
-            X[c] = col.astype("int64", errors="ignore").astype(float)
+            cols[c] = col.astype("int64", errors="ignore").to_numpy(dtype=float)
         else:
-            X[c] = pd.to_numeric(col, errors="coerce").astype(float)
-    X["__prediction__"] = np.asarray(prediction, dtype=float)
-    return X
+            cols[c] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+    cols["__prediction__"] = np.asarray(prediction, dtype=float)
+    return pd.DataFrame(cols)
 
 
 def _categories(features: pd.DataFrame) -> dict[str, list]:
