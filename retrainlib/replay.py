@@ -479,11 +479,11 @@ def compare_predictions(original_dir: str | os.PathLike, replay_dir: str | os.Pa
 
 
 def _digest(values) -> str:
-    import hashlib
-
     import numpy as np
 
-    return hashlib.sha256(np.ascontiguousarray(values, dtype=float).tobytes()).hexdigest()[:16]
+    from .durable import sha256_bytes
+
+    return sha256_bytes(np.ascontiguousarray(values, dtype=float).tobytes())[:16]
 
 
 # --------------------------------------------------------------------------------------------
