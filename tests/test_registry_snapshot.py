@@ -106,3 +106,14 @@ def test_a_snapshot_never_overwrites_an_existing_folder(lived, tmp_path):
     (tmp_path / "taken" / MODEL).mkdir(parents=True)
     with pytest.raises(FileExistsError):
         snapshot(reg.path, tmp_path / "taken" / MODEL, before=started, run_id="run-b", champion="v0002")
+
+
+def test_what_the_run_wrote_is_left_out_even_when_written_before_the_cut(lived, tmp_path):
+    """A run's recorded start is cut to the second (replay adds one): its own rows are told apart by run_id."""
+    reg, _ = lived
+    late = _tick(datetime.now(timezone.utc))  # after everything run-b wrote
+    snap = snapshot(reg.path, tmp_path / "late" / MODEL, before=late, run_id="run-b", champion="v0002")
+    copy = Registry(tmp_path / "late", MODEL)
+    assert snap.versions == ("v0001", "v0002") and snap.history_rows == 2 and snap.evaluation_rows == 1
+    assert all(r.get("run_id") != "run-b" for r in copy.evaluations() + copy.attempts() + copy.estimates())
+    assert copy.champion() == "v0002" and copy.pointer_problem() is None
