@@ -185,12 +185,13 @@ def cmd_lease(args) -> int:
 
 
 def cmd_demo_data(args) -> int:
-    from .demo import DEMO_BATCHES, write_batches
+    from .demo import DEFAULT_FOLDERS, write_batches
     from .paths import Paths
 
-    folder = Paths.discover(args.home).resolve(DEMO_BATCHES)
-    paths = write_batches(folder, weeks=args.weeks, seed=args.seed)
-    print(f"wrote {len(paths)} weekly batches to {folder}")
+    folder = Paths.discover(args.home).resolve(DEFAULT_FOLDERS[args.scenario])
+    paths = write_batches(folder, weeks=args.weeks, seed=args.seed, scenario=args.scenario)
+    scenario = "" if args.scenario == "default" else f" ({args.scenario} scenario)"
+    print(f"wrote {len(paths)} weekly batches{scenario} to {folder}")
     return 0
 
 
@@ -568,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo-data", cmd_demo_data, "write the demo loan book as weekly Parquet batches", profile=False)
     sp.add_argument("--weeks", type=int, default=30)
     sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument("--scenario", choices=("default", "covariate-shift"), default="default",
+                    help="default: downturn then concept change (data/demo/batches); covariate-shift: a growing "
+                         "segment the champion scores badly, nothing else (data/demo-covariate-shift/batches)")
 
     sp = add("status", cmd_status, "show the champion, each version's size and the last runs")
     sp.add_argument("--json", action="store_true")

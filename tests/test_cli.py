@@ -101,3 +101,17 @@ def test_drift_takes_the_two_files_as_arguments_and_says_which_one_is_missing(tm
     assert r.returncode == 2 and r.stderr.strip() == (
         "retrain: error: retrain drift needs a current file: retrain drift REFERENCE CURRENT "
         "(Parquet or CSV; or --reference/--current)")
+
+
+def test_demo_data_writes_the_covariate_shift_scenario_beside_the_default_one(tmp_path):
+    import json
+
+    (tmp_path / "params").mkdir()
+    r = subprocess.run([*RETRAIN, "demo-data", "--weeks", "3", "--scenario", "covariate-shift", "--home", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "(covariate-shift scenario)" in r.stdout
+    assert len(list((tmp_path / "data/demo-covariate-shift/batches").glob("*.parquet"))) == 3
+    assert not (tmp_path / "data/demo").exists()
+    points = json.loads((tmp_path / "data/demo-covariate-shift/drift_points.json").read_text())
+    assert points["scenario"] == "covariate-shift" and "concept_change" not in points
