@@ -28,8 +28,10 @@ from .paths import Paths
 from .profiles import Profile, load_profile
 from .records import plain
 from .manifest import mark_abandoned
+from .outputs import Analysis, Promotion, Training, Validation
+from .playbook import new_run_id, step_of
 from .registry import RUN_LOCK_HELD_ENV, Registry
-from .training import train_challenger
+from .training import CHILD_PROCESS, Trainer
 
 __all__ = [
     "StepContext",
@@ -38,26 +40,13 @@ __all__ = [
     "retrain_model",
     "validate_challenger",
     "promote_or_rollback",
-    "read_output",
+    "RetrainPolicy",
     "new_run_id",
-    "STEP_FILES",
     "run_lock_of",
 ]
 
 T = TypeVar("T")
-
-STEP_FILES = {
-    "analyze": "10-analyze-drift.json",
-    "retrain": "20-retrain-model.json",
-    "validate": "30-validate-challenger.json",
-    "promote": "40-promote-or-rollback.json",
-}
-
-
-def new_run_id(profile_name: str, now: dt.datetime | None = None) -> str:
-    """``<UTC timestamp>-<profile>``, e.g. ``20240310T120000Z-demo``."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{profile_name}"
+O = TypeVar("O", Analysis, Training, Validation, Promotion)
 
 
 @dataclass
@@ -75,10 +64,18 @@ class StepContext:
     def run_id(self) -> str:
         return self.run_dir.name
 
-    def write(self, key: str, payload: dict[str, Any]) -> Path:
-        path = self.run_dir / STEP_FILES[key]
-        write_json_atomic(path, plain(payload), sort_keys=False)
+    def write(self, output: Analysis | Training | Validation | Promotion) -> Path:
+        """Write a step's output as its ``<step>.json`` in the run folder."""
+        path = self.run_dir / step_of(output).json_file
+        write_json_atomic(path, plain(output.to_dict()), sort_keys=False)
         return path
+
+    def read(self, kind: type[O]) -> O:
+        """An earlier step's output; a clear error when that step has not run in this run folder."""
+        path = self.run_dir / step_of(kind).json_file
+        if not path.exists():
+            raise RetrainError(f"{path.name} is missing from {self.run_dir}: run the earlier step's notebook first")
+        return kind.from_dict(json.loads(path.read_text()))
 
     def save_figure(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``<run folder>/<name>.png`` (and keep it shown in the notebook)."""
@@ -144,49 +141,59 @@ def _under_run_lock(step: Callable[..., T]) -> Callable[..., T]:
     return locked
 
 
-def read_output(ctx: StepContext, key: str) -> dict[str, Any]:
-    """An earlier step's JSON; a clear error when that step has not run in this run folder."""
-    path = ctx.run_dir / STEP_FILES[key]
-    if not path.exists():
-        raise RetrainError(f"{path.name} is missing from {ctx.run_dir}: run the earlier step's notebook first")
-    return json.loads(path.read_text())
-
-
 # --------------------------------------------------------------------------- step 10
-@dataclass
-class DriftAnalysis:
-    """Step 10's result; frames are kept for plots and not written to JSON."""
+@dataclass(frozen=True)
+class AnalysisDetail:
+    """Step 10's live objects for a notebook's tables and plots (never written: the JSON has their dicts)."""
 
-    decision: triggers.Decision
-    quality: Any
-    drift: Any | None
+    quality: Any  # quality.QualityReport of the window
+    drift: Any | None  # drift.DriftReport (None on a first run: nothing to compare with)
+    target_drift: Any | None
+    prediction_drift: Any | None
     windows: data.Windows
-    performance: dict[str, Any] | None
-    evaluations: list[dict[str, Any]]
-    target_drift: Any | None = None
-    prediction_drift: Any | None = None
-    champion: str | None = None
-    estimates: list[dict[str, Any]] = field(default_factory=list)
-    batch_quality: list = field(default_factory=list)  # a QualityReport per batch
-    holdout_check: dict[str, Any] | None = None  # the holdout's own checks (see _check_holdout)
     reference: pd.DataFrame | None = field(default=None, repr=False)
     current: pd.DataFrame | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "champion": self.champion,
-            "decision": self.decision.to_dict(),
-            "quality": self.quality.to_dict(),
-            "drift": self.drift.to_dict() if self.drift is not None else None,
-            "target_drift": self.target_drift.to_dict() if self.target_drift is not None else None,
-            "prediction_drift": self.prediction_drift.to_dict() if self.prediction_drift is not None else None,
-            "performance": self.performance,
-            "evaluations": self.evaluations,
-            "estimates": self.estimates,
-            "windows": self.windows.to_dict(),
-            "batch_quality": [b.to_dict() for b in self.batch_quality],
-            "holdout_check": self.holdout_check,
-        }
+
+def _analysis(decision, q, report, windows: data.Windows, performance, evaluations, *, champion=None, target=None,
+              pred=None, estimates=(), batch_quality=(), holdout_check=None, reference=None, current=None) -> Analysis:
+    """Step 10's output from its parts (the JSON fields plain, the live objects in ``detail``)."""
+    def as_dict(x):
+        return plain(x.to_dict()) if x is not None else None
+
+    return Analysis(champion, decision, as_dict(q), as_dict(report), as_dict(target), as_dict(pred), plain(performance),
+                    plain(list(evaluations)), plain(list(estimates)), windows.to_dict(),
+                    [as_dict(b) for b in batch_quality], plain(holdout_check),
+                    detail=AnalysisDetail(q, report, target, pred, windows, reference, current))
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """Who decides whether step 10 says retrain: the profile's triggers (``profile``), or ``always`` / ``never``.
+
+    ``always`` and ``never`` (a backtest strategy such as "retrain every batch", or ``retrain run
+    --retrain always``) replace the policy's verdict with ``reason``; every trigger is still measured
+    and recorded, and a bootstrap or a data-quality block still wins.
+    """
+
+    mode: str = "profile"  # 'profile' | 'always' | 'never'
+    reason: str = ""
+
+    MODES = ("profile", "always", "never")
+
+    def __post_init__(self) -> None:
+        if self.mode not in self.MODES:
+            raise RetrainError(f"retrain policy {self.mode!r} is not one of {', '.join(self.MODES)}")
+
+    def apply(self, decision: triggers.Decision) -> triggers.Decision:
+        if self.mode == "profile" or decision.status not in ("retrain", "no-retrain"):
+            return decision
+        retrain = self.mode == "always"
+        return triggers.Decision(retrain, "retrain" if retrain else "no-retrain", decision.policy,
+                                 (self.reason or f"forced: retrain={retrain}",), decision.triggers)
+
+
+PROFILE_POLICY = RetrainPolicy()
 
 
 def _load_checked(ctx: StepContext, batches, required: list[str], *, require_label: bool,
@@ -212,12 +219,11 @@ def _as_of_time(ctx: StepContext) -> pd.Timestamp:
 
 
 @_under_run_lock
-def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: str = "") -> DriftAnalysis:
+def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -> Analysis:
     """Compare reference and current windows, measure the champion, and decide whether to retrain.
 
-    ``force`` (a backtest strategy such as "never retrain" or "retrain every batch") replaces the
-    policy's verdict with ``force_reason``; every trigger is still measured and recorded, and a
-    bootstrap or a data-quality block still wins. ``None`` (the playbook) follows the policy.
+    ``policy`` (:class:`RetrainPolicy`) says who decides: the profile's triggers (the playbook), or
+    ``always`` / ``never`` (backtest strategies).
     """
     prof, src = ctx.profile, ctx.profile.data
     visible = data.list_batches(src, ctx.paths, as_of=ctx.as_of)
@@ -240,9 +246,9 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
         passed, why = _quality_verdict(q, per_batch, holdout)
         decision = triggers.decide([], combine=combine, use=use, policy=prof.triggers.policy,
                                    quality_passed=passed, quality_reason=why, bootstrap=True)
-        result = DriftAnalysis(decision, q, None, windows, None, [], current=train, batch_quality=per_batch,
-                               holdout_check=holdout)
-        ctx.write("analyze", result.to_dict())
+        result = _analysis(decision, q, None, windows, None, [], current=train, batch_quality=per_batch,
+                           holdout_check=holdout)
+        ctx.write(result)
         return result
 
     reference = _load_checked(ctx, windows.reference, required, require_label=True)
@@ -289,16 +295,14 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
                                quality_passed=quality_passed, quality_reason=quality_why)
-    if force is not None and decision.status in ("retrain", "no-retrain"):
-        decision = triggers.Decision(force, "retrain" if force else "no-retrain", decision.policy,
-                                     (force_reason or f"forced: retrain={force}",), decision.triggers)
+    decision = policy.apply(decision)
     performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
                    "threshold": prof.performance_threshold, "history": history, "source": source,
                    "measured_history": [{"batch": e["batch"], "batch_end": e["batch_end"], "value": e["value"]} for e in scored],
                    "estimate": newest_estimate}
-    result = DriftAnalysis(decision, q, report, windows, performance, evaluations, target, pred, champion,
-                           estimates=estimates, batch_quality=per_batch, holdout_check=holdout, reference=reference, current=current)
-    ctx.write("analyze", result.to_dict())
+    result = _analysis(decision, q, report, windows, performance, evaluations, champion=champion, target=target, pred=pred,
+                       estimates=estimates, batch_quality=per_batch, holdout_check=holdout, reference=reference, current=current)
+    ctx.write(result)
     return result
 
 
@@ -521,47 +525,47 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
 
 # --------------------------------------------------------------------------- step 20
 @_under_run_lock
-def retrain_model(ctx: StepContext, *, fit_cache=None) -> dict[str, Any]:
-    """Train and register a challenger when step 10 decided so; otherwise record why not.
+def retrain_model(ctx: StepContext, *, trainer: Trainer = CHILD_PROCESS) -> Training:
+    """Train and register a challenger when step 10 decided so; otherwise record why not (skipped).
 
-    ``fit_cache`` (a :class:`retrainlib.fitcache.FitCache`) reuses an identical earlier fit.
+    ``trainer`` fits: :data:`~retrainlib.training.CHILD_PROCESS` (a child process under the wall-clock
+    guard), or a :class:`~retrainlib.fitcache.FitCache` that reuses an identical earlier fit.
     Every challenger trained is a retraining attempt: the registry records it, and the schedule
     trigger counts its interval from the newest batch the last attempt saw.
     """
-    analysis = read_output(ctx, "analyze")
-    decision = analysis["decision"]
-    if not decision["retrain"]:
-        out = {"status": "skipped", "reason": f"decision was '{decision['status']}': " + "; ".join(decision["reasons"])}
-        ctx.write("retrain", out)
+    analysis = ctx.read(Analysis)
+    decision = analysis.decision
+    if not decision.retrain:
+        out = Training.skip(f"decision was '{decision.status}': " + "; ".join(decision.reasons))
+        ctx.write(out)
         return out
-    windows = data.Windows.from_dict(analysis["windows"])
+    windows = data.Windows.from_dict(analysis.windows)
     train_batches = data.batches_from_records([b.to_dict() for b in windows.train], ctx.paths)
-    fitted = _fit_and_register(ctx, train_batches, windows, parent=analysis["champion"], fit_cache=fit_cache)
+    fitted = _fit_and_register(ctx, train_batches, windows, parent=analysis.champion, trainer=trainer)
     version, result, metadata = fitted["version"], fitted["result"], fitted["metadata"]
     ctx.registry.record_attempt(version=version.name, run_id=ctx.run_id, data_end=metadata["data_end"])
-    out = {
-        "status": "trained",
-        "challenger": version.name,
-        "parent": analysis["champion"],
-        "strategy": windows.strategy,
-        "n_rows": metadata["n_rows"],
-        "slices": metadata["slices"],
-        "features": list(result.features),
-        "leaderboard": result.leaderboard.to_dict(orient="records"),
-        "wall_seconds": result.wall_seconds,
-        "fit_seconds": result.fit_seconds,
-        "cpu_seconds": result.cpu_seconds,
-        "time_limit": result.time_limit,
-        "time_limit_binding": result.time_limit_binding,
-        "settings": result.settings,
-        "resources": result.resources.to_dict(),
-        "warnings": list(result.warnings),
-        "version_bytes": version.size_bytes,
-        "estimator": fitted["estimator"].summary(),
-    }
-    if fit_cache is not None:
-        out["fit_cache"] = "reused" if fit_cache.last_hit else "computed"
-    ctx.write("retrain", out)
+    out = Training(
+        status="trained",
+        challenger=version.name,
+        parent=analysis.champion,
+        strategy=windows.strategy,
+        n_rows=metadata["n_rows"],
+        slices=plain(metadata["slices"]),
+        features=list(result.features),
+        leaderboard=plain(result.leaderboard.to_dict(orient="records")),
+        wall_seconds=result.wall_seconds,
+        fit_seconds=result.fit_seconds,
+        cpu_seconds=result.cpu_seconds,
+        time_limit=result.time_limit,
+        time_limit_binding=result.time_limit_binding,
+        settings=plain(result.settings),
+        resources=plain(result.resources.to_dict()),
+        warnings=list(result.warnings),
+        version_bytes=version.size_bytes,
+        estimator=plain(fitted["estimator"].summary()),
+        fit_cache=trainer.provenance(),
+    )
+    ctx.write(out)
     return out
 
 
@@ -615,7 +619,7 @@ def _champion_bytes(ctx: StepContext, champion: str | None) -> int | None:
 
 
 def _fit_and_register(ctx: StepContext, batches: list, windows: data.Windows, *, parent: str | None,
-                      fit_cache=None, extra: dict[str, Any] | None = None, borrow_estimator: str | None = None) -> dict[str, Any]:
+                      trainer: Trainer = CHILD_PROCESS, extra: dict[str, Any] | None = None, borrow_estimator: str | None = None) -> dict[str, Any]:
     """Fit the profile's configuration on the labelled rows of ``batches`` and store it as a new version.
 
     Its label-free estimator is calibrated on the holdout rows it did not train on; a refit on the
@@ -629,8 +633,7 @@ def _fit_and_register(ctx: StepContext, batches: list, windows: data.Windows, *,
     ctx.registry.path.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"fit-{ctx.run_id}-"))
     try:
-        fit = fit_cache.train_challenger if fit_cache is not None else train_challenger
-        result = fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path,
+        result = trainer.fit(frame[features + [src.label]], profile=prof, work_dir=work / "fit", disk_path=ctx.registry.path,
                      version_bytes=_champion_bytes(ctx, parent))
         trained_at = data.parse_as_of(ctx.as_of)
         metadata = {
@@ -674,21 +677,22 @@ def _newest_end(windows: data.Windows) -> str:
 
 # --------------------------------------------------------------------------- step 30
 @_under_run_lock
-def validate_challenger(ctx: StepContext):
-    """Score champion and challenger on the same holdout and apply every gate; ``None`` when skipped."""
+def validate_challenger(ctx: StepContext) -> Validation:
+    """Score champion and challenger on the same holdout and apply every gate; skipped without a challenger."""
     from . import validation
 
-    trained = read_output(ctx, "retrain")
-    if trained["status"] != "trained":
-        ctx.write("validate", {"status": "skipped", "reason": "no challenger was trained in this run"})
-        return None
-    analysis = read_output(ctx, "analyze")
+    trained = ctx.read(Training)
+    if not trained.trained:
+        out = Validation.skip("no challenger was trained in this run")
+        ctx.write(out)
+        return out
+    analysis = ctx.read(Analysis)
     prof, src = ctx.profile, ctx.profile.data
-    holdout_b = data.batches_from_records(analysis["windows"]["holdout"], ctx.paths)
+    holdout_b = data.batches_from_records(analysis.window("holdout"), ctx.paths)
     holdout = data.load_batches(holdout_b, ctx.paths, src)
     holdout = holdout[holdout[src.label].notna()]
-    challenger_v = ctx.registry.version(trained["challenger"])
-    champion = analysis["champion"]
+    challenger_v = ctx.registry.version(trained.challenger)
+    champion = analysis.champion
     champion_v = ctx.registry.version(champion) if champion else None
     verdict = validation.validate(
         ctx.registry.load(challenger_v.name),
@@ -701,22 +705,23 @@ def validate_challenger(ctx: StepContext):
         champion_meta=champion_v.metadata if champion_v else None,
         seed=prof.training.seed,
     )
-    ctx.write("validate", {"status": "validated", "challenger": challenger_v.name, "champion": champion,
-                           "holdout": [b.to_dict() for b in holdout_b], **verdict.to_dict()})
-    return verdict
+    out = Validation("validated", None, challenger_v.name, champion, plain([b.to_dict() for b in holdout_b]),
+                     plain(verdict.to_dict()), detail=verdict)
+    ctx.write(out)
+    return out
 
 
 # --------------------------------------------------------------------------- step 40
 @_under_run_lock
 def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "", reason: str = "",
-                        fit_cache=None) -> dict[str, Any]:
+                        trainer: Trainer = CHILD_PROCESS) -> Promotion:
     """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention.
 
     With ``training.refit_full`` the validated configuration is fitted again on the training and
     holdout rows and that refit is the version stored, smoke-tested and promoted; the verdict is
     the validated model's and the record names both. A rejection that leaves a champion below
     ``performance_threshold`` after ``validation.stuck_after`` rejections in a row is ``stuck``.
-    ``fit_cache`` (as in :func:`retrain_model`) reuses an identical earlier refit.
+    ``trainer`` (as in :func:`retrain_model`) fits the refit.
     """
     reg, prof = ctx.registry, ctx.profile
     before = reg.champion()
@@ -727,74 +732,57 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
         ev = reg.roll_back(to=rollback_to or None, run_id=ctx.run_id, reason=reason or "rollback requested by the run's parameters")
         action, events = "rolled-back", [ev.to_dict()]
     else:
-        verdict = read_output(ctx, "validate")
-        if verdict.get("status") == "skipped":
+        verdict = ctx.read(Validation)
+        if verdict.skipped:
             action = "none"
-        elif verdict["decision"] in ("promote", "bootstrap"):
-            analysis = read_output(ctx, "analyze")
-            holdout_b = data.batches_from_records(analysis["windows"]["holdout"], ctx.paths)
+        elif verdict.passed:
+            analysis = ctx.read(Analysis)
+            holdout_b = data.batches_from_records(analysis.window("holdout"), ctx.paths)
             holdout = data.load_batches(holdout_b, ctx.paths, prof.data)
-            deploy = verdict["challenger"]
+            deploy = verdict.challenger
             if prof.training.refit_full:
-                refit = _refit_on_train_and_holdout(ctx, analysis, verdict["challenger"], holdout_b, fit_cache)
+                refit = _refit_on_train_and_holdout(ctx, analysis, verdict.challenger, holdout_b, trainer)
                 deploy = refit["version"]
             features = reg.version(deploy).metadata["features"]
-            why = "first champion (bootstrap)" if verdict["decision"] == "bootstrap" else "passed every validation gate"
+            why = "first champion (bootstrap)" if verdict.decision == "bootstrap" else "passed every validation gate"
             if refit:
-                why += f" as {verdict['challenger']}; refit on training + holdout rows as {deploy}"
+                why += f" as {verdict.challenger}; refit on training + holdout rows as {deploy}"
             res = reg.promote_verified(deploy, holdout[features].head(200), run_id=ctx.run_id, reason=why)
             events = [e.to_dict() for e in res.events]
             action = "promoted" if res.promoted else "auto-rolled-back"
         else:
             action = "rejected"
         if action != "none":
-            reg.record_attempt_outcome(verdict["challenger"], outcome=action, run_id=ctx.run_id,
-                                       failed_gates=_failed_gates(verdict), reasons=verdict.get("reasons", []))
+            reg.record_attempt_outcome(verdict.challenger, outcome=action, run_id=ctx.run_id,
+                                       failed_gates=verdict.failed_gates(), reasons=verdict.reasons)
         if action == "rejected":
-            stuck = _stuck(ctx, read_output(ctx, "analyze"))
+            stuck = _stuck(ctx, ctx.read(Analysis))
     removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
-    out = {
-        "action": action,
-        "champion_before": before,
-        "champion_after": reg.champion(),
-        "events": events,
-        "refit": refit,
-        "stuck": stuck,
-        "retention_removed": removed,
-        "versions": [v.name for v in reg.versions()],
-        "registry_bytes": reg.total_size_bytes(),
-    }
-    ctx.write("promote", out)
+    out = Promotion(action, before, reg.champion(), plain(events), plain(refit), plain(stuck), plain(removed),
+                    [v.name for v in reg.versions()], reg.total_size_bytes())
+    ctx.write(out)
     return out
 
 
-def _refit_on_train_and_holdout(ctx: StepContext, analysis: dict, validated: str, holdout_b: list,
-                                fit_cache=None) -> dict[str, Any]:
+def _refit_on_train_and_holdout(ctx: StepContext, analysis: Analysis, validated: str, holdout_b: list,
+                                trainer: Trainer = CHILD_PROCESS) -> dict[str, Any]:
     """The validated configuration fitted again, with the same settings, on training + holdout rows."""
-    windows = data.Windows.from_dict(analysis["windows"])
+    windows = data.Windows.from_dict(analysis.windows)
     meta = ctx.registry.version(validated).metadata
     train_b = data.batches_from_records(meta["slices"], ctx.paths)
     seen = {b.path for b in train_b}
     batches = train_b + [b for b in holdout_b if b.path not in seen]
-    fitted = _fit_and_register(ctx, batches, windows, parent=meta.get("parent"), fit_cache=fit_cache,
+    fitted = _fit_and_register(ctx, batches, windows, parent=meta.get("parent"), trainer=trainer,
                                extra={"refit_of": validated, "validated_version": validated}, borrow_estimator=validated)
     return {"version": fitted["version"].name, "validated": validated, "n_rows": fitted["metadata"]["n_rows"],
             "slices": fitted["metadata"]["slices"], "fit_seconds": fitted["result"].fit_seconds}
 
 
-def _failed_gates(verdict: dict) -> list[str]:
-    return [g["name"] + (f" ({g['metric']})" if g.get("metric") else "") for g in verdict.get("gates", [])
-            if g.get("blocking") and not g.get("passed")]
-
-
-def _stuck(ctx: StepContext, analysis: dict) -> dict[str, Any] | None:
+def _stuck(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
     """The champion is below performance_threshold and the last ``stuck_after`` challengers were all rejected."""
     prof = ctx.profile
-    perf = analysis.get("performance") or {}
-    value = perf.get("value")
-    if value is None and perf.get("history"):
-        value = perf["history"][-1]
-    champion = analysis.get("champion")
+    value = analysis.latest_metric()
+    champion = analysis.champion
     if value is None or champion is None:
         return None
     gib = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary").greater_is_better
@@ -828,17 +816,28 @@ def _stuck(ctx: StepContext, analysis: dict) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- figures
-def drift_figures(ctx: StepContext, analysis: DriftAnalysis) -> list:
+def drift_tables(analysis: Analysis) -> list:
+    """What notebook 10 shows below the decision: drift per feature, then the joint, target and
+    prediction drift; on a first run one line saying there is no reference yet."""
+    d = analysis.detail
+    if d.drift is None:
+        return ["first run: no reference window yet"]
+    extra = [x.to_dict() for x in (d.drift.multivariate, d.target_drift, d.prediction_drift) if x is not None]
+    return [d.drift.to_frame(), *extra]
+
+
+def drift_figures(ctx: StepContext, analysis: Analysis) -> list:
     """Drift per feature and the most drifted distributions; on a first run, the training window per batch."""
     import matplotlib.pyplot as plt
 
     figs = []
-    if analysis.drift is not None:
+    d = analysis.detail
+    if d.drift is not None:
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        drift.plot_feature_drift(analysis.drift, ax=ax)
+        drift.plot_feature_drift(d.drift, ax=ax)
         ctx.save_figure(fig, "10-drift-per-feature")
         figs.append(fig)
-        fig = drift.plot_distributions(analysis.reference, analysis.current, analysis.drift, top=4)
+        fig = drift.plot_distributions(d.reference, d.current, d.drift, top=4)
         ctx.save_figure(fig, "10-distributions")
         figs.append(fig)
         if analysis.performance and (analysis.performance.get("measured_history") or analysis.estimates):
@@ -846,7 +845,7 @@ def drift_figures(ctx: StepContext, analysis: DriftAnalysis) -> list:
             ctx.save_figure(fig, "10-performance-history")
             figs.append(fig)
     else:
-        frame, src = analysis.current, ctx.profile.data
+        frame, src = d.current, ctx.profile.data
         per = frame.groupby(frame[src.time_column].dt.to_period("W").dt.start_time)[src.label].agg(["size", "mean"])
         fig, ax = plt.subplots(figsize=(8, 3))
         ax.bar(per.index.astype(str), per["size"], color="#9ecae1", label="rows")
@@ -888,29 +887,44 @@ def performance_figure(performance: dict[str, Any], estimates: list[dict[str, An
     return fig
 
 
-def training_figures(ctx: StepContext, outcome: dict[str, Any]) -> list:
+def training_tables(outcome: Training) -> list:
+    """What notebook 20 shows: the fit's figures, the leaderboard and any warnings (nothing when skipped)."""
+    if not outcome.trained:
+        return []
+    return [pd.Series(outcome.summary(), name="value").to_frame(), pd.DataFrame(outcome.leaderboard),
+            f"warnings: {'; '.join(outcome.warnings) or 'none'}"]
+
+
+def training_figures(ctx: StepContext, outcome: Training) -> list:
     """Resources while training (nothing when training was skipped)."""
     from .monitoring import plot_resources
     import matplotlib.pyplot as plt
 
-    if outcome["status"] != "trained":
+    if not outcome.trained:
         return []
     fig, ax = plt.subplots(figsize=(8, 3))
-    plot_resources(outcome["resources"], ax=ax)
+    plot_resources(outcome.resources, ax=ax)
     ctx.save_figure(fig, "20-resources")
     return [fig]
 
 
-def validation_figures(ctx: StepContext, verdict) -> list:
-    """Both models' scores side by side and the bootstrap distribution of their difference."""
+def validation_tables(outcome: Validation) -> list:
+    """What notebook 30 shows: the gate table and both models' scores (nothing when skipped)."""
+    if outcome.skipped:
+        return []
+    return [outcome.detail.to_frame(), outcome.scores]
+
+
+def validation_figures(ctx: StepContext, outcome: Validation) -> list:
+    """Both models' scores side by side and the bootstrap distribution of their difference (nothing when skipped)."""
     from . import validation
     import matplotlib.pyplot as plt
 
-    if verdict is None:
+    if outcome.skipped:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    validation.plot_scores(verdict, ax=axes[0])
-    validation.plot_bootstrap(verdict, ax=axes[1])
+    validation.plot_scores(outcome.detail, ax=axes[0])
+    validation.plot_bootstrap(outcome.detail, ax=axes[1])
     fig.tight_layout()
     ctx.save_figure(fig, "30-validation")
     return [fig]
