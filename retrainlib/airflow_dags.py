@@ -47,10 +47,12 @@ from typing import Any
 
 import yaml
 
+from .playbook import STEPS as PLAYBOOK
+
 log = logging.getLogger(__name__)
 
 EXIT_LOCKED = 75  # retrain's exit code when another run holds the model
-STEPS = {"analyze_drift": "10", "retrain_model": "20", "validate_challenger": "30", "promote_or_rollback": "40"}
+STEPS = {s.function: s.number for s in PLAYBOOK}  # task id -> `retrain step --step` number
 NO_RETRAIN = "no-retrain-needed"
 START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 

@@ -40,6 +40,8 @@ import yaml
 from . import automl, data, freshproc, steps
 from .errors import ProfileError, RetrainError
 from .fitcache import FitCache
+from .outputs import Analysis, Promotion, Training, Validation
+from .training import CHILD_PROCESS, Trainer
 from .paths import Paths
 from .profiles import load_profile
 
@@ -63,17 +65,19 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Strategy:
-    """When to retrain: a trigger policy of the profile, or a forced answer."""
+    """When to retrain: a trigger policy of the profile, or always / never (:class:`~retrainlib.steps.RetrainPolicy`)."""
 
     name: str
     description: str
     policy: str | None = None  # a TriggerSettings policy; None keeps the profile's own
-    force: bool | None = None  # True: every batch; False: never after the first champion
+    retrain: str = "profile"  # 'profile': the triggers decide; 'always': every batch; 'never': never after the first champion
     performance_source: str | None = None  # triggers.performance_source; None keeps the profile's own
     gates: bool = True  # False: train on the newest window, holdout included, and deploy without validation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "policy": self.policy, "force": self.force,
+        # "force" is the name written backtests (docs/backtest-*.json) carry for ``retrain``
+        force = {"always": True, "never": False}.get(self.retrain)
+        return {"name": self.name, "description": self.description, "policy": self.policy, "force": force,
                 "performance_source": self.performance_source, "gates": self.gates}
 
 
@@ -81,7 +85,7 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("static", "train once (the first champion), never retrain", force=False),
+        Strategy("static", "train once (the first champion), never retrain", retrain="never"),
         Strategy("periodic", "retrain every retraining_interval days (schedule trigger)", policy="periodic"),
         Strategy("drift", "retrain when the drift score exceeds drift_threshold", policy="drift-triggered"),
         Strategy("performance", "retrain when the champion's metric falls below performance_threshold "
@@ -90,9 +94,9 @@ STRATEGIES: dict[str, Strategy] = {
                  "newest batch (performance_source: both) — for labels that arrive late", policy="adaptive",
                  performance_source="both"),
         Strategy("hybrid", "the profile's own trigger policy"),
-        Strategy("every-batch", "retrain on every new batch (the costly reference)", force=True),
+        Strategy("every-batch", "retrain on every new batch (the costly reference)", retrain="always"),
         Strategy("refit", "retrain before every batch on the newest window, the newest batch included, and "
-                 "deploy without gates (the plain reference)", force=True, gates=False),
+                 "deploy without gates (the plain reference)", retrain="always", gates=False),
     )
 }
 REFERENCE = "every-batch"
@@ -320,11 +324,12 @@ def run_backtest(
             last_trained: int | None = None
             for i, batch in enumerate(steps_to_run):
                 bar.set_postfix_str(f"{strategy.name} {batch.name}", refresh=False)
-                force, reason = strategy.force, ""
+                policy = _policy(strategy)
                 if strategy.name == "periodic" and period_batches:
-                    force = last_trained is None or i - last_trained >= period_batches
-                    reason = f"backtest strategy 'periodic': retrain every {period_batches} batch(es)"
-                row = _replay_step(strategy, prof_path, home_s, batch, warmup - 1 + i, cache, force=force, force_reason=reason)
+                    due = last_trained is None or i - last_trained >= period_batches
+                    policy = steps.RetrainPolicy("always" if due else "never",
+                                                 f"backtest strategy 'periodic': retrain every {period_batches} batch(es)")
+                row = _replay_step(strategy, prof_path, home_s, batch, warmup - 1 + i, cache or CHILD_PROCESS, policy=policy)
                 if row["trained"]:
                     last_trained = i
                 rows.append(row)
@@ -406,8 +411,15 @@ def merge_backtest(work_dir: str | Path) -> BacktestResult:
                    fit_cache=stats, seconds=seconds, work=work, settings=first["settings"])
 
 
-def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Batch, index: int, cache: FitCache | None,
-                 *, force: bool | None, force_reason: str = "") -> dict[str, Any]:
+def _policy(strategy: Strategy) -> steps.RetrainPolicy:
+    """The strategy's retrain policy, with the reason its forced decisions record."""
+    reason = {"always": f"backtest strategy '{strategy.name}': retrain on every batch",
+              "never": f"backtest strategy '{strategy.name}': never retrain after the first champion"}.get(strategy.retrain, "")
+    return steps.RetrainPolicy(strategy.retrain, reason)
+
+
+def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Batch, index: int, trainer: Trainer,
+                 *, policy: steps.RetrainPolicy) -> dict[str, Any]:
     """One playbook run at the end of ``batch``: the four steps, as the notebooks call them."""
     run_dir = home / "runs" / f"{index + 1:04d}-{Path(batch.name).stem}"
     ctx = steps.open_step(str(prof_path), run_dir=str(run_dir), home=str(home), as_of=batch.end)
@@ -415,14 +427,12 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
     seconds: dict[str, float] = {}
 
     t0 = time.monotonic()
-    reason = force_reason or {True: f"backtest strategy '{strategy.name}': retrain on every batch",
-                              False: f"backtest strategy '{strategy.name}': never retrain after the first champion"}.get(force, "")
-    analysis = steps.analyze_drift(ctx, force=force, force_reason=reason)
+    analysis = steps.analyze_drift(ctx, policy=policy)
     seconds["analyze"] = time.monotonic() - t0
-    newest = analysis.windows.visible[-1]
+    newest = analysis.detail.windows.visible[-1]  # the step's live windows (the JSON counts the visible batches)
     if Path(newest.path).name != batch.name:
         raise RetrainError(f"the replay at {batch.name} saw {newest.path} as its newest batch; batch end times must be distinct")
-    scored = [e for e in analysis.evaluations if e["batch"] == newest.path and e["version"] == serving]
+    scored = analysis.scored(newest.path, serving)
     if not scored and serving is not None and ctx.profile.data.label_delay_batches:
         scored = [{"value": _truth(ctx, serving, newest)}]  # its labels come later in the run; the backtest knows them
     decision = analysis.decision
@@ -430,17 +440,17 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
         _train_on_newest_window(ctx)
 
     t0 = time.monotonic()
-    trained = steps.retrain_model(ctx, fit_cache=cache)
+    trained = steps.retrain_model(ctx, trainer=trainer)
     seconds["retrain"] = time.monotonic() - t0
     t0 = time.monotonic()
     verdict = steps.validate_challenger(ctx) if strategy.gates else _skip_validation(ctx, strategy)
     seconds["validate"] = time.monotonic() - t0
     t0 = time.monotonic()
-    promoted = (steps.promote_or_rollback(ctx, fit_cache=cache) if strategy.gates
+    promoted = (steps.promote_or_rollback(ctx, trainer=trainer) if strategy.gates
                 else _deploy_without_gates(ctx, trained, strategy))
     seconds["promote"] = time.monotonic() - t0
 
-    did_train = trained["status"] == "trained"
+    did_train = trained.trained
     return {
         "strategy": strategy.name,
         "step": index + 1,
@@ -455,15 +465,15 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
         "reasons": " | ".join(decision.reasons),
         "bootstrap": decision.status == "bootstrap",
         "trained": did_train,
-        "challenger": trained.get("challenger"),
-        "fit_cache": trained.get("fit_cache"),
-        "cpu_seconds": trained["cpu_seconds"] if did_train else 0.0,
-        "fit_seconds": trained["fit_seconds"] if did_train else 0.0,
-        "verdict": verdict.decision if verdict is not None else None,
-        "action": promoted["action"],
-        "promoted": promoted["action"] == "promoted",
-        "stuck": bool(promoted.get("stuck")),
-        "champion_after": promoted["champion_after"],
+        "challenger": trained.challenger,
+        "fit_cache": trained.fit_cache,
+        "cpu_seconds": trained.cpu_seconds if did_train else 0.0,
+        "fit_seconds": trained.fit_seconds if did_train else 0.0,
+        "verdict": verdict.decision,
+        "action": promoted.action,
+        "promoted": promoted.promoted,
+        "stuck": bool(promoted.stuck),
+        "champion_after": promoted.champion_after,
         "analyze_seconds": seconds["analyze"],
         "retrain_seconds": seconds["retrain"],
         "validate_seconds": seconds["validate"],
@@ -490,34 +500,32 @@ def _train_on_newest_window(ctx: steps.StepContext) -> None:
     batches of training window + holdout — as many as the playbook's window holds (``sliding_window``),
     or all of them — and says so in the file (``backtest_refit``).
     """
-    analysis = steps.read_output(ctx, "analyze")
-    windows = analysis["windows"]
-    planned, holdout = windows["train"], windows["holdout"]
+    analysis = ctx.read(Analysis)
+    planned, holdout = analysis.window("train"), analysis.window("holdout")
     both = planned + [b for b in holdout if b not in planned]
-    keep = len(planned) if windows["strategy"] == "sliding_window" else len(both)
-    windows["train"] = both[-keep:]
-    analysis["backtest_refit"] = (f"backtest strategy 'refit': trains on the newest {keep} batch(es), the holdout included "
-                                  f"(planned: {[b['path'] for b in planned]})")
-    ctx.write("analyze", analysis)
+    keep = len(planned) if analysis.strategy == "sliding_window" else len(both)
+    ctx.write(analysis.with_train_window(both[-keep:], f"backtest strategy 'refit': trains on the newest {keep} batch(es), "
+                                                      f"the holdout included (planned: {[b['path'] for b in planned]})"))
 
 
-def _skip_validation(ctx: steps.StepContext, strategy: Strategy) -> None:
-    ctx.write("validate", {"status": "skipped", "reason": f"backtest strategy '{strategy.name}' deploys without gates"})
-    return None
+def _skip_validation(ctx: steps.StepContext, strategy: Strategy) -> Validation:
+    out = Validation.skip(f"backtest strategy '{strategy.name}' deploys without gates")
+    ctx.write(out)
+    return out
 
 
-def _deploy_without_gates(ctx: steps.StepContext, trained: dict[str, Any], strategy: Strategy) -> dict[str, Any]:
+def _deploy_without_gates(ctx: steps.StepContext, trained: Training, strategy: Strategy) -> Promotion:
     """``refit``: the new fit serves from the next batch on; retention as in a run."""
     reg, prof = ctx.registry, ctx.profile
     before = reg.champion()
     events = []
-    if trained["status"] == "trained":
-        events = [reg.promote(trained["challenger"], run_id=ctx.run_id,
+    if trained.trained:
+        events = [reg.promote(trained.challenger, run_id=ctx.run_id,
                               reason=f"backtest strategy '{strategy.name}': deployed without gates").to_dict()]
     removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
-    out = {"action": "promoted" if events else "none", "champion_before": before, "champion_after": reg.champion(),
-           "events": events, "retention_removed": removed, "versions": [v.name for v in reg.versions()]}
-    ctx.write("promote", out)
+    out = Promotion("promoted" if events else "none", before, reg.champion(), events, retention_removed=list(removed),
+                    versions=[v.name for v in reg.versions()], registry_bytes=reg.total_size_bytes())
+    ctx.write(out)
     return out
 
 

@@ -29,7 +29,8 @@ from .freshproc import kill_tree
 from .monitoring import ResourceMonitor, ResourceReport, check_disk, disk_needs
 from .profiles import Profile
 
-__all__ = ["TrainingResult", "train_challenger", "guard_seconds", "fit_settings"]
+__all__ = ["TrainingResult", "train_challenger", "guard_seconds", "fit_settings", "Trainer", "ChildProcessTrainer",
+           "CHILD_PROCESS"]
 
 #: seconds allowed beyond max_retraining_time for start-up, the deployment clone and importance
 GRACE_SECONDS = 45.0
@@ -214,6 +215,34 @@ def train_challenger(
         resources=report,
         warnings=report.warnings,
     )
+
+
+class Trainer:
+    """How a step fits a challenger: the strategy :func:`retrainlib.steps.retrain_model` is given.
+
+    ``fit`` takes :func:`train_challenger`'s arguments and returns its :class:`TrainingResult`;
+    ``provenance`` says where the latest fit came from, for the step's record (``None``: always
+    computed, nothing to say). :class:`~retrainlib.fitcache.FitCache` is the other strategy.
+    """
+
+    def fit(self, train: pd.DataFrame, *, profile: Profile, work_dir: str | Path, disk_path: str | Path,
+            version_bytes: int | None = None) -> TrainingResult:
+        raise NotImplementedError
+
+    def provenance(self) -> str | None:
+        return None
+
+
+class ChildProcessTrainer(Trainer):
+    """Every fit computed, in a child process under the wall-clock guard (:func:`train_challenger`)."""
+
+    def fit(self, train: pd.DataFrame, *, profile: Profile, work_dir: str | Path, disk_path: str | Path,
+            version_bytes: int | None = None) -> TrainingResult:
+        return train_challenger(train, profile=profile, work_dir=work_dir, disk_path=disk_path, version_bytes=version_bytes)
+
+
+#: the playbook's trainer
+CHILD_PROCESS = ChildProcessTrainer()
 
 
 def _child(work_dir: Path) -> None:
