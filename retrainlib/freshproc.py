@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use", "settings", "stop_warm_server", "kill_tree", "stop_processes",
-           "Child", "start_child", "warm_server_pids", "MODE_VARIABLE", "CACHE_VARIABLE"]
+           "Child", "start_child", "folder_digest", "cache_folder", "warm_server_pids", "MODE_VARIABLE", "CACHE_VARIABLE"]
 
 MODE_VARIABLE = "RETRAIN_FRESH"  # "warm" (default) or "cold"
 CACHE_VARIABLE = "RETRAIN_CHECK_CACHE"  # a folder of passed checks; unset: no cache
@@ -59,7 +59,7 @@ CACHE_VARIABLE = "RETRAIN_CHECK_CACHE"  # a folder of passed checks; unset: no c
 HOLD_VARIABLE = "RETRAIN_SMOKE_HOLD"
 #: what the fork server imports once, before it forks any check
 PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "autogluon.tabular", "retrainlib.automl", "retrainlib.freshproc",
-           "retrainlib.training")
+           "retrainlib.training", "retrainlib.warmup")
 _ANSWER, _SCORES = "answer.json", "scores.npy"
 
 
@@ -202,24 +202,32 @@ def stop_warm_server() -> None:
 
 
 # --------------------------------------------------------------------------- the cache
-def cache_key(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", num_cpus: int = 1) -> str:
-    """sha256 of every file of the predictor (path and content), the rows and the running software."""
+def folder_digest(predictor_dir: str | os.PathLike, num_cpus: int = 1) -> str:
+    """sha256 of every file of a predictor folder (path and content) and the running software."""
     import hashlib
 
     from . import automl
-    from .data import frame_fingerprint
     from .durable import sha256_file
 
     root = Path(predictor_dir)
     h = hashlib.sha256()
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
         h.update(f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n".encode())
-    h.update(frame_fingerprint(rows).encode())
     h.update(json.dumps({"software": automl.software_versions(), "num_cpus": num_cpus}, sort_keys=True).encode())
     return h.hexdigest()
 
 
-def _cache_dir() -> Path | None:
+def cache_key(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", num_cpus: int = 1) -> str:
+    """sha256 of every file of the predictor (path and content), the rows and the running software."""
+    import hashlib
+
+    from .data import frame_fingerprint
+
+    return hashlib.sha256(f"{folder_digest(predictor_dir, num_cpus)}\n{frame_fingerprint(rows)}".encode()).hexdigest()
+
+
+def cache_folder() -> Path | None:
+    """The check cache's folder (``RETRAIN_CHECK_CACHE``), or None when the cache is off."""
     value = os.environ.get(CACHE_VARIABLE, "").strip()
     return Path(value) if value else None
 
@@ -227,7 +235,7 @@ def _cache_dir() -> Path | None:
 def _cache_get(key: str) -> CheckResult | None:
     import numpy as np
 
-    root = _cache_dir()
+    root = cache_folder()
     entry = root / key if root is not None else None
     if entry is None or not (entry / _ANSWER).is_file():
         return None
@@ -238,7 +246,7 @@ def _cache_get(key: str) -> CheckResult | None:
 
 
 def _cache_put(key: str, answer_dir: Path) -> None:
-    root = _cache_dir()
+    root = cache_folder()
     if root is None:
         return
     root.mkdir(parents=True, exist_ok=True)
@@ -274,7 +282,7 @@ class Check:
             self._result = CheckResult(False, "the rows to predict are empty; pass a few rows of recent data", mode=self.mode)
             return
         self._key = None
-        if _cache_dir() is not None and self.predictor_dir.is_dir() and not self.hold:
+        if cache_folder() is not None and self.predictor_dir.is_dir() and not self.hold:
             self._key = cache_key(self.predictor_dir, rows, self.num_cpus)
             hit = _cache_get(self._key)
             if hit is not None:

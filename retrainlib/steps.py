@@ -29,6 +29,7 @@ from .profiles import Profile, load_profile
 from .records import plain
 from .manifest import mark_abandoned
 from .registry import RUN_LOCK_HELD_ENV, Registry
+from .scorecache import ChampionScores
 from .training import train_challenger
 
 __all__ = [
@@ -261,11 +262,11 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
                            drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
     target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
 
-    predictor = ctx.registry.load(champion)
+    predictor = ChampionScores(ctx.registry, champion)  # loaded when a score is not cached
     rng = np.random.default_rng(prof.training.seed)
     ref_s = reference.iloc[rng.permutation(len(reference))[:5000]]
     cur_s = current.iloc[rng.permutation(len(current))[:5000]]
-    pred = drift.prediction_drift(automl.predict_scores(predictor, ref_s[required]), automl.predict_scores(predictor, cur_s[required]))
+    pred = drift.prediction_drift(predictor.scores(ref_s[required]), predictor.scores(cur_s[required]))
 
     estimates = _estimate_champion(ctx, predictor, champion, meta, windows, current_batches)
     evaluations = _evaluate_champion(ctx, predictor, champion, meta, windows, current_batches, estimates)
@@ -478,7 +479,7 @@ def _estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
             e = estimate.unavailable(metric, f"champion {champion} has no estimator (registered before label-free "
                                              "estimation, or without labelled holdout rows)", batch=b.path, n_rows=len(frame))
         else:
-            e = estimator.estimate(automl.predict_scores(predictor, frame), frame, batch=b.path)
+            e = estimator.estimate(predictor.scores(frame), frame, batch=b.path)
         row = {"version": champion, "run_id": ctx.run_id, "batch_end": b.end, **e.to_dict()}
         out.append(row)
         new.append(row)
@@ -508,7 +509,7 @@ def _evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, w
         frame = frame[frame[src.label].notna()]
         if predictor.problem_type != "regression" and frame[src.label].nunique() < 2:
             continue  # one class: most metrics are undefined; the holdout check says so (_check_holdout)
-        value = automl.score(metric, predictor.problem_type, frame[src.label], automl.predict_scores(predictor, frame[meta["features"]]),
+        value = automl.score(metric, predictor.problem_type, frame[src.label], predictor.scores(frame[meta["features"]]),
                              predictor.class_labels if predictor.problem_type != "regression" else None)
         rows.append({"time": dt.datetime.now(dt.timezone.utc).isoformat(), "run_id": ctx.run_id, "version": champion,
                      "batch": b.path, "batch_end": b.end, "metric": metric, "value": value, "n_rows": int(len(frame))})

@@ -118,3 +118,21 @@ def test_software_versions_name_what_a_strict_load_compares():
 
     versions = automl.software_versions()
     assert versions["autogluon"] == agt.__version__ and versions["python"] == platform.python_version()
+
+
+def test_the_package_listing_is_taken_once_per_process_and_equals_a_fresh_one(binary, tmp_path, monkeypatch):
+    from autogluon.common.utils import utils
+    from autogluon.tabular.predictor import predictor as module
+
+    monkeypatch.delenv("RETRAIN_FRESH", raising=False)
+    automl.remember_package_listing()
+    first = module.get_autogluon_metadata()
+    listings = []
+    real = utils.get_package_versions
+    monkeypatch.setattr(utils, "get_package_versions", lambda **kw: listings.append(1) or real(**kw))
+    clone = automl.deploy_clone(binary, tmp_path / "clone")  # a save records the packages
+    automl.load_predictor(clone)
+    automl.load_predictor(clone)  # each load compares them
+    assert listings == []
+    assert module.get_autogluon_metadata() == first == utils.get_autogluon_metadata()
+    assert listings == [1]  # only the fresh listing read the installed packages
