@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fsync_dir", "write_atomic", "write_json_atomic", "sha256_file", "sha256_bytes"]
+__all__ = ["fsync_dir", "fsync_tree", "write_atomic", "write_json_atomic", "sha256_file", "sha256_bytes"]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -32,6 +32,18 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """Flush every file under ``root`` and every folder's entries (a tree built before one rename)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:

@@ -60,7 +60,6 @@ DEFAULT_TOLERANCE = 1e-6
 #: gates whose figure is a timing of this machine: their verdict is compared, their figure is not
 _TIMED_GATES = ("latency",)
 _WINDOWS = ("holdout", "reference", "current", "train")
-_POINTER_EVENTS = ("promote", "rollback", "auto-rollback")
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,108 +257,31 @@ def _check_visible(manifest: dict[str, Any], paths: Paths, profile: dict[str, An
 # the registry as it stood
 
 
-def _parse_time(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another filesystem, or links not allowed
-        shutil.copy2(src, dst)
-
-
-def _rows_before(path: Path, started: dt.datetime, run_id: str) -> list[str]:
-    """The JSON lines of ``path`` written before the run started (and not by the run)."""
-    if not path.exists():
-        return []
-    kept = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a torn tail; the registry ignores it too
-        when = _parse_time(row.get("time"))
-        if row.get("run_id") != run_id and when is not None and when < started:
-            kept.append(line)
-    return kept
-
-
 def rebuild_registry(run_dir: str | os.PathLike, target_root: str | os.PathLike) -> dict[str, Any]:
     """Write under ``target_root`` the run's model registry as it stood before the run started.
 
-    Versions created before the run are hard-linked (copied across filesystems); ``CHAMPION`` is the
-    run's ``champion_before``; ``history.jsonl`` and ``evaluations.jsonl`` keep the rows written before
-    the run. Returns what was rebuilt: ``{"path", "versions", "champion", "history_rows",
-    "evaluation_rows", "missing"}`` (``missing``: versions the history names as existing then that
-    are gone now).
+    A :func:`retrainlib.registry.snapshot.snapshot` of the live registry before the run's start,
+    leaving out the run's own rows, with ``CHAMPION`` = the run's ``champion_before``. Returns what
+    was rebuilt: ``{"path", "versions", "champion", "history_rows", "evaluation_rows", "missing"}``
+    (``missing``: versions the history names as existing then that are gone now).
     """
+    from .errors import RegistryError
+    from .registry.layout import parse_time
+    from .registry.snapshot import snapshot
+
     run_dir, manifest = _load_record(run_dir)
-    home = _home_of(run_dir)
     resolved = manifest["profile"]["resolved"]
     model = resolved["model_name"]
-    source = Paths(home).resolve(resolved.get("registry", "models")) / model
-    target = Path(target_root) / model
+    source = Paths(_home_of(run_dir)).resolve(resolved.get("registry", "models")) / model
     # the manifest's start is truncated to the second; the run's own rows are told apart by run_id
     # (its retention rows, which carry none, come tens of seconds later, in step 40)
-    started = _parse_time(manifest["started"]) + dt.timedelta(seconds=1)
-    run_id = manifest["run_id"]
-    target.mkdir(parents=True, exist_ok=False)
-
-    versions = []
-    if source.is_dir():
-        for vdir in sorted(p for p in source.iterdir() if p.is_dir() and len(p.name) == 5 and p.name[0] == "v" and p.name[1:].isdigit()):
-            try:
-                meta = json.loads((vdir / "metadata.json").read_text())
-            except (OSError, ValueError):
-                continue
-            created = _parse_time(meta.get("created"))
-            if meta.get("run_id") == run_id or created is None or created >= started:
-                continue
-            shutil.copytree(vdir, target / vdir.name, copy_function=_link_or_copy)
-            versions.append(vdir.name)
-    if (source / "pins.json").exists():
-        pins = [v for v in json.loads((source / "pins.json").read_text()) if v in versions]
-        (target / "pins.json").write_text(json.dumps(sorted(pins)) + "\n")
-
-    history = _rows_before(source / "history.jsonl", started, run_id)
-    evaluations = _rows_before(source / "evaluations.jsonl", started, run_id)
-    # the schedule's clock (retraining attempts) and the label-free estimates, as they stood too
-    logs = {name: _rows_before(source / name, started, run_id) for name in ("attempts.jsonl", "estimates.jsonl")}
-    for name, rows in (("history.jsonl", history), ("evaluations.jsonl", evaluations), *logs.items()):
-        if rows:
-            (target / name).write_text("".join(r + "\n" for r in rows))
-
-    champion = manifest.get("champion_before")
-    if champion is not None:
-        if champion not in versions:
-            raise ReplayError(
-                f"cannot replay run {run_id}: its champion before the run, {champion}, is no longer in {source} "
-                "(retention or a manual deletion removed it; see `retrain history`). Restore the version from a backup"
-            )
-        events = [json.loads(r) for r in history]
-        last = next((e for e in reversed(events) if e.get("event") in _POINTER_EVENTS), None)
-        pointer = {"version": champion, "previous": None, "since": manifest["started"], "run_id": None,
-                   "event": "promote", "replaced": None, "reason": "rebuilt for replay"}
-        if last is not None and last.get("version") == champion:
-            pointer = {"version": champion, "previous": last.get("previous"), "since": last.get("time"),
-                       "run_id": last.get("run_id"), "event": last.get("event"), "replaced": last.get("previous"),
-                       "reason": last.get("reason")}
-        write_json_atomic(target / "CHAMPION", pointer)
-
-    existed = {e.get("version") for e in map(json.loads, history) if e.get("event") != "retention"}
-    deleted = {e.get("version") for e in map(json.loads, history) if e.get("event") == "retention"}
-    missing = sorted(v for v in existed - deleted - set(versions) if v)
-    return {"path": str(target), "versions": versions, "champion": champion, "history_rows": len(history),
-            "evaluation_rows": len(evaluations), "missing": missing}
+    started = parse_time(manifest["started"]) + dt.timedelta(seconds=1)
+    try:
+        snap = snapshot(source, Path(target_root) / model, before=started, run_id=manifest["run_id"],
+                        champion=manifest.get("champion_before"), since=manifest["started"])
+    except RegistryError as exc:
+        raise ReplayError(f"cannot replay run {manifest['run_id']}: {exc}") from exc
+    return snap.to_dict()
 
 
 # --------------------------------------------------------------------------------------------
@@ -557,11 +479,11 @@ def compare_predictions(original_dir: str | os.PathLike, replay_dir: str | os.Pa
 
 
 def _digest(values) -> str:
-    import hashlib
-
     import numpy as np
 
-    return hashlib.sha256(np.ascontiguousarray(values, dtype=float).tobytes()).hexdigest()[:16]
+    from .durable import sha256_bytes
+
+    return sha256_bytes(np.ascontiguousarray(values, dtype=float).tobytes())[:16]
 
 
 # --------------------------------------------------------------------------------------------
