@@ -11,6 +11,15 @@ known. Two changes are planted at known weeks:
 
 The same seed gives byte-identical batches.
 
+``scenario="covariate-shift"`` (``retrain demo-data --scenario covariate-shift``) plants a *pure*
+covariate shift the champion is hurt by, and nothing else (no downturn, no concept change): education
+loans, 15% of applications until ``SEGMENT_SHIFT_WEEK``, grow to 85% over ``SEGMENT_SHIFT_SPAN`` weeks.
+Their risk alternates with the applicant's age, year by year (high, low, high, ...), the same rule in
+every week: a model fitted on a few weeks of the 15% has too few loans per year of age to learn it (it
+scores the segment near its average, about even); one fitted on more education loans learns it. So a
+champion fitted on few weeks loses ROC AUC as the segment grows, its label-free estimate sees that (the
+rows move to where its scores are uncertain), and a model retrained on more labelled weeks recovers.
+
 >>> frame = generate_week(3, seed=7, rows=5)
 >>> list(frame.columns)[:4]
 ['loan_id', 'application_date', 'age', 'income']
@@ -37,6 +46,9 @@ __all__ = [
     "WEEKS",
     "ROWS_PER_WEEK",
     "week_end",
+    "SCENARIOS",
+    "SEGMENT_SHIFT_WEEK",
+    "SEGMENT_SHIFT_SPAN",
 ]
 
 #: default folder of the demo batches, relative to the project home
@@ -46,6 +58,13 @@ WEEKS = 30
 ROWS_PER_WEEK = 1500
 COVARIATE_SHIFT_WEEK = 12
 CONCEPT_CHANGE_WEEK = 18
+#: ``default``: downturn (covariate shift) then concept change; ``covariate-shift``: a growing segment the champion scores badly
+SCENARIOS = ("default", "covariate-shift")
+DEFAULT_FOLDERS = {"default": "data/demo/batches", "covariate-shift": "data/demo-covariate-shift/batches"}
+SEGMENT_SHIFT_WEEK = 12
+SEGMENT_SHIFT_SPAN = 8
+SEGMENT_SHARE = (0.15, 0.85)  # education loans' share of applications before and after the shift
+SEGMENT_BAND_YEARS = 1  # width of the alternating age bands of their risk (1: odd and even ages)
 
 REGIONS = np.array(["north", "south", "east", "west"])
 PURPOSES = np.array(["car", "home_improvement", "debt_consolidation", "small_business", "education"])
@@ -63,11 +82,20 @@ def _ramp(week: int, start: int, span: int = 3) -> float:
     return float(np.clip((week - start + 1) / span, 0.0, 1.0))
 
 
-def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK) -> pd.DataFrame:
-    """One week of applications with their default label."""
+def _segment_share(week: int) -> float:
+    """Share of education loans in the ``covariate-shift`` scenario: 15%, then up to 85%."""
+    low, high = SEGMENT_SHARE
+    return low + (high - low) * _ramp(week, SEGMENT_SHIFT_WEEK, span=SEGMENT_SHIFT_SPAN)
+
+
+def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK, scenario: str = "default") -> pd.DataFrame:
+    """One week of applications with their default label (``scenario``: one of :data:`SCENARIOS`)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"demo scenario {scenario!r} is unknown; expected one of {', '.join(SCENARIOS)}")
+    segment = scenario == "covariate-shift"
     rng = np.random.default_rng([seed, week])
-    shift = _ramp(week, COVARIATE_SHIFT_WEEK)
-    concept = _ramp(week, CONCEPT_CHANGE_WEEK, span=1)
+    shift = 0.0 if segment else _ramp(week, COVARIATE_SHIFT_WEEK)
+    concept = 0.0 if segment else _ramp(week, CONCEPT_CHANGE_WEEK, span=1)
 
     age = rng.normal(41, 11, rows).clip(19, 80).round()
     income = np.exp(rng.normal(np.log(52_000) - 0.25 * shift, 0.45, rows)).round(-2)
@@ -78,7 +106,11 @@ def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK) -> pd
     open_accounts = rng.poisson(4 + shift, rows)
     region_p = np.array([0.3, 0.2, 0.25, 0.25]) * (1 - shift) + np.array([0.2, 0.45, 0.2, 0.15]) * shift
     region = rng.choice(REGIONS, rows, p=region_p)
-    purpose = rng.choice(PURPOSES, rows, p=[0.25, 0.2, 0.3, 0.15, 0.1])
+    purpose_p = np.array([0.25, 0.2, 0.3, 0.15, 0.1])
+    if segment:  # education (the last purpose) takes the share of the week, the others keep their proportions
+        share = _segment_share(week)
+        purpose_p = np.append(purpose_p[:-1] / purpose_p[:-1].sum() * (1 - share), share)
+    purpose = rng.choice(PURPOSES, rows, p=purpose_p)
     term = rng.choice(TERMS, rows, p=[0.7 - 0.25 * shift, 0.3 + 0.25 * shift])
     employment = rng.choice(EMPLOYMENT, rows, p=[0.6, 0.2, 0.15, 0.05])
 
@@ -105,6 +137,9 @@ def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK) -> pd
         - 0.02 * (employment_years - 6)
     )
     logit = (1 - concept) * base + concept * after
+    if segment:  # education loans: alternating five-year age bands, high and low risk (the same rule every week)
+        band = np.floor((age - 18) / SEGMENT_BAND_YEARS) % 2
+        logit = np.where(purpose == "education", np.where(band == 0, -3.0, 3.0), logit)
     default = (rng.uniform(size=rows) < 1 / (1 + np.exp(-logit))).astype(int)
 
     monday = START_DATE + dt.timedelta(days=7 * (week - 1))
@@ -131,7 +166,8 @@ def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK) -> pd
 
 
 def write_batches(
-    folder: str | Path, *, weeks: int = WEEKS, seed: int = 42, rows: int = ROWS_PER_WEEK, first_week: int = 1
+    folder: str | Path, *, weeks: int = WEEKS, seed: int = 42, rows: int = ROWS_PER_WEEK, first_week: int = 1,
+    scenario: str = "default",
 ) -> list[Path]:
     """Write weeks ``first_week..weeks`` as ``<folder>/<week end date>.parquet``; return the paths.
 
@@ -142,8 +178,16 @@ def write_batches(
     paths = []
     for week in range(first_week, weeks + 1):
         path = folder / f"{week_end(week).isoformat()}.parquet"
-        generate_week(week, seed=seed, rows=rows).to_parquet(path, index=False)
+        generate_week(week, seed=seed, rows=rows, scenario=scenario).to_parquet(path, index=False)
         paths.append(path)
+    if scenario == "covariate-shift":
+        start = (week_end(SEGMENT_SHIFT_WEEK - 1) + dt.timedelta(days=1)).isoformat()
+        points = {"scenario": scenario, "covariate_shift": {
+            "week": SEGMENT_SHIFT_WEEK, "date": start, "full_week": SEGMENT_SHIFT_WEEK + SEGMENT_SHIFT_SPAN - 1,
+            "what": "education loans grow from 15% to 85% of applications; their risk alternates with each year of age, "
+                    "which the first champion saw too few of to learn"}, "seed": seed, "rows_per_week": rows}
+        (folder.parent / "drift_points.json").write_text(json.dumps(points, indent=2) + "\n")
+        return paths
     points = {
         "covariate_shift": {"week": COVARIATE_SHIFT_WEEK, "date": (week_end(COVARIATE_SHIFT_WEEK - 1) + dt.timedelta(days=1)).isoformat()},
         "concept_change": {"week": CONCEPT_CHANGE_WEEK, "date": (week_end(CONCEPT_CHANGE_WEEK - 1) + dt.timedelta(days=1)).isoformat()},

@@ -6,9 +6,14 @@ Two methods, one API (:func:`fit_estimator` → :class:`Estimator` → :meth:`Es
 * **classification** (binary, multiclass) — confidence-based estimation (CBPE): the champion's
   probabilities are calibrated with isotonic regression (SciPy's PAVA) on labelled rows the
   champion did *not* train on; on a new batch each row's calibrated probability is the chance of
-  each label, so labels are drawn from them many times and the profile's metric is computed on
-  every draw. The mean is the estimate; the spread, with the calibration map itself re-fitted on
-  bootstrap samples, is the band.
+  each label, so the metric's expectation under them is the estimate (closed form where there is one,
+  else the mean over label draws). The band adds two variances: the metric's over label draws
+  (sampling) and the calibration's — the mean squared distance from the estimate of the estimates
+  under isotonic maps re-fitted on bootstrap samples of the calibration rows. The model's own
+  probabilities are kept instead of a map only where they do as well on held-out rows *and* pass as
+  calibrated on all of them; the band then still spans the isotonic alternative the rows cannot rule out.
+  The calibration does not depend on the metric: estimators of several metrics fitted on the same rows
+  share it.
 * **regression** — direct loss estimation (DLE): a small LightGBM (one thread) learns the
   champion's absolute or squared error from the features and the prediction, on labelled rows
   the champion did not train on; a batch's estimated MAE / RMSE / R² follows from the predicted
@@ -187,6 +192,14 @@ class Estimator:
                 "checks": self.checks}
 
     # ---- estimation
+    def calibrated(self, scores) -> np.ndarray:
+        """The calibrated class probabilities (n, classes) the estimate rests on; their column means are the
+        class shares the estimator expects (compare them with the realized shares once labels arrive)."""
+        if self.method != "cbpe" or not self.usable:
+            raise EstimationError(f"calibrated probabilities need a usable classification estimator (this one: {self.method}"
+                                  f"{', ' + self.reason if self.reason else ''})")
+        return _calibrate(_maps(self, "maps"), _as_matrix(np.asarray(scores, dtype=float), len(self.classes)))
+
     def estimate(self, scores, features: pd.DataFrame | None = None, *, batch: str | None = None) -> Estimate:
         """Estimate the metric of one batch from the model's scores (and, for regression, its features).
 
@@ -279,15 +292,38 @@ def _isotonic(x: np.ndarray, y: np.ndarray) -> dict[str, list]:
     """Isotonic regression of ``y`` on ``x`` (SciPy's pool-adjacent-violators, ties in ``x`` pooled first),
     as the points the map interpolates between — what scikit-learn's ``IsotonicRegression`` fits,
     without its per-call overhead (it is fitted 15 times per estimator)."""
+    xs, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return _isotonic_pooled(xs, np.bincount(inverse, weights=y), counts)
+
+
+def _isotonic_pooled(xs: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> dict[str, list]:
+    """:func:`_isotonic` from the distinct ``xs`` (rising), the sum of ``y`` and the count of rows at each."""
     from scipy.optimize import isotonic_regression
 
-    xs, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    means = np.bincount(inverse, weights=y) / counts
-    fitted = np.clip(isotonic_regression(means, weights=counts.astype(float)).x, 0.0, 1.0)
+    fitted = np.clip(isotonic_regression(sums / counts, weights=counts.astype(float)).x, 0.0, 1.0)
     # keep the two ends of each constant block: the same map with far fewer points to search
     change = np.flatnonzero(np.diff(fitted))
     keep = np.unique(np.concatenate([[0, len(xs) - 1], change, change + 1]))
     return {"x": xs[keep].tolist(), "y": fitted[keep].tolist()}
+
+
+def _bootstrap_maps(P: np.ndarray, yi: np.ndarray, rng: np.random.Generator, times: int) -> list[list[dict]]:
+    """The one-vs-rest isotonic maps fitted on ``times`` bootstrap samples of the rows — the same maps as
+    :func:`_fit_maps` on each resample, from one sort of the scores (a resample only re-weights their distinct values)."""
+    cols = [1] if P.shape[1] == 2 else range(P.shape[1])
+    grids = [np.unique(P[:, j], return_inverse=True) for j in cols]
+    out = []
+    for _ in range(times):
+        take = rng.integers(0, len(yi), len(yi))
+        maps = []
+        for j, (xs, inverse) in zip(cols, grids):
+            at = inverse[take]
+            counts = np.bincount(at, minlength=len(xs))
+            sums = np.bincount(at, weights=(yi[take] == j).astype(float), minlength=len(xs))
+            seen = counts > 0
+            maps.append(_isotonic_pooled(xs[seen], sums[seen], counts[seen]))
+        out.append(maps)
+    return out
 
 
 def _apply(m: dict[str, list], x: np.ndarray) -> np.ndarray:
@@ -315,26 +351,31 @@ def _fit_maps(P: np.ndarray, yi: np.ndarray) -> list[dict]:
     return [_isotonic(P[:, j], (yi == j).astype(float)) for j in cols]
 
 
-def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10) -> np.ndarray:
+def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10, idx: list | None = None) -> np.ndarray:
     """Calibration error conditional on the raw score, for each row of labels ``Y`` (draws, n).
 
     Rows are binned by the model's own probability of each class (equal-frequency bins); in each bin
     the calibrated probability is compared with the observed share, weighted by rows, averaged over
-    classes (binary: the positive class only).
+    classes (binary: the positive class only). ``idx``: each class column's rows by rising score, if known
+    (:func:`_score_order`).
     """
     n = P.shape[0]
     cols = [1] if P.shape[1] == 2 else range(P.shape[1])
+    idx = _score_order(P) if idx is None else idx
+    sizes = [n // bins + 1] * (n % bins) + [n // bins] * (bins - n % bins)  # np.array_split's bins, in score order
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     total = np.zeros(len(Y))
-    for j in cols:
-        bin_of = np.empty(n, dtype=int)
-        for b, part in enumerate(np.array_split(np.argsort(P[:, j], kind="stable"), bins)):
-            bin_of[part] = b
-        B = np.zeros((n, bins))
-        B[np.arange(n), bin_of] = 1.0
-        observed = (Y == j).astype(float) @ B
-        expected = Q[:, j] @ B
+    for j, order in zip(cols, idx):
+        hit = Y[:, order] if P.shape[1] == 2 else (Y[:, order] == j)  # binary labels are already 0/1
+        observed = np.add.reduceat(hit, starts, axis=1, dtype=float)
+        expected = np.add.reduceat(Q[order, j], starts)
         total += np.abs(expected[None, :] - observed).sum(axis=1) / n
     return total / len(cols)
+
+
+def _score_order(P: np.ndarray) -> list[np.ndarray]:
+    """Rows by rising score of each class column :func:`_ece` bins (binary: the positive class only)."""
+    return [np.argsort(P[:, j], kind="stable") for j in ([1] if P.shape[1] == 2 else range(P.shape[1]))]
 
 
 def _draw_labels(Q: np.ndarray, rng: np.random.Generator, draws: int) -> np.ndarray:
@@ -346,9 +387,34 @@ def _draw_labels(Q: np.ndarray, rng: np.random.Generator, draws: int) -> np.ndar
     return (u[:, :, None] > cum[None, :, :-1]).sum(axis=2)
 
 
+#: the calibration of the newest few (labels, scores, seed): it does not depend on the metric, so estimators of
+#: several metrics of one model on the same rows share it instead of fitting it again
+_CALIBRATIONS: dict[tuple, tuple] = {}
+
+
 def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator:
+    import hashlib
+
     k = len(base["classes"])
-    P = _as_matrix(s, k)
+    P = np.ascontiguousarray(_as_matrix(s, k))
+    key = (k, seed, N_MAPS, hashlib.blake2b(P.tobytes() + np.ascontiguousarray(yi, dtype=np.int64).tobytes()).hexdigest())
+    if key not in _CALIBRATIONS:
+        if len(_CALIBRATIONS) >= 4:
+            _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
+        _CALIBRATIONS[key] = _calibration(P, yi, seed)
+    checks, state, ece_after, limit = _CALIBRATIONS[key]
+    checks, state = dict(checks), {"maps": state["maps"], "bootstrap": state["bootstrap"]}
+    if ece_after > limit:
+        return Estimator(usable=False, checks=checks, state=state, reason=(
+            f"miscalibrated: after isotonic calibration the model's probabilities still miss the labels by "
+            f"{ece_after:.3f} (expected calibration error, cross-fitted), more than sampling explains "
+            f"({limit:.3f}); its scores do not order the risk, so an estimate would be a guess"), **base)
+    return Estimator(usable=True, reason="", checks=checks, state=state, **base)
+
+
+def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, float, float]:
+    """Choose and fit the calibration (checks, state, error after it, the error sampling explains)."""
+    k = P.shape[1]
     rng = np.random.default_rng(seed)
     maps = _fit_maps(P, yi)
     # cross-fitted check: calibrate on one half, measure on the other, against what sampling alone gives.
@@ -359,45 +425,56 @@ def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator
     raw, cal, null_raw, null_cal = [], [], [], []
     for a, b in (halves, halves[::-1]):
         Qb = _calibrate(_fit_maps(P[a], yi[a]), P[b])
-        cal.append(float(_ece(P[b], Qb, yi[b][None, :])[0]))
-        raw.append(float(_ece(P[b], P[b], yi[b][None, :])[0]))
-        null_cal.extend(_ece(P[b], Qb, _draw_labels(Qb, rng, 100)).tolist())
-        null_raw.extend(_ece(P[b], P[b], _draw_labels(P[b], rng, 100)).tolist())
+        idx = _score_order(P[b])
+        cal.append(float(_ece(P[b], Qb, yi[b][None, :], idx=idx)[0]))
+        raw.append(float(_ece(P[b], P[b], yi[b][None, :], idx=idx)[0]))
+        null_cal.extend(_ece(P[b], Qb, _draw_labels(Qb, rng, 100), idx=idx).tolist())
+        null_raw.extend(_ece(P[b], P[b], _draw_labels(P[b], rng, 100), idx=idx).tolist())
     ece_raw, ece_cal = float(np.mean(raw)), float(np.mean(cal))
-    keep_raw = ece_raw <= ece_cal
+    # the model's own probabilities are kept only if they also pass as calibrated on all the rows (their error
+    # within what sampling gives 95% of the time): on few rows the cross-fitted comparison alone often prefers a
+    # miscalibrated model to an isotonic map fitted on half of them
+    idx = _score_order(P)
+    ece_raw_all = float(_ece(P, P, yi[None, :], idx=idx)[0])
+    raw_passes = ece_raw_all <= float(np.quantile(_ece(P, P, _draw_labels(P, rng, 100), idx=idx), 0.95))
+    keep_raw = ece_raw <= ece_cal and raw_passes
     ece_after = ece_raw if keep_raw else ece_cal
     limit = float(np.quantile(null_raw if keep_raw else null_cal, 0.99)) * 1.5
+    # isotonic maps re-fitted on bootstrap samples of the rows: how far their estimates fall from the point is the
+    # calibration's share of the band — also when the model's own probabilities are kept (then the band spans
+    # the isotonic alternative the rows cannot rule out)
+    boot = _bootstrap_maps(P, yi, rng, N_MAPS)
     if keep_raw:
-        identity = [{"x": [0.0, 1.0], "y": [0.0, 1.0]} for _ in maps]
-        maps, boot, how = identity, [], "none: the model's own probabilities are as well calibrated on held-out rows"
+        maps = [{"x": [0.0, 1.0], "y": [0.0, 1.0]} for _ in maps]
+        how = "none: the model's own probabilities are as well calibrated on held-out rows"
     else:
         how = "isotonic, one-vs-rest" if k > 2 else "isotonic"
-        boot = []
-        for _ in range(N_MAPS):
-            take = rng.integers(0, len(yi), len(yi))
-            boot.append(_fit_maps(P[take], yi[take]))
-    checks = {"ece_raw": round(ece_raw, 4), "ece_calibrated": round(ece_cal, 4),
+    checks = {"ece_raw": round(ece_raw, 4), "ece_calibrated": round(ece_cal, 4), "raw_passes": bool(raw_passes),
               "ece_limit": round(limit, 4), "calibration": how}
-    state = {"maps": maps, "bootstrap": boot}
-    if ece_after > limit:
-        return Estimator(usable=False, checks=checks, state=state, reason=(
-            f"miscalibrated: after isotonic calibration the model's probabilities still miss the labels by "
-            f"{ece_after:.3f} (expected calibration error, cross-fitted), more than sampling explains "
-            f"({limit:.3f}); its scores do not order the risk, so an estimate would be a guess"), **base)
-    return Estimator(usable=True, reason="", checks=checks, state=state, **base)
+    return checks, {"maps": maps, "bootstrap": boot}, ece_after, limit
 
 
 def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
     """Point: the metric's expectation under the calibrated probabilities (closed form where there is
     one, else the mean of label draws). Band: normal, from the sampling variance of the metric when the
     labels are drawn from those probabilities (closed form where there is one, else from draws) plus
-    the variance of the expectation across the bootstrap re-fits of the calibration map."""
+    the mean squared distance of the expectation under each bootstrap re-fit of the calibration map from
+    the point. Binary: the map and its re-fits are applied and evaluated at once, one row each."""
     k = len(est.classes)
     P = _as_matrix(s, k)
     rng = np.random.default_rng(est.seed)
-    order = np.argsort(-P[:, 1], kind="stable") if est.problem_type == "binary" and est.metric == "roc_auc" else None
-    Q = _calibrate(_maps(est, "maps"), P)
-    point = _expected(est.problem_type, est.metric, P, Q, order)
+    order = np.argsort(-P[:, 1]) if est.problem_type == "binary" and est.metric == "roc_auc" else None
+    spread = None
+    if est.problem_type == "binary":
+        m = _maps(est, "maps")[0]
+        q = np.interp(P[:, 1], m["x"], m["y"])
+        Q = np.column_stack([1 - q, q])
+        values = _binary_metric(est.metric, P[:, 1], q[None, :], order=order)
+        point = None if values is None or not np.isfinite(values[0]) else float(values[0])
+        spread = _binary_spread(est, P[:, 1]) if point is not None else None
+    else:
+        Q = _calibrate(_maps(est, "maps"), P)
+        point = _expected(est.problem_type, est.metric, P, Q, order)
     var = _sampling_variance(est.problem_type, est.metric, P, Q, point)
     if point is None or var is None:
         ranks = None
@@ -408,9 +485,13 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
         draws = _metric_draws(est.problem_type, est.metric, P, _draw_labels(Q, rng, N_DRAWS), ranks)
         point = float(np.nanmean(draws)) if point is None else point
         var = float(np.nanvar(draws))
-    spread = [_expected(est.problem_type, est.metric, P, _calibrate(m, P), order) for m in _maps(est, "bootstrap")]
-    spread = [v for v in spread if v is not None]
-    sd = math.sqrt(var + (float(np.var(spread)) if spread else 0.0))
+    if spread is None:
+        spread = [_expected(est.problem_type, est.metric, P, _calibrate(m, P), order) for m in _maps(est, "bootstrap")]
+        spread = np.array([v - point for v in spread if v is not None])
+    # calibration: mean squared distance of the bootstrap re-fits' estimates from the map's (their variance, plus
+    # their gap to it where the model's own probabilities are kept)
+    calib = float(np.mean(np.square(spread))) if len(spread) else 0.0
+    sd = math.sqrt(var + calib)
     z = 1.959963984540054
     return point, point - z * sd, point + z * sd
 
@@ -449,6 +530,68 @@ def _maps(est: Estimator, key: str):
     return cache[key]
 
 
+#: the calibration's share of a binary band is measured on at most this many of the batch's rows (every k-th)
+SPREAD_ROWS = 2000
+
+
+def _binary_spread(est: Estimator, p: np.ndarray) -> np.ndarray:
+    """How far the metric moves under each bootstrap re-fit of the calibration map, from its value under the
+    map itself — on the same (at most :data:`SPREAD_ROWS`, evenly strided) rows of the batch, all maps at once."""
+    maps = [_maps(est, "maps")[0]] + [b[0] for b in _maps(est, "bootstrap")]
+    if len(maps) == 1:
+        return np.array([])
+    ps = p[:: max(1, math.ceil(len(p) / SPREAD_ROWS))]
+    rising = np.argsort(ps, kind="stable")  # np.interp walks sorted queries much faster than scattered ones
+    Q1 = np.empty((len(maps), len(ps)))
+    for i, m in enumerate(maps):
+        Q1[i, rising] = np.interp(ps[rising], m["x"], m["y"])
+    values = _binary_metric(est.metric, ps, Q1, order=rising[::-1] if est.metric == "roc_auc" else None)
+    moved = values[1:] - values[0]
+    return moved[np.isfinite(moved)]
+
+
+def _binary_metric(metric: str, p: np.ndarray, L: np.ndarray, *, order: np.ndarray | None = None,
+                   ranks: np.ndarray | None = None) -> np.ndarray | None:
+    """The binary metric for each row of ``L`` (m, n): labels drawn from the calibrated probabilities (0/1),
+    or those probabilities themselves (then each value is the metric of the expected confusion counts).
+    ROC AUC: from ``ranks`` of the scores (drawn labels, ties averaged), else as the area of the expected
+    ROC curve with the rows taken by falling score (``order``)."""
+    n = len(p)
+    yhat = (p >= 0.5).astype(L.dtype)
+    pos = L.sum(axis=1, dtype=float)
+    tp = L @ yhat
+    fp = yhat.sum() - tp
+    fn = pos - tp
+    tn = n - pos - fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "accuracy":
+            return (tp + tn) / n
+        if metric == "f1":
+            return 2 * tp / (2 * tp + fp + fn)
+        if metric == "precision":
+            return tp / (tp + fp)
+        if metric == "recall":
+            return tp / pos
+        if metric == "balanced_accuracy":
+            return (tp / pos + tn / (n - pos)) / 2
+        if metric == "log_loss":
+            pc = np.clip(p, _EPS, 1 - _EPS)
+            l1, l0 = -np.log(pc), -np.log(1 - pc)
+            return (L @ (l1 - l0) + l0.sum()) / n
+        if metric == "roc_auc" and order is None:
+            if ranks is None:
+                from scipy.stats import rankdata
+
+                ranks = rankdata(p)
+            return (L @ ranks - pos * (pos + 1) / 2) / (pos * (n - pos))
+        if metric == "roc_auc":  # by trapezoids: row i adds (1 - q_i) false positives at (TP before it + q_i / 2)
+            qo = L[:, order]
+            ctp = np.cumsum(qo, axis=1)
+            ctp -= qo / 2
+            return np.einsum("ij,ij->i", 1 - qo, ctp) / (pos * (n - pos))
+    return None
+
+
 def _expected(problem_type: str, metric: str, P: np.ndarray, Q: np.ndarray, order: np.ndarray | None) -> float | None:
     """The metric's expectation in closed form (ratios of expected counts), or None where there is none here."""
     n = P.shape[0]
@@ -459,30 +602,8 @@ def _expected(problem_type: str, metric: str, P: np.ndarray, Q: np.ndarray, orde
         if metric == "log_loss":
             return float(-(Q * np.log(np.clip(P, _EPS, 1))).sum(axis=1).mean())
         return None
-    q, p = Q[:, 1], P[:, 1]
-    yhat = p >= 0.5
-    tp, fp = q[yhat].sum(), (1 - q[yhat]).sum()
-    fn, tn = q[~yhat].sum(), (1 - q[~yhat]).sum()
-    pos, neg = tp + fn, fp + tn
-    if metric == "accuracy":
-        return float((tp + tn) / n)
-    if metric == "f1":
-        return float(2 * tp / (2 * tp + fp + fn))
-    if metric == "precision":
-        return float(tp / (tp + fp)) if tp + fp > 0 else None
-    if metric == "recall":
-        return float(tp / pos)
-    if metric == "balanced_accuracy":
-        return float((tp / pos + tn / neg) / 2)
-    if metric == "log_loss":
-        pc = np.clip(p, _EPS, 1 - _EPS)
-        return float(-(q * np.log(pc) + (1 - q) * np.log(1 - pc)).mean())
-    if metric == "roc_auc":  # expected ROC curve from the calibrated probabilities, rows by falling score
-        qo = q[order]
-        tpr = np.concatenate([[0.0], np.cumsum(qo) / pos])
-        fpr = np.concatenate([[0.0], np.cumsum(1 - qo) / neg])
-        return float(np.trapezoid(tpr, fpr))
-    return None
+    values = _binary_metric(metric, P[:, 1], Q[None, :, 1], order=order)
+    return None if values is None or not np.isfinite(values[0]) else float(values[0])
 
 
 def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
@@ -490,33 +611,9 @@ def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray, 
     n = P.shape[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         if problem_type == "binary":
-            p = P[:, 1]
-            yhat = (p >= 0.5).astype(np.float32)
-            pos = Y.sum(axis=1).astype(float)
-            tp = Y @ yhat
-            fp = yhat.sum() - tp
-            fn = pos - tp
-            tn = n - pos - fp
-            if metric == "accuracy":
-                return (tp + tn) / n
-            if metric == "roc_auc":
-                if ranks is None:
-                    from scipy.stats import rankdata
-
-                    ranks = rankdata(p)
-                return (Y @ ranks - pos * (pos + 1) / 2) / (pos * (n - pos))
-            if metric == "f1":
-                return 2 * tp / (2 * tp + fp + fn)
-            if metric == "precision":
-                return tp / (tp + fp)
-            if metric == "recall":
-                return tp / pos
-            if metric == "balanced_accuracy":
-                return (tp / pos + tn / (n - pos)) / 2
-            if metric == "log_loss":
-                pc = np.clip(p, _EPS, 1 - _EPS)
-                l1, l0 = -np.log(pc), -np.log(1 - pc)
-                return (Y @ (l1 - l0) + l0.sum()) / n
+            out = _binary_metric(metric, P[:, 1], Y, ranks=ranks)
+            if out is not None:
+                return out
         else:
             yhat = P.argmax(axis=1)
             if metric == "accuracy":
@@ -548,17 +645,17 @@ _DLE_ROUNDS = 150
 
 
 def _dle_frame(features: pd.DataFrame, prediction: np.ndarray, categories: dict[str, list]) -> pd.DataFrame:
-    X = pd.DataFrame(index=range(len(features)))
+    cols: dict[str, Any] = {}  # built as arrays, the frame made once (a column set at a time costs more than the model)
     for c in features.columns:
-        col = features[c].reset_index(drop=True)
+        col = features[c]
         if c in categories:
-            X[c] = pd.Categorical(col.astype("string").astype(object), categories=categories[c])
+            cols[c] = pd.Categorical(col.astype("string").astype(object), categories=categories[c])
         elif pd.api.types.is_datetime64_any_dtype(col):
-            X[c] = col.astype("int64", errors="ignore").astype(float)
+            cols[c] = col.astype("int64", errors="ignore").to_numpy(dtype=float)
         else:
-            X[c] = pd.to_numeric(col, errors="coerce").astype(float)
-    X["__prediction__"] = np.asarray(prediction, dtype=float)
-    return X
+            cols[c] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+    cols["__prediction__"] = np.asarray(prediction, dtype=float)
+    return pd.DataFrame(cols)
 
 
 def _categories(features: pd.DataFrame) -> dict[str, list]:

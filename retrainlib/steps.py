@@ -689,21 +689,27 @@ def validate_challenger(ctx: StepContext):
     holdout = data.load_batches(holdout_b, ctx.paths, src)
     holdout = holdout[holdout[src.label].notna()]
     challenger_v = ctx.registry.version(trained["challenger"])
-    champion = analysis["champion"]
+    champion = compared = analysis["champion"]
     champion_v = ctx.registry.version(champion) if champion else None
+    # A challenger that trained on no row its champion (a refit) did not is the champion's own fit: it cannot
+    # show what newer rows earn. The champion then stands as the model it was validated as, at the challenger's lag.
+    stand_in = champion_v.metadata.get("validated_version") if champion_v else None
+    if (stand_in and stand_in in {v.name for v in ctx.registry.versions()}
+            and {b["path"] for b in challenger_v.metadata["slices"]} <= {b["path"] for b in champion_v.metadata["slices"]}):
+        compared, champion_v = stand_in, ctx.registry.version(stand_in)
     verdict = validation.validate(
         ctx.registry.load(challenger_v.name),
         holdout,
         profile=prof,
-        champion=ctx.registry.load(champion) if champion else None,
+        champion=ctx.registry.load(compared) if champion else None,
         challenger_dir=ctx.registry.predictor_path(challenger_v.name),
-        champion_dir=ctx.registry.predictor_path(champion) if champion else None,
+        champion_dir=ctx.registry.predictor_path(compared) if champion else None,
         challenger_meta=challenger_v.metadata,
         champion_meta=champion_v.metadata if champion_v else None,
         seed=prof.training.seed,
     )
     ctx.write("validate", {"status": "validated", "challenger": challenger_v.name, "champion": champion,
-                           "holdout": [b.to_dict() for b in holdout_b], **verdict.to_dict()})
+                           "compared_with": compared, "holdout": [b.to_dict() for b in holdout_b], **verdict.to_dict()})
     return verdict
 
 
@@ -771,12 +777,19 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
 
 def _refit_on_train_and_holdout(ctx: StepContext, analysis: dict, validated: str, holdout_b: list,
                                 fit_cache=None) -> dict[str, Any]:
-    """The validated configuration fitted again, with the same settings, on training + holdout rows."""
+    """The validated configuration fitted again, with the same settings, on training + holdout rows —
+    for ``sliding_window`` the newest window of them (the window moves forward over the holdout)."""
     windows = data.Windows.from_dict(analysis["windows"])
     meta = ctx.registry.version(validated).metadata
     train_b = data.batches_from_records(meta["slices"], ctx.paths)
     seen = {b.path for b in train_b}
     batches = train_b + [b for b in holdout_b if b.path not in seen]
+    t = ctx.profile.training  # a sliding window slides over the holdout: the same span, its newest batches
+    if windows.strategy == "sliding_window" and t.window_days is not None:
+        start = max(pd.Timestamp(b.end) for b in batches) - pd.Timedelta(days=t.window_days)
+        batches = [b for b in batches if pd.Timestamp(b.end) > start]
+    elif windows.strategy == "sliding_window":
+        batches = batches[-t.window_batches:]
     fitted = _fit_and_register(ctx, batches, windows, parent=meta.get("parent"), fit_cache=fit_cache,
                                extra={"refit_of": validated, "validated_version": validated}, borrow_estimator=validated)
     return {"version": fitted["version"].name, "validated": validated, "n_rows": fitted["metadata"]["n_rows"],

@@ -74,11 +74,34 @@ def test_the_validated_challenger_is_refit_on_training_and_holdout_rows_and_the_
     assert meta["refit_of"] == validated
     assert holdout in [s["path"] for s in meta["slices"]]
     assert holdout not in [s["path"] for s in ctx.registry.version(validated).metadata["slices"]]
-    assert meta["n_rows"] == ctx.registry.version(validated).metadata["n_rows"] + 400
+    assert meta["n_rows"] == ctx.registry.version(validated).metadata["n_rows"]  # the window slid by one batch
     promote_event = promoted["events"][0]
     assert promote_event["version"] == refit and validated in promote_event["reason"]
     verdict = json.loads((ctx.run_dir / "30-validate-challenger.json").read_text())
     assert verdict["challenger"] == validated  # the verdict stays about the validated model
+
+
+def test_a_sliding_window_refit_moves_over_the_holdout_and_keeps_the_windows_length(tmp_path):
+    home = make_home(tmp_path / "home", **{"training.refit_full": True, "training.window_batches": 3})
+    ctx, analysis, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")
+    slices = lambda v: [s["path"] for s in ctx.registry.version(v).metadata["slices"]]  # noqa: E731
+    validated, refit = slices(trained["challenger"]), slices(promoted["refit"]["version"])
+    holdout = [b.path for b in analysis.windows.holdout]
+    assert len(validated) == 3 and not set(holdout) & set(validated)
+    assert refit == (validated + holdout)[-3:]  # the newest window of training + holdout, not 4 batches with the oldest
+
+
+def test_a_challenger_on_the_champions_own_rows_is_judged_against_the_model_the_champion_was_validated_as(tmp_path):
+    home = make_home(tmp_path / "home", **{"training.refit_full": True, "training.window_batches": 3})
+    ctx, _, boot, _ = run_steps(home, week_end(8).isoformat(), "boot")
+    champion = ctx.registry.champion()
+    ctx, _, trained, _ = run_steps(home, week_end(9).isoformat(), "next", force=True, force_reason="test")
+    slices = lambda v: [s["path"] for s in ctx.registry.version(v).metadata["slices"]]  # noqa: E731
+    assert slices(trained["challenger"]) == slices(champion)  # the champion's refit already saw every training row
+    verdict = json.loads((ctx.run_dir / "30-validate-challenger.json").read_text())
+    assert verdict["champion"] == champion and verdict["compared_with"] == boot["challenger"]
+    gain = next(g for g in verdict["gates"] if g["name"] == "improvement")["details"]
+    assert gain["champion"] != gain["challenger"]  # not the champion's own fit scored twice (an improvement of exactly 0)
 
 
 def test_with_refit_full_off_the_validated_challenger_itself_is_deployed(tmp_path):
