@@ -3,10 +3,12 @@
 Runs ``retrainlib.backtest.run_backtest`` twice in one run, each in its own subprocess and its own
 scratch folder (so fits are computed afresh both times and the CPU time is that run's alone):
 
-* **warm**: fresh-process checks forked from the pre-imported fork server, and a check of
-  byte-identical model files on identical rows answered from the check cache
-  (:mod:`retrainlib.freshproc`), the default;
-* **cold**: ``--cold``, a new Python interpreter per check and no check cache (the behaviour before).
+* **warm**: fresh-process checks and training fits forked from the pre-imported fork server, which
+  also took AutoGluon's listing of installed packages once; a check of byte-identical model files on
+  identical rows answered from the check cache, and the champion's drift-step scores from the same
+  folder (:mod:`retrainlib.freshproc`, :mod:`retrainlib.scorecache`), the default;
+* **cold**: ``--cold``, a new Python interpreter per check and per fit, AutoGluon's package listing at
+  every save and load, no check cache (the behaviour before).
 
 It prints wall time, CPU time (user + system of the run's process and every process it waited for:
 fits, checks, the fork server and its children) and whether every decision matched — between the two

@@ -44,6 +44,7 @@ from .outputs import Analysis, Promotion, Training, Validation
 from .training import CHILD_PROCESS, Trainer
 from .paths import Paths
 from .profiles import load_profile
+from .scorecache import ChampionScores
 
 __all__ = [
     "Strategy",
@@ -487,10 +488,10 @@ def _truth(ctx, version: str, batch: data.Batch) -> float:
     src, metric = ctx.profile.data, ctx.profile.training.eval_metric
     frame = data.load_batches([batch], ctx.paths, src)
     frame = frame[frame[src.label].notna()]
-    predictor = ctx.registry.load(version)
+    predictor = ChampionScores(ctx.registry, version)  # loaded when a score is not cached
     features = ctx.registry.version(version).metadata["features"]
     classes = predictor.class_labels if predictor.problem_type != "regression" else None
-    return automl.score(metric, predictor.problem_type, frame[src.label], automl.predict_scores(predictor, frame[features]), classes)
+    return automl.score(metric, predictor.problem_type, frame[src.label], predictor.scores(frame[features]), classes)
 
 
 def _train_on_newest_window(ctx: steps.StepContext) -> None:

@@ -450,15 +450,9 @@ def _announce(manifest: RunManifest, run_dir: Path, prof) -> None:
 
 def _stop_children(*, started_after: float, grace: float = 5.0) -> None:
     """Terminate this process's descendants started during the run (papermill's kernel, a training child)."""
-    import psutil
+    from .freshproc import kill_tree
 
-    from .freshproc import stop_processes
-
-    try:
-        procs = [p for p in psutil.Process().children(recursive=True) if p.create_time() >= started_after - 1]
-    except psutil.Error:
-        return
-    stop_processes(procs, grace=grace)
+    kill_tree(os.getpid(), grace=grace, include_root=False, started_after=started_after - 1)
 
 
 def _describe(exc: Exception) -> str:

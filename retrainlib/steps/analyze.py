@@ -13,6 +13,7 @@ from ..errors import RetrainError
 from ..outputs import Analysis
 from ..profiles import Profile
 from ..records import plain
+from ..scorecache import ChampionScores
 from .champion import estimate_champion, evaluate_champion
 from .checks import assess_batches, check_holdout, label_classes, load_checked, quality_verdict
 from .context import StepContext, under_run_lock
@@ -124,11 +125,11 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
                            drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
     target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
 
-    predictor = ctx.registry.load(champion)
+    predictor = ChampionScores(ctx.registry, champion)  # loaded when a score is not cached
     rng = np.random.default_rng(prof.training.seed)
     ref_s = reference.iloc[rng.permutation(len(reference))[:5000]]
     cur_s = current.iloc[rng.permutation(len(current))[:5000]]
-    pred = drift.prediction_drift(automl.predict_scores(predictor, ref_s[required]), automl.predict_scores(predictor, cur_s[required]))
+    pred = drift.prediction_drift(predictor.scores(ref_s[required]), predictor.scores(cur_s[required]))
 
     estimates = estimate_champion(ctx, predictor, champion, meta, windows, current_batches)
     evaluations = evaluate_champion(ctx, predictor, champion, meta, windows, current_batches, estimates)

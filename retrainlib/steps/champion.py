@@ -37,7 +37,7 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
             e = estimate.unavailable(metric, f"champion {champion} has no estimator (registered before label-free "
                                              "estimation, or without labelled holdout rows)", batch=b.path, n_rows=len(frame))
         else:
-            e = estimator.estimate(automl.predict_scores(predictor, frame), frame, batch=b.path)
+            e = estimator.estimate(predictor.scores(frame), frame, batch=b.path)
         row = {"version": champion, "run_id": ctx.run_id, "batch_end": b.end, **e.to_dict()}
         out.append(row)
         new.append(row)
@@ -67,7 +67,7 @@ def evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
         frame = frame[frame[src.label].notna()]
         if predictor.problem_type != "regression" and frame[src.label].nunique() < 2:
             continue  # one class: most metrics are undefined; the holdout check says so (_check_holdout)
-        value = automl.score(metric, predictor.problem_type, frame[src.label], automl.predict_scores(predictor, frame[meta["features"]]),
+        value = automl.score(metric, predictor.problem_type, frame[src.label], predictor.scores(frame[meta["features"]]),
                              predictor.class_labels if predictor.problem_type != "regression" else None)
         rows.append({"time": dt.datetime.now(dt.timezone.utc).isoformat(), "run_id": ctx.run_id, "version": champion,
                      "batch": b.path, "batch_end": b.end, "metric": metric, "value": value, "n_rows": int(len(frame))})
