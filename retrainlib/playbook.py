@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from .errors import RetrainError
 from .outputs import Analysis, Promotion, Training, Validation
+from .stepnames import STEP_NAMES, function, number
 
 __all__ = ["Step", "STEPS", "step", "step_of", "read_output", "NOTEBOOK_NAMES", "new_run_id"]
 
@@ -32,12 +33,12 @@ class Step:
     @property
     def number(self) -> str:
         """``10``, ``20``, …: what ``retrain step --step`` accepts besides the notebook stem."""
-        return self.notebook.split("-", 1)[0]
+        return number(self.notebook)
 
     @property
     def function(self) -> str:
         """The :mod:`retrainlib.steps` function the notebook calls, e.g. ``analyze_drift`` (Airflow's task id)."""
-        return self.notebook.split("-", 1)[1].replace("-", "_")
+        return function(self.notebook)
 
     @property
     def json_file(self) -> str:
@@ -46,12 +47,8 @@ class Step:
 
 
 #: the playbook's steps, in the order a run executes them
-STEPS: tuple[Step, ...] = (
-    Step("analyze", "10-analyze-drift", Analysis),
-    Step("retrain", "20-retrain-model", Training),
-    Step("validate", "30-validate-challenger", Validation),
-    Step("promote", "40-promote-or-rollback", Promotion),
-)
+STEPS: tuple[Step, ...] = tuple(Step(name, notebook, output) for (name, notebook), output
+                                 in zip(STEP_NAMES, (Analysis, Training, Validation, Promotion), strict=True))
 
 #: the notebook stems, in order
 NOTEBOOK_NAMES: tuple[str, ...] = tuple(s.notebook for s in STEPS)
