@@ -373,9 +373,11 @@ def test_as_labels_arrive_the_champions_estimator_is_recalibrated_in_a_revision_
     registered = json.loads((folder / "estimator.json").read_text())
     est = ctx.registry.estimator(champion)
     name = lambda path: path.rsplit("/", 1)[1]  # noqa: E731
-    # recalibrated on the run's holdout (week 12: labelled, not trained on), as a revision beside the version
+    # recalibrated on every labelled batch it did not train on (up to week 12), as a revision beside the version
     assert est.usable and est.revision == 1, est.reason
-    assert [name(b) for b in est.calibration_batches] == [f"{week_end(12)}.parquet"]
+    trained_on = {name(s["path"]) for s in ctx.registry.version(champion).metadata["slices"]}
+    first = 7 if f"{week_end(6)}.parquet" in trained_on else 6  # a refit_full also trained on week 6
+    assert [name(b) for b in est.calibration_batches] == [f"{week_end(w)}.parquet" for w in range(first, 13)]
     assert registered["calibration_batches"] != est.calibration_batches and registered.get("revision", 0) == 0
     ctx.registry.verify(champion)  # the version folder is unchanged: its checksums still hold
     log = [json.loads(line) for line in (ctx.registry.path / "estimators.jsonl").read_text().splitlines()]

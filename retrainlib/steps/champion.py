@@ -18,8 +18,9 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
 
     Each new batch is first estimated, with labels hidden, by the estimator as it stands; that estimate
     is the one judged when the batch's labels arrive (``estimates.jsonl``). Then, when labelled batches
-    the champion did not train on are newer than its estimator's calibration (the run's holdout), the
-    estimator is recalibrated on them, the way a challenger's is, and the revision is appended to
+    the champion did not train on are newer than its estimator's calibration, the estimator is
+    recalibrated on all of them (the current window's labelled batches; many rows keep the level
+    steady), and the revision is appended to
     ``estimators.jsonl`` (the version folder stays as registered). The rows returned — the series the
     triggers read — all come from the newest revision, so a trend compares estimates of one estimator.
     A champion without a usable estimator gets rows that say why.
@@ -45,7 +46,8 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
     seen = {e["batch"] for e in logged}
     first = [row(b, estimator) for b in todo if b.path not in seen]
     ctx.registry.record_estimates(first)
-    calibration = [b for b in windows.holdout if b.path not in trained and b.path in frames]
+    labelled_end = windows.holdout[-1].end if windows.holdout else None
+    calibration = [b for b in todo if labelled_end is not None and b.end <= labelled_end]  # every labelled row it did not train on
     if calibration and not {b.path for b in calibration} <= set(estimator.calibration_batches if estimator else ()):
         src = ctx.profile.data
         rows = pd.concat([frames[b.path] for b in calibration])
