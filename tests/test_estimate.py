@@ -354,3 +354,47 @@ def test_the_calibrated_probabilities_expect_the_class_shares_and_only_classific
     refused = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=y[:50], scores=p[:50], classes=[0, 1])
     with pytest.raises(EstimationError, match="calibrated probabilities need a usable classification estimator"):
         refused.calibrated(pb)
+
+
+@pytest.mark.slow
+def test_as_labels_arrive_the_champions_estimator_is_recalibrated_in_a_revision_and_the_trigger_reads_one_revision(tmp_path):
+    import json
+
+    from retrainlib.demo import week_end
+    from tests.conftest import make_home
+    from tests.test_steps import run_steps
+
+    home = make_home(tmp_path / "home", weeks=16, **{"data.label_delay_batches": 2, "triggers.policy": "any",
+                                                     "triggers.use": ["performance"], "triggers.performance_source": "both"})
+    run_steps(home, week_end(8).isoformat(), "boot")  # validated on week 6; weeks 7, 8 wait for labels
+    ctx, analysis, *_ = run_steps(home, week_end(14).isoformat(), "second")  # labels up to week 12 now
+    champion = analysis.champion
+    folder = ctx.registry.path / champion
+    registered = json.loads((folder / "estimator.json").read_text())
+    est = ctx.registry.estimator(champion)
+    name = lambda path: path.rsplit("/", 1)[1]  # noqa: E731
+    # recalibrated on every labelled batch it did not train on (up to week 12), as a revision beside the version
+    assert est.usable and est.revision == 1, est.reason
+    trained_on = {name(s["path"]) for s in ctx.registry.version(champion).metadata["slices"]}
+    first = 7 if f"{week_end(6)}.parquet" in trained_on else 6  # a refit_full also trained on week 6
+    assert [name(b) for b in est.calibration_batches] == [f"{week_end(w)}.parquet" for w in range(first, 13)]
+    assert registered["calibration_batches"] != est.calibration_batches and registered.get("revision", 0) == 0
+    ctx.registry.verify(champion)  # the version folder is unchanged: its checksums still hold
+    log = [json.loads(line) for line in (ctx.registry.path / "estimators.jsonl").read_text().splitlines()]
+    assert [(r["version"], r["revision"], r["run_id"]) for r in log] == [(champion, 1, ctx.run_id)]
+    # the trigger's series is one estimator's: every row the step returns comes from the revision
+    assert analysis.estimates and {e["revision"] for e in analysis.estimates} == {1}
+    # the estimates judged against labels are those made first, before the recalibration saw those batches
+    judged = [r for r in ctx.registry.evaluations(champion) if "estimate" in r]
+    first = {}
+    for e in ctx.registry.estimates(champion):
+        first.setdefault(e["batch"], e)
+    assert judged and all(r["estimate"]["estimated"] == first[r["batch"]]["value"] for r in judged)
+    assert all(first[r["batch"]]["revision"] == 0 for r in judged)
+    # a run with no newer labelled batch keeps the revision and estimates nothing again
+    from retrainlib import steps
+
+    n_logged = len(ctx.registry.estimates(champion))
+    ctx = steps.open_step("params/demo.yaml", str(home / "runs" / "third"), str(home), week_end(14).isoformat())
+    steps.analyze_drift(ctx)
+    assert ctx.registry.estimator(champion).revision == 1 and len(ctx.registry.estimates(champion)) == n_logged

@@ -98,6 +98,7 @@ class Estimator:
     checks: dict[str, Any]
     state: dict[str, Any] = field(repr=False)
     seed: int = 0
+    revision: int = 0  # 0 as registered with its version; n after the n-th recalibration on newer labelled rows
 
     # ---- persistence
     def to_dict(self) -> dict[str, Any]:
@@ -107,7 +108,7 @@ class Estimator:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Estimator":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k != "revision"}, revision=int(d.get("revision", 0)))
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)

@@ -48,7 +48,7 @@ import filelock
 from ..errors import RegistryError
 from . import evaluations as _logs
 from . import jsonl, locks, promotion, retention
-from .layout import ATTEMPTS, ESTIMATES, EVALUATIONS, HISTORY, VERSION_PATTERN, check_model_name, is_version_name, listing, now
+from .layout import ATTEMPTS, ESTIMATES, ESTIMATORS, EVALUATIONS, HISTORY, VERSION_PATTERN, check_model_name, is_version_name, listing, now
 from .locks import RUN_LOCK_HELD_ENV
 from .pointer import EVENTS, HistoryEvent, Pointer
 from .promotion import PromotionResult
@@ -182,16 +182,27 @@ class Registry:
             ) from exc
 
     def estimator(self, name: str):
-        """Version ``name``'s label-free estimator (``estimator.json``, checksummed with the version), or None
-        when the version was registered without one."""
+        """Version ``name``'s label-free estimator: its newest revision (``estimators.jsonl``, recalibrated as
+        labels arrived) or else the one registered with it (``estimator.json``, checksummed with the version);
+        None when it has neither."""
         name = self._versions.check_name(name)
+        from ..estimate import Estimator
+
+        revisions = _logs.read(self.path / ESTIMATORS, name)
+        if revisions:
+            return Estimator.from_dict(revisions[-1]["estimator"])
         path = self.path / name / "estimator.json"
         if not path.is_file():
             return None
         self.verify(name)
-        from ..estimate import Estimator
-
         return Estimator.load(path)
+
+    def record_estimator(self, name: str, estimator, *, run_id: str | None = None) -> None:
+        """Append a revision of version ``name``'s estimator (refitted on labelled rows it did not train on) to
+        ``estimators.jsonl``; the version folder and its checksummed ``estimator.json`` stay as registered."""
+        name = self._versions.check_name(name)
+        self._append(ESTIMATORS, [{"time": now(), "run_id": run_id, "version": name,
+                                   "revision": int(estimator.revision), "estimator": estimator.to_dict()}])
 
     def total_size_bytes(self) -> int:
         """Bytes on disk under the registry folder (versions, history, everything)."""

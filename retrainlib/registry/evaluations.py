@@ -72,7 +72,7 @@ def outcome_row(version: str, *, outcome: str, run_id: str | None = None,
 
 
 def read(path: Path, version: str | None = None) -> list[dict]:
-    """The rows of an evaluations or estimates log, oldest first; only ``version``'s when given."""
+    """The rows of an evaluations, estimates or estimator-revisions log, oldest first; only ``version``'s when given."""
     return [r for r in jsonl.read(path) if version is None or r.get("version") == version]
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 from ..errors import RegistryError
 
 __all__ = ["VERSION_PATTERN", "is_version_name", "check_model_name", "version_names", "listing", "now",
-           "CHAMPION", "HISTORY", "EVALUATIONS", "ESTIMATES", "ATTEMPTS", "PINS", "STAGING", "TRASH",
+           "CHAMPION", "HISTORY", "EVALUATIONS", "ESTIMATES", "ESTIMATORS", "ATTEMPTS", "PINS", "STAGING", "TRASH",
            "LOCK", "RUN_LOCK", "LOGS", "parse_time"]
 
 #: what a version folder is called: ``v`` and four digits
@@ -28,6 +28,7 @@ CHAMPION = "CHAMPION"  # the pointer, replaced atomically
 HISTORY = "history.jsonl"  # promotions, rollbacks, retention deletions
 EVALUATIONS = "evaluations.jsonl"  # the champion's measured metric per batch
 ESTIMATES = "estimates.jsonl"  # label-free estimates per batch
+ESTIMATORS = "estimators.jsonl"  # a version's estimator recalibrated as labels arrived (revisions; the version stays as registered)
 ATTEMPTS = "attempts.jsonl"  # retraining attempts (the schedule's clock) and their outcomes
 PINS = "pins.json"  # versions marked keep
 STAGING = ".staging"  # where versions are built
@@ -35,7 +36,7 @@ TRASH = ".trash"  # where deleted versions disappear
 LOCK = ".lock"  # the writer lock
 RUN_LOCK = ".run.lock"  # one run at a time
 #: the append-only JSON-lines logs, in the order a snapshot copies them
-LOGS = (HISTORY, EVALUATIONS, ATTEMPTS, ESTIMATES)
+LOGS = (HISTORY, EVALUATIONS, ATTEMPTS, ESTIMATES, ESTIMATORS)
 
 
 def is_version_name(name: object) -> bool:

@@ -16,33 +16,58 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
                        frames: dict[str, pd.DataFrame]) -> list[dict]:
     """Estimate the champion's metric without labels on every current batch it did not train on.
 
-    An estimate is made once per batch, with labels hidden, and recorded in the registry
-    (``estimates.jsonl``); a later run reuses it, so when labels arrive the estimate made before
-    them is the one judged. A champion without a usable estimator gets rows that say why.
+    Each new batch is first estimated, with labels hidden, by the estimator as it stands; that estimate
+    is the one judged when the batch's labels arrive (``estimates.jsonl``). Then, when labelled batches
+    the champion did not train on are newer than its estimator's calibration, the estimator is
+    recalibrated on all of them (the current window's labelled batches; many rows keep the level
+    steady), and the revision is appended to
+    ``estimators.jsonl`` (the version folder stays as registered). The rows returned — the series the
+    triggers read — all come from the newest revision, so a trend compares estimates of one estimator.
+    A champion without a usable estimator gets rows that say why.
     """
     metric = ctx.profile.training.eval_metric
     trained = {s["path"] for s in meta["slices"]}
     todo = [b for b in windows.current if b.path not in trained]
     if not todo:
         return []
-    done = {e["batch"]: e for e in ctx.registry.estimates(champion)}
-    estimator = ctx.registry.estimator(champion) if any(b.path not in done for b in todo) else None
-    out, new = [], []
-    for b in todo:
-        if b.path in done:
-            out.append(done[b.path])
-            continue
+    logged = ctx.registry.estimates(champion)
+    estimator = ctx.registry.estimator(champion)
+
+    def row(b, est) -> dict:
         frame = frames[b.path][meta["features"]]
-        if estimator is None:
+        if est is None:
             e = estimate.unavailable(metric, f"champion {champion} has no estimator (registered before label-free "
                                              "estimation, or without labelled holdout rows)", batch=b.path, n_rows=len(frame))
         else:
-            e = estimator.estimate(predictor.scores(frame), frame, batch=b.path)
-        row = {"version": champion, "run_id": ctx.run_id, "batch_end": b.end, **e.to_dict()}
-        out.append(row)
-        new.append(row)
-    ctx.registry.record_estimates(new)
-    return out
+            e = est.estimate(predictor.scores(frame), frame, batch=b.path)
+        return {"version": champion, "run_id": ctx.run_id, "batch_end": b.end,
+                "revision": est.revision if est is not None else 0, **e.to_dict()}
+
+    seen = {e["batch"] for e in logged}
+    first = [row(b, estimator) for b in todo if b.path not in seen]
+    ctx.registry.record_estimates(first)
+    labelled_end = windows.holdout[-1].end if windows.holdout else None
+    calibration = [b for b in todo if labelled_end is not None and b.end <= labelled_end]  # every labelled row it did not train on
+    if calibration and not {b.path for b in calibration} <= set(estimator.calibration_batches if estimator else ()):
+        src = ctx.profile.data
+        rows = pd.concat([frames[b.path] for b in calibration])
+        rows = rows[rows[src.label].notna()] if src.label in rows else rows.iloc[:0]
+        revised = estimate.fit_estimator(
+            problem_type=predictor.problem_type, metric=metric, y_true=rows[src.label].to_numpy() if len(rows) else [],
+            scores=predictor.scores(rows[meta["features"]]) if len(rows) else [], features=rows[meta["features"]],
+            classes=predictor.class_labels if predictor.problem_type != "regression" else None,
+            calibration_batches=[b.path for b in calibration], trained_batches=sorted(trained), seed=ctx.profile.training.seed)
+        if revised.usable:  # else the estimator as it stands keeps estimating
+            revised.revision = (estimator.revision if estimator is not None else 0) + 1
+            revised.checks = {**revised.checks, "recalibrated_by": ctx.run_id}
+            ctx.registry.record_estimator(champion, revised, run_id=ctx.run_id)
+            estimator = revised
+    revision = estimator.revision if estimator is not None else 0
+    current = {e["batch"]: e for e in [*logged, *first] if e.get("revision", 0) == revision}
+    again = [row(b, estimator) for b in todo if b.path not in current]
+    ctx.registry.record_estimates(again)
+    current.update({e["batch"]: e for e in again})
+    return [current[b.path] for b in todo]
 
 
 def evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
@@ -53,6 +78,8 @@ def evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
     own accuracy (``estimate``: estimated, band, error, inside the band).
     """
     estimated = {e["batch"]: e for e in estimates}
+    for e in reversed(ctx.registry.estimates(champion)):  # judged: the first estimate, made before recalibrations
+        estimated[e["batch"]] = e
     src, metric = ctx.profile.data, ctx.profile.training.eval_metric
     done = {e["batch"] for e in ctx.registry.evaluations(champion)}
     trained = {s["path"] for s in meta["slices"]}
