@@ -252,7 +252,8 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     classes = _label_classes(ctx, reference[src.label])
     q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
                        required=required, ignore_columns=src.ignore_columns, source="current window",
-                       label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy())
+                       label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy(),
+                       label_problem=prof.training.problem_type)
     late = {b.path for b in windows.current if pd.Timestamp(b.end) > labelled_end}
     per_batch = _assess_batches(ctx, current_batches, reference=reference, classes=classes, late=late)
     holdout = _check_holdout(ctx, windows, current_batches, reference=reference, classes=classes, required=required)
@@ -319,14 +320,9 @@ def _assess_batches(ctx: StepContext, frames: dict[str, pd.DataFrame], *, refere
     are judged without their label: unlabelled rows there are expected.
     """
     prof, src = ctx.profile, ctx.profile.data
-    out = []
-    for path, frame in frames.items():
-        delayed = path in late
-        out.append(quality.assess(frame, reference=reference, label=None if delayed else src.label,
-                                  threshold=prof.data_quality_threshold,
-                                  ignore_columns=[*src.ignore_columns, *([src.label] if delayed else [])],
-                                  source=path, label_classes=None if delayed else classes))
-    return out
+    return quality.assess_batches(frames, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
+                                  ignore_columns=src.ignore_columns, label_classes=classes,
+                                  label_problem=prof.training.problem_type, unlabelled=late)
 
 
 def _check_holdout(ctx: StepContext, windows: data.Windows, frames: dict[str, pd.DataFrame], *,
@@ -357,7 +353,8 @@ def _check_holdout(ctx: StepContext, windows: data.Windows, frames: dict[str, pd
                                        f"({quality._scalar(labelled[src.label].iloc[0])!r}); validation needs two or more; raise "
                                        f"training.holdout_batches or fix the labels in that file")
         q = quality.assess(labelled, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
-                           ignore_columns=src.ignore_columns, source=f"holdout {files}", label_classes=classes)
+                           ignore_columns=src.ignore_columns, source=f"holdout {files}", label_classes=classes,
+                           label_problem=prof.training.problem_type)
         out["quality"] = q.to_dict()
         if not q.passed:
             out["problems"].append(q.reason())
