@@ -7,7 +7,12 @@ the whole process (start, imports, reading both Parquet files, analysis) of ``re
 against a process that imports Evidently, reads the same files with pandas and runs the preset.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py            # both sizes, all tools
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py --sizes 1000000x20 --tools cli,evidently
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_drift.py --whole    # whole processes only, 1M x 20
+
+``--whole`` times ``retrain drift REFERENCE CURRENT`` as a user runs it (a subprocess: start,
+imports, reading both Parquet files, analysis, output) against a subprocess that imports
+Evidently, reads the same two files and runs the preset, in the same run, and prints one table:
+wall s, CPU s, peak RSS, drifted columns, same verdict on every planted column, speed-up.
 
 Evidently is a benchmark-only extra that retrainlib never imports. It needs plotly<6 (retrainlib
 pins plotly 7), so give it its own venv, which the benchmark uses when it exists::
@@ -151,37 +156,67 @@ def worker(tool: str, data: Path, mode: str) -> None:
 
 
 # --------------------------------------------------------------------------- driver
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def _retrain() -> list[str]:
+    """The `retrain` command of this Python's environment (its console script; else ``python -m retrainlib.cli``)."""
+    script = Path(sys.executable).parent / "retrain"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "retrainlib.cli"]
+
+
+#: runs one command and writes its wall time, CPU time and peak RSS (its own ``wait4``) as JSON to argv[1]. A small
+#: launcher of its own, because Linux starts a forked child's peak RSS at its parent's RSS: forked from this driver
+#: (which held the generated frames) every child would report at least the driver's memory.
+_LAUNCHER = """
+import json, os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, use = os.wait4(pid, 0)
+wall = time.perf_counter() - t
+with open(sys.argv[1], "w") as f:
+    json.dump({"process_wall": wall, "process_cpu": use.ru_utime + use.ru_stime, "process_peak_mb": use.ru_maxrss / 1024}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _run_process(cmd: list[str], env: dict[str, str]) -> tuple[int, str, str, dict]:
+    """Run one process to its end through the launcher; its exit code, output, and its wall, CPU and peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="bench-drift-run-") as tmp:
+        usage = Path(tmp) / "usage.json"
+        out = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(usage), *cmd], capture_output=True,
+                             text=True, env=env, check=False, cwd=HERE.parent)
+        whole = json.loads(usage.read_text()) if usage.exists() else {}
+        return out.returncode, out.stdout, out.stderr, whole
 
 
 def _spawn(tool: str, data: Path, mode: str) -> dict:
-    """Run one tool in its own process; its own figures plus the whole process's wall and CPU time."""
+    """Run one tool in its own process; its own figures plus the whole process's wall time, CPU time and peak RSS."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    if tool == "cli":  # the `retrain drift` command as a user runs it: start, imports, reading, analysis, output
+    if tool == "cli":  # `retrain drift REFERENCE CURRENT` as a user runs it: start, imports, reading, analysis, output
         out_json = data / "cli.json"
-        cmd = [sys.executable, "-m", "retrainlib.cli", "drift", "--reference", str(data / "reference.parquet"),
-               "--current", str(data / "current.parquet"), "--json", str(out_json)]
+        cmd = [*_retrain(), "drift", str(data / "reference.parquet"), str(data / "current.parquet"),
+               "--json", str(out_json)]
     else:
         python = EVIDENTLY_PYTHON if tool == "evidently" else sys.executable
         cmd = [python, __file__, "--worker", tool, "--data", str(data), "--mode", mode]
-    cpu0, t0 = _children_cpu(), time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=HERE.parent)
-    whole = {"process_wall": time.perf_counter() - t0, "process_cpu": _children_cpu() - cpu0}
-    if out.returncode != 0:
-        raise SystemExit(f"{tool} ({mode}) failed:\n{out.stderr[-3000:]}")
+    code, stdout, stderr, whole = _run_process(cmd, env)
+    if code != 0:
+        raise SystemExit(f"{tool} ({mode}) failed:\n{stderr[-3000:]}")
     if tool == "cli":
         report = json.loads(out_json.read_text())
         return {"drifted": sorted(report["drifted_features"]), **whole}
-    return {**json.loads(out.stdout.strip().splitlines()[-1]), **whole}
+    return {**json.loads(stdout.strip().splitlines()[-1]), **whole}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1000000x20,200000x100", help="comma-separated ROWSxCOLUMNS")
+    ap.add_argument("--sizes", default=None, help="comma-separated ROWSxCOLUMNS (default 1000000x20,200000x100; "
+                                                  "with --whole 1000000x20)")
     ap.add_argument("--tools", default="ours,cli,evidently",
                     help="comma-separated: ours (the analysis call alone), cli (`retrain drift`, whole process), evidently")
+    ap.add_argument("--whole", action="store_true",
+                    help="whole processes only: `retrain drift REFERENCE CURRENT` against Evidently "
+                         "(default size 1000000x20; same as --tools cli,evidently)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--evidently-python", default=None,
                     help="the Python whose environment has Evidently (default: .venv-bench/bin/python if it exists, else this one)")
@@ -196,12 +231,16 @@ def main(argv: list[str] | None = None) -> None:
     bench_venv = HERE.parent / ".venv-bench" / "bin" / "python"
     EVIDENTLY_PYTHON = args.evidently_python or (str(bench_venv) if bench_venv.exists() else sys.executable)
 
+    if args.whole:
+        args.tools = "cli,evidently"
+    args.sizes = args.sizes or ("1000000x20" if args.whole else "1000000x20,200000x100")
     runs = []
     for tool in args.tools.split(","):
         runs += [("ours", m) for m in ("default", "per-feature", "all-rows")] if tool == "ours" else [(tool, "default")]
     whole = ["| frame | tool, whole process (start, imports, reading both files, analysis, output) | wall s | CPU s "
-             "| drifted columns found | planted verdicts same as Evidently | faster than Evidently (wall / CPU) |",
-             "|" + "---|" * 7]
+             "| peak RSS MB | drifted columns found | planted verdicts same as Evidently "
+             "| faster than Evidently (wall / CPU) |",
+             "|" + "---|" * 8]
     header = ("| frame | tool | wall s | CPU s | import s | peak RSS MB, whole process | peak RSS MB during the analysis "
               "(rise over loaded frames) | drifted columns found | planted verdicts same as Evidently "
               "| faster than Evidently (wall / CPU) |")
@@ -221,14 +260,14 @@ def main(argv: list[str] | None = None) -> None:
         ev = results.get(("evidently", "default"))
         for (tool, mode) in [k for k in (("cli", "default"), ("evidently", "default")) if k in results]:
             r = results[(tool, mode)]
-            label = ("`retrain drift` (default settings)" if tool == "cli"
+            label = ("`retrain drift REFERENCE CURRENT` (default settings)" if tool == "cli"
                      else f"Evidently {r.get('version', '')} DataDriftPreset (read with pandas)")
             same = speed = "-"
             if ev is not None and tool != "evidently":
                 same = f"{sum((c in r['drifted']) == (c in ev['drifted']) for c in planted)}/{len(planted)}"
                 speed = f"{ev['process_wall'] / r['process_wall']:.0f}x / {ev['process_cpu'] / r['process_cpu']:.0f}x"
             whole.append(f"| {n:,} x {p} | {label} | {r['process_wall']:.2f} | {r['process_cpu']:.2f} "
-                         f"| {', '.join(r['drifted']) or 'none'} | {same} | {speed} |")
+                         f"| {r['process_peak_mb']:.0f} | {', '.join(r['drifted']) or 'none'} | {same} | {speed} |")
         for (tool, mode), r in results.items():
             if tool == "cli":
                 continue
@@ -244,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
                          f"| {r['peak_mb']:.0f} | {r['during_mb']:.0f} (+{r['during_mb'] - r['before_mb']:.0f}) "
                          f"| {found} | {same} | {speed} |")
     print(f"planted shifts: {planted_columns(0)}")
-    print("\n".join(lines))
+    if not args.whole:
+        print("\n".join(lines))
     if len(whole) > 2:
         print()
         print("\n".join(whole))

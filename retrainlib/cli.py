@@ -337,10 +337,12 @@ def _file(path: str, option: str) -> Path:
 
 def cmd_drift(args) -> int:
     """Drift between two files: the ranked table and the dataset verdict; exit 0 either way."""
-    from . import data, drift
+    from . import data
+    from .drift import compare_files
     from .profiles import DriftSettings
 
-    ref_path, cur_path = _file(args.reference, "--reference"), _file(args.current, "--current")
+    ref_arg, cur_arg = _drift_files(args)
+    ref_path, cur_path = _file(ref_arg, "--reference"), _file(cur_arg, "--current")
     settings, threshold, skip = DriftSettings(), 0.1, set()
     if args.profile:
         from .paths import Paths
@@ -350,15 +352,8 @@ def cmd_drift(args) -> int:
         settings, threshold = prof.drift, prof.drift_threshold
         skip = {prof.data.label, prof.data.time_column, prof.data.key, *prof.data.ignore_columns}
     columns = [c for c in data.file_columns(ref_path) if c not in skip]  # only the compared columns are read
-    reference = data.read_columns(ref_path, columns, what="--reference file")
-    current = data.read_columns(cur_path, columns, what="--current file")
-    from .errors import DataContractError
-
-    for option, path, frame in (("--reference", ref_path, reference), ("--current", cur_path, current)):
-        if len(frame) < MIN_DRIFT_ROWS:
-            raise DataContractError(f"{option} file {path} has {len(frame)} row(s); drift needs at least "
-                                    f"{MIN_DRIFT_ROWS} rows in each file")
-    report = drift.compare(reference, current, columns=columns, settings=settings, drift_threshold=threshold)
+    report = compare_files(ref_path, cur_path, columns=columns, settings=settings, drift_threshold=threshold,
+                           min_rows=MIN_DRIFT_ROWS, what=("--reference file", "--current file"))
     table = report.to_frame()
     import pandas as pd
 
@@ -372,6 +367,20 @@ def cmd_drift(args) -> int:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
         print(f"full result: {args.json}")
     return 0
+
+
+def _drift_files(args) -> tuple[str, str]:
+    """The two files of `retrain drift`: positional (REFERENCE CURRENT) or --reference/--current, not both."""
+    given = {"reference": (args.reference_file, args.reference), "current": (args.current_file, args.current)}
+    chosen = []
+    for name, (positional, option) in given.items():
+        if positional and option and positional != option:
+            raise RetrainError(f"retrain drift got two {name} files ({positional} and --{name} {option}); give one")
+        if not (positional or option):
+            raise RetrainError(f"retrain drift needs a {name} file: retrain drift REFERENCE CURRENT "
+                               "(Parquet or CSV; or --reference/--current)")
+        chosen.append(positional or option)
+    return chosen[0], chosen[1]
 
 
 def cmd_backtest(args) -> int:
@@ -572,8 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
 
     sp = add("drift", cmd_drift, "compare two data files: per-feature drift table and the dataset verdict (exit 0 either way)", profile=False)
-    sp.add_argument("--reference", required=True, help="reference data (Parquet or CSV)")
-    sp.add_argument("--current", required=True, help="current data (Parquet or CSV)")
+    sp.add_argument("reference_file", nargs="?", metavar="REFERENCE", help="reference data (Parquet or CSV)")
+    sp.add_argument("current_file", nargs="?", metavar="CURRENT", help="current data (Parquet or CSV)")
+    sp.add_argument("--reference", default=None, help="reference data, as an option (instead of REFERENCE)")
+    sp.add_argument("--current", default=None, help="current data, as an option (instead of CURRENT)")
     sp.add_argument("--profile", "-p", default=None, help="take drift settings and threshold from this profile")
     sp.add_argument("--json", default=None, metavar="OUT", help="write the full result as JSON here")
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .drift.methods import KINDS, check_method_name, method_names
 from .durable import sha256_file
 from .errors import ProfileError
 
@@ -151,15 +152,18 @@ class TriggerSettings(_Section):
 
 
 class DriftSettings(_Section):
-    """How drift is measured (see :mod:`retrainlib.drift` for the tests and how ``auto`` chooses).
+    """How drift is measured (see :mod:`retrainlib.drift.methods` for the methods and how ``auto`` chooses).
 
-    ``per_column`` overrides any column: ``{"income": {"test": "psi", "threshold": 0.2}}``; its
-    keys are ``test`` (a test name or ``auto``), ``threshold`` (for that test), ``kind``
-    (``numeric`` or ``categorical``) and ``missing_threshold``.
+    ``numeric_test``/``categorical_test`` name a method of the registry
+    (:data:`retrainlib.drift.methods.METHODS`) for that kind of column, or ``auto``; each method's
+    threshold is the field its ``threshold_key`` names. ``per_column`` overrides any column:
+    ``{"income": {"test": "psi", "threshold": 0.2}}``; its keys are ``test`` (a method name or
+    ``auto``), ``threshold`` (for that method), ``kind`` (``numeric`` or ``categorical``) and
+    ``missing_threshold``.
     """
 
-    numeric_test: Literal["auto", "ks", "psi", "wasserstein"] = "auto"
-    categorical_test: Literal["auto", "chi2", "psi", "jensenshannon"] = "auto"
+    numeric_test: str = Field(default="auto", description="a drift method for numeric columns, or auto")
+    categorical_test: str = Field(default="auto", description="a drift method for categorical columns, or auto")
     large_sample: int = Field(default=1000, ge=10, description="above this n, decide on effect size")
     p_value: float = Field(default=0.05, gt=0.0, lt=1.0)
     psi_threshold: float = Field(default=0.1, gt=0.0)
@@ -176,11 +180,15 @@ class DriftSettings(_Section):
     multivariate_rows: int = Field(default=2_000, ge=50, description="rows per window for the domain classifier")
     max_rows: int | None = Field(default=100_000, ge=100, description="rows sampled per window (None: all)")
 
+    @field_validator("numeric_test", "categorical_test", mode="before")
+    @classmethod
+    def _registered_method(cls, v: Any, info: Any) -> str:
+        return check_method_name(v, info.field_name.removesuffix("_test"))
+
     @field_validator("per_column")
     @classmethod
     def _known_overrides(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        tests = ("auto", "chi2", "jensenshannon", "ks", "psi", "wasserstein")
-        allowed = {"test": tests, "threshold": None, "kind": ("numeric", "categorical"), "missing_threshold": None}
+        allowed = {"test": ("auto", *method_names()), "threshold": None, "kind": KINDS, "missing_threshold": None}
         for column, over in v.items():
             if not isinstance(over, dict):
                 raise ValueError(f"per_column.{column} must be a mapping such as {{test: psi, threshold: 0.2}}")

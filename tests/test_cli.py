@@ -83,6 +83,26 @@ def test_drift_on_a_missing_file_exits_2_naming_it(tmp_path):
     assert r.returncode == 2 and "nope.parquet does not exist" in r.stderr
 
 
+def test_drift_takes_the_two_files_as_arguments_and_says_which_one_is_missing(tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({"x": rng.normal(size=3000), "c": rng.choice(list("ab"), 3000)})
+    ref.to_parquet(tmp_path / "ref.parquet")
+    ref.assign(x=ref["x"] * 1.5).to_parquet(tmp_path / "cur.parquet")
+    r = subprocess.run([*RETRAIN, "drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"),
+                        "--json", str(tmp_path / "out.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out.json").read_text())["drifted_features"] == ["x"]
+    r = subprocess.run([*RETRAIN, "drift", str(tmp_path / "ref.parquet")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "retrain: error: retrain drift needs a current file: retrain drift REFERENCE CURRENT "
+        "(Parquet or CSV; or --reference/--current)")
+
+
 def test_demo_data_writes_the_covariate_shift_scenario_beside_the_default_one(tmp_path):
     import json
 
