@@ -249,7 +249,8 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     current_batches: dict[str, pd.DataFrame] = {}
     current = _load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
     labelled_end = pd.Timestamp(windows.holdout[-1].end)  # rows after it wait for their labels (label_delay_batches)
-    classes = _label_classes(ctx, reference[src.label])
+    earlier = [b for b in visible if b.path not in {r.path for r in windows.reference} | set(current_batches)]
+    classes = _label_classes(ctx, reference[src.label], earlier)
     q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
                        required=required, ignore_columns=src.ignore_columns, source="current window",
                        label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy(),
@@ -303,13 +304,18 @@ def analyze_drift(ctx: StepContext, *, force: bool | None = None, force_reason: 
     return result
 
 
-def _label_classes(ctx: StepContext, labels: pd.Series) -> list | None:
-    """The label's known classes for a classifier (``None`` for regression): what ``unseen_labels`` compares with."""
+def _label_classes(ctx: StepContext, labels: pd.Series, earlier: list[data.Batch] | None = None) -> list | None:
+    """The label's known classes for a classifier (``None`` for regression): what ``unseen_labels`` and
+    ``new_labels`` compare with — the classes of ``labels`` and of every ``earlier`` labelled batch."""
     kind = ctx.profile.training.problem_type
     known = labels.dropna()
     if kind == "regression" or (kind is None and pd.api.types.is_float_dtype(known) and known.nunique() > 20):
         return None
-    return list(pd.unique(known))
+    classes = dict.fromkeys(pd.unique(known))
+    for b in earlier or ():  # only the label column of each file
+        frame = data.read_columns(ctx.paths.resolve(b.path), [ctx.profile.data.label])
+        classes.update(dict.fromkeys(pd.unique(frame.iloc[:, 0].dropna())) if frame.shape[1] else {})
+    return list(classes)
 
 
 def _assess_batches(ctx: StepContext, frames: dict[str, pd.DataFrame], *, reference: pd.DataFrame | None,
