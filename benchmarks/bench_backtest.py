@@ -3,10 +3,12 @@
 Runs ``retrainlib.backtest.run_backtest`` twice in one run, each in its own subprocess and its own
 scratch folder (so fits are computed afresh both times and the CPU time is that run's alone):
 
-* **warm**: fresh-process checks forked from the pre-imported fork server, and a check of
-  byte-identical model files on identical rows answered from the check cache
-  (:mod:`retrainlib.freshproc`), the default;
-* **cold**: ``--cold``, a new Python interpreter per check and no check cache (the behaviour before).
+* **warm**: fresh-process checks and training fits forked from the pre-imported fork server, which
+  also took AutoGluon's listing of installed packages once; a check of byte-identical model files on
+  identical rows answered from the check cache, and the champion's drift-step scores from the same
+  folder (:mod:`retrainlib.freshproc`, :mod:`retrainlib.scorecache`), the default;
+* **cold**: ``--cold``, a new Python interpreter per check and per fit, AutoGluon's package listing at
+  every save and load, no check cache (the behaviour before).
 
 It prints wall time, CPU time (user + system of the run's process and every process it waited for:
 fits, checks, the fork server and its children) and whether every decision matched — between the two
@@ -44,20 +46,18 @@ def worker(args) -> None:
     sys.path.insert(0, str(REPO))
     from retrainlib import freshproc
     from retrainlib.backtest import run_backtest
-    from retrainlib.steps import STEP_FILES
+    from retrainlib.outputs import Validation
+    from retrainlib.playbook import read_output
 
     result = run_backtest(args.profile, home=REPO, strategies=args.strategies, max_batches=args.max_batches,
                           work_dir=args.work_dir, cold=args.worker == "cold", progress=False)
     freshproc.stop_warm_server()  # wait for it, so its CPU time and its children's count as this run's
     reloads: dict[str, int] = {}
     for run_dir in result.records["run_dir"]:
-        f = Path(run_dir) / STEP_FILES["validate"]
-        if f.is_file():
-            v = json.loads(f.read_text())
-            for g in v.get("gates", []):
-                if g.get("name") == "stability_reload":
-                    mode = (g.get("details") or {}).get("fresh", "cold")
-                    reloads[mode] = reloads.get(mode, 0) + 1
+        v = read_output(Path(run_dir), Validation)
+        for details in (v.gate_details("stability_reload") if v else []):
+            mode = details.get("fresh", "cold")
+            reloads[mode] = reloads.get(mode, 0) + 1
     payload = result.to_dict()
     payload["reloads"] = reloads
     Path(args.result).write_text(json.dumps(payload, default=str))

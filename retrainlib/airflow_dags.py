@@ -37,6 +37,7 @@ attempts (default 60), ``RETRAIN_RETRIES`` retries of a failed step task (defaul
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import logging
 import os
@@ -47,10 +48,23 @@ from typing import Any
 
 import yaml
 
+
+def _stepnames():
+    """:mod:`retrainlib.stepnames` (import-free): imported in the package, loaded by path in Airflow's environment."""
+    if __package__:
+        from . import stepnames
+        return stepnames
+    spec = importlib.util.spec_from_file_location("retrain_stepnames", Path(__file__).with_name("stepnames.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_names = _stepnames()
 log = logging.getLogger(__name__)
 
 EXIT_LOCKED = 75  # retrain's exit code when another run holds the model
-STEPS = {"analyze_drift": "10", "retrain_model": "20", "validate_challenger": "30", "promote_or_rollback": "40"}
+STEPS = {_names.function(nb): _names.number(nb) for _, nb in _names.STEP_NAMES}  # task id -> `retrain step --step` number
 NO_RETRAIN = "no-retrain-needed"
 START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 

@@ -62,7 +62,34 @@ def _predictor_class():
     _quiet()
     from autogluon.tabular import TabularPredictor
 
+    if os.environ.get("RETRAIN_FRESH", "warm").strip().lower() != "cold":  # freshproc.MODE_VARIABLE
+        remember_package_listing()
     return TabularPredictor
+
+
+def remember_package_listing() -> None:
+    """Take AutoGluon's listing of installed packages once in this process, not on every save and load.
+
+    AutoGluon records the installed packages with each saved predictor and compares them on each load,
+    reading the metadata of every installed distribution each time (about 1 s here, with some 190 of
+    them). Inside one process they cannot change, so the first listing serves every later one; the
+    fork server takes it before it forks, so its children inherit it (:mod:`retrainlib.freshproc`).
+    Off with ``RETRAIN_FRESH=cold`` (the behaviour before, for comparison).
+    """
+    import copy
+    import functools
+
+    from autogluon.tabular.predictor import predictor as module
+
+    if getattr(module.get_autogluon_metadata, "remembered", False):
+        return
+    listing = functools.lru_cache(maxsize=1)(module.get_autogluon_metadata)
+
+    def get_autogluon_metadata() -> dict[str, Any]:
+        return copy.deepcopy(listing())  # a caller may edit its copy
+
+    get_autogluon_metadata.remembered = True
+    module.get_autogluon_metadata = get_autogluon_metadata
 
 
 @dataclass(frozen=True)

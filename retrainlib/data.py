@@ -8,6 +8,7 @@ a later incremental run can rebuild exactly the same data, and a changed file is
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 from dataclasses import asdict, dataclass
@@ -247,14 +248,13 @@ def list_batches(source: DataSource, paths: Paths, *, as_of: Any = None) -> list
                 "add it or set data.time_column to the column that orders rows"
             )
         _check_schema_kinds(f, _display(f, paths), kinds)
-        times = _times(_read(f, [source.time_column])[source.time_column], _display(f, paths), source.time_column)
-        if times.empty:
+        n, start, end = _time_range(f, source.time_column, _display(f, paths))
+        if not n:
             continue
-        seen.append((Batch(_display(f, paths), int(len(times)), times.min().isoformat(), times.max().isoformat(),
-                           file_sha256(f)), times))
-    check_time_order([b for b, _ in seen])
+        seen.append(Batch(_display(f, paths), n, start, end, file_sha256(f)))
+    check_time_order(seen)
     out = []
-    for b, times in seen:
+    for b in seen:
         if cutoff is not None and _naive(b.end) > cutoff:
             if _naive(b.start) <= cutoff:
                 log.warning("batch %s holds rows up to %s, after as_of %s: the whole batch is left out of this run "
@@ -290,6 +290,20 @@ def _check_schema_kinds(path: Path, shown: str, kinds: dict[str, tuple[str, str]
 def column_names_or_read(path: Path) -> list[str]:
     """The batch file's column names, through :func:`read_frame`'s checks (so a broken file is named with its cause)."""
     return check_file(path, what="batch file")
+
+
+def _time_range(path: Path, column: str, shown: str) -> tuple[int, str | None, str | None]:
+    """Rows, first and last time of a batch file; read once per file version (its size and modification time)."""
+    st = path.stat()
+    return _time_range_of(str(path), st.st_size, st.st_mtime_ns, st.st_ino, column, shown)
+
+
+@functools.lru_cache(maxsize=4096)
+def _time_range_of(path: str, size: int, mtime_ns: int, inode: int, column: str, shown: str) -> tuple[int, str | None, str | None]:
+    times = _times(_read(Path(path), [column])[column], shown, column)  # a refusal raises and is not kept
+    if times.empty:
+        return 0, None, None
+    return int(len(times)), times.min().isoformat(), times.max().isoformat()
 
 
 def _times(values: pd.Series, where: str, column: str) -> pd.Series:

@@ -49,11 +49,10 @@ def fit_key(train: pd.DataFrame, settings: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-class FitCache:
+class FitCache(training.Trainer):
     """A folder of finished fits keyed by :func:`fit_key`; counts what it computed and saved.
 
-    Use :meth:`train_challenger` where :func:`retrainlib.training.train_challenger` would be called
-    (``steps.retrain_model(ctx, fit_cache=cache)`` does).
+    A :class:`~retrainlib.training.Trainer`: ``steps.retrain_model(ctx, trainer=cache)`` fits through it.
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -79,7 +78,11 @@ class FitCache:
             "not_cached": self.not_cached,
         }
 
-    def train_challenger(
+    def provenance(self) -> str | None:
+        """``reused`` or ``computed``: where the latest fit came from."""
+        return None if self.last_hit is None else ("reused" if self.last_hit else "computed")
+
+    def fit(
         self, train: pd.DataFrame, *, profile: Profile, work_dir: str | os.PathLike, disk_path: str | os.PathLike, **kwargs: Any
     ) -> training.TrainingResult:
         """Like :func:`retrainlib.training.train_challenger`, reusing an identical earlier fit.

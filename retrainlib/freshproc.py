@@ -20,6 +20,10 @@ Where that process comes from (the answer is the same each way):
 
 The settings are environment variables, so papermill kernels and other children inherit them.
 
+The training fit runs in a child of the same fork server (:func:`start_child`, the caller's environment
+and a log file handed over), or cold in a new interpreter: the fit never shares the caller's process,
+and its guard, memory kill and resource sampling act on the child's pid either way.
+
 ``kill_tree`` and ``stop_processes`` end a process and its descendants (the training guard, the
 runner's clean-up and a check that overruns its timeout use them).
 """
@@ -45,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use", "settings", "stop_warm_server", "kill_tree", "stop_processes",
-           "MODE_VARIABLE", "CACHE_VARIABLE"]
+           "Child", "start_child", "folder_digest", "cache_folder", "warm_server_pids", "MODE_VARIABLE", "CACHE_VARIABLE"]
 
 MODE_VARIABLE = "RETRAIN_FRESH"  # "warm" (default) or "cold"
 CACHE_VARIABLE = "RETRAIN_CHECK_CACHE"  # a folder of passed checks; unset: no cache
@@ -54,7 +58,8 @@ CACHE_VARIABLE = "RETRAIN_CHECK_CACHE"  # a folder of passed checks; unset: no c
 #: champion awaits its smoke test
 HOLD_VARIABLE = "RETRAIN_SMOKE_HOLD"
 #: what the fork server imports once, before it forks any check
-PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "autogluon.tabular", "retrainlib.automl", "retrainlib.freshproc")
+PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "autogluon.tabular", "retrainlib.automl", "retrainlib.freshproc",
+           "retrainlib.training", "retrainlib.warmup")
 _ANSWER, _SCORES = "answer.json", "scores.npy"
 
 
@@ -197,24 +202,32 @@ def stop_warm_server() -> None:
 
 
 # --------------------------------------------------------------------------- the cache
-def cache_key(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", num_cpus: int = 1) -> str:
-    """sha256 of every file of the predictor (path and content), the rows and the running software."""
+def folder_digest(predictor_dir: str | os.PathLike, num_cpus: int = 1) -> str:
+    """sha256 of every file of a predictor folder (path and content) and the running software."""
     import hashlib
 
     from . import automl
-    from .data import frame_fingerprint
     from .durable import sha256_file
 
     root = Path(predictor_dir)
     h = hashlib.sha256()
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
         h.update(f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n".encode())
-    h.update(frame_fingerprint(rows).encode())
     h.update(json.dumps({"software": automl.software_versions(), "num_cpus": num_cpus}, sort_keys=True).encode())
     return h.hexdigest()
 
 
-def _cache_dir() -> Path | None:
+def cache_key(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", num_cpus: int = 1) -> str:
+    """sha256 of every file of the predictor (path and content), the rows and the running software."""
+    import hashlib
+
+    from .data import frame_fingerprint
+
+    return hashlib.sha256(f"{folder_digest(predictor_dir, num_cpus)}\n{frame_fingerprint(rows)}".encode()).hexdigest()
+
+
+def cache_folder() -> Path | None:
+    """The check cache's folder (``RETRAIN_CHECK_CACHE``), or None when the cache is off."""
     value = os.environ.get(CACHE_VARIABLE, "").strip()
     return Path(value) if value else None
 
@@ -222,7 +235,7 @@ def _cache_dir() -> Path | None:
 def _cache_get(key: str) -> CheckResult | None:
     import numpy as np
 
-    root = _cache_dir()
+    root = cache_folder()
     entry = root / key if root is not None else None
     if entry is None or not (entry / _ANSWER).is_file():
         return None
@@ -233,7 +246,7 @@ def _cache_get(key: str) -> CheckResult | None:
 
 
 def _cache_put(key: str, answer_dir: Path) -> None:
-    root = _cache_dir()
+    root = cache_folder()
     if root is None:
         return
     root.mkdir(parents=True, exist_ok=True)
@@ -269,7 +282,7 @@ class Check:
             self._result = CheckResult(False, "the rows to predict are empty; pass a few rows of recent data", mode=self.mode)
             return
         self._key = None
-        if _cache_dir() is not None and self.predictor_dir.is_dir() and not self.hold:
+        if cache_folder() is not None and self.predictor_dir.is_dir() and not self.hold:
             self._key = cache_key(self.predictor_dir, rows, self.num_cpus)
             hit = _cache_get(self._key)
             if hit is not None:
@@ -396,6 +409,64 @@ def check(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", **kwargs: Any)
     return start(predictor_dir, rows, **kwargs).result()
 
 
+# --------------------------------------------------------------------------- any other child (the training fit)
+class Child:
+    """A started child process, warm (forked from the fork server) or cold (a new interpreter).
+
+    ``pid`` for the resource monitor and :func:`kill_tree`; :meth:`wait` as :meth:`subprocess.Popen.wait`
+    (raises :class:`subprocess.TimeoutExpired`; a child killed by a signal returns minus its number).
+    """
+
+    def __init__(self, proc, warm: bool):
+        self._proc, self.warm = proc, warm
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self.warm:
+            return self._proc.wait(timeout)
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            raise subprocess.TimeoutExpired(f"forked child {self._proc.pid}", timeout)
+        return self._proc.exitcode
+
+
+def _child_main(target: Callable[..., None], args: tuple, env: dict[str, str], log: str) -> None:
+    """In a forked child: the caller's environment, stdout and stderr into ``log``, threads pinned, then ``target``."""
+    os.environ.clear()
+    os.environ.update(env)  # the fork server's environment is the one it started with, not the caller's now
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    sys.path[:0] = extra  # as a new interpreter would read PYTHONPATH
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    from . import automl
+
+    automl.pin_threads(int(env.get("OMP_NUM_THREADS", "1") or 1))
+    target(*args)
+
+
+def start_child(target: Callable[..., None], args: tuple, *, env: dict[str, str], log: str | os.PathLike,
+                command: list[str], cold: bool | None = None) -> Child:
+    """Start a child that writes its output to ``log``: ``target(*args)`` forked warm, or ``command`` cold.
+
+    Warm (the default, as for checks): a child of the fork server, which imported AutoGluon once, so the
+    child skips interpreter start-up and imports; ``target`` must be a module-level function and end the
+    process with its exit code. Cold (``RETRAIN_FRESH=cold`` or ``cold=True``): ``command`` in a new
+    interpreter with ``env``. Either way the child is a new process that never held the caller's state.
+    """
+    warm = not cold if cold is not None else mode() == "warm"
+    if warm:
+        proc = _forkserver().Process(target=_child_main, args=(target, args, dict(env), str(log)), name="retrain-child")
+        proc.start()
+        return Child(proc, True)
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        return Child(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env), False)
+
+
 # --------------------------------------------------------------------------- ending process trees
 def stop_processes(procs: Iterable, *, grace: float = 0.0, wait: bool = True) -> None:
     """End ``procs`` (psutil processes): SIGTERM and up to ``grace`` s to exit first when grace > 0, then SIGKILL.
@@ -421,16 +492,46 @@ def stop_processes(procs: Iterable, *, grace: float = 0.0, wait: bool = True) ->
         psutil.wait_procs(procs, timeout=max(grace, 10))
 
 
-def kill_tree(pid: int, *, grace: float = 0.0, wait: bool = True) -> None:
-    """End process ``pid`` and every descendant of it (see :func:`stop_processes`)."""
+def kill_tree(pid: int, *, grace: float = 0.0, wait: bool = True, include_root: bool = True,
+              started_after: float | None = None) -> None:
+    """End process ``pid`` and every descendant of it (see :func:`stop_processes`).
+
+    ``include_root=False`` ends the descendants only (a runner cleaning up after itself);
+    ``started_after`` (seconds since the epoch) spares processes created before it.
+    """
     import psutil
 
     try:
         root = psutil.Process(pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
+        procs = [*root.children(recursive=True), *([root] if include_root else [])]
+    except psutil.Error:
         return
+    if started_after is not None:
+        procs = [p for p in procs if _created_since(p, started_after)]
     stop_processes(procs, grace=grace, wait=wait)
+
+
+def _created_since(proc, when: float) -> bool:
+    import psutil
+
+    try:
+        return proc.create_time() >= when
+    except psutil.Error:  # gone already
+        return False
+
+
+def warm_server_pids() -> set[int]:
+    """The fork server's pid and that of multiprocessing's resource tracker beside it, while they run.
+
+    They outlive each check and fit by design (until :func:`stop_warm_server` or exit); a test that
+    counts processes left behind leaves these two out.
+    """
+    if _context is None:
+        return set()
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = (getattr(forkserver._forkserver, "_forkserver_pid", None), getattr(resource_tracker._resource_tracker, "_pid", None))
+    return {p for p in pids if p}
 
 
 # --------------------------------------------------------------------------- cold entry point

@@ -11,18 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Paths", "project_home", "NOTEBOOKS", "PACKAGE_ROOT", "STEP_NOTEBOOKS"]
+__all__ = ["Paths", "project_home", "NOTEBOOKS", "PACKAGE_ROOT"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 #: the notebooks shipped with the source tree (the repository's ``notebooks/``)
 NOTEBOOKS = PACKAGE_ROOT.parent / "notebooks"
-#: the playbook's steps, in the order a run executes them
-STEP_NOTEBOOKS = (
-    "10-analyze-drift",
-    "20-retrain-model",
-    "30-validate-challenger",
-    "40-promote-or-rollback",
-)
 
 
 def project_home(start: str | os.PathLike | None = None) -> Path:

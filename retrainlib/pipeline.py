@@ -21,18 +21,17 @@ from typing import Any
 from . import automl, lease
 from .errors import DamagedPointer, RetrainError, exit_code_of
 from .manifest import MANIFEST, OUTCOMES, RunManifest, StepRecord, git_commit, mark_abandoned, this_process
-from .paths import NOTEBOOKS, STEP_NOTEBOOKS, Paths
+from .outputs import Analysis, Promotion, Training, Validation
+from .paths import NOTEBOOKS, Paths
+from .playbook import NOTEBOOK_NAMES, new_run_id, read_output
+from .playbook import step as playbook_step
 from .preflight import check_run
 from .profiles import load_profile, profile_sha256
 from .registry import RUN_LOCK_HELD_ENV, Registry
-from .steps import STEP_FILES, new_run_id
 
-__all__ = ["run_playbook", "begin_run", "run_step", "finish_run", "outcome_so_far", "execute_notebook", "summarize"]
+__all__ = ["run_playbook", "begin_run", "run_step", "finish_run", "outcome_so_far", "execute_notebook", "fill_manifest"]
 
 log = logging.getLogger("retrainlib")
-
-_STEP_KEYS = dict(zip(STEP_NOTEBOOKS, ("analyze", "retrain", "validate", "promote")))
-
 
 def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], *, cwd: Path, progress: bool) -> None:
     """Run one notebook with papermill (the failed notebook is saved before papermill raises)."""
@@ -53,53 +52,47 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], *, 
     )
 
 
-def _read(run_dir: Path, key: str) -> dict[str, Any] | None:
-    path = run_dir / STEP_FILES[key]
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def summarize(manifest: RunManifest, run_dir: Path) -> None:
-    """Fill the outcome, reasons, metrics and data fingerprints from the steps' JSON."""
-    analyze, retrain, validate, promote = (_read(run_dir, k) for k in ("analyze", "retrain", "validate", "promote"))
+def fill_manifest(manifest: RunManifest, run_dir: Path) -> None:
+    """Fill the outcome, reasons, metrics and data fingerprints from the steps' outputs."""
+    analyze, retrain, validate, promote = (read_output(run_dir, t) for t in (Analysis, Training, Validation, Promotion))
     if analyze:
-        d = analyze["decision"]
-        manifest.reasons = list(d["reasons"])
+        d = analyze.decision
+        manifest.reasons = list(d.reasons)
         manifest.data = {
-            "windows": analyze["windows"],
-            "quality_score": analyze["quality"]["score"],
-            "drift_score": (analyze.get("drift") or {}).get("score"),
+            "windows": analyze.windows,
+            "quality_score": analyze.quality_score,
+            "drift_score": (analyze.drift or {}).get("score"),
         }
-        manifest.outputs["decision"] = d
-        if analyze.get("performance"):
-            manifest.outputs["performance"] = analyze["performance"]
-    if retrain and retrain.get("status") == "trained":
-        manifest.warnings = list(retrain.get("warnings") or [])  # resource thresholds crossed while training
-        manifest.challenger = retrain["challenger"]
+        manifest.outputs["decision"] = d.to_dict()
+        if analyze.performance:
+            manifest.outputs["performance"] = analyze.performance
+    if retrain and retrain.trained:
+        manifest.warnings = list(retrain.warnings)  # resource thresholds crossed while training
+        manifest.challenger = retrain.challenger
         manifest.outputs["training"] = {
-            k: retrain.get(k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding", "settings",
-                                                   "estimator")
+            k: getattr(retrain, k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding",
+                                             "settings", "estimator")
         }
-    if validate and validate.get("status") == "validated":
-        manifest.metrics = validate.get("scores", {})
-        manifest.outputs["verdict"] = {"decision": validate["decision"], "reasons": validate.get("reasons", []),
-                                       "gates": validate.get("gates", [])}
+    if validate and not validate.skipped:
+        manifest.metrics = validate.scores
+        manifest.outputs["verdict"] = {"decision": validate.decision, "reasons": validate.reasons, "gates": validate.gates}
     if promote:
-        manifest.outputs["promotion"] = promote
-        if promote["action"] in ("rolled-back", "auto-rolled-back"):
-            manifest.reasons = [e["reason"] for e in promote["events"] if e["event"] in ("rollback", "auto-rollback")] or manifest.reasons
+        manifest.outputs["promotion"] = promote.to_dict()
+        if promote.rolled_back:
+            manifest.reasons = promote.rollback_reasons() or manifest.reasons
     if manifest.status == "failed":
         manifest.outcome = "failed"
-    elif promote and promote["action"] in ("rolled-back", "auto-rolled-back"):
+    elif promote and promote.rolled_back:
         manifest.outcome = "rolled-back"
-    elif analyze and analyze["decision"]["status"] == "blocked-by-quality":
+    elif analyze and analyze.decision.status == "blocked-by-quality":
         manifest.outcome = "blocked-by-quality"
-    elif analyze and not analyze["decision"]["retrain"]:
+    elif analyze and not analyze.decision.retrain:
         manifest.outcome = "no-retrain-needed"
-    elif promote and promote["action"] == "promoted":
-        manifest.outcome = "bootstrapped" if analyze and analyze["decision"]["status"] == "bootstrap" else "promoted"
-    elif promote and promote.get("stuck"):
+    elif promote and promote.promoted:
+        manifest.outcome = "bootstrapped" if analyze and analyze.bootstrap else "promoted"
+    elif promote and promote.stuck:
         manifest.outcome = "stuck"
-        manifest.reasons = [promote["stuck"]["reason"], *manifest.reasons]
+        manifest.reasons = [promote.stuck_reason, *manifest.reasons]
     elif promote:
         manifest.outcome = "rejected"
     manifest.exit_code = OUTCOMES.get(manifest.outcome or "failed", 1)
@@ -143,7 +136,7 @@ def run_playbook(
     for var in automl.THREAD_VARIABLES:  # the kernels inherit these
         os.environ[var] = str(prof.training.num_cpus)
 
-    step_names = STEP_NOTEBOOKS[-1:] if rollback else STEP_NOTEBOOKS
+    step_names = NOTEBOOK_NAMES[-1:] if rollback else NOTEBOOK_NAMES
     with registry.run_lock(timeout=lock_timeout):
         lease.check_free(registry)  # a run whose steps run as separate tasks holds the model too
         _recover_before_reading(paths, registry)
@@ -211,7 +204,7 @@ def _recover_before_reading(paths: Paths, registry: Registry) -> None:
 
 
 def _new_run(paths: Paths, prof, profile_path: Path, registry: Registry, *, as_of: str | None, run_id: str | None,
-             replay_of: str | None, step_names=STEP_NOTEBOOKS, process: dict[str, Any] | None = None) -> tuple[RunManifest, Path]:
+             replay_of: str | None, step_names=NOTEBOOK_NAMES, process: dict[str, Any] | None = None) -> tuple[RunManifest, Path]:
     """Create ``runs/<run-id>/`` with the profile and a manifest whose four steps are pending.
 
     ``process`` (this one, for :func:`run_playbook`) lets the next command mark the run abandoned
@@ -264,7 +257,7 @@ def _execute_step(manifest: RunManifest, rec: StepRecord, run_dir: Path, paths: 
         manifest.error = {"step": rec.name, "message": rec.error}
     else:
         rec.status = "succeeded"
-        out = run_dir / STEP_FILES[_STEP_KEYS[rec.name]]
+        out = run_dir / playbook_step(rec.name).json_file
         rec.output = out.name if out.exists() else None
     finally:
         rec.finished, rec.seconds = RunManifest.now(), round(time.monotonic() - t0, 3)
@@ -333,7 +326,7 @@ def run_step(run_dir: str | os.PathLike, step: str, *, home: str | os.PathLike |
     run_dir = Path(run_dir).resolve()
     manifest = _load(run_dir)
     names = [r.name for r in manifest.steps]
-    matches = [r for r in manifest.steps if r.name == step or r.name.split("-", 1)[0] == step]
+    matches = [r for r in manifest.steps if step in (r.name, playbook_step(r.name).number)]
     if not matches:
         raise RetrainError(f"unknown step {step!r} for {run_dir}; expected one of " + ", ".join(names))
     rec = matches[0]
@@ -368,7 +361,7 @@ def outcome_so_far(manifest: RunManifest, run_dir: Path) -> str | None:
     import copy
 
     probe = copy.deepcopy(manifest)
-    summarize(probe, run_dir)
+    fill_manifest(probe, run_dir)
     return probe.outcome
 
 
@@ -411,7 +404,7 @@ def _load(run_dir: Path) -> RunManifest:
 
 
 def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, seconds: float) -> None:
-    summarize(manifest, run_dir)
+    fill_manifest(manifest, run_dir)
     manifest.champion_after = registry.champion()
     manifest.finished = RunManifest.now()
     manifest.seconds = round(seconds, 3)
@@ -457,15 +450,9 @@ def _announce(manifest: RunManifest, run_dir: Path, prof) -> None:
 
 def _stop_children(*, started_after: float, grace: float = 5.0) -> None:
     """Terminate this process's descendants started during the run (papermill's kernel, a training child)."""
-    import psutil
+    from .freshproc import kill_tree
 
-    from .freshproc import stop_processes
-
-    try:
-        procs = [p for p in psutil.Process().children(recursive=True) if p.create_time() >= started_after - 1]
-    except psutil.Error:
-        return
-    stop_processes(procs, grace=grace)
+    kill_tree(os.getpid(), grace=grace, include_root=False, started_after=started_after - 1)
 
 
 def _describe(exc: Exception) -> str:

@@ -42,7 +42,8 @@ from . import data
 from .errors import DataContractError, ProfileError, ReplayError
 from .manifest import file_hashes, load_manifest, write_json_atomic
 from .paths import Paths
-from .steps import STEP_FILES, new_run_id
+from .outputs import Analysis, Promotion, Training, Validation
+from .playbook import new_run_id, read_output
 
 __all__ = [
     "Check",
@@ -288,11 +289,6 @@ def rebuild_registry(run_dir: str | os.PathLike, target_root: str | os.PathLike)
 # comparison
 
 
-def _read_step(run_dir: Path, key: str) -> dict[str, Any] | None:
-    path = run_dir / STEP_FILES[key]
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def _get(d: dict[str, Any] | None, *keys: str) -> Any:
     for k in keys:
         if not isinstance(d, dict):
@@ -347,89 +343,103 @@ def compare_runs(original_dir: str | os.PathLike, replay_dir: str | os.PathLike,
     c.equal("decision", "outcome", ma.get("outcome"), mb.get("outcome"))
     c.equal("decision", "failed step", _get(ma, "error", "step"), _get(mb, "error", "step"))
 
-    # step 10: inputs, decision, triggers, quality, drift, champion's evaluations
-    a10, b10 = _read_step(a_dir, "analyze"), _read_step(b_dir, "analyze")
-    wa, wb = _get(a10, "windows") or {}, _get(b10, "windows") or {}
+    _compare_analysis(c, read_output(a_dir, Analysis), read_output(b_dir, Analysis), ma, mb, schedule_tolerance)
+    _compare_training(c, read_output(a_dir, Training), read_output(b_dir, Training))
+    _compare_validation(c, read_output(a_dir, Validation), read_output(b_dir, Validation))
+    # step 40: what happened to the champion
+    a40, b40 = read_output(a_dir, Promotion), read_output(b_dir, Promotion)
+    c.equal("decision", "promotion", a40 and a40.action, b40 and b40.action)
+    c.equal("decision", "champion after", ma.get("champion_after"), mb.get("champion_after"))
+    c.info("retention removed", a40 and a40.retention_removed, b40 and b40.retention_removed,
+           "retention ages versions by the wall clock")
+    return c.items
+
+
+def _compare_analysis(c: _Checks, a10: Analysis | None, b10: Analysis | None, ma: dict, mb: dict,
+                      schedule_tolerance: float | None) -> None:
+    """Step 10: inputs, decision, triggers, quality, drift, champion's evaluations."""
+    wa, wb = (a10.windows if a10 else {}), (b10.windows if b10 else {})
     c.equal("data", "strategy", wa.get("strategy"), wb.get("strategy"))
     c.equal("data", "visible batches", wa.get("visible"), wb.get("visible"))
     for name in _WINDOWS:
         c.equal("data", f"{name} window", _batch_keys(wa.get(name, [])), _batch_keys(wb.get(name, [])))
     c.equal("decision", "champion before", ma.get("champion_before"), mb.get("champion_before"))
+    da, db = (a10.decision.to_dict() if a10 else None), (b10.decision.to_dict() if b10 else None)
     for key in ("status", "retrain", "policy", "reasons"):
-        c.equal("decision", f"decision {key}", _get(a10, "decision", key), _get(b10, "decision", key))
-    ta = {t["name"]: t for t in _get(a10, "decision", "triggers") or []}
-    tb = {t["name"]: t for t in _get(b10, "decision", "triggers") or []}
+        c.equal("decision", f"decision {key}", _get(da, key), _get(db, key))
+    ta = {t["name"]: t for t in _get(da, "triggers") or []}
+    tb = {t["name"]: t for t in _get(db, "triggers") or []}
     for name in sorted(set(ta) | set(tb)):
         c.equal("decision", f"trigger {name} fired", _get(ta, name, "fired"), _get(tb, name, "fired"))
         tol = schedule_tolerance if name == "schedule" and schedule_tolerance is not None else None
         note = "original run had no as_of: replayed as of its start" if tol is not None else ""
         c.number(f"trigger {name}", _get(ta, name, "value"), _get(tb, name, "value"), tolerance=tol, note=note)
-    c.equal("decision", "quality passed", _get(a10, "quality", "passed"), _get(b10, "quality", "passed"))
-    c.number("quality score", _get(a10, "quality", "score"), _get(b10, "quality", "score"))
-    if a10 and (a10.get("drift") or (b10 or {}).get("drift")):
-        c.equal("decision", "dataset drifted", _get(a10, "drift", "drifted"), _get(b10, "drift", "drifted"))
-        c.equal("decision", "drifted features", _get(a10, "drift", "drifted_features"), _get(b10, "drift", "drifted_features"))
-        c.number("drift score", _get(a10, "drift", "score"), _get(b10, "drift", "score"))
-        c.number("multivariate drift auc", _get(a10, "drift", "multivariate", "auc"), _get(b10, "drift", "multivariate", "auc"))
-        fa = {f["column"]: f.get("statistic") for f in _get(a10, "drift", "features") or []}
-        fb = {f["column"]: f.get("statistic") for f in _get(b10, "drift", "features") or []}
+    qa, qb = (a10.quality if a10 else None), (b10.quality if b10 else None)
+    c.equal("decision", "quality passed", _get(qa, "passed"), _get(qb, "passed"))
+    c.number("quality score", _get(qa, "score"), _get(qb, "score"))
+    ra, rb = (a10.drift if a10 else None), (b10.drift if b10 else None)
+    if a10 and (ra or rb):
+        c.equal("decision", "dataset drifted", _get(ra, "drifted"), _get(rb, "drifted"))
+        c.equal("decision", "drifted features", _get(ra, "drifted_features"), _get(rb, "drifted_features"))
+        c.number("drift score", _get(ra, "score"), _get(rb, "score"))
+        c.number("multivariate drift auc", _get(ra, "multivariate", "auc"), _get(rb, "multivariate", "auc"))
+        fa = {f["column"]: f.get("statistic") for f in _get(ra, "features") or []}
+        fb = {f["column"]: f.get("statistic") for f in _get(rb, "features") or []}
         for col in sorted(set(fa) | set(fb)):
             c.number(f"drift {col}", fa.get(col), fb.get(col))
         for key in ("target_drift", "prediction_drift"):
-            c.number(key.replace("_", " "), _get(a10, key, "statistic"), _get(b10, key, "statistic"))
-    ea = {e["batch"]: e["value"] for e in (a10 or {}).get("evaluations", [])}
-    eb = {e["batch"]: e["value"] for e in (b10 or {}).get("evaluations", [])}
+            c.number(key.replace("_", " "), _get(getattr(a10, key), "statistic"), _get(getattr(b10, key, None), "statistic"))
+    ea = {e["batch"]: e["value"] for e in (a10.evaluations if a10 else [])}
+    eb = {e["batch"]: e["value"] for e in (b10.evaluations if b10 else [])}
     c.equal("decision", "champion evaluated on", sorted(ea), sorted(eb))
     for batch in sorted(set(ea) | set(eb)):
         c.number(f"champion on {Path(batch).name}", ea.get(batch), eb.get(batch))
 
-    # step 20: the challenger and how it was fitted
-    a20, b20 = _read_step(a_dir, "retrain"), _read_step(b_dir, "retrain")
-    c.equal("decision", "training", _get(a20, "status"), _get(b20, "status"))
-    if _get(a20, "status") == "trained" or _get(b20, "status") == "trained":
-        c.equal("decision", "challenger version", _get(a20, "challenger"), _get(b20, "challenger"))
-        c.equal("setting", "training slices", _batch_keys(_get(a20, "slices") or []), _batch_keys(_get(b20, "slices") or []))
-        c.equal("setting", "training rows", _get(a20, "n_rows"), _get(b20, "n_rows"))
-        c.equal("setting", "features", _get(a20, "features"), _get(b20, "features"))
-        c.equal("setting", "AutoGluon settings", _get(a20, "settings"), _get(b20, "settings"))
-        c.info("time limit binding", _get(a20, "time_limit_binding"), _get(b20, "time_limit_binding"),
-               "a binding limit makes the model depend on machine load")
-        la = {r["model"]: r.get("score_val") for r in _get(a20, "leaderboard") or []}
-        lb = {r["model"]: r.get("score_val") for r in _get(b20, "leaderboard") or []}
-        c.equal("setting", "models fitted", sorted(la), sorted(lb))
-        for model in sorted(set(la) | set(lb)):
-            c.number(f"validation score {model}", la.get(model), lb.get(model))
-        c.info("fit seconds", _get(a20, "fit_seconds"), _get(b20, "fit_seconds"), "a timing of this machine")
 
-    # step 30: verdict and every gate
-    a30, b30 = _read_step(a_dir, "validate"), _read_step(b_dir, "validate")
-    c.equal("decision", "validation", _get(a30, "status"), _get(b30, "status"))
-    if _get(a30, "status") == "validated" or _get(b30, "status") == "validated":
-        c.equal("decision", "verdict", _get(a30, "decision"), _get(b30, "decision"))
-        c.equal("data", "holdout rows", _get(a30, "n_holdout"), _get(b30, "n_holdout"))
-        ga = {g["name"]: g for g in _get(a30, "gates") or []}
-        gb = {g["name"]: g for g in _get(b30, "gates") or []}
-        c.equal("gate", "gates applied", list(ga), list(gb))
-        for name in [*ga, *(n for n in gb if n not in ga)]:
-            c.equal("gate", f"{name} passed", _get(ga, name, "passed"), _get(gb, name, "passed"))
-            if name in _TIMED_GATES:
-                c.info(f"gate {name}", _get(ga, name, "value"), _get(gb, name, "value"), "a timing of this machine")
-            else:
-                c.number(f"gate {name}", _get(ga, name, "value"), _get(gb, name, "value"))
-        for who in ("champion", "challenger"):
-            sa, sb = _get(a30, "scores", who) or {}, _get(b30, "scores", who) or {}
-            for metric in sorted(set(sa) | set(sb)):
-                c.number(f"{who} {metric}", sa.get(metric), sb.get(metric))
-        for key in ("observed", "ci_low", "ci_high"):
-            c.number(f"bootstrap {key}", _get(a30, "bootstrap", key), _get(b30, "bootstrap", key))
+def _compare_training(c: _Checks, a20: Training | None, b20: Training | None) -> None:
+    """Step 20: the challenger and how it was fitted."""
+    c.equal("decision", "training", a20 and a20.status, b20 and b20.status)
+    if not ((a20 and a20.trained) or (b20 and b20.trained)):
+        return
+    a20, b20 = a20 or Training.skip(""), b20 or Training.skip("")
+    c.equal("decision", "challenger version", a20.challenger, b20.challenger)
+    c.equal("setting", "training slices", _batch_keys(a20.slices), _batch_keys(b20.slices))
+    c.equal("setting", "training rows", a20.n_rows, b20.n_rows)
+    c.equal("setting", "features", a20.features or None, b20.features or None)
+    c.equal("setting", "AutoGluon settings", a20.settings or None, b20.settings or None)
+    c.info("time limit binding", a20.time_limit_binding, b20.time_limit_binding,
+           "a binding limit makes the model depend on machine load")
+    la = {r["model"]: r.get("score_val") for r in a20.leaderboard}
+    lb = {r["model"]: r.get("score_val") for r in b20.leaderboard}
+    c.equal("setting", "models fitted", sorted(la), sorted(lb))
+    for model in sorted(set(la) | set(lb)):
+        c.number(f"validation score {model}", la.get(model), lb.get(model))
+    c.info("fit seconds", a20.fit_seconds, b20.fit_seconds, "a timing of this machine")
 
-    # step 40: what happened to the champion
-    a40, b40 = _read_step(a_dir, "promote"), _read_step(b_dir, "promote")
-    c.equal("decision", "promotion", _get(a40, "action"), _get(b40, "action"))
-    c.equal("decision", "champion after", ma.get("champion_after"), mb.get("champion_after"))
-    c.info("retention removed", _get(a40, "retention_removed"), _get(b40, "retention_removed"),
-           "retention ages versions by the wall clock")
-    return c.items
+
+def _compare_validation(c: _Checks, a30: Validation | None, b30: Validation | None) -> None:
+    """Step 30: verdict and every gate."""
+    c.equal("decision", "validation", a30 and a30.status, b30 and b30.status)
+    if not ((a30 and not a30.skipped) or (b30 and not b30.skipped)):
+        return
+    va, vb = (a30.verdict if a30 else {}), (b30.verdict if b30 else {})
+    c.equal("decision", "verdict", va.get("decision"), vb.get("decision"))
+    c.equal("data", "holdout rows", va.get("n_holdout"), vb.get("n_holdout"))
+    ga = {g["name"]: g for g in va.get("gates") or []}
+    gb = {g["name"]: g for g in vb.get("gates") or []}
+    c.equal("gate", "gates applied", list(ga), list(gb))
+    for name in [*ga, *(n for n in gb if n not in ga)]:
+        c.equal("gate", f"{name} passed", _get(ga, name, "passed"), _get(gb, name, "passed"))
+        if name in _TIMED_GATES:
+            c.info(f"gate {name}", _get(ga, name, "value"), _get(gb, name, "value"), "a timing of this machine")
+        else:
+            c.number(f"gate {name}", _get(ga, name, "value"), _get(gb, name, "value"))
+    for who in ("champion", "challenger"):
+        sa, sb = _get(va, "scores", who) or {}, _get(vb, "scores", who) or {}
+        for metric in sorted(set(sa) | set(sb)):
+            c.number(f"{who} {metric}", sa.get(metric), sb.get(metric))
+    for key in ("observed", "ci_low", "ci_high"):
+        c.number(f"bootstrap {key}", _get(va, "bootstrap", key), _get(vb, "bootstrap", key))
 
 
 def compare_predictions(original_dir: str | os.PathLike, replay_dir: str | os.PathLike, *,
@@ -447,17 +457,17 @@ def compare_predictions(original_dir: str | os.PathLike, replay_dir: str | os.Pa
     from .registry import Registry
 
     original_dir, replay_dir = Path(original_dir), Path(replay_dir)
-    a20, b20 = _read_step(original_dir, "retrain"), _read_step(replay_dir, "retrain")
-    if _get(a20, "status") != "trained" or _get(b20, "status") != "trained":
+    a20, b20 = read_output(original_dir, Training), read_output(replay_dir, Training)
+    if not (a20 and a20.trained and b20 and b20.trained):
         return None
-    if a20.get("time_limit_binding"):
+    if a20.time_limit_binding:
         return Check("predictions", "held-out rows", None, None, None,
                      "not compared: the original fit's time limit was binding, so its model depended on the "
                      "machine's load; decisions and metrics only")
     manifest = load_manifest(original_dir)
     paths = Paths(_home_of(original_dir))
     resolved = manifest["profile"]["resolved"]
-    name_a, name_b = a20["challenger"], b20["challenger"]
+    name_a, name_b = a20.challenger, b20.challenger
     live = Registry(paths.resolve(resolved.get("registry", "models")), resolved["model_name"])
     try:
         original = live.load(name_a)
@@ -468,8 +478,8 @@ def compare_predictions(original_dir: str | os.PathLike, replay_dir: str | os.Pa
     source = DataSource.model_validate(resolved["data"])
     holdout = data.load_batches(data.batches_from_records(manifest["data"]["windows"]["holdout"], paths), paths, source)
     holdout = holdout[holdout[source.label].notna()] if source.label in holdout else holdout
-    pa = automl.predict_scores(original, holdout[a20["features"]])
-    pb = automl.predict_scores(replayed, holdout[b20["features"]])
+    pa = automl.predict_scores(original, holdout[a20.features])
+    pb = automl.predict_scores(replayed, holdout[b20.features])
     same_shape = pa.shape == pb.shape
     identical = bool(same_shape and np.array_equal(pa, pb))
     diff = float(np.max(np.abs(pa - pb))) if same_shape and pa.size else None
@@ -583,8 +593,8 @@ def replay(
                          f"{new_manifest.git_commit}")
         checks = compare_runs(run_dir, new_dir, tolerance=tolerance, schedule_tolerance=schedule_tolerance)
 
-        a20 = _read_step(run_dir, "retrain")
-        binding = _get(a20, "time_limit_binding") if _get(a20, "status") == "trained" else None
+        a20 = read_output(run_dir, Training)
+        binding = a20.time_limit_binding if a20 and a20.trained else None
         if binding:
             notes.append("the original fit's time limit was binding: comparing decisions and metrics only")
         check = compare_predictions(run_dir, new_dir, scratch_registry=scratch / "models")

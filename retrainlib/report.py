@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .durable import write_atomic as _write_atomic
+from .outputs import Analysis
+from .playbook import read_output
 
 __all__ = ["build_report", "render_run", "run_row", "champion_plot", "ReportResult", "INDEX"]
 
@@ -103,6 +105,14 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _read_analysis(run_dir: Path) -> Analysis | None:
+    """Step 10's output of a run folder; ``None`` when it is missing or unreadable (the index shows what it can)."""
+    try:
+        return read_output(run_dir, Analysis)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _scores(metrics: dict, who: str) -> dict[str, float]:
     return {k: v for k, v in ((metrics or {}).get(who) or {}).items() if isinstance(v, (int, float))}
 
@@ -114,8 +124,7 @@ def run_row(run_dir: Path) -> dict[str, Any] | None:
         return None
     resolved = (m.get("profile") or {}).get("resolved") or {}
     metric = (resolved.get("training") or {}).get("eval_metric")
-    analyze = _read_json(run_dir / "10-analyze-drift.json") or {}
-    perf = analyze.get("performance") or {}
+    analyze = _read_analysis(run_dir)
     challenger = _scores(m.get("metrics"), "challenger")
     decision = (m.get("outputs") or {}).get("decision") or {}
     verdict = (m.get("outputs") or {}).get("verdict") or {}
@@ -145,10 +154,10 @@ def run_row(run_dir: Path) -> dict[str, Any] | None:
         "challenger": m.get("challenger"),
         "champion_scores": _scores(m.get("metrics"), "champion"),
         "challenger_scores": challenger,
-        "metric": perf.get("metric") or metric,
-        "champion_metric": perf.get("value"),
-        "estimated_metric": (perf.get("estimate") or {}).get("value"),
-        "estimated_band": [(perf.get("estimate") or {}).get("low"), (perf.get("estimate") or {}).get("high")],
+        "metric": (analyze and analyze.metric) or metric,
+        "champion_metric": analyze and analyze.metric_value,
+        "estimated_metric": analyze and analyze.newest_estimate().get("value"),
+        "estimated_band": [analyze and analyze.newest_estimate().get("low"), analyze and analyze.newest_estimate().get("high")],
         "new_champion_metric": challenger.get(metric) if m.get("outcome") in ("promoted", "bootstrapped") else None,
         "error": m.get("error"),
         "warnings": list(m.get("warnings") or []),

@@ -25,11 +25,13 @@ import psutil
 
 from . import automl
 from .errors import ResourceLimitExceeded, TrainingError, TrainingTimeout
+from . import freshproc
 from .freshproc import kill_tree
 from .monitoring import ResourceMonitor, ResourceReport, check_disk, disk_needs
 from .profiles import Profile
 
-__all__ = ["TrainingResult", "train_challenger", "guard_seconds", "fit_settings"]
+__all__ = ["TrainingResult", "train_challenger", "guard_seconds", "fit_settings", "Trainer", "ChildProcessTrainer",
+           "CHILD_PROCESS"]
 
 #: seconds allowed beyond max_retraining_time for start-up, the deployment clone and importance
 GRACE_SECONDS = 45.0
@@ -157,36 +159,34 @@ def train_challenger(
     guard = guard_seconds(profile.max_retraining_time, grace_seconds)
     cpu0 = _children_cpu_seconds()
     t0 = time.monotonic()
-    with open(work_dir / "fit.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "retrainlib.training", str(work_dir)], stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-        monitor = ResourceMonitor(
-            proc.pid,
-            disk_path=disk_path,
-            interval=sample_interval,
-            cpu_threshold=profile.cpu_threshold,
-            memory_threshold=profile.memory_threshold,
-            disk_threshold=profile.disk_threshold,
-            memory_limit_bytes=int(profile.memory_threshold * psutil.virtual_memory().total),
-            on_limit=lambda why: kill_tree(proc.pid, wait=False),  # the waiting thread below sees it end
-        )
-        with monitor:
-            try:
-                code = proc.wait(timeout=guard)
-            except subprocess.TimeoutExpired:
-                kill_tree(proc.pid)
-                proc.wait()
-                raise TrainingTimeout(
-                    f"training overran its wall-clock guard of {guard:.0f} s (max_retraining_time="
-                    f"{profile.max_retraining_time:g} s plus start-up margin) and was stopped; the champion is "
-                    "untouched. Raise max_retraining_time or bound the fit with fewer/lighter models"
-                ) from None
-            except BaseException:  # KeyboardInterrupt/SIGTERM: never leave an orphan fit behind
-                kill_tree(proc.pid)
-                raise
+    proc = freshproc.start_child(_warm_child, (str(work_dir),), env=env, log=work_dir / "fit.log",
+                                 command=[sys.executable, "-m", "retrainlib.training", str(work_dir)])
+    monitor = ResourceMonitor(
+        proc.pid,
+        disk_path=disk_path,
+        interval=sample_interval,
+        cpu_threshold=profile.cpu_threshold,
+        memory_threshold=profile.memory_threshold,
+        disk_threshold=profile.disk_threshold,
+        memory_limit_bytes=int(profile.memory_threshold * psutil.virtual_memory().total),
+        on_limit=lambda why: kill_tree(proc.pid, wait=False),  # the waiting thread below sees it end
+    )
+    with monitor:
+        try:
+            code = proc.wait(timeout=max(0.001, guard - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            kill_tree(proc.pid)
+            proc.wait()
+            raise TrainingTimeout(
+                f"training overran its wall-clock guard of {guard:.0f} s (max_retraining_time="
+                f"{profile.max_retraining_time:g} s plus start-up margin) and was stopped; the champion is "
+                "untouched. Raise max_retraining_time or bound the fit with fewer/lighter models"
+            ) from None
+        except BaseException:  # KeyboardInterrupt/SIGTERM: never leave an orphan fit behind
+            kill_tree(proc.pid)
+            raise
     wall = time.monotonic() - t0
-    cpu = _children_cpu_seconds() - cpu0
+    cpu = _children_cpu_seconds() - cpu0  # a cold child's (and its workers'); a warm child reports its own
     if monitor.limit_hit:
         kill_tree(proc.pid)  # workers the first kill missed
         raise ResourceLimitExceeded(
@@ -207,13 +207,62 @@ def train_challenger(
         n_rows=len(train),
         wall_seconds=wall,
         fit_seconds=out["fit_seconds"],
-        cpu_seconds=cpu,
+        cpu_seconds=out.get("cpu_seconds", cpu) if proc.warm else cpu,
         time_limit=profile.max_retraining_time,
         time_limit_binding=out["time_limit_binding"],
         settings=settings,
         resources=report,
         warnings=report.warnings,
     )
+
+
+def _own_cpu_seconds() -> float:
+    """User + system CPU of this process and the workers it waited for."""
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
+def _run_child(work_dir: Path) -> int:
+    """Fit in this process; 0 done, 1 failed with ``error.txt`` (read by the parent's TrainingError)."""
+    try:
+        _child(work_dir)
+    except Exception as exc:
+        (work_dir / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        return 1
+    return 0
+
+
+def _warm_child(work_dir: str) -> None:
+    """A training child forked from the warm fork server (:func:`retrainlib.freshproc.start_child`)."""
+    sys.exit(_run_child(Path(work_dir)))
+
+
+class Trainer:
+    """How a step fits a challenger: the strategy :func:`retrainlib.steps.retrain_model` is given.
+
+    ``fit`` takes :func:`train_challenger`'s arguments and returns its :class:`TrainingResult`;
+    ``provenance`` says where the latest fit came from, for the step's record (``None``: always
+    computed, nothing to say). :class:`~retrainlib.fitcache.FitCache` is the other strategy.
+    """
+
+    def fit(self, train: pd.DataFrame, *, profile: Profile, work_dir: str | Path, disk_path: str | Path,
+            version_bytes: int | None = None) -> TrainingResult:
+        raise NotImplementedError
+
+    def provenance(self) -> str | None:
+        return None
+
+
+class ChildProcessTrainer(Trainer):
+    """Every fit computed, in a child process under the wall-clock guard (:func:`train_challenger`)."""
+
+    def fit(self, train: pd.DataFrame, *, profile: Profile, work_dir: str | Path, disk_path: str | Path,
+            version_bytes: int | None = None) -> TrainingResult:
+        return train_challenger(train, profile=profile, work_dir=work_dir, disk_path=disk_path, version_bytes=version_bytes)
+
+
+#: the playbook's trainer
+CHILD_PROCESS = ChildProcessTrainer()
 
 
 def _child(work_dir: Path) -> None:
@@ -247,14 +296,10 @@ def _child(work_dir: Path) -> None:
         "fit_seconds": fit_seconds,
         # a fit that used (nearly) all of its budget may have been cut short: its result depends on load
         "time_limit_binding": fit_seconds >= 0.9 * spec["time_limit"],
+        "cpu_seconds": _own_cpu_seconds(),  # read by the parent of a warm child, which is not its waiting parent
     }
     (work_dir / "result.json").write_text(json.dumps(result, indent=2))
 
 
-if __name__ == "__main__":  # python -m retrainlib.training WORK_DIR
-    target = Path(sys.argv[1])
-    try:
-        _child(target)
-    except Exception as exc:  # the parent reads error.txt and raises TrainingError with it
-        (target / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
-        sys.exit(1)
+if __name__ == "__main__":  # python -m retrainlib.training WORK_DIR (a cold child)
+    sys.exit(_run_child(Path(sys.argv[1])))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.airflow_local import AIRFLOW, LocalAirflow, airflow, airflow_env
+from tests.airflow_local import AIRFLOW, REPO, LocalAirflow, airflow, airflow_env
 from tests.conftest import make_home
 from retrainlib.demo import week_end
 
@@ -91,6 +91,19 @@ def _task_states(db, dag_id: str) -> dict[str, list[str]]:
 
 
 # ---- airflow dags test ----------------------------------------------------------------------------------
+
+
+def test_the_dag_factory_loads_by_file_path_in_airflows_environment_without_retrainlibs_dependencies():
+    """dags/retrain.py loads retrainlib/airflow_dags.py by path: no package, no pandas, no pydantic there."""
+    code = ("import importlib.util, json, sys\n"
+            "spec = importlib.util.spec_from_file_location('f', 'retrainlib/airflow_dags.py')\n"
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+            "print(json.dumps([m.STEPS, sorted(k for k in sys.modules if k.split('.')[0] in ('retrainlib', 'pandas'))]))")
+    out = subprocess.run([str(AIRFLOW.parent / "python"), "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    steps, loaded = json.loads(out.stdout.splitlines()[-1])
+    from retrainlib.playbook import STEPS
+    assert steps == {s.function: s.number for s in STEPS} and loaded == []
 
 
 def test_airflow_dags_test_of_the_demo_dag_writes_the_same_run_as_retrain_run(tmp_path, demo_batches):

@@ -111,3 +111,13 @@ def test_reading_for_a_comparison_reads_only_the_asked_columns_with_the_same_val
         assert isinstance(got["t"].dtype, pd.CategoricalDtype)
     assert got["t"].astype(object).where(got["t"].notna(), None).tolist() == ["x", None, "y"]
     assert got["a"].isna().tolist() == [False, True, False] and got["b"].astype(str).tolist() == ["u", "u", "v"]
+
+
+def test_a_batch_rewritten_between_two_listings_is_read_again(fast_home):
+    first = data.list_batches(SRC, Paths(fast_home))
+    newest = fast_home / first[-1].path
+    frame = pd.read_parquet(newest)
+    frame.iloc[: len(frame) // 2].to_parquet(newest, index=False)  # the same file, half its rows
+    again = data.list_batches(SRC, Paths(fast_home))
+    assert again[:-1] == first[:-1]
+    assert again[-1].rows == len(frame) // 2 and again[-1].sha256 != first[-1].sha256

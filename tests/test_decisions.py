@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from retrainlib import steps
 from retrainlib.demo import week_end
 from tests.conftest import make_home
 from tests.test_steps import run_steps
@@ -50,13 +51,13 @@ def test_a_column_constant_in_the_champions_window_and_varying_later_does_not_bl
     meta = ctx.registry.version(champion).metadata
     assert "promo" not in meta["features"]  # AutoGluon dropped the constant column
 
-    ctx, analysis, trained, promoted = run_steps(home, week_end(11).isoformat(), "varies", force=True, force_reason="test")
+    ctx, analysis, trained, promoted = run_steps(home, week_end(11).isoformat(), "varies", policy=steps.RetrainPolicy("always", "test"))
     verdict = json.loads((ctx.run_dir / "30-validate-challenger.json").read_text())
     schema = next(g for g in verdict["gates"] if g["name"] == "schema")
-    assert "promo" in ctx.registry.version(trained["challenger"]).metadata["features"]
+    assert "promo" in ctx.registry.version(trained.challenger).metadata["features"]
     assert schema["passed"], schema["reason"]
     assert verdict["decision"] == "promote", verdict["reasons"]
-    assert promoted["action"] == "promoted"
+    assert promoted.action == "promoted"
     assert meta["inputs"]["promo"] == "numeric"  # the contract: the champion was given the column all along
 
 
@@ -66,16 +67,16 @@ def test_a_column_constant_in_the_champions_window_and_varying_later_does_not_bl
 def test_the_validated_challenger_is_refit_on_training_and_holdout_rows_and_the_refit_is_deployed(tmp_path):
     home = make_home(tmp_path / "home", **{"training.refit_full": True})
     ctx, analysis, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")
-    validated, refit = trained["challenger"], promoted["refit"]["version"]
-    assert promoted["refit"]["validated"] == validated and refit != validated
+    validated, refit = trained.challenger, promoted.refit["version"]
+    assert promoted.refit["validated"] == validated and refit != validated
     assert ctx.registry.champion() == refit  # the refit is promoted (and smoke-tested: promote_verified)
     meta = ctx.registry.version(refit).metadata
-    holdout = analysis.windows.holdout[-1].path
+    holdout = analysis.window("holdout")[-1]["path"]
     assert meta["refit_of"] == validated
     assert holdout in [s["path"] for s in meta["slices"]]
     assert holdout not in [s["path"] for s in ctx.registry.version(validated).metadata["slices"]]
     assert meta["n_rows"] == ctx.registry.version(validated).metadata["n_rows"]  # the window slid by one batch
-    promote_event = promoted["events"][0]
+    promote_event = promoted.events[0]
     assert promote_event["version"] == refit and validated in promote_event["reason"]
     verdict = json.loads((ctx.run_dir / "30-validate-challenger.json").read_text())
     assert verdict["challenger"] == validated  # the verdict stays about the validated model
@@ -85,8 +86,8 @@ def test_a_sliding_window_refit_moves_over_the_holdout_and_keeps_the_windows_len
     home = make_home(tmp_path / "home", **{"training.refit_full": True, "training.window_batches": 3})
     ctx, analysis, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")
     slices = lambda v: [s["path"] for s in ctx.registry.version(v).metadata["slices"]]  # noqa: E731
-    validated, refit = slices(trained["challenger"]), slices(promoted["refit"]["version"])
-    holdout = [b.path for b in analysis.windows.holdout]
+    validated, refit = slices(trained.challenger), slices(promoted.refit["version"])
+    holdout = [b["path"] for b in analysis.window("holdout")]
     assert len(validated) == 3 and not set(holdout) & set(validated)
     assert refit == (validated + holdout)[-3:]  # the newest window of training + holdout, not 4 batches with the oldest
 
@@ -95,11 +96,11 @@ def test_a_challenger_on_the_champions_own_rows_is_judged_against_the_model_the_
     home = make_home(tmp_path / "home", **{"training.refit_full": True, "training.window_batches": 3})
     ctx, _, boot, _ = run_steps(home, week_end(8).isoformat(), "boot")
     champion = ctx.registry.champion()
-    ctx, _, trained, _ = run_steps(home, week_end(9).isoformat(), "next", force=True, force_reason="test")
+    ctx, _, trained, _ = run_steps(home, week_end(9).isoformat(), "next", policy=steps.RetrainPolicy("always", "test"))
     slices = lambda v: [s["path"] for s in ctx.registry.version(v).metadata["slices"]]  # noqa: E731
-    assert slices(trained["challenger"]) == slices(champion)  # the champion's refit already saw every training row
+    assert slices(trained.challenger) == slices(champion)  # the champion's refit already saw every training row
     verdict = json.loads((ctx.run_dir / "30-validate-challenger.json").read_text())
-    assert verdict["champion"] == champion and verdict["compared_with"] == boot["challenger"]
+    assert verdict["champion"] == champion and verdict["compared_with"] == boot.challenger
     gain = next(g for g in verdict["gates"] if g["name"] == "improvement")["details"]
     assert gain["champion"] != gain["challenger"]  # not the champion's own fit scored twice (an improvement of exactly 0)
 
@@ -107,7 +108,7 @@ def test_a_challenger_on_the_champions_own_rows_is_judged_against_the_model_the_
 def test_with_refit_full_off_the_validated_challenger_itself_is_deployed(tmp_path):
     home = make_home(tmp_path / "home", **{"training.refit_full": False})
     ctx, analysis, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")
-    assert promoted["refit"] is None and ctx.registry.champion() == trained["challenger"]
+    assert promoted.refit is None and ctx.registry.champion() == trained.challenger
 
 
 # ---- cause 4: the schedule clock ----------------------------------------------------------------
@@ -123,9 +124,9 @@ def test_a_weekly_run_with_a_seven_day_interval_retrains_every_week_without_as_o
     shutil.move(str(aside / batch(home, 9).name), batch(home, 9))  # next week's batch arrives
     ctx, analysis, trained, _ = run_steps(home, "", "week9")
     assert schedule(analysis).fired, schedule(analysis).reason
-    assert trained["status"] == "trained"
+    assert trained.status == "trained"
     ctx, analysis, trained, _ = run_steps(home, "", "week9-again")  # the same data again: nothing new to learn
-    assert not schedule(analysis).fired and trained["status"] == "skipped"
+    assert not schedule(analysis).fired and trained.status == "skipped"
 
 
 def test_a_rejected_challenger_waits_one_interval_before_the_next_attempt(tmp_path):
@@ -133,12 +134,12 @@ def test_a_rejected_challenger_waits_one_interval_before_the_next_attempt(tmp_pa
                                            "improvement_threshold": 0.9, "validation.minimum": {}})
     run_steps(home, week_end(8).isoformat(), "boot")
     ctx, analysis, trained, promoted = run_steps(home, week_end(10).isoformat(), "w10")
-    assert schedule(analysis).fired and promoted["action"] == "rejected"
+    assert schedule(analysis).fired and promoted.action == "rejected"
     ctx, analysis, trained, _ = run_steps(home, week_end(11).isoformat(), "w11")
     assert not schedule(analysis).fired, schedule(analysis).reason  # one week after the rejected attempt
-    assert "last retraining attempt (v0002" in schedule(analysis).reason and trained["status"] == "skipped"
+    assert "last retraining attempt (v0002" in schedule(analysis).reason and trained.status == "skipped"
     ctx, analysis, trained, _ = run_steps(home, week_end(12).isoformat(), "w12")
-    assert schedule(analysis).fired and trained["status"] == "trained"
+    assert schedule(analysis).fired and trained.status == "trained"
     assert [a["version"] for a in ctx.registry.attempts()] == ["v0001", "v0002", "v0003"]
     assert [a["outcome"] for a in ctx.registry.attempts()] == ["promoted", "rejected", "rejected"]
 
@@ -153,7 +154,7 @@ def test_a_champion_below_threshold_with_rejections_in_a_row_is_stuck_exit_6_and
                                            "validation.minimum": {}, "validation.stuck_after": 2})
     run_steps(home, week_end(8).isoformat(), "boot")
     ctx, analysis, trained, promoted = run_steps(home, week_end(9).isoformat(), "w9")
-    assert promoted["action"] == "rejected" and promoted["stuck"] is None  # one rejection is not stuck yet
+    assert promoted.action == "rejected" and promoted.stuck is None  # one rejection is not stuck yet
     manifest, run_dir = run_playbook("params/demo.yaml", home=home, as_of=week_end(10).isoformat(), progress=False)
     assert manifest.outcome == "stuck" and manifest.exit_code == 6
     stuck = manifest.outputs["promotion"]["stuck"]
@@ -171,14 +172,14 @@ def test_late_labels_do_not_block_retraining_and_the_holdout_is_the_newest_label
     run_steps(home, week_end(8).isoformat(), "boot")
     for week in (11, 12):  # the two newest weeks: no labels yet
         edit(home, week, lambda f, rng: f.__setitem__("default", np.nan))
-    ctx, analysis, trained, promoted = run_steps(home, week_end(12).isoformat(), "late", force=True, force_reason="test")
-    assert analysis.decision.status == "retrain" and analysis.quality.passed
-    labels = next(c for c in analysis.quality.checks if c.name == "missing_labels")
+    ctx, analysis, trained, promoted = run_steps(home, week_end(12).isoformat(), "late", policy=steps.RetrainPolicy("always", "test"))
+    assert analysis.decision.status == "retrain" and analysis.detail.quality.passed
+    labels = next(c for c in analysis.detail.quality.checks if c.name == "missing_labels")
     assert labels.passed and labels.value == 0.0
-    assert [b.path.rsplit("/", 1)[1] for b in analysis.windows.holdout] == [f"{week_end(10)}.parquet"]
-    assert f"{week_end(12)}.parquet" in [b.path.rsplit("/", 1)[1] for b in analysis.windows.current]  # drift sees them
+    assert [b.path.rsplit("/", 1)[1] for b in analysis.detail.windows.holdout] == [f"{week_end(10)}.parquet"]
+    assert f"{week_end(12)}.parquet" in [b.path.rsplit("/", 1)[1] for b in analysis.detail.windows.current]  # drift sees them
     assert analysis.performance["batch"].endswith(f"{week_end(10)}.parquet") and analysis.performance["value"] is not None
-    assert trained["status"] == "trained" and promoted["action"] in ("promoted", "rejected")
+    assert trained.status == "trained" and promoted.action in ("promoted", "rejected")
 
 
 # ---- cause 9: rollbacks are visible --------------------------------------------------------------
@@ -187,19 +188,19 @@ def test_late_labels_do_not_block_retraining_and_the_holdout_is_the_newest_label
 def test_an_automatic_rollback_is_outcome_rolled_back_with_exit_7_and_a_notification(tmp_path):
     from retrainlib import notify
     from retrainlib.manifest import RunManifest
-    from retrainlib.pipeline import summarize
-    from retrainlib.steps import STEP_FILES
+    from retrainlib.pipeline import fill_manifest
+    from retrainlib.playbook import step
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     decision = {"retrain": True, "status": "retrain", "policy": "hybrid", "reasons": ["drift"], "triggers": []}
-    (run_dir / STEP_FILES["analyze"]).write_text(json.dumps({"decision": decision, "windows": {}, "quality": {"score": 1.0}}))
-    (run_dir / STEP_FILES["promote"]).write_text(json.dumps({"action": "auto-rolled-back", "events": [
+    (run_dir / step("analyze").json_file).write_text(json.dumps({"decision": decision, "windows": {}, "quality": {"score": 1.0}}))
+    (run_dir / step("promote").json_file).write_text(json.dumps({"action": "auto-rolled-back", "events": [
         {"event": "promote", "version": "v0002", "reason": "passed every validation gate"},
         {"event": "auto-rollback", "version": "v0001", "reason": "smoke test of v0002 failed in a fresh process: boom"},
     ]}))
     manifest = RunManifest(run_id="r", profile={}, as_of=None, started="now", status="succeeded")
-    summarize(manifest, run_dir)
+    fill_manifest(manifest, run_dir)
     assert (manifest.outcome, manifest.exit_code) == ("rolled-back", 7)
     assert manifest.reasons == ["smoke test of v0002 failed in a fresh process: boom"]
     assert notify.event_for(manifest.outcome) == "rolled-back"
@@ -253,6 +254,6 @@ def test_a_label_class_that_comes_back_is_known_and_a_new_class_is_reported_neit
     ctx, analysis, *_ = run_steps(home, week_end(10).isoformat(), "back")
     assert analysis.decision.status != "blocked-by-quality", analysis.decision.reasons
     reports = [analysis.quality, *analysis.batch_quality]
-    new = [c.detail for r in reports for c in r.checks if c.name == "new_labels" and not c.passed]
+    new = [c["detail"] for r in reports for c in r["checks"] if c["name"] == "new_labels" and not c["passed"]]
     assert new and all("never seen ('written-off'; known: 'defaulted', 'paid', 'restructured')" in d for d in new), new
-    assert not any(r.blocked_by for r in reports)
+    assert not any(r["blocked_by"] for r in reports)

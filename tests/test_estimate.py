@@ -161,16 +161,16 @@ def test_the_estimator_is_stored_with_its_version_and_calibrated_only_on_rows_it
     home = make_home(tmp_path / "home", weeks=16, **{"triggers.policy": "any", "triggers.use": ["performance"],
                                                      "triggers.performance_source": "estimated"})
     ctx, analysis, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")
-    validated, champion = trained["challenger"], promoted["champion_after"]
+    validated, champion = trained.challenger, promoted.champion_after
     v = ctx.registry.version(validated)
     folder = ctx.registry.path / validated
     assert "estimator.json" in json.loads((folder / "checksums.json").read_text())  # checksummed with the version
     est = ctx.registry.estimator(validated)
     assert est.usable, est.reason
     trained_on = {s["path"] for s in v.metadata["slices"]}
-    assert est.calibration_batches == [b["path"] for b in analysis.to_dict()["windows"]["holdout"]]
+    assert est.calibration_batches == [b["path"] for b in analysis.window("holdout")]
     assert not set(est.calibration_batches) & trained_on
-    assert trained["estimator"]["usable"] and trained["estimator"]["calibration_rows"] == 400
+    assert trained.estimator["usable"] and trained.estimator["calibration_rows"] == 400
     if champion != validated:  # refit_full: the refit trained on the holdout too, so it borrows and says so
         assert ctx.registry.estimator(champion).checks["borrowed_from"] == validated
 
@@ -188,13 +188,13 @@ def test_the_estimator_is_stored_with_its_version_and_calibrated_only_on_rows_it
 
     # the step JSON and the manifest carry the same estimates
     from retrainlib.manifest import RunManifest
-    from retrainlib.pipeline import summarize
+    from retrainlib.pipeline import fill_manifest
 
     step = json.loads((ctx.run_dir / "10-analyze-drift.json").read_text())
     assert step["estimates"] == json.loads(json.dumps(analysis.estimates))
     assert estimate.Estimate.from_dict(step["performance"]["estimate"]).value == analysis.estimates[-1]["value"]
     m = RunManifest(run_id=ctx.run_id, profile={}, as_of=None, started="")
-    summarize(m, ctx.run_dir)
+    fill_manifest(m, ctx.run_dir)
     back = json.loads(json.dumps(m.to_dict()))
     assert back["outputs"]["performance"]["estimate"] == step["performance"]["estimate"]
     assert back["outputs"]["decision"]["triggers"][2]["source"] == "estimated"
@@ -255,7 +255,7 @@ def test_with_late_labels_the_trigger_reads_the_newest_batch_estimated_and_the_n
     home = make_home(tmp_path / "home", weeks=16, **{"data.label_delay_batches": 2, "triggers.policy": "any",
                                                      "triggers.use": ["performance"], "triggers.performance_source": "both"})
     _, _, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")  # validated on week 6 (7, 8 unlabelled)
-    first = 7 if promoted["champion_after"] != trained["challenger"] else 6  # a refit_full also trained on week 6
+    first = 7 if promoted.champion_after != trained.challenger else 6  # a refit_full also trained on week 6
     ctx, analysis, *_ = run_steps(home, week_end(14).isoformat(), "second")
     name = lambda path: path.rsplit("/", 1)[1]  # noqa: E731
     assert name(analysis.performance["batch"]) == f"{week_end(12)}.parquet"  # measured: the newest labelled batch

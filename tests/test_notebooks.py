@@ -35,6 +35,26 @@ def test_each_notebook_is_stripped_has_a_parameters_cell_and_no_definitions(path
             assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Try)), f"{path.name}: logic belongs in retrainlib"
 
 
+STEP_NOTEBOOKS = [p for p in NOTEBOOKS if p.stem[:2] in {"10", "20", "30", "40"}]
+
+
+@pytest.mark.parametrize("path", STEP_NOTEBOOKS, ids=[p.stem for p in STEP_NOTEBOOKS])
+def test_the_step_notebooks_have_no_none_guards_and_pick_no_keys_from_step_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        source = "\n".join(l for l in c.source.splitlines() if not l.startswith("%"))
+        for node in ast.walk(ast.parse(source)):
+            what = ast.unparse(node) if isinstance(node, ast.expr) else type(node).__name__
+            assert not isinstance(node, (ast.If, ast.IfExp)), f"{path.name}: a branch ({what}) belongs in retrainlib"
+            assert not (isinstance(node, ast.Compare) and any(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops)), \
+                f"{path.name}: a None guard ({what})"
+            assert not (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)), \
+                f"{path.name}: key picking ({what}); read the output type's attributes"
+            assert not (isinstance(node, ast.Attribute) and node.attr == "get"), f"{path.name}: key picking ({what})"
+
+
 @pytest.mark.slow
 def test_the_notebooks_run_as_is_under_nbval(tmp_path):
     home = make_home(tmp_path / "home")

@@ -12,7 +12,7 @@ import pytest
 
 from retrainlib.demo import week_end
 from retrainlib.manifest import load_manifest
-from retrainlib.paths import STEP_NOTEBOOKS
+from retrainlib.playbook import NOTEBOOK_NAMES
 from retrainlib.pipeline import run_playbook
 from retrainlib.registry import Registry
 from tests.conftest import make_home
@@ -34,7 +34,7 @@ def test_the_first_run_bootstraps_a_champion_and_leaves_four_executed_notebooks(
     assert manifest.status == "succeeded", manifest.error
     assert manifest.outcome == "bootstrapped" and manifest.exit_code == 0
     assert manifest.champion_before is None and manifest.champion_after == "v0001"
-    for step in STEP_NOTEBOOKS:
+    for step in NOTEBOOK_NAMES:
         nb = nbformat.read(run_dir / f"{step}.ipynb", as_version=4)
         assert nb.metadata["papermill"]["exception"] is None
         assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")

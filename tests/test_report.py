@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from retrainlib import cli
-from retrainlib.paths import STEP_NOTEBOOKS
+from retrainlib.outputs import Analysis
+from retrainlib.playbook import NOTEBOOK_NAMES
+from retrainlib.triggers import Decision
 from retrainlib.report import INDEX, build_report, champion_plot
 from tests.shared_runs import bootstrapped_home
 
@@ -33,7 +35,7 @@ def _row(index_html: str, run_id: str) -> str:
 def test_each_executed_notebook_is_rendered_to_static_html_beside_it(reported):
     boot, first, _ = reported
     assert first.rendered == 4 and first.runs == 1
-    for step in STEP_NOTEBOOKS:
+    for step in NOTEBOOK_NAMES:
         page = (boot.run_dir / f"{step}.html").read_text()
         assert "jp-Notebook" in page and "jp-OutputArea-output" in page
         assert not re.search(r'<script[^>]+src="https?://', page), "the page loads a script from the network"
@@ -49,7 +51,7 @@ def test_the_index_has_one_row_per_run_with_reasons_decision_metrics_status_dura
     assert "no champion yet: train the first model" in row
     assert "bootstrapped" in row and "succeeded" in row and f"{m['seconds']:.0f}&nbsp;s" in row
     assert f"roc_auc&nbsp;{m['metrics']['challenger']['roc_auc']:.4f}" in row
-    for step in STEP_NOTEBOOKS:
+    for step in NOTEBOOK_NAMES:
         assert f'href="{boot.run_dir.name}/{step}.html"' in row
     assert f'href="{boot.run_dir.name}/manifest.json"' in row
     assert "<svg" in page and "promotion" in page  # the plot marks the bootstrap as a promotion
@@ -83,7 +85,9 @@ def _fake_runs(runs: Path, source: Path, n: int) -> None:
                  outcome=outcome, status="failed" if outcome == "failed" else "succeeded",
                  reasons=[f"drift score {0.3 + i % 7 / 100:.2f} > drift_threshold 0.25"] if outcome != "no-retrain-needed" else [])
         (d / "manifest.json").write_text(json.dumps(m))
-        (d / "10-analyze-drift.json").write_text(json.dumps({"performance": {"metric": "roc_auc", "value": 0.7 + (i % 9) / 100}}))
+        analysis = Analysis(None, Decision(False, "no-retrain", "any", ()), {"score": 1.0},
+                            performance={"metric": "roc_auc", "value": 0.7 + (i % 9) / 100})
+        (d / "10-analyze-drift.json").write_text(json.dumps(analysis.to_dict()))
 
 
 def test_the_index_of_three_hundred_runs_is_small_and_builds_fast_and_faster_when_cached(reported, tmp_path):

@@ -33,12 +33,12 @@ def test_bad_data_quality_blocks_retraining_and_keeps_the_champion(tmp_path):
         frame.loc[rng.random(len(frame)) < 0.2, "default"] = np.nan
         frame.to_parquet(path)
 
-    ctx, analysis, trained, promoted = run_steps(home, week_end(12).isoformat(), "blocked", force=True)
+    ctx, analysis, trained, promoted = run_steps(home, week_end(12).isoformat(), "blocked", policy=steps.RetrainPolicy("always"))
     assert analysis.decision.status == "blocked-by-quality"
     assert not analysis.decision.retrain
     assert "data quality" in analysis.decision.reasons[0] and "missing_values" in analysis.decision.reasons[0]
-    assert trained["status"] == "skipped" and "blocked-by-quality" in trained["reason"]
-    assert promoted["action"] == "none" and promoted["champion_after"] == "v0001"
+    assert trained.status == "skipped" and "blocked-by-quality" in trained.reason
+    assert promoted.action == "none" and promoted.champion_after == "v0001"
     assert [v.name for v in ctx.registry.versions()] == ["v0001"]
 
 
@@ -48,9 +48,9 @@ def test_incremental_training_rebuilds_the_champions_slices_plus_the_new_batches
     first = ctx.registry.version("v0001").metadata
     assert [s["path"].rsplit("/", 1)[1] for s in first["slices"]] == [f"{week_end(w)}.parquet" for w in range(1, 6)]
 
-    ctx, analysis, trained, _ = run_steps(home, week_end(9).isoformat(), "second", force=True, force_reason="test")
-    assert trained["status"] == "trained"
-    meta = ctx.registry.version(trained["challenger"]).metadata
+    ctx, analysis, trained, _ = run_steps(home, week_end(9).isoformat(), "second", policy=steps.RetrainPolicy("always", "test"))
+    assert trained.status == "trained"
+    meta = ctx.registry.version(trained.challenger).metadata
     assert meta["slices"][:5] == first["slices"]  # the champion's data, exactly as recorded
     assert [s["path"].rsplit("/", 1)[1] for s in meta["slices"][5:]] == [f"{week_end(w)}.parquet" for w in (6, 7, 8)]
     assert meta["n_rows"] == 8 * 400

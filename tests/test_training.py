@@ -4,7 +4,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from retrainlib import automl
+from retrainlib import automl, freshproc
 from retrainlib.demo import generate_week
 from retrainlib.errors import TrainingError, TrainingTimeout
 from retrainlib.profiles import Profile
@@ -55,8 +55,8 @@ def test_a_fit_that_overruns_the_wall_clock_guard_is_killed_with_its_workers(tmp
     with pytest.raises(TrainingTimeout, match=r"overran its wall-clock guard of 6 s .* champion is untouched"):
         train_challenger(train_frame(), profile=sleeping, work_dir=tmp_path / "fit", disk_path=tmp_path, grace_seconds=0.5)
     assert time.monotonic() - t0 < 120  # the model sleeps 600 s: it was stopped, not waited for
-    left = {p.pid for p in psutil.Process().children(recursive=True)} - before
-    assert not left, f"processes left behind: {left}"
+    left = {p.pid for p in psutil.Process().children(recursive=True)} - before - freshproc.warm_server_pids()
+    assert not left, f"processes left behind: {left}"  # the fork server stays, by design; the fit and its workers do not
     if marker.exists():  # the fit had begun (on a very busy machine the guard may fire while AutoGluon imports)
         assert not psutil.pid_exists(int(marker.read_text()))
 

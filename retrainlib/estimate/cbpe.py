@@ -1,0 +1,106 @@
+"""Confidence-based performance estimation (classification): fit the calibration into an :class:`~.estimator.Estimator`,
+estimate a batch's metric and its band from the calibrated probabilities.
+
+Touches no file; keeps the newest few calibrations in memory (:data:`_CALIBRATIONS`)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .calibration import N_MAPS, _as_matrix, _calibrate, _calibration, _draw_labels
+from .estimator import Estimator, _maps
+from .metrics import _binary_metric, _expected, _metric_draws, _sampling_variance
+
+
+#: label draws per batch (for the sampling spread)
+N_DRAWS = 100
+
+
+#: the calibration of the newest few (labels, scores, seed): it does not depend on the metric, so estimators of
+#: several metrics of one model on the same rows share it instead of fitting it again
+_CALIBRATIONS: dict[tuple, tuple] = {}
+
+
+def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator:
+    import hashlib
+
+    k = len(base["classes"])
+    P = np.ascontiguousarray(_as_matrix(s, k))
+    key = (k, seed, N_MAPS, hashlib.blake2b(P.tobytes() + np.ascontiguousarray(yi, dtype=np.int64).tobytes()).hexdigest())
+    if key not in _CALIBRATIONS:
+        if len(_CALIBRATIONS) >= 4:
+            _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
+        _CALIBRATIONS[key] = _calibration(P, yi, seed)
+    checks, state, ece_after, limit = _CALIBRATIONS[key]
+    checks, state = dict(checks), {"maps": state["maps"], "bootstrap": state["bootstrap"]}
+    if ece_after > limit:
+        return Estimator(usable=False, checks=checks, state=state, reason=(
+            f"miscalibrated: after isotonic calibration the model's probabilities still miss the labels by "
+            f"{ece_after:.3f} (expected calibration error, cross-fitted), more than sampling explains "
+            f"({limit:.3f}); its scores do not order the risk, so an estimate would be a guess"), **base)
+    return Estimator(usable=True, reason="", checks=checks, state=state, **base)
+
+
+def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
+    """Point: the metric's expectation under the calibrated probabilities (closed form where there is
+    one, else the mean of label draws). Band: normal, from the sampling variance of the metric when the
+    labels are drawn from those probabilities (closed form where there is one, else from draws) plus
+    the mean squared distance of the expectation under each bootstrap re-fit of the calibration map from
+    the point. Binary: the map and its re-fits are applied and evaluated at once, one row each."""
+    k = len(est.classes)
+    P = _as_matrix(s, k)
+    rng = np.random.default_rng(est.seed)
+    order = np.argsort(-P[:, 1]) if est.problem_type == "binary" and est.metric == "roc_auc" else None
+    spread = None
+    if est.problem_type == "binary":
+        m = _maps(est, "maps")[0]
+        q = np.interp(P[:, 1], m["x"], m["y"])
+        Q = np.column_stack([1 - q, q])
+        values = _binary_metric(est.metric, P[:, 1], q[None, :], order=order)
+        point = None if values is None or not np.isfinite(values[0]) else float(values[0])
+        spread = _binary_spread(est, P[:, 1]) if point is not None else None
+    else:
+        Q = _calibrate(_maps(est, "maps"), P)
+        point = _expected(est.problem_type, est.metric, P, Q, order)
+    var = _sampling_variance(est.problem_type, est.metric, P, Q, point)
+    if point is None or var is None:
+        ranks = None
+        if order is not None:
+            from scipy.stats import rankdata
+
+            ranks = rankdata(P[:, 1]).astype(np.float32)
+        draws = _metric_draws(est.problem_type, est.metric, P, _draw_labels(Q, rng, N_DRAWS), ranks)
+        point = float(np.nanmean(draws)) if point is None else point
+        var = float(np.nanvar(draws))
+    if spread is None:
+        spread = [_expected(est.problem_type, est.metric, P, _calibrate(m, P), order) for m in _maps(est, "bootstrap")]
+        spread = np.array([v - point for v in spread if v is not None])
+    # calibration: mean squared distance of the bootstrap re-fits' estimates from the map's (their variance, plus
+    # their gap to it where the model's own probabilities are kept)
+    calib = float(np.mean(np.square(spread))) if len(spread) else 0.0
+    sd = math.sqrt(var + calib)
+    z = 1.959963984540054
+    return point, point - z * sd, point + z * sd
+
+
+#: the calibration's share of a binary band is measured on at most this many of the batch's rows (every k-th)
+SPREAD_ROWS = 2000
+
+
+def _binary_spread(est: Estimator, p: np.ndarray) -> np.ndarray:
+    """How far the metric moves under each bootstrap re-fit of the calibration map, from its value under the
+    map itself — on the same (at most :data:`SPREAD_ROWS`, evenly strided) rows of the batch, all maps at once."""
+    maps = [_maps(est, "maps")[0]] + [b[0] for b in _maps(est, "bootstrap")]
+    if len(maps) == 1:
+        return np.array([])
+    ps = p[:: max(1, math.ceil(len(p) / SPREAD_ROWS))]
+    rising = np.argsort(ps, kind="stable")  # np.interp walks sorted queries much faster than scattered ones
+    Q1 = np.empty((len(maps), len(ps)))
+    for i, m in enumerate(maps):
+        Q1[i, rising] = np.interp(ps[rising], m["x"], m["y"])
+    values = _binary_metric(est.metric, ps, Q1, order=rising[::-1] if est.metric == "roc_auc" else None)
+    moved = values[1:] - values[0]
+    return moved[np.isfinite(moved)]
+

@@ -1,0 +1,186 @@
+"""The stored estimator and what it returns: :class:`Estimator` (its JSON, its dispatch to CBPE or DLE) and :class:`Estimate`.
+
+May touch: the registry version folder's ``estimator.json`` (through :meth:`Estimator.save` / :meth:`Estimator.load`);
+nothing else (no fitting here: :mod:`.fit`, :mod:`.cbpe`, :mod:`.dle`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import EstimationError
+from .calibration import _as_matrix, _calibrate
+
+
+#: file name of the estimator inside a registry version folder
+ESTIMATOR_FILE = "estimator.json"
+
+
+#: fewest rows a batch needs to be estimated
+MIN_BATCH_ROWS = 30
+
+
+#: the band's coverage
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The estimated metric of one batch, with its band; ``value`` is None when not estimated (``reason`` says why)."""
+
+    metric: str
+    value: float | None
+    low: float | None
+    high: float | None
+    n_rows: int
+    method: str
+    reason: str = ""
+    batch: str | None = None
+    source: str = "estimated"
+
+    @property
+    def estimated(self) -> bool:
+        return self.value is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Estimate":
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
+    def describe(self) -> str:
+        """``estimated roc_auc 0.712 (95% band 0.690–0.734, 1500 rows)`` or why not."""
+        if self.value is None:
+            return f"{self.metric} not estimated: {self.reason}"
+        return (f"estimated {self.metric} {self.value:.3f} ({CONFIDENCE:.0%} band {self.low:.3f}–{self.high:.3f}, "
+                f"{self.n_rows} rows)")
+
+
+def unavailable(metric: str, reason: str, *, batch: str | None = None, n_rows: int = 0, method: str = "none") -> Estimate:
+    """An estimate that was not made, and why."""
+    return Estimate(metric, None, None, None, int(n_rows), method, reason, batch)
+
+
+def compare(estimate: Estimate | dict, measured: float) -> dict[str, Any]:
+    """The estimator's own accuracy once labels arrive: estimate, measured, error, inside the band."""
+    e = estimate if isinstance(estimate, Estimate) else Estimate.from_dict(estimate)
+    if e.value is None:
+        return {"estimated": None, "measured": float(measured), "error": None, "in_band": None}
+    return {
+        "estimated": e.value,
+        "low": e.low,
+        "high": e.high,
+        "measured": float(measured),
+        "error": float(e.value - measured),
+        "in_band": bool(e.low <= measured <= e.high),
+    }
+
+
+@dataclass
+class Estimator:
+    """A fitted label-free estimator of one model's metric (see the module docstring)."""
+
+    problem_type: str
+    metric: str
+    method: str  # 'cbpe' | 'dle'
+    classes: list | None
+    usable: bool
+    reason: str
+    calibration_rows: int
+    calibration_batches: list[str]
+    checks: dict[str, Any]
+    state: dict[str, Any] = field(repr=False)
+    seed: int = 0
+
+    # ---- persistence
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["format"] = 1
+        return json.loads(json.dumps(d, default=_json_default))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Estimator":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), default=_json_default) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Estimator":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EstimationError(f"{path}: not a readable estimator ({type(exc).__name__}: {exc}); "
+                                  "re-register the version or estimate without it") from exc
+
+    def summary(self) -> dict[str, Any]:
+        """What a step JSON shows about the estimator (no model state)."""
+        return {"method": self.method, "metric": self.metric, "usable": self.usable, "reason": self.reason,
+                "calibration_rows": self.calibration_rows, "calibration_batches": self.calibration_batches,
+                "checks": self.checks}
+
+    # ---- estimation
+    def calibrated(self, scores) -> np.ndarray:
+        """The calibrated class probabilities (n, classes) the estimate rests on; their column means are the
+        class shares the estimator expects (compare them with the realized shares once labels arrive)."""
+        if self.method != "cbpe" or not self.usable:
+            raise EstimationError(f"calibrated probabilities need a usable classification estimator (this one: {self.method}"
+                                  f"{', ' + self.reason if self.reason else ''})")
+        return _calibrate(_maps(self, "maps"), _as_matrix(np.asarray(scores, dtype=float), len(self.classes)))
+
+    def estimate(self, scores, features: pd.DataFrame | None = None, *, batch: str | None = None) -> Estimate:
+        """Estimate the metric of one batch from the model's scores (and, for regression, its features).
+
+        ``scores`` is what :func:`retrainlib.automl.predict_scores` returns: the positive-class
+        probability (binary), the class probabilities (multiclass) or the predictions (regression).
+        """
+        scores = np.asarray(scores, dtype=float)
+        n = int(len(scores))
+        if not self.usable:
+            return unavailable(self.metric, self.reason, batch=batch, n_rows=n, method=self.method)
+        if n < MIN_BATCH_ROWS:
+            return unavailable(self.metric, f"batch has {n} rows, fewer than {MIN_BATCH_ROWS}", batch=batch,
+                               n_rows=n, method=self.method)
+        if self.method == "cbpe":
+            from .cbpe import _cbpe_estimate  # cbpe builds Estimators: imported here, not at the top
+
+            value, low, high = _cbpe_estimate(self, scores)
+        else:
+            from .dle import _dle_estimate
+
+            if features is None:
+                raise EstimationError("a regression estimate needs the batch's features (direct loss estimation)")
+            value, low, high = _dle_estimate(self, scores, features)
+        return Estimate(self.metric, _r(value), _r(low), _r(high), n, self.method, "", batch)
+
+
+def _maps(est: Estimator, key: str):
+    """The calibration maps as arrays, converted once per estimator."""
+    cache = est.__dict__.setdefault("_arrays", {})
+    if key not in cache:
+        as_arrays = lambda ms: [{"x": np.asarray(m["x"]), "y": np.asarray(m["y"])} for m in ms]  # noqa: E731
+        cache[key] = as_arrays(est.state["maps"]) if key == "maps" else [as_arrays(b) for b in est.state["bootstrap"]]
+    return cache[key]
+
+
+def _r(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 6)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+

@@ -1,0 +1,90 @@
+"""Fitting an estimator: checks the calibration rows (not the model's training rows, enough of them, known classes
+and metric) and hands them to CBPE or DLE; refusals give an unusable :class:`~.estimator.Estimator` with the reason.
+
+Touches no file."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import EstimationError
+from .cbpe import _fit_cbpe
+from .dle import _REGRESSION, _fit_dle
+from .estimator import Estimator
+from .metrics import _BINARY_FAST, _MULTI_FAST
+
+
+#: fewest labelled calibration rows an estimator is fitted on
+MIN_ROWS = 200
+#: fewest rows of each class among the calibration rows (classification)
+MIN_CLASS_ROWS = 10
+
+
+def fit_estimator(
+    *,
+    problem_type: str,
+    metric: str,
+    y_true,
+    scores,
+    features: pd.DataFrame | None = None,
+    classes: Sequence | None = None,
+    calibration_batches: Sequence[str] = (),
+    trained_batches: Sequence[str] = (),
+    min_rows: int = MIN_ROWS,
+    seed: int = 0,
+) -> Estimator:
+    """Fit the estimator of ``metric`` for one model from labelled rows it did not train on.
+
+    ``calibration_batches`` names where the rows came from and ``trained_batches`` the model's
+    training slices: any overlap raises :class:`EstimationError` (an estimator calibrated on its own
+    training rows is over-confident). Too few rows, a class too rare, an unsupported metric, or a
+    score calibration cannot fix give an estimator with ``usable=False`` and the reason.
+    """
+    overlap = sorted(set(calibration_batches) & set(trained_batches))
+    if overlap:
+        raise EstimationError(
+            f"calibration batches {', '.join(overlap)} are among the model's training slices; calibrate only on "
+            "labelled batches the model did not train on (e.g. its validation holdout)"
+        )
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=float)
+    keep = ~pd.isna(y)
+    if features is not None:
+        features = features.reset_index(drop=True)[keep]
+    y, s = y[keep], s[keep]
+    method = "dle" if problem_type == "regression" else "cbpe"
+    base = dict(problem_type=problem_type, metric=metric, method=method,
+                classes=list(classes) if classes is not None else None,
+                calibration_rows=int(len(y)), calibration_batches=list(calibration_batches), seed=seed)
+
+    def refuse(reason: str, checks: dict | None = None) -> Estimator:
+        return Estimator(usable=False, reason=reason, checks=checks or {}, state={}, **base)
+
+    if len(y) < min_rows:
+        return refuse(f"{len(y)} labelled calibration rows the model did not train on, need {min_rows}")
+    if problem_type == "regression":
+        if metric not in _REGRESSION:
+            return refuse(f"metric {metric} cannot be estimated; direct loss estimation knows {', '.join(_REGRESSION)}")
+        if features is None:
+            raise EstimationError("direct loss estimation needs the calibration rows' features")
+        return _fit_dle(base, y.astype(float), s, features, seed)
+    if classes is None:
+        raise EstimationError("classification needs the model's class labels in its own order")
+    idx = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in pd.unique(y) if v not in idx})
+    if unknown:
+        return refuse(f"calibration labels {', '.join(unknown[:5])} are not among the model's classes {list(classes)} "
+                      f"(a class new since it trained; a model that learnt it can be estimated)")
+    yi = np.array([idx[v] for v in y])
+    counts = np.bincount(yi, minlength=len(classes))
+    if counts.min() < MIN_CLASS_ROWS:
+        rare = classes[int(counts.argmin())]
+        return refuse(f"class {rare!r} has {int(counts.min())} calibration rows, need {MIN_CLASS_ROWS}")
+    if problem_type == "binary" and metric not in _BINARY_FAST or problem_type == "multiclass" and metric not in _MULTI_FAST:
+        known = _BINARY_FAST if problem_type == "binary" else _MULTI_FAST
+        return refuse(f"metric {metric} cannot be estimated for {problem_type}; CBPE here knows {', '.join(known)}")
+    return _fit_cbpe(base, yi, s, seed)
+

@@ -1,0 +1,130 @@
+"""The metrics CBPE estimates, under label probabilities: expectation (closed form where there is one), variance over
+label draws, and the metric of each row of drawn labels, vectorised.
+
+Pure NumPy on arrays; touches no file."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import EstimationError
+
+
+_BINARY_FAST = ("accuracy", "roc_auc", "f1", "log_loss", "balanced_accuracy", "precision", "recall")
+_MULTI_FAST = ("accuracy", "log_loss", "balanced_accuracy", "f1_macro")
+
+
+_EPS = 1e-15
+
+
+def _sampling_variance(problem_type: str, metric: str, P: np.ndarray, Q: np.ndarray, point: float | None) -> float | None:
+    """Variance of the metric over label draws from ``Q``, in closed form where there is one."""
+    if point is None:
+        return None
+    n = P.shape[0]
+    if metric == "accuracy":
+        yhat = P.argmax(axis=1)
+        c = Q[np.arange(n), yhat]
+        return float((c * (1 - c)).sum() / n ** 2)
+    if problem_type != "binary":
+        return None
+    q = Q[:, 1]
+    if metric == "log_loss":
+        pc = np.clip(P[:, 1], _EPS, 1 - _EPS)
+        return float((q * (1 - q) * (np.log(pc) - np.log(1 - pc)) ** 2).sum() / n ** 2)
+    if metric == "roc_auc":  # Hanley & McNeil (1982) at the expected class sizes
+        a, n1 = point, float(q.sum())
+        n0 = n - n1
+        if n1 < 1 or n0 < 1:
+            return None
+        q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+        return float((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    return None
+
+
+def _binary_metric(metric: str, p: np.ndarray, L: np.ndarray, *, order: np.ndarray | None = None,
+                   ranks: np.ndarray | None = None) -> np.ndarray | None:
+    """The binary metric for each row of ``L`` (m, n): labels drawn from the calibrated probabilities (0/1),
+    or those probabilities themselves (then each value is the metric of the expected confusion counts).
+    ROC AUC: from ``ranks`` of the scores (drawn labels, ties averaged), else as the area of the expected
+    ROC curve with the rows taken by falling score (``order``)."""
+    n = len(p)
+    yhat = (p >= 0.5).astype(L.dtype)
+    pos = L.sum(axis=1, dtype=float)
+    tp = L @ yhat
+    fp = yhat.sum() - tp
+    fn = pos - tp
+    tn = n - pos - fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "accuracy":
+            return (tp + tn) / n
+        if metric == "f1":
+            return 2 * tp / (2 * tp + fp + fn)
+        if metric == "precision":
+            return tp / (tp + fp)
+        if metric == "recall":
+            return tp / pos
+        if metric == "balanced_accuracy":
+            return (tp / pos + tn / (n - pos)) / 2
+        if metric == "log_loss":
+            pc = np.clip(p, _EPS, 1 - _EPS)
+            l1, l0 = -np.log(pc), -np.log(1 - pc)
+            return (L @ (l1 - l0) + l0.sum()) / n
+        if metric == "roc_auc" and order is None:
+            if ranks is None:
+                from scipy.stats import rankdata
+
+                ranks = rankdata(p)
+            return (L @ ranks - pos * (pos + 1) / 2) / (pos * (n - pos))
+        if metric == "roc_auc":  # by trapezoids: row i adds (1 - q_i) false positives at (TP before it + q_i / 2)
+            qo = L[:, order]
+            ctp = np.cumsum(qo, axis=1)
+            ctp -= qo / 2
+            return np.einsum("ij,ij->i", 1 - qo, ctp) / (pos * (n - pos))
+    return None
+
+
+def _expected(problem_type: str, metric: str, P: np.ndarray, Q: np.ndarray, order: np.ndarray | None) -> float | None:
+    """The metric's expectation in closed form (ratios of expected counts), or None where there is none here."""
+    n = P.shape[0]
+    if problem_type != "binary":
+        yhat = P.argmax(axis=1)
+        if metric == "accuracy":
+            return float(Q[np.arange(n), yhat].mean())
+        if metric == "log_loss":
+            return float(-(Q * np.log(np.clip(P, _EPS, 1))).sum(axis=1).mean())
+        return None
+    values = _binary_metric(metric, P[:, 1], Q[None, :, 1], order=order)
+    return None if values is None or not np.isfinite(values[0]) else float(values[0])
+
+
+def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
+    """The metric for each row of drawn labels ``Y`` (draws, n), vectorised."""
+    n = P.shape[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if problem_type == "binary":
+            out = _binary_metric(metric, P[:, 1], Y, ranks=ranks)
+            if out is not None:
+                return out
+        else:
+            yhat = P.argmax(axis=1)
+            if metric == "accuracy":
+                return (Y == yhat).mean(axis=1)
+            if metric == "log_loss":
+                logp = np.log(np.clip(P, _EPS, 1))
+                return -np.take_along_axis(np.broadcast_to(logp, (len(Y), *logp.shape)), Y[..., None], 2)[..., 0].mean(axis=1)
+            k = P.shape[1]
+            recalls, f1s = [], []
+            for c in range(k):
+                is_c = Y == c
+                pred_c = yhat == c
+                tp = (is_c & pred_c).sum(axis=1).astype(float)
+                support = is_c.sum(axis=1)
+                recalls.append(tp / support)
+                f1s.append(2 * tp / (support + pred_c.sum()))
+            if metric == "balanced_accuracy":
+                return np.nanmean(np.vstack(recalls), axis=0)
+            if metric == "f1_macro":
+                return np.nanmean(np.vstack(f1s), axis=0)
+    raise EstimationError(f"metric {metric} has no estimator for {problem_type}")  # fit_estimator refuses it first
+

@@ -1,0 +1,234 @@
+"""Step 10: compare reference and current windows, measure the champion, and decide whether to retrain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import automl, data, drift, quality, triggers
+from ..errors import RetrainError
+from ..outputs import Analysis
+from ..profiles import Profile
+from ..records import plain
+from ..scorecache import ChampionScores
+from .champion import estimate_champion, evaluate_champion
+from .checks import assess_batches, check_holdout, label_classes, load_checked, quality_verdict
+from .context import StepContext, under_run_lock
+from .retrain import newest_end
+
+__all__ = ["analyze_drift", "AnalysisDetail", "RetrainPolicy", "PROFILE_POLICY"]
+
+
+# --------------------------------------------------------------------------- step 10
+@dataclass(frozen=True)
+class AnalysisDetail:
+    """Step 10's live objects for a notebook's tables and plots (never written: the JSON has their dicts)."""
+
+    quality: Any  # quality.QualityReport of the window
+    drift: Any | None  # drift.DriftReport (None on a first run: nothing to compare with)
+    target_drift: Any | None
+    prediction_drift: Any | None
+    windows: data.Windows
+    reference: pd.DataFrame | None = field(default=None, repr=False)
+    current: pd.DataFrame | None = field(default=None, repr=False)
+
+
+def _analysis(decision, q, report, windows: data.Windows, performance, evaluations, *, champion=None, target=None,
+              pred=None, estimates=(), batch_quality=(), holdout_check=None, reference=None, current=None) -> Analysis:
+    """Step 10's output from its parts (the JSON fields plain, the live objects in ``detail``)."""
+    def as_dict(x):
+        return plain(x.to_dict()) if x is not None else None
+
+    return Analysis(champion, decision, as_dict(q), as_dict(report), as_dict(target), as_dict(pred), plain(performance),
+                    plain(list(evaluations)), plain(list(estimates)), windows.to_dict(),
+                    [as_dict(b) for b in batch_quality], plain(holdout_check),
+                    detail=AnalysisDetail(q, report, target, pred, windows, reference, current))
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """Who decides whether step 10 says retrain: the profile's triggers (``profile``), or ``always`` / ``never``.
+
+    ``always`` and ``never`` (backtest strategies such as "retrain every batch" or "never retrain")
+    replace the policy's verdict with ``reason``; every trigger is still measured and recorded, and a
+    bootstrap or a data-quality block still wins.
+    """
+
+    mode: str = "profile"  # 'profile' | 'always' | 'never'
+    reason: str = ""
+
+    MODES = ("profile", "always", "never")
+
+    def __post_init__(self) -> None:
+        if self.mode not in self.MODES:
+            raise RetrainError(f"retrain policy {self.mode!r} is not one of {', '.join(self.MODES)}")
+
+    def apply(self, decision: triggers.Decision) -> triggers.Decision:
+        if self.mode == "profile" or decision.status not in ("retrain", "no-retrain"):
+            return decision
+        retrain = self.mode == "always"
+        return triggers.Decision(retrain, "retrain" if retrain else "no-retrain", decision.policy,
+                                 (self.reason or f"forced: retrain={retrain}",), decision.triggers)
+
+
+PROFILE_POLICY = RetrainPolicy()
+
+@under_run_lock
+def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -> Analysis:
+    """Compare reference and current windows, measure the champion, and decide whether to retrain.
+
+    ``policy`` (:class:`RetrainPolicy`) says who decides: the profile's triggers (the playbook), or
+    ``always`` / ``never`` (backtest strategies).
+    """
+    prof, src = ctx.profile, ctx.profile.data
+    visible = data.list_batches(src, ctx.paths, as_of=ctx.as_of)
+    champion = ctx.registry.champion()
+    meta = ctx.registry.version(champion).metadata if champion else None
+    slices = data.batches_from_records(meta["slices"], ctx.paths) if meta else None
+    windows = data.plan_windows(visible, training=prof.training, champion_slices=slices,
+                                label_delay_batches=src.label_delay_batches)
+    required = list(meta["features"]) if meta else []
+    combine, use = prof.triggers.resolved()
+
+    if not meta:  # bootstrap: check the data we would train on, nothing to compare against
+        train_batches: dict[str, pd.DataFrame] = {}
+        train = load_checked(ctx, windows.train, required, require_label=True, per_batch=train_batches)
+        q = quality.assess(train, reference=None, label=src.label, threshold=prof.data_quality_threshold,
+                           required=required, ignore_columns=src.ignore_columns, source="training window")
+        per_batch = assess_batches(ctx, train_batches, reference=None, classes=None)
+        holdout = check_holdout(ctx, windows, train_batches, reference=train,
+                                 classes=label_classes(ctx, train[src.label]), required=required)
+        passed, why = quality_verdict(q, per_batch, holdout)
+        decision = triggers.decide([], combine=combine, use=use, policy=prof.triggers.policy,
+                                   quality_passed=passed, quality_reason=why, bootstrap=True)
+        result = _analysis(decision, q, None, windows, None, [], current=train, batch_quality=per_batch,
+                           holdout_check=holdout)
+        ctx.write(result)
+        return result
+
+    reference = load_checked(ctx, windows.reference, required, require_label=True)
+    current_batches: dict[str, pd.DataFrame] = {}
+    current = load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
+    labelled_end = pd.Timestamp(windows.holdout[-1].end)  # rows after it wait for their labels (label_delay_batches)
+    earlier = [b for b in visible if b.path not in {r.path for r in windows.reference} | set(current_batches)]
+    classes = label_classes(ctx, reference[src.label], earlier)
+    q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
+                       required=required, ignore_columns=src.ignore_columns, source="current window",
+                       label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy(),
+                       label_problem=prof.training.problem_type)
+    late = {b.path for b in windows.current if pd.Timestamp(b.end) > labelled_end}
+    per_batch = assess_batches(ctx, current_batches, reference=reference, classes=classes, late=late)
+    holdout = check_holdout(ctx, windows, current_batches, reference=reference, classes=classes, required=required)
+    quality_passed, quality_why = quality_verdict(q, per_batch, holdout)
+    report = drift.compare(reference[required], current[required], settings=prof.drift,
+                           drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
+    target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
+
+    predictor = ChampionScores(ctx.registry, champion)  # loaded when a score is not cached
+    rng = np.random.default_rng(prof.training.seed)
+    ref_s = reference.iloc[rng.permutation(len(reference))[:5000]]
+    cur_s = current.iloc[rng.permutation(len(current))[:5000]]
+    pred = drift.prediction_drift(predictor.scores(ref_s[required]), predictor.scores(cur_s[required]))
+
+    estimates = estimate_champion(ctx, predictor, champion, meta, windows, current_batches)
+    evaluations = evaluate_champion(ctx, predictor, champion, meta, windows, current_batches, estimates)
+    info = automl.metric_info(prof.training.eval_metric, predictor.problem_type)
+    newest = windows.holdout[-1].path
+    scored = _dedup_by_batch(ctx.registry.evaluations(champion))  # the champion's history, one row per batch
+    perf_value = next((e["value"] for e in scored if e["batch"] == newest), None)
+    source = prof.triggers.performance_source
+    newest_estimate = estimates[-1] if estimates else None
+    history = _trigger_history(scored, estimates, source)
+
+    days, since = _days_since_attempt(ctx, meta, windows)
+    fired = [
+        triggers.schedule_trigger(days, interval_days=prof.retraining_interval, since=since,
+                                  slack_days=0.1 * _batch_spacing_days(visible)),
+        triggers.drift_trigger(report.score, threshold=prof.drift_threshold,
+                               joint_auc=report.multivariate.auc if report.multivariate else None,
+                               joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
+        _performance(perf_value, newest, newest_estimate, source, prof, info),
+        _degradation(scored, estimates, source, prof, info),
+    ]
+    decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
+                               quality_passed=quality_passed, quality_reason=quality_why)
+    decision = policy.apply(decision)
+    performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
+                   "threshold": prof.performance_threshold, "history": history, "source": source,
+                   "measured_history": [{"batch": e["batch"], "batch_end": e["batch_end"], "value": e["value"]} for e in scored],
+                   "estimate": newest_estimate}
+    result = _analysis(decision, q, report, windows, performance, evaluations, champion=champion, target=target, pred=pred,
+                       estimates=estimates, batch_quality=per_batch, holdout_check=holdout, reference=reference, current=current)
+    ctx.write(result)
+    return result
+
+def _days_since_attempt(ctx: StepContext, meta: dict, windows: data.Windows) -> tuple[float, str]:
+    """Days from the newest batch the last retraining attempt saw to the newest batch visible now.
+
+    The attempt record (promoted or not) is the clock; a registry without one falls back to the
+    champion's own record of the data it saw.
+    """
+    last = (ctx.registry.attempts() or [None])[-1]
+    if last is not None:
+        seen, since = last["data_end"], f"the data of the last retraining attempt ({last['version']}, {last['data_end'][:10]})"
+    else:
+        seen = meta.get("data_end") or max(s["end"] for s in meta["slices"])
+        since = f"the data the champion saw ({seen[:10]})"
+    return (pd.Timestamp(newest_end(windows)) - pd.Timestamp(seen)).total_seconds() / 86400, since
+
+
+def _batch_spacing_days(batches: list) -> float:
+    """The median days between consecutive batch ends (0 with fewer than two batches)."""
+    ends = pd.to_datetime([b.end for b in batches])
+    gaps = np.diff(ends.values).astype("timedelta64[s]").astype(float) / 86400 if len(ends) > 1 else []
+    return float(np.median(gaps)) if len(gaps) else 0.0
+
+
+def _dedup_by_batch(rows: list[dict]) -> list[dict]:
+    seen: dict[str, dict] = {}
+    for r in rows:
+        seen[r["batch"]] = r
+    return sorted(seen.values(), key=lambda r: r["batch_end"])
+
+
+def _performance(measured: float | None, newest: str, newest_estimate: dict | None, source: str, prof: Profile,
+                 info) -> triggers.TriggerResult:
+    """The performance trigger on the profile's ``triggers.performance_source``."""
+    common = dict(threshold=prof.performance_threshold, metric=prof.training.eval_metric,
+                  greater_is_better=info.greater_is_better)
+    if source == "estimated":
+        e = newest_estimate or {}
+        if e.get("value") is None:
+            why = e.get("reason") or "no batch to estimate"
+            return triggers.TriggerResult("performance", None, prof.performance_threshold, False,
+                                          f"performance not estimated: {why}", source="estimated")
+        return triggers.performance_trigger(e["value"], **common, source="estimated", band=(e["low"], e["high"]),
+                                            batch=e["batch"])
+    if source == "both":
+        return triggers.performance_trigger(measured, **common, source="both", estimated=newest_estimate)
+    return triggers.performance_trigger(measured, **common)
+
+
+def _trigger_history(scored: list[dict], estimates: list[dict], source: str) -> list[float]:
+    """The champion's metric history the step reports: measured values, or estimates for ``estimated``."""
+    if source == "estimated":
+        return [e["value"] for e in estimates if e.get("value") is not None]
+    return [e["value"] for e in scored]
+
+
+def _degradation(scored: list[dict], estimates: list[dict], source: str, prof: Profile, info) -> triggers.TriggerResult:
+    """Page-Hinkley on the measured history, the estimated one, or — for ``both`` — on each separately
+    (never one series mixing the two: an estimate a little below the measured level would read as a
+    decline), firing when either does."""
+    common = dict(delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
+                  min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better)
+    if source != "both":
+        return triggers.degradation_trigger(_trigger_history(scored, estimates, source), **common, source=source)
+    m = triggers.degradation_trigger(_trigger_history(scored, estimates, "measured"), **common, source="measured")
+    e = triggers.degradation_trigger(_trigger_history(scored, estimates, "estimated"), **common, source="estimated")
+    value = max((r.value for r in (m, e) if r.value is not None), default=None)
+    return triggers.TriggerResult("degradation", value, prof.triggers.degradation_lambda, m.fired or e.fired,
+                                  f"{m.reason}; {e.reason}", source="both")

@@ -1,0 +1,127 @@
+"""Step 40: promote a validated challenger (refit on training + holdout rows, smoke-tested), or roll back; then retention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from .. import automl, data
+from ..outputs import Analysis, Promotion, Validation
+from ..records import plain
+from ..training import CHILD_PROCESS, Trainer
+from .context import StepContext, under_run_lock
+from .retrain import fit_and_register
+
+__all__ = ["promote_or_rollback"]
+
+
+# --------------------------------------------------------------------------- step 40
+@under_run_lock
+def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to: str = "", reason: str = "",
+                        trainer: Trainer = CHILD_PROCESS) -> Promotion:
+    """Promote a validated challenger (with a fresh-process smoke test), or roll back when asked; then retention.
+
+    With ``training.refit_full`` the validated configuration is fitted again on the training and
+    holdout rows and that refit is the version stored, smoke-tested and promoted; the verdict is
+    the validated model's and the record names both. A rejection that leaves a champion below
+    ``performance_threshold`` after ``validation.stuck_after`` rejections in a row is ``stuck``.
+    ``trainer`` (as in :func:`retrain_model`) fits the refit.
+    """
+    reg, prof = ctx.registry, ctx.profile
+    before = reg.champion()
+    events: list[dict] = []
+    refit: dict[str, Any] | None = None
+    stuck: dict[str, Any] | None = None
+    if rollback or rollback_to:
+        ev = reg.roll_back(to=rollback_to or None, run_id=ctx.run_id, reason=reason or "rollback requested by the run's parameters")
+        action, events = "rolled-back", [ev.to_dict()]
+    else:
+        verdict = ctx.read(Validation)
+        if verdict.skipped:
+            action = "none"
+        elif verdict.passed:
+            analysis = ctx.read(Analysis)
+            holdout_b = data.batches_from_records(analysis.window("holdout"), ctx.paths)
+            holdout = data.load_batches(holdout_b, ctx.paths, prof.data)
+            deploy = verdict.challenger
+            if prof.training.refit_full:
+                refit = _refit_on_train_and_holdout(ctx, analysis, verdict.challenger, holdout_b, trainer)
+                deploy = refit["version"]
+            features = reg.version(deploy).metadata["features"]
+            why = "first champion (bootstrap)" if verdict.decision == "bootstrap" else "passed every validation gate"
+            if refit:
+                why += f" as {verdict.challenger}; refit on training + holdout rows as {deploy}"
+            res = reg.promote_verified(deploy, holdout[features].head(200), run_id=ctx.run_id, reason=why)
+            events = [e.to_dict() for e in res.events]
+            action = "promoted" if res.promoted else "auto-rolled-back"
+        else:
+            action = "rejected"
+        if action != "none":
+            reg.record_attempt_outcome(verdict.challenger, outcome=action, run_id=ctx.run_id,
+                                       failed_gates=verdict.failed_gates(), reasons=verdict.reasons)
+        if action == "rejected":
+            stuck = _stuck(ctx, ctx.read(Analysis))
+    removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
+    out = Promotion(action, before, reg.champion(), plain(events), plain(refit), plain(stuck), plain(removed),
+                    [v.name for v in reg.versions()], reg.total_size_bytes())
+    ctx.write(out)
+    return out
+
+
+def _refit_on_train_and_holdout(ctx: StepContext, analysis: Analysis, validated: str, holdout_b: list,
+                                trainer: Trainer = CHILD_PROCESS) -> dict[str, Any]:
+    """The validated configuration fitted again, with the same settings, on training + holdout rows —
+    for ``sliding_window`` the newest window of them (the window moves forward over the holdout)."""
+    windows = data.Windows.from_dict(analysis.windows)
+    meta = ctx.registry.version(validated).metadata
+    train_b = data.batches_from_records(meta["slices"], ctx.paths)
+    seen = {b.path for b in train_b}
+    batches = train_b + [b for b in holdout_b if b.path not in seen]
+    t = ctx.profile.training  # a sliding window slides over the holdout: the same span, its newest batches
+    if windows.strategy == "sliding_window" and t.window_days is not None:
+        start = max(pd.Timestamp(b.end) for b in batches) - pd.Timedelta(days=t.window_days)
+        batches = [b for b in batches if pd.Timestamp(b.end) > start]
+    elif windows.strategy == "sliding_window":
+        batches = batches[-t.window_batches:]
+    fitted = fit_and_register(ctx, batches, windows, parent=meta.get("parent"), trainer=trainer,
+                               extra={"refit_of": validated, "validated_version": validated}, borrow_estimator=validated)
+    return {"version": fitted["version"].name, "validated": validated, "n_rows": fitted["metadata"]["n_rows"],
+            "slices": fitted["metadata"]["slices"], "fit_seconds": fitted["result"].fit_seconds}
+
+
+def _stuck(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
+    """The champion is below performance_threshold and the last ``stuck_after`` challengers were all rejected."""
+    prof = ctx.profile
+    value = analysis.latest_metric()
+    champion = analysis.champion
+    if value is None or champion is None:
+        return None
+    gib = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary").greater_is_better
+    below = value < prof.performance_threshold if gib else value > prof.performance_threshold
+    if not below:
+        return None
+    streak = []
+    for a in reversed(ctx.registry.attempts()):
+        if a.get("outcome") != "rejected":
+            break
+        streak.append(a)
+    limit = prof.validation.stuck_after
+    if len(streak) < limit:
+        return None
+    counts: dict[str, int] = {}
+    for a in streak:
+        for g in a.get("failed_gates") or []:
+            counts[g] = counts.get(g, 0) + 1
+    gate, n = max(counts.items(), key=lambda kv: kv[1]) if counts else ("unknown", 0)
+    latest = (streak[0].get("reasons") or [""])[0]  # the newest rejection's first reason, with its figures
+    word = "below" if gib else "above"
+    reason = (
+        f"stuck: champion {champion} {prof.training.eval_metric} {value:.4g} is {word} performance_threshold "
+        f"{prof.performance_threshold:g} and the last {len(streak)} challengers were rejected "
+        f"({', '.join(a['version'] for a in reversed(streak))}; validation.stuck_after {limit}); "
+        f"the gate that keeps rejecting is {gate} ({n} of {len(streak)})" + (f": {latest}" if latest else "")
+    )
+    return {"champion": champion, "metric": prof.training.eval_metric, "value": value,
+            "threshold": prof.performance_threshold, "rejections": len(streak), "stuck_after": limit,
+            "gate": gate, "gate_count": n, "versions": [a["version"] for a in reversed(streak)], "reason": reason}
