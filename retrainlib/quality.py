@@ -15,19 +15,29 @@ check                 value                                                     
 schema                columns missing or extra, or whose kind changed, vs reference 0
 missing_values        largest rise of a column's missing share vs reference         0.05
 out_of_range          largest share of a numeric column outside the reference range 0.05
+                      (only columns whose reference holds a range: two or more
+                      distinct values, in at least 5 % of its rows)
 unseen_categories     largest share of a column in categories the reference lacks   0.10
 duplicate_rows        share of rows that repeat an earlier row                      0.05
 constant_columns      columns with a single value that varied in the reference      0
 missing_labels        share of rows without a label                                 0.05
 infinite_values       largest share of a numeric column (or the label) that is ±inf 0       blocks
-empty_columns         columns with no value at all (that had values in the reference) 0     blocks
-unseen_labels         share of labelled rows whose class the reference never had    0       blocks
+empty_columns         columns with no value at all that had values before           0       blocks
+unseen_labels         share of labelled rows whose label breaks the label contract  0       blocks
+new_labels            share of labelled rows in a valid class never seen before     0       reported
 ===================== ============================================================ =========
 
-The last three *block* on their own, whatever the score: ±inf is no measurement, a column with
-no value in a batch is a feed that broke, and a label class the model never saw cannot be judged.
-They carry no weight in the score. Run :func:`assess` on each batch as well as on the window: a
-feature that is empty in one batch of nine is only 11 % of the window, but all of that batch.
+``infinite_values``, ``empty_columns`` and ``unseen_labels`` *block* on their own, whatever the
+score: ±inf is no measurement, a column that had values (in the reference or an earlier batch,
+``had_values``) and has none now is a feed that broke, and a label value the contract cannot hold
+is corruption. A column that never had a value yet is no broken column (nothing was lost; it may
+start later in the stream). The label contract: a ``binary`` label holds two classes, and a class
+is of the kind of the known ones (a number among numbers, integral among integral ones, text
+among text); a value that breaks it is ``unseen_labels``. A class that keeps the contract but was
+never seen (``label_classes``: the classes of every earlier labelled batch) is ``new_labels``: a
+drift a retrain learns, reported, never a block. These carry no weight in the score. Run
+:func:`assess_batches` on the batches as well as :func:`assess` on the window: a feature that is
+empty in one batch of nine is only 11 % of the window, but all of that batch.
 
 Without a reference window the comparisons do not apply (weight 0) and ``missing_values`` checks
 the missing share itself (at most 0.5).
@@ -44,20 +54,26 @@ the missing share itself (at most 0.5).
 (False, ('infinite_values',))
 >>> round(report.score, 2), report.passed
 (0.56, False)
+>>> labels = pd.DataFrame({"x": [1.0, 2.0], "y": ["sun", "snow"]})
+>>> report = assess(labels, reference=None, label="y", threshold=0.8, label_classes=["sun", "rain"])
+>>> report.passed, [c.name for c in report.checks if not c.passed]
+(True, ['new_labels'])
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .errors import DataQualityError
 
-__all__ = ["QualityCheck", "QualityReport", "CHECKS", "LIMITS", "WEIGHTS", "BLOCKING", "assess", "check_hard_breaks"]
+__all__ = ["QualityCheck", "QualityReport", "CHECKS", "LIMITS", "WEIGHTS", "BLOCKING", "assess", "assess_batches",
+           "check_hard_breaks", "columns_with_values"]
 
 #: tolerance of each check: the value at or below which it passes
 LIMITS: dict[str, float] = {
@@ -71,14 +87,17 @@ LIMITS: dict[str, float] = {
     "infinite_values": 0,
     "empty_columns": 0,
     "unseen_labels": 0,
+    "new_labels": 0,
 }
 #: weight of each check in the score: a broken schema or missing labels count double
 WEIGHTS: dict[str, float] = {"schema": 2, "missing_values": 1, "out_of_range": 1, "unseen_categories": 1,
                              "duplicate_rows": 1, "constant_columns": 1, "missing_labels": 2,
-                             "infinite_values": 0, "empty_columns": 0, "unseen_labels": 0}
+                             "infinite_values": 0, "empty_columns": 0, "unseen_labels": 0, "new_labels": 0}
 #: checks that block by themselves when they fail, whatever the score
 BLOCKING: tuple[str, ...] = ("infinite_values", "empty_columns", "unseen_labels")
 _NO_REFERENCE_MISSING = 0.5
+#: a reference column defines a range only when at least this share of its rows hold a value
+_RANGE_MIN_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -187,6 +206,8 @@ class _Window:
     ignored: frozenset[str]
     label_classes: frozenset | None = None
     labels_due: Any = None  # bool per row: its label should have arrived (None: every row's)
+    had_values: frozenset = frozenset()  # columns that had a value before (besides the reference)
+    label_problem: str | None = None  # the profile's problem_type: "binary" holds two classes
 
 
 def _schema(w: _Window) -> tuple[float, str, bool]:
@@ -203,12 +224,18 @@ def _schema(w: _Window) -> tuple[float, str, bool]:
     return float(len(missing) + len(extra) + len(changed)), detail, True
 
 
+def _never_had_values(w: _Window, column: str) -> bool:
+    """No value in the current data, none before it: a column whose feed has not started (not judged)."""
+    return (column not in w.had_values and w.current[column].isna().all()
+            and (w.reference is None or column not in w.reference.columns or w.reference[column].isna().all()))
+
+
 def _missing_values(w: _Window) -> tuple[float, str, bool]:
-    cur = {c: float(w.current[c].isna().mean()) for c in w.features}
+    cur = {c: float(w.current[c].isna().mean()) for c in w.features if not _never_had_values(w, c)}
     if w.reference is None:
         col, worst = _worst(cur)
         return worst, (f"most missing: {col} {worst:.1%}" if col else "no feature columns"), True
-    rise = {c: cur[c] - float(w.reference[c].isna().mean()) for c in w.shared}
+    rise = {c: cur[c] - float(w.reference[c].isna().mean()) for c in w.shared if c in cur}
     col, worst = _worst(rise)
     if col is None:
         return 0.0, "no shared columns", True
@@ -218,20 +245,24 @@ def _missing_values(w: _Window) -> tuple[float, str, bool]:
 def _out_of_range(w: _Window) -> tuple[float, str, bool]:
     if w.reference is None:
         return 0.0, "not applicable: no reference window", False
-    shares = {}
+    shares, no_range = {}, []
     for c in w.shared:
         if _kind(w.reference[c]) == "numeric" and _kind(w.current[c]) == "numeric":
             ref = w.reference[c].to_numpy(dtype=np.float64, na_value=np.nan)
             cur = w.current[c].to_numpy(dtype=np.float64, na_value=np.nan)
             cur = cur[~np.isnan(cur)]
-            if len(cur) and np.isfinite(ref).any():
-                lo, hi = np.nanmin(ref), np.nanmax(ref)
+            finite = ref[np.isfinite(ref)]
+            if len(finite) < _RANGE_MIN_SHARE * len(ref) or len(np.unique(finite)) < 2:
+                no_range.append(c)  # constant or (nearly) empty in the reference: no range to judge by
+            elif len(cur):
+                lo, hi = finite.min(), finite.max()
                 shares[c] = float(np.count_nonzero((cur < lo) | (cur > hi)) / len(cur))
+    skipped = f" (no range in the reference, not judged: {', '.join(no_range)})" if no_range else ""
     col, worst = _worst(shares)
     if col is None:
-        return 0.0, "no numeric columns to compare", True
+        return 0.0, f"no numeric columns to compare{skipped}", True
     return worst, f"most outside: {col} {worst:.1%} outside [{np.nanmin(w.reference[col]):.4g}, " \
-                  f"{np.nanmax(w.reference[col]):.4g}]", True
+                  f"{np.nanmax(w.reference[col]):.4g}]{skipped}", True
 
 
 def _unseen_categories(w: _Window) -> tuple[float, str, bool]:
@@ -263,7 +294,7 @@ def _duplicate_rows(w: _Window) -> tuple[float, str, bool]:
 
 
 def _constant_columns(w: _Window) -> tuple[float, str, bool]:
-    constant = [c for c in w.features if w.current[c].nunique(dropna=False) <= 1]
+    constant = [c for c in w.features if w.current[c].nunique(dropna=False) <= 1 and not _never_had_values(w, c)]
     if w.reference is not None:
         constant = [c for c in constant if c not in w.reference.columns or w.reference[c].nunique(dropna=False) > 1]
     detail = f"constant: {', '.join(constant)}" if constant else "no column became constant"
@@ -304,25 +335,71 @@ def _infinite_values(w: _Window) -> tuple[float, str, bool]:
 def _empty_columns(w: _Window) -> tuple[float, str, bool]:
     if len(w.current) == 0:
         return 0.0, "no rows", True
-    empty = [c for c in w.features if w.current[c].isna().all()
-             and (w.reference is None or c not in w.reference.columns or w.reference[c].notna().any())]
-    detail = f"no value at all: {', '.join(empty)}" if empty else "every column has values"
-    return float(len(empty)), detail, True
+    empty = [c for c in w.features if w.current[c].isna().all()]
+    broken = [c for c in empty if not _never_had_values(w, c)]
+    if broken:
+        return float(len(broken)), f"no value at all, although it had values before: {', '.join(broken)}", True
+    never = f" (never had a value yet, not judged: {', '.join(empty)})" if empty else ""
+    return 0.0, f"every column that had values still has them{never}", True
+
+
+def _value_kind(value: Any) -> str:
+    """What a label value is, for the label contract: boolean, integral, number or text."""
+    value = _scalar(value)
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, numbers.Number):
+        return "integral" if float(value).is_integer() else "number"
+    return "text"
+
+
+def _contract_breach(value: Any, known: frozenset, problem: str | None) -> str | None:
+    """Why a label value never seen cannot be a class of this label (``None``: it can, a new class)."""
+    kinds = {_value_kind(k) for k in known}
+    kind = _value_kind(value)
+    if problem == "binary" and len(known) >= 2:
+        return "a binary label holds two classes"
+    if kinds and kind not in kinds and not (kind == "integral" and "number" in kinds):
+        return f"a {kind} value among {'/'.join(sorted(kinds))} classes"
+    return None
+
+
+def _new_label_values(w: _Window) -> tuple[pd.Series, dict[Any, str]] | None:
+    """The labelled values no known class holds, and why each breaks the contract (if it does)."""
+    if w.label_classes is None or w.label not in w.current.columns:
+        return None
+    labelled = w.current[w.label].dropna()
+    new = labelled[~labelled.isin(list(w.label_classes))]
+    return labelled, {v: _contract_breach(v, w.label_classes, w.label_problem) for v in pd.unique(new)}
+
+
+def _label_values_detail(w: _Window, labelled: pd.Series, values: list, what: str) -> tuple[float, str, bool]:
+    share = float(labelled.isin(values).mean()) if len(labelled) else 0.0
+    if share == 0:
+        return 0.0, f"every {w.label!r} value is {what}", True
+    shown = ", ".join(repr(_scalar(v)) for v in values[:3])
+    known = ", ".join(repr(_scalar(v)) for v in sorted(w.label_classes, key=str)[:6])
+    return share, f"{share:.1%} of labelled rows have a {w.label!r} class never seen ({shown}; known: {known})", True
 
 
 def _unseen_labels(w: _Window) -> tuple[float, str, bool]:
-    if w.label_classes is None or w.label not in w.current.columns:
+    found = _new_label_values(w)
+    if found is None:
         return 0.0, "not applicable: no label classes to compare with", False
-    labelled = w.current[w.label].dropna()
-    if len(labelled) == 0:
-        return 0.0, "no labelled rows", True
-    new = ~labelled.isin(list(w.label_classes))
-    share = float(new.mean())
-    if share == 0:
-        return 0.0, f"every {w.label!r} value is a known class", True
-    shown = ", ".join(repr(_scalar(v)) for v in pd.unique(labelled[new])[:3])
-    known = ", ".join(repr(_scalar(v)) for v in sorted(w.label_classes, key=str)[:6])
-    return share, f"{share:.1%} of labelled rows have a {w.label!r} class never seen ({shown}; known: {known})", True
+    labelled, why = found
+    bad = [v for v, breach in why.items() if breach]
+    value, detail, applies = _label_values_detail(w, labelled, bad, "a class the label contract holds")
+    return value, (detail + f": {why[bad[0]]}" if bad else detail), applies
+
+
+def _new_labels(w: _Window) -> tuple[float, str, bool]:
+    found = _new_label_values(w)
+    if found is None:
+        return 0.0, "not applicable: no label classes to compare with", False
+    labelled, why = found
+    new = [v for v, breach in why.items() if not breach]
+    value, detail, applies = _label_values_detail(w, labelled, new, "a known class")
+    return value, (detail + ": a new class, a drift a retrain learns" if new else detail), applies
 
 
 #: every named check: a function of the window returning (value, detail, applies)
@@ -337,13 +414,15 @@ CHECKS: dict[str, Callable[[_Window], tuple[float, str, bool]]] = {
     "infinite_values": _infinite_values,
     "empty_columns": _empty_columns,
     "unseen_labels": _unseen_labels,
+    "new_labels": _new_labels,
 }
 
 
 def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str | None, threshold: float,
            required: Sequence[str] = (), ignore_columns: Sequence[str] = (), source: str = "current window",
            limits: Mapping[str, float] | None = None, label_classes: Sequence[Any] | None = None,
-           labels_due: Sequence[bool] | None = None) -> QualityReport:
+           labels_due: Sequence[bool] | None = None, had_values: Collection[str] = (),
+           label_problem: str | None = None) -> QualityReport:
     """Run every check of :data:`CHECKS` on the current window and score it.
 
     Parameters
@@ -365,11 +444,16 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     limits : mapping, optional
         Tolerances overriding :data:`LIMITS` by check name.
     label_classes : sequence, optional
-        The label's known classes (a classifier's reference labels); ``unseen_labels`` applies
-        only with them.
+        The label's known classes (a classifier's labels in the reference and every earlier
+        labelled batch); ``unseen_labels`` and ``new_labels`` apply only with them.
     labels_due : sequence of bool, optional
         Per row of ``current``, whether its label should have arrived; rows of batches still
         waiting for labels (``data.label_delay_batches``) never count as missing labels.
+    had_values : collection of str
+        Columns that had a value before ``current`` besides in ``reference`` (earlier batches);
+        ``empty_columns`` blocks only on a column that had values.
+    label_problem : str, optional
+        The profile's ``problem_type``: with ``"binary"`` a third class breaks the label contract.
 
     Returns
     -------
@@ -394,7 +478,8 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
         reference = None
     shared = tuple(c for c in features if reference is not None and c in reference.columns)
     classes = frozenset(label_classes) if label_classes is not None else None
-    window = _Window(current, reference, features, shared, label, frozenset(ignored), classes, labels_due)
+    window = _Window(current, reference, features, shared, label, frozenset(ignored), classes, labels_due,
+                     frozenset(had_values), label_problem)
     checks = []
     for name, run in CHECKS.items():
         value, detail, applies = run(window)
@@ -406,3 +491,34 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     blocked = any(c.blocking and not c.passed for c in checks)
     return QualityReport(tuple(checks), float(score), float(threshold), bool(score >= threshold and not blocked),
                          source, len(current))
+
+
+def columns_with_values(frame: pd.DataFrame) -> set[str]:
+    """The columns of ``frame`` holding at least one value."""
+    return {c for c in frame.columns if frame[c].notna().any()}
+
+
+def assess_batches(frames: Mapping[str, pd.DataFrame], *, reference: pd.DataFrame | None, label: str | None,
+                   threshold: float, ignore_columns: Sequence[str] = (), label_classes: Sequence[Any] | None = None,
+                   label_problem: str | None = None, unlabelled: Collection[str] = ()) -> list[QualityReport]:
+    """:func:`assess` on each batch on its own, oldest first (``frames`` in time order, by file name).
+
+    What came before a batch counts as seen: its columns with values (``empty_columns`` blocks
+    only a column that had values in the reference or an earlier batch) and its label classes
+    (a class an earlier batch held is known, so a class that comes back is no new class).
+    Batches in ``unlabelled`` (their labels are not due yet) are judged without their label.
+    """
+    had: set[str] = set()
+    classes = set(label_classes) if label_classes is not None else None
+    out = []
+    for source, frame in frames.items():
+        delayed = source in unlabelled
+        report = assess(frame, reference=reference, label=None if delayed else label, threshold=threshold,
+                        ignore_columns=[*ignore_columns, *([label] if delayed and label else [])], source=source,
+                        label_classes=None if delayed or classes is None else sorted(classes, key=str),
+                        had_values=had, label_problem=label_problem)
+        out.append(report)
+        had |= columns_with_values(frame)
+        if classes is not None and not delayed and label in frame.columns and "unseen_labels" not in report.failed:
+            classes |= set(frame[label].dropna().unique())
+    return out

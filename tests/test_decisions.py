@@ -229,3 +229,31 @@ def test_a_rollback_by_hand_is_a_run_with_its_folder_outcome_exit_7_and_a_notifi
     assert [n["event"] for n in manifest["notifications"]] == ["rolled-back"]
     last = reg.history()[-1]
     assert (last.event, last.version, last.run_id, last.reason) == ("rollback", "v0001", run_dir.name, "bad predictions reported")
+
+
+# ---- data quality judges what the stream had, not what the champion's window held ---------------
+
+
+def test_a_label_class_that_comes_back_is_known_and_a_new_class_is_reported_neither_blocks(tmp_path):
+    # Seattle weather, 2015Q2: "drizzle" returns after the champion's window went without it
+    home = make_home(tmp_path / "home", **{"training.problem_type": "multiclass", "training.eval_metric": "accuracy",
+                                           "validation.metrics": ["accuracy"], "validation.minimum": {},
+                                           "performance_threshold": 0.5})
+
+    def relabel(frame, rng, week):
+        frame["default"] = np.where(frame["default"] == 1, "defaulted", "paid").astype(object)
+        if week == 1 or week == 10:
+            frame.loc[frame.index[:20], "default"] = "restructured"  # week 1, then back in week 10
+        if week == 10:
+            frame.loc[frame.index[20:30], "default"] = "written-off"  # never seen before
+
+    for week in range(1, 25):
+        edit(home, week, lambda f, rng, w=week: relabel(f, rng, w))
+    ctx, analysis, *_ = run_steps(home, week_end(8).isoformat(), "boot")  # trains on weeks 2-7: no "restructured"
+    assert ctx.registry.champion()
+    ctx, analysis, *_ = run_steps(home, week_end(10).isoformat(), "back")
+    assert analysis.decision.status != "blocked-by-quality", analysis.decision.reasons
+    reports = [analysis.quality, *analysis.batch_quality]
+    new = [c["detail"] for r in reports for c in r["checks"] if c["name"] == "new_labels" and not c["passed"]]
+    assert new and all("never seen ('written-off'; known: 'defaulted', 'paid', 'restructured')" in d for d in new), new
+    assert not any(r["blocked_by"] for r in reports)

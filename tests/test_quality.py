@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from retrainlib.errors import DataContractError, DataQualityError
+from retrainlib import quality
 from retrainlib.quality import CHECKS, LIMITS, assess, check_hard_breaks
 
 
@@ -141,3 +142,78 @@ def test_the_report_is_json_and_a_table():
     as_json = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert as_json["failed"] == ["missing_values"] and as_json["n_rows"] == 2000
     assert list(report.to_frame().columns) == ["name", "value", "threshold", "passed", "detail", "weight", "blocking"]
+
+
+# --------------------------------------------------------------------------- what the stream had before (issue 11)
+def _weather(classes: list[str], n: int = 90, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"precipitation": rng.gamma(1.0, 3.0, n), "temp_max": rng.normal(15, 6, n),
+                         "weather": rng.choice(classes, n)})
+
+
+def test_a_class_the_champions_window_lacked_is_reported_as_a_new_class_not_a_block():
+    # Seattle weather: "drizzle" comes back in 2015Q2, absent from the champion's three quarters
+    reference, current = _weather(["rain", "sun", "fog"]), _weather(["rain", "sun", "drizzle"], seed=1)
+    report = assess(current, reference=reference, label="weather", threshold=0.8,
+                    label_classes=["rain", "sun", "fog"], label_problem="multiclass")
+    assert report.passed and report.blocked_by == ()
+    (new,) = [c for c in report.checks if c.name == "new_labels"]
+    assert not new.passed and not new.blocking and new.weight == 0
+    assert "'drizzle'" in new.detail and "a new class" in new.detail
+
+
+def test_a_class_an_earlier_batch_held_is_a_known_class_in_the_next_batch():
+    frames = {"q1.parquet": _weather(["rain", "sun", "drizzle"]), "q2.parquet": _weather(["rain", "drizzle"], seed=2)}
+    first, second = quality.assess_batches(frames, reference=None, label="weather", threshold=0.8,
+                                   label_classes=["rain", "sun"], label_problem="multiclass")
+    assert first.passed and "new_labels" in first.failed
+    assert second.passed and second.failed == ()
+
+
+@pytest.mark.parametrize("value, problem, why", [
+    (2, "binary", "a binary label holds two classes"),
+    ("n/a", None, "a text value among integral classes"),
+    (0.5, "multiclass", "a number value among integral classes"),
+], ids=["third-class-of-a-binary-label", "text-among-numbers", "fraction-among-integers"])
+def test_a_label_value_that_breaks_the_label_contract_still_blocks(value, problem, why):
+    cur = _window(1)
+    cur["default"] = cur["default"].astype(object)
+    cur.loc[cur.index[:5], "default"] = value
+    report = _assess(cur, _window(0), label_classes=[0, 1], label_problem=problem)
+    assert report.blocked_by == ("unseen_labels",) and not report.passed
+    check = next(c for c in report.checks if c.name == "unseen_labels")
+    assert f"never seen ({value!r}; known: 0, 1): {why}" in check.detail
+
+
+def test_a_column_that_never_had_a_value_is_no_broken_column():
+    # baseball, 1900: `sf` (sacrifice flies) is not recorded before 1954
+    cur = _window(1).assign(sf=np.nan)
+    for reference in (None, _window(0).assign(sf=np.nan)):
+        report = _assess(cur, reference)
+        assert report.passed and "empty_columns" not in report.failed, report.reason()
+    assert "never had a value yet, not judged: sf" in next(c.detail for c in report.checks if c.name == "empty_columns")
+
+
+def test_a_column_that_had_values_in_an_earlier_batch_and_goes_empty_blocks_that_batch():
+    frames = {"1890.parquet": _window(0).assign(sf=np.nan), "1900.parquet": _window(1).assign(sf=1.0),
+              "1910.parquet": _window(2).assign(sf=np.nan)}
+    reports = quality.assess_batches(frames, reference=None, label="default", threshold=0.8, ignore_columns=("id",))
+    assert [r.blocked_by for r in reports] == [(), (), ("empty_columns",)]
+    assert "had values before: sf" in reports[2].reason()
+
+
+@pytest.mark.parametrize("reference_sf", [0.0, "nearly-empty"], ids=["constant", "nearly-empty"])
+def test_a_reference_column_that_is_constant_or_nearly_empty_sets_no_range(reference_sf):
+    # baseball from 1980: the champion's decades hold sf == 0 only; 52 % of the new decade is "outside [0, 0]"
+    reference = _window(0)
+    if reference_sf == "nearly-empty":
+        reference["sf"] = np.nan
+        reference.loc[reference.index[:40], "sf"] = np.arange(40.0)  # 2 % of its rows
+    else:
+        reference["sf"] = reference_sf
+    cur = _window(1).assign(sf=np.random.default_rng(3).integers(0, 9, 2000).astype(float))
+    report = _assess(cur, reference)
+    assert report.passed and "out_of_range" not in report.failed, report.reason()
+    assert "no range in the reference, not judged: sf" in next(c.detail for c in report.checks if c.name == "out_of_range")
+    cur.loc[cur.index[:200], "age"] = 500.0  # a column with a range is still judged
+    assert "out_of_range" in _assess(cur, reference).failed

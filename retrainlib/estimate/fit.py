@@ -76,7 +76,8 @@ def fit_estimator(
     idx = {c: i for i, c in enumerate(classes)}
     unknown = sorted({str(v) for v in pd.unique(y) if v not in idx})
     if unknown:
-        raise EstimationError(f"calibration labels {', '.join(unknown[:5])} are not among the model's classes {list(classes)}")
+        return refuse(f"calibration labels {', '.join(unknown[:5])} are not among the model's classes {list(classes)} "
+                      f"(a class new since it trained; a model that learnt it can be estimated)")
     yi = np.array([idx[v] for v in y])
     counts = np.bincount(yi, minlength=len(classes))
     if counts.min() < MIN_CLASS_ROWS:

@@ -113,10 +113,12 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
     current_batches: dict[str, pd.DataFrame] = {}
     current = load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
     labelled_end = pd.Timestamp(windows.holdout[-1].end)  # rows after it wait for their labels (label_delay_batches)
-    classes = label_classes(ctx, reference[src.label])
+    earlier = [b for b in visible if b.path not in {r.path for r in windows.reference} | set(current_batches)]
+    classes = label_classes(ctx, reference[src.label], earlier)
     q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
                        required=required, ignore_columns=src.ignore_columns, source="current window",
-                       label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy())
+                       label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy(),
+                       label_problem=prof.training.problem_type)
     late = {b.path for b in windows.current if pd.Timestamp(b.end) > labelled_end}
     per_batch = assess_batches(ctx, current_batches, reference=reference, classes=classes, late=late)
     holdout = check_holdout(ctx, windows, current_batches, reference=reference, classes=classes, required=required)

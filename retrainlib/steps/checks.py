@@ -28,13 +28,18 @@ def load_checked(ctx: StepContext, batches, required: list[str], *, require_labe
 
     return data.load_batches(batches, ctx.paths, src, require_label=require_label, check=hard_breaks)
 
-def label_classes(ctx: StepContext, labels: pd.Series) -> list | None:
-    """The label's known classes for a classifier (``None`` for regression): what ``unseen_labels`` compares with."""
+def label_classes(ctx: StepContext, labels: pd.Series, earlier: list[data.Batch] | None = None) -> list | None:
+    """The label's known classes for a classifier (``None`` for regression): what ``unseen_labels`` and
+    ``new_labels`` compare with — the classes of ``labels`` and of every ``earlier`` labelled batch."""
     kind = ctx.profile.training.problem_type
     known = labels.dropna()
     if kind == "regression" or (kind is None and pd.api.types.is_float_dtype(known) and known.nunique() > 20):
         return None
-    return list(pd.unique(known))
+    classes = dict.fromkeys(pd.unique(known))
+    for b in earlier or ():  # only the label column of each file
+        frame = data.read_columns(ctx.paths.resolve(b.path), [ctx.profile.data.label])
+        classes.update(dict.fromkeys(pd.unique(frame.iloc[:, 0].dropna())) if frame.shape[1] else {})
+    return list(classes)
 
 
 def assess_batches(ctx: StepContext, frames: dict[str, pd.DataFrame], *, reference: pd.DataFrame | None,
@@ -45,14 +50,9 @@ def assess_batches(ctx: StepContext, frames: dict[str, pd.DataFrame], *, referen
     are judged without their label: unlabelled rows there are expected.
     """
     prof, src = ctx.profile, ctx.profile.data
-    out = []
-    for path, frame in frames.items():
-        delayed = path in late
-        out.append(quality.assess(frame, reference=reference, label=None if delayed else src.label,
-                                  threshold=prof.data_quality_threshold,
-                                  ignore_columns=[*src.ignore_columns, *([src.label] if delayed else [])],
-                                  source=path, label_classes=None if delayed else classes))
-    return out
+    return quality.assess_batches(frames, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
+                                  ignore_columns=src.ignore_columns, label_classes=classes,
+                                  label_problem=prof.training.problem_type, unlabelled=late)
 
 
 def check_holdout(ctx: StepContext, windows: data.Windows, frames: dict[str, pd.DataFrame], *,
@@ -83,7 +83,8 @@ def check_holdout(ctx: StepContext, windows: data.Windows, frames: dict[str, pd.
                                        f"({quality._scalar(labelled[src.label].iloc[0])!r}); validation needs two or more; raise "
                                        f"training.holdout_batches or fix the labels in that file")
         q = quality.assess(labelled, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
-                           ignore_columns=src.ignore_columns, source=f"holdout {files}", label_classes=classes)
+                           ignore_columns=src.ignore_columns, source=f"holdout {files}", label_classes=classes,
+                           label_problem=prof.training.problem_type)
         out["quality"] = q.to_dict()
         if not q.passed:
             out["problems"].append(q.reason())
