@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .durable import write_atomic
 from .errors import ExitCode, RetrainError, RunLocked
 
 __all__ = ["main", "EXIT_BAD_INPUT", "EXIT_LOCKED"]
@@ -364,7 +365,7 @@ def cmd_drift(args) -> int:
     if report.multivariate is not None:
         print(f"multivariate: {report.multivariate.to_dict()}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        write_atomic(args.json, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
         print(f"full result: {args.json}")
     return 0
 
@@ -418,7 +419,7 @@ def _report_backtest(result, args) -> int:
         if args.json == "-":
             sys.stdout.write(text)
             return 0
-        Path(args.json).write_text(text)
+        write_atomic(args.json, text)
     table = result.summary.reset_index()
     columns = [c for c in ("strategy", "mean", "worst", "mean_after_drift", "retrains", "promotions", "cpu_seconds",
                            "mean_ratio", "worst_ratio", "retrains_ratio", "promotions_ratio", "cpu_seconds_ratio",
@@ -503,7 +504,7 @@ def cmd_replay(args) -> int:
     else:
         print(report.to_text())
         if args.json:
-            Path(args.json).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+            write_atomic(args.json, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     if report.matched:
         return 0
     print(f"retrain: replay differs: {report.reason()}", file=sys.stderr)

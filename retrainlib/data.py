@@ -11,6 +11,8 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -242,16 +244,17 @@ def list_batches(source: DataSource, paths: Paths, *, as_of: Any = None) -> list
     seen = []
     kinds: dict[str, tuple[str, str]] = {}
     for f in files:
+        shown = _display(f, paths)
         if source.time_column not in column_names_or_read(f):
             raise DataContractError(
-                f"time column {source.time_column!r} is missing from batch {_display(f, paths)}; "
+                f"time column {source.time_column!r} is missing from batch {shown}; "
                 "add it or set data.time_column to the column that orders rows"
             )
-        _check_schema_kinds(f, _display(f, paths), kinds)
-        n, start, end = _time_range(f, source.time_column, _display(f, paths))
+        _check_schema_kinds(f, shown, kinds)
+        n, start, end = _time_range(f, source.time_column, shown)
         if not n:
             continue
-        seen.append(Batch(_display(f, paths), n, start, end, file_sha256(f)))
+        seen.append(Batch(shown, n, start, end, file_sha256(f)))  # the identity is hashed every time
     check_time_order(seen)
     out = []
     for b in seen:
@@ -266,11 +269,31 @@ def list_batches(source: DataSource, paths: Paths, *, as_of: Any = None) -> list
 
 def _check_schema_kinds(path: Path, shown: str, kinds: dict[str, tuple[str, str]]) -> None:
     """A Parquet batch's column types (from its schema, no rows read) keep the kind the first batch gave them."""
-    if path.suffix != ".parquet":
-        return  # a CSV's types show only once read: load_batches checks them per window
+    for name, kind in _listing_facts(*_file_version(path))[1]:
+        first = kinds.setdefault(name, (kind, shown))
+        if first[0] != kind:
+            raise DataContractError(f"column {name!r} is {first[0]} in batch {first[1]} but {kind} in batch {shown}; "
+                                    "fix the feed so the column keeps one type")
+
+
+def _file_version(path: Path) -> tuple[str, int, int, int]:
+    """A file's path, size, modification time (ns) and inode: what names one version of it in the caches here."""
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns, st.st_ino
+
+
+@functools.lru_cache(maxsize=4096)
+def _listing_facts(path: str, size: int, mtime_ns: int, inode: int) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """A batch file's column names (after :func:`check_file`'s checks) and, for Parquet, each column's kind from
+    its schema (no rows read; a CSV's types show only once read, so load_batches checks them per window);
+    read once per file version. A refusal raises and is not kept."""
+    names = tuple(check_file(Path(path), what="batch file"))
+    if not path.endswith(".parquet"):
+        return names, ()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    kinds = []
     for field in pq.read_schema(path):
         t = field.type
         if pa.types.is_dictionary(t):
@@ -279,23 +302,19 @@ def _check_schema_kinds(path: Path, shown: str, kinds: dict[str, tuple[str, str]
                 "numeric" if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t) else
                 "timestamp" if pa.types.is_timestamp(t) or pa.types.is_date(t) else
                 "text" if pa.types.is_string(t) or pa.types.is_large_string(t) else "other")
-        if kind in ("empty", "other"):
-            continue
-        first = kinds.setdefault(field.name, (kind, shown))
-        if first[0] != kind:
-            raise DataContractError(f"column {field.name!r} is {first[0]} in batch {first[1]} but {kind} in batch {shown}; "
-                                    "fix the feed so the column keeps one type")
+        if kind not in ("empty", "other"):
+            kinds.append((field.name, kind))
+    return names, tuple(kinds)
 
 
 def column_names_or_read(path: Path) -> list[str]:
     """The batch file's column names, through :func:`read_frame`'s checks (so a broken file is named with its cause)."""
-    return check_file(path, what="batch file")
+    return list(_listing_facts(*_file_version(path))[0])
 
 
 def _time_range(path: Path, column: str, shown: str) -> tuple[int, str | None, str | None]:
     """Rows, first and last time of a batch file; read once per file version (its size and modification time)."""
-    st = path.stat()
-    return _time_range_of(str(path), st.st_size, st.st_mtime_ns, st.st_ino, column, shown)
+    return _time_range_of(*_file_version(path), column, shown)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -376,9 +395,9 @@ def load_batches(
     """
     if not batches:
         raise DataContractError("the window holds no batches; add data or lower holdout_batches/window_batches")
-    frames = []
+    frames, kinds = [], []
     for b in batches:
-        frame = _read(paths.resolve(b.path))
+        frame, kinds_b = _FRAMES.get(paths.resolve(b.path), source.time_column, b.path)
         for col, role, fix in (
             (source.time_column, "time column", "data.time_column"),
             (source.label, "label column", "data.label"),
@@ -388,11 +407,11 @@ def load_batches(
                     f"{role} {col!r} is missing from batch {b.path}; restore it or set {fix} to the right name "
                     f"(columns there: {', '.join(map(str, frame.columns[:12]))})"
                 )
-        frame[source.time_column] = _times(frame[source.time_column], b.path, source.time_column)
         if check is not None:
             check(frame, b)
         frames.append(frame)
-    _check_kinds(frames, batches)
+        kinds.append(kinds_b)
+    _check_kinds(frames, batches, kinds)
     out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     for col in out.columns:  # categories that differ between batches come back as object; restore them
         if out[col].dtype == object and all(isinstance(f[col].dtype, pd.CategoricalDtype) for f in frames if col in f):
@@ -402,6 +421,49 @@ def load_batches(
     if max_rows is not None and len(out) > max_rows:
         out = out.iloc[-max_rows:]
     return out.reset_index(drop=True)
+
+
+class _FrameCache:
+    """Batch files read once per file version (:func:`_file_version`) within a memory budget, newest kept.
+
+    A backtest reads the same batches at every step of every strategy; a run reads each once, so
+    nothing changes for it. Each reader gets its own deep copy (callers may add columns), and a file
+    that cannot be read raises every time (a refusal is never kept).
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget, self.used = budget_bytes, 0
+        self._items: OrderedDict[tuple, tuple[pd.DataFrame, dict[str, str], int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, time_column: str, shown: str) -> tuple[pd.DataFrame, dict[str, str]]:
+        """A copy of the file's rows with ``time_column`` parsed (when present), and each column's kind."""
+        key = (*_file_version(path), time_column)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+        if hit is None:
+            frame = _read(path)
+            if time_column in frame.columns:
+                frame[time_column] = _times(frame[time_column], shown, time_column)
+            hit = (frame, {c: _kind(frame[c]) for c in frame.columns}, int(frame.memory_usage(deep=True).sum()))
+            self._keep(key, hit)
+        return hit[0].copy(deep=True), hit[1]
+
+    def _keep(self, key: tuple, item: tuple) -> None:
+        if item[2] > self.budget // 4:
+            return  # a big file is read each time rather than crowd out the rest
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = item
+            self.used += item[2]
+            while self.used > self.budget:
+                self.used -= self._items.popitem(last=False)[1][2]
+
+
+_FRAMES = _FrameCache(budget_bytes=256 * 2**20)
 
 
 def _kind(series: pd.Series) -> str:
@@ -414,12 +476,12 @@ def _kind(series: pd.Series) -> str:
     return "text"
 
 
-def _check_kinds(frames: Sequence[pd.DataFrame], batches: Sequence[Batch]) -> None:
+def _check_kinds(frames: Sequence[pd.DataFrame], batches: Sequence[Batch], kinds: Sequence[dict[str, str]]) -> None:
     """A column keeps its kind (numeric, text, timestamp) across batches; a feed that turned numbers into text is named."""
     first: dict[str, tuple[str, str]] = {}
-    for frame, b in zip(frames, batches):
+    for frame, b, kinds_b in zip(frames, batches, kinds):
         for col in frame.columns:
-            kind = _kind(frame[col])
+            kind = kinds_b[col]
             if kind == "empty":
                 continue
             if col not in first:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import automl, lease
+from .durable import write_atomic
 from .errors import DamagedPointer, RetrainError, exit_code_of
 from .manifest import MANIFEST, OUTCOMES, RunManifest, StepRecord, git_commit, mark_abandoned, this_process
 from .outputs import Analysis, Promotion, Training, Validation
@@ -225,7 +226,7 @@ def _new_run(paths: Paths, prof, profile_path: Path, registry: Registry, *, as_o
         replay_of=replay_of,
         process=process,
     )
-    (run_dir / "profile.yaml").write_text(manifest.profile["content"])
+    write_atomic(run_dir / "profile.yaml", manifest.profile["content"])
     manifest.write(run_dir)
     return manifest, run_dir
 

@@ -39,6 +39,7 @@ from typing import Any, Iterable
 import yaml
 
 from . import data
+from .durable import write_atomic
 from .errors import DataContractError, ProfileError, ReplayError
 from .manifest import file_hashes, load_manifest, write_json_atomic
 from .paths import Paths
@@ -575,7 +576,7 @@ def replay(
         notes += [f"profile override {o}" for o in overrides]
         (scratch / "params").mkdir()
         profile_path = scratch / "params" / f"{manifest['profile']['name']}.yaml"
-        profile_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        write_atomic(profile_path, yaml.safe_dump(raw, sort_keys=False))
         try:
             load_profile(profile_path)
         except ProfileError as exc:  # the schema changed since the run

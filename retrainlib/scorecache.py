@@ -8,13 +8,19 @@ check cache is on (``RETRAIN_CHECK_CACHE``, which backtests set: :mod:`retrainli
 each answer under the sha256 of every model file (verified against the registry's checksums first),
 the rows' fingerprint and the running software — the answer a fresh load would give. Without that
 folder nothing is kept and the champion is loaded on first use, as before.
+
+:func:`compare_once` does the same for the drift step's comparison of two windows: with the check
+cache on, windows compared before in this process (two strategies serving the same champion on the
+same batches) are answered from memory, keyed by both windows' fingerprints and every setting.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,7 @@ from . import automl, freshproc
 from .data import frame_fingerprint
 from .durable import sha256_bytes, write_json_atomic
 
-__all__ = ["ChampionScores"]
+__all__ = ["ChampionScores", "compare_once"]
 
 
 class ChampionScores:
@@ -85,3 +91,34 @@ class ChampionScores:
         np.save(stage, values, allow_pickle=False)
         os.replace(stage, path)  # a concurrent writer of the same key stored the same values
         return values
+
+
+_COMPARED: OrderedDict[str, Any] = OrderedDict()  # key -> DriftReport (frozen), newest kept
+_COMPARED_MAX = 512
+_COMPARED_LOCK = threading.Lock()
+
+
+def compare_once(reference: pd.DataFrame, current: pd.DataFrame, *, settings, drift_threshold: float,
+                 importance: dict | None, seed: int):
+    """:func:`retrainlib.drift.compare` of the two windows; with the check cache on, a comparison already
+    made in this process on the same rows and settings is answered from memory (reports are frozen)."""
+    from . import drift
+
+    def compute():
+        return drift.compare(reference, current, settings=settings, drift_threshold=drift_threshold,
+                             importance=importance, seed=seed)
+
+    if freshproc.cache_folder() is None:
+        return compute()
+    key = sha256_bytes("\n".join([frame_fingerprint(reference), frame_fingerprint(current), settings.model_dump_json(),
+                                   repr(float(drift_threshold)), json.dumps(importance, sort_keys=True, default=str),
+                                   str(seed)]).encode())
+    with _COMPARED_LOCK:
+        report = _COMPARED.get(key)
+    if report is None:
+        report = compute()
+        with _COMPARED_LOCK:
+            _COMPARED[key] = report
+            while len(_COMPARED) > _COMPARED_MAX:
+                _COMPARED.popitem(last=False)
+    return report

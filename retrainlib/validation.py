@@ -39,6 +39,7 @@ deviation: input noise of 1% of each feature's spread moves even a smooth model'
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -50,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from . import automl, freshproc
+from .durable import write_json_atomic
 from .errors import DataContractError, ProfileError
 from .gates import LATENCY_ROWS, Gate, GateInputs, apply_gates
 from .metrics import BOOTSTRAP_METRICS, bootstrap_scores, flip_excess, metric_info, signed, summarise_bootstrap
@@ -217,8 +219,9 @@ def validate(
     batch = holdout.iloc[np.random.default_rng(seeds[2]).integers(0, len(holdout), LATENCY_ROWS)]
     inputs = GateInputs(
         **figures, reload=answer, reload_expected=chal_scores[take], reload_folder=folder, reload_timeout=reload_timeout,
-        challenger_p95=_p95_latency(challenger, batch[chal.features], latency_repeats),
-        champion_p95=_p95_latency(champion, batch[champ.features], latency_repeats) if champ is not None else None,
+        challenger_p95=_p95_latency(challenger, batch[chal.features], latency_repeats, folder),
+        champion_p95=(_p95_latency(champion, batch[champ.features], latency_repeats, Path(champion_dir or automl.predictor_path(champion)))
+                      if champ is not None else None),
     )
     gates = apply_gates(inputs)
     failed = tuple(g.reason for g in gates if g.blocking and not g.passed)
@@ -344,8 +347,26 @@ def _contract(meta: Mapping[str, Any] | None, features: Sequence[str]) -> dict[s
     return {str(c): None for c in features}
 
 
-def _p95_latency(predictor, batch: pd.DataFrame, repeats: int) -> float:
-    """p95 seconds to predict ``batch`` (1,000 rows), after one warm-up call."""
+def _p95_latency(predictor, batch: pd.DataFrame, repeats: int, folder: Path | None = None) -> float:
+    """p95 seconds to predict ``batch`` (1,000 rows), after one warm-up call.
+
+    With the check cache on (a backtest: :mod:`retrainlib.freshproc`), a byte-identical model
+    (``folder``'s files) timed on the same rows before is answered with that earlier timing.
+    """
+    root = freshproc.cache_folder()
+    path = None
+    if root is not None and folder is not None and folder.is_dir():
+        path = root / "latency" / f"{freshproc.cache_key(folder, batch)}-{repeats}.json"
+        if path.is_file():
+            return float(json.loads(path.read_text())["p95"])
+    value = _time_predictions(predictor, batch, repeats)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"p95": value})
+    return value
+
+
+def _time_predictions(predictor, batch: pd.DataFrame, repeats: int) -> float:
     automl.predict_scores(predictor, batch)
     times = []
     for _ in range(max(1, repeats)):

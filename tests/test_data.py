@@ -121,3 +121,26 @@ def test_a_batch_rewritten_between_two_listings_is_read_again(fast_home):
     again = data.list_batches(SRC, Paths(fast_home))
     assert again[:-1] == first[:-1]
     assert again[-1].rows == len(frame) // 2 and again[-1].sha256 != first[-1].sha256
+
+
+def test_a_batch_rewritten_between_two_loads_is_read_again(fast_home):
+    paths = Paths(fast_home)
+    batches = data.list_batches(SRC, paths)[:2]
+    before = data.load_batches(batches, paths, SRC)
+    p = fast_home / batches[1].path
+    frame = pd.read_parquet(p)
+    frame.iloc[:100].to_parquet(p, index=False)  # the same file, fewer rows
+    after = data.load_batches(batches, paths, SRC)
+    assert len(before) == 800 and len(after) == 500
+
+
+def test_a_loaded_frame_changed_by_its_reader_does_not_reach_the_next_reader(fast_home):
+    paths = Paths(fast_home)
+    batches = data.list_batches(SRC, paths)[:1]
+    first = data.load_batches(batches, paths, SRC)
+    expected = first.copy()
+    first["income"] = -1.0
+    first["added"] = 1
+    again = data.load_batches(batches, paths, SRC)
+    pd.testing.assert_frame_equal(again, expected)
+    assert "added" not in again and again["application_date"].dtype.kind == "M"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from retrainlib import automl, freshproc
@@ -53,3 +54,30 @@ def test_a_changed_model_file_is_refused_before_any_cached_answer(two_registries
         model.write_bytes(model.read_bytes() + b"\0")
         with pytest.raises(RegistryError, match="does not match its checksums"):
             ChampionScores(second, "v0001").scores(sample)
+
+
+def test_a_repeated_window_comparison_is_answered_from_memory_only_while_the_check_cache_is_on(tmp_path, monkeypatch):
+    from retrainlib import drift, scorecache
+    from retrainlib.profiles import DriftSettings
+
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"x": rng.normal(size=500), "y": rng.normal(size=500)})
+    cur = pd.DataFrame({"x": rng.normal(0.5, size=500), "y": rng.normal(size=500)})
+    calls = []
+    real = drift.compare
+    monkeypatch.setattr(drift, "compare", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = dict(settings=DriftSettings(), drift_threshold=0.3, importance={"x": 0.2}, seed=1)
+    with freshproc.settings(cache_dir=None):
+        scorecache.compare_once(ref, cur, **args)
+        scorecache.compare_once(ref, cur, **args)
+    assert len(calls) == 2  # off: computed each time
+    with freshproc.settings(cache_dir=tmp_path / "cache"):
+        first = scorecache.compare_once(ref, cur, **args)
+        again = scorecache.compare_once(ref.copy(), cur.copy(), **args)  # the same rows in other frames
+        other = scorecache.compare_once(ref, cur, **{**args, "seed": 2})  # another setting: computed
+        moved = cur.copy()
+        moved.loc[0, "x"] += 1.0
+        changed = scorecache.compare_once(ref, moved, **args)  # other rows: computed
+    assert len(calls) == 5
+    assert again is first and again.to_dict() == real(ref, cur, **args).to_dict()
+    assert other is not first and changed is not first

@@ -329,6 +329,22 @@ def test_churn_and_latency_are_reported_but_not_blocking_without_limits(promoted
 # ------------------------------------------------------------------ results and plots
 
 
+def test_latency_of_byte_identical_models_on_the_same_rows_is_timed_once_while_the_check_cache_is_on(models, holdout, tmp_path):
+    from retrainlib import freshproc
+
+    def p95s(verdict):
+        d = verdict.gate("latency").details
+        return d["challenger_p95_seconds"], d["champion_p95_seconds"]
+
+    with freshproc.settings(cache_dir=None):
+        assert p95s(run(models, holdout, "new", "old")) != p95s(run(models, holdout, "new", "old"))  # timed each time
+    with freshproc.settings(cache_dir=tmp_path / "cache"):
+        first = p95s(run(models, holdout, "new", "old"))
+        assert p95s(run(models, holdout, "new", "old")) == first  # the earlier timing of the same files and rows
+        assert p95s(run(models, holdout, "old", "new")) == first[::-1]
+        assert len(list((tmp_path / "cache" / "latency").glob("*.json"))) == 2
+
+
 def test_verdict_is_json_ready_and_its_gate_table_has_one_row_per_gate(promoted):
     data = json.loads(json.dumps(promoted.to_dict(), allow_nan=False))
     assert data["decision"] == "promote" and data["n_holdout"] == 2000

@@ -5,6 +5,7 @@ May touch: the files it is asked to write or read; nothing else."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from ..durable import write_atomic
 from .strategies import REFERENCE, TRIGGERED, Strategy
 from .summary import check_acceptance, check_target, summarize
 
@@ -67,12 +69,13 @@ class BacktestResult:
             "summary": folder / "backtest-summary.csv",
             "plot": folder / "backtest.png",
         }
-        out["json"].write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
-        self.records.drop(columns=["reasons"]).to_csv(out["per_batch"], index=False)
-        self.summary.to_csv(out["summary"])
-        fig = plot_backtest(self)
-        fig.savefig(out["plot"], dpi=110, bbox_inches="tight")
+        write_atomic(out["json"], json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        write_atomic(out["per_batch"], self.records.drop(columns=["reasons"]).to_csv(index=False))
+        write_atomic(out["summary"], self.summary.to_csv())
+        fig, png = plot_backtest(self), io.BytesIO()
+        fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
+        write_atomic(out["plot"], png.getvalue())
         return out
 
 

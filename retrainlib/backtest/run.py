@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from .. import automl, data, freshproc, steps
+from ..durable import write_atomic
 from ..errors import RetrainError
 from ..fitcache import FitCache
 from ..paths import Paths
@@ -61,7 +62,7 @@ def _scratch_profile(profile_path: Path, home: Path, batches: Path, strategy: St
         raw["retraining_interval"] = period_days
     (home / "params").mkdir(parents=True, exist_ok=True)
     path = home / "params" / f"{raw['name']}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_atomic(path, yaml.safe_dump(raw, sort_keys=False))
     load_profile(path)  # fail here, naming the file, if the variant is invalid
     return path
 
@@ -218,7 +219,7 @@ def _write_part(work: Path, strategy: Strategy, rows: list[dict[str, Any]], *, s
     pd.DataFrame(rows).to_pickle(folder / _PART_RECORDS)  # exact dtypes and floats for the merge
     meta = {"strategy": strategy.name, "settings": settings, "fit_cache": fit_cache, "started": started,
             "finished": time.time(), "last_batch_end": str(rows[-1]["batch_end"]) if rows else None}
-    (folder / _PART).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    write_atomic(folder / _PART, json.dumps(meta, indent=2, default=str) + "\n")
 
 
 def merge_backtest(work_dir: str | Path) -> BacktestResult:

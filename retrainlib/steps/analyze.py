@@ -13,7 +13,7 @@ from ..errors import RetrainError
 from ..outputs import Analysis
 from ..profiles import Profile
 from ..records import plain
-from ..scorecache import ChampionScores
+from ..scorecache import ChampionScores, compare_once
 from .champion import estimate_champion, evaluate_champion
 from .checks import assess_batches, check_holdout, label_classes, load_checked, quality_verdict
 from .context import StepContext, under_run_lock
@@ -123,8 +123,8 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
     per_batch = assess_batches(ctx, current_batches, reference=reference, classes=classes, late=late)
     holdout = check_holdout(ctx, windows, current_batches, reference=reference, classes=classes, required=required)
     quality_passed, quality_why = quality_verdict(q, per_batch, holdout)
-    report = drift.compare(reference[required], current[required], settings=prof.drift,
-                           drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
+    report = compare_once(reference[required], current[required], settings=prof.drift,
+                          drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
     target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
 
     predictor = ChampionScores(ctx.registry, champion)  # loaded when a score is not cached

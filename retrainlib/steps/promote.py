@@ -43,7 +43,6 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
         elif verdict.passed:
             analysis = ctx.read(Analysis)
             holdout_b = data.batches_from_records(analysis.window("holdout"), ctx.paths)
-            holdout = data.load_batches(holdout_b, ctx.paths, prof.data)
             deploy = verdict.challenger
             if prof.training.refit_full:
                 refit = _refit_on_train_and_holdout(ctx, analysis, verdict.challenger, holdout_b, trainer)
@@ -52,7 +51,7 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
             why = "first champion (bootstrap)" if verdict.decision == "bootstrap" else "passed every validation gate"
             if refit:
                 why += f" as {verdict.challenger}; refit on training + holdout rows as {deploy}"
-            res = reg.promote_verified(deploy, holdout[features].head(200), run_id=ctx.run_id, reason=why)
+            res = reg.promote_verified(deploy, _smoke_rows(ctx, holdout_b, features), run_id=ctx.run_id, reason=why)
             events = [e.to_dict() for e in res.events]
             action = "promoted" if res.promoted else "auto-rolled-back"
         else:
@@ -67,6 +66,20 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
                     [v.name for v in reg.versions()], reg.total_size_bytes())
     ctx.write(out)
     return out
+
+
+SMOKE_ROWS = 200
+
+
+def _smoke_rows(ctx: StepContext, holdout_b: list, features: list[str], n: int = SMOKE_ROWS) -> pd.DataFrame:
+    """The oldest ``n`` holdout rows the smoke test predicts on, reading only as many batches as it takes."""
+    frames, rows = [], 0
+    for b in holdout_b:
+        frames.append(data.load_batches([b], ctx.paths, ctx.profile.data)[features])
+        rows += len(frames[-1])
+        if rows >= n:
+            break
+    return pd.concat(frames, ignore_index=True).head(n)
 
 
 def _refit_on_train_and_holdout(ctx: StepContext, analysis: Analysis, validated: str, holdout_b: list,
