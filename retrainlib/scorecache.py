@@ -9,9 +9,10 @@ each answer under the sha256 of every model file (verified against the registry'
 the rows' fingerprint and the running software — the answer a fresh load would give. Without that
 folder nothing is kept and the champion is loaded on first use, as before.
 
-:func:`compare_once` does the same for the drift step's comparison of two windows: with the check
+:func:`answered_once` does the same in memory for the drift step's other pure work: with the check
 cache on, windows compared before in this process (two strategies serving the same champion on the
-same batches) are answered from memory, keyed by both windows' fingerprints and every setting.
+same batches: :func:`compare_once`) and batches judged before against the same reference are
+answered from memory, keyed by the rows' fingerprints and every setting.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,9 @@ from . import automl, freshproc
 from .data import frame_fingerprint
 from .durable import sha256_bytes, write_json_atomic
 
-__all__ = ["ChampionScores", "compare_once"]
+__all__ = ["ChampionScores", "answered_once", "compare_once"]
+
+T = TypeVar("T")
 
 
 class ChampionScores:
@@ -93,32 +96,35 @@ class ChampionScores:
         return values
 
 
-_COMPARED: OrderedDict[str, Any] = OrderedDict()  # key -> DriftReport (frozen), newest kept
-_COMPARED_MAX = 512
-_COMPARED_LOCK = threading.Lock()
+_ANSWERS: OrderedDict[str, Any] = OrderedDict()  # key -> a frozen answer, newest kept
+_ANSWERS_MAX = 1024
+_ANSWERS_LOCK = threading.Lock()
+
+
+def answered_once(parts: Sequence[str], compute: Callable[[], T]) -> T:
+    """``compute()``; with the check cache on, the answer an earlier call with the same ``parts`` got in this
+    process (``parts`` name everything the answer depends on: row fingerprints and settings; answers are
+    frozen records, never changed by their readers)."""
+    if freshproc.cache_folder() is None:
+        return compute()
+    key = sha256_bytes("\n".join(parts).encode())
+    with _ANSWERS_LOCK:
+        if key in _ANSWERS:
+            return _ANSWERS[key]
+    answer = compute()
+    with _ANSWERS_LOCK:
+        _ANSWERS[key] = answer
+        while len(_ANSWERS) > _ANSWERS_MAX:
+            _ANSWERS.popitem(last=False)
+    return answer
 
 
 def compare_once(reference: pd.DataFrame, current: pd.DataFrame, *, settings, drift_threshold: float,
                  importance: dict | None, seed: int):
-    """:func:`retrainlib.drift.compare` of the two windows; with the check cache on, a comparison already
-    made in this process on the same rows and settings is answered from memory (reports are frozen)."""
+    """:func:`retrainlib.drift.compare` of the two windows, through :func:`answered_once`."""
     from . import drift
 
-    def compute():
-        return drift.compare(reference, current, settings=settings, drift_threshold=drift_threshold,
-                             importance=importance, seed=seed)
-
-    if freshproc.cache_folder() is None:
-        return compute()
-    key = sha256_bytes("\n".join([frame_fingerprint(reference), frame_fingerprint(current), settings.model_dump_json(),
-                                   repr(float(drift_threshold)), json.dumps(importance, sort_keys=True, default=str),
-                                   str(seed)]).encode())
-    with _COMPARED_LOCK:
-        report = _COMPARED.get(key)
-    if report is None:
-        report = compute()
-        with _COMPARED_LOCK:
-            _COMPARED[key] = report
-            while len(_COMPARED) > _COMPARED_MAX:
-                _COMPARED.popitem(last=False)
-    return report
+    parts = ["drift.compare", frame_fingerprint(reference), frame_fingerprint(current), settings.model_dump_json(),
+             repr(float(drift_threshold)), json.dumps(importance, sort_keys=True, default=str), str(seed)]
+    return answered_once(parts, lambda: drift.compare(reference, current, settings=settings, drift_threshold=drift_threshold,
+                                                      importance=importance, seed=seed))

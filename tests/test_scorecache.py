@@ -81,3 +81,21 @@ def test_a_repeated_window_comparison_is_answered_from_memory_only_while_the_che
     assert len(calls) == 5
     assert again is first and again.to_dict() == real(ref, cur, **args).to_dict()
     assert other is not first and changed is not first
+
+
+def test_batches_judged_before_against_the_same_reference_are_answered_from_memory_only_while_the_check_cache_is_on(tmp_path):
+    from retrainlib import scorecache
+
+    calls = []
+
+    def judge():
+        calls.append(1)
+        return (len(calls),)
+
+    parts = ["quality.assess_batches", "reference-rows", "b1:rows"]
+    with freshproc.settings(cache_dir=None):
+        assert scorecache.answered_once(parts, judge) != scorecache.answered_once(parts, judge)
+    with freshproc.settings(cache_dir=tmp_path / "cache"):
+        first = scorecache.answered_once(parts, judge)
+        assert scorecache.answered_once(list(parts), judge) is first
+        assert scorecache.answered_once([*parts[:2], "b1:other rows"], judge) is not first

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
 
 from .. import data, quality
+from ..data import frame_fingerprint
+from ..scorecache import answered_once
 from .context import StepContext
 
 __all__ = ["load_checked", "label_classes", "assess_batches", "check_holdout", "quality_verdict"]
@@ -50,9 +53,17 @@ def assess_batches(ctx: StepContext, frames: dict[str, pd.DataFrame], *, referen
     are judged without their label: unlabelled rows there are expected.
     """
     prof, src = ctx.profile, ctx.profile.data
-    return quality.assess_batches(frames, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
-                                  ignore_columns=src.ignore_columns, label_classes=classes,
-                                  label_problem=prof.training.problem_type, unlabelled=late)
+
+    def judge() -> list:
+        return quality.assess_batches(frames, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
+                                      ignore_columns=src.ignore_columns, label_classes=classes,
+                                      label_problem=prof.training.problem_type, unlabelled=late)
+
+    parts = ["quality.assess_batches", frame_fingerprint(reference) if reference is not None else "-",
+             *(f"{name}:{frame_fingerprint(f)}" for name, f in frames.items()),
+             json.dumps([src.label, prof.data_quality_threshold, list(src.ignore_columns), prof.training.problem_type,
+                         None if classes is None else [repr(c) for c in classes], sorted(late)], default=str)]
+    return list(answered_once(parts, judge))
 
 
 def check_holdout(ctx: StepContext, windows: data.Windows, frames: dict[str, pd.DataFrame], *,
