@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
 
-__all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use", "settings", "stop_warm_server", "kill_tree", "stop_processes",
+__all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use", "settings", "restore_environ", "stop_warm_server", "kill_tree", "stop_processes",
            "Child", "start_child", "folder_digest", "cache_folder", "warm_server_pids", "MODE_VARIABLE", "CACHE_VARIABLE"]
 
 MODE_VARIABLE = "RETRAIN_FRESH"  # "warm" (default) or "cold"
@@ -92,14 +92,16 @@ def use(*, cold: bool = False, cache_dir: str | os.PathLike | None = None) -> Ca
     else:
         os.environ[CACHE_VARIABLE] = str(cache_dir)
 
-    def restore() -> None:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return lambda: restore_environ(saved)
 
-    return restore
+
+def restore_environ(saved: dict[str, str | None]) -> None:
+    """Put environment variables back as ``saved`` holds them (None: the variable was not set)."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @contextlib.contextmanager

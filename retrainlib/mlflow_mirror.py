@@ -43,6 +43,8 @@ import mlflow  # noqa: E402  (after the telemetry switch)
 import pandas as pd  # noqa: E402
 import mlflow.pyfunc  # noqa: E402
 
+from .freshproc import restore_environ  # noqa: E402
+
 __all__ = ["sync", "ChampionModel", "run_params", "run_metrics", "run_status", "CREDENTIAL_VARIABLES",
            "ALIAS"]
 
@@ -228,11 +230,7 @@ def _bounded(settings) -> Iterator[None]:
             yield
     finally:
         quiet.setLevel(level)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(saved)
 
 
 def _search_all(fetch) -> list:

@@ -382,24 +382,25 @@ def _label_values_detail(w: _Window, labelled: pd.Series, values: list, what: st
     return share, f"{share:.1%} of labelled rows have a {w.label!r} class never seen ({shown}; known: {known})", True
 
 
-def _unseen_labels(w: _Window) -> tuple[float, str, bool]:
+def _label_classes_check(w: _Window, *, breaches: bool) -> tuple[float, str, bool]:
+    """Share of labelled rows with a class never seen that breaks the label contract (``breaches``) or not."""
     found = _new_label_values(w)
     if found is None:
         return 0.0, "not applicable: no label classes to compare with", False
     labelled, why = found
-    bad = [v for v, breach in why.items() if breach]
-    value, detail, applies = _label_values_detail(w, labelled, bad, "a class the label contract holds")
-    return value, (detail + f": {why[bad[0]]}" if bad else detail), applies
+    values = [v for v, breach in why.items() if bool(breach) == breaches]
+    value, detail, applies = _label_values_detail(w, labelled, values, "a class the label contract holds" if breaches else "a known class")
+    if values:
+        detail += f": {why[values[0]]}" if breaches else ": a new class, a drift a retrain learns"
+    return value, detail, applies
+
+
+def _unseen_labels(w: _Window) -> tuple[float, str, bool]:
+    return _label_classes_check(w, breaches=True)
 
 
 def _new_labels(w: _Window) -> tuple[float, str, bool]:
-    found = _new_label_values(w)
-    if found is None:
-        return 0.0, "not applicable: no label classes to compare with", False
-    labelled, why = found
-    new = [v for v, breach in why.items() if not breach]
-    value, detail, applies = _label_values_detail(w, labelled, new, "a known class")
-    return value, (detail + ": a new class, a drift a retrain learns" if new else detail), applies
+    return _label_classes_check(w, breaches=False)
 
 
 #: every named check: a function of the window returning (value, detail, applies)

@@ -77,14 +77,7 @@ def roll_back(reg: "Registry", *, to: str | None, run_id: str | None, reason: st
             return _repair(reg, problem, to=to, run_id=run_id, reason=reason)
         target, current = _target(reg, to)
         versions.verify(target)
-        return pointer.swap(
-            event="rollback",
-            version=target,
-            previous=pointer.lineage_previous(target),
-            replaced=current,
-            run_id=run_id,
-            reason=reason,
-        )
+        return _swap_back(pointer, target, replaced=current, run_id=run_id, reason=reason)
 
 
 def _repair(reg: "Registry", problem: str, *, to: str | None, run_id: str | None, reason: str) -> HistoryEvent:
@@ -95,14 +88,14 @@ def _repair(reg: "Registry", problem: str, *, to: str | None, run_id: str | None
     target = versions.check_name(to)
     versions.verify(target)
     replaced = pointer.history_champion()
-    return pointer.swap(
-        event="rollback",
-        version=target,
-        previous=pointer.lineage_previous(target),
-        replaced=replaced if replaced in versions.names() else None,
-        run_id=run_id,
-        reason=f"{reason}; repaired the damaged CHAMPION pointer ({problem.split(';')[0]})",
-    )
+    return _swap_back(pointer, target, replaced=replaced if replaced in versions.names() else None, run_id=run_id,
+                      reason=f"{reason}; repaired the damaged CHAMPION pointer ({problem.split(';')[0]})")
+
+
+def _swap_back(pointer, target: str, *, replaced: str | None, run_id: str | None, reason: str) -> HistoryEvent:
+    """The pointer swap of a rollback to ``target``: its lineage's previous champion is the one it had."""
+    return pointer.swap(event="rollback", version=target, previous=pointer.lineage_previous(target), replaced=replaced,
+                        run_id=run_id, reason=reason)
 
 
 def rollback_target(reg: "Registry", to: str | None = None) -> str:
