@@ -49,8 +49,14 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], *, 
         request_save_on_cell_execute=True,
         # the kernel's own log stays out of the run's log: its start-up notes (the local-TCP warning) in every run, and
         # its traceback when it is stopped mid-reply by SIGTERM. A cell's error reaches the notebook and the manifest.
-        extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+        extra_arguments=list(KERNEL_ARGUMENTS),
     )
+
+
+#: the kernel's own logs silenced: the app's, and tornado's, whose "Uncaught exception in ZMQStream callback"
+#: traceback a kernel sometimes prints while it is shut down after the last cell (seen on a loaded machine)
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",
+                    "--IPKernelApp.exec_lines=__import__('logging').getLogger('tornado').setLevel(50)")
 
 
 def fill_manifest(manifest: RunManifest, run_dir: Path) -> None:

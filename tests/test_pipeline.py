@@ -94,3 +94,22 @@ def test_a_failing_step_leaves_its_partial_notebook_a_failed_manifest_and_the_ch
     assert nb.metadata["papermill"]["exception"] is True
     assert manifest.champion_after == "v0001"
     assert Registry(home / "models", "loan-default-demo").champion() == "v0001"
+
+
+def test_the_playbooks_kernel_keeps_its_own_and_tornados_log_out_of_the_runs_stderr(tmp_path):
+    """A kernel shut down after its last cell sometimes logs tornado's "Uncaught exception in ZMQStream
+    callback" traceback to the run's stderr (seen on a loaded machine): the kernel starts with it silenced."""
+    from retrainlib.pipeline import execute_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("import logging\n"
+                                          "print(logging.getLogger('tornado.general').getEffectiveLevel(), sorted(k for k in dir() if not k.startswith('_')))")]
+    src = tmp_path / "probe.ipynb"
+    nbformat.write(nb, src)
+    execute_notebook(src, tmp_path / "out.ipynb", {}, cwd=tmp_path, progress=False)
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    level, names = out.cells[-1].outputs[0]["text"].split(" ", 1)
+    assert int(level) == 50  # CRITICAL: its error-level tracebacks are not printed
+    assert "logging" in names and "x" in names and "__import__" not in names  # the user's namespace holds only the cells' names
+    assert [c.execution_count for c in out.cells if c.cell_type == "code"] == [1, 2]
