@@ -159,7 +159,8 @@ def validate(
         Thresholds: ``improvement_threshold``, ``stability_threshold`` and ``profile.validation``.
     challenger_dir
         The challenger's predictor folder, reloaded in a fresh process (:mod:`retrainlib.freshproc`;
-        defaults to the predictor's own path). ``champion_dir`` is accepted for symmetry and not needed.
+        defaults to the predictor's own path). ``champion_dir`` (default the champion's own path) names
+        the champion's files when the check cache answers its latency timing.
     challenger_meta, champion_meta
         Registry metadata: ``'software'`` (:func:`retrainlib.automl.software_versions` at training)
         and ``'features'`` (feature columns). Features default to the predictors' own.
