@@ -93,6 +93,8 @@ class GateInputs:
     champion_contract: Mapping[str, str | None] | None = None
     champion_p95: float | None = None
     regression_tolerance: float = 0.0  # absolute: a regression prediction "moves" by more than this
+    challenger_new_rows: bool = False  # the challenger trained on rows its champion never saw
+    gain_intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # per metric: paired bootstrap interval of the gain
 
     @property
     def has_champion(self) -> bool:
@@ -141,24 +143,58 @@ def _primary_against_champion(inputs: GateInputs) -> Sequence[str | None]:
 
 
 def improvement(inputs: GateInputs, metric: str | None) -> Gate:
-    """Challenger minus champion in ``metric``, read the metric's way round, at least ``improvement_threshold``."""
+    """Challenger minus champion in ``metric``, read the metric's way round, at least ``improvement_threshold``.
+
+    A challenger that trained on rows its champion never saw (newer data) also passes when it is not
+    significantly worse: the paired bootstrap interval of its gain reaches zero, so the holdout cannot
+    tell the two apart and the model that has seen the newer rows serves (``validation.fresher_challenger:
+    not_worse``, the default; ``improve`` asks every challenger for ``improvement_threshold``).
+    """
     champ, chal = inputs.scores["champion"][metric], inputs.scores["challenger"][metric]
     gib, threshold = inputs.greater_is_better[metric], inputs.profile.improvement_threshold
     gain = signed(chal - champ, gib)
-    passed = gain >= threshold
-    reason = (
-        f"challenger {metric} {_fmt(chal)} against the champion's {_fmt(champ)} is an improvement of {gain:+.4g} "
-        f"({'higher' if gib else 'lower'} is better), {'at or above' if passed else 'below'} improvement_threshold {_fmt(threshold)}"
-    )
-    return Gate("improvement", metric, gain, threshold, passed, True, reason, {"champion": champ, "challenger": chal})
+    head = (f"challenger {metric} {_fmt(chal)} against the champion's {_fmt(champ)} is an improvement of {gain:+.4g} "
+            f"({'higher' if gib else 'lower'} is better)")
+    details = {"champion": champ, "challenger": chal, "new_rows": inputs.challenger_new_rows}
+    if gain >= threshold:
+        return Gate("improvement", metric, gain, threshold, True, True, head + f", at or above improvement_threshold {_fmt(threshold)}", details)
+    reason = head + f", below improvement_threshold {_fmt(threshold)}"
+    if not (inputs.challenger_new_rows and inputs.profile.validation.fresher_challenger == "not_worse"):
+        return Gate("improvement", metric, gain, threshold, False, True, reason, details)
+    low, high = inputs.gain_intervals.get(metric, (math.nan, math.nan))
+    confidence = inputs.profile.validation.confidence
+    if math.isfinite(high):
+        passed = high >= 0
+        why = (f"; it trained on rows the champion never saw, and the {confidence:.0%} paired bootstrap interval of its gain "
+               f"[{_fmt(low)}, {_fmt(high)}] {'reaches' if passed else 'lies below'} zero: "
+               f"{'not significantly worse' if passed else 'significantly worse'} (validation.fresher_challenger: not_worse)")
+    else:  # no resample defined the metric: judge the point estimate
+        passed = gain >= 0
+        why = (f"; it trained on rows the champion never saw and is {'not worse' if passed else 'worse'} on the holdout "
+               "(no bootstrap resample defined the metric; validation.fresher_challenger: not_worse)")
+    return Gate("improvement", metric, gain, threshold, passed, True, reason + why,
+                {**details, "gain_interval": [low, high], "rule": "not_worse"})
 
 
 def minimum(inputs: GateInputs, metric: str | None) -> Gate:
-    """The challenger at or above its floor in ``validation.minimum`` (at or below it for a loss)."""
+    """The challenger at or above its floor in ``validation.minimum`` (at or below it for a loss).
+
+    A challenger below the floor still passes when the champion scores below it too, and worse, on
+    the same holdout: keeping the champion does not keep the floor, it keeps the worse of two models
+    under it (the other gates, improvement first, still decide; a champion below performance_threshold
+    keeps firing the performance trigger and, rejection after rejection, the stuck event).
+    """
     value, floor, gib = inputs.scores["challenger"][metric], inputs.profile.validation.minimum[metric], inputs.greater_is_better[metric]
     passed = value >= floor if gib else value <= floor
     side = "at or above" if gib else "at or below"
     reason = f"challenger {metric} {_fmt(value)} {'is' if passed else 'is not'} {side} the minimum {_fmt(floor)} (validation.minimum)"
+    champ = inputs.scores.get("champion", {}).get(metric)
+    if not passed and champ is not None and math.isfinite(champ) and signed(value - champ, gib) > 0:
+        champ_below = champ < floor if gib else champ > floor
+        if champ_below:
+            return Gate("minimum", metric, value, floor, True, True, reason + (
+                f", but the champion's {_fmt(champ)} on the same holdout is further from it: keeping the champion "
+                "would keep the worse of two models under the floor"), {"champion": champ})
     return Gate("minimum", metric, value, floor, passed, True, reason)
 
 

@@ -122,6 +122,12 @@ class ValidationSettings(_Section):
     max_flip_share: float | None = Field(
         default=None, ge=0.0, le=1.0, description="absolute cap on the share of predictions flipping under noise"
     )
+    fresher_challenger: Literal["not_worse", "improve"] = Field(
+        default="not_worse",
+        description="a challenger trained on rows its champion never saw passes the improvement gate when it is not "
+                    "significantly worse (the paired bootstrap interval of its gain reaches zero); 'improve' asks it for "
+                    "improvement_threshold like a challenger on the champion's own rows",
+    )
     allow_schema_change: bool = False
     max_churn: float | None = Field(default=None, ge=0.0, le=1.0)
     max_latency_ratio: float | None = Field(default=None, gt=0.0)

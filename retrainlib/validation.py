@@ -15,8 +15,8 @@ measures every figure once (:class:`retrainlib.gates.GateInputs`) and applies th
 - **stability_reload**: the challenger's folder loaded strictly in a *fresh* Python process
   (:mod:`retrainlib.freshproc`) predicts exactly what the challenger in memory predicts;
 - **stability_noise**: the share of predicted labels that flip when every numeric feature gets
-  Gaussian noise of ``noise_fraction`` of its standard deviation, measured for both models on the
-  same noisy rows: it fails only when the challenger's excess share over the champion's is above
+  Gaussian noise of ``noise_fraction`` of its standard deviation (integers stay integers, exact zeros
+  stay zero), measured for both models on the same noisy rows: it fails only when the challenger's excess share over the champion's is above
   ``1 - stability_threshold`` beyond sampling error, i.e. when the one-sided lower
   ``validation.confidence`` bound of that paired excess (exact, McNemar-style: :func:`flip_excess`)
   exceeds it (and, where a profile sets the absolute cap ``validation.max_flip_share``, when the
@@ -146,6 +146,7 @@ def validate(
     reload_rows: int = 2000,
     reload_timeout: float = 600.0,
     regression_tolerance: float = 0.05,
+    challenger_new_rows: bool = False,
 ) -> Verdict:
     """Score champion and challenger on ``holdout`` and apply the profile's gates.
 
@@ -172,6 +173,9 @@ def validate(
         At most this many holdout rows are predicted again in the fresh process.
     reload_timeout
         Seconds the fresh process may take to load and predict; longer fails the reload gate.
+    challenger_new_rows
+        The challenger trained on rows its champion never saw; with ``validation.fresher_challenger:
+        not_worse`` it then passes the improvement gate when it is not significantly worse.
     regression_tolerance
         Regression only: a prediction counts as flipped (noise) or differing (churn) when it moves
         by more than this fraction of the holdout label's standard deviation.
@@ -219,7 +223,7 @@ def validate(
             check.close()
     batch = holdout.iloc[np.random.default_rng(seeds[2]).integers(0, len(holdout), LATENCY_ROWS)]
     inputs = GateInputs(
-        **figures, reload=answer, reload_expected=chal_scores[take], reload_folder=folder, reload_timeout=reload_timeout,
+        **figures, challenger_new_rows=bool(challenger_new_rows and champion is not None), reload=answer, reload_expected=chal_scores[take], reload_folder=folder, reload_timeout=reload_timeout,
         challenger_p95=_p95_latency(challenger, batch[chal.features], latency_repeats, folder),
         champion_p95=(_p95_latency(champion, batch[champ.features], latency_repeats, Path(champion_dir or automl.predictor_path(champion)))
                       if champ is not None else None),
@@ -267,11 +271,17 @@ def _measure(chal: _Side, champ: _Side | None, chal_scores: np.ndarray, holdout:
     if champ is not None:
         champ_scores = automl.predict_scores(champ.model, holdout[champ.features])
         scores["champion"] = {m: automl.score(m, problem_type, y, champ_scores, champ.classes) for m in metrics}
-        boot = bootstrap_scores(primary, problem_type, y, [champ_scores, chal_scores], chal.classes,
-                                samples=settings.bootstrap_samples, seed=seeds[0])
-        diffs = (boot[1] - boot[0]) if gib[primary] else (boot[0] - boot[1])
+        def gains(metric: str) -> np.ndarray:
+            """The challenger's gain on each resample: both models on the same resampled rows (one seed),
+            each read with its own classes (a challenger may know a class its champion never saw)."""
+            champ_boot, chal_boot = (bootstrap_scores(metric, problem_type, y, [s], c, samples=settings.bootstrap_samples, seed=seeds[0])[0]
+                                     for s, c in ((champ_scores, champ.classes), (chal_scores, chal.classes)))
+            return signed(chal_boot - champ_boot, gib[metric])
+
         observed = signed(scores["challenger"][primary] - scores["champion"][primary], gib[primary])
-        bootstrap = summarise_bootstrap(diffs, primary, "difference", observed, settings.confidence)
+        bootstrap = summarise_bootstrap(gains(primary), primary, "difference", observed, settings.confidence)
+        gain_intervals = {primary: (bootstrap["ci_low"], bootstrap["ci_high"])}
+        gain_intervals.update({m: _interval(gains(m), settings.confidence) for m in settings.metrics[1:]})
     else:
         boot = bootstrap_scores(primary, problem_type, y, [chal_scores], chal.classes, samples=settings.bootstrap_samples, seed=seeds[0])
         bootstrap = summarise_bootstrap(boot[0], primary, "score", scores["challenger"][primary], settings.confidence)
@@ -283,6 +293,7 @@ def _measure(chal: _Side, champ: _Side | None, chal_scores: np.ndarray, holdout:
     noisy, touched = _perturb(holdout[columns], settings.noise_fraction, np.random.default_rng(seeds[1]))
     return dict(
         profile=profile, greater_is_better=gib, scores=scores, bootstrap=bootstrap, regression_tolerance=tolerance,
+        gain_intervals=gain_intervals if champ is not None else {},
         noisy_features=touched,
         challenger_flips=_flips(chal.model, noisy, chal.features, chal_labels, tolerance),
         champion_flips=_flips(champ.model, noisy, champ.features, champ_labels, tolerance) if champ is not None else None,
@@ -291,6 +302,12 @@ def _measure(chal: _Side, champ: _Side | None, chal_scores: np.ndarray, holdout:
         champion_contract=_contract(champ.meta, champ.features) if champ is not None else None,
         recorded_software=(chal.meta or {}).get("software") or {}, running_software=automl.software_versions(),
     )
+
+
+def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of the finite resampled values (NaN, NaN when none is finite)."""
+    summary = summarise_bootstrap(values, "", "difference", 0.0, confidence)
+    return summary["ci_low"], summary["ci_high"]
 
 
 def _check_holdout(holdout: pd.DataFrame, label: str, features: Sequence[str], who: str) -> None:
@@ -314,7 +331,13 @@ def _check_holdout(holdout: pd.DataFrame, label: str, features: Sequence[str], w
 
 
 def _perturb(x: pd.DataFrame, fraction: float, rng: np.random.Generator) -> tuple[pd.DataFrame, list[str]]:
-    """Gaussian noise of ``fraction`` of each numeric column's standard deviation; integers stay integers."""
+    """Gaussian noise of ``fraction`` of each numeric column's standard deviation; integers stay integers
+    and exact zeros stay zero.
+
+    A zero is structural in tabular data (no rain, no debt, a count of none), not a measurement with an
+    error: moving it by a hair crosses LightGBM's zero/non-zero split (threshold 1e-35) and would count
+    every dry day in a weather stream as a flip.
+    """
     noisy = x.copy()
     touched = []
     for col in x.columns:
@@ -325,6 +348,7 @@ def _perturb(x: pd.DataFrame, fraction: float, rng: np.random.Generator) -> tupl
         if not math.isfinite(sd) or sd == 0:
             continue
         moved = s.astype(float) + rng.normal(0.0, fraction * sd, len(s))
+        moved = moved.where(s != 0, s.astype(float))  # exact zeros stay zero
         noisy[col] = moved.round().astype(s.dtype) if pd.api.types.is_integer_dtype(s) else moved.astype(s.dtype)
         touched.append(str(col))
     return noisy, touched

@@ -131,7 +131,8 @@ def test_a_weekly_run_with_a_seven_day_interval_retrains_every_week_without_as_o
 
 def test_a_rejected_challenger_waits_one_interval_before_the_next_attempt(tmp_path):
     home = make_home(tmp_path / "home", **{"triggers.policy": "periodic", "retraining_interval": 14,
-                                           "improvement_threshold": 0.9, "validation.minimum": {}})
+                                           "improvement_threshold": 0.9, "validation.minimum": {},
+                                           "validation.fresher_challenger": "improve"})
     run_steps(home, week_end(8).isoformat(), "boot")
     ctx, analysis, trained, promoted = run_steps(home, week_end(10).isoformat(), "w10")
     assert schedule(analysis).fired and promoted.action == "rejected"
@@ -150,7 +151,7 @@ def test_a_rejected_challenger_waits_one_interval_before_the_next_attempt(tmp_pa
 def test_a_champion_below_threshold_with_rejections_in_a_row_is_stuck_exit_6_and_notified(tmp_path):
     from retrainlib.pipeline import run_playbook
 
-    home = make_home(tmp_path / "home", **{"performance_threshold": 0.99, "improvement_threshold": 0.9,
+    home = make_home(tmp_path / "home", **{"performance_threshold": 0.99, "improvement_threshold": 0.9, "validation.fresher_challenger": "improve",
                                            "validation.minimum": {}, "validation.stuck_after": 2})
     run_steps(home, week_end(8).isoformat(), "boot")
     ctx, analysis, trained, promoted = run_steps(home, week_end(9).isoformat(), "w9")

@@ -64,7 +64,8 @@ flips[:60] = True
 #: gate -> (figures it passes, figures it fails, words the failing reason must name)
 CASES = {
     "improvement": (inputs(), worse, ["roc_auc 0.805", "0.8", "+0.005", "below improvement_threshold 0.01"]),
-    "minimum": (inputs(profile=profile(minimum={"roc_auc": 0.85})), inputs(profile=profile(minimum={"roc_auc": 0.9})),
+    "minimum": (inputs(profile=profile(minimum={"roc_auc": 0.85})),
+                inputs(profile=profile(minimum={"roc_auc": 0.9}), scores={"champion": {"roc_auc": 0.91}, "challenger": {"roc_auc": 0.86}}),
                 ["roc_auc 0.86", "is not at or above the minimum 0.9"]),
     "significance": (
         inputs(),
@@ -138,3 +139,60 @@ def test_a_reload_without_an_answer_fails_saying_why(answer, words):
 def test_gate_inputs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         inputs().scores = {}
+
+
+# ------------------------------------------------------------------ a challenger on newer rows
+small_gain = {"champion": {"roc_auc": 0.80}, "challenger": {"roc_auc": 0.805}}
+
+
+@pytest.mark.parametrize("interval, passes, words", [
+    ((-0.012, 0.021), True, ["[-0.012, 0.021] reaches zero", "not significantly worse", "fresher_challenger: not_worse"]),
+    ((-0.030, -0.002), False, ["[-0.03, -0.002] lies below zero", "significantly worse"]),
+])
+def test_a_challenger_on_rows_its_champion_never_saw_passes_when_it_is_not_significantly_worse(interval, passes, words):
+    gate, = _gate("improvement", inputs(scores=small_gain, challenger_new_rows=True, gain_intervals={"roc_auc": interval}))
+    assert gate.passed is passes and gate.blocking
+    assert "below improvement_threshold 0.01" in gate.reason  # the guide's figure is still stated
+    assert all(w in gate.reason for w in words), gate.reason
+    assert gate.details["rule"] == "not_worse" and gate.details["gain_interval"] == list(interval)
+
+
+def test_a_challenger_on_the_champions_own_rows_still_needs_the_improvement_threshold():
+    gate, = _gate("improvement", inputs(scores=small_gain, challenger_new_rows=False, gain_intervals={"roc_auc": (-0.01, 0.02)}))
+    assert not gate.passed and "never saw" not in gate.reason
+
+
+def test_fresher_challenger_improve_asks_a_challenger_on_newer_rows_for_the_threshold_too():
+    gate, = _gate("improvement", inputs(profile=profile(fresher_challenger="improve"), scores=small_gain,
+                                        challenger_new_rows=True, gain_intervals={"roc_auc": (-0.01, 0.02)}))
+    assert not gate.passed
+
+
+def test_without_a_defined_resample_a_challenger_on_newer_rows_is_judged_on_its_point_gain():
+    nan = (float("nan"), float("nan"))
+    up, = _gate("improvement", inputs(scores=small_gain, challenger_new_rows=True, gain_intervals={"roc_auc": nan}))
+    down, = _gate("improvement", inputs(scores={"champion": {"roc_auc": 0.80}, "challenger": {"roc_auc": 0.79}},
+                                        challenger_new_rows=True, gain_intervals={"roc_auc": nan}))
+    assert up.passed and not down.passed and "no bootstrap resample defined the metric" in down.reason
+
+
+# ------------------------------------------------------------------ the floor when the champion is under it
+def test_a_challenger_under_the_floor_passes_the_minimum_when_the_champion_is_further_under_it():
+    floor = profile(minimum={"roc_auc": 0.70})
+    gate, = _gate("minimum", inputs(profile=floor, scores={"champion": {"roc_auc": 0.60}, "challenger": {"roc_auc": 0.66}}))
+    assert gate.passed and gate.blocking
+    assert "is not at or above the minimum 0.7" in gate.reason and "champion's 0.6" in gate.reason
+    assert "worse of two models under the floor" in gate.reason
+
+
+@pytest.mark.parametrize("champion, challenger", [(0.66, 0.60), (0.75, 0.66), (0.66, 0.66)])
+def test_a_challenger_under_the_floor_fails_the_minimum_unless_it_beats_a_champion_also_under_it(champion, challenger):
+    floor = profile(minimum={"roc_auc": 0.70})
+    gate, = _gate("minimum", inputs(profile=floor, scores={"champion": {"roc_auc": champion}, "challenger": {"roc_auc": challenger}}))
+    assert not gate.passed and "champion's" not in gate.reason
+
+
+def test_a_first_challenger_under_the_floor_fails_the_minimum():
+    alone = inputs(profile=profile(minimum={"roc_auc": 0.70}), scores={"champion": {}, "challenger": {"roc_auc": 0.66}})
+    gate, = _gate("minimum", alone)
+    assert not gate.passed

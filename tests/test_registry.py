@@ -319,6 +319,19 @@ def test_retention_keeps_the_champion_the_previous_champion_and_kept_versions(re
     assert reg.champion() == "v0004"
 
 
+def test_retention_keeps_the_model_the_champion_was_validated_as(reg, clone):
+    """The next challenger on the champion's own rows is judged against it (step 30's stand-in); deleting it
+    made every other challenger the champion's twin, scored an improvement of exactly 0 and rejected."""
+    add(reg, clone, 4)                                   # v0001..v0004 rejected or served before
+    validated, = add(reg, clone)                         # v0005: the challenger that passed the gates
+    refit, = add(reg, clone, validated_version=validated, refit_of=validated)  # v0006: its refit, deployed
+    reg.promote("v0001", run_id=None, reason="a")
+    reg.promote(refit, run_id=None, reason="b")
+    deleted = reg.apply_retention(max_versions=2, retention_days=365)
+    assert validated not in deleted and {"v0002", "v0003", "v0004"} <= set(deleted)
+    assert [v.name for v in reg.versions()] == ["v0001", validated, refit]
+
+
 def test_retention_keeps_the_newest_versions_within_max_versions(reg, clone):
     add(reg, clone, 5)
     reg.promote("v0001", run_id=None, reason="a")

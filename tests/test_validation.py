@@ -141,13 +141,19 @@ def test_log_loss_counts_a_lower_loss_as_the_improvement(promoted, models, holdo
 # ------------------------------------------------------------------ minimum requirements, bootstrap mode
 
 
-def test_minimum_requirement_failure_rejects_a_challenger_that_improves(models, holdout):
+def test_a_challenger_under_the_floor_that_beats_a_champion_further_under_it_is_not_held_back_by_the_minimum(models, holdout):
     verdict = run(models, holdout, "new", "old", minimum={"roc_auc": 0.99})
-    assert verdict.gate("improvement", "roc_auc").passed
-    assert not verdict.gate("minimum", "roc_auc").passed
+    gate = verdict.gate("minimum", "roc_auc")
+    assert verdict.scores["champion"]["roc_auc"] < verdict.scores["challenger"]["roc_auc"] < 0.99
+    assert gate.passed and "is not at or above the minimum 0.99" in gate.reason and "further from it" in gate.reason
+    assert verdict.decision == "promote"
+
+
+def test_minimum_requirement_failure_rejects_a_challenger_under_the_floor_that_does_not_beat_the_champion(models, holdout):
+    verdict = run(models, holdout, "small", "new", metrics=["roc_auc"], minimum={"roc_auc": 0.99}, improvement_threshold=0.0)
+    assert not verdict.gate("minimum", "roc_auc").passed and "further" not in verdict.gate("minimum", "roc_auc").reason
     assert verdict.decision == "reject"
-    assert verdict.reasons == (verdict.gate("minimum", "roc_auc").reason,)
-    assert "is not at or above the minimum 0.99" in verdict.reasons[0]
+    assert "is not at or above the minimum 0.99" in " ".join(verdict.reasons)
 
 
 def test_first_model_without_champion_is_bootstrapped_on_minimum_stability_and_compatibility(models, holdout):
@@ -473,3 +479,55 @@ def test_bootstrap_resamples_are_paired_and_reproducible():
     a = bootstrap_scores("roc_auc", "binary", y, [s, s], classes, samples=200, seed=7, chunk_cells=5000)
     b = bootstrap_scores("roc_auc", "binary", y, [s, s], classes, samples=200, seed=7, chunk_cells=5000)
     assert np.array_equal(a[0], a[1]) and np.array_equal(a, b)
+
+
+# ------------------------------------------------------------------ a challenger that knows a new class
+def test_a_challenger_that_knows_a_class_its_champion_never_saw_is_judged_on_every_metric_with_its_own_classes(tmp_path):
+    """Seattle's weather gained a class (fog) the champion never saw: its champion scores three columns, the
+    challenger four. Scoring the champion's resamples with the challenger's classes indexed past its columns."""
+    rng = np.random.default_rng(5)
+
+    def weather(n: int, kinds: list[str]) -> pd.DataFrame:
+        x = pd.DataFrame({"temp": rng.normal(10, 5, n), "wind": rng.normal(3, 1, n)})
+        return x.assign(sky=rng.choice(kinds, n))
+
+    def fit(name: str, rows: pd.DataFrame):
+        return automl.fit_predictor(rows, label="sky", path=tmp_path / name, eval_metric="accuracy", problem_type="multiclass",
+                                    presets="medium_quality", time_limit=60, num_cpus=1, seed=0, hyperparameters=TINY)
+
+    three, four = ["sun", "rain", "drizzle"], ["sun", "rain", "drizzle", "fog"]
+    champion, challenger = fit("champion", weather(400, three)), fit("challenger", weather(400, four))
+    profile = Profile.model_validate({"name": "t", "model_name": "sky", "data": {"batches": "b", "label": "sky", "time_column": "d"},
+                                      "training": {"num_cpus": 1, "problem_type": "multiclass", "eval_metric": "accuracy"},
+                                      "validation": {"metrics": ["accuracy", "log_loss"], "bootstrap_samples": 100}})
+    verdict = validate(challenger, weather(300, four), profile=profile, champion=champion, challenger_new_rows=True)
+    assert np.isfinite([verdict.bootstrap["ci_low"], verdict.bootstrap["ci_high"]]).all()
+    for metric, sign in (("accuracy", 1), ("log_loss", -1)):
+        gate = verdict.gate("improvement", metric)
+        assert gate.value == pytest.approx(sign * (verdict.scores["challenger"][metric] - verdict.scores["champion"][metric]))
+        assert gate.passed or "never saw" in gate.reason  # judged as a challenger on newer rows, with its interval
+
+
+# ------------------------------------------------------------------ noise keeps a dry day dry
+def test_noise_leaves_exact_zeros_at_zero_so_a_dry_day_is_not_counted_as_a_flip(tmp_path):
+    """Seattle's precipitation is 0 on 82% of days, and LightGBM splits zero from non-zero at 1e-35: Gaussian
+    noise on the zeros flipped 34% of a challenger's predicted weather, and the stability gate rejected it."""
+    rng = np.random.default_rng(7)
+    n = 600
+    rain = np.where(rng.random(n) < 0.7, 0.0, rng.gamma(2.0, 3.0, n))
+    rows = pd.DataFrame({"precipitation": rain, "temp": rng.normal(12, 6, n)})
+    rows["sky"] = np.where(rows.precipitation > 0, "rain", "sun")
+    model = automl.fit_predictor(rows.iloc[:400], label="sky", path=tmp_path / "m", eval_metric="accuracy", problem_type="binary",
+                                 presets="medium_quality", time_limit=60, num_cpus=1, seed=0, hyperparameters=TINY)
+    profile = Profile.model_validate({"name": "t", "model_name": "sky", "data": {"batches": "b", "label": "sky", "time_column": "d"},
+                                      "training": {"num_cpus": 1, "problem_type": "binary", "eval_metric": "accuracy"},
+                                      "validation": {"metrics": ["accuracy"], "bootstrap_samples": 100}})
+    verdict = validate(model, rows.iloc[400:], profile=profile)
+    gate = verdict.gate("stability_noise")
+    assert gate.value < 0.02, gate.reason  # before: about half of the dry days turned rainy under the noise
+
+    from retrainlib.validation import _perturb
+    noisy, touched = _perturb(rows[["precipitation", "temp"]], 0.01, np.random.default_rng(0))
+    dry = rows.precipitation == 0
+    assert (noisy.loc[dry, "precipitation"] == 0).all() and (noisy.loc[~dry, "precipitation"] != rows.loc[~dry, "precipitation"]).all()
+    assert touched == ["precipitation", "temp"]

@@ -8,7 +8,8 @@ ever served as champion, which are protected) and returns the deletions with the
    (rejected challengers, validated models whose refit was deployed), oldest first, and only after
    them former champions, oldest first, so the newest champions stay rollback targets.
 
-The champion, the previous champion and versions marked ``keep`` (``pins.json``) are never
+The champion, the previous champion, the version the champion was validated as (its refit serves;
+the next challenger is judged against it) and versions marked ``keep`` (``pins.json``) are never
 deleted. :func:`apply` records each deletion in ``history.jsonl`` first, then removes the version.
 
 >>> from datetime import datetime, timezone
@@ -112,10 +113,13 @@ def apply(reg: "Registry", *, max_versions: int, retention_days: float, now: dat
     check_limits(max_versions, retention_days)
     with reg._writing():
         rec = reg.champion_record() or {}
+        infos = reg._versions.all()
+        # the version the champion (a refit) was validated as: the next challenger is judged against it
+        validated_as = next((i.metadata.get("validated_version") for i in infos if i.name == rec.get("version")), None)
         deletions = plan(
-            [(i.name, i.created) for i in reg._versions.all()],
+            [(i.name, i.created) for i in infos],
             served=served_versions(reg._pointer.rows()),
-            protected={rec.get("version"), rec.get("previous")} | pins(reg),
+            protected={rec.get("version"), rec.get("previous"), validated_as} | pins(reg),
             max_versions=max_versions, retention_days=retention_days, now=now or datetime.now(timezone.utc),
         )
         for d in deletions:
@@ -124,3 +128,4 @@ def apply(reg: "Registry", *, max_versions: int, retention_days: float, now: dat
             reg._pointer.record(ev)  # recorded first: a kill never loses a version silently
             reg._versions.delete(d.name)
         return [d.name for d in deletions]
+

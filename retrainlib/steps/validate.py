@@ -35,6 +35,8 @@ def validate_challenger(ctx: StepContext) -> Validation:
     if (stand_in and stand_in in {v.name for v in ctx.registry.versions()}
             and {b["path"] for b in challenger_v.metadata["slices"]} <= {b["path"] for b in champion_v.metadata["slices"]}):
         compared, champion_v = stand_in, ctx.registry.version(stand_in)
+    # newer data than the model it is compared with (the champion, or the model it was validated as)
+    new_rows = bool(champion_v) and bool(_slice_digests(challenger_v) - _slice_digests(champion_v))
     verdict = validation.validate(
         ctx.registry.load(challenger_v.name),
         holdout,
@@ -45,8 +47,14 @@ def validate_challenger(ctx: StepContext) -> Validation:
         challenger_meta=challenger_v.metadata,
         champion_meta=champion_v.metadata if champion_v else None,
         seed=prof.training.seed,
+        challenger_new_rows=new_rows,
     )
     out = Validation("validated", None, challenger_v.name, champion, plain([b.to_dict() for b in holdout_b]),
                      plain({"compared_with": compared, **verdict.to_dict()}), detail=verdict)
     ctx.write(out)
     return out
+
+
+def _slice_digests(version) -> set[str]:
+    """The batches a version trained on, by content (a rewritten file is a different batch)."""
+    return {b.get("sha256") or b["path"] for b in version.metadata.get("slices", [])}
