@@ -105,6 +105,30 @@ def test_a_challenger_on_the_champions_own_rows_is_judged_against_the_model_the_
     assert gain["champion"] != gain["challenger"]  # not the champion's own fit scored twice (an improvement of exactly 0)
 
 
+def test_a_challenger_on_a_week_its_champion_never_saw_is_promoted_when_not_significantly_worse(tmp_path):
+    home = make_home(tmp_path / "home", **{"improvement_threshold": 0.9, "validation.minimum": {}})  # no gain reaches 0.9
+    run_steps(home, week_end(8).isoformat(), "boot")
+    ctx, _, trained, promoted = run_steps(home, week_end(9).isoformat(), "next", policy=steps.RetrainPolicy("always", "test"))
+    verdict = json.loads((ctx.run_dir / "30-validate-challenger.json").read_text())
+    gates = [g for g in verdict["gates"] if g["name"] == "improvement"]
+    assert all(g["details"]["new_rows"] and g["value"] < 0.9 for g in gates)
+    assert all(g["passed"] and "not significantly worse" in g["reason"] for g in gates), [g["reason"] for g in gates]
+    assert promoted.action == "promoted"
+
+
+def test_retention_keeps_the_model_a_refit_champion_was_validated_as_so_the_next_challenger_is_not_its_twin(tmp_path):
+    home = make_home(tmp_path / "home", **{"training.refit_full": True, "training.window_batches": 3, "max_versions": 2})
+    for week in (8, 9, 10):
+        ctx, _, trained, promoted = run_steps(home, week_end(week).isoformat(), f"w{week}", policy=steps.RetrainPolicy("always", "test"))
+    champion = ctx.registry.version(ctx.registry.champion())
+    names = [v.name for v in ctx.registry.versions()]
+    assert champion.metadata["validated_version"] in names  # kept though it never served and max_versions is 2
+    verdict = json.loads((ctx.run_dir / "30-validate-challenger.json").read_text())
+    assert verdict["compared_with"] != verdict["champion"]  # judged against a stand-in, not the champion's own fit
+    gain = next(g for g in verdict["gates"] if g["name"] == "improvement")
+    assert gain["value"] != 0.0
+
+
 def test_with_refit_full_off_the_validated_challenger_itself_is_deployed(tmp_path):
     home = make_home(tmp_path / "home", **{"training.refit_full": False})
     ctx, analysis, trained, promoted = run_steps(home, week_end(8).isoformat(), "boot")
