@@ -36,7 +36,9 @@ def validate_challenger(ctx: StepContext) -> Validation:
             and {b["path"] for b in challenger_v.metadata["slices"]} <= {b["path"] for b in champion_v.metadata["slices"]}):
         compared, champion_v = stand_in, ctx.registry.version(stand_in)
     # newer data than the model it is compared with (the champion, or the model it was validated as)
-    new_rows = bool(champion_v) and bool(_slice_digests(challenger_v) - _slice_digests(champion_v))
+    # (unknown when either version has no record of its batches: then the guide's threshold applies)
+    known = champion_v is not None and _slice_digests(champion_v) and _slice_digests(challenger_v)
+    new_rows = bool(known) and bool(_slice_digests(challenger_v) - _slice_digests(champion_v))
     verdict = validation.validate(
         ctx.registry.load(challenger_v.name),
         holdout,
