@@ -216,7 +216,8 @@ def validate(
     check = (freshproc.start(folder, holdout[chal.features].iloc[take], timeout=reload_timeout, num_cpus=profile.training.num_cpus)
              if folder.is_dir() else None)
     try:
-        figures = _measure(chal, champ, chal_scores, holdout, profile=profile, seeds=seeds, regression_tolerance=regression_tolerance)
+        figures = _measure(chal, champ, chal_scores, holdout, profile=profile, seeds=seeds, regression_tolerance=regression_tolerance,
+                           every_interval=challenger_new_rows and settings.fresher_challenger == "not_worse")
         answer = check.result() if check is not None else None  # collected before latency is timed
     finally:
         if check is not None:
@@ -258,7 +259,7 @@ def _side(model, meta: Mapping[str, Any] | None, holdout: pd.DataFrame, label: s
 
 
 def _measure(chal: _Side, champ: _Side | None, chal_scores: np.ndarray, holdout: pd.DataFrame, *, profile: Profile,
-             seeds: Sequence[np.random.SeedSequence], regression_tolerance: float) -> dict[str, Any]:
+             seeds: Sequence[np.random.SeedSequence], regression_tolerance: float, every_interval: bool = False) -> dict[str, Any]:
     """The figures every gate reads (but the reload's answer and the latencies): scores, bootstrap, flips, contracts."""
     settings, problem_type = profile.validation, chal.problem_type
     metrics = tuple(dict.fromkeys([*settings.metrics, *settings.minimum]))
@@ -281,7 +282,8 @@ def _measure(chal: _Side, champ: _Side | None, chal_scores: np.ndarray, holdout:
         observed = signed(scores["challenger"][primary] - scores["champion"][primary], gib[primary])
         bootstrap = summarise_bootstrap(gains(primary), primary, "difference", observed, settings.confidence)
         gain_intervals = {primary: (bootstrap["ci_low"], bootstrap["ci_high"])}
-        gain_intervals.update({m: _interval(gains(m), settings.confidence) for m in settings.metrics[1:]})
+        if every_interval:  # only the fresher-challenger rule reads the other metrics' intervals
+            gain_intervals.update({m: _interval(gains(m), settings.confidence) for m in settings.metrics[1:]})
     else:
         boot = bootstrap_scores(primary, problem_type, y, [chal_scores], chal.classes, samples=settings.bootstrap_samples, seed=seeds[0])
         bootstrap = summarise_bootstrap(boot[0], primary, "score", scores["challenger"][primary], settings.confidence)
