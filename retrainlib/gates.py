@@ -157,7 +157,8 @@ def improvement(inputs: GateInputs, metric: str | None) -> Gate:
             f"({'higher' if gib else 'lower'} is better)")
     details = {"champion": champ, "challenger": chal, "new_rows": inputs.challenger_new_rows}
     if gain >= threshold:
-        return Gate("improvement", metric, gain, threshold, True, True, head + f", at or above improvement_threshold {_fmt(threshold)}", details)
+        return Gate("improvement", metric, gain, threshold, True, True,
+                    head + f", at or above improvement_threshold {_fmt(threshold)}", details)
     reason = head + f", below improvement_threshold {_fmt(threshold)}"
     if not (inputs.challenger_new_rows and inputs.profile.validation.fresher_challenger == "not_worse"):
         return Gate("improvement", metric, gain, threshold, False, True, reason, details)

@@ -6,9 +6,10 @@ measures every figure once (:class:`retrainlib.gates.GateInputs`) and applies th
 
 - **improvement** per metric in ``validation.metrics``: challenger minus champion, read the metric's
   own way round (for a loss such as ``log_loss`` or ``rmse`` a drop is the improvement), at least
-  ``improvement_threshold``;
+  ``improvement_threshold``; a challenger trained on rows its champion never saw passes when it is
+  not significantly worse (``validation.fresher_challenger``);
 - **minimum** per metric in ``validation.minimum``: the challenger at or above its floor (at or
-  below it for a loss);
+  below it for a loss), or under it while the champion is further under it on the same holdout;
 - **significance**: a paired bootstrap confidence interval of the improvement in the first metric
   over the holdout rows (:mod:`retrainlib.metrics`); its lower bound must clear zero when
   ``require_significance`` is set (otherwise the interval is reported only);
@@ -16,10 +17,10 @@ measures every figure once (:class:`retrainlib.gates.GateInputs`) and applies th
   (:mod:`retrainlib.freshproc`) predicts exactly what the challenger in memory predicts;
 - **stability_noise**: the share of predicted labels that flip when every numeric feature gets
   Gaussian noise of ``noise_fraction`` of its standard deviation (integers stay integers, exact zeros
-  stay zero), measured for both models on the same noisy rows: it fails only when the challenger's excess share over the champion's is above
-  ``1 - stability_threshold`` beyond sampling error, i.e. when the one-sided lower
-  ``validation.confidence`` bound of that paired excess (exact, McNemar-style: :func:`flip_excess`)
-  exceeds it (and, where a profile sets the absolute cap ``validation.max_flip_share``, when the
+  stay zero), measured for both models on the same noisy rows: it fails only when the challenger's
+  excess share over the champion's is above ``1 - stability_threshold`` beyond sampling error, i.e.
+  when the one-sided lower ``validation.confidence`` bound of that paired excess (exact,
+  McNemar-style: :func:`flip_excess`) exceeds it (and, where a profile sets the absolute cap ``validation.max_flip_share``, when the
   challenger's own share is above it);
 - **schema**: the data contract: the challenger is given the champion's input columns with the same
   kinds (numeric, category, ...), unless ``allow_schema_change``; which features AutoGluon kept after
@@ -173,12 +174,12 @@ def validate(
         At most this many holdout rows are predicted again in the fresh process.
     reload_timeout
         Seconds the fresh process may take to load and predict; longer fails the reload gate.
-    challenger_new_rows
-        The challenger trained on rows its champion never saw; with ``validation.fresher_challenger:
-        not_worse`` it then passes the improvement gate when it is not significantly worse.
     regression_tolerance
         Regression only: a prediction counts as flipped (noise) or differing (churn) when it moves
         by more than this fraction of the holdout label's standard deviation.
+    challenger_new_rows
+        The challenger trained on rows its champion never saw; with ``validation.fresher_challenger:
+        not_worse`` it then passes the improvement gate when it is not significantly worse.
 
     Returns
     -------
@@ -224,7 +225,8 @@ def validate(
             check.close()
     batch = holdout.iloc[np.random.default_rng(seeds[2]).integers(0, len(holdout), LATENCY_ROWS)]
     inputs = GateInputs(
-        **figures, challenger_new_rows=bool(challenger_new_rows and champion is not None), reload=answer, reload_expected=chal_scores[take], reload_folder=folder, reload_timeout=reload_timeout,
+        **figures, challenger_new_rows=bool(challenger_new_rows and champion is not None),
+        reload=answer, reload_expected=chal_scores[take], reload_folder=folder, reload_timeout=reload_timeout,
         challenger_p95=_p95_latency(challenger, batch[chal.features], latency_repeats, folder),
         champion_p95=(_p95_latency(champion, batch[champ.features], latency_repeats, Path(champion_dir or automl.predictor_path(champion)))
                       if champ is not None else None),

@@ -315,8 +315,8 @@ class Registry:
         validated models whose refit was deployed) go first, oldest first; former champions go
         only after them, oldest first, so the newest champions stay rollback targets. Never
         deletes the champion, the previous champion, the version the champion was validated as
-        (``validated_version``: the next challenger is judged against it) or a version marked ``keep``. Each deletion
-        is recorded in the history first, then the folder is renamed into ``.trash`` (it
+        (``validated_version``: the next challenger is judged against it) or a version marked
+        ``keep``. Each deletion is recorded in the history first, then the folder is renamed into ``.trash`` (it
         disappears at once) and removed. Also clears leftovers of killed writers. Returns the
         deleted names.
         """

@@ -128,4 +128,3 @@ def apply(reg: "Registry", *, max_versions: int, retention_days: float, now: dat
             reg._pointer.record(ev)  # recorded first: a kill never loses a version silently
             reg._versions.delete(d.name)
         return [d.name for d in deletions]
-
