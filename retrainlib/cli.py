@@ -121,6 +121,9 @@ def _end_runs_on_signals() -> None:
         if fired:
             return
         fired.append(signum)
+        # papermill's cell task, abandoned mid-reply, then dies with its kernel: asyncio would print its DeadKernelError
+        # traceback ("Task exception was never retrieved") into the run's log (seen once in a loaded CI run)
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     signal.signal(signal.SIGTERM, handler)

@@ -115,3 +115,32 @@ def test_demo_data_writes_the_covariate_shift_scenario_beside_the_default_one(tm
     assert not (tmp_path / "data/demo").exists()
     points = json.loads((tmp_path / "data/demo-covariate-shift/drift_points.json").read_text())
     assert points["scenario"] == "covariate-shift" and "concept_change" not in points
+
+
+def test_a_sigterm_leaves_no_asyncio_traceback_of_the_abandoned_notebook_cell_in_the_log(tmp_path):
+    """papermill's cell task, abandoned when SIGTERM unwinds the run, dies with its kernel afterwards; asyncio then
+    printed 'Task exception was never retrieved' with a DeadKernelError traceback into the run's log (a loaded CI run)."""
+    script = tmp_path / "stopped.py"
+    script.write_text(
+        "import asyncio, gc, logging, os, signal, threading\n"
+        "from retrainlib import cli\n"
+        "logging.basicConfig()\n"
+        "cli._end_runs_on_signals()\n"
+        "loop = asyncio.new_event_loop()\n"
+        "reply = loop.create_future()\n"
+        "async def cell():\n"
+        "    await reply  # waits for the kernel's reply, as nbclient does\n"
+        "task = loop.create_task(cell())\n"
+        "threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()  # from outside the loop, as a stop arrives\n"
+        "try:\n"
+        "    loop.run_until_complete(asyncio.sleep(5))\n"
+        "except cli.Terminated:\n"
+        "    print('stopped')\n"
+        "reply.set_exception(RuntimeError('Kernel died'))  # the kernel dies after the run was unwound\n"
+        "loop.run_until_complete(asyncio.sleep(0.05))\n"
+        "del task, reply\n"
+        "gc.collect()\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "stopped", done.stderr
+    assert "Task exception was never retrieved" not in done.stderr and "Traceback" not in done.stderr, done.stderr
