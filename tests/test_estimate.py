@@ -398,3 +398,54 @@ def test_as_labels_arrive_the_champions_estimator_is_recalibrated_in_a_revision_
     ctx = steps.open_step("params/demo.yaml", str(home / "runs" / "third"), str(home), week_end(14).isoformat())
     steps.analyze_drift(ctx)
     assert ctx.registry.estimator(champion).revision == 1 and len(ctx.registry.estimates(champion)) == n_logged
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "roc_auc", "f1", "log_loss", "balanced_accuracy", "precision", "recall"])
+def test_a_binary_batch_is_estimated_as_the_metric_of_its_expected_confusion_counts_whatever_the_row_order(metric):
+    y, p = _binary(3000, 0.0, seed=11)
+    est = estimate.fit_estimator(problem_type="binary", metric=metric, y_true=y, scores=p, classes=[0, 1])
+    assert est.usable, est.reason
+    _, pb = _binary(2000, 0.7, seed=12)
+    pb = np.clip(np.round(pb, 3), 0.001, 0.999)  # ties: the ROC curve's expectation must not depend on how they are ordered
+    e = est.estimate(pb)
+    shuffled = est.estimate(np.random.default_rng(0).permutation(pb))
+    assert e.value == pytest.approx(shuffled.value, abs=1e-9)
+    band = 1e-9 if metric in ("accuracy", "roc_auc", "log_loss") else 0.005  # else label draws (Monte Carlo)
+    assert (e.low, e.high) == pytest.approx((shuffled.low, shuffled.high), abs=band)
+    if metric in ("accuracy", "roc_auc", "log_loss"):  # closed form: the point is the expectation itself
+        assert e.value == pytest.approx(_expected_one_map(metric, pb, est.calibrated(pb)[:, 1]), abs=1e-6)
+    assert e.low < e.value < e.high
+
+
+def test_the_binary_calibration_null_drawn_in_score_order_is_distributed_as_labels_drawn_row_by_row():
+    from retrainlib.estimate import calibration
+
+    rng = np.random.default_rng(2)
+    p = np.sort(rng.uniform(0.02, 0.98, 1500))
+    P = np.column_stack([1 - p, p])
+    idx = calibration._score_order(P)
+    fast = calibration._ece_null(P, P, np.random.default_rng(0), 4000, idx)
+    slow = calibration._ece(P, P, calibration._draw_labels(P, np.random.default_rng(1), 4000), idx=idx)
+    assert abs(fast.mean() - slow.mean()) < 0.03 * slow.mean()
+    for level in (0.5, 0.95, 0.99):
+        assert abs(np.quantile(fast, level) - np.quantile(slow, level)) < 0.06 * np.quantile(slow, level), level
+
+
+def test_a_subset_of_rows_keeps_the_score_order_of_the_whole_table():
+    from retrainlib.estimate import calibration
+
+    rng = np.random.default_rng(4)
+    P = rng.dirichlet([1, 1, 1], 400)
+    rows = rng.permutation(400)[:150]
+    sub = calibration._sub_order(calibration._score_order(P), rows, 400)
+    assert all(np.array_equal(a, b) for a, b in zip(sub, calibration._score_order(P[rows])))
+
+
+def test_the_loss_model_reads_categories_by_their_index_and_unseen_or_missing_ones_as_missing():
+    from retrainlib.estimate import dle
+
+    frame = pd.DataFrame({"kind": ["b", "a", None, "z"], "n": pd.array([1, None, 3, 4], dtype="Int64"),
+                          "x": [0.5, 1.5, np.nan, 2.0], "s": ["1", "2", "x", "4"]})
+    X = dle._dle_matrix(frame, ["kind", "n", "x", "s"], np.array([9.0, 8, 7, 6]), {"kind": ["a", "b"]})
+    expected = np.array([[1, 1, 0.5, 1, 9], [0, np.nan, 1.5, 2, 8], [np.nan, 3, np.nan, np.nan, 7], [np.nan, 4, 2, 4, 6]])
+    assert np.array_equal(X, expected, equal_nan=True)

@@ -75,6 +75,12 @@ def _fit_maps(P: np.ndarray, yi: np.ndarray) -> list[dict]:
     return [_isotonic(P[:, j], (yi == j).astype(float)) for j in cols]
 
 
+def _bin_starts(n: int, bins: int) -> np.ndarray:
+    """Where each of ``bins`` equal-frequency bins of ``n`` rows in score order starts (np.array_split's bins)."""
+    sizes = [n // bins + 1] * (n % bins) + [n // bins] * (bins - n % bins)
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+
 def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10, idx: list | None = None) -> np.ndarray:
     """Calibration error conditional on the raw score, for each row of labels ``Y`` (draws, n).
 
@@ -86,8 +92,7 @@ def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10, idx: list 
     n = P.shape[0]
     cols = [1] if P.shape[1] == 2 else range(P.shape[1])
     idx = _score_order(P) if idx is None else idx
-    sizes = [n // bins + 1] * (n % bins) + [n // bins] * (bins - n % bins)  # np.array_split's bins, in score order
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    starts = _bin_starts(n, bins)
     total = np.zeros(len(Y))
     for j, order in zip(cols, idx):
         hit = Y[:, order] if P.shape[1] == 2 else (Y[:, order] == j)  # binary labels are already 0/1
@@ -97,9 +102,34 @@ def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10, idx: list 
     return total / len(cols)
 
 
+def _ece_null(P: np.ndarray, Q: np.ndarray, rng: np.random.Generator, draws: int, idx: list, bins: int = 10) -> np.ndarray:
+    """:func:`_ece` of ``draws`` label sets drawn from ``Q`` itself: what sampling alone gives a calibrated model.
+    Binary: the labels are drawn straight in score order, rows down the columns, so each bin's count is a sum
+    over adjacent rows (the same distribution as drawing then sorting, in a fifth of the time)."""
+    if P.shape[1] != 2:
+        return _ece(P, Q, _draw_labels(Q, rng, draws), bins, idx)
+    n = P.shape[0]
+    starts = _bin_starts(n, bins)
+    qo = Q[idx[0], 1]
+    # 16-bit uniforms, four to a raw 64-bit draw: a row hits with probability round(q * 2^16) / 2^16 (at most 1 - 2^-16)
+    u = rng.bit_generator.random_raw(-(-n * draws // 4)).view(np.uint16)[: n * draws].reshape(n, draws)
+    hits = u < np.minimum(np.round(qo * 65536), 65535).astype(np.uint16)[:, None]
+    observed = np.add.reduceat(hits, starts, axis=0, dtype=np.int32)
+    expected = np.add.reduceat(qo, starts)
+    return np.abs(expected[:, None] - observed).sum(axis=0) / n
+
+
 def _score_order(P: np.ndarray) -> list[np.ndarray]:
     """Rows by rising score of each class column :func:`_ece` bins (binary: the positive class only)."""
     return [np.argsort(P[:, j], kind="stable") for j in ([1] if P.shape[1] == 2 else range(P.shape[1]))]
+
+
+def _sub_order(idx: list[np.ndarray], rows: np.ndarray, n: int) -> list[np.ndarray]:
+    """:func:`_score_order` of the table's ``rows`` (positions within them), from the whole table's ``idx``
+    (equal scores stay in table order) — no second sort."""
+    at = np.full(n, -1)
+    at[rows] = np.arange(len(rows))
+    return [at[order][at[order] >= 0] for order in idx]
 
 
 def _draw_labels(Q: np.ndarray, rng: np.random.Generator, draws: int) -> np.ndarray:
@@ -122,20 +152,21 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     perm = rng.permutation(len(yi))
     halves = np.array_split(perm, 2)
     raw, cal, null_raw, null_cal = [], [], [], []
+    idx_all = _score_order(P)
     for a, b in (halves, halves[::-1]):
         Qb = _calibrate(_fit_maps(P[a], yi[a]), P[b])
-        idx = _score_order(P[b])
+        idx = _sub_order(idx_all, b, len(yi))
         cal.append(float(_ece(P[b], Qb, yi[b][None, :], idx=idx)[0]))
         raw.append(float(_ece(P[b], P[b], yi[b][None, :], idx=idx)[0]))
-        null_cal.extend(_ece(P[b], Qb, _draw_labels(Qb, rng, 100), idx=idx).tolist())
-        null_raw.extend(_ece(P[b], P[b], _draw_labels(P[b], rng, 100), idx=idx).tolist())
+        null_cal.extend(_ece_null(P[b], Qb, rng, 100, idx).tolist())
+        null_raw.extend(_ece_null(P[b], P[b], rng, 100, idx).tolist())
     ece_raw, ece_cal = float(np.mean(raw)), float(np.mean(cal))
     # the model's own probabilities are kept only if they also pass as calibrated on all the rows (their error
     # within what sampling gives 95% of the time): on few rows the cross-fitted comparison alone often prefers a
     # miscalibrated model to an isotonic map fitted on half of them
-    idx = _score_order(P)
+    idx = idx_all
     ece_raw_all = float(_ece(P, P, yi[None, :], idx=idx)[0])
-    raw_passes = ece_raw_all <= float(np.quantile(_ece(P, P, _draw_labels(P, rng, 100), idx=idx), 0.95))
+    raw_passes = ece_raw_all <= float(np.quantile(_ece_null(P, P, rng, 100, idx), 0.95))
     keep_raw = ece_raw <= ece_cal and raw_passes
     ece_after = ece_raw if keep_raw else ece_cal
     limit = float(np.quantile(null_raw if keep_raw else null_cal, 0.99)) * 1.5

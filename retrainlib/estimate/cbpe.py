@@ -11,7 +11,7 @@ import numpy as np
 
 from .calibration import N_MAPS, _as_matrix, _calibrate, _calibration, _draw_labels
 from .estimator import Estimator, _maps
-from .metrics import _binary_metric, _expected, _metric_draws, _sampling_variance
+from .metrics import _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance
 
 
 #: label draws per batch (for the sampling spread)
@@ -48,26 +48,31 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
     one, else the mean of label draws). Band: normal, from the sampling variance of the metric when the
     labels are drawn from those probabilities (closed form where there is one, else from draws) plus
     the mean squared distance of the expectation under each bootstrap re-fit of the calibration map from
-    the point. Binary: the map and its re-fits are applied and evaluated at once, one row each."""
+    the point. Binary: on the positive-class scores alone; for ROC AUC they are sorted once (its expectation
+    needs the score order, and the maps, which rise with the score, keep it)."""
     k = len(est.classes)
-    P = _as_matrix(s, k)
     rng = np.random.default_rng(est.seed)
-    order = np.argsort(-P[:, 1]) if est.problem_type == "binary" and est.metric == "roc_auc" else None
-    spread = None
+    spread = P = None
     if est.problem_type == "binary":
+        p = np.sort(s) if est.metric == "roc_auc" else s
         m = _maps(est, "maps")[0]
-        q = np.interp(P[:, 1], m["x"], m["y"])
-        Q = np.column_stack([1 - q, q])
-        values = _binary_metric(est.metric, P[:, 1], q[None, :], order=order)
+        q = np.interp(p, m["x"], m["y"])
+        order = _FALLING if est.metric == "roc_auc" else None
+        values = _binary_metric(est.metric, p, q[None, :], order=order)
         point = None if values is None or not np.isfinite(values[0]) else float(values[0])
-        spread = _binary_spread(est, P[:, 1]) if point is not None else None
+        var = _binary_variance(est.metric, p, q, point)
+        spread = _binary_spread(est, s) if point is not None else None
     else:
+        P = _as_matrix(s, k)
         Q = _calibrate(_maps(est, "maps"), P)
+        order = None
         point = _expected(est.problem_type, est.metric, P, Q, order)
-    var = _sampling_variance(est.problem_type, est.metric, P, Q, point)
+        var = _sampling_variance(est.problem_type, est.metric, P, Q, point)
     if point is None or var is None:
         ranks = None
-        if order is not None:
+        if P is None:  # binary, without a closed form: the draws' matrices
+            P, Q = np.column_stack([1 - p, p]), np.column_stack([1 - q, q])
+        if est.problem_type == "binary" and est.metric == "roc_auc":
             from scipy.stats import rankdata
 
             ranks = rankdata(P[:, 1]).astype(np.float32)
@@ -85,22 +90,24 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
     return point, point - z * sd, point + z * sd
 
 
+#: rows sorted by rising score, taken by falling score (a view: no copy)
+_FALLING = slice(None, None, -1)
+
+
 #: the calibration's share of a binary band is measured on at most this many of the batch's rows (every k-th)
 SPREAD_ROWS = 2000
 
 
 def _binary_spread(est: Estimator, p: np.ndarray) -> np.ndarray:
     """How far the metric moves under each bootstrap re-fit of the calibration map, from its value under the
-    map itself — on the same (at most :data:`SPREAD_ROWS`, evenly strided) rows of the batch, all maps at once."""
+    map itself — on the same (at most :data:`SPREAD_ROWS`, every k-th) rows of the batch, all maps at once."""
     maps = [_maps(est, "maps")[0]] + [b[0] for b in _maps(est, "bootstrap")]
     if len(maps) == 1:
         return np.array([])
-    ps = p[:: max(1, math.ceil(len(p) / SPREAD_ROWS))]
-    rising = np.argsort(ps, kind="stable")  # np.interp walks sorted queries much faster than scattered ones
+    ps = np.sort(p[:: max(1, math.ceil(len(p) / SPREAD_ROWS))])  # np.interp walks sorted queries much faster
     Q1 = np.empty((len(maps), len(ps)))
     for i, m in enumerate(maps):
-        Q1[i, rising] = np.interp(ps[rising], m["x"], m["y"])
-    values = _binary_metric(est.metric, ps, Q1, order=rising[::-1] if est.metric == "roc_auc" else None)
+        Q1[i] = np.interp(ps, m["x"], m["y"])
+    values = _binary_metric(est.metric, ps, Q1, order=_FALLING if est.metric == "roc_auc" else None)
     moved = values[1:] - values[0]
     return moved[np.isfinite(moved)]
-

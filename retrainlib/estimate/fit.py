@@ -78,7 +78,9 @@ def fit_estimator(
     if unknown:
         return refuse(f"calibration labels {', '.join(unknown[:5])} are not among the model's classes {list(classes)} "
                       f"(a class new since it trained; a model that learnt it can be estimated)")
-    yi = np.array([idx[v] for v in y])
+    yi = pd.Index(list(classes)).get_indexer(y)  # vectorised; the dict below is the rule where the two could differ
+    if (yi < 0).any():
+        yi = np.array([idx[v] for v in y])
     counts = np.bincount(yi, minlength=len(classes))
     if counts.min() < MIN_CLASS_ROWS:
         rare = classes[int(counts.argmin())]

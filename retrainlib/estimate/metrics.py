@@ -21,16 +21,25 @@ def _sampling_variance(problem_type: str, metric: str, P: np.ndarray, Q: np.ndar
     """Variance of the metric over label draws from ``Q``, in closed form where there is one."""
     if point is None:
         return None
-    n = P.shape[0]
+    if problem_type == "binary":
+        return _binary_variance(metric, P[:, 1], Q[:, 1], point)
     if metric == "accuracy":
-        yhat = P.argmax(axis=1)
-        c = Q[np.arange(n), yhat]
+        n = P.shape[0]
+        c = Q[np.arange(n), P.argmax(axis=1)]
         return float((c * (1 - c)).sum() / n ** 2)
-    if problem_type != "binary":
+    return None
+
+
+def _binary_variance(metric: str, p: np.ndarray, q: np.ndarray, point: float | None) -> float | None:
+    """:func:`_sampling_variance` of a binary metric from the scores ``p`` and calibrated probabilities ``q``."""
+    if point is None:
         return None
-    q = Q[:, 1]
+    n = len(p)
+    if metric == "accuracy":
+        c = np.where(p >= 0.5, q, 1 - q)  # the chance each row's decision (p >= 0.5, as _binary_metric) is right
+        return float((c * (1 - c)).sum() / n ** 2)
     if metric == "log_loss":
-        pc = np.clip(P[:, 1], _EPS, 1 - _EPS)
+        pc = np.clip(p, _EPS, 1 - _EPS)
         return float((q * (1 - q) * (np.log(pc) - np.log(1 - pc)) ** 2).sum() / n ** 2)
     if metric == "roc_auc":  # Hanley & McNeil (1982) at the expected class sizes
         a, n1 = point, float(q.sum())
