@@ -6,7 +6,8 @@
 "metrics": [...nannyml names], "features": [...]}. The reference holds the champion's scores and the
 labels (the same calibration rows our estimator sees), the analysis the scores per ``batch`` without
 labels. CBPE / DLE are fitted once on the reference and estimate each batch as one chunk; the time
-of both (wall and CPU) is measured here, inside the process, so interpreter start-up is not counted against it.
+of both (wall and CPU) is measured here, inside the process, so interpreter start-up is not counted against it;
+with ``"repeat": k`` the whole is done k times and the fastest wall and CPU times are reported.
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ def main(job_path: str, out_path: str) -> None:
     job = json.loads(open(job_path).read())
     ref = pd.read_parquet(job["reference"])
     ana = pd.read_parquet(job["analysis"])
-    t0, c0 = time.perf_counter(), time.process_time()
+    seconds = cpu = float("inf")
+    for _ in range(int(job.get("repeat", 1))):  # the fastest of the repeats, wall and CPU each (as timeit reports)
+        t0, c0 = time.perf_counter(), time.process_time()
+        rows = estimate(nml, job, ref, ana)
+        seconds, cpu = min(seconds, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    open(out_path, "w").write(json.dumps({"nannyml": nml.__version__, "seconds": seconds, "cpu_seconds": cpu, "rows": rows}))
+
+
+def estimate(nml, job: dict, ref: pd.DataFrame, ana: pd.DataFrame) -> list[dict]:
+    """Fit CBPE / DLE on the reference and estimate every batch: what is timed."""
     if job["problem_type"] == "binary":
         est = nml.CBPE(y_pred_proba="y_pred_proba", y_pred="y_pred", y_true="y_true", metrics=job["metrics"],
                        problem_type="classification_binary", chunk_number=1)
@@ -42,8 +52,7 @@ def main(job_path: str, out_path: str) -> None:
             rows.append({"batch": batch, "metric": m, "value": float(res[(m, "value")].iloc[0]),
                          "low": float(res[(m, "lower_confidence_boundary")].iloc[0]),
                          "high": float(res[(m, "upper_confidence_boundary")].iloc[0])})
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    open(out_path, "w").write(json.dumps({"nannyml": nml.__version__, "seconds": seconds, "cpu_seconds": cpu, "rows": rows}))
+    return rows
 
 
 if __name__ == "__main__":

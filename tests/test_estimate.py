@@ -449,3 +449,24 @@ def test_the_loss_model_reads_categories_by_their_index_and_unseen_or_missing_on
     X = dle._dle_matrix(frame, ["kind", "n", "x", "s"], np.array([9.0, 8, 7, 6]), {"kind": ["a", "b"]})
     expected = np.array([[1, 1, 0.5, 1, 9], [0, np.nan, 1.5, 2, 8], [np.nan, 3, np.nan, np.nan, 7], [np.nan, 4, 2, 4, 6]])
     assert np.array_equal(X, expected, equal_nan=True)
+
+
+def test_a_regression_band_carries_the_loss_models_own_uncertainty_which_shrinks_with_more_calibration_rows():
+    rng = np.random.default_rng(8)
+
+    def world(n):
+        x = rng.normal(0, 1.0, (n, 2))
+        y = 2 * x[:, 0] + rng.normal(0, 0.3 + 0.8 * np.abs(x[:, 0]), n)
+        return pd.DataFrame({"x": x[:, 0], "z": x[:, 1]}), y, 2 * x[:, 0]
+
+    Xb, _, pb = world(2000)
+    beyond = []
+    for n in (200, 4000):
+        X, y, pred = world(n)
+        est = estimate.fit_estimator(problem_type="regression", metric="mean_absolute_error", y_true=y, scores=pred,
+                                     features=X)
+        assert len(est.state["models"]) == 4  # one loss model per fold, averaged
+        e = est.estimate(pb, Xb)
+        rows_and_bias = 1.959963984540054 * est.checks["resid_sd"] / np.sqrt(len(pb)) + abs(est.checks["bias"])
+        beyond.append((e.high - e.value) / rows_and_bias)
+    assert beyond[0] > 1.3 and beyond[1] < beyond[0], beyond  # the fold models fitted on 200 rows disagree more
