@@ -1,12 +1,11 @@
-"""Direct loss estimation (regression): a small one-thread LightGBM learns the model's absolute or squared error; a
-batch's MAE / RMSE / R² and its band follow from the predicted losses.
+"""Direct loss estimation (regression): small one-thread LightGBMs, one per fold of the calibration rows and averaged,
+learn the model's absolute or squared error; a batch's MAE / RMSE / R² and its band follow from the predicted losses.
 
 Touches no file (the LightGBM models are kept as text in the estimator's state)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
