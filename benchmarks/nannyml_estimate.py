@@ -42,8 +42,10 @@ def estimate(nml, job: dict, ref: pd.DataFrame, ana: pd.DataFrame) -> list[dict]
         est = nml.CBPE(y_pred_proba="y_pred_proba", y_pred="y_pred", y_true="y_true", metrics=job["metrics"],
                        problem_type="classification_binary", chunk_number=1)
     else:
+        # its default LightGBM, on one thread: LGBMRegressor's n_jobs=None means every physical core whatever
+        # OMP_NUM_THREADS says (LightGBM >= 4), which made NannyML's DLE use two CPU-seconds per wall-second here
         est = nml.DLE(feature_column_names=job["features"], y_pred="y_pred", y_true="y_true", metrics=job["metrics"],
-                      chunk_number=1)
+                      chunk_number=1, hyperparameters={"n_jobs": 1})
     est.fit(ref)
     rows = []
     for batch, part in ana.groupby("batch", sort=False):
