@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,22 @@ def test_an_estimator_saved_and_loaded_estimates_the_same(tmp_path):
     back = estimate.Estimator.load(est.save(tmp_path / "estimator.json"))
     assert back.estimate(p[:400]) == est.estimate(p[:400])
     assert back.calibration_batches == ["b9"]
+
+
+def test_a_regression_estimator_saved_and_loaded_estimates_the_same_from_its_loss_models_text(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, 1200)
+    X = pd.DataFrame({"x": x, "n": pd.array(np.where(x > 1, None, np.round(x * 10)), dtype="Int64"),
+                      "kind": np.where(x > 0, "a", "b")})
+    y = 2 * x + rng.normal(0, 0.3 + 0.8 * np.abs(x), len(x))
+    est = estimate.fit_estimator(problem_type="regression", metric="root_mean_squared_error", y_true=y[:800],
+                                 scores=2 * x[:800], features=X.iloc[:800])
+    path = est.save(tmp_path / "estimator.json")
+    written = json.loads(path.read_text())["state"]["models"]
+    assert len(written) == 4 and all(m.startswith("tree\n") for m in written)  # LightGBM's model text
+    back = estimate.Estimator.load(path)
+    batch = X.iloc[800:].reset_index(drop=True)
+    assert back.estimate(2 * x[800:], batch) == est.estimate(2 * x[800:], batch)
 
 
 def test_an_estimate_round_trips_through_a_dict():
@@ -417,15 +434,20 @@ def test_a_binary_batch_is_estimated_as_the_metric_of_its_expected_confusion_cou
     assert e.low < e.value < e.high
 
 
-def test_the_binary_calibration_null_drawn_in_score_order_is_distributed_as_labels_drawn_row_by_row():
+@pytest.mark.parametrize("rows,draw_scores", [
+    (1500, lambda rng, n: rng.uniform(0.02, 0.98, n)),
+    (8000, lambda rng, n: rng.beta(0.6, 4.0, n)),  # most rows near 0: the low bins are drawn row by row
+], ids=["uniform-1500", "skewed-8000"])
+def test_the_binary_calibration_null_is_distributed_as_labels_drawn_row_by_row(rows, draw_scores):
     from retrainlib.estimate import calibration
 
-    rng = np.random.default_rng(2)
-    p = np.sort(rng.uniform(0.02, 0.98, 1500))
+    p = np.sort(draw_scores(np.random.default_rng(2), rows))
     P = np.column_stack([1 - p, p])
     idx = calibration._score_order(P)
-    fast = calibration._ece_null(P, P, np.random.default_rng(0), 4000, idx)
-    slow = calibration._ece(P, P, calibration._draw_labels(P, np.random.default_rng(1), 4000), idx=idx)
+    variance = np.add.reduceat(p * (1 - p), calibration._bin_starts(rows, 10))
+    assert (variance >= calibration.CLT_MIN_VARIANCE).any() and (variance < calibration.CLT_MIN_VARIANCE).any()
+    fast = calibration._ece_null(P, P, np.random.default_rng(0), 3000, idx)
+    slow = calibration._ece(P, P, calibration._draw_labels(P, np.random.default_rng(1), 3000), idx=idx)
     assert abs(fast.mean() - slow.mean()) < 0.03 * slow.mean()
     for level in (0.5, 0.95, 0.99):
         assert abs(np.quantile(fast, level) - np.quantile(slow, level)) < 0.06 * np.quantile(slow, level), level

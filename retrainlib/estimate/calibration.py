@@ -50,7 +50,14 @@ def _bootstrap_maps(P: np.ndarray, yi: np.ndarray, rng: np.random.Generator, tim
     return out
 
 
+#: the map that keeps the model's own probabilities
+IDENTITY = {"x": [0.0, 1.0], "y": [0.0, 1.0]}
+
+
 def _apply(m: dict[str, list], x: np.ndarray) -> np.ndarray:
+    """The map at ``x``: interpolated between its points (the identity map, kept raw probabilities, just clipped)."""
+    if len(m["x"]) == 2 and list(m["x"]) == IDENTITY["x"] and list(m["y"]) == IDENTITY["y"]:
+        return np.clip(x, 0.0, 1.0)
     return np.interp(x, m["x"], m["y"])
 
 
@@ -102,20 +109,40 @@ def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10, idx: list 
     return total / len(cols)
 
 
+#: a bin whose hit count varies at least this much (variance, in rows²) has its null count drawn from the normal law
+#: with the bin's mean and variance (the central limit theorem; the count is rounded, as counts are whole), the
+#: others row by row
+CLT_MIN_VARIANCE = 30.0
+
+
 def _ece_null(P: np.ndarray, Q: np.ndarray, rng: np.random.Generator, draws: int, idx: list, bins: int = 10) -> np.ndarray:
     """:func:`_ece` of ``draws`` label sets drawn from ``Q`` itself: what sampling alone gives a calibrated model.
-    Binary: the labels are drawn straight in score order, rows down the columns, so each bin's count is a sum
-    over adjacent rows (the same distribution as drawing then sorting, in a fifth of the time)."""
+    Binary: only each bin's hit count matters, a sum of independent Bernoulli draws. A bin with variance of at least
+    :data:`CLT_MIN_VARIANCE` draws it from the normal law of that sum; a smaller one draws its rows, straight in score
+    order (rows down the columns, so each bin's count is a sum over adjacent rows)."""
     if P.shape[1] != 2:
         return _ece(P, Q, _draw_labels(Q, rng, draws), bins, idx)
     n = P.shape[0]
     starts = _bin_starts(n, bins)
+    ends = np.append(starts[1:], n)
     qo = Q[idx[0], 1]
-    # 16-bit uniforms, four to a raw 64-bit draw: a row hits with probability round(q * 2^16) / 2^16 (at most 1 - 2^-16)
-    u = rng.bit_generator.random_raw(-(-n * draws // 4)).view(np.uint16)[: n * draws].reshape(n, draws)
-    hits = u < np.minimum(np.round(qo * 65536), 65535).astype(np.uint16)[:, None]
-    observed = np.add.reduceat(hits, starts, axis=0, dtype=np.int32)
     expected = np.add.reduceat(qo, starts)
+    variance = np.add.reduceat(qo * (1 - qo), starts)
+    observed = np.empty((len(starts), draws))
+    clt = variance >= CLT_MIN_VARIANCE
+    if clt.any():
+        z = rng.standard_normal((int(clt.sum()), draws))
+        observed[clt] = np.clip(np.rint(expected[clt, None] + np.sqrt(variance[clt, None]) * z), 0,
+                                (ends - starts)[clt, None])
+    small = np.flatnonzero(~clt)
+    if len(small):
+        rows = np.concatenate([np.arange(starts[b], ends[b]) for b in small])
+        m = len(rows)
+        # 16-bit uniforms, four to a raw 64-bit draw: a row hits with probability round(q * 2^16) / 2^16 (at most 1 - 2^-16)
+        u = rng.bit_generator.random_raw(-(-m * draws // 4)).view(np.uint16)[: m * draws].reshape(m, draws)
+        hits = u < np.minimum(np.round(qo[rows] * 65536), 65535).astype(np.uint16)[:, None]
+        local = np.concatenate([[0], np.cumsum(ends[small] - starts[small])[:-1]])
+        observed[small] = np.add.reduceat(hits, local, axis=0, dtype=np.int32)
     return np.abs(expected[:, None] - observed).sum(axis=0) / n
 
 
@@ -175,7 +202,7 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     # the isotonic alternative the rows cannot rule out)
     boot = _bootstrap_maps(P, yi, rng, N_MAPS)
     if keep_raw:
-        maps = [{"x": [0.0, 1.0], "y": [0.0, 1.0]} for _ in maps]
+        maps = [dict(IDENTITY) for _ in maps]
         how = "none: the model's own probabilities are as well calibrated on held-out rows"
     else:
         how = "isotonic, one-vs-rest" if k > 2 else "isotonic"

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .calibration import N_MAPS, _as_matrix, _calibrate, _calibration, _draw_labels
+from .calibration import N_MAPS, _apply, _as_matrix, _calibrate, _calibration, _draw_labels
 from .estimator import Estimator, _maps
 from .metrics import _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance
 
@@ -51,17 +51,15 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
     the point. Binary: on the positive-class scores alone; for ROC AUC they are sorted once (its expectation
     needs the score order, and the maps, which rise with the score, keep it)."""
     k = len(est.classes)
-    rng = np.random.default_rng(est.seed)
     spread = P = None
     if est.problem_type == "binary":
         p = np.sort(s) if est.metric == "roc_auc" else s
-        m = _maps(est, "maps")[0]
-        q = np.interp(p, m["x"], m["y"])
+        q = _apply(_maps(est, "maps")[0], p)
         order = _FALLING if est.metric == "roc_auc" else None
         values = _binary_metric(est.metric, p, q[None, :], order=order)
         point = None if values is None or not np.isfinite(values[0]) else float(values[0])
         var = _binary_variance(est.metric, p, q, point)
-        spread = _binary_spread(est, s) if point is not None else None
+        spread = _binary_spread(est, p) if point is not None else None
     else:
         P = _as_matrix(s, k)
         Q = _calibrate(_maps(est, "maps"), P)
@@ -76,6 +74,7 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
             from scipy.stats import rankdata
 
             ranks = rankdata(P[:, 1]).astype(np.float32)
+        rng = np.random.default_rng(est.seed)
         draws = _metric_draws(est.problem_type, est.metric, P, _draw_labels(Q, rng, N_DRAWS), ranks)
         point = float(np.nanmean(draws)) if point is None else point
         var = float(np.nanvar(draws))
@@ -100,14 +99,16 @@ SPREAD_ROWS = 2000
 
 def _binary_spread(est: Estimator, p: np.ndarray) -> np.ndarray:
     """How far the metric moves under each bootstrap re-fit of the calibration map, from its value under the
-    map itself — on the same (at most :data:`SPREAD_ROWS`, every k-th) rows of the batch, all maps at once."""
+    map itself — on the same (at most :data:`SPREAD_ROWS`, every k-th) rows of the batch, all maps at once.
+    ROC AUC passes the scores sorted (its point needs them so), which makes every k-th row a sample stratified by
+    score; the other metrics pass them in the batch's order."""
     maps = [_maps(est, "maps")[0]] + [b[0] for b in _maps(est, "bootstrap")]
     if len(maps) == 1:
         return np.array([])
     ps = np.sort(p[:: max(1, math.ceil(len(p) / SPREAD_ROWS))])  # np.interp walks sorted queries much faster
     Q1 = np.empty((len(maps), len(ps)))
     for i, m in enumerate(maps):
-        Q1[i] = np.interp(ps, m["x"], m["y"])
+        Q1[i] = _apply(m, ps)
     values = _binary_metric(est.metric, ps, Q1, order=_FALLING if est.metric == "roc_auc" else None)
     moved = values[1:] - values[0]
     return moved[np.isfinite(moved)]

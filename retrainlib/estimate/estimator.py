@@ -179,6 +179,8 @@ def _r(v: float) -> float | None:
 
 
 def _json_default(o: Any) -> Any:
+    if hasattr(o, "model_to_string"):  # a LightGBM booster (DLE's loss models): written as its text
+        return o.model_to_string()
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
