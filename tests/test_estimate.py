@@ -157,6 +157,24 @@ def test_a_regression_estimator_saved_and_loaded_estimates_the_same_from_its_los
     assert back.estimate(2 * x[800:], batch) == est.estimate(2 * x[800:], batch)
 
 
+def test_a_loss_model_fitted_on_a_large_table_does_not_keep_its_training_rows_and_estimates_the_same(monkeypatch):
+    from retrainlib.estimate import dle
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, 1000)
+    X = pd.DataFrame({"x": x, "z": rng.normal(0, 1, 1000)})
+    y = 2 * x + rng.normal(0, 0.3 + 0.8 * np.abs(x), len(x))
+    fit = lambda: estimate.fit_estimator(problem_type="regression", metric="mean_absolute_error",  # noqa: E731
+                                         y_true=y[:700], scores=2 * x[:700], features=X.iloc[:700])
+    small = fit()
+    assert all(m.__dict__.get("train_set") is not None for m in small.state["models"])  # small: kept, no round trip
+    monkeypatch.setattr(dle, "KEEP_BINNED_CELLS", 100)
+    large = fit()
+    assert all(m.__dict__.get("train_set") is None for m in large.state["models"])
+    batch = X.iloc[700:].reset_index(drop=True)
+    assert large.estimate(2 * x[700:], batch) == small.estimate(2 * x[700:], batch)
+
+
 def test_an_estimate_round_trips_through_a_dict():
     y, p = _binary(1000, 0.0, seed=1)
     est = estimate.fit_estimator(problem_type="binary", metric="roc_auc", y_true=y, scores=p, classes=[0, 1])

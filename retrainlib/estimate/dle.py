@@ -36,6 +36,10 @@ _DLE_PARAMS = {"objective": "regression", "learning_rate": 0.25, "num_leaves": 7
 _DLE_ROUNDS = 20
 _DLE_FOLDS = 4
 
+#: a loss model fitted on at most this many cells (rows x columns) keeps its binned training rows (about a byte a
+#: cell) with it; a larger one is rebuilt from its text without them (as ``lgb.train`` does by default)
+KEEP_BINNED_CELLS = 1_000_000
+
 
 def _dle_matrix(features: pd.DataFrame, columns: list[str], prediction: np.ndarray, categories: dict[str, list]) -> np.ndarray:
     """The loss model's input: the ``columns`` of ``features`` as floats (a category as its index in ``categories``,
@@ -77,9 +81,13 @@ def _train_lgb(X: np.ndarray, target: np.ndarray, categorical: list[int], seed: 
 
     params = {**_DLE_PARAMS, "seed": seed}
     data = lgb.Dataset(X, target, categorical_feature=categorical, free_raw_data=True)
-    # keep_training_booster: without it lgb.train writes every model out as text and parses it back (a millisecond
-    # each); the booster then keeps its binned training rows (bytes per row and feature), not the raw ones
-    return lgb.train(params, data, num_boost_round=_DLE_ROUNDS, keep_training_booster=True)
+    # keep_training_booster: without it lgb.train writes the model out as text and parses it back to drop the binned
+    # training rows (a millisecond or two, most of a fit on a few hundred rows). Kept only while those rows are small:
+    # on a large calibration table the round trip costs little beside the fit and frees the memory.
+    booster = lgb.train(params, data, num_boost_round=_DLE_ROUNDS, keep_training_booster=True)
+    if X.size > KEEP_BINNED_CELLS:
+        booster.model_from_string(booster.model_to_string()).free_dataset()
+    return booster
 
 
 def _fit_dle(base: dict, y: np.ndarray, pred: np.ndarray, features: pd.DataFrame, seed: int) -> Estimator:
