@@ -238,3 +238,51 @@ def test_refit_figures_compare_only_the_batches_a_strategy_static_and_refit_all_
     assert summary.loc["refit", "mean"] == pytest.approx(0.7)  # over its own three batches
     assert summary.loc["hybrid", "refit_ratio"] == pytest.approx(1.0)  # over the two all three scored
     assert summary.loc["hybrid", "gap_closed"] == pytest.approx(1.0) and summary.loc["hybrid", "gap"] == pytest.approx(0.1)
+
+
+def _flip_labels(home: Path, batch_numbers: list[int]) -> list[str]:
+    """Invert the label of the given (0-based) demo batches: a concept that holds there and nowhere else."""
+    folder = home / "data" / "demo" / "batches"
+    files = sorted(folder.glob("*.parquet"))
+    for k in batch_numbers:
+        frame = pd.read_parquet(files[k])
+        frame["default"] = 1 - frame["default"]
+        frame.to_parquet(files[k], index=False)
+    return [files[k].name for k in batch_numbers]
+
+
+@pytest.mark.slow
+def test_a_promotion_that_serves_worse_than_the_champion_it_replaced_is_counted_as_harmful(tmp_path):
+    # batches 3 and 4 carry an inverted concept; every-batch trains on one batch and validates on the next, so at
+    # batch 4 a challenger fitted on batch 3 wins its holdout and is promoted, then serves batch 5, where the old
+    # concept is back and the champion it replaced would have scored far better
+    home = make_home(tmp_path / "home", weeks=7, **{"training.window_batches": 1, "validation.minimum": {"roc_auc": 0.5}})
+    flipped = _flip_labels(home, [3, 4])
+    result = backtest.run_backtest(home / "params" / "demo.yaml", home=home, strategies="every-batch",
+                                   work_dir=tmp_path / "work", progress=False)
+    rec = result.records.reset_index(drop=True)
+    at = rec.index[rec["batch"] == flipped[1]][0]
+    row = rec.loc[at]
+    assert row["promoted"] and row["replaced"] == row["champion"] and row["champion_after"] != row["replaced"]
+    assert row["regret"] < 0 and row["regret_high"] < 0 and row["harmful"], row.to_dict()
+    # the regret is the successor's score on the next batch (what it served) minus the replaced champion's there
+    after = rec.loc[at + 1]
+    assert after["champion"] == row["champion_after"]
+    from retrainlib import automl
+    from retrainlib.registry import Registry
+    reg = Registry(tmp_path / "work" / "every-batch" / "models", "loan-default-demo")
+    frame = pd.read_parquet(home / "data" / "demo" / "batches" / after["batch"])
+    old = reg.load(row["replaced"])
+    replaced_score = automl.score("roc_auc", "binary", frame["default"],
+                                  automl.predict_scores(old, frame[reg.version(row["replaced"]).metadata["features"]]),
+                                  list(old.class_labels))
+    assert row["regret"] == pytest.approx(after["value"] - replaced_score)
+    # batches that promoted nothing carry no regret; the summary counts exactly the harmful records
+    assert rec.loc[~rec["promoted"] | rec["bootstrap"], "regret"].isna().all()
+    summary = result.summary.loc["every-batch"]
+    assert summary["harmful_promotions"] == int(rec["harmful"].sum()) >= 1
+    assert summary["mean_regret"] == pytest.approx(rec["regret"].dropna().mean())
+    # and a written backtest.json reads back to the same figures
+    result.write(tmp_path / "out")
+    again, _ = backtest.recorded(tmp_path / "out" / "backtest.json")
+    assert again.loc["every-batch", "harmful_promotions"] == summary["harmful_promotions"]

@@ -155,7 +155,8 @@ _COLORS = {"static": "#7f7f7f", "periodic": "#1f77b4", "drift": "#ff7f0e", "perf
 
 def plot_backtest(result: BacktestResult):
     """Top: the metric per batch over time, one line per strategy, dashed lines at the known drift points.
-    Bottom: one row per strategy, ○ a challenger trained at that batch, ▲ promoted (it serves from the next)."""
+    Bottom: one row per strategy, ○ a challenger trained at that batch, ▲ promoted (it serves from the next),
+    × a harmful promotion (its regret below zero beyond sampling error)."""
     import matplotlib.pyplot as plt
 
     names = [s.name for s in result.strategies]
@@ -172,6 +173,9 @@ def plot_backtest(result: BacktestResult):
         prom = r[r["promoted"] & ~r["bootstrap"]]
         ev.scatter(retr["batch_end"], [row] * len(retr), facecolors="none", edgecolors=color, s=45)
         ev.scatter(prom["batch_end"], [row] * len(prom), marker="^", color=color, s=30)
+        if "harmful" in r:  # promotions that served worse than the champion they replaced, beyond sampling error
+            bad = r[r["harmful"].fillna(False).astype(bool)]
+            ev.scatter(bad["batch_end"], [row] * len(bad), marker="x", color="black", s=40, zorder=3)
     for a in (ax, ev):
         for _, t in result.drift_points:
             a.axvline(t, color="black", ls="--", lw=1)
@@ -183,7 +187,7 @@ def plot_backtest(result: BacktestResult):
     ax.grid(alpha=0.3)
     ev.set_yticks(range(len(names)), list(reversed(names)), fontsize=8)
     ev.set_ylim(-0.6, len(names) - 0.4)
-    ev.set_xlabel("batch end   (○ challenger trained, ▲ promoted)")
+    ev.set_xlabel("batch end   (○ challenger trained, ▲ promoted, × harmful: worse than the champion it replaced)")
     ev.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig

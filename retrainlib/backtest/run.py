@@ -22,6 +22,7 @@ from ..fitcache import FitCache
 from ..paths import Paths
 from ..profiles import load_profile
 from ..training import CHILD_PROCESS
+from .regret import no_regret, promotion_regret
 from .result import BacktestResult
 from .step import _policy, _replay_step
 from .strategies import STRATEGIES, Strategy, parse_strategies
@@ -87,6 +88,7 @@ def run_backtest(
     partial: bool = False,
     label_delay: int | None = None,
     cold: bool = False,
+    regret_batches: int = 1,
 ) -> BacktestResult:
     """Replay the profile's batches once per strategy with the playbook's steps.
 
@@ -121,6 +123,8 @@ def run_backtest(
         before the warm pool). Default: children of the warm fork server, and a check of
         byte-identical model files on identical rows answered from ``<work_dir>/check-cache``
         (:mod:`retrainlib.freshproc`).
+    regret_batches : int
+        Every promotion's regret is measured on this many batches after it (:mod:`.regret`; default 1).
 
     Returns
     -------
@@ -169,6 +173,11 @@ def run_backtest(
                     policy = steps.RetrainPolicy("always" if due else "never",
                                                  f"backtest strategy 'periodic': retrain every {period_batches} batch(es)")
                 row = _replay_step(strategy, prof_path, home_s, batch, warmup - 1 + i, cache or CHILD_PROCESS, policy=policy)
+                if row["replaced"] and not row["bootstrap"]:  # the promotion's cost on the batches that follow
+                    row.update(promotion_regret(prof_path, home_s, row["replaced"], row["champion_after"],
+                                                steps_to_run[i + 1 : i + 1 + regret_batches], paths))
+                else:
+                    row.update(no_regret(row["replaced"]))
                 if row["trained"]:
                     last_trained = i
                 rows.append(row)
@@ -179,7 +188,7 @@ def run_backtest(
     settings = {"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
                 "warmup": warmup, "period_days": period_days, "period_batches": period_batches, "label_delay": label_delay,
                 "fit_cache": cache is not None, "fresh_checks": "cold" if cold else "warm, cached",
-                "policy": prof.triggers.policy, "stuck_after": prof.validation.stuck_after}
+                "policy": prof.triggers.policy, "stuck_after": prof.validation.stuck_after, "regret_batches": regret_batches}
     stats = cache.stats() if cache is not None else {"enabled": False}
     if partial:  # one worker's share: its records, to be merged by merge_backtest
         for strategy in chosen:

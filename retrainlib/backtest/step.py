@@ -83,6 +83,7 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
         "promoted": promoted.promoted,
         "stuck": bool(promoted.stuck),
         "champion_after": promoted.champion_after,
+        "replaced": promoted.champion_before if promoted.promoted and promoted.champion_before != promoted.champion_after else None,
         "analyze_seconds": seconds["analyze"],
         "retrain_seconds": seconds["retrain"],
         "validate_seconds": seconds["validate"],

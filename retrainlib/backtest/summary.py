@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .regret import regret_summary
 from .strategies import PLAIN, REFERENCE, STRATEGIES, TRIGGERED
 
 
@@ -22,6 +23,9 @@ def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_po
     With ``static`` and ``refit`` replayed, ``gap_closed`` is the share of the gap between their mean
     metrics a strategy closes ((mean − static) / (refit − static)) and ``refit_ratio`` its mean as a
     share of refit's (refit's / its own when lower is better), both on the batches all three scored.
+    ``harmful_promotions`` counts the promotions whose regret (:mod:`.regret`: the successor against the
+    champion it replaced on the batches that follow) lies below zero beyond sampling error, and
+    ``mean_regret`` averages the measured regrets (NaN for records written before they existed).
     """
     order = [s for s in STRATEGIES if s in set(records["strategy"])]
     first_drift = min((pd.Timestamp(t) for _, t in drift_points), default=None)
@@ -42,6 +46,7 @@ def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_po
             retrains=int((r["trained"] & ~r["bootstrap"]).sum()),
             promotions=int((r["promoted"] & ~r["bootstrap"]).sum()),
             rejected=int((r["action"] == "rejected").sum()),
+            **regret_summary(r),
             cpu_seconds=float(r["cpu_seconds"].sum()),
             fits_reused=int((r["fit_cache"] == "reused").sum()),
             step_seconds=float(r[["analyze_seconds", "retrain_seconds", "validate_seconds", "promote_seconds"]].sum().sum()),
