@@ -199,6 +199,21 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    """Write params/<name>.yaml from a batch folder (every key commented), validated; print what it inferred."""
+    from .profile_init import infer_profile, write_profile
+
+    plan = infer_profile(args.data, label=args.label, name=args.name, time_column=args.time_column,
+                         system_type=args.system_type, home=args.home)
+    target = write_profile(plan, home=args.home, force=args.force)
+    print(f"wrote {target} (validated)")
+    for what, found in plan.summary():
+        print(f"  {what}: {found}")
+    shown = f"params/{plan.name}.yaml"
+    print(f"next: retrain backtest --profile {shown}\n      retrain tune --profile {shown}\n      retrain run --profile {shown}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Generate the demo data and run the playbook twice: bootstrap, then after the drift."""
     import shutil
@@ -576,6 +591,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenario", choices=("default", "covariate-shift"), default="default",
                     help="default: downturn then concept change (data/demo/batches); covariate-shift: a growing "
                          "segment the champion scores badly, nothing else (data/demo-covariate-shift/batches)")
+
+    sp = add("init", cmd_init, "write a commented profile params/<name>.yaml from a folder of batch files", profile=False)
+    sp.add_argument("--data", required=True, help="the folder of batch files (one Parquet or CSV file per period)")
+    sp.add_argument("--label", required=True, help="the target column")
+    sp.add_argument("--name", default=None, help="profile and model name (default: the folder's name)")
+    sp.add_argument("--time-column", default=None, help="the column that orders rows (default: found among date columns)")
+    from .profiles import GUIDE_ROWS
+
+    sp.add_argument("--system-type", default="standard-business", choices=GUIDE_ROWS,
+                    help="the guide's row of thresholds (default standard-business)")
+    sp.add_argument("--force", action="store_true", help="replace an existing params/<name>.yaml")
 
     sp = add("status", cmd_status, "show the champion, each version's size and the last runs")
     sp.add_argument("--json", action="store_true")

@@ -1,0 +1,150 @@
+"""`retrain init`: a commented, validated profile from a batch folder; a folder it cannot use is refused in one line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from retrainlib.cli import main
+from retrainlib.profiles import load_profile
+
+RETRAIN = [sys.executable, "-m", "retrainlib.cli"]
+
+
+def init(home: Path, data: Path, *extra: str, label: str = "default") -> int:
+    return main(["init", "--home", str(home), "--data", str(data), "--label", label, *extra])
+
+
+@pytest.fixture
+def folder(tmp_path: Path, demo_batches: Path) -> Path:
+    """A copy of six of the session's tiny demo batches, in a project home."""
+    home = tmp_path / "home"
+    (home / "params").mkdir(parents=True)
+    out = home / "data" / "loans" / "batches"
+    out.mkdir(parents=True)
+    for p in sorted(demo_batches.glob("*.parquet"))[:6]:
+        shutil.copy(p, out / p.name)
+    return out
+
+
+def home_of(folder: Path) -> Path:
+    return folder.parents[2]
+
+
+def refused(capsys, home: Path, code: int) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("retrain: error: ") and "nothing was written" in err[0], err
+    assert not list((home / "params").glob("*.yaml")), "a refused init wrote a profile"
+    return err[0]
+
+
+def test_init_writes_a_commented_profile_that_loads_and_says_what_it_inferred(folder, capsys):
+    home = home_of(folder)
+    assert init(home, folder) == 0
+    out = capsys.readouterr().out
+    path = home / "params" / "loans.yaml"
+    prof = load_profile(path)
+    assert prof.data.batches == "data/loans/batches" and prof.data.pattern == "*.parquet"
+    assert prof.data.time_column == "application_date" and prof.data.key == "loan_id"
+    assert prof.data.ignore_columns == ("loan_id",)
+    assert prof.training.problem_type == "binary" and prof.training.eval_metric == "roc_auc"
+    assert prof.retraining_interval == 14  # the guide's 14 days = two weekly batches
+    assert prof.guide.row == "standard-business" and prof.performance_threshold == 0.85
+    keys = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert all("# " in ln for ln in keys), [ln for ln in keys if "# " not in ln]
+    assert "retrain backtest --profile params/loans.yaml" in out and "retrain tune" in out and "retrain run" in out
+    assert "application_date (the only date column)" in out
+
+
+def test_init_finds_a_text_date_column_in_csv_batches_and_names_a_regression_metric(tmp_path, capsys):
+    home, data = tmp_path / "home", tmp_path / "home" / "data" / "sales"
+    data.mkdir(parents=True)
+    for i in range(4):
+        n = 30
+        pd.DataFrame({"day": pd.date_range(f"2024-0{i + 1}-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+                      "store": ["a", "b", "c"] * 10, "flag": 1, "price": [float(j) * 1.5 + i for j in range(n)],
+                      "sold": [float(j % 7) + 0.5 * j for j in range(n)]}).to_csv(data / f"2024-0{i + 1}.csv", index=False)
+    assert init(home, data, label="sold") == 0
+    prof = load_profile(home / "params" / "sales.yaml")
+    assert prof.data.pattern == "*.csv" and prof.data.time_column == "day"
+    assert prof.training.problem_type == "regression" and prof.training.eval_metric == "r2"
+    assert "flag" in prof.data.ignore_columns  # constant
+
+
+def test_a_folder_without_batch_files_is_refused(tmp_path, capsys):
+    home, data = tmp_path / "home", tmp_path / "home" / "data" / "empty"
+    data.mkdir(parents=True)
+    (data / "README.txt").write_text("nothing here\n")
+    line = refused(capsys, home, init(home, data))
+    assert "holds no batch files" in line
+
+
+def test_a_folder_with_one_batch_is_refused(folder, capsys):
+    for p in sorted(folder.glob("*.parquet"))[1:]:
+        p.unlink()
+    line = refused(capsys, home_of(folder), init(home_of(folder), folder))
+    assert "holds one batch file" in line
+
+
+def test_a_folder_mixing_parquet_and_csv_batches_is_refused(folder, capsys):
+    first = sorted(folder.glob("*.parquet"))[0]
+    pd.read_parquet(first).to_csv(folder / "extra.csv", index=False)
+    line = refused(capsys, home_of(folder), init(home_of(folder), folder))
+    assert "mixes batch file patterns (1 *.csv, 6 *.parquet)" in line
+
+
+def test_batches_without_any_date_column_are_refused(folder, capsys):
+    for p in folder.glob("*.parquet"):
+        pd.read_parquet(p).drop(columns=["application_date"]).to_parquet(p, index=False)
+    line = refused(capsys, home_of(folder), init(home_of(folder), folder))
+    assert "has no time column" in line and "--time-column" in line
+
+
+def test_a_named_time_column_missing_from_a_batch_is_refused(folder, capsys):
+    line = refused(capsys, home_of(folder), init(home_of(folder), folder, "--time-column", "when"))
+    assert "time column 'when' (--time-column) is missing from 6 batch(es)" in line
+
+
+def test_a_label_missing_from_one_batch_is_refused_naming_that_batch(folder, capsys):
+    last = sorted(folder.glob("*.parquet"))[-1]
+    pd.read_parquet(last).drop(columns=["default"]).to_parquet(last, index=False)
+    line = refused(capsys, home_of(folder), init(home_of(folder), folder))
+    assert f"label 'default' is missing from 1 batch(es), first {last.name}" in line
+
+
+def test_a_label_with_one_value_is_refused(folder, capsys):
+    for p in folder.glob("*.parquet"):
+        pd.read_parquet(p).assign(default=0).to_parquet(p, index=False)
+    line = refused(capsys, home_of(folder), init(home_of(folder), folder))
+    assert "label 'default' has one value in every batch (0)" in line
+
+
+def test_an_existing_profile_is_not_replaced_without_force(folder, capsys):
+    home = home_of(folder)
+    (home / "params" / "loans.yaml").write_text("mine\n")
+    assert init(home, folder) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert (home / "params" / "loans.yaml").read_text() == "mine\n"
+    assert init(home, folder, "--force") == 0
+    load_profile(home / "params" / "loans.yaml")
+
+
+@pytest.mark.slow
+def test_retrain_run_bootstraps_a_champion_on_an_init_written_profile_without_edits(folder):
+    home = home_of(folder)
+    r = subprocess.run([*RETRAIN, "init", "--home", str(home), "--data", "data/loans/batches", "--label", "default"],
+                       capture_output=True, text=True, timeout=120, cwd=home)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*RETRAIN, "run", "--home", str(home), "--profile", "params/loans.yaml", "--json"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = yaml.safe_load(r.stdout)
+    assert summary["outcome"] == "bootstrapped" and summary["champion_before"] is None, summary
+    assert (home / "models" / "loans" / summary["champion_after"]).is_dir()  # the refit of v0001 (refit_full)
