@@ -49,6 +49,9 @@ streams: setup
 	$(BIN)/python benchmarks/gapminder.py
 	$(BIN)/python benchmarks/seattle_weather.py
 	$(BIN)/python benchmarks/baseball.py
+	$(BIN)/python benchmarks/chicago_ridership.py
+	$(BIN)/python benchmarks/txhousing.py
+	$(BIN)/python benchmarks/bird_strikes.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
