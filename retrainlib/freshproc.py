@@ -54,8 +54,9 @@ __all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use",
 MODE_VARIABLE = "RETRAIN_FRESH"  # "warm" (default) or "cold"
 CACHE_VARIABLE = "RETRAIN_CHECK_CACHE"  # a folder of passed checks; unset: no cache
 #: fault tests set this to a file path: a check started with ``hold=True`` (the registry's smoke test)
-#: writes it, then waits until it is killed, so a test can kill a promotion exactly while the new
-#: champion awaits its smoke test
+#: writes it, then waits while it exists, so a test can kill a promotion exactly while the new champion
+#: awaits its smoke test, or remove the file to let the check go on (read when the check starts, so a
+#: warm fork server started before it was set holds too)
 HOLD_VARIABLE = "RETRAIN_SMOKE_HOLD"
 #: what the fork server imports once, before it forks any check
 PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "autogluon.tabular", "retrainlib.automl", "retrainlib.freshproc",
@@ -144,21 +145,23 @@ def _load_and_predict(predictor_dir: str, rows_path: str, answer_dir: str, num_c
             "load_seconds": round(loaded - t0, 3), "predict_seconds": round(time.monotonic() - loaded, 3)}
 
 
-def _hold_for_fault_tests() -> None:
-    marker = os.environ.get(HOLD_VARIABLE)
+def _hold_for_fault_tests(marker: str | None = None) -> None:
+    marker = marker or os.environ.get(HOLD_VARIABLE)
     if not marker:
         return
     Path(marker).write_text(f"{os.getpid()}\n")
-    while True:
-        time.sleep(3600)
+    while Path(marker).exists():
+        time.sleep(0.01)
 
 
-def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int = 1, hold: bool = False) -> int:
-    """Run the check and write ``answer.json`` into ``answer_dir``; 0 passed, 1 failed (never raises)."""
+def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int = 1, hold: bool | str = False) -> int:
+    """Run the check and write ``answer.json`` into ``answer_dir``; 0 passed, 1 failed (never raises).
+
+    ``hold``: true or the hold file's path (:data:`HOLD_VARIABLE`), for fault tests."""
     from .durable import write_json_atomic
 
     if hold:
-        _hold_for_fault_tests()
+        _hold_for_fault_tests(hold if isinstance(hold, str) else None)
     try:
         if not Path(predictor_dir).is_dir():
             raise FileNotFoundError(f"the predictor folder {predictor_dir} does not exist")
@@ -169,7 +172,7 @@ def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int =
     return 0 if answer["ok"] else 1
 
 
-def _warm_child(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int, hold: bool = False) -> None:
+def _warm_child(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int, hold: bool | str = False) -> None:
     sys.exit(_answer(predictor_dir, rows_path, answer_dir, num_cpus, hold))
 
 
@@ -270,7 +273,7 @@ class Check:
 
     def __init__(self, predictor_dir: str | os.PathLike, rows: "pd.DataFrame", *, timeout: float = 600.0,
                  num_cpus: int = 1, cold: bool | None = None, hold: bool = False):
-        self.hold = bool(hold and os.environ.get(HOLD_VARIABLE))
+        self.hold = os.environ.get(HOLD_VARIABLE, "") if hold else ""  # the hold file of fault tests, or ""
         self.predictor_dir, self.timeout, self.num_cpus = Path(predictor_dir), float(timeout), int(num_cpus)
         self.mode = ("cold" if cold else "warm") if cold is not None else mode()
         self.started = time.monotonic()

@@ -1,66 +1,99 @@
-"""The one durable write and the one sha256: a kill mid-write never leaves a torn file."""
+"""The one durable write and the one sha256: a kill mid-write never leaves a torn file.
+
+Each kill lands at a named point of a write (the writer stops there and waits for it), so what the
+file holds afterwards does not depend on the machine's speed.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 import signal
 import subprocess
 import sys
-import time
 
 from retrainlib import durable
 
 from .conftest import REPO
 
-# rewrites one file over and over with two large, different payloads; says "ready" after the first
+# writes the old file whole, then the new one, stopping at a named point of that second write (a hold
+# point): says "held", then waits there until it is SIGKILLed; "finished" if it never got there
 WRITER = r"""
-import sys
+import builtins, json, os, sys, time
 from retrainlib.durable import write_json_atomic
-path, mode = sys.argv[1], sys.argv[2]
-payloads = [{"which": w, "rows": [[w, i, "x" * 40] for i in range(60_000)]} for w in ("a", "b")]
+path, mode, point = sys.argv[1], sys.argv[2], sys.argv[3]
+payloads = [{"which": w, "rows": [[w, i, "x" * 40] for i in range(40_000)]} for w in ("a", "b")]  # 2 MB each
 def plain_write(p, obj):
-    import json
     with open(p, "w") as f:
         json.dump(obj, f)
 write = write_json_atomic if mode == "durable" else plain_write
 write(path, payloads[0])
+
+def hold():
+    print("held", flush=True)
+    while True:
+        time.sleep(3600)
+
+class HalfWritten:  # a file object that stops after its first MiB has reached the disk
+    def __init__(self, f):
+        self.f, self.written = f, 0
+    def write(self, data):
+        room = 2**20 - self.written
+        if len(data) >= room:
+            self.f.write(data[:room])
+            self.f.flush()
+            hold()
+        self.written += len(data)
+        return self.f.write(data)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+real_open, real_fsync, real_replace = builtins.open, os.fsync, os.replace
+if point == "mid-write":
+    builtins.open = lambda *a, **k: HalfWritten(real_open(*a, **k))
+elif point == "before fsync":  # the new bytes written, not yet flushed to disk
+    os.fsync = lambda fd: hold()
+elif point == "before replace":  # the temporary file complete and fsynced
+    os.replace = lambda *a: hold()
+elif point == "after replace":  # before the folder's fsync
+    os.replace = lambda *a: (real_replace(*a), hold())
 print("ready", flush=True)
-i = 0
-while True:
-    i += 1
-    write(path, payloads[i % 2])
+write(path, payloads[1])
+print("finished", flush=True)
 """
 
 
-def kill_writers(tmp_path, mode: str, kills: int) -> list[str]:
-    """Start the writer ``kills`` times, SIGKILL it at a random moment, and read the file each time."""
-    target = tmp_path / f"{mode}.json"
-    rng = random.Random(7)
-    seen = []
-    for _ in range(kills):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target), mode], stdout=subprocess.PIPE, text=True, cwd=REPO)
+def kill_writer_at(tmp_path, mode: str, point: str) -> str:
+    """Write the file twice, SIGKILL the writer at ``point`` of the second write; what the file holds then."""
+    target = tmp_path / f"{mode}-{point.replace(' ', '-')}.json"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target), mode, point], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    try:
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.3))
+        said = proc.stdout.readline().strip()
+        assert said == "held", f"the {mode} writer did not stop at {point!r}: it said {said!r}"
+    finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        try:
-            seen.append(json.loads(target.read_text())["which"])
-        except ValueError:
-            seen.append("torn")
-    return seen
+    try:
+        return json.loads(target.read_text())["which"]
+    except ValueError:
+        return "torn"
 
 
-def test_a_durable_write_killed_mid_write_leaves_the_old_or_the_new_file_never_a_torn_one(tmp_path):
-    seen = kill_writers(tmp_path, "durable", 8)
-    assert set(seen) <= {"a", "b"}, seen
+def test_a_durable_write_killed_at_each_step_leaves_the_old_or_the_new_file_never_a_torn_one(tmp_path):
+    seen = {point: kill_writer_at(tmp_path, "durable", point)
+            for point in ("mid-write", "before fsync", "before replace", "after replace")}
+    assert seen == {"mid-write": "a", "before fsync": "a", "before replace": "a", "after replace": "b"}
 
 
-def test_the_same_kills_tear_a_plain_write(tmp_path):
-    # the control: the kills above do land inside writes (a plain open-and-write is torn by them)
-    seen = kill_writers(tmp_path, "plain", 8)
-    assert "torn" in seen, seen
+def test_the_same_kill_mid_write_tears_a_plain_write(tmp_path):
+    # the control: the hold point really is inside a write (a plain open-and-write is torn there)
+    assert kill_writer_at(tmp_path, "plain", "mid-write") == "torn"
 
 
 def test_sha256_file_agrees_with_hashlib_for_files_larger_than_a_block(tmp_path):

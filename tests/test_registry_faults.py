@@ -31,6 +31,7 @@ import pandas as pd
 import pytest
 
 from retrainlib import automl
+from retrainlib.freshproc import HOLD_VARIABLE
 from retrainlib.registry import Registry
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -366,51 +367,79 @@ def test_sigkill_while_promote_verified_waits_for_its_smoke_test_rolls_back_the_
 # ---- two writers at once ----------------------------------------------------------------------
 
 PROMOTER = r"""
-import json, sys, time
+import json, logging, sys, time
 from pathlib import Path
 import pandas as pd
 from retrainlib.registry import Registry
 
 root, model, go, who, versions, verified, sample_path = sys.argv[1:]
+# filelock's own log says when this process tried the writer lock and found it held
+lock_log = logging.getLogger("filelock")
+lock_log.setLevel(logging.DEBUG)
+lock_log.addHandler(logging.FileHandler(Path(go).parent / f"{who}-filelock.log"))
 reg = Registry(Path(root), model)
 sample = pd.read_parquet(sample_path) if verified == "1" else None
 print("ready", flush=True)
 while not Path(go).exists():
     time.sleep(0.001)
 for name in versions.split(","):
-    t0 = time.time()
     if verified == "1":
         r = reg.promote_verified(name, sample, run_id=who, reason=f"promoted by {who}")
         assert r.promoted, r.detail
     else:
         reg.promote(name, run_id=who, reason=f"promoted by {who}")
         time.sleep(0.01)  # outside the lock: gives the other process its turns
-    print(json.dumps({"who": who, "version": name, "start": t0, "end": time.time()}), flush=True)
+    print(json.dumps({"who": who, "version": name}), flush=True)
 """
 
 
-def run_promoters(reg: Registry, tmp_path: Path, plans: dict[str, list[str]], *, verified: bool, sample: pd.DataFrame):
+def start_promoters(reg: Registry, tmp_path: Path, plans: dict[str, list[str]], *, verified: bool, sample: pd.DataFrame,
+                    env: dict[str, dict[str, str]] = {}) -> dict[str, subprocess.Popen]:
+    """One process per plan, each ready and waiting for its file ``tmp_path/go-<who>``."""
     sample_path = tmp_path / "sample.parquet"
     sample.to_parquet(sample_path, index=False)
-    go = tmp_path / "go"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    base = {k: v for k, v in os.environ.items() if k != HOLD_VARIABLE}
     procs = {
         who: subprocess.Popen(
-            [sys.executable, "-c", PROMOTER, str(reg.root), reg.model_name, str(go), who, ",".join(names),
-             "1" if verified else "0", str(sample_path)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", PROMOTER, str(reg.root), reg.model_name, str(tmp_path / f"go-{who}"), who,
+             ",".join(names), "1" if verified else "0", str(sample_path)],
+            cwd=REPO, env={**base, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env.get(who, {})},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for who, names in plans.items()
     }
     for p in procs.values():
         assert p.stdout.readline().strip() == "ready"
-    go.touch()  # both start at once
+    return procs
+
+
+def finish_promoters(procs: dict[str, subprocess.Popen]) -> dict[str, list[dict]]:
     results = {}
     for who, p in procs.items():
-        out, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=300)
         assert p.returncode == 0, f"{who} failed: {err[-2000:]}"
         results[who] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return results
+
+
+def run_promoters(reg: Registry, tmp_path: Path, plans: dict[str, list[str]], *, verified: bool, sample: pd.DataFrame):
+    procs = start_promoters(reg, tmp_path, plans, verified=verified, sample=sample)
+    for who in plans:  # all start at once
+        (tmp_path / f"go-{who}").touch()
+    return finish_promoters(procs)
+
+
+def wait_until(condition, what: str, procs: dict[str, subprocess.Popen], limit: float = 120) -> None:
+    """Wait for ``condition()``; fail at once (naming it) when a process ends first, or after ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        for who, p in procs.items():
+            if p.poll() is not None:
+                out, err = p.communicate()
+                pytest.fail(f"{who} ended (exit {p.returncode}, said {out.strip()!r}) before {what}: {err[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {limit:g} s: {what}")
+        time.sleep(0.01)
 
 
 def test_two_processes_promoting_at_once_both_finish_one_after_the_other_and_history_records_both(tmp_path, clone, sample):
@@ -418,18 +447,33 @@ def test_two_processes_promoting_at_once_both_finish_one_after_the_other_and_his
     for i in range(3):
         reg.add_version(clone, {}, run_id="setup")
     reg.promote("v0001", run_id="setup", reason="bootstrap")
+    held = tmp_path / "A-smoke-held"  # A's smoke test stops here until the file is removed
+    procs = start_promoters(reg, tmp_path, {"A": ["v0002"], "B": ["v0003"]}, verified=True, sample=sample,
+                            env={"A": {HOLD_VARIABLE: str(held)}})
+    try:
+        (tmp_path / "go-A").touch()
+        wait_until(lambda: held.exists() and reg.champion() == "v0002", "A promoted v0002 and its smoke test started", procs)
+        assert reg.champion_record()["smoke_pending"]
+        (tmp_path / "go-B").touch()
+        b_log = tmp_path / "B-filelock.log"
+        wait_until(lambda: b_log.exists() and f"not acquired on {reg.path / '.lock'}" in b_log.read_text(),
+                   "B found the writer lock held", procs)
+        # B waits on the writer lock while A's smoke test runs: nothing of B's is in the record
+        assert [(e.event, e.version) for e in reg.history()] == [("promote", "v0001"), ("promote", "v0002")]
+        assert reg.champion_record()["smoke_pending"]
+        held.unlink()  # A's smoke test goes on
+        results = finish_promoters(procs)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
-    results = run_promoters(reg, tmp_path, {"A": ["v0002"], "B": ["v0003"]}, verified=True, sample=sample)
-
-    a, b = results["A"][0], results["B"][0]
-    first, second = sorted([a, b], key=lambda r: r["end"])
-    # the writer lock made the second wait for the first's whole promotion and smoke test
-    assert second["end"] - first["end"] > 0.5, (first, second)
+    assert results == {"A": [{"who": "A", "version": "v0002"}], "B": [{"who": "B", "version": "v0003"}]}
     promotes = [e for e in reg.history() if e.event == "promote"][1:]
-    assert [(e.version, e.run_id) for e in promotes] == [(first["version"], first["who"]), (second["version"], second["who"])]
-    assert promotes[0].previous == "v0001" and promotes[1].previous == first["version"]
+    assert [(e.version, e.run_id, e.previous) for e in promotes] == [("v0002", "A", "v0001"), ("v0003", "B", "v0002")]
     rec = reg.champion_record()
-    assert (rec["version"], rec["previous"]) == (second["version"], first["version"]) and "smoke_pending" not in rec
+    assert (rec["version"], rec["previous"]) == ("v0003", "v0002") and "smoke_pending" not in rec
     reg.load()
 
 
