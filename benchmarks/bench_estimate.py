@@ -26,6 +26,17 @@ Usage::
 
 Each side is timed inside its own process after imports, for fitting the estimators and estimating every batch
 (both metrics), three times (``--repeat``); the table gives the fastest wall and CPU time of each.
+
+Two modes (``--mode``, both by default), on the same champion:
+
+* **one-shot** — calibrated once on the calibration rows, every batch estimated;
+* **running** — the playbook's own way, as a backtest: per batch in order, the batch is estimated before its
+  labels; a batch's labels arrive ``--label-delay`` batches later (default 1); as they arrive the estimate made
+  for it is judged, its labels are checked against what the estimator expected (label shift), and the estimator
+  is recalibrated on the newest labelled rows (as many as the first calibration); our bands are widened by the
+  judged estimates (``retrainlib.estimate.widen``). NannyML is refitted on the same labelled rows at the same
+  moments. Coverage, point error and median band width are given over the batches estimated after the track
+  record's warm-up (three judged estimates).
 """
 
 from __future__ import annotations
@@ -146,11 +157,11 @@ def champion(stream, work: Path):
     )
 
 
-def run_stream(stream, work: Path, repeat: int = 1) -> dict:
+def run_stream(stream, work: Path, repeat: int = 1, predictor=None) -> dict:
     from retrainlib import automl, estimate
 
     label, feats, ptype = stream["label"], stream["features"], stream["problem_type"]
-    predictor = champion(stream, work)
+    predictor = predictor or champion(stream, work)
     classes = list(predictor.class_labels) if ptype != "regression" else None
     calib = stream["calib"]
     cal_scores = automl.predict_scores(predictor, calib[feats])
@@ -233,6 +244,156 @@ def run_nannyml(stream, cal_scores, batch_scores, work: Path, repeat: int = 1) -
     return json.loads((d / "out.json").read_text())
 
 
+# --------------------------------------------------------------------------- the running mode
+def label_windows(stream, label_delay: int) -> list[dict]:
+    """Per batch t (in order): how many batches are labelled when it is estimated (those before t - label_delay)
+    and the labelled sources the estimators are fitted on then — the newest labelled batches back until they hold
+    as many rows as the first calibration (so the level is as steady as at the start), topped up with the
+    calibration rows while they hold fewer."""
+    sizes = [len(b) for _, b in stream["batches"]]
+    names = [n for n, _ in stream["batches"]]
+    need = len(stream["calib"])
+    steps = []
+    for t, name in enumerate(names):
+        k = max(0, t - label_delay)
+        sources, rows = [], 0
+        for j in range(k - 1, -1, -1):
+            if rows >= need:
+                break
+            sources.insert(0, names[j])
+            rows += sizes[j]
+        if rows < need:
+            sources.insert(0, "calibration")
+        steps.append({"batch": name, "labelled": k, "sources": sources})
+    return steps
+
+
+def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int = 1) -> dict:
+    """The playbook's running mode as a backtest: each batch is estimated before its labels, with the estimator
+    recalibrated on the labelled batches of that moment (:func:`label_windows`); each estimate is judged when its
+    labels arrive, and later bands are widened by those judgements (``estimate.widen``); each newly labelled batch's
+    labels are checked against the estimator that had not seen them (``estimate.label_check``), and a shift marks
+    the following estimates unreliable. NannyML is refitted on the same labelled rows at the same moments."""
+    from retrainlib import automl, estimate
+
+    label, feats, ptype = stream["label"], stream["features"], stream["problem_type"]
+    classes = list(predictor.class_labels) if ptype != "regression" else None
+    needs_features = ptype == "regression"
+    src = {"calibration": stream["calib"], **dict(stream["batches"])}
+    scores = {k: automl.predict_scores(predictor, f[feats]) for k, f in src.items()}
+    ys = {k: f[label].to_numpy() for k, f in src.items()}
+    fx = {k: (f[feats].reset_index(drop=True) if needs_features else None) for k, f in src.items()}
+    names = [n for n, _ in stream["batches"]]
+    realized = {(n, m): automl.score(m, ptype, ys[n], scores[n], classes) for n in names for m in stream["metrics"]}
+    steps = label_windows(stream, label_delay)
+
+    def ours():  # what is timed: recalibrate as labels arrive, judge, check the labels, estimate every batch
+        estimate.cbpe._CALIBRATIONS.clear()
+        out = {}
+        for metric in stream["metrics"]:
+            est, fitted, record, checks, made, rows = None, None, [], [], {}, []
+            judged = 0
+            for t, step in enumerate(steps):
+                for j in range(judged, step["labelled"]):  # batch j's labels arrive
+                    e, truth = made[names[j]], realized[(names[j], metric)]
+                    if e.value is not None:
+                        record.append({"batch": names[j], "estimated": e.value, "measured": truth,
+                                       "in_band": bool(e.low <= truth <= e.high)})
+                    if est is not None and est.usable:
+                        checks.append(estimate.label_check(est, scores[names[j]], ys[names[j]], fx[names[j]],
+                                                           batch=names[j]))
+                judged = step["labelled"]
+                if step["sources"] != fitted:
+                    cs = step["sources"]
+                    est = estimate.fit_estimator(
+                        problem_type=ptype, metric=metric, y_true=np.concatenate([ys[c] for c in cs]),
+                        scores=np.concatenate([scores[c] for c in cs]),
+                        features=pd.concat([fx[c] for c in cs], ignore_index=True) if needs_features else None,
+                        classes=classes, seed=0)
+                    fitted = cs
+                name = step["batch"]
+                e = estimate.widen(est.estimate(scores[name], fx[name], batch=name), record)
+                made[name] = e
+                rows.append((e, estimate.unreliable_reason(checks[-1] if checks else None), len(record)))
+            out[metric] = rows
+        return out
+
+    ours_seconds = ours_cpu = float("inf")
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fitted_rows = ours()
+        ours_seconds, ours_cpu = min(ours_seconds, time.perf_counter() - t0), min(ours_cpu, time.process_time() - c0)
+    rows = []
+    for metric, estimates in fitted_rows.items():
+        for name, (e, unreliable, n_judged) in zip(names, estimates):
+            rows.append({"stream": stream["name"], "batch": name, "metric": metric,
+                         "realized": realized[(name, metric)], "ours": e.value, "ours_low": e.low, "ours_high": e.high,
+                         "judged_before": n_judged, "unreliable": unreliable,
+                         "track_record": (e.parts or {}).get("track_record")})
+    nm = run_nannyml_running(stream, scores, ys, fx, steps, work, repeat)
+    frame = pd.DataFrame(rows)
+    nmf = pd.DataFrame(nm["rows"]).rename(columns={"value": "nannyml", "low": "nannyml_low", "high": "nannyml_high"})
+    nmf["metric"] = nmf["metric"].map({v: k for k, v in NANNYML_NAMES.items()})
+    frame = frame.merge(nmf, on=["batch", "metric"], how="left")
+    return {"frame": frame, "ours_seconds": ours_seconds, "ours_cpu": ours_cpu, "nannyml_seconds": nm["seconds"],
+            "nannyml_cpu": nm["cpu_seconds"], "nannyml": nm["nannyml"], "label_delay": label_delay}
+
+
+def run_nannyml_running(stream, scores, ys, fx, steps, work: Path, repeat: int = 1) -> dict:
+    feats, ptype = stream["features"], stream["problem_type"]
+    names = [n for n, _ in stream["batches"]]
+    refs, parts = [], []
+    positive = sorted(pd.unique(ys["calibration"]))[1] if ptype != "regression" else None
+    for k in ["calibration", *names]:
+        f = _scored_frame(ptype, scores[k], fx[k] if fx[k] is not None else pd.DataFrame(index=range(len(scores[k]))),
+                          feats if ptype == "regression" else [], None)
+        if k != "calibration":
+            parts.append(f.assign(batch=k))
+        r = f.copy()
+        r["y_true"] = ys[k] if ptype == "regression" else (ys[k] == positive).astype(int)
+        refs.append(r.assign(source=k))
+    d = work / f"nannyml-running-{stream['name']}"
+    d.mkdir(exist_ok=True)
+    pd.concat(refs, ignore_index=True).to_parquet(d / "reference.parquet")
+    pd.concat(parts, ignore_index=True).to_parquet(d / "analysis.parquet")
+    job = {"reference": str(d / "reference.parquet"), "analysis": str(d / "analysis.parquet"), "problem_type": ptype,
+           "metrics": [NANNYML_NAMES[m] for m in stream["metrics"]], "features": feats, "repeat": repeat,
+           "steps": [{"batch": s["batch"], "sources": s["sources"]} for s in steps]}
+    (d / "job.json").write_text(json.dumps(job))
+    env = dict(os.environ, OMP_NUM_THREADS="1", NML_DISABLE_USAGE_LOGGING="1")
+    subprocess.run([str(NANNYML_PY), str(ROOT / "benchmarks" / "nannyml_estimate.py"), str(d / "job.json"), str(d / "out.json")],
+                   check=True, env=env)
+    return json.loads((d / "out.json").read_text())
+
+
+def summarize_running(results: list[dict]) -> pd.DataFrame:
+    """One row per stream and metric: coverage, point error and median band width of both sides over the batches
+    estimated after the warm-up (at least ``estimate.WARMUP`` judged estimates then), coverage over all batches,
+    how many estimates carried a label-shift flag, and the time of each side."""
+    from retrainlib.estimate import WARMUP
+
+    out = []
+    for r in results:
+        f = r["frame"]
+        for (stream, metric), g in f.groupby(["stream", "metric"], sort=False):
+            w = g[g.judged_before >= WARMUP]
+            cover = lambda x, side: ((x[f"{side}_low"] <= x.realized) & (x.realized <= x[f"{side}_high"])).mean()  # noqa: E731
+            mae = lambda x, side: (x[side] - x.realized).abs().mean()  # noqa: E731
+            width = lambda x, side: (x[f"{side}_high"] - x[f"{side}_low"]).median()  # noqa: E731
+            out.append({
+                "stream": stream, "metric": metric, "delay": r["label_delay"], "n (after warm-up)": f"{len(g)} ({len(w)})",
+                "ours coverage": cover(w, "ours"), "ours MAE": mae(w, "ours"), "ours median width": width(w, "ours"),
+                "width / median abs error": width(w, "ours") / (w.ours - w.realized).abs().median(),
+                "NannyML coverage": cover(w, "nannyml"), "NannyML MAE": mae(w, "nannyml"),
+                "NannyML median width": width(w, "nannyml"),
+                "ours coverage, all": cover(g, "ours"), "label shift flagged": int((g.unreliable != "").sum()),
+                "ours s (CPU)": f"{r['ours_seconds']:.3f} ({r['ours_cpu']:.3f})",
+                "NannyML s (CPU)": f"{r['nannyml_seconds']:.3f} ({r['nannyml_cpu']:.3f})",
+                "speed-up wall / CPU": f"{r['nannyml_seconds'] / r['ours_seconds']:.1f}x / {r['nannyml_cpu'] / r['ours_cpu']:.1f}x",
+            })
+    return pd.DataFrame(out)
+
+
 # --------------------------------------------------------------------------- table
 def summarize(results: list[dict]) -> pd.DataFrame:
     """One row per stream, segment and metric, and per stream and metric over all its batches where it has segments
@@ -250,6 +411,8 @@ def summarize(results: list[dict]) -> pd.DataFrame:
                 "ours coverage (95%)": ((g.ours_low <= g.realized) & (g.realized <= g.ours_high)).mean(),
                 "NannyML MAE": (g.nannyml - g.realized).abs().mean(),
                 "NannyML coverage (±3σ)": ((g.nannyml_low <= g.realized) & (g.realized <= g.nannyml_high)).mean(),
+                "ours median width": (g.ours_high - g.ours_low).median(),
+                "NannyML median width": (g.nannyml_high - g.nannyml_low).median(),
                 "ours s (CPU)": f"{r['ours_seconds']:.3f} ({r['ours_cpu']:.3f})",
                 "NannyML s (CPU)": f"{r['nannyml_seconds']:.3f} ({r['nannyml_cpu']:.3f})",
                 "speed-up wall / CPU": f"{r['nannyml_seconds'] / r['ours_seconds']:.1f}x / {r['nannyml_cpu'] / r['ours_cpu']:.1f}x",
@@ -262,6 +425,11 @@ def main(argv=None) -> None:
     parser.add_argument("--streams", nargs="*", default=list(STREAMS), choices=list(STREAMS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--repeat", type=int, default=3, help="time each side this many times, report the fastest")
+    parser.add_argument("--mode", choices=["one-shot", "running", "both"], default="both",
+                        help="one-shot: calibrate once, estimate every batch; running: per batch, labels arriving "
+                             "--label-delay batches late, recalibrated as they arrive, bands widened by the track record")
+    parser.add_argument("--label-delay", type=int, default=1,
+                        help="running mode: a batch's labels arrive after this many later batches were estimated")
     args = parser.parse_args(argv)
     if not NANNYML_PY.exists():
         raise SystemExit(f"{NANNYML_PY} is missing: python3.11 -m venv .venv-nannyml && "
@@ -270,23 +438,39 @@ def main(argv=None) -> None:
 
     automl.pin_threads(1)
     import lightgbm, scipy.optimize, scipy.stats  # noqa: F401,E401 - imported before timing, as NannyML is in its process
-    results = []
+    results, running = [], []
     with tempfile.TemporaryDirectory(prefix="bench-estimate-") as tmp:
         for name in args.streams:
             print(f"{name}: fitting the champion and estimating …", flush=True)
-            results.append(run_stream(STREAMS[name](), Path(tmp), args.repeat))
-    table = summarize(results)
+            stream = STREAMS[name]()
+            predictor = champion(stream, Path(tmp))
+            if args.mode in ("one-shot", "both"):
+                results.append(run_stream(stream, Path(tmp), args.repeat, predictor))
+            if args.mode in ("running", "both"):
+                running.append(run_running(stream, Path(tmp), predictor, args.label_delay, args.repeat))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pd.concat([r["frame"] for r in results]).to_csv(out / "bench_estimate_per_batch.csv", index=False)
-    print(f"NannyML {results[0]['nannyml']}; per-batch figures in {out / 'bench_estimate_per_batch.csv'}\n")
-    print(markdown(table))
-    text = markdown(table) + "\n"
-    rates = positive_rates(results)
-    if rates is not None:
-        print("\nexpected vs realized share of positives per batch (binary streams; the estimate's blind spot):\n")
-        print(markdown(rates))
-        text += "\n" + markdown(rates) + "\n"
+    text = ""
+    nm_version = (results or running)[0]["nannyml"]
+    if results:
+        table = summarize(results)
+        pd.concat([r["frame"] for r in results]).to_csv(out / "bench_estimate_per_batch.csv", index=False)
+        print(f"NannyML {nm_version}; per-batch figures in {out / 'bench_estimate_per_batch.csv'}\n")
+        print("one-shot mode (calibrated once, every batch estimated):\n")
+        print(markdown(table))
+        text += markdown(table) + "\n"
+        rates = positive_rates(results)
+        if rates is not None:
+            print("\nexpected vs realized share of positives per batch (binary streams; the estimate's blind spot):\n")
+            print(markdown(rates))
+            text += "\n" + markdown(rates) + "\n"
+    if running:
+        table = summarize_running(running)
+        pd.concat([r["frame"] for r in running]).to_csv(out / "bench_estimate_running_per_batch.csv", index=False)
+        print(f"\nrunning mode (label delay {args.label_delay}; NannyML {nm_version}; per-batch figures in "
+              f"{out / 'bench_estimate_running_per_batch.csv'}):\n")
+        print(markdown(table))
+        text += "\n" + markdown(table) + "\n"
     (out / "bench_estimate.md").write_text(text)
 
 

@@ -510,3 +510,132 @@ def test_a_regression_band_carries_the_loss_models_own_uncertainty_which_shrinks
         rows_and_bias = 1.959963984540054 * est.checks["resid_sd"] / np.sqrt(len(pb)) + abs(est.checks["bias"])
         beyond.append((e.high - e.value) / rows_and_bias)
     assert beyond[0] > 1.3 and beyond[1] < beyond[0], beyond  # the fold models fitted on 200 rows disagree more
+
+
+# --------------------------------------------------------------------------- issue 26: track record, range, label shift
+def _regression_world(n: int, rng, *, label_shift: float = 0.0, x_shift: float = 0.0):
+    """y = 2x + noise; the champion predicts 2x (features fixed, so ``label_shift`` moves only the labels)."""
+    x = rng.normal(x_shift, 1.0, n)
+    y = 2 * x + rng.normal(0, 1.0, n) + label_shift
+    return pd.DataFrame({"x": x}), y, 2 * x
+
+
+def test_a_stream_whose_label_share_moves_while_the_features_do_not_is_flagged_with_its_figures():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.05, 0.6, 3000)  # the champion's scores: the same distribution on every batch
+    y = (rng.random(3000) < p).astype(int)
+    est = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=y, scores=p, classes=[0, 1])
+    pb = rng.uniform(0.05, 0.6, 800)
+    steady = (rng.random(800) < pb).astype(int)
+    moved = (rng.random(800) < np.clip(pb + 0.12, 0, 1)).astype(int)  # more positives than the scores say
+    assert not estimate.label_check(est, pb, steady)["shifted"]
+    flagged = estimate.label_check(est, pb, moved, batch="week 9")
+    assert flagged["shifted"] and flagged["z"] > 3.29
+    assert flagged["reason"].startswith("label shift on week 9: class 1 is") and "expected" in flagged["reason"]
+    assert estimate.unreliable_reason(flagged).startswith("unreliable: label shift on week 9")
+    # regression: the label's mean moves by half a residual sd while the features stay
+    X, yr, pred = _regression_world(2000, rng)
+    reg = estimate.fit_estimator(problem_type="regression", metric="mean_absolute_error", y_true=yr, scores=pred,
+                                 features=X)
+    Xb, yb, predb = _regression_world(600, rng, label_shift=0.5)
+    check = estimate.label_check(reg, predb, yb, Xb)
+    assert check["shifted"] and "(mean)" in check["reason"] and check["realized"]["mean"] > check["expected"]["mean"] + 0.3
+    Xs, ys, preds = _regression_world(600, rng, x_shift=1.0)  # covariate shift only: the labels follow the features
+    assert not estimate.label_check(reg, preds, ys, Xs)["shifted"]
+
+
+def test_a_stationary_stream_is_not_flagged_more_often_than_the_stated_false_alarm_rate():
+    """Z_SHIFT (3.29 sampling errors) is a 0.1% two-sided test per batch; over 300 stationary batches of each kind
+    at most 1% may be flagged (the estimator's calibration is itself estimated, so the test allows some slack)."""
+    rng = np.random.default_rng(5)
+    p = rng.beta(2, 3, 2000)
+    y = (rng.random(2000) < p).astype(int)
+    est = estimate.fit_estimator(problem_type="binary", metric="roc_auc", y_true=y, scores=p, classes=[0, 1])
+    flags = []
+    for _ in range(300):
+        pb = rng.beta(2, 3, 500)
+        flags.append(estimate.label_check(est, pb, (rng.random(500) < pb).astype(int))["shifted"])
+    assert np.mean(flags) <= 0.01, np.mean(flags)
+    X, yr, pred = _regression_world(1000, rng)
+    reg = estimate.fit_estimator(problem_type="regression", metric="root_mean_squared_error", y_true=yr, scores=pred,
+                                 features=X)
+    rflags = []
+    for _ in range(300):
+        Xb, yb, pb = _regression_world(300, rng)
+        rflags.append(estimate.label_check(reg, pb, yb, Xb)["shifted"])
+    assert np.mean(rflags) <= 0.01, np.mean(rflags)
+
+
+def test_bands_stay_within_the_metric_range_before_and_after_the_track_record_widens_them():
+    rng = np.random.default_rng(7)
+    p = np.clip(rng.beta(0.3, 0.3, 1500), 0.001, 0.999)  # a near-perfect ranker: ROC AUC close to 1
+    y = (rng.random(1500) < p).astype(int)
+    for metric in ("roc_auc", "accuracy"):
+        est = estimate.fit_estimator(problem_type="binary", metric=metric, y_true=y, scores=p, classes=[0, 1])
+        e = est.estimate(p[:40])
+        assert 0 <= e.low <= e.value <= e.high <= 1
+        bad = [{"estimated": 0.98, "measured": 0.55, "in_band": False}] * 6
+        w = estimate.widen(e, bad)
+        assert 0 <= w.low < e.low and w.high <= 1 and w.parts["track_record"] > 0
+    X, yr, pred = _regression_world(400, rng)
+    for metric in ("mean_absolute_error", "root_mean_squared_error"):
+        est = estimate.fit_estimator(problem_type="regression", metric=metric, y_true=yr, scores=pred, features=X)
+        e = est.estimate(pred[:30], X.iloc[:30])
+        assert 0 < e.low < e.value < e.high, e  # a loss is positive: the lower end is not 0.0000
+        bad = [{"estimated": e.value, "measured": e.value * 4, "in_band": False}] * 5
+        w = estimate.widen(e, bad)
+        assert 0 < w.low < e.low and w.high >= e.value * 4 - 1e-5, w  # errors of x4 on the log scale: both ways
+        assert set(w.parts) >= {"sampling", "calibration", "track_record"}
+
+
+def test_the_track_record_widening_uses_only_batches_whose_labels_had_arrived_at_the_time_of_the_estimate():
+    rows = [{"batch": f"b{i}", "batch_end": f"2024-01-{i:02d}", "metric": "accuracy",
+             "estimate": {"estimated": 0.80, "measured": 0.80 - (0.01 if i <= 5 else 0.30), "in_band": i <= 5}}
+            for i in range(1, 9)]
+    rows.append({"batch": "b9", "batch_end": "2024-01-09", "metric": "roc_auc",  # another metric: not this record
+                 "estimate": {"estimated": 0.9, "measured": 0.1, "in_band": False}})
+    cut = estimate.track_record(rows, metric="accuracy", labelled_end="2024-01-05")
+    assert [r["batch"] for r in cut] == ["b1", "b2", "b3", "b4", "b5"]
+    e = estimate.Estimate("accuracy", 0.8, 0.79, 0.81, 1000, "cbpe", parts={"sampling": 0.01, "calibration": 0.0})
+    before = estimate.widen(e, cut)
+    after = estimate.widen(e, estimate.track_record(rows, metric="accuracy"))
+    assert before.low == pytest.approx(0.79) and before.high == pytest.approx(0.81)  # errors of 0.01 fit the band
+    assert after.low < 0.55 and after.parts["track_record"] > 0.2  # once the big misses are judged they count
+    # warm-up: fewer than WARMUP judged estimates leave the model's band as it is, and say so
+    warm = estimate.widen(e, estimate.track_record(rows[6:8], metric="accuracy"))
+    assert (warm.low, warm.high) == (0.79, 0.81) and "warming up: 2 of 3" in warm.parts["track_record_note"]
+
+
+def test_misses_raise_the_level_the_track_record_aims_at_and_hits_lower_it():
+    from retrainlib.estimate import track
+
+    errors = [0.02, 0.05, 0.03, 0.04, 0.06, 0.01, 0.05, 0.02]
+    e = estimate.Estimate("accuracy", 0.8, 0.79, 0.81, 1000, "cbpe")
+    hits = [{"estimated": 0.8, "measured": 0.8 - d, "in_band": True} for d in errors]
+    misses = [dict(r, in_band=False) for r in hits]
+    assert track._aci_alpha(misses, 0.05) < 0.05 < track._aci_alpha(hits, 0.05)
+    assert estimate.widen(e, misses).low < estimate.widen(e, hits).low
+
+
+def test_an_unreliable_estimate_makes_the_estimated_trigger_fall_back_to_measured_and_both_fire_on_measured():
+    from retrainlib import automl
+    from retrainlib.profiles import load_profile
+    from retrainlib.steps.analyze import _performance, _trigger_history
+
+    info = automl.metric_info("roc_auc", "binary")
+    newest = {"batch": "w9", "value": 0.80, "low": 0.78, "high": 0.82, "metric": "roc_auc",
+              "unreliable": "unreliable: label shift on w8: class 1 is 41.0% of 800 labels, the calibrated champion "
+                            "expected 12.0%"}
+    scored = [{"batch": f"w{i}", "batch_end": f"2024-01-0{i}", "value": v} for i, v in ((7, 0.74), (8, 0.62))]
+    estimates = [dict(newest, batch="w8", value=0.81), newest]
+    demo = load_profile("params/demo.yaml")  # performance_threshold 0.70 on roc_auc
+    as_source = lambda s: demo.model_copy(update={"triggers": demo.triggers.model_copy(update={"performance_source": s})})  # noqa: E731
+    for source in ("estimated", "both"):
+        prof = as_source(source)
+        t = _performance(0.62, "w8", newest, source, prof, info)
+        assert t.fired and t.value == pytest.approx(0.62), t  # the measured 0.62, not the estimated 0.80
+        assert "label shift on w8" in t.reason and "measured on labels" in t.reason
+    assert _trigger_history(scored, estimates, "estimated") == [0.74, 0.62]  # the measured series
+    reliable = [dict(e, unreliable="") for e in estimates]
+    assert _trigger_history(scored, reliable, "estimated") == [0.81, 0.80]
+    assert not _performance(0.62, "w8", reliable[-1], "estimated", as_source("estimated"), info).fired  # the estimate alone: 0.80

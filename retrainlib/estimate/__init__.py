@@ -39,10 +39,16 @@ True
 >>> abs(e.value - 0.75) < 0.03, e.low < e.value < e.high
 (True, True)
 
+What the estimator cannot see it is told by its own record: once labels arrive each estimate is judged
+(``evaluations.jsonl``), and :func:`widen` widens later bands by those errors (adaptive split-conformal, after a
+warm-up of :data:`WARMUP` judged estimates; the band's ``parts`` say how much each source adds), while
+:func:`label_check` compares the labels with what the calibrated champion expected and names a label shift, which
+marks the estimate ``unreliable``.
+
 Modules: :mod:`.estimator` (the stored :class:`Estimator`, its JSON and :class:`Estimate`), :mod:`.fit`
 (:func:`fit_estimator`: checks, then CBPE or DLE), :mod:`.cbpe` (classification), :mod:`.calibration`
 (isotonic maps, calibration error, label draws), :mod:`.metrics` (metric expectations and draws under label
-probabilities), :mod:`.dle` (regression).
+probabilities), :mod:`.dle` (regression), :mod:`.track` (the track-record band, the metric's range, label shift).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from .cbpe import N_DRAWS, SPREAD_ROWS  # noqa: F401
 from .estimator import CONFIDENCE, ESTIMATOR_FILE, MIN_BATCH_ROWS, Estimate, Estimator, compare, unavailable  # noqa: F401
 from .fit import MIN_CLASS_ROWS, MIN_ROWS, fit_estimator  # noqa: F401
 from .metrics import _binary_metric  # noqa: F401  (tests check it directly)
+from .track import WARMUP, clip_to_range, label_check, metric_range, track_record, unreliable_reason, widen  # noqa: F401
 
 __all__ = [
     "Estimate",
@@ -62,4 +69,9 @@ __all__ = [
     "ESTIMATOR_FILE",
     "MIN_ROWS",
     "MIN_BATCH_ROWS",
+    "track_record",
+    "widen",
+    "label_check",
+    "unreliable_reason",
+    "clip_to_range",
 ]

@@ -43,7 +43,7 @@ def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator
     return Estimator(usable=True, reason="", checks=checks, state=state, **base)
 
 
-def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
+def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float, dict]:
     """Point: the metric's expectation under the calibrated probabilities (closed form where there is
     one, else the mean of label draws). Band: normal, from the sampling variance of the metric when the
     labels are drawn from those probabilities (closed form where there is one, else from draws) plus
@@ -86,7 +86,9 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float]:
     calib = float(np.mean(np.square(spread))) if len(spread) else 0.0
     sd = math.sqrt(var + calib)
     z = 1.959963984540054
-    return point, point - z * sd, point + z * sd
+    parts = {"sampling": round(z * math.sqrt(var), 6), "calibration": round(z * math.sqrt(calib), 6),
+             "shape": "normal, sampling and calibration variances added"}
+    return point, point - z * sd, point + z * sd, parts
 
 
 #: rows sorted by rising score, taken by falling score (a view: no copy)

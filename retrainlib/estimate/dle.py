@@ -108,12 +108,15 @@ def _fit_dle(base: dict, y: np.ndarray, pred: np.ndarray, features: pd.DataFrame
     resid = loss - oof
     skill = 1 - float(np.mean(resid ** 2)) / float(np.var(loss)) if np.var(loss) > 0 else 0.0
     checks = {"loss": kind, "loss_model_r2": round(skill, 4), "resid_sd": float(np.std(resid)),
-              "bias": float(np.mean(resid)), "mean_loss": float(np.mean(loss))}
+              "bias": float(np.mean(resid)), "mean_loss": float(np.mean(loss)),
+              # the champion's own residual on these rows: what a label shift is measured against (track.label_check)
+              "label_bias": float(np.mean(y - pred)), "label_resid_sd": float(np.std(y - pred))}
     state = {"models": models, "categories": cats, "columns": list(features.columns), "kind": kind}
     return Estimator(usable=True, reason="", checks=checks, state=state, **base)
 
 
-def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame) -> tuple[float, float, float]:
+def _dle_losses(est: Estimator, pred: np.ndarray, features: pd.DataFrame, *, each: bool = False) -> np.ndarray:
+    """The loss models' predicted loss per row of a batch (averaged over the fold models; ``each``: per model)."""
     import lightgbm as lgb
 
     st = est.state
@@ -123,8 +126,12 @@ def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame) -> t
     X = _dle_matrix(features, st["columns"], pred, st["categories"])
     if "_boosters" not in est.__dict__:  # a read estimator's model texts are parsed once
         est.__dict__["_boosters"] = [lgb.Booster(model_str=m) if isinstance(m, str) else m for m in st["models"]]
-    boosters = est.__dict__["_boosters"]
-    each = np.array([b.predict(X, num_threads=1) for b in boosters])  # (folds, rows)
+    out = np.array([b.predict(X, num_threads=1) for b in est.__dict__["_boosters"]])  # (folds, rows)
+    return out if each else np.clip(out.mean(axis=0), 0, None)
+
+
+def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame) -> tuple[float, float, float, dict]:
+    each = _dle_losses(est, pred, features, each=True)
     losses = np.clip(each.mean(axis=0), 0, None)
     n, k = len(losses), len(each)
     mean = float(losses.mean())
@@ -133,14 +140,24 @@ def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame) -> t
     folds = each.mean(axis=1)
     model_var = (k - 1) / k * float(np.sum((folds - folds.mean()) ** 2))
     z = 1.959963984540054
-    half = z * math.sqrt(est.checks["resid_sd"] ** 2 / n + model_var) + abs(est.checks["bias"])
-    lo, hi = max(mean - half, 0.0), mean + half
+    sampling = est.checks["resid_sd"] / math.sqrt(n)
+    calibration = math.sqrt(model_var) + abs(est.checks["bias"]) / z
+    sd = math.sqrt(sampling ** 2 + model_var) + abs(est.checks["bias"]) / z
+    # a mean loss is positive and its error grows with it: the band is log-normal with the same mean and sd, so
+    # its lower end stays above 0 (a normal band reached 0.0000 whenever sd was half the mean)
+    if mean > 0:
+        s_log = math.sqrt(math.log1p((sd / mean) ** 2))
+        lo, hi = mean * math.exp(-z * s_log), mean * math.exp(z * s_log)
+    else:
+        lo, hi = 0.0, z * sd
+    parts = {"sampling": round(z * sampling, 6), "calibration": round(z * calibration, 6),
+             "units": "mean absolute error" if est.state["kind"] == "absolute" else "mean squared error",
+             "shape": "log-normal (a loss is positive)"}
     metric = est.metric
     if metric == "mean_absolute_error" or metric == "mean_squared_error":
-        return mean, lo, hi
+        return mean, lo, hi, parts
     if metric == "root_mean_squared_error":
-        return math.sqrt(mean), math.sqrt(lo), math.sqrt(hi)
+        return math.sqrt(mean), math.sqrt(lo), math.sqrt(hi), parts
     var_pred = float(np.var(pred))  # r2: Var(y) ≈ Var(prediction) + MSE (errors uncorrelated with predictions)
     r2 = lambda mse: 1 - mse / (var_pred + mse) if var_pred + mse > 0 else float("nan")  # noqa: E731
-    return r2(mean), r2(hi), r2(lo)
-
+    return r2(mean), r2(hi), r2(lo), parts

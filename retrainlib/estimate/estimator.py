@@ -43,6 +43,11 @@ class Estimate:
     reason: str = ""
     batch: str | None = None
     source: str = "estimated"
+    #: ``unreliable: label shift …`` (with its figures) when the newest labels show what the estimator cannot see
+    unreliable: str = ""
+    #: the band's half-widths by part: ``sampling``, ``calibration`` (the model's band) and ``track_record`` (the
+    #: widening past estimate errors call for, :func:`~.track.widen`), with notes
+    parts: dict | None = None
 
     @property
     def estimated(self) -> bool:
@@ -60,7 +65,7 @@ class Estimate:
         if self.value is None:
             return f"{self.metric} not estimated: {self.reason}"
         return (f"estimated {self.metric} {self.value:.3f} ({CONFIDENCE:.0%} band {self.low:.3f}–{self.high:.3f}, "
-                f"{self.n_rows} rows)")
+                f"{self.n_rows} rows)" + (f"; {self.unreliable}" if self.unreliable else ""))
 
 
 def unavailable(metric: str, reason: str, *, batch: str | None = None, n_rows: int = 0, method: str = "none") -> Estimate:
@@ -155,14 +160,17 @@ class Estimator:
         if self.method == "cbpe":
             from .cbpe import _cbpe_estimate  # cbpe builds Estimators: imported here, not at the top
 
-            value, low, high = _cbpe_estimate(self, scores)
+            value, low, high, parts = _cbpe_estimate(self, scores)
         else:
             from .dle import _dle_estimate
 
             if features is None:
                 raise EstimationError("a regression estimate needs the batch's features (direct loss estimation)")
-            value, low, high = _dle_estimate(self, scores, features)
-        return Estimate(self.metric, _r(value), _r(low), _r(high), n, self.method, "", batch)
+            value, low, high, parts = _dle_estimate(self, scores, features)
+        from .track import clip_to_range  # the band inside the metric's range (ROC AUC ≤ 1, a loss > 0)
+
+        value, low, high = clip_to_range(self.metric, value, low, high)
+        return Estimate(self.metric, _r(value), _r(low), _r(high), n, self.method, "", batch, parts=parts)
 
 
 def _maps(est: Estimator, key: str):

@@ -199,6 +199,14 @@ def _performance(measured: float | None, newest: str, newest_estimate: dict | No
     """The performance trigger on the profile's ``triggers.performance_source``."""
     common = dict(threshold=prof.performance_threshold, metric=prof.training.eval_metric,
                   greater_is_better=info.greater_is_better)
+    unreliable = (newest_estimate or {}).get("unreliable")
+    if unreliable and source == "estimated":  # a label shift the estimator cannot see: measured until recalibrated past it
+        m = triggers.performance_trigger(measured, **common)
+        return triggers.TriggerResult("performance", m.value, m.threshold, m.fired,
+                                      f"estimate {unreliable}; measured instead: {m.reason}", source="measured")
+    if unreliable and source == "both":  # the measured half keeps firing; the estimated half says why it is left out
+        return triggers.performance_trigger(measured, **common, source="both",
+                                            estimated={"value": None, "reason": f"estimate {unreliable}"})
     if source == "estimated":
         e = newest_estimate or {}
         if e.get("value") is None:
@@ -213,8 +221,9 @@ def _performance(measured: float | None, newest: str, newest_estimate: dict | No
 
 
 def _trigger_history(scored: list[dict], estimates: list[dict], source: str) -> list[float]:
-    """The champion's metric history the step reports: measured values, or estimates for ``estimated``."""
-    if source == "estimated":
+    """The champion's metric history the step reports: measured values, or estimates for ``estimated`` — measured
+    values too while the newest estimate is ``unreliable`` (a label shift it cannot see)."""
+    if source == "estimated" and not (estimates and estimates[-1].get("unreliable")):
         return [e["value"] for e in estimates if e.get("value") is not None]
     return [e["value"] for e in scored]
 

@@ -7,6 +7,7 @@ import datetime as dt
 import pandas as pd
 
 from .. import automl, data, estimate
+from ..records import plain
 from .context import StepContext
 
 __all__ = ["estimate_champion", "evaluate_champion"]
@@ -24,6 +25,13 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
     ``estimators.jsonl`` (the version folder stays as registered). The rows returned — the series the
     triggers read — all come from the newest revision, so a trend compares estimates of one estimator.
     A champion without a usable estimator gets rows that say why.
+
+    Each band is widened by the estimator's track record on this stream (:func:`estimate.widen`: the judged
+    estimates in ``evaluations.jsonl`` of batches labelled by now). Each newly labelled batch's labels are
+    compared with what the estimator as it stood (before it saw them) expected (``label_check`` on its row, recorded
+    with its evaluation as ``label_shift``); while the newest such check shows a label shift, every row carries
+    ``unreliable: label shift …`` (the triggers then fall back to measured performance) — until the labels of a
+    later batch agree with the estimator recalibrated after the shift.
     """
     metric = ctx.profile.training.eval_metric
     trained = {s["path"] for s in meta["slices"]}
@@ -32,22 +40,40 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
         return []
     logged = ctx.registry.estimates(champion)
     estimator = ctx.registry.estimator(champion)
+    labelled_end = windows.holdout[-1].end if windows.holdout else None
+    calibration = [b for b in todo if labelled_end is not None and b.end <= labelled_end]  # every labelled row it did not train on
+    record = estimate.track_record(ctx.registry.evaluations(), metric=metric, labelled_end=labelled_end)
 
-    def row(b, est) -> dict:
+    def row(b, est, unreliable: str = "") -> dict:
         frame = frames[b.path][meta["features"]]
         if est is None:
             e = estimate.unavailable(metric, f"champion {champion} has no estimator (registered before label-free "
                                              "estimation, or without labelled holdout rows)", batch=b.path, n_rows=len(frame))
         else:
-            e = est.estimate(predictor.scores(frame), frame, batch=b.path)
+            e = estimate.widen(est.estimate(predictor.scores(frame), frame, batch=b.path), record)
         return {"version": champion, "run_id": ctx.run_id, "batch_end": b.end,
-                "revision": est.revision if est is not None else 0, **e.to_dict()}
+                "revision": est.revision if est is not None else 0, **e.to_dict(),
+                "unreliable": unreliable if e.value is not None else ""}
 
+    def check(b, est) -> dict | None:  # the batch's labels against what ``est`` expected on it
+        if est is None or not est.usable or ctx.profile.data.label not in frames[b.path]:
+            return None
+        f = frames[b.path]
+        f = f[f[ctx.profile.data.label].notna()]
+        return plain(estimate.label_check(est, predictor.scores(f[meta["features"]]), f[ctx.profile.data.label].to_numpy(),
+                                          f[meta["features"]], batch=b.path)) if len(f) else None
+
+    known = set(estimator.calibration_batches) if estimator is not None else set()
+    arrived = {b.path: check(b, estimator) for b in calibration if b.path not in known}  # labels new since its calibration
+    # the newest labels checked against an estimator that had not seen them (this run's, else the record's): a shift
+    # there leaves the estimates unreliable until later labels agree with a recalibration made after it
+    checks = [r for r in ctx.registry.evaluations(champion) if r.get("label_shift")] + [
+        {"batch_end": b.end, "label_shift": arrived[b.path]} for b in calibration if arrived.get(b.path)]
+    newest_check = max(checks, key=lambda r: str(r.get("batch_end")))["label_shift"] if checks else None
+    unreliable = estimate.unreliable_reason(newest_check)
     seen = {e["batch"] for e in logged}
-    first = [row(b, estimator) for b in todo if b.path not in seen]
+    first = [row(b, estimator, unreliable) for b in todo if b.path not in seen]
     ctx.registry.record_estimates(first)
-    labelled_end = windows.holdout[-1].end if windows.holdout else None
-    calibration = [b for b in todo if labelled_end is not None and b.end <= labelled_end]  # every labelled row it did not train on
     if calibration and not {b.path for b in calibration} <= set(estimator.calibration_batches if estimator else ()):
         src = ctx.profile.data
         rows = pd.concat([frames[b.path] for b in calibration])
@@ -64,10 +90,16 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
             estimator = revised
     revision = estimator.revision if estimator is not None else 0
     current = {e["batch"]: e for e in [*logged, *first] if e.get("revision", 0) == revision}
-    again = [row(b, estimator) for b in todo if b.path not in current]
+    again = [row(b, estimator, unreliable) for b in todo if b.path not in current]
     ctx.registry.record_estimates(again)
     current.update({e["batch"]: e for e in again})
-    return [current[b.path] for b in todo]
+    out = []
+    for b in todo:
+        r = {**current[b.path], "unreliable": unreliable if current[b.path].get("value") is not None else ""}
+        if arrived.get(b.path):
+            r["label_check"] = arrived[b.path]
+        out.append(r)
+    return out
 
 
 def evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
@@ -78,6 +110,7 @@ def evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
     own accuracy (``estimate``: estimated, band, error, inside the band).
     """
     estimated = {e["batch"]: e for e in estimates}
+    checked = {e["batch"]: e["label_check"] for e in estimates if e.get("label_check")}  # labels against expectation
     for e in reversed(ctx.registry.estimates(champion)):  # judged: the first estimate, made before recalibrations
         estimated[e["batch"]] = e
     src, metric = ctx.profile.data, ctx.profile.training.eval_metric
@@ -100,6 +133,8 @@ def evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
                      "batch": b.path, "batch_end": b.end, "metric": metric, "value": value, "n_rows": int(len(frame))})
         if b.path in estimated:
             rows[-1]["estimate"] = estimate.compare(estimated[b.path], value)
+        if b.path in checked:
+            rows[-1]["label_shift"] = checked[b.path]
     if rows:
         ctx.registry.record_evaluations(rows)
     return rows

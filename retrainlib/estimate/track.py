@@ -1,0 +1,262 @@
+"""What the estimator's own track record and the arriving labels say about an estimate: the band widened by past
+estimate errors (adaptive split-conformal), the band kept inside the metric's range, and a label shift named.
+
+* :func:`track_record` — the judged estimates (estimate, realized value, inside its band) whose labels had arrived
+  by a given batch end, in the order they were judged, from ``evaluations.jsonl`` rows or bare dicts.
+* :func:`widen` — an :class:`~.estimator.Estimate`'s band widened by that record: split-conformal on the past
+  absolute estimate errors (on the log scale for a loss, which is positive), at a level that adapts as judged
+  estimates arrive (adaptive conformal inference, Gibbs & Candès 2021: each miss raises the level, each hit lowers
+  it a little), after a warm-up of :data:`WARMUP` judged estimates. The band never narrows: the model's band
+  (sampling, calibration) stays inside it, and the track record's extra is reported as its own part.
+* :func:`clip_to_range` — a band inside the metric's range (ROC AUC, accuracy … in [0, 1]; a loss above 0; R² ≤ 1).
+* :func:`label_check` — once a batch's labels arrive, the realized label distribution against what the calibrated
+  champion expected on it (class shares; a regression label's mean and spread), in sampling errors.
+
+Pure functions of arrays and dicts; touches no file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, Iterable
+
+import numpy as np
+
+from .estimator import CONFIDENCE, Estimate, Estimator
+
+
+#: judged estimates the track record needs before it widens a band (until then the band is the model's alone)
+WARMUP = 3
+#: the newest judged estimates the widening reads (older errors stop counting, so the band narrows again after a
+#: bad spell)
+WINDOW = 20
+#: adaptive conformal inference's step: a miss lowers the miss rate aimed at by STEP·(1 − α), a hit raises it by STEP·α
+ACI_STEP = 0.02
+#: the aimed-at miss rate never goes below this (the quantile beyond the largest error is an exponential tail)
+MIN_ALPHA = 0.005
+
+#: metrics that live in [0, 1]
+UNIT_METRICS = frozenset({"accuracy", "roc_auc", "f1", "balanced_accuracy", "precision", "recall", "f1_macro"})
+#: losses: above 0 (their bands and errors are taken on the log scale)
+LOSS_METRICS = frozenset({"log_loss", "mean_absolute_error", "root_mean_squared_error", "mean_squared_error"})
+
+#: a label distribution this many sampling errors from what the champion expected is a label shift (two-sided,
+#: normal: 0.1% of batches of a stationary stream per class tested; binary tests one class, multiclass each class at
+#: Z_SHIFT with Bonferroni's correction, regression the mean and the spread at Z_SHIFT each)
+Z_SHIFT = 3.29
+
+
+# --------------------------------------------------------------------------- the metric's range
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values ``metric`` can take: (0, 1) for the rates, (0, inf) for losses, (-inf, 1) for R²."""
+    if metric in UNIT_METRICS:
+        return 0.0, 1.0
+    if metric in LOSS_METRICS:
+        return 0.0, math.inf
+    if metric == "r2":
+        return -math.inf, 1.0
+    return -math.inf, math.inf
+
+
+def clip_to_range(metric: str, value: float | None, low: float | None, high: float | None):
+    """``(value, low, high)`` inside the metric's range (None stays None)."""
+    lo, hi = metric_range(metric)
+    c = lambda v: v if v is None or v != v else float(min(max(v, lo), hi))  # noqa: E731
+    return c(value), c(low), c(high)
+
+
+def _scale(metric: str):
+    """The scale errors are compared on: log for a loss (a positive quantity whose error grows with it), else as is."""
+    if metric in LOSS_METRICS:
+        return (lambda v: math.log(max(v, 1e-12))), math.exp
+    return (lambda v: v), (lambda u: u)
+
+
+# --------------------------------------------------------------------------- the track record
+def track_record(rows: Iterable[dict], *, metric: str, labelled_end: str | None = None) -> list[dict]:
+    """The judged estimates of ``metric`` whose labels had arrived by ``labelled_end`` (a batch end, ISO text;
+    None: every row), in the order they were judged: ``{"batch", "estimated", "measured", "in_band"}``.
+
+    ``rows``: ``evaluations.jsonl`` rows (``estimate`` holds :func:`~.estimator.compare`'s dict) or dicts with
+    those four keys (and ``batch_end`` for the cut). A batch judged twice counts once (its first judgement).
+    """
+    out, seen = [], set()
+    for r in rows:
+        e = r.get("estimate", r)
+        if not isinstance(e, dict) or e.get("estimated") is None or e.get("measured") is None:
+            continue
+        if r.get("metric", metric) != metric:
+            continue
+        end = r.get("batch_end")
+        if labelled_end is not None and (end is None or str(end) > str(labelled_end)):
+            continue  # its labels had not arrived when the estimate at hand was made
+        key = r.get("batch")
+        if key is not None and key in seen:
+            continue
+        seen.add(key)
+        out.append({"batch": key, "batch_end": end, "estimated": float(e["estimated"]), "measured": float(e["measured"]),
+                    "in_band": bool(e.get("in_band"))})
+    return out
+
+
+def _aci_alpha(record: list[dict], alpha: float) -> float:
+    """The miss rate aimed at after walking the record (adaptive conformal inference), within [MIN_ALPHA, 0.5]."""
+    a = alpha
+    for r in record:
+        a += ACI_STEP * (alpha - (0.0 if r["in_band"] else 1.0))
+        a = min(max(a, MIN_ALPHA), 0.5)
+    return a
+
+
+def conformal_radius(scores: np.ndarray, alpha: float) -> tuple[float, str]:
+    """Split-conformal radius of ``scores`` (absolute errors) at miss rate ``alpha``: the ⌈(n+1)(1−α)⌉-th smallest;
+    beyond the largest, an exponential tail whose scale is the scores' spread (q = max + sd · log((1/(n+1)) / α)):
+    errors of one size (a steady bias) give their size, scattered ones reach further."""
+    s = np.sort(np.asarray(scores, dtype=float))
+    n = len(s)
+    k = math.ceil((n + 1) * (1 - alpha))
+    if k <= n:
+        return float(s[k - 1]), f"the {k}th smallest of {n} past errors"
+    beyond = (float(s.std(ddof=1)) if n > 1 else float(s[0])) * math.log((1 / (n + 1)) / alpha)
+    return float(s[-1] + max(beyond, 0.0)), f"past the largest of {n} past errors (exponential tail)"
+
+
+def widen(e: Estimate, record: list[dict], *, confidence: float = CONFIDENCE, warmup: int = WARMUP,
+          window: int = WINDOW) -> Estimate:
+    """``e`` with its band widened by the track record ``record`` (:func:`track_record`, already cut to what had
+    been judged when ``e`` was made) and kept in the metric's range; its ``parts`` say how wide each part is."""
+    if e.value is None:
+        return e
+    parts = dict(e.parts or {})
+    n = len(record)
+    fwd, back = _scale(e.metric)
+    alpha = 1 - confidence
+    if n < warmup:
+        parts["track_record"] = 0.0
+        parts["track_record_note"] = f"warming up: {n} of {warmup} judged estimates"
+        value, low, high = clip_to_range(e.metric, e.value, e.low, e.high)
+        return replace(e, value=value, low=low, high=high, parts=parts)
+    recent = record[-window:]
+    scores = np.array([abs(fwd(r["estimated"]) - fwd(r["measured"])) for r in recent])
+    a = _aci_alpha(record, alpha)
+    q, how = conformal_radius(scores, a)
+    u = fwd(e.value)
+    low = min(e.low, back(u - q))
+    high = max(e.high, back(u + q))
+    value, low, high = clip_to_range(e.metric, e.value, low, high)
+    model_half = (e.high - e.low) / 2
+    parts["track_record"] = round(max(0.0, (high - low) / 2 - model_half), 6)
+    covered = sum(r["in_band"] for r in record)
+    parts["track_record_note"] = (
+        f"{n} judged estimates, {covered} inside their band; radius {q:.4g}{' (log scale)' if e.metric in LOSS_METRICS else ''}"
+        f" = {how} (newest {len(recent)}), aiming at {1 - a:.1%} coverage")
+    return replace(e, value=value, low=_r(low), high=_r(high), parts=parts)
+
+
+def _r(v):
+    return None if v is None else round(float(v), 6)
+
+
+# --------------------------------------------------------------------------- label shift
+def label_check(est: Estimator, scores, y_true, features=None, *, batch: str | None = None) -> dict[str, Any] | None:
+    """The realized labels of a batch against what the calibrated champion expected on it.
+
+    Classification: each class's share against the mean calibrated probability, in sampling errors (the labels'
+    Poisson-binomial spread plus the spread of the share under the calibration's bootstrap maps). Regression: the
+    label's mean against the mean prediction plus the calibration's mean residual, and its spread against the
+    prediction's spread plus the residual variance (scaled by the loss model's view of the batch), each in
+    sampling errors. ``shifted`` when any figure is past :data:`Z_SHIFT` (Bonferroni over classes); ``reason``
+    names the figures. None when the estimator cannot say (unusable, no labels).
+    """
+    y = np.asarray(y_true)
+    keep = ~_isna(y)
+    if not est.usable or keep.sum() < 2:
+        return None
+    scores = np.asarray(scores, dtype=float)[keep] if len(np.asarray(scores)) == len(y) else np.asarray(scores, dtype=float)
+    y = y[keep]
+    where = f" on {batch}" if batch else ""
+    if est.method == "cbpe":
+        return _class_check(est, scores, y, where)
+    if features is None:
+        return None
+    return _regression_check(est, scores, y.astype(float), features.reset_index(drop=True)[keep], where)
+
+
+def _isna(y: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    return np.asarray(pd.isna(y))
+
+
+def _class_check(est: Estimator, scores: np.ndarray, y: np.ndarray, where: str) -> dict[str, Any]:
+    from .calibration import _as_matrix, _calibrate
+    from .estimator import _maps
+
+    k = len(est.classes)
+    P = _as_matrix(scores, k)
+    Q = est.calibrated(scores)
+    n = len(y)
+    expected = Q.mean(axis=0)
+    idx = {c: i for i, c in enumerate(est.classes)}
+    yi = np.array([idx.get(v, -1) for v in y])
+    realized = np.array([(yi == j).mean() for j in range(k)])
+    var = (Q * (1 - Q)).sum(axis=0) / n ** 2
+    boot = np.array([_calibrate(m, P).mean(axis=0) for m in _maps(est, "bootstrap")])
+    if len(boot):
+        var = var + np.mean((boot - expected) ** 2, axis=0)
+    z = (realized - expected) / np.sqrt(np.maximum(var, 1e-18))
+    cols = [1] if k == 2 else list(range(k))
+    limit = Z_SHIFT if k == 2 else _bonferroni(k)
+    worst = max(cols, key=lambda j: abs(z[j]))
+    shifted = bool(abs(z[worst]) > limit)
+    shares = ", ".join(f"{est.classes[j]!s} {realized[j]:.1%} (expected {expected[j]:.1%})" for j in cols)
+    reason = (f"label shift{where}: class {est.classes[worst]!s} is {realized[worst]:.1%} of {n} labels, the calibrated "
+              f"champion expected {expected[worst]:.1%} (± {math.sqrt(var[worst]):.1%} sampling and calibration), "
+              f"{z[worst]:+.1f} sampling errors, past ±{limit:.2f}")
+    return {"shifted": shifted, "kind": "class shares", "n_rows": int(n), "z": round(float(z[worst]), 3), "limit": limit,
+            "expected": {str(est.classes[j]): round(float(expected[j]), 4) for j in range(k)},
+            "realized": {str(est.classes[j]): round(float(realized[j]), 4) for j in range(k)},
+            "reason": reason if shifted else f"labels{where} as expected: {shares}; largest gap {z[worst]:+.1f} "
+                                             f"sampling errors, within ±{limit:.2f}"}
+
+
+def _bonferroni(k: int) -> float:
+    from scipy.stats import norm
+
+    return float(norm.isf(2 * norm.sf(Z_SHIFT) / 2 / k))
+
+
+def _regression_check(est: Estimator, pred: np.ndarray, y: np.ndarray, features, where: str) -> dict[str, Any]:
+    from .dle import _dle_losses
+
+    c, n = est.checks, len(y)
+    n_cal = max(int(est.calibration_rows), 2)
+    resid_var = float(c.get("label_resid_sd", 0.0)) ** 2
+    bias = float(c.get("label_bias", 0.0))
+    losses = _dle_losses(est, pred, features)
+    ratio = float(losses.mean()) / c["mean_loss"] if c.get("mean_loss") else 1.0
+    ratio = ratio if c.get("loss") == "squared" else ratio ** 2  # the residual variance the loss model sees here
+    sigma2 = resid_var * max(ratio, 1e-6)
+    mean_exp = float(pred.mean()) + bias
+    mean_z = (float(y.mean()) - mean_exp) / math.sqrt(sigma2 / n + resid_var / n_cal + 1e-18)
+    var_exp = float(np.var(pred)) + sigma2
+    var_obs = float(np.var(y))
+    kurt = float(np.mean((y - y.mean()) ** 4) / var_obs ** 2) if var_obs > 0 else 3.0
+    se_log = math.sqrt(max(kurt - 1, 0.5) / n + 2 / n_cal)
+    spread_z = (math.log(max(var_obs, 1e-18)) - math.log(max(var_exp, 1e-18))) / se_log
+    shifted_mean, shifted_spread = abs(mean_z) > Z_SHIFT, abs(spread_z) > Z_SHIFT
+    figures = (f"label mean {y.mean():.4g} against {mean_exp:.4g} expected ({mean_z:+.1f} sampling errors), "
+               f"spread (sd) {math.sqrt(var_obs):.4g} against {math.sqrt(var_exp):.4g} ({spread_z:+.1f})")
+    what = " and ".join(w for w, s in (("mean", shifted_mean), ("spread", shifted_spread)) if s)
+    return {"shifted": bool(shifted_mean or shifted_spread), "kind": "label mean and spread", "n_rows": int(n),
+            "z": round(float(mean_z if abs(mean_z) >= abs(spread_z) else spread_z), 3), "limit": Z_SHIFT,
+            "expected": {"mean": round(mean_exp, 6), "sd": round(math.sqrt(var_exp), 6)},
+            "realized": {"mean": round(float(y.mean()), 6), "sd": round(math.sqrt(var_obs), 6)},
+            "reason": (f"label shift{where} ({what}): {figures}, past ±{Z_SHIFT}" if what
+                       else f"labels{where} as expected: {figures}, within ±{Z_SHIFT}")}
+
+
+def unreliable_reason(check: dict | None) -> str:
+    """What an estimate carries when the newest labelled batch shows a label shift: ``unreliable: label shift …``."""
+    return f"unreliable: {check['reason']}" if check and check.get("shifted") else ""
