@@ -91,6 +91,9 @@ def fill_manifest(manifest: RunManifest, run_dir: Path) -> None:
         manifest.outcome = "failed"
     elif promote and promote.rolled_back:
         manifest.outcome = "rolled-back"
+    elif promote and promote.stuck and analyze and analyze.decision.status == "blocked-by-quality":
+        manifest.outcome = "stuck"  # blocked again, with the champion below performance_threshold
+        manifest.reasons = [promote.stuck_reason, *manifest.reasons]
     elif analyze and analyze.decision.status == "blocked-by-quality":
         manifest.outcome = "blocked-by-quality"
     elif analyze and not analyze.decision.retrain:

@@ -81,6 +81,19 @@ class DataSource(_Section):
     label_delay_batches: int = Field(
         default=0, ge=0, description="newest batches that arrive without labels (labels come later)"
     )
+    constraints: tuple[str, ...] = Field(
+        default=(), description="rules every row keeps, e.g. 'age >= 0' (<column> <op> <number or quoted text>, op one of "
+                                ">=, <=, >, <, ==, !=); a row breaking one is broken data and blocks retraining"
+    )
+
+    @field_validator("constraints")
+    @classmethod
+    def _parsable_constraints(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from .quality import parse_constraint
+
+        for rule in v:
+            parse_constraint(rule)
+        return v
 
 
 class TrainingSettings(_Section):
@@ -144,6 +157,11 @@ class TriggerSettings(_Section):
     degradation_delta: float = Field(default=0.005, ge=0.0, description="Page-Hinkley tolerance")
     degradation_lambda: float = Field(default=0.05, gt=0.0, description="Page-Hinkley alarm level")
     min_history: int = Field(default=5, ge=2)
+    quality: Literal["retrain", "report"] = Field(
+        default="retrain",
+        description="changed data (a changed-data score below data_quality_threshold): 'retrain' makes it a "
+                    "data_quality trigger reason, as the guide's monitor_data_quality does; 'report' only reports it",
+    )
     performance_source: Literal["measured", "estimated", "both"] = Field(
         default="measured",
         description="what the performance and degradation triggers read: metrics measured on labels, "

@@ -1,59 +1,77 @@
-"""Data quality: is the current window fit to train on? Named checks and one score in [0, 1].
+"""Data quality: is the data *broken* (block), or has it *changed* (report, score, maybe retrain)?
 
 :func:`check_hard_breaks` stops a run on data too broken to even measure (an empty window, the
 label column gone, a required column gone) with a :class:`~retrainlib.errors.DataQualityError`
 naming the column and the file. :func:`assess` runs the named checks of :data:`CHECKS` and returns
-a :class:`QualityReport`; its score is the weight of the checks passed over the weight of the
-checks that apply, and a score below ``data_quality_threshold`` blocks retraining.
+a :class:`QualityReport`. Each check is of one of two kinds (:data:`KINDS`):
+
+* **broken** data cannot be trained on or scored: a schema or type break, ±inf, a column that had
+  values and is now empty, labels missing where they are due, a label value the label contract
+  cannot hold, a value breaking a constraint the profile declares (``data.constraints``). A failed
+  broken check *blocks* retraining, naming the file, the column and the row count.
+* **changed** data is real data that moved: values outside the reference range (a season), a new
+  missing share, repeated rows, a column that became constant, unseen categories, a new label
+  class. It never blocks. It is reported and scored: the score is the weight of the changed checks
+  passed over the weight of those that apply, and a score below ``data_quality_threshold`` is a
+  ``data_quality`` trigger reason (``triggers.quality``: ``retrain`` or ``report``), as the guide's
+  ``monitor_data_quality`` asks.
+
+The comparisons are made against the *recent* batches (step 10 passes the batches the strategy
+trains on that precede the judged ones, :func:`assess_batches` ``neighbours``), not against the
+champion's old window: a spring batch is compared with the winter before it, and a flag that was
+constant all along is not "became constant".
 
 Each check measures one ``value`` and passes when it is at most its ``threshold`` (the tolerances
 in :data:`LIMITS`, overridable per call):
 
 ===================== ============================================================ =========
-check                 value                                                        tolerance
+check                 value                                                        kind
 ===================== ============================================================ =========
-schema                columns missing or extra, or whose kind changed, vs reference 0
-missing_values        largest rise of a column's missing share vs reference         0.05
-out_of_range          largest share of a numeric column outside the reference range 0.05
-                      (only columns whose reference holds a range: two or more
-                      distinct values, in at least 5 % of its rows)
-unseen_categories     largest share of a column in categories the reference lacks   0.10
-duplicate_rows        share of rows that repeat an earlier row                      0.05
-constant_columns      columns with a single value that varied in the reference      0
-missing_labels        share of rows without a label                                 0.05
-infinite_values       largest share of a numeric column (or the label) that is ±inf 0       blocks
-empty_columns         columns with no value at all that had values before           0       blocks
-unseen_labels         share of labelled rows whose label breaks the label contract  0       blocks
-new_labels            share of labelled rows in a valid class never seen before     0       reported
+schema                columns missing, or whose kind changed, vs reference (0)      broken
+missing_labels        share of rows without a label, among those due (0.05)         broken
+infinite_values       largest share of a numeric column (or the label) that is ±inf broken
+empty_columns         columns with no value at all that had values before (0)       broken
+unseen_labels         share of labelled rows whose label breaks the label contract  broken
+constraints           rows breaking a ``data.constraints`` rule (0)                 broken
+missing_values        largest rise of a column's missing share vs reference (0.05)  changed
+out_of_range          largest share of a numeric column outside the reference range changed
+                      (0.05; only columns whose reference holds a range: two or
+                      more distinct values, in at least 5 % of its rows)
+unseen_categories     largest share of a column in categories the reference lacks   changed
+duplicate_rows        rise of the share of rows repeating an earlier row (0.05)     changed
+constant_columns      columns with a single value that varied in the reference (0)  changed
+new_columns           feature columns the reference lacks (0)                       changed
+new_labels            share of labelled rows in a valid class never seen before (0) changed,
+                                                                                   unscored
 ===================== ============================================================ =========
 
-``infinite_values``, ``empty_columns`` and ``unseen_labels`` *block* on their own, whatever the
-score: ±inf is no measurement, a column that had values (in the reference or an earlier batch,
-``had_values``) and has none now is a feed that broke, and a label value the contract cannot hold
-is corruption. A column that never had a value yet is no broken column (nothing was lost; it may
-start later in the stream). The label contract: a ``binary`` label holds two classes, and a class
-is of the kind of the known ones (a number among numbers, integral among integral ones, text
+A column that had values (in the reference or an earlier batch, ``had_values``) and has none now
+is a feed that broke; a column that never had a value yet is no broken column (nothing was lost;
+it may start later in the stream). The label contract: a ``binary`` label holds two classes, and a
+class is of the kind of the known ones (a number among numbers, integral among integral ones, text
 among text); a value that breaks it is ``unseen_labels``. A class that keeps the contract but was
-never seen (``label_classes``: the classes of every earlier labelled batch) is ``new_labels``: a
-drift a retrain learns, reported, never a block. These carry no weight in the score. Run
-:func:`assess_batches` on the batches as well as :func:`assess` on the window: a feature that is
-empty in one batch of nine is only 11 % of the window, but all of that batch.
+never seen (``label_classes``: the classes of every earlier labelled batch) is ``new_labels``.
+Run :func:`assess_batches` on the batches as well as :func:`assess` on the window: a feature that
+is empty in one batch of nine is only 11 % of the window, but all of that batch.
 
-Without a reference window the comparisons do not apply (weight 0) and ``missing_values`` checks
-the missing share itself (at most 0.5).
+Without a reference window the comparisons do not apply (weight 0), ``missing_values`` checks the
+missing share itself (at most 0.5) and ``duplicate_rows`` the share itself.
 
 >>> import pandas as pd
 >>> ref = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]})
->>> cur = pd.DataFrame({"x": [1.0, 2.0, 9.0, None], "y": [0, 1, None, 1]})
+>>> cur = pd.DataFrame({"x": [1.0, 2.0, 9.0, None], "y": [0, 1, 0, 1]})
 >>> report = assess(cur, reference=ref, label="y", threshold=0.8)
->>> [c.name for c in report.checks if not c.passed]
-['missing_values', 'out_of_range', 'missing_labels']
+>>> report.failed, report.passed, report.blocked_by
+(('missing_values', 'out_of_range'), True, ())
+>>> round(report.score, 2), report.below_threshold
+(0.67, True)
 >>> cur.loc[0, "x"] = float("inf")
 >>> report = assess(cur, reference=ref, label="y", threshold=0.0)
 >>> report.passed, report.blocked_by
 (False, ('infinite_values',))
->>> round(report.score, 2), report.passed
-(0.56, False)
+>>> report = assess(ref, reference=None, label="y", threshold=0.8, constraints=["x <= 3"])
+>>> report.blocked_by, report.check("constraints").detail
+(('constraints',), 'x <= 3: 1 of 4 rows break it (e.g. 4)')
 >>> labels = pd.DataFrame({"x": [1.0, 2.0], "y": ["sun", "snow"]})
 >>> report = assess(labels, reference=None, label="y", threshold=0.8, label_classes=["sun", "rain"])
 >>> report.passed, [c.name for c in report.checks if not c.passed]
@@ -64,6 +82,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Collection, Mapping, Sequence
 
@@ -72,29 +92,36 @@ import pandas as pd
 
 from .errors import DataQualityError
 
-__all__ = ["QualityCheck", "QualityReport", "CHECKS", "LIMITS", "WEIGHTS", "BLOCKING", "assess", "assess_batches",
-           "check_hard_breaks", "columns_with_values"]
+__all__ = ["QualityCheck", "QualityReport", "CHECKS", "LIMITS", "WEIGHTS", "KINDS", "BLOCKING", "assess",
+           "assess_batches", "check_hard_breaks", "columns_with_values", "parse_constraint"]
 
 #: tolerance of each check: the value at or below which it passes
 LIMITS: dict[str, float] = {
     "schema": 0,
+    "missing_labels": 0.05,
+    "infinite_values": 0,
+    "empty_columns": 0,
+    "unseen_labels": 0,
+    "constraints": 0,
     "missing_values": 0.05,
     "out_of_range": 0.05,
     "unseen_categories": 0.10,
     "duplicate_rows": 0.05,
     "constant_columns": 0,
-    "missing_labels": 0.05,
-    "infinite_values": 0,
-    "empty_columns": 0,
-    "unseen_labels": 0,
+    "new_columns": 0,
     "new_labels": 0,
 }
-#: weight of each check in the score: a broken schema or missing labels count double
-WEIGHTS: dict[str, float] = {"schema": 2, "missing_values": 1, "out_of_range": 1, "unseen_categories": 1,
-                             "duplicate_rows": 1, "constant_columns": 1, "missing_labels": 2,
-                             "infinite_values": 0, "empty_columns": 0, "unseen_labels": 0, "new_labels": 0}
-#: checks that block by themselves when they fail, whatever the score
-BLOCKING: tuple[str, ...] = ("infinite_values", "empty_columns", "unseen_labels")
+#: the kind of each check: ``broken`` data blocks, ``changed`` data is scored and reported
+KINDS: dict[str, str] = {name: "broken" for name in ("schema", "missing_labels", "infinite_values", "empty_columns",
+                                                      "unseen_labels", "constraints")}
+KINDS.update({name: "changed" for name in ("missing_values", "out_of_range", "unseen_categories", "duplicate_rows",
+                                            "constant_columns", "new_columns", "new_labels")})
+#: weight of each changed check in the score (broken checks block and carry no weight; a new label class
+#: is reported, a drift the next retrain learns, and carries none either)
+WEIGHTS: dict[str, float] = {name: (1.0 if kind == "changed" and name != "new_labels" else 0.0)
+                             for name, kind in KINDS.items()}
+#: checks that block by themselves when they fail: every broken-data check
+BLOCKING: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if kind == "broken")
 _NO_REFERENCE_MISSING = 0.5
 #: a reference column defines a range only when at least this share of its rows hold a value
 _RANGE_MIN_SHARE = 0.05
@@ -112,15 +139,26 @@ class QualityCheck:
     weight: float
     blocking: bool = False
 
+    @property
+    def kind(self) -> str:
+        """``broken`` (blocks) or ``changed`` (scored, reported)."""
+        return "broken" if self.blocking else "changed"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["value"] = float(d["value"]) if math.isfinite(d["value"]) else None
+        d["kind"] = self.kind
         return d
 
 
 @dataclass(frozen=True)
 class QualityReport:
-    """Every check, the weighted score in [0, 1] and the verdict against ``data_quality_threshold``."""
+    """Every check, the changed-data score in [0, 1] against ``data_quality_threshold``, and the verdict.
+
+    ``passed``: no broken-data check failed (the data may be trained on). ``below_threshold``: the
+    changed-data score is under ``data_quality_threshold`` (a ``data_quality`` trigger reason, never
+    a block).
+    """
 
     checks: tuple[QualityCheck, ...]
     score: float
@@ -135,22 +173,41 @@ class QualityReport:
 
     @property
     def blocked_by(self) -> tuple[str, ...]:
-        """Failed checks that block whatever the score (:data:`BLOCKING`)."""
+        """Failed broken-data checks: each blocks whatever the score (:data:`BLOCKING`)."""
         return tuple(c.name for c in self.checks if not c.passed and c.blocking)
 
+    @property
+    def changed(self) -> tuple[str, ...]:
+        """Failed changed-data checks: reported and scored, never a block."""
+        return tuple(c.name for c in self.checks if not c.passed and not c.blocking)
+
+    @property
+    def below_threshold(self) -> bool:
+        """The changed-data score is under ``data_quality_threshold``."""
+        return self.score < self.threshold
+
+    def check(self, name: str) -> QualityCheck:
+        """The check called ``name``."""
+        return next(c for c in self.checks if c.name == name)
+
     def reason(self) -> str:
-        """One line: the source, score and each failed check with what it found."""
-        failed = "; ".join(f"{c.name}: {c.detail}" for c in self.checks if not c.passed) or "none"
-        return f"{self.source}: quality {self.score:.2f} (data_quality_threshold {self.threshold:g}), failed {failed}"
+        """One line: the source, each broken finding (a block) or the score and each changed finding."""
+        broken = "; ".join(f"{c.name}: {c.detail}" for c in self.checks if not c.passed and c.blocking)
+        if broken:
+            return f"{self.source}: broken data, {broken}"
+        changed = "; ".join(f"{c.name}: {c.detail}" for c in self.checks if not c.passed) or "none"
+        return (f"{self.source}: changed-data score {self.score:.2f} (data_quality_threshold {self.threshold:g}), "
+                f"changed {changed}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"score": self.score, "threshold": self.threshold, "passed": self.passed, "source": self.source,
                 "n_rows": self.n_rows, "failed": list(self.failed), "blocked_by": list(self.blocked_by),
+                "changed": list(self.changed), "below_threshold": self.below_threshold,
                 "checks": [c.to_dict() for c in self.checks]}
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([c.to_dict() for c in self.checks],
-                            columns=["name", "value", "threshold", "passed", "detail", "weight", "blocking"])
+                            columns=["name", "kind", "value", "threshold", "passed", "detail", "weight"])
 
 
 # --------------------------------------------------------------------------- hard breaks
@@ -208,20 +265,30 @@ class _Window:
     labels_due: Any = None  # bool per row: its label should have arrived (None: every row's)
     had_values: frozenset = frozenset()  # columns that had a value before (besides the reference)
     label_problem: str | None = None  # the profile's problem_type: "binary" holds two classes
+    constraints: tuple[str, ...] = ()  # data.constraints: rules every row must keep
 
 
 def _schema(w: _Window) -> tuple[float, str, bool]:
+    """Columns gone, or whose kind changed (a number turned to text): broken. A column without any value
+    in either window has no kind to compare (an all-empty CSV column reads as float)."""
     if w.reference is None:
         return 0.0, "not applicable: no reference window", False
     ref_cols = [c for c in w.reference.columns if c not in w.ignored]
     missing = [c for c in ref_cols if c not in w.current.columns]
-    extra = [c for c in w.features if c not in w.reference.columns]
     changed = [f"{c} {w.reference[c].dtype} -> {w.current[c].dtype}" for c in w.shared
-               if _kind(w.reference[c]) != _kind(w.current[c])]
-    parts = [f"missing: {', '.join(missing)}" if missing else "", f"extra: {', '.join(extra)}" if extra else "",
+               if w.reference[c].notna().any() and w.current[c].notna().any()
+               and _kind(w.reference[c]) != _kind(w.current[c])]
+    parts = [f"missing: {', '.join(missing)}" if missing else "",
              f"kind changed: {'; '.join(changed)}" if changed else ""]
     detail = "; ".join(p for p in parts if p) or f"{len(w.shared)} columns as in the reference"
-    return float(len(missing) + len(extra) + len(changed)), detail, True
+    return float(len(missing) + len(changed)), detail, True
+
+
+def _new_columns(w: _Window) -> tuple[float, str, bool]:
+    if w.reference is None:
+        return 0.0, "not applicable: no reference window", False
+    extra = [c for c in w.features if c not in w.reference.columns]
+    return float(len(extra)), (f"new: {', '.join(extra)}" if extra else "no new column"), True
 
 
 def _never_had_values(w: _Window, column: str) -> bool:
@@ -284,13 +351,24 @@ def _unseen_categories(w: _Window) -> tuple[float, str, bool]:
     return worst, f"most unseen: {col} {worst:.1%}{shown}", True
 
 
+def _duplicate_share(frame: pd.DataFrame, cols: list[str]) -> float:
+    if not cols or len(frame) == 0:
+        return 0.0
+    return float(pd.util.hash_pandas_object(frame[cols], index=False).duplicated().mean())
+
+
 def _duplicate_rows(w: _Window) -> tuple[float, str, bool]:
+    """The share of rows repeating an earlier row, as a rise over the reference's own share: real data
+    repeats rows (a hotel sells the same room at the same rate); a jump in that share is what changed."""
     cols = [c for c in w.current.columns if c in w.features or c == w.label]
     if not cols or len(w.current) == 0:
         return 0.0, "no columns", True
-    hashes = pd.util.hash_pandas_object(w.current[cols], index=False)
-    share = float(hashes.duplicated().mean())
-    return share, f"{share:.1%} of {len(w.current):,} rows repeat an earlier row", True
+    share = _duplicate_share(w.current, cols)
+    found = f"{share:.1%} of {len(w.current):,} rows repeat an earlier row"
+    if w.reference is None:
+        return share, found, True
+    before = _duplicate_share(w.reference, [c for c in cols if c in w.reference.columns])
+    return share - before, f"{found} ({before:.1%} in the reference)", True
 
 
 def _constant_columns(w: _Window) -> tuple[float, str, bool]:
@@ -403,18 +481,71 @@ def _new_labels(w: _Window) -> tuple[float, str, bool]:
     return _label_classes_check(w, breaches=False)
 
 
+_OPS: dict[str, Callable[[Any, Any], Any]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+                                               "==": operator.eq, "!=": operator.ne}
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|!=|>|<)\s*(\S.*?)\s*$")
+
+
+def parse_constraint(text: str) -> tuple[str, str, float | str]:
+    """``"age >= 0"`` as (column, operator, value); the value is a number, or text in quotes.
+
+    Raises
+    ------
+    ValueError
+        The rule is not ``<column> <op> <value>`` with op one of >=, <=, >, <, ==, !=.
+    """
+    m = _CONSTRAINT.match(str(text))
+    if not m:
+        raise ValueError(f"constraint {text!r} is not '<column> <op> <value>' (op one of >=, <=, >, <, ==, !=), "
+                         f"e.g. 'age >= 0' or 'status != \"void\"'")
+    column, op, raw = m.groups()
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return column, op, raw[1:-1]
+    try:
+        return column, op, float(raw)
+    except ValueError:
+        raise ValueError(f"constraint {text!r}: the value {raw!r} is neither a number nor quoted text") from None
+
+
+def _constraints(w: _Window) -> tuple[float, str, bool]:
+    """Rows breaking a rule the profile declares (``data.constraints``); a missing value breaks no rule."""
+    if not w.constraints:
+        return 0.0, "not applicable: no data.constraints", False
+    worst: tuple[int, str] = (0, "")
+    for rule in w.constraints:
+        column, op, value = parse_constraint(rule)
+        if column not in w.current.columns:
+            continue
+        values = w.current[column]
+        present = values.notna()
+        try:
+            kept = _OPS[op](values[present], value)
+        except TypeError:  # text against a number: every present value breaks it
+            kept = pd.Series(False, index=values[present].index)
+        bad = values[present][~np.asarray(kept, dtype=bool)]
+        if len(bad) > worst[0]:
+            shown = ", ".join(repr(_scalar(v)) if isinstance(_scalar(v), str) else f"{_scalar(v):g}"
+                              for v in pd.unique(bad)[:3])
+            worst = (len(bad), f"{rule}: {len(bad):,} of {len(w.current):,} rows break it (e.g. {shown})")
+    if worst[0] == 0:
+        return 0.0, f"every row keeps {len(w.constraints)} rule(s)", True
+    return float(worst[0]), worst[1], True
+
+
 #: every named check: a function of the window returning (value, detail, applies)
 CHECKS: dict[str, Callable[[_Window], tuple[float, str, bool]]] = {
     "schema": _schema,
+    "missing_labels": _missing_labels,
+    "infinite_values": _infinite_values,
+    "empty_columns": _empty_columns,
+    "unseen_labels": _unseen_labels,
+    "constraints": _constraints,
     "missing_values": _missing_values,
     "out_of_range": _out_of_range,
     "unseen_categories": _unseen_categories,
     "duplicate_rows": _duplicate_rows,
     "constant_columns": _constant_columns,
-    "missing_labels": _missing_labels,
-    "infinite_values": _infinite_values,
-    "empty_columns": _empty_columns,
-    "unseen_labels": _unseen_labels,
+    "new_columns": _new_columns,
     "new_labels": _new_labels,
 }
 
@@ -423,7 +554,7 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
            required: Sequence[str] = (), ignore_columns: Sequence[str] = (), source: str = "current window",
            limits: Mapping[str, float] | None = None, label_classes: Sequence[Any] | None = None,
            labels_due: Sequence[bool] | None = None, had_values: Collection[str] = (),
-           label_problem: str | None = None) -> QualityReport:
+           label_problem: str | None = None, constraints: Sequence[str] = ()) -> QualityReport:
     """Run every check of :data:`CHECKS` on the current window and score it.
 
     Parameters
@@ -455,6 +586,9 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
         ``empty_columns`` blocks only on a column that had values.
     label_problem : str, optional
         The profile's ``problem_type``: with ``"binary"`` a third class breaks the label contract.
+    constraints : sequence of str
+        ``data.constraints``: rules such as ``"age >= 0"`` (:func:`parse_constraint`); a row breaking
+        one is broken data.
 
     Returns
     -------
@@ -480,7 +614,7 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     shared = tuple(c for c in features if reference is not None and c in reference.columns)
     classes = frozenset(label_classes) if label_classes is not None else None
     window = _Window(current, reference, features, shared, label, frozenset(ignored), classes, labels_due,
-                     frozenset(had_values), label_problem)
+                     frozenset(had_values), label_problem, tuple(constraints))
     checks = []
     for name, run in CHECKS.items():
         value, detail, applies = run(window)
@@ -490,8 +624,7 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     total = sum(c.weight for c in checks)
     score = sum(c.weight for c in checks if c.passed) / total if total else 1.0
     blocked = any(c.blocking and not c.passed for c in checks)
-    return QualityReport(tuple(checks), float(score), float(threshold), bool(score >= threshold and not blocked),
-                         source, len(current))
+    return QualityReport(tuple(checks), float(score), float(threshold), not blocked, source, len(current))
 
 
 def columns_with_values(frame: pd.DataFrame) -> set[str]:
@@ -501,24 +634,37 @@ def columns_with_values(frame: pd.DataFrame) -> set[str]:
 
 def assess_batches(frames: Mapping[str, pd.DataFrame], *, reference: pd.DataFrame | None, label: str | None,
                    threshold: float, ignore_columns: Sequence[str] = (), label_classes: Sequence[Any] | None = None,
-                   label_problem: str | None = None, unlabelled: Collection[str] = ()) -> list[QualityReport]:
+                   label_problem: str | None = None, unlabelled: Collection[str] = (),
+                   history: Mapping[str, pd.DataFrame] | None = None, neighbours: int | None = None,
+                   constraints: Sequence[str] = ()) -> list[QualityReport]:
     """:func:`assess` on each batch on its own, oldest first (``frames`` in time order, by file name).
 
+    With ``neighbours``, each batch is compared with the ``neighbours`` batches just before it (from
+    ``history``, the earlier batches in time order, then the earlier ones of ``frames``): its recent
+    neighbours, not an old window. Without it, every batch is compared with ``reference``.
     What came before a batch counts as seen: its columns with values (``empty_columns`` blocks
     only a column that had values in the reference or an earlier batch) and its label classes
     (a class an earlier batch held is known, so a class that comes back is no new class).
     Batches in ``unlabelled`` (their labels are not due yet) are judged without their label.
     """
     had: set[str] = set()
+    for frame in (history or {}).values():
+        had |= columns_with_values(frame)
+    earlier = list((history or {}).values())
     classes = set(label_classes) if label_classes is not None else None
     out = []
     for source, frame in frames.items():
         delayed = source in unlabelled
-        report = assess(frame, reference=reference, label=None if delayed else label, threshold=threshold,
+        near = reference
+        if neighbours and earlier:
+            recent = earlier[-neighbours:]
+            near = pd.concat(recent, ignore_index=True) if len(recent) > 1 else recent[0]
+        report = assess(frame, reference=near, label=None if delayed else label, threshold=threshold,
                         ignore_columns=[*ignore_columns, *([label] if delayed and label else [])], source=source,
                         label_classes=None if delayed or classes is None else sorted(classes, key=str),
-                        had_values=had, label_problem=label_problem)
+                        had_values=had, label_problem=label_problem, constraints=constraints)
         out.append(report)
+        earlier.append(frame)
         had |= columns_with_values(frame)
         if classes is not None and not delayed and label in frame.columns and "unseen_labels" not in report.failed:
             classes |= set(frame[label].dropna().unique())

@@ -1,8 +1,10 @@
 """When to retrain: triggers with memory, combined by the profile's policy into a :class:`Decision`.
 
 Each trigger returns a :class:`TriggerResult` (name, value, threshold, fired, reason). Data quality
-is not a trigger: a quality score below ``data_quality_threshold`` *blocks* retraining, because a
-model must never be retrained on broken data.
+plays two parts (:mod:`retrainlib.quality`): *broken* data blocks retraining (a model is never
+retrained on it), and *changed* data whose score falls below ``data_quality_threshold`` is the
+``data_quality`` trigger (:func:`quality_trigger`), a reason to retrain as the guide's
+``monitor_data_quality`` asks (``triggers.quality: retrain``), or only reported (``report``).
 
 >>> drift_trigger(0.3, threshold=0.25).fired
 True
@@ -22,6 +24,7 @@ __all__ = [
     "drift_trigger",
     "performance_trigger",
     "degradation_trigger",
+    "quality_trigger",
     "page_hinkley",
     "decide",
 ]
@@ -105,6 +108,25 @@ def drift_trigger(score: float, *, threshold: float, joint_auc: float | None = N
         fired = True
         reason += f", but a domain classifier tells the windows apart (AUC {joint_auc:.3f}): joint shift"
     return TriggerResult("drift", round(score, 4), threshold, fired, reason)
+
+
+def quality_trigger(score: float | None, *, threshold: float, detail: str = "", mode: str = "retrain") -> TriggerResult:
+    """Fires when the changed-data score falls below ``data_quality_threshold``; ``mode`` ``report``
+    records it without making it a reason to retrain.
+
+    >>> quality_trigger(0.6, threshold=0.8, detail="out_of_range: temp 40% outside [17, 60]").reason
+    'changed-data score 0.60 < data_quality_threshold 0.8: out_of_range: temp 40% outside [17, 60]'
+    >>> quality_trigger(0.6, threshold=0.8, mode="report").enabled
+    False
+    """
+    if score is None:
+        return TriggerResult("data_quality", None, threshold, False, "no changed-data score", enabled=mode == "retrain")
+    fired = score < threshold
+    rel = "<" if fired else "≥"
+    reason = f"changed-data score {score:.2f} {rel} data_quality_threshold {threshold:g}" + (f": {detail}" if detail and fired else "")
+    if fired and mode != "retrain":
+        reason += " (triggers.quality: report, so no retraining for it)"
+    return TriggerResult("data_quality", round(score, 4), threshold, fired, reason, enabled=mode == "retrain")
 
 
 def performance_trigger(value: float | None, *, threshold: float, metric: str, greater_is_better: bool = True,
@@ -213,18 +235,24 @@ def decide(
     quality_reason: str = "",
     bootstrap: bool = False,
 ) -> Decision:
-    """Combine triggers by policy; bad data quality blocks, an empty registry bootstraps."""
+    """Combine triggers by policy; broken data blocks, an empty registry bootstraps.
+
+    The ``data_quality`` trigger (:func:`quality_trigger`) stands outside the policy's combination:
+    when it is enabled (``triggers.quality: retrain``) and fires, it is a reason to retrain by itself.
+    """
     marked = tuple(
-        replace(t, fired=t.fired and t.name in use, enabled=t.name in use) for t in triggers
+        t if t.name == "data_quality" else replace(t, fired=t.fired and t.name in use, enabled=t.name in use)
+        for t in triggers
     )
     if not quality_passed:
         return Decision(False, "blocked-by-quality", policy, (f"blocked: {quality_reason}",), marked)
     if bootstrap:
         return Decision(True, "bootstrap", policy, ("no champion yet: train the first model",), marked)
-    active = [t for t in marked if t.enabled]
+    quality = [t for t in marked if t.name == "data_quality" and t.enabled and t.fired]
+    active = [t for t in marked if t.enabled and t.name != "data_quality"]
     fired = [t for t in active if t.fired]
     go = bool(active) and (all(t.fired for t in active) if combine == "all" else bool(fired))
-    if go:
-        return Decision(True, "retrain", policy, tuple(t.reason for t in fired), marked)
+    if go or quality:
+        return Decision(True, "retrain", policy, tuple(t.reason for t in (*(fired if go else ()), *quality)), marked)
     why = "no trigger fired" if not fired else f"policy '{policy}' needs all of {', '.join(use)}"
     return Decision(False, "no-retrain", policy, (why, *(t.reason for t in active)), marked)

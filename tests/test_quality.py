@@ -1,4 +1,5 @@
-"""Tests for retrainlib.quality: hard breaks name the column and file; each check fires on its own break."""
+"""Tests for retrainlib.quality: hard breaks name the column and file; each check fires on its own break;
+broken data blocks, changed data (a season, repeated rows, a constant flag) is scored and never blocks."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_a_dropped_column_and_a_changed_kind_fail_the_schema_and_block():
     schema = report.checks[0]
     assert schema.name == "schema" and not schema.passed and schema.value == 2
     assert "missing: region" in schema.detail and "age float64 -> object" in schema.detail
-    assert not report.passed and report.score == pytest.approx(7 / 9)
+    assert not report.passed and report.blocked_by == ("schema",) and schema.kind == "broken"
 
 
 def test_a_rise_of_missing_values_fails_its_check_and_names_the_column():
@@ -75,9 +76,9 @@ def test_a_rise_of_missing_values_fails_its_check_and_names_the_column():
     cur.loc[cur.index[:300], "income"] = np.nan
     report = _assess(cur, _window(0))
     assert _failed(report) == ["missing_values"]
-    check = report.checks[1]
-    assert check.value == pytest.approx(0.15) and "income" in check.detail
-    assert report.passed and report.score == pytest.approx(8 / 9)
+    check = report.check("missing_values")
+    assert check.value == pytest.approx(0.15) and "income" in check.detail and check.kind == "changed"
+    assert report.passed and report.score == pytest.approx(5 / 6) and not report.below_threshold
 
 
 def test_values_outside_the_reference_range_fail_their_check():
@@ -109,12 +110,12 @@ def test_a_column_that_became_constant_fails_its_check():
     assert "constant: region" in next(c for c in report.checks if c.name == "constant_columns").detail
 
 
-def test_missing_labels_fail_their_check_and_count_double():
+def test_missing_labels_are_broken_data_and_block_whatever_the_score():
     cur = _window(1).astype({"default": "float64"})
     cur.loc[cur.index[:500], "default"] = np.nan
     report = _assess(cur, _window(0))
     assert _failed(report) == ["missing_labels"]
-    assert report.score == pytest.approx(7 / 9) and not report.passed
+    assert report.score == 1.0 and not report.passed and report.blocked_by == ("missing_labels",)
 
 
 def test_without_a_reference_the_comparisons_do_not_count():
@@ -141,7 +142,8 @@ def test_the_report_is_json_and_a_table():
     report = _assess(cur, _window(0))
     as_json = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert as_json["failed"] == ["missing_values"] and as_json["n_rows"] == 2000
-    assert list(report.to_frame().columns) == ["name", "value", "threshold", "passed", "detail", "weight", "blocking"]
+    assert list(report.to_frame().columns) == ["name", "kind", "value", "threshold", "passed", "detail", "weight"]
+    assert as_json["changed"] == ["missing_values"] and as_json["blocked_by"] == [] and not as_json["below_threshold"]
 
 
 # --------------------------------------------------------------------------- what the stream had before (issue 11)
@@ -217,3 +219,78 @@ def test_a_reference_column_that_is_constant_or_nearly_empty_sets_no_range(refer
     assert "no range in the reference, not judged: sf" in next(c.detail for c in report.checks if c.name == "out_of_range")
     cur.loc[cur.index[:200], "age"] = 500.0  # a column with a range is still judged
     assert "out_of_range" in _assess(cur, reference).failed
+
+
+# --------------------------------------------------------------------------- broken against changed (issue 22)
+def test_repeated_rows_a_constant_flag_and_a_seasonal_range_do_not_block_and_count_only_in_the_score():
+    ref, cur = _window(0), _window(1)
+    cur = pd.concat([cur, cur.iloc[:400]], ignore_index=True)  # 17 % of rows repeat an earlier row
+    cur["age"] = cur["age"] + 60  # a season: every value above the reference's range
+    cur["region"] = "north"  # a flag constant this month
+    report = _assess(cur, ref)
+    assert set(_failed(report)) == {"duplicate_rows", "out_of_range", "constant_columns"}
+    assert report.passed and report.blocked_by == () and report.below_threshold
+    assert report.score == pytest.approx(3 / 6)  # six changed-data checks apply; new_labels needs label classes
+    assert "changed-data score 0.50" in report.reason()
+
+
+def test_repeated_rows_are_measured_as_a_rise_over_the_recent_batches_own_share():
+    ref, cur = _window(0), _window(1)
+    ref = pd.concat([ref, ref.iloc[:300]], ignore_index=True)  # the neighbours repeat 13 % of their rows
+    cur = pd.concat([cur, cur.iloc[:300]], ignore_index=True)  # and so does this batch: nothing changed
+    check = _assess(cur, ref).check("duplicate_rows")
+    assert check.passed and abs(check.value) < 0.01 and "in the reference" in check.detail
+
+
+def test_a_flag_constant_in_the_recent_batches_too_did_not_become_constant():
+    ref, cur = _window(0), _window(1)
+    ref["near_christmas"] = 0
+    cur["near_christmas"] = 0
+    assert "constant_columns" not in _failed(_assess(cur, ref))
+
+
+def test_a_new_column_is_changed_data_not_a_schema_break():
+    cur = _window(1)
+    cur["promo"] = 1.0
+    report = _assess(cur, _window(0))
+    assert report.passed and report.check("new_columns").detail == "new: promo" and report.check("schema").passed
+
+
+def test_an_all_empty_column_read_as_float_is_no_kind_change_but_an_empty_column():
+    ref, cur = _window(0), _window(1)
+    cur["region"] = np.nan  # an empty CSV column reads as float64 where the reference held text
+    report = _assess(cur, ref)
+    assert report.check("schema").passed and report.blocked_by == ("empty_columns",)
+
+
+@pytest.mark.parametrize("rule, bad, shown", [("age >= 0", -3.0, "-3"), ("income < 1e9", 2e9, "2e+09"),
+                                                ("region != 'void'", "void", "'void'")])
+def test_a_declared_constraint_blocks_naming_the_rule_the_rows_and_a_value(rule, bad, shown):
+    cur = _window(1)
+    cur.loc[cur.index[:7], rule.split()[0]] = bad
+    report = _assess(cur, _window(0), constraints=[rule])
+    assert report.blocked_by == ("constraints",)
+    assert report.check("constraints").detail == f"{rule}: 7 of 2,000 rows break it (e.g. {shown})"
+
+
+def test_a_constraint_that_is_no_rule_is_refused_with_the_form_expected():
+    with pytest.raises(ValueError, match=r"constraint 'age is positive' is not '<column> <op> <value>'"):
+        quality.parse_constraint("age is positive")
+    with pytest.raises(ValueError, match=r"neither a number nor quoted text"):
+        quality.parse_constraint("age >= zero")
+
+
+def test_each_batch_is_judged_against_its_recent_neighbours_not_an_old_window():
+    winter = _window(0)
+    spring = [_window(s) for s in (1, 2, 3)]
+    for i, frame in enumerate(spring):
+        frame["age"] = frame["age"] + 30 * (i + 1)  # a season moving on, month after month
+    frames = {f"b{i}": f for i, f in enumerate(spring)}
+    old = quality.assess_batches(frames, reference=winter, label="default", threshold=0.8, ignore_columns=("id",))
+    near = quality.assess_batches(frames, reference=winter, label="default", threshold=0.8, ignore_columns=("id",),
+                                  history={"b-1": winter}, neighbours=1)
+    outside_old = [r.check("out_of_range").value for r in old]
+    outside_near = [r.check("out_of_range").value for r in near]
+    assert outside_old[-1] > 0.99  # against the winter, the third spring month is all out of range
+    assert outside_near[-1] < outside_old[-1] / 2  # against the month before it, much less is
+    assert all(r.passed for r in old + near)  # and neither ever blocks

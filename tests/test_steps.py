@@ -36,7 +36,9 @@ def test_bad_data_quality_blocks_retraining_and_keeps_the_champion(tmp_path):
     ctx, analysis, trained, promoted = run_steps(home, week_end(12).isoformat(), "blocked", policy=steps.RetrainPolicy("always"))
     assert analysis.decision.status == "blocked-by-quality"
     assert not analysis.decision.retrain
-    assert "data quality" in analysis.decision.reasons[0] and "missing_values" in analysis.decision.reasons[0]
+    # the labels missing where they are due are broken data (the missing incomes are changed data, reported)
+    assert "data quality" in analysis.decision.reasons[0] and "missing_labels" in analysis.decision.reasons[0]
+    assert "missing_values" in analysis.detail.quality.changed
     assert trained.status == "skipped" and "blocked-by-quality" in trained.reason
     assert promoted.action == "none" and promoted.champion_after == "v0001"
     assert [v.name for v in ctx.registry.versions()] == ["v0001"]

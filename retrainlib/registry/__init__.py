@@ -366,3 +366,17 @@ class Registry:
     def attempts(self) -> list[dict]:
         """Every recorded retraining attempt, oldest first, with its outcome once known."""
         return _logs.attempts(self.path / ATTEMPTS)
+
+    def record_block(self, *, run_id: str | None, data_end: str, batches: Sequence[dict], reasons: Sequence[str]) -> None:
+        """Record a run that broken data blocked, in ``attempts.jsonl`` (outcome ``blocked``, no version).
+
+        ``batches`` (``path``, ``sha256``, ``checks``) are the broken batches it found: a later run
+        leaves them out of training instead of blocking again (:meth:`blocked_batches`), and the stuck
+        rule counts the block like a rejection.
+        """
+        self._append(ATTEMPTS, [_logs.block_row(run_id=run_id, data_end=data_end, batches=batches, reasons=reasons)])
+
+    def blocked_batches(self) -> dict[str, str]:
+        """Batches an earlier run found broken and blocked on: path -> sha256 of the file it judged."""
+        return {b["path"]: b["sha256"] for a in self.attempts() if a.get("outcome") == "blocked"
+                for b in a.get("batches") or ()}

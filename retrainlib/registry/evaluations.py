@@ -3,7 +3,8 @@
 * evaluations: the champion's measured metric per batch (``version``, ``batch``, ``metric``, ``value``);
 * estimates: label-free estimates per batch, before the labels arrive;
 * attempts: each retraining attempt (the challenger and the newest batch end it saw: the schedule's
-  clock, on the data's time axis) and, in a later row, what became of it.
+  clock, on the data's time axis) and, in a later row, what became of it; also each run that broken
+  data blocked (outcome ``blocked``, no version, the broken batches), which the stuck rule counts.
 
 All three are append-only JSON lines (:mod:`.jsonl`). Rows are checked here (a bad row is refused
 with the row number and what to pass); writing happens under the facade's writer lock. This module
@@ -20,7 +21,7 @@ from ..errors import RegistryError
 from . import jsonl
 from .layout import now
 
-__all__ = ["check_evaluations", "check_estimates", "attempt_row", "outcome_row", "read", "attempts"]
+__all__ = ["check_evaluations", "check_estimates", "attempt_row", "block_row", "outcome_row", "read", "attempts"]
 
 _EVAL_REQUIRED = ("version", "batch", "metric", "value")
 
@@ -62,6 +63,12 @@ def check_estimates(rows: Sequence[dict]) -> list[dict]:
 def attempt_row(*, version: str, run_id: str | None, data_end: str, outcome: str | None = None) -> dict:
     """The row of one retraining attempt: the challenger it trained and the newest batch end it saw."""
     return {"time": now(), "run_id": run_id, "version": version, "data_end": str(data_end), "outcome": outcome}
+
+
+def block_row(*, run_id: str | None, data_end: str, batches: Sequence[dict], reasons: Sequence[str]) -> dict:
+    """The row of a run that broken data blocked: no challenger, the broken batches and why."""
+    return {"time": now(), "run_id": run_id, "version": None, "data_end": str(data_end), "outcome": "blocked",
+            "batches": [dict(b) for b in batches], "reasons": list(reasons)}
 
 
 def outcome_row(version: str, *, outcome: str, run_id: str | None = None,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,8 @@ from ..profiles import Profile
 from ..records import plain
 from ..scorecache import ChampionScores, compare_once
 from .champion import estimate_champion, evaluate_champion
-from .checks import assess_batches, check_holdout, label_classes, load_checked, quality_verdict
+from .checks import (assess_batches, broken_batches, check_holdout, label_classes, load_checked, neighbours,
+                     quarantine, quality_verdict, recent_history)
 from .context import StepContext, under_run_lock
 from .retrain import newest_end
 
@@ -96,33 +98,44 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
     if not meta:  # bootstrap: check the data we would train on, nothing to compare against
         train_batches: dict[str, pd.DataFrame] = {}
         train = load_checked(ctx, windows.train, required, require_label=True, per_batch=train_batches)
+        per_batch = assess_batches(ctx, train_batches, reference=None, classes=None, near=neighbours(windows))
+        kept = quarantine(ctx, windows, train_batches, per_batch)
+        windows, train = kept.windows, kept.frame(train)
         q = quality.assess(train, reference=None, label=src.label, threshold=prof.data_quality_threshold,
-                           required=required, ignore_columns=src.ignore_columns, source="training window")
-        per_batch = assess_batches(ctx, train_batches, reference=None, classes=None)
+                           required=required, ignore_columns=src.ignore_columns, source="training window",
+                           constraints=src.constraints)
         holdout = check_holdout(ctx, windows, train_batches, reference=train,
                                  classes=label_classes(ctx, train[src.label]), required=required)
-        passed, why = quality_verdict(q, per_batch, holdout)
+        passed, why = quality_verdict(q, kept, holdout)
         decision = triggers.decide([], combine=combine, use=use, policy=prof.triggers.policy,
-                                   quality_passed=passed, quality_reason=why, bootstrap=True)
+                                   quality_passed=passed, quality_reason=_with_note(why, kept), bootstrap=True)
+        _record_block(ctx, decision, kept.reports, windows)
         result = _analysis(decision, q, None, windows, None, [], current=train, batch_quality=per_batch,
                            holdout_check=holdout)
         ctx.write(result)
         return result
 
+    if not windows.current:  # every batch is in the champion's data: a run between batches
+        return _nothing_new(ctx, windows, champion)
     reference = load_checked(ctx, windows.reference, required, require_label=True)
     current_batches: dict[str, pd.DataFrame] = {}
     current = load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
     labelled_end = pd.Timestamp(windows.holdout[-1].end)  # rows after it wait for their labels (label_delay_batches)
     earlier = [b for b in visible if b.path not in {r.path for r in windows.reference} | set(current_batches)]
     classes = label_classes(ctx, reference[src.label], earlier)
-    q = quality.assess(current, reference=reference, label=src.label, threshold=prof.data_quality_threshold,
+    late = {b.path for b in windows.current if pd.Timestamp(b.end) > labelled_end}
+    history = recent_history(ctx, windows, windows.current[0].path)  # changed data is judged against these
+    per_batch = assess_batches(ctx, current_batches, reference=reference, classes=classes, late=late,
+                               history=history, near=neighbours(windows))
+    kept = quarantine(ctx, windows, current_batches, per_batch)
+    windows, current = kept.windows, kept.frame(current)
+    recent = pd.concat(list(history.values()), ignore_index=True) if history else reference
+    q = quality.assess(current, reference=recent, label=src.label, threshold=prof.data_quality_threshold,
                        required=required, ignore_columns=src.ignore_columns, source="current window",
                        label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy(),
-                       label_problem=prof.training.problem_type)
-    late = {b.path for b in windows.current if pd.Timestamp(b.end) > labelled_end}
-    per_batch = assess_batches(ctx, current_batches, reference=reference, classes=classes, late=late)
+                       label_problem=prof.training.problem_type, constraints=src.constraints)
     holdout = check_holdout(ctx, windows, current_batches, reference=reference, classes=classes, required=required)
-    quality_passed, quality_why = quality_verdict(q, per_batch, holdout)
+    quality_passed, quality_why = quality_verdict(q, kept, holdout)
     report = compare_once(reference[required], current[required], settings=prof.drift,
                           drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
     target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
@@ -152,10 +165,15 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
                                joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
         _performance(perf_value, newest, newest_estimate, source, prof, info),
         _degradation(scored, estimates, source, prof, info),
+        triggers.quality_trigger(q.score, threshold=prof.data_quality_threshold, mode=prof.triggers.quality,
+                                 detail="; ".join(f"{c.name}: {c.detail}" for c in q.checks if not c.passed)),
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
-                               quality_passed=quality_passed, quality_reason=quality_why)
+                               quality_passed=quality_passed, quality_reason=_with_note(quality_why, kept))
     decision = policy.apply(decision)
+    if kept.left_out and decision.status != "blocked-by-quality":
+        decision = dataclasses.replace(decision, reasons=(*decision.reasons, kept.note()))
+    _record_block(ctx, decision, kept.reports, windows)
     performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
                    "threshold": prof.performance_threshold, "history": history, "source": source,
                    "measured_history": [{"batch": e["batch"], "batch_end": e["batch_end"], "value": e["value"]} for e in scored],
@@ -165,13 +183,40 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
     ctx.write(result)
     return result
 
+def _with_note(why: str, kept) -> str:
+    """The block's reason, with the batches left out of training named after it."""
+    note = kept.note()
+    return f"{why}; {note}" if why and note else why
+
+
+def _record_block(ctx: StepContext, decision: triggers.Decision, reports: list, windows: data.Windows) -> None:
+    """A run that broken data blocked is recorded with its broken batches: later runs leave them out
+    (no permanent block), and the stuck rule counts the block."""
+    if decision.status == "blocked-by-quality":
+        ctx.registry.record_block(run_id=ctx.run_id, data_end=newest_end(windows),
+                                  batches=broken_batches(reports, windows), reasons=decision.reasons)
+
+
+def _nothing_new(ctx: StepContext, windows: data.Windows, champion: str) -> Analysis:
+    """No batch is newer than the champion's data (a scheduled run between batches): nothing to judge,
+    no retraining, and a calm reason instead of an error."""
+    newest = windows.visible[-1]
+    reason = (f"no new batch: the champion {champion} was trained on every visible batch up to {newest.path} "
+              f"({newest.end[:10]}); nothing to analyze until the next batch arrives")
+    decision = triggers.Decision(False, "no-retrain", ctx.profile.triggers.policy, (reason,), ())
+    q = quality.QualityReport((), 1.0, ctx.profile.data_quality_threshold, True, "no new batch", 0)
+    result = _analysis(decision, q, None, windows, None, [], champion=champion)
+    ctx.write(result)
+    return result
+
+
 def _days_since_attempt(ctx: StepContext, meta: dict, windows: data.Windows) -> tuple[float, str]:
     """Days from the newest batch the last retraining attempt saw to the newest batch visible now.
 
     The attempt record (promoted or not) is the clock; a registry without one falls back to the
     champion's own record of the data it saw.
     """
-    last = (ctx.registry.attempts() or [None])[-1]
+    last = ([a for a in ctx.registry.attempts() if a.get("outcome") != "blocked"] or [None])[-1]
     if last is not None:
         seen, since = last["data_end"], f"the data of the last retraining attempt ({last['version']}, {last['data_end'][:10]})"
     else:

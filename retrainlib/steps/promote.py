@@ -59,7 +59,7 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
         if action != "none":
             reg.record_attempt_outcome(verdict.challenger, outcome=action, run_id=ctx.run_id,
                                        failed_gates=verdict.failed_gates(), reasons=verdict.reasons)
-        if action == "rejected":
+        if action == "rejected" or (verdict.skipped and ctx.read(Analysis).decision.status == "blocked-by-quality"):
             stuck = _stuck(ctx, ctx.read(Analysis))
     removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
     out = Promotion(action, before, reg.champion(), plain(events), plain(refit), plain(stuck), plain(removed),
@@ -104,7 +104,8 @@ def _refit_on_train_and_holdout(ctx: StepContext, analysis: Analysis, validated:
 
 
 def _stuck(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
-    """The champion is below performance_threshold and the last ``stuck_after`` challengers were all rejected."""
+    """The champion is below performance_threshold and the last ``stuck_after`` attempts were all rejected
+    or blocked by broken data (:data:`STUCK_OUTCOMES`)."""
     prof = ctx.profile
     value = analysis.latest_metric()
     champion = analysis.champion
@@ -114,9 +115,9 @@ def _stuck(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
     below = value < prof.performance_threshold if gib else value > prof.performance_threshold
     if not below:
         return None
-    streak = []
+    streak = []  # rejections and blocks in a row, newest first (one rule with the backtest's acceptance check)
     for a in reversed(ctx.registry.attempts()):
-        if a.get("outcome") != "rejected":
+        if a.get("outcome") not in STUCK_OUTCOMES:
             break
         streak.append(a)
     limit = prof.validation.stuck_after
@@ -124,17 +125,26 @@ def _stuck(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
         return None
     counts: dict[str, int] = {}
     for a in streak:
-        for g in a.get("failed_gates") or []:
+        for g in (["blocked by data quality"] if a.get("outcome") == "blocked" else a.get("failed_gates") or []):
             counts[g] = counts.get(g, 0) + 1
     gate, n = max(counts.items(), key=lambda kv: kv[1]) if counts else ("unknown", 0)
     latest = (streak[0].get("reasons") or [""])[0]  # the newest rejection's first reason, with its figures
     word = "below" if gib else "above"
     reason = (
         f"stuck: champion {champion} {prof.training.eval_metric} {value:.4g} is {word} performance_threshold "
-        f"{prof.performance_threshold:g} and the last {len(streak)} challengers were rejected "
-        f"({', '.join(a['version'] for a in reversed(streak))}; validation.stuck_after {limit}); "
+        f"{prof.performance_threshold:g} and the last {len(streak)} attempts were rejected or blocked "
+        f"({', '.join(_attempt_name(a) for a in reversed(streak))}; validation.stuck_after {limit}); "
         f"the gate that keeps rejecting is {gate} ({n} of {len(streak)})" + (f": {latest}" if latest else "")
     )
     return {"champion": champion, "metric": prof.training.eval_metric, "value": value,
             "threshold": prof.performance_threshold, "rejections": len(streak), "stuck_after": limit,
-            "gate": gate, "gate_count": n, "versions": [a["version"] for a in reversed(streak)], "reason": reason}
+            "gate": gate, "gate_count": n, "versions": [_attempt_name(a) for a in reversed(streak)], "reason": reason}
+
+
+#: attempt outcomes that make up a stuck streak: a challenger rejected, or a run that broken data blocked
+STUCK_OUTCOMES = ("rejected", "blocked")
+
+
+def _attempt_name(attempt: dict) -> str:
+    """A rejected challenger's version, or ``blocked (<data end>)`` for a blocked run."""
+    return attempt.get("version") or f"blocked ({str(attempt.get('data_end', ''))[:10]})"
