@@ -149,6 +149,8 @@ def mark_abandoned(runs: Path, *, by: str) -> list[str]:
     A run killed without a chance to write (SIGKILL, power loss) keeps saying ``running``; the next
     command that reads runs finds its process gone (same host, pid dead or reused) and completes
     the record: the running step failed, later steps not run, status and outcome ``abandoned``.
+    Its ``champion_after`` is the champion once the registry has completed what the run left (a
+    promotion whose smoke test never answered is rolled back first), so record and history agree.
     """
     done = []
     for path in sorted(Path(runs).glob(f"*/{MANIFEST}")) if Path(runs).is_dir() else []:
@@ -168,11 +170,32 @@ def mark_abandoned(runs: Path, *, by: str) -> list[str]:
                 rec["status"] = "not-run"
         proc = m["process"]
         m.update(status="abandoned", outcome="abandoned", exit_code=OUTCOMES["abandoned"], finished=now,
+                 champion_after=_recovered_champion(Path(runs), m, m.get("champion_after")),
                  error={"step": step, "message": f"abandoned: its process (pid {proc['pid']} on {proc['host']}) is gone; "
                                                  f"found by `{by}` at {now}"})
         write_json_atomic(path, m)
         done.append(m.get("run_id") or path.parent.name)
     return done
+
+
+def _recovered_champion(runs: Path, m: dict[str, Any], unknown: Any) -> Any:
+    """The champion of a dead run's model after the registry's recovery; ``unknown`` while a live writer holds it."""
+    from .errors import RetrainError
+    from .registry import Registry
+
+    resolved = (m.get("profile") or {}).get("resolved") or {}
+    if not resolved.get("model_name"):
+        return unknown
+    root = Path(resolved.get("registry") or "models").expanduser()
+    try:
+        registry = Registry(root if root.is_absolute() else runs.resolve().parent / root, resolved["model_name"])
+        registry.recover(wait=False)
+        rec = registry.champion_record()
+    except (RetrainError, OSError):  # a damaged pointer: `status` reports it
+        return unknown
+    if rec and rec.get("smoke_pending"):  # its promoter still holds the writer lock
+        return unknown
+    return rec.get("version") if rec else None
 
 
 def load_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -35,8 +35,14 @@ __all__ = ["run_playbook", "begin_run", "run_step", "finish_run", "outcome_so_fa
 log = logging.getLogger("retrainlib")
 
 def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], *, cwd: Path, progress: bool) -> None:
-    """Run one notebook with papermill (the failed notebook is saved before papermill raises)."""
+    """Run one notebook with papermill (the failed notebook is saved before papermill raises).
+
+    Its kernel is :class:`retrainlib.kernels.RunKernelManager`'s: it dies with this process (a SIGKILL
+    included) and talks over private IPC sockets, so concurrent runs' kernels never collide.
+    """
     import papermill as pm
+
+    from .kernels import RunKernelManager
 
     pm.execute_notebook(
         str(source),
@@ -44,6 +50,7 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], *, 
         parameters=parameters,
         cwd=str(cwd),
         kernel_name="python3",
+        kernel_manager_class=RunKernelManager,
         progress_bar=progress,
         log_output=False,
         request_save_on_cell_execute=True,
@@ -96,6 +103,8 @@ def fill_manifest(manifest: RunManifest, run_dir: Path) -> None:
         manifest.reasons = [promote.stuck_reason, *manifest.reasons]
     elif analyze and analyze.decision.status == "blocked-by-quality":
         manifest.outcome = "blocked-by-quality"
+    elif promote and promote.action in ("shadow-started", "promoted-from-shadow", "shadow-dropped"):
+        manifest.outcome = promote.action  # validation.shadow_batches: what became of the shadow
     elif analyze and not analyze.decision.retrain:
         manifest.outcome = "no-retrain-needed"
     elif promote and promote.promoted:
