@@ -95,19 +95,38 @@ def _fit_estimator(ctx: StepContext, predictor_dir: Path, windows: data.Windows,
     )
 
 
-def _borrowed_estimator(ctx: StepContext, validated: str):
+def _borrowed_estimator(ctx: StepContext, validated: str, features: list[str]):
     """The validated version's estimator for its refit on training + holdout rows: the refit has no
     labelled rows left that it did not train on, so it borrows the calibration the validated
-    configuration earned on the holdout, and its checks name where the calibration came from."""
+    configuration earned on the holdout, and its checks name where the calibration came from.
+
+    Borrowed only where the inputs are the same: an estimator that reads features (direct loss
+    estimation) fitted on other columns than the refit kept (a refit whose window dropped the batch
+    where a flag varied drops that flag) would be asked for a column the champion does not have.
+    The refit then carries no estimator, and says why.
+    """
     est = ctx.registry.estimator(validated)
     if est is None:
-        none = estimate.fit_estimator(problem_type=ctx.profile.training.problem_type or "binary",
-                                      metric=ctx.profile.training.eval_metric, y_true=np.array([]), scores=np.array([]))
-        none.reason = f"the validated version {validated} has no estimator for its refit to borrow"
-        return none
+        return _no_estimator(ctx, f"the validated version {validated} has no estimator for its refit to borrow")
+    columns = list((getattr(est, "state", None) or {}).get("columns") or [])
+    if columns and sorted(columns) != sorted(features):
+        gone, new = sorted(set(columns) - set(features)), sorted(set(features) - set(columns))
+        diff = "; ".join(p for p in (f"the refit lacks {', '.join(gone)}" if gone else "",
+                                     f"the refit adds {', '.join(new)}" if new else "") if p)
+        return _no_estimator(ctx, f"the validated version {validated}'s estimator reads other inputs than its refit "
+                                  f"({diff}), and the refit has no rows left that it did not train on to calibrate "
+                                  f"one of its own; measured performance only until the next challenger")
     est.checks = {**est.checks, "borrowed_from": validated,
                   "note": f"calibrated with {validated} on its holdout; this refit trained on those rows too"}
     return est
+
+
+def _no_estimator(ctx: StepContext, reason: str):
+    """An estimator that does not estimate, saying ``reason``."""
+    none = estimate.fit_estimator(problem_type=ctx.profile.training.problem_type or "binary",
+                                  metric=ctx.profile.training.eval_metric, y_true=np.array([]), scores=np.array([]))
+    none.reason = reason
+    return none
 
 
 def _champion_bytes(ctx: StepContext, champion: str | None) -> int | None:
@@ -157,7 +176,7 @@ def fit_and_register(ctx: StepContext, batches: list, windows: data.Windows, *, 
         }
         lb = work / "leaderboard.csv"
         result.leaderboard.to_csv(lb, index=False)
-        estimator = (_borrowed_estimator(ctx, borrow_estimator) if borrow_estimator
+        estimator = (_borrowed_estimator(ctx, borrow_estimator, list(result.features)) if borrow_estimator
                      else _fit_estimator(ctx, result.predictor_dir, windows, batches, list(result.features)))
         est_file = estimator.save(work / estimate.ESTIMATOR_FILE)
         version = ctx.registry.add_version(result.predictor_dir, metadata, run_id=ctx.run_id,
