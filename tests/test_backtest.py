@@ -165,14 +165,37 @@ def test_the_acceptance_check_flags_a_policy_behind_refit_a_lagging_every_batch_
         "performance reaches refit's mean": True,
         "a triggered strategy does both with few retrains (retrains / every-batch's)": True,  # 1 of 5 retrains
         "every-batch (gated) vs refit's mean": False,  # 0.02 behind, tolerance 0.005
-        "most challengers rejected in a row without a stuck event": False,  # 4 > 3
+        "rejections or blocks in a row under performance_threshold without a stuck event": False,  # 4 > 3
     }
-    # the same four rejections with a stuck event at the third one are not silent
-    flagged = every.assign(stuck=[False, False, False, True, False, False])
+    # the same four rejections with the stuck event the rule raises from the third one on are not silent
+    flagged = every.assign(stuck=[False, False, False, True, True, False])
     records = pd.concat([records[records["strategy"] != "every-batch"], flagged])
     table = backtest.check_acceptance(backtest.summarize(records), records, stuck_after=3).set_index("check")
-    assert table.loc["most challengers rejected in a row without a stuck event", "ok"]
-    assert table.loc["most challengers rejected in a row without a stuck event", "value"] == "2 (every-batch)"
+    assert table.loc["rejections or blocks in a row under performance_threshold without a stuck event", "ok"]
+    assert table.loc["rejections or blocks in a row under performance_threshold without a stuck event", "value"] == "2 (every-batch)"
+
+
+def test_the_acceptance_check_is_the_stuck_rule_rejections_above_the_threshold_and_blocks_below_it():
+    nan = np.nan
+    base = [_strategy("static", [nan, 0.70, 0.70, 0.70, 0.70, 0.70]),
+            _strategy("refit", [nan, 0.80, 0.80, 0.80, 0.80, 0.80], trained=[True] * 6, actions=["promoted"] * 6)]
+    # four rejections in a row while the champion is above performance_threshold: the rule says fine, so does the check
+    above = _strategy("hybrid", [nan, 0.78] * 3, trained=[True] * 6,
+                      actions=["promoted", "rejected", "rejected", "rejected", "rejected", "promoted"])
+    above = above.assign(below_threshold=[None, False, False, False, False, False])
+    records = pd.concat([*base, above])
+    table = backtest.check_acceptance(backtest.summarize(records), records, stuck_after=3).set_index("check")
+    assert table.loc["rejections or blocks in a row under performance_threshold without a stuck event", "ok"]
+    # three runs blocked by broken data under the threshold, no stuck event: silent
+    blocked = _strategy("hybrid", [nan, 0.6, 0.6, 0.6, 0.6, 0.6], trained=[True] + [False] * 5,
+                        actions=["promoted"] + ["none"] * 5)
+    blocked = blocked.assign(decision=["bootstrap", "retrain", "blocked-by-quality", "blocked-by-quality",
+                                       "blocked-by-quality", "no-retrain"],
+                             below_threshold=[None, True, True, True, True, True])
+    records = pd.concat([*base, blocked])
+    table = backtest.check_acceptance(backtest.summarize(records), records, stuck_after=3).set_index("check")
+    assert not table.loc["rejections or blocks in a row under performance_threshold without a stuck event", "ok"]
+    assert table.loc["rejections or blocks in a row under performance_threshold without a stuck event", "value"] == "3 (hybrid)"
 
 
 def test_the_acceptance_check_measures_lower_is_better_metrics_the_other_way():

@@ -16,6 +16,7 @@ from .. import automl, data, steps
 from ..errors import RetrainError
 from ..outputs import Analysis, Promotion, Training, Validation
 from ..scorecache import ChampionScores
+from ..steps.promote import below_threshold
 from ..training import Trainer
 from .strategies import Strategy
 
@@ -82,6 +83,7 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
         "action": promoted.action,
         "promoted": promoted.promoted,
         "stuck": bool(promoted.stuck),
+        "below_threshold": below_threshold(ctx.profile, analysis.latest_metric()),
         "champion_after": promoted.champion_after,
         "replaced": promoted.champion_before if promoted.promoted and promoted.champion_before != promoted.champion_after else None,
         "analyze_seconds": seconds["analyze"],

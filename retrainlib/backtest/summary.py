@@ -83,19 +83,28 @@ def _against_refit(records: pd.DataFrame, names: Sequence[str], greater_is_bette
     return pd.DataFrame.from_dict(out, orient="index")
 
 
-def longest_unflagged_rejections(records: pd.DataFrame) -> int:
-    """The most challengers rejected in a row (batches without a challenger do not break a run) with no
-    stuck event among them; a promotion ends a run."""
+def longest_unflagged_rejections(records: pd.DataFrame, *, stuck_after: int | None = None) -> int:
+    """The longest streak the stuck rule should have flagged and did not: challengers rejected or runs
+    blocked by broken data in a row (a promotion ends a streak; a batch without an attempt does not),
+    counted at a batch where the champion was under ``performance_threshold`` (``below_threshold``,
+    the same test step 40 applies) with no stuck event there.
+
+    Step 40's rule (:func:`retrainlib.steps.promote._stuck`) raises the event once such a streak reaches
+    ``validation.stuck_after`` with the champion under the threshold; this check and that rule are one.
+    Records written before ``below_threshold`` was recorded count every batch as under the threshold.
+    """
     longest = run = 0
-    flagged = False
-    for rec in records[records["trained"]].to_dict("records"):
-        if rec["action"] == "rejected":
+    for rec in records.to_dict("records"):
+        attempted = rec.get("trained") or rec.get("decision") == "blocked-by-quality"
+        if not attempted:
+            continue
+        if rec.get("action") == "rejected" or rec.get("decision") == "blocked-by-quality":
             run += 1
-            flagged = flagged or bool(rec.get("stuck"))
-            if not flagged:
+            below = rec.get("below_threshold")
+            if below is not False and not rec.get("stuck"):  # None/NaN (not recorded): counted, as before
                 longest = max(longest, run)
         else:
-            run, flagged = 0, False
+            run = 0
     return longest
 
 
@@ -110,7 +119,8 @@ def check_acceptance(summary: pd.DataFrame, records: pd.DataFrame, *, greater_is
       ≥ ``min_refit_ratio`` of refit's mean;
     * at least one triggered strategy does both with ≤ ``max_retrain_ratio`` of every-batch's retrains;
     * gated ``every-batch`` is within ``tolerance`` of refit's mean or better (``value``: its lead);
-    * no strategy rejects more than ``stuck_after`` challengers in a row without a stuck event.
+    * no strategy's champion stays under ``performance_threshold`` through ``stuck_after`` or more rejections
+      or blocks in a row without a stuck event (the stuck rule itself, :func:`longest_unflagged_rejections`).
 
     A check whose strategies were not replayed is left out, and a first row names them.
     """
@@ -122,8 +132,8 @@ def check_acceptance(summary: pd.DataFrame, records: pd.DataFrame, *, greater_is
                      "limit": "all", "ok": False})
     streaks = {name: longest_unflagged_rejections(r) for name, r in records.groupby("strategy", sort=False)}
     worst = max(streaks, key=streaks.get)
-    stuck = {"check": "most challengers rejected in a row without a stuck event",
-             "value": f"{streaks[worst]} ({worst})", "limit": f"<= {stuck_after}", "ok": streaks[worst] <= stuck_after}
+    stuck = {"check": "rejections or blocks in a row under performance_threshold without a stuck event",
+             "value": f"{streaks[worst]} ({worst})", "limit": f"< {stuck_after}", "ok": streaks[worst] < stuck_after}
     columns = ["check", "value", "limit", "ok"]
     if not {"static", PLAIN} <= have:
         return pd.DataFrame([*rows, stuck], columns=columns)

@@ -13,7 +13,7 @@ from ..training import CHILD_PROCESS, Trainer
 from .context import StepContext, under_run_lock
 from .retrain import fit_and_register
 
-__all__ = ["promote_or_rollback"]
+__all__ = ["promote_or_rollback", "below_threshold", "STUCK_OUTCOMES"]
 
 
 # --------------------------------------------------------------------------- step 40
@@ -112,8 +112,7 @@ def _stuck(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
     if value is None or champion is None:
         return None
     gib = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary").greater_is_better
-    below = value < prof.performance_threshold if gib else value > prof.performance_threshold
-    if not below:
+    if not below_threshold(prof, value):
         return None
     streak = []  # rejections and blocks in a row, newest first (one rule with the backtest's acceptance check)
     for a in reversed(ctx.registry.attempts()):
@@ -143,6 +142,15 @@ def _stuck(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
 
 #: attempt outcomes that make up a stuck streak: a challenger rejected, or a run that broken data blocked
 STUCK_OUTCOMES = ("rejected", "blocked")
+
+
+def below_threshold(prof, value: float | None) -> bool | None:
+    """Whether the champion's measured ``value`` is worse than ``performance_threshold`` (None: not measured).
+    The stuck rule's first half, read by step 40 and by the backtest's acceptance check alike."""
+    if value is None:
+        return None
+    gib = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary").greater_is_better
+    return bool(value < prof.performance_threshold if gib else value > prof.performance_threshold)
 
 
 def _attempt_name(attempt: dict) -> str:
