@@ -157,6 +157,16 @@ class TriggerSettings(_Section):
     degradation_delta: float = Field(default=0.005, ge=0.0, description="Page-Hinkley tolerance")
     degradation_lambda: float = Field(default=0.05, gt=0.0, description="Page-Hinkley alarm level")
     min_history: int = Field(default=5, ge=2)
+    degradation_detector: str = Field(
+        default="metric",
+        description="'metric': Page-Hinkley on the champion's metric per batch (degradation_delta, degradation_lambda); "
+                    "'adwin', 'kswin', 'page-hinkley': river's detector on the champion's per-row losses on labelled rows, "
+                    "in the order they arrived (retrainlib.detectors), whatever performance_source says",
+    )
+    detector_level: float | None = Field(
+        default=None, gt=0, description="the river detector's level: ADWIN's delta, KSWIN's alpha, Page-Hinkley's "
+                                        "threshold (retrainlib.detectors.DETECTORS); None: its default",
+    )
     quality: Literal["retrain", "report"] = Field(
         default="retrain",
         description="changed data (a changed-data score below data_quality_threshold): 'retrain' makes it a "
@@ -167,6 +177,13 @@ class TriggerSettings(_Section):
         description="what the performance and degradation triggers read: metrics measured on labels, "
                     "label-free estimates (retrainlib.estimate), or both (either fires)",
     )
+
+    @field_validator("degradation_detector")
+    @classmethod
+    def _known_detector(cls, v: str) -> str:
+        from .detectors import check_detector
+
+        return v if v == "metric" else check_detector(v).name
 
     def resolved(self) -> tuple[str, tuple[str, ...]]:
         """(combine, triggers): a preset expands to its own combination."""

@@ -203,13 +203,25 @@ def page_hinkley(values: Sequence[float], *, delta: float, threshold: float, gre
 
 def degradation_trigger(
     history: Sequence[float], *, delta: float, threshold: float, min_history: int, greater_is_better: bool = True,
-    source: str = "measured",
+    source: str = "measured", detector: str = "metric", losses: Sequence[tuple[str, Any]] = (), level: float | None = None,
+    seed: int = 0,
 ) -> TriggerResult:
     """Fires on a sustained downward trend of the champion's metric across its evaluation history.
 
     ``source`` names what the history holds: ``measured`` values, ``estimated`` ones, or ``both``
     (measured where labels arrived, estimated for the newer batches); the reason says which.
+
+    ``detector`` other than ``metric`` (a name of :data:`retrainlib.detectors.DETECTORS`) runs that river
+    detector at ``level`` on the champion's per-row ``losses`` instead — ``(batch, losses)`` pairs in the
+    order the batches arrived — and fires on its first upward alarm; ``history`` is then not read.
+
+    >>> import numpy as np
+    >>> steady = [("b1", np.full(400, 0.5)), ("b2", np.full(400, 0.5))]
+    >>> degradation_trigger([], delta=0, threshold=0, min_history=2, detector="page-hinkley", losses=steady).fired
+    False
     """
+    if detector != "metric":
+        return _detector_trigger(losses, detector=detector, level=level, seed=seed)
     what = {"measured": "measured", "estimated": "estimated", "both": "measured and estimated"}.get(source, source)
     if len(history) < min_history:
         return TriggerResult(
@@ -223,6 +235,29 @@ def degradation_trigger(
     else:
         reason = f"Page-Hinkley {stat:.3f} ≤ {threshold:g} over {len(history)} {what} evaluations: no sustained decline"
     return TriggerResult("degradation", round(stat, 4), threshold, fired, reason, source=source)
+
+
+def _detector_trigger(losses: Sequence[tuple[str, Any]], *, detector: str, level: float | None, seed: int) -> TriggerResult:
+    """A river detector (:mod:`retrainlib.detectors`) over the per-row losses of the champion's labelled batches."""
+    from .detectors import check_detector, scan
+
+    spec = check_detector(detector)
+    names = [name for name, _ in losses]
+    if not names:
+        return TriggerResult("degradation", None, level or spec.default_level, False,
+                             f"{spec.river_name}: no labelled batch scored since the champion was trained", source="measured")
+    s = scan([v for _, v in losses], detector=detector, level=level, seed=seed)
+    word = spec.level_means.split(",")[0]
+    if s.alarm is None:
+        return TriggerResult("degradation", None, s.level, False,
+                             f"{spec.river_name} ({word} {s.level:g}) quiet over {s.rows:,} per-row losses of "
+                             f"{len(names)} batch(es): no rise", source="measured")
+    a = s.alarm
+    return TriggerResult(
+        "degradation", round(a.after / a.before, 4) if a.before else None, s.level, True,
+        f"{spec.river_name} ({word} {s.level:g}) saw the per-row loss rise from {a.before:.2f} to {a.after:.2f} "
+        f"(× the first rows' mean) at row {a.row_in_part + 1:,} of batch {names[a.part]} ({a.part + 1} of {len(names)})",
+        source="measured")
 
 
 def decide(

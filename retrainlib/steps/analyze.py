@@ -164,7 +164,7 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
                                joint_auc=report.multivariate.auc if report.multivariate else None,
                                joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
         _performance(perf_value, newest, newest_estimate, source, prof, info),
-        _degradation(scored, estimates, source, prof, info),
+        _degradation(scored, estimates, source, prof, info, frames=current_batches, champion=predictor, features=required),
         triggers.quality_trigger(q.score, threshold=prof.data_quality_threshold, mode=prof.triggers.quality,
                                  detail="; ".join(f"{c.name}: {c.detail}" for c in q.checks if not c.passed)),
     ]
@@ -273,10 +273,32 @@ def _trigger_history(scored: list[dict], estimates: list[dict], source: str) -> 
     return [e["value"] for e in scored]
 
 
-def _degradation(scored: list[dict], estimates: list[dict], source: str, prof: Profile, info) -> triggers.TriggerResult:
+def _degradation(scored: list[dict], estimates: list[dict], source: str, prof: Profile, info, *,
+                 frames: dict[str, pd.DataFrame] | None = None, champion: ChampionScores | None = None,
+                 features: list[str] = ()) -> triggers.TriggerResult:
     """Page-Hinkley on the measured history, the estimated one, or — for ``both`` — on each separately
     (never one series mixing the two: an estimate a little below the measured level would read as a
-    decline), firing when either does."""
+    decline), firing when either does.
+
+    With ``triggers.degradation_detector`` a river detector, that detector instead reads the champion's
+    per-row losses on the labelled rows of every batch it was scored on (``frames``, the current window's
+    batches), batches in time order and rows by the time column."""
+    t = prof.triggers
+    if t.degradation_detector != "metric":
+        from ..detectors import row_losses
+
+        src, losses = prof.data, []
+        for e in scored:
+            frame = (frames or {}).get(e["batch"])
+            if frame is None or champion is None or src.label not in frame:
+                continue
+            rows = frame[frame[src.label].notna()].sort_values(src.time_column, kind="stable")
+            if len(rows):
+                losses.append((e["batch"], row_losses(rows[src.label].to_numpy(), champion.scores(rows[list(features)]),
+                                                      problem_type=champion.problem_type, classes=champion.class_labels)))
+        return triggers.degradation_trigger([], delta=t.degradation_delta, threshold=t.degradation_lambda,
+                                            min_history=t.min_history, detector=t.degradation_detector, losses=losses,
+                                            level=t.detector_level, seed=prof.training.seed)
     common = dict(delta=prof.triggers.degradation_delta, threshold=prof.triggers.degradation_lambda,
                   min_history=prof.triggers.min_history, greater_is_better=info.greater_is_better)
     if source != "both":
