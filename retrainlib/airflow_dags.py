@@ -29,9 +29,13 @@ over the chosen strategies (one task each, sharing the work folder and its fit c
 them with ``retrain backtest-merge``, which prints the table ``retrain backtest`` prints.
 
 Configuration (environment of the scheduler and workers): ``RETRAIN_HOME`` the project home
-(params/, data/, models/, runs/; default the folder above dags/), ``RETRAIN_BIN`` the project's
-``retrain`` (default ``<home>/.venv/bin/retrain``), ``RETRAIN_LEASE_POKE`` seconds between lease
-attempts (default 60), ``RETRAIN_RETRIES`` retries of a failed step task (default 0).
+(params/, data/, models/, runs/; default the checkout this file lives in), ``RETRAIN_BIN`` the
+project's ``retrain`` (default ``.venv/bin/retrain`` of the checkout this file lives in, whatever
+``RETRAIN_HOME`` is: the home may be on shared storage, the checkout and its ``.venv`` local),
+``RETRAIN_LEASE_POKE`` seconds between lease attempts (default 60), ``RETRAIN_RETRIES`` retries of
+a failed step task (default 0). A ``RETRAIN_BIN`` that is not an executable file, or a program that
+does not answer as ``retrain run --begin`` does, fails ``take_lease`` at once, without retries, with
+one line saying which path and how to fix it.
 """
 
 from __future__ import annotations
@@ -123,7 +127,10 @@ def call_retrain(retrain: str, *args: str, home: Path) -> tuple[int, list[str]]:
     cmd = [retrain, command, "--home", str(home), *rest]
     log.info("$ %s", " ".join(cmd))
     lines: list[str] = []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=home)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=home)
+    except OSError as exc:  # a binary that vanished or a home that is not there: one line, not a traceback
+        raise RuntimeError(retrain_problem(retrain) or f"cannot run {retrain} in {home}: {exc}") from None
     try:
         for line in proc.stdout:
             line = line.rstrip("\n")
@@ -157,9 +164,28 @@ def manifest_error(run_dir: str | Path) -> str:
     return f"run {m['run_id']} {m['status']} (outcome {m.get('outcome')}) at {err.get('step')}: {err.get('message')}"
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # the checkout this file (and dags/retrain.py) lives in
+
+
 def _settings() -> tuple[Path, str]:
-    home = Path(os.environ.get("RETRAIN_HOME") or Path(__file__).resolve().parents[1]).resolve()
-    return home, os.environ.get("RETRAIN_BIN") or str(home / ".venv" / "bin" / "retrain")
+    home = Path(os.environ.get("RETRAIN_HOME") or CHECKOUT).resolve()
+    return home, os.environ.get("RETRAIN_BIN") or str(CHECKOUT / ".venv" / "bin" / "retrain")
+
+
+def retrain_problem(retrain: str) -> str | None:
+    """One line when ``retrain`` cannot be the project's command (missing, a folder, not executable); else None.
+
+    >>> retrain_problem("/nonexistent/bin/retrain").split(": ")[:2]
+    ['RETRAIN_BIN /nonexistent/bin/retrain', 'no such file']
+    """
+    path = Path(retrain)
+    why = ("no such file" if not path.exists() else "a folder, not a program" if path.is_dir()
+           else "not executable" if not os.access(path, os.X_OK) else None)
+    if why is None:
+        return None
+    default = CHECKOUT / ".venv" / "bin" / "retrain"
+    return (f"RETRAIN_BIN {retrain}: {why}: set RETRAIN_BIN to the project's retrain on this worker "
+            f"(unset, it is {default}: run `make setup` in {CHECKOUT})")
 
 
 # ---- the DAGs ------------------------------------------------------------------------------------
@@ -189,6 +215,9 @@ def profile_dag(profile_path: Path, profile: dict[str, Any], *, home: Path, retr
         @task.sensor(task_id="take_lease", mode="reschedule", poke_interval=poke, timeout=24 * 3600,
                      retries=3, retry_delay=dt.timedelta(seconds=poke))
         def take_lease() -> PokeReturnValue:
+            problem = retrain_problem(retrain)
+            if problem:  # a wrong binary never gets better: fail at once, no retries
+                raise AirflowFailException(problem)
             ctx = get_current_context()
             owner = f"{ctx['dag'].dag_id}/{ctx['run_id']}"
             args = ["run", "--profile", str(profile_path), "--begin", "--owner", owner, "--json"]
@@ -200,7 +229,12 @@ def profile_dag(profile_path: Path, profile: dict[str, Any], *, home: Path, retr
                 return PokeReturnValue(is_done=False)
             if code != 0:
                 raise AirflowFailException(f"retrain run --begin exited {code}: {lines[-1] if lines else ''}")
-            return PokeReturnValue(is_done=True, xcom_value=last_json(lines)["run_dir"])
+            begun = last_json(lines).get("run_dir")
+            if not begun:
+                raise AirflowFailException(f"RETRAIN_BIN {retrain}: `run --begin --json` printed no run folder: "
+                                           "is it the project's retrain? (set RETRAIN_BIN, or unset it for "
+                                           f"{CHECKOUT / '.venv' / 'bin' / 'retrain'})")
+            return PokeReturnValue(is_done=True, xcom_value=begun)
 
         def step_task(task_id: str, number: str):
             @task(task_id=task_id, trigger_rule="all_success" if number == "10" else "none_failed")

@@ -107,10 +107,15 @@ def test_the_dag_factory_loads_by_file_path_in_airflows_environment_without_retr
 
 
 def test_airflow_dags_test_of_the_demo_dag_writes_the_same_run_as_retrain_run(tmp_path, demo_batches):
+    """As deployed: RETRAIN_HOME outside the checkout (shared storage) and no RETRAIN_BIN, so the tasks run the
+    `retrain` of the checkout the DAG file lives in (not <home>/.venv/bin/retrain, which does not exist)."""
     quiet = {"performance_threshold": 0.6}  # the tiny model stays above it: week 11 needs no retraining
     by_cli = _home(tmp_path / "cli", demo_batches, {"name": "demo", **quiet})
     by_dag = _home(tmp_path / "dag", demo_batches, {"name": "demo", **quiet})
+    assert not by_dag.resolve().is_relative_to(REPO) and not (by_dag / ".venv").exists()
     env = airflow_env(tmp_path / "airflow", by_dag, RETRAIN)
+    del env["RETRAIN_BIN"]
+    assert RETRAIN.resolve() == (REPO / ".venv" / "bin" / "retrain").resolve(), "the default is the checkout's retrain"
     airflow(env, "db", "migrate")
 
     for week, outcome in ((10, "bootstrapped"), (11, "no-retrain-needed")):
@@ -128,6 +133,29 @@ def test_airflow_dags_test_of_the_demo_dag_writes_the_same_run_as_retrain_run(tm
         assert states[step] == ["success", "skipped"], (step, states[step])
     details = json.loads(airflow(env, "dags", "details", "retrain_demo", "-o", "json").stdout.strip().splitlines()[-1])[0]
     assert str(details["max_active_runs"]) == "1" and details["timetable_summary"] == "1 day, 0:00:00", details
+
+
+def test_a_wrong_retrain_bin_fails_take_lease_at_once_with_one_line_and_no_retries(tmp_path, demo_batches):
+    home = _home(tmp_path / "home", demo_batches, {"name": "demo"})
+    wrong = tmp_path / "elsewhere" / ".venv" / "bin" / "retrain"
+    env = airflow_env(tmp_path / "airflow", home, wrong)
+    airflow(env, "db", "migrate")
+    # Airflow 3: `dags list` reads the metadata DB, which only a DAG processor fills (README says so) ...
+    assert "No data found" in airflow(env, "dags", "list").stdout
+    airflow(env, "dags", "reserialize")  # ... or this one command
+    listed = json.loads(airflow(env, "dags", "list", "-o", "json").stdout.strip().splitlines()[-1])
+    assert {"retrain_demo", "retrain_backtest"} <= {d["dag_id"] for d in listed}
+
+    out = subprocess.run([str(AIRFLOW), "dags", "test", "retrain_demo", week_end(10).isoformat()], env=env,
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode != 0
+    line = (f"AirflowFailException: RETRAIN_BIN {wrong}: no such file: set RETRAIN_BIN to the project's retrain on this "
+            f"worker (unset, it is {REPO / '.venv' / 'bin' / 'retrain'}: run `make setup` in {REPO})")
+    assert any(l.endswith(line) for l in (out.stdout + out.stderr).splitlines()), (out.stdout + out.stderr)[-4000:]
+    tries = LocalAirflow(tmp_path / "airflow", home, wrong).db(
+        "select state, try_number from task_instance where dag_id = 'retrain_demo' and task_id = 'take_lease'")
+    assert tries == [("failed", 1)], tries
+    assert not list(home.glob("runs/*")), "no run was begun"
 
 
 # ---- a LocalExecutor Airflow ----------------------------------------------------------------------------
