@@ -639,3 +639,58 @@ def test_an_unreliable_estimate_makes_the_estimated_trigger_fall_back_to_measure
     reliable = [dict(e, unreliable="") for e in estimates]
     assert _trigger_history(scored, reliable, "estimated") == [0.81, 0.80]
     assert not _performance(0.62, "w8", reliable[-1], "estimated", as_source("estimated"), info).fired  # the estimate alone: 0.80
+
+
+@pytest.mark.slow
+def test_in_the_playbook_a_label_share_that_moves_without_the_features_marks_the_estimate_and_the_trigger_reads_measured(tmp_path):
+    from retrainlib import steps
+    from retrainlib.demo import week_end
+    from tests.conftest import make_home
+    from tests.test_steps import run_steps
+
+    settings = {"data.label_delay_batches": 2, "triggers.policy": "any", "triggers.use": ["performance"],
+                "triggers.performance_source": "estimated"}
+    shifted, steady = make_home(tmp_path / "shifted", weeks=14, **settings), make_home(tmp_path / "steady", weeks=14, **settings)
+    rng = np.random.default_rng(0)
+    for week in range(9, 15):  # more defaults than the applicants' features explain: the features are untouched
+        path = shifted / f"data/demo/batches/{week_end(week)}.parquet"
+        frame = pd.read_parquet(path)
+        flip = (frame["default"] == 0).to_numpy() & (rng.random(len(frame)) < 0.4)
+        frame.loc[flip, "default"] = 1
+        frame.to_parquet(path)
+    results = {}
+    for name, home in (("shifted", shifted), ("steady", steady)):
+        run_steps(home, week_end(8).isoformat(), "boot")
+        ctx = steps.open_step("params/demo.yaml", str(home / "runs" / "second"), str(home), week_end(14).isoformat())
+        results[name] = (ctx, steps.analyze_drift(ctx))
+    ctx, analysis = results["shifted"]
+    newest = analysis.performance["estimate"]
+    assert newest["unreliable"].startswith("unreliable: label shift on ") and "expected" in newest["unreliable"], newest
+    perf = [t for t in analysis.decision.triggers if t.name == "performance"][0]
+    assert perf.source == "measured" and "measured instead" in perf.reason and "label shift" in perf.reason
+    assert perf.value == pytest.approx(analysis.performance["value"], abs=1e-4)  # the newest measured value
+    judged = [r for r in ctx.registry.evaluations(analysis.champion) if r.get("label_shift")]
+    assert judged and judged[-1]["label_shift"]["shifted"]
+    ctx, analysis = results["steady"]
+    assert not analysis.performance["estimate"]["unreliable"], analysis.performance["estimate"]
+    perf = [t for t in analysis.decision.triggers if t.name == "performance"][0]
+    assert perf.source == "estimated"
+    checks = [r["label_shift"] for r in ctx.registry.evaluations(analysis.champion) if r.get("label_shift")]
+    assert checks and not any(c["shifted"] for c in checks), [c["reason"] for c in checks]
+
+
+def test_the_band_table_shows_each_part_the_label_check_and_the_unreliable_flag():
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0.05, 0.6, 2000)
+    est = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=(rng.random(2000) < p).astype(int),
+                                 scores=p, classes=[0, 1])
+    record = [{"estimated": 0.8, "measured": 0.7, "in_band": False}] * 4
+    e = estimate.widen(est.estimate(p[:500], batch="data/2024-01-07.parquet"), record)
+    check = estimate.label_check(est, p[:500], (rng.random(500) < p[:500] + 0.15).astype(int), batch="w1")
+    row = {**e.to_dict(), "unreliable": estimate.unreliable_reason(check), "label_check": check}
+    table = estimate.band_table([row])
+    assert list(table["batch"]) == ["2024-01-07.parquet"] and table["track_record"].iloc[0] > 0
+    assert table["sampling"].iloc[0] > 0 and table["unreliable"].iloc[0].startswith("unreliable: label shift on w1")
+    line = estimate.band_summary(row)
+    assert "95% band" in line and "label shift on w1" in line and "4 judged estimates, 0 inside their band" in line
+    assert estimate.band_summary({}) == "not estimated: no batch to estimate" and estimate.band_table([]).empty

@@ -58,7 +58,7 @@ from .cbpe import N_DRAWS, SPREAD_ROWS  # noqa: F401
 from .estimator import CONFIDENCE, ESTIMATOR_FILE, MIN_BATCH_ROWS, Estimate, Estimator, compare, unavailable  # noqa: F401
 from .fit import MIN_CLASS_ROWS, MIN_ROWS, fit_estimator  # noqa: F401
 from .metrics import _binary_metric  # noqa: F401  (tests check it directly)
-from .track import WARMUP, clip_to_range, label_check, metric_range, track_record, unreliable_reason, widen  # noqa: F401
+from .track import WARMUP, band_summary, band_table, clip_to_range, label_check, metric_range, track_record, unreliable_reason, widen  # noqa: F401
 
 __all__ = [
     "Estimate",

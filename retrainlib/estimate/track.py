@@ -260,3 +260,29 @@ def _regression_check(est: Estimator, pred: np.ndarray, y: np.ndarray, features,
 def unreliable_reason(check: dict | None) -> str:
     """What an estimate carries when the newest labelled batch shows a label shift: ``unreliable: label shift …``."""
     return f"unreliable: {check['reason']}" if check and check.get("shifted") else ""
+
+
+# --------------------------------------------------------------------------- what a reader sees
+def band_summary(row: dict | None) -> str:
+    """One line on an estimate row (a step's ``estimates`` entry): value and band, reliable or why not, and what
+    the track record added."""
+    row = row or {}
+    if row.get("value") is None:
+        return f"not estimated: {row.get('reason') or 'no batch to estimate'}"
+    parts = row.get("parts") or {}
+    return (f"estimated {row.get('metric')} {row['value']:.3f} ({CONFIDENCE:.0%} band {row['low']:.3f}–{row['high']:.3f})"
+            f"; {row.get('unreliable') or 'reliable: the newest labels showed no label shift'}"
+            + (f"; track record: {parts['track_record_note']}" if parts.get("track_record_note") else ""))
+
+
+def band_table(rows: Iterable[dict]):
+    """A table of estimate rows: batch, estimate, band, the band's parts (half-widths: sampling, calibration,
+    track record), the label check made when the batch's labels arrived, and the unreliable flag."""
+    import pandas as pd
+
+    out = [{"batch": str(r.get("batch", "")).rsplit("/", 1)[-1], "estimate": r.get("value"), "low": r.get("low"),
+            "high": r.get("high"), **{p: (r.get("parts") or {}).get(p) for p in ("sampling", "calibration", "track_record")},
+            "labels when they arrived": (r.get("label_check") or {}).get("reason", ""), "unreliable": r.get("unreliable", "")}
+           for r in rows]
+    return pd.DataFrame(out, columns=["batch", "estimate", "low", "high", "sampling", "calibration", "track_record",
+                                      "labels when they arrived", "unreliable"])
