@@ -20,8 +20,11 @@ __all__ = ["drift_tables", "drift_figures", "performance_figure", "training_tabl
 
 def drift_tables(analysis: Analysis) -> list:
     """What notebook 10 shows below the decision: drift per feature, then the joint, target and
-    prediction drift; on a first run one line saying there is no reference yet."""
+    prediction drift; on a first run one line saying there is no reference yet, on a run that saw no new
+    batch one line saying so."""
     d = analysis.detail
+    if d.drift is None and analysis.champion is not None:
+        return ["no new batch since the champion's data: nothing to compare"]
     if d.drift is None:
         return ["first run: no reference window yet"]
     extra = [x.to_dict() for x in (d.drift.multivariate, d.target_drift, d.prediction_drift) if x is not None]
@@ -29,7 +32,8 @@ def drift_tables(analysis: Analysis) -> list:
 
 
 def drift_figures(ctx: StepContext, analysis: Analysis) -> list:
-    """Drift per feature and the most drifted distributions; on a first run, the training window per batch."""
+    """Drift per feature and the most drifted distributions; on a first run, the training window per batch;
+    nothing on a run that saw no new batch."""
     import matplotlib.pyplot as plt
 
     figs = []
@@ -46,7 +50,7 @@ def drift_figures(ctx: StepContext, analysis: Analysis) -> list:
             fig = performance_figure(analysis.performance, analysis.estimates)
             ctx.save_figure(fig, "10-performance-history")
             figs.append(fig)
-    else:
+    elif d.current is not None:  # a first run (None: a run between batches, with nothing new to draw)
         frame, src = d.current, ctx.profile.data
         per = frame.groupby(frame[src.time_column].dt.to_period("W").dt.start_time)[src.label].agg(["size", "mean"])
         fig, ax = plt.subplots(figsize=(8, 3))
