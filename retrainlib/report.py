@@ -11,6 +11,10 @@ is cached in ``runs/.report-cache.json`` keyed by its manifest's modification ti
 the index over hundreds of runs reads only what changed. The index has no JavaScript and no
 external resources.
 
+A run whose ``manifest.json`` cannot be read (not JSON, not an object, a field of the wrong type) is
+not left out: it is listed as ``damaged``, above the table and in its row, naming the file and what
+is wrong, and ``build_report`` logs a warning for it.
+
 >>> rows = [{"run_id": "r1", "model": "m", "time": "2024-01-07", "champion_metric": 0.8, "metric": "roc_auc",
 ...          "outcome": "bootstrapped", "new_champion_metric": 0.8}]
 >>> svg = champion_plot(rows)
@@ -33,7 +37,7 @@ from .durable import write_atomic as _write_atomic
 from .outputs import Analysis
 from .playbook import read_output
 
-__all__ = ["build_report", "render_run", "run_row", "champion_plot", "ReportResult", "INDEX"]
+__all__ = ["build_report", "render_run", "run_row", "damaged_row", "champion_plot", "ReportResult", "INDEX"]
 
 log = logging.getLogger("retrainlib.report")
 
@@ -60,10 +64,12 @@ class ReportResult:
     rendered: int
     skipped: int
     seconds: float
+    #: one line per run folder whose manifest.json is damaged, naming the file (those runs are listed as ``damaged``)
+    damaged: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": str(self.index), "runs": self.runs, "rendered": self.rendered,
-                "skipped": self.skipped, "seconds": self.seconds}
+                "skipped": self.skipped, "seconds": self.seconds, "damaged": list(self.damaged)}
 
 
 def _exporter():
@@ -117,11 +123,46 @@ def _scores(metrics: dict, who: str) -> dict[str, float]:
     return {k: v for k, v in ((metrics or {}).get(who) or {}).items() if isinstance(v, (int, float))}
 
 
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false", type(None): "null"}
+
+
 def run_row(run_dir: Path) -> dict[str, Any] | None:
-    """The index's row for one run folder, from its manifest and step 10's result; None without a manifest."""
-    m = _read_json(run_dir / "manifest.json")
-    if not isinstance(m, dict):
+    """The index's row for one run folder, from its manifest and step 10's result; None without a manifest.
+
+    A manifest that cannot be read gives a ``damaged`` row (:func:`damaged_row`) saying what is wrong with it.
+    """
+    path = run_dir / "manifest.json"
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        return damaged_row(run_dir, f"cannot be read ({type(exc).__name__}: {exc})")
+    except ValueError as exc:  # not UTF-8, or not JSON
+        return damaged_row(run_dir, f"is not JSON ({exc})")
+    if not isinstance(m, dict):
+        return damaged_row(run_dir, f"holds {_JSON_TYPES.get(type(m), type(m).__name__)} instead of a JSON object")
+    try:
+        return _manifest_row(run_dir, m)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        return damaged_row(run_dir, f"has a field of an unexpected type ({type(exc).__name__}: {exc})")
+
+
+def damaged_row(run_dir: Path, problem: str) -> dict[str, Any]:
+    """The row of a run whose manifest cannot be read: its folder, its notebooks, and one line naming the file."""
+    line = (f"{run_dir.parent.name}/{run_dir.name}/manifest.json {problem}; expected the JSON object a run writes: "
+            "restore the file, or move the run folder out of runs/")
+    notebooks = [{"name": nb.stem, "ipynb": nb.name, "html": nb.with_suffix(".html").name, "status": None}
+                 for nb in sorted(run_dir.glob("*.ipynb"))]
+    return {"run_id": run_dir.name, "folder": run_dir.name, "profile": None, "model": None, "started": None, "as_of": None,
+            "time": None, "status": "damaged", "outcome": "damaged", "exit_code": None, "seconds": None, "reasons": [],
+            "decision": None, "verdict": [], "champion_before": None, "champion_after": None, "challenger": None,
+            "champion_scores": {}, "challenger_scores": {}, "metric": None, "champion_metric": None,
+            "estimated_metric": None, "estimated_band": [None, None], "new_champion_metric": None,
+            "error": {"step": None, "message": line}, "damaged": line, "warnings": [], "notebooks": notebooks}
+
+
+def _manifest_row(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
     resolved = (m.get("profile") or {}).get("resolved") or {}
     metric = (resolved.get("training") or {}).get("eval_metric")
     analyze = _read_analysis(run_dir)
@@ -275,6 +316,7 @@ tr:target{background:#fff7d6}
 td.num{text-align:right;white-space:nowrap}
 ul{margin:0;padding-left:1.1em}
 .succeeded{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}.running{color:#9a6700}
+.damaged{color:#cf222e;font-weight:bold}
 .promoted,.bootstrapped{color:#1a7f37;font-weight:bold}.rolled-back,.blocked-by-quality,.rejected,.stuck{color:#9a6700}
 small{color:#666}
 """
@@ -320,11 +362,15 @@ def _index_html(rows: Sequence[dict], *, generated: str) -> str:
         counts[r.get("outcome") or r.get("status") or "?"] = counts.get(r.get("outcome") or r.get("status") or "?", 0) + 1
     summary = ", ".join(f"{v} {html.escape(k)}" for k, v in sorted(counts.items()))
     body = "\n".join(_row_html(r) for r in rows)
+    damaged = [r["damaged"] for r in rows if r.get("damaged")]
+    warning = (f'<p class="damaged">{len(damaged)} run{"s" if len(damaged) > 1 else ""} listed as damaged: '
+               + "; ".join(f"<code>{html.escape(d)}</code>" for d in damaged) + "</p>\n") if damaged else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>retrain runs</title>"
         f"<style>{_CSS}</style></head><body>\n<h1>Retraining runs</h1>\n"
         f"<p>{len(rows)} runs ({summary}); generated {html.escape(generated)} by <code>retrain report</code>. "
         "Links 10–40 open each step's executed notebook.</p>\n"
+        f"{warning}"
         f"<figure>{champion_plot(list(reversed(rows)))}</figure>\n"
         '<table id="runs"><thead><tr><th>time (UTC)</th><th>profile</th><th>trigger reasons</th><th>decision</th>'
         "<th>champion</th><th>champion metrics</th><th>challenger metrics</th><th>status</th><th>duration</th>"
@@ -367,7 +413,9 @@ def build_report(runs: str | os.PathLike, *, force: bool = False) -> ReportResul
             entry = {"stamp": stamp, "row": row, "rendered": False}
             cache["runs"][d.name] = entry
         row = entry["row"]
-        if row.get("status") != "running" and (force or not entry.get("rendered")):
+        if row.get("damaged"):
+            log.warning("report: %s", row["damaged"])
+        if row.get("status") not in ("running", "damaged") and (force or not entry.get("rendered")):
             if force or any(_needs_render(d / nb["ipynb"]) for nb in row["notebooks"]):
                 exporter = exporter or _exporter()  # nbconvert starts in seconds: only when there is work
                 r, s = render_run(d, exporter=exporter, force=force)
@@ -381,12 +429,13 @@ def build_report(runs: str | os.PathLike, *, force: bool = False) -> ReportResul
             nb["href"] = nb["html"] if (d / nb["html"]).exists() else nb["ipynb"]
         rows.append(row)
     cache["runs"] = {k: v for k, v in cache["runs"].items() if k in seen}
-    rows.sort(key=lambda r: (r.get("started") or "", r["folder"]), reverse=True)
+    rows.sort(key=lambda r: (bool(r.get("damaged")), r.get("started") or "", r["folder"]), reverse=True)  # damaged on top
     generated = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     index = runs / INDEX
     _write_atomic(index, _index_html(rows, generated=generated))
     _write_atomic(cache_path, json.dumps(cache, default=str))
-    result = ReportResult(index, len(rows), rendered, skipped, round(time.monotonic() - t0, 3))
+    result = ReportResult(index, len(rows), rendered, skipped, round(time.monotonic() - t0, 3),
+                          tuple(r["damaged"] for r in rows if r.get("damaged")))
     log.info("report: %d runs listed, %d notebooks rendered, %d already rendered; %s (%.1f s)",
              result.runs, result.rendered, result.skipped, index, result.seconds)
     return result

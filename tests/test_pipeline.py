@@ -113,3 +113,27 @@ def test_the_playbooks_kernel_keeps_its_own_and_tornados_log_out_of_the_runs_std
     assert int(level) == 50  # CRITICAL: its error-level tracebacks are not printed
     assert "logging" in names and "x" in names and "__import__" not in names  # the user's namespace holds only the cells' names
     assert [c.execution_count for c in out.cells if c.cell_type == "code"] == [1, 2]
+
+
+def test_a_step_kernels_channels_are_ipc_sockets_in_a_private_folder_removed_after_it(tmp_path):
+    """Kernels of concurrent runs once picked the same TCP port (``ZMQError: Address already in use``): a step's
+    kernel binds its five channels as IPC sockets in a folder of its own that only its user can enter."""
+    import os
+
+    from retrainlib.pipeline import execute_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import json, os\n"
+        "from ipykernel.connect import get_connection_info\n"
+        "info = json.loads(get_connection_info())\n"
+        "folder = os.path.dirname(info['ip'])\n"
+        "print(json.dumps({'transport': info['transport'], 'folder': folder, 'mode': os.stat(folder).st_mode & 0o777,\n"
+        "                  'channels': [f\"{info['ip']}-{info[k]}\" for k in info if k.endswith('_port')]}))")]
+    src = tmp_path / "probe.ipynb"
+    nbformat.write(nb, src)
+    execute_notebook(src, tmp_path / "out.ipynb", {}, cwd=tmp_path, progress=False)
+    seen = json.loads(nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs[0]["text"])
+    assert seen["transport"] == "ipc" and seen["mode"] == 0o700
+    assert len(seen["channels"]) == 5 and all(os.path.dirname(c) == seen["folder"] for c in seen["channels"])
+    assert not os.path.exists(seen["folder"])  # its sockets and connection file went with the kernel

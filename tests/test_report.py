@@ -196,3 +196,44 @@ def test_a_run_on_a_terminal_shows_papermills_progress_bar_instead_of_step_log_l
     assert code == 2, out[-2000:]  # no batch before 2000: a broken data contract, found by step 10
     assert re.search(r"Executing: +\d+%\|", out), out[-2000:]
     assert ": running 10-analyze-drift" not in out
+
+
+DAMAGED_MANIFESTS = {
+    "torn": ('{"run_id": "x", "status": "succ', "is not JSON"),
+    "not-utf8": (b"\xff\xfe{}", "is not JSON"),
+    "a-list": ("[1, 2]", "holds an array instead of a JSON object"),
+    "steps-a-string": ('{"run_id": "x", "status": "succeeded", "steps": "all of them"}', "has a field of an unexpected type"),
+}
+
+
+def test_a_run_whose_manifest_is_damaged_is_listed_as_damaged_naming_the_file_and_the_rest_still_index(reported, tmp_path,
+                                                                                                       caplog):
+    boot, _, _ = reported
+    runs = tmp_path / "runs"
+    shutil.copytree(boot.run_dir, runs / boot.run_dir.name)
+    for i, (name, (content, _)) in enumerate(sorted(DAMAGED_MANIFESTS.items())):
+        d = runs / f"2026010{i + 1}T000000Z-{name}"
+        shutil.copytree(boot.run_dir, d, ignore=shutil.ignore_patterns("*.html", "manifest.json"))
+        (d / "manifest.json").write_bytes(content if isinstance(content, bytes) else content.encode())
+    with caplog.at_level("WARNING", logger="retrainlib.report"):
+        result = build_report(runs)
+    assert result.runs == 1 + len(DAMAGED_MANIFESTS) and result.rendered == 0  # the good run was rendered already
+    page = (runs / INDEX).read_text()
+    assert "damaged" in page.split("<table")[0]  # said above the table, not only in a row
+    for folder in sorted(runs.glob("2026010*")):
+        name = folder.name.split("-", 1)[1]
+        line = next(d for d in result.damaged if f"runs/{folder.name}/manifest.json" in d)
+        assert DAMAGED_MANIFESTS[name][1] in line and "restore the file" in line
+        row = _row(page, folder.name)
+        assert 'class="damaged"' in row and f"runs/{folder.name}/manifest.json" in row
+        assert f'href="{folder.name}/10-analyze-drift.ipynb"' in row  # its notebooks stay reachable
+        assert any(f"runs/{folder.name}/manifest.json" in r.getMessage() for r in caplog.records)
+    assert 'class="succeeded"' in _row(page, boot.run_dir.name)
+
+    # repaired: the next report lists it as the run it is
+    repaired = sorted(runs.glob("2026010*"))[0]
+    m = json.loads((boot.run_dir / "manifest.json").read_text())
+    (repaired / "manifest.json").write_text(json.dumps({**m, "run_id": repaired.name}))
+    again = build_report(runs)
+    assert len(again.damaged) == len(DAMAGED_MANIFESTS) - 1 and not any(repaired.name in d for d in again.damaged)
+    assert 'class="damaged"' not in _row((runs / INDEX).read_text(), repaired.name)
