@@ -140,3 +140,19 @@ def test_two_models_run_at_the_same_time_and_neither_output_nor_record_holds_a_t
         for text_file in (p for p in folder.rglob("*") if p.suffix in (".log", ".txt", ".json", ".ipynb")):
             text = text_file.read_text(errors="replace")
             assert "Traceback" not in text and "ZMQError" not in text, text_file
+
+
+def test_retrain_report_over_a_damaged_manifest_lists_the_run_as_damaged_and_names_the_file_in_one_line(tmp_path):
+    home = tmp_path / "home"
+    (home / "params").mkdir(parents=True)
+    run = home / "runs" / "20260105T000000Z-demo"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text('{"run_id": "20260105T000000Z-demo", "status": "runn')  # torn by hand or by a disk
+    proc = retrain(home, "report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    warned = [ln for ln in proc.stderr.splitlines() if "WARNING" in ln]
+    assert len(warned) == 1 and f"runs/{run.name}/manifest.json is not JSON" in warned[0], proc.stderr
+    assert "1 runs listed" in proc.stdout
+    page = (home / "runs" / "index.html").read_text()
+    assert f'<tr id="{run.name}">' in page and f"runs/{run.name}/manifest.json is not JSON" in page
