@@ -12,9 +12,23 @@ import pandas as pd
 
 from retrainlib.backtest import markdown_table, recorded
 
-COLUMNS = ["strategy", "batches", "mean", "worst", "mean_after_drift", "retrains", "promotions", "rejected", "cpu_seconds",
+COLUMNS = ["strategy", "batches", "mean", "worst", "mean_after_drift", "retrains", "promotions", "rejected", "blocked",
+           "cpu_seconds",
            "mean_ratio", "worst_ratio", "mean_after_drift_ratio", "retrains_ratio", "promotions_ratio", "cpu_seconds_ratio",
            "gap_closed", "refit_ratio"]
+
+
+def blocks_section(records: pd.DataFrame) -> list[str]:
+    """Every run broken data blocked, with the finding it names (issue 22: changed data never blocks)."""
+    if "decision" not in records:
+        return []
+    blocked = records[records["decision"] == "blocked-by-quality"]
+    if blocked.empty:
+        return ["Data quality: **no run of any strategy was blocked** (broken data blocks; changed data — ranges, "
+                "missing shares, repeated rows, constant columns — is scored and never blocks).", ""]
+    rows = blocked.assign(finding=blocked["reasons"].str.split(" \\| ").str[0].str.slice(0, 240))
+    return [f"Data quality: {len(blocked)} run(s) blocked by broken data, each naming its finding:", "",
+            markdown_table(rows.set_index("strategy")[["batch", "finding"]]), ""]
 
 
 def report(path: str, plot: str | None, command: str | None, code: str | None = None) -> str:
@@ -40,6 +54,7 @@ def report(path: str, plot: str | None, command: str | None, code: str | None = 
               "(`refit`: retrain before every batch on the newest window, no gates).", ""]
     if plot:
         lines += [f"![metric per batch]({plot})", ""]
+    lines += blocks_section(records)
     if result.get("target"):
         lines += ["Target (≥ 95 % of every-batch's mean with ≤ 1/3 of its retrains, beating static after the drift):", ""]
         lines += [markdown_table(pd.DataFrame(result["target"]).set_index("strategy")), ""]

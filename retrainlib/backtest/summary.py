@@ -23,6 +23,7 @@ def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_po
     With ``static`` and ``refit`` replayed, ``gap_closed`` is the share of the gap between their mean
     metrics a strategy closes ((mean − static) / (refit − static)) and ``refit_ratio`` its mean as a
     share of refit's (refit's / its own when lower is better), both on the batches all three scored.
+    ``blocked`` counts the runs broken data blocked (each names its finding in the records' ``reasons``).
     ``harmful_promotions`` counts the promotions whose regret (:mod:`.regret`: the successor against the
     champion it replaced on the batches that follow) lies below zero beyond sampling error, and
     ``mean_regret`` averages the measured regrets (NaN for records written before they existed).
@@ -46,6 +47,7 @@ def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_po
             retrains=int((r["trained"] & ~r["bootstrap"]).sum()),
             promotions=int((r["promoted"] & ~r["bootstrap"]).sum()),
             rejected=int((r["action"] == "rejected").sum()),
+            blocked=int((r["decision"] == "blocked-by-quality").sum()) if "decision" in r else 0,
             **regret_summary(r),
             cpu_seconds=float(r["cpu_seconds"].sum()),
             fits_reused=int((r["fit_cache"] == "reused").sum()),
