@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .durable import write_atomic
-from .errors import ExitCode, RetrainError, RunLocked
+from .errors import ExitCode, ProfileError, RetrainError, RunLocked
 
 __all__ = ["main", "EXIT_BAD_INPUT", "EXIT_LOCKED"]
 
@@ -346,6 +346,40 @@ def cmd_rollback(args) -> int:
     return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
 
 
+def cmd_mlflow_sync(args) -> int:
+    """Mirror into MLflow what it misses now (runs, versions, alias ``champion``); exit 0 once in sync."""
+    paths, prof, registry = _context(args)
+    if prof.mlflow is None:
+        raise ProfileError(f"{args.profile}: no mlflow: section, so nothing is mirrored; add mlflow.tracking_uri "
+                           "(README: Track in MLflow) to mirror this profile's runs and versions")
+    try:
+        from . import mlflow_mirror
+    except ImportError as exc:
+        print(f"retrain: error: {exc}: install the optional extra: pip install -r requirements-mlflow.txt", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.verbose:  # the mirror's own log line speaks of runs and manifests; this command prints its own
+        logging.getLogger(mlflow_mirror.log.name).setLevel(logging.ERROR)
+    rec = mlflow_mirror.sync(prof.mlflow, runs_dir=paths.runs, registry=registry, profile_name=prof.name,
+                             model_name=prof.model_name)
+    if args.json:
+        print(json.dumps(rec, indent=2, default=str))
+    if rec["status"] != "mirrored":
+        print(f"retrain: error: mlflow {prof.mlflow.tracking_uri}: could not mirror: {one_line(rec['error'])}; "
+              "nothing changed here, run it again when the server answers", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.json:
+        champ = rec["champion"]
+        before, after = champ.get("mlflow_version_before"), champ.get("mlflow_version")
+        alias = (f"alias {mlflow_mirror.ALIAS} -> version {after} ({champ['version']})" if after
+                 else f"alias {mlflow_mirror.ALIAS}: none (no champion)")
+        if before != after:
+            alias += f", moved from version {before or '(none)'}"
+        what = (f"mirrored {len(rec['runs'])} run(s) and {len(rec['versions'])} version(s)"
+                if rec["runs"] or rec["versions"] or before != after else "already in sync")
+        print(f"mlflow {prof.mlflow.tracking_uri}: {what}; {alias}; {rec['model_url']}")
+    return 0
+
+
 def _file(path: str, option: str) -> Path:
     """A --reference/--current file, checked as data.read_frame checks it (exists, format, readable, unique names)."""
     from .data import check_file
@@ -632,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--to", default=None, help="version to roll back to, e.g. v0002")
     sp.add_argument("--reason", default="manual rollback (retrain rollback)")
     sp.add_argument("--wait", type=float, default=0, help="seconds to wait for a running run of this model")
+    sp = add("mlflow-sync", cmd_mlflow_sync, "mirror into MLflow (the profile's mlflow: section) what it misses "
+             "now: runs, versions, alias champion; idempotent, exit 0 once in sync, 1 when the server cannot be reached")
+    sp.add_argument("--json", action="store_true", help="print the mirror's record as JSON")
     sp = add("backtest", cmd_backtest, "replay history once per retraining strategy (walk-forward) and compare them")
     sp.add_argument("--strategies", default="all",
                     help="comma-separated: static, periodic, drift, performance, hybrid, every-batch, refit (default all)")

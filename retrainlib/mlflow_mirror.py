@@ -335,7 +335,8 @@ class _Mirror:
                                               description=f"retrainlib version {version.name} (run {meta.get('run_id')})")
         return mv.version
 
-    def point_alias(self, version_number: str | None) -> None:
+    def point_alias(self, version_number: str | None) -> str | None:
+        """Alias ``champion`` on ``version_number`` (deleted for None); the version it was on before."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -347,6 +348,7 @@ class _Mirror:
                 self.client.delete_registered_model_alias(self.model, ALIAS)
         elif str(current) != str(version_number):
             self.client.set_registered_model_alias(self.model, ALIAS, str(version_number))
+        return None if current is None else str(current)
 
     # links (MLflow's UI routes)
     def run_url(self, run_id: str) -> str:
@@ -396,7 +398,8 @@ def sync(settings, *, runs_dir: Path, registry, profile_name: str, model_name: s
         ``run_url`` of ``current_run``, ``runs`` (every run mirrored by this sync: ours -> MLflow's
         ``run_id`` and ``url``),
         ``versions`` (ours -> MLflow version, registered by this sync), ``champion`` (the version
-        alias ``champion`` points to), ``model_url``, ``seconds``; ``error`` when it failed.
+        alias ``champion`` points to, and ``mlflow_version_before``: where it pointed before this
+        sync), ``model_url``, ``seconds``; ``error`` when it failed.
     """
     import filelock
 
@@ -426,8 +429,9 @@ def sync(settings, *, runs_dir: Path, registry, profile_name: str, model_name: s
                 mirrored[version.name] = number
             champion = registry.champion()
             numbers = {k: str(getattr(v, "version", v)) for k, v in mirrored.items()}
-            m.point_alias(numbers.get(champion))
-            record.update(status="mirrored", champion={"version": champion, "mlflow_version": numbers.get(champion)},
+            before = m.point_alias(numbers.get(champion))
+            record.update(status="mirrored", champion={"version": champion, "mlflow_version": numbers.get(champion),
+                                                       "mlflow_version_before": before},
                           model_url=m.model_url(), experiment_url=f"{m.uri}/#/experiments/{m.experiment_id}")
             if current_run in done:
                 record.update(run=done[current_run], run_url=m.run_url(done[current_run]))

@@ -11,6 +11,9 @@ real ``retrain`` child process with MLflow credentials in its environment:
 4. ``retrain rollback`` makes v0001 champion again and moves MLflow's alias with it.
 5. a run on a broken batch fails at step 10 and is mirrored as FAILED.
 6. a run stopped by SIGTERM in step 10; the next sync mirrors it as KILLED, and one more finds nothing to do.
+7. an outage: the proxy stops answering while ``retrain rollback --to v0002`` runs, so MLflow's alias
+   stays on v0001; ``retrain mlflow-sync`` (server back) moves it to v0002 and mirrors the rollback's
+   run, and a second ``retrain mlflow-sync`` finds it in sync (exit 0 both times).
 
 The tests then read the server through ``MlflowClient`` and ``mlflow.pyfunc.load_model``, and
 headless Chromium takes the README's screenshots of MLflow's UI.
@@ -41,6 +44,7 @@ import yaml
 from retrainlib.demo import week_end
 from tests.conftest import REPO, make_home
 from tests.shared_runs import PROFILE, child_env, manifests, retrain
+from tests.test_browser import CHROMIUM, require_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +59,6 @@ EXPERIMENT, REGISTERED = "loan-demo", "loan-default-demo-mirror"
 #: MLflow credentials of this session (random per session): no file or log may ever hold them
 TOKEN = f"mlflow-canary-token-{os.urandom(8).hex()}"
 PASSWORD = f"mlflow-canary-password-{os.urandom(8).hex()}"
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 
 def free_port() -> int:
@@ -200,6 +203,14 @@ def played(tmp_path_factory):
         out["catch_up"], out["resync"] = (
             mlflow_mirror.sync(prof.mlflow, runs_dir=home / "runs", registry=registry, profile_name=prof.name,
                                model_name=prof.model_name) for _ in range(2))
+        proxy.close()  # 7. an outage while the champion moves: the alias is left stale
+        out["code_outage_rollback"] = retrain(home, "rollback", "--profile", PROFILE, "--to", "v0002", log=log, env=env).returncode
+        out["stale"] = _state(client)
+        proxy = RecordingProxy(proxy_port, server.url)  # the server answers again
+        out["syncs"] = [subprocess.run([sys.executable, "-m", "retrainlib.cli", "mlflow-sync", "--profile", PROFILE, "--home",
+                                        str(home)], capture_output=True, text=True, env=env, timeout=600) for _ in range(2)]
+        out["synced"] = _state(client)
+        out["sync_headers"] = list(proxy.headers)
         out["runs"] = sorted(d for d in (home / "runs").iterdir() if d.is_dir() and not d.name.endswith("-rollback"))
         out["rollback_runs"] = sorted((home / "runs").glob("*-rollback"))  # `retrain rollback` is a run of its own
         out["client"] = client
@@ -297,9 +308,9 @@ def test_re_mirroring_never_duplicates_runs_or_versions(played):
 
     every = _runs(played["client"], played["experiment_id"], ViewType.ALL)
     ours = [r.data.tags["retrain.run_id"] for r in every]
-    assert len(played["runs"]) == 4 and len(played["rollback_runs"]) == 1
+    assert len(played["runs"]) == 4 and len(played["rollback_runs"]) == 2
     runs = [*played["runs"], *played["rollback_runs"]]
-    assert sorted(ours) == sorted(_manifest(d)["run_id"] for d in runs)  # four runs and the rollback, each once
+    assert sorted(ours) == sorted(_manifest(d)["run_id"] for d in runs)  # four runs and the two rollbacks, each once
     assert played["after_rollback"]["versions"] == ["v0001", "v0002"]
     assert _state(played["client"])["versions"] == ["v0001", "v0002"]
 
@@ -372,6 +383,39 @@ def test_alias_champion_is_on_the_promoted_version_and_follows_retrain_rollback(
     assert "mlflow: alias champion -> version" in played["log"].read_text()
 
 
+def test_retrain_mlflow_sync_moves_a_champion_alias_left_stale_by_an_outage_and_then_finds_it_in_sync(played):
+    rollback = _manifest(played["rollback_runs"][1])
+    assert played["code_outage_rollback"] == 7 and rollback["champion_after"] == "v0002"
+    assert rollback["mlflow"]["status"] == "failed" and "Connection refused" in rollback["mlflow"]["error"]
+    assert played["stale"] == {"alias": "v0001", "versions": ["v0001", "v0002"]}  # MLflow did not hear of it
+    first, second = played["syncs"]
+    assert first.returncode == 0, first.stderr
+    number = played["client"].get_model_version_by_alias(REGISTERED, "champion").version
+    assert played["synced"] == {"alias": "v0002", "versions": ["v0001", "v0002"]}
+    assert first.stdout.splitlines()[-1].startswith(
+        f"mlflow {played['tracking_uri']}: mirrored 1 run(s) and 0 version(s); alias champion -> version {number} (v0002), "
+        f"moved from version ")
+    assert rollback["run_id"] in _by_run_id(played)  # the rollback's run caught up too
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[-1] == (f"mlflow {played['tracking_uri']}: already in sync; alias champion -> "
+                                              f"version {number} (v0002); {played['tracking_uri']}/#/models/{REGISTERED}")
+    assert f"Bearer {TOKEN}" in played["sync_headers"]  # MLflow's own credential variables, as a run uses them
+
+
+def test_retrain_mlflow_sync_refuses_a_profile_without_an_mlflow_section_and_fails_when_the_server_is_down(tmp_path):
+    home = make_home(tmp_path / "plain")
+    out = subprocess.run([sys.executable, "-m", "retrainlib.cli", "mlflow-sync", "--home", str(home), "--profile", PROFILE],
+                         capture_output=True, text=True, env=child_env(), timeout=300)
+    assert out.returncode == 2 and out.stderr.strip() == (
+        f"retrain: error: {PROFILE}: no mlflow: section, so nothing is mirrored; add mlflow.tracking_uri (README: Track in "
+        "MLflow) to mirror this profile's runs and versions"), out.stderr
+    down = make_home(tmp_path / "down", mlflow={"tracking_uri": f"http://127.0.0.1:{free_port()}"})
+    out = subprocess.run([sys.executable, "-m", "retrainlib.cli", "mlflow-sync", "--home", str(down), "--profile", PROFILE],
+                         capture_output=True, text=True, env=child_env(), timeout=300)
+    assert out.returncode == 1 and out.stdout == "", out.stdout
+    assert "could not mirror" in out.stderr and "Connection refused" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
 def test_pyfunc_load_of_the_champion_alias_predicts_what_our_champion_predicts_on_the_holdout(played):
     home, holdout = played["home"], played["holdout"]
     registry = Registry(home / "models", "loan-default-demo")
@@ -428,8 +472,7 @@ def _screenshots(played) -> dict:
 
 @pytest.mark.browser
 def test_the_mlflow_ui_shows_the_run_with_its_executed_notebooks(played):
-    if not CHROMIUM:
-        pytest.skip("chromium is not installed (`make test` installs it as root)")
+    require_chromium()  # skipped visibly without chromium, failed under CI
     run, model = played["shots"]["run"], played["shots"]["model"]
     assert run["code"] == 0 and run["png"].stat().st_size > 20_000, run["stderr"]
     m = _manifest(played["runs"][1])
