@@ -347,26 +347,30 @@ class MlflowSettings(_Section):
 class Profile(_Section):
     """Every threshold and setting of one retraining playbook."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the profile's name (run folders are named after it)")
+    description: str = Field(default="", description="one line saying what the profile is for")
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the registry's model folder, models/<model_name>/")
     registry: str = Field(default="models", description="registry root, relative to the project home")
 
     # the guide's thresholds
     performance_threshold: float = Field(
         default=0.8, description="in training.eval_metric's own units and direction (RMSE 2.0: fires above 2.0)"
     )
-    drift_threshold: float = Field(default=0.1, ge=0.0, le=1.0)
-    data_quality_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    drift_threshold: float = Field(default=0.1, ge=0.0, le=1.0, description="share of features allowed to drift before the drift trigger fires")
+    data_quality_threshold: float = Field(
+        default=0.8, ge=0.0, le=1.0,
+        description="changed-data score below which the data_quality trigger fires (broken data blocks whatever the score)")
     retraining_interval: float = Field(default=7, gt=0, le=366, description="days")
     max_retraining_time: float = Field(default=7200, gt=0, le=7 * 86400, description="seconds")
-    improvement_threshold: float = Field(default=0.01, ge=0.0, le=1.0)
-    stability_threshold: float = Field(default=0.95, ge=0.0, le=1.0)
-    cpu_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
-    memory_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
-    disk_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
-    max_versions: int = Field(default=10, ge=2, le=1000)
-    backup_retention_days: float = Field(default=30, gt=0, le=3650)
+    improvement_threshold: float = Field(default=0.01, ge=0.0, le=1.0,
+                                         description="gain a challenger needs over the champion on every listed metric")
+    stability_threshold: float = Field(default=0.95, ge=0.0, le=1.0,
+                                       description="share of predictions that must stay put under 1 % input noise")
+    cpu_threshold: float = Field(default=0.9, gt=0.0, le=1.0, description="CPU share while training above which a warning is recorded")
+    memory_threshold: float = Field(default=0.9, gt=0.0, le=1.0, description="share of this machine's memory above which a running fit is stopped")
+    disk_threshold: float = Field(default=0.9, gt=0.0, le=1.0, description="disk share a fit may not push the disk past")
+    max_versions: int = Field(default=10, ge=2, le=1000, description="versions the registry keeps (never the champion or the one before it)")
+    backup_retention_days: float = Field(default=30, gt=0, le=3650, description="days a replaced version is kept")
 
     data: DataSource
     training: TrainingSettings = TrainingSettings()
