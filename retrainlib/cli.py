@@ -254,10 +254,11 @@ def cmd_status(args) -> int:
 
     paths, prof, registry = _context(args)
     champion, shown = _champion_shown(registry)
+    shadow = registry.shadow_record()  # validation.shadow_batches: a version on trial beside the champion
     versions = [
         {"version": v.name, "created": v.metadata.get("created", ""), "run": v.metadata.get("run_id", ""),
          "rows": v.metadata.get("n_rows", ""), "size_mb": round(v.size_bytes / 2**20, 2),
-         "role": "champion" if v.name == champion else ""}
+         "role": "champion" if v.name == champion else "shadow" if shadow and v.name == shadow["version"] else ""}
         for v in registry.versions()
     ]
     runs = []
@@ -273,6 +274,8 @@ def cmd_status(args) -> int:
             runs.append({"run": m["run_id"], "status": m["status"], "outcome": m.get("outcome"),
                          "champion_after": m.get("champion_after"), "seconds": m.get("seconds")})
     status = {"model": prof.model_name, "champion": champion, "versions": versions,
+              "shadow": shadow and {"version": shadow["version"], "since": shadow["time"], "needed": shadow["needed"],
+                                    "batches": len(registry.shadow_batches()), "reason": shadow["reason"]},
               "registry_mb": round(registry.total_size_bytes() / 2**20, 2), "runs": runs,
               "pointer_problem": registry.pointer_problem()}
     if prof.mlflow is not None:
@@ -283,6 +286,9 @@ def cmd_status(args) -> int:
         print(json.dumps(status, indent=2))
         return 0
     print(f"model {prof.model_name}: champion {shown}; registry {status['registry_mb']} MB")
+    if status["shadow"]:
+        s = status["shadow"]
+        print(f"shadow {s['version']} on trial since {s['since'][:19]}: {s['batches']} of {s['needed']} batch(es) scored")
     if versions:
         _print_table(versions, ["version", "role", "created", "run", "rows", "size_mb"])
     print()

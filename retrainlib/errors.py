@@ -44,6 +44,9 @@ class ExitCode(IntEnum):
     ROLLED_BACK = 7  # rolled back (automatically after a failed smoke test, or by hand)
     INTEGRITY = 8  # integrity failure: stored files do not match their checksums
     TRAINING = 9  # training failed: fit error, overran max_retraining_time, resource limit
+    SHADOW_STARTED = 10  # the passing challenger became the shadow (validation.shadow_batches): it does not serve yet
+    PROMOTED_FROM_SHADOW = 11  # the shadow's trial passed and it was promoted (smoke test and all)
+    SHADOW_DROPPED = 12  # the shadow's trial failed: dropped, it never served
     LOCKED = 75  # another run holds the model's run lock (EX_TEMPFAIL: try again later)
     INTERRUPTED = 130  # Ctrl-C
     TERMINATED = 143  # SIGTERM
@@ -57,6 +60,9 @@ EXIT_CODES = {
     ExitCode.BLOCKED: "retraining blocked by data quality",
     ExitCode.STUCK: "champion stuck: below performance_threshold after N consecutive rejections",
     ExitCode.ROLLED_BACK: "rolled back (automatically after a failed smoke test, or by hand)",
+    ExitCode.SHADOW_STARTED: "the passing challenger became the shadow: on trial beside the champion, not serving yet",
+    ExitCode.PROMOTED_FROM_SHADOW: "the shadow's trial passed: promoted from shadow",
+    ExitCode.SHADOW_DROPPED: "the shadow's trial failed: dropped, it never served",
     ExitCode.FAILED: "the run failed (other)",
     ExitCode.BAD_INPUT: "bad input: profile, data contract, unknown version, arguments",
     ExitCode.INTEGRITY: "integrity failure: stored files do not match their checksums",

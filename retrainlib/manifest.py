@@ -33,6 +33,9 @@ OUTCOMES = {
     "blocked-by-quality": 5,
     "stuck": 6,  # champion below performance_threshold and validation.stuck_after rejections in a row
     "rolled-back": 7,  # automatic (failed smoke test) or by hand (`retrain rollback`)
+    "shadow-started": 10,  # validation.shadow_batches: the passing challenger is on trial beside the champion
+    "promoted-from-shadow": 11,  # the shadow's trial passed: it serves now
+    "shadow-dropped": 12,  # the shadow's trial failed: it never served
     "failed": 1,
     "abandoned": 1,
 }

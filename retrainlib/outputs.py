@@ -89,10 +89,11 @@ class Analysis(_Output):
     batch_quality: list[JSON] = field(default_factory=list)
     holdout_check: JSON | None = None
     backtest_refit: str | None = None  # the backtest's ``refit`` strategy moved the training window
+    shadow: JSON | None = None  # the shadow's trial (retrainlib.steps.shadow): paired batches and the verdict
     extra: JSON = field(default_factory=dict, compare=False, repr=False)
     detail: Any = field(default=None, compare=False, repr=False)  # AnalysisDetail: report objects and frames
 
-    _optional: ClassVar[frozenset[str]] = frozenset({"backtest_refit"})
+    _optional: ClassVar[frozenset[str]] = frozenset({"backtest_refit", "shadow"})
 
     @classmethod
     def _convert(cls, kw: JSON) -> JSON:
@@ -272,7 +273,9 @@ class Validation(_Output):
 @dataclass(frozen=True)
 class Promotion(_Output):
     """Step 40: what happened to the champion (``promoted``, ``auto-rolled-back``, ``rejected``,
-    ``rolled-back`` or ``none``), then retention."""
+    ``rolled-back`` or ``none``; with ``validation.shadow_batches``: ``shadow-started``,
+    ``promoted-from-shadow`` or ``shadow-dropped``), then retention. ``shadow``: what became of the
+    shadow's trial in this run (``outcome``, ``version``, the verdict), written only when there was one."""
 
     action: str
     champion_before: str | None = None
@@ -283,11 +286,15 @@ class Promotion(_Output):
     retention_removed: list[str] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
     registry_bytes: int | None = None
+    shadow: JSON | None = None
     extra: JSON = field(default_factory=dict, compare=False, repr=False)
+
+    _optional: ClassVar[frozenset[str]] = frozenset({"shadow"})
 
     @property
     def promoted(self) -> bool:
-        return self.action == "promoted"
+        """A new champion serves: promoted at once, or after its shadow trial."""
+        return self.action in ("promoted", "promoted-from-shadow")
 
     @property
     def rolled_back(self) -> bool:
@@ -309,5 +316,7 @@ class Promotion(_Output):
                        f"{self.refit['version']}")
         if self.stuck:
             out.append(self.stuck["reason"])
+        if self.shadow:
+            out.append(f"shadow {self.shadow.get('version')}: {self.shadow.get('outcome')} - {self.shadow.get('reason')}")
         out.append(f"removed by retention: {self.retention_removed or 'nothing'}")
         return out

@@ -103,6 +103,8 @@ def fill_manifest(manifest: RunManifest, run_dir: Path) -> None:
         manifest.reasons = [promote.stuck_reason, *manifest.reasons]
     elif analyze and analyze.decision.status == "blocked-by-quality":
         manifest.outcome = "blocked-by-quality"
+    elif promote and promote.action in ("shadow-started", "promoted-from-shadow", "shadow-dropped"):
+        manifest.outcome = promote.action  # validation.shadow_batches: what became of the shadow
     elif analyze and not analyze.decision.retrain:
         manifest.outcome = "no-retrain-needed"
     elif promote and promote.promoted:

@@ -147,6 +147,13 @@ class ValidationSettings(_Section):
     stuck_after: int = Field(
         default=3, ge=1, description="rejections in a row, with the champion below performance_threshold, that make a run 'stuck'"
     )
+    shadow_batches: int = Field(
+        default=0, ge=0, le=100,
+        description="0: a challenger that passes every gate serves at once; N: it becomes the shadow, scored beside the "
+                    "champion on the next N labelled batches (sooner where the paired sequential test decides), then "
+                    "promoted if not worse by the improvement gate's rule over the pooled rows, else dropped "
+                    "(retrainlib.shadow)",
+    )
 
 
 class TriggerSettings(_Section):

@@ -150,7 +150,7 @@ def markdown_table(summary: pd.DataFrame, *, digits: int = 3) -> str:
 
 _COLORS = {"static": "#7f7f7f", "periodic": "#1f77b4", "drift": "#ff7f0e", "performance": "#2ca02c",
            "performance-estimated": "#17becf",
-           "hybrid": "#9467bd", "every-batch": "#d62728", "refit": "#000000"}
+           "hybrid": "#9467bd", "every-batch": "#d62728", "shadow": "#e377c2", "refit": "#000000"}
 
 
 def plot_backtest(result: BacktestResult):

@@ -25,7 +25,7 @@ from ..training import CHILD_PROCESS
 from .regret import no_regret, promotion_regret
 from .result import BacktestResult
 from .step import _policy, _replay_step
-from .strategies import STRATEGIES, Strategy, parse_strategies
+from .strategies import SHADOW, SHADOW_BATCHES, STRATEGIES, Strategy, parse_strategies
 from .summary import summarize
 
 
@@ -61,11 +61,23 @@ def _scratch_profile(profile_path: Path, home: Path, batches: Path, strategy: St
         raw["data"]["label_delay_batches"] = label_delay
     if strategy.name == "periodic" and period_days is not None:
         raw["retraining_interval"] = period_days
+    if strategy.name == SHADOW:  # the profile's trial length, else 2 batches
+        validation = dict(raw.get("validation") or {})
+        validation["shadow_batches"] = validation.get("shadow_batches") or SHADOW_BATCHES
+        raw["validation"] = validation
     (home / "params").mkdir(parents=True, exist_ok=True)
     path = home / "params" / f"{raw['name']}.yaml"
     write_atomic(path, yaml.safe_dump(raw, sort_keys=False))
     load_profile(path)  # fail here, naming the file, if the variant is invalid
     return path
+
+
+def _on_trial(profile_path: Path, home: Path) -> str | None:
+    """The shadow on trial in a strategy's scratch registry, or None."""
+    from ..registry import Registry
+
+    prof = load_profile(profile_path)
+    return Registry(Paths.discover(home).resolve(prof.registry), prof.model_name).shadow()
 
 
 def _default_work_dir(paths: Paths, name: str) -> Path:
@@ -96,7 +108,7 @@ def run_backtest(
     ----------
     profile : path
         The profile whose data source, thresholds and model settings are replayed.
-    strategies : "static,periodic,drift,performance,hybrid,every-batch,refit" (default: all)
+    strategies : "static,periodic,drift,performance,hybrid,every-batch,shadow,refit" (default: all)
     work_dir : path
         Scratch homes (one per strategy, each with its registry and step run folders) and the shared
         fits; default ``runs/<UTC timestamp>-<profile>-backtest/``.
@@ -172,6 +184,8 @@ def run_backtest(
                     due = last_trained is None or i - last_trained >= period_batches
                     policy = steps.RetrainPolicy("always" if due else "never",
                                                  f"backtest strategy 'periodic': retrain every {period_batches} batch(es)")
+                if strategy.name == SHADOW and _on_trial(prof_path, home_s):
+                    policy = steps.RetrainPolicy("never", "backtest strategy 'shadow': no retraining while a shadow is on trial")
                 row = _replay_step(strategy, prof_path, home_s, batch, warmup - 1 + i, cache or CHILD_PROCESS, policy=policy)
                 if row["replaced"] and not row["bootstrap"]:  # the promotion's cost on the batches that follow
                     row.update(promotion_regret(prof_path, home_s, row["replaced"], row["champion_after"],

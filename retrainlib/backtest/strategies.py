@@ -42,11 +42,15 @@ STRATEGIES: dict[str, Strategy] = {
                  performance_source="both"),
         Strategy("hybrid", "the profile's own trigger policy"),
         Strategy("every-batch", "retrain on every new batch (the costly reference)", retrain="always"),
+        Strategy("shadow", "every-batch, but a passing challenger serves only after a shadow trial beside the champion "
+                 "(validation.shadow_batches, default 2; no retraining while a shadow is on trial)", retrain="always"),
         Strategy("refit", "retrain before every batch on the newest window, the newest batch included, and "
                  "deploy without gates (the plain reference)", retrain="always", gates=False),
     )
 }
 REFERENCE = "every-batch"
+#: every-batch with a shadow trial before a challenger serves, and its trial length unless the profile sets one
+SHADOW, SHADOW_BATCHES = "shadow", 2
 #: the plain reference the acceptance check measures against
 PLAIN = "refit"
 #: strategies that decide from the data (the target applies to them)

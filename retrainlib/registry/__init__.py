@@ -7,6 +7,7 @@ One folder per model, ``models/<model-name>/`` (the names live in :mod:`.layout`
     CHAMPION          JSON pointer {"version", "previous", "since", "run_id", ...}, replaced atomically
     history.jsonl     append-only promotions, rollbacks and retention deletions
     evaluations.jsonl the champion's measured metric per batch (and estimates.jsonl, attempts.jsonl)
+    shadows.jsonl     the shadow role: a validated version on trial beside the champion (:mod:`.shadows`)
     pins.json         versions marked ``keep`` (never deleted by retention)
     .lock .run.lock   the writer lock and the one-run-at-a-time lock
     .staging/ .trash/ where versions are built and where deleted versions disappear
@@ -47,8 +48,9 @@ import filelock
 
 from ..errors import RegistryError
 from . import evaluations as _logs
-from . import jsonl, locks, promotion, retention
-from .layout import ATTEMPTS, ESTIMATES, ESTIMATORS, EVALUATIONS, HISTORY, VERSION_PATTERN, check_model_name, is_version_name, listing, now
+from . import jsonl, locks, promotion, retention, shadows
+from .layout import (ATTEMPTS, ESTIMATES, ESTIMATORS, EVALUATIONS, HISTORY, SHADOWS, VERSION_PATTERN, check_model_name,
+                     is_version_name, listing, now)
 from .locks import RUN_LOCK_HELD_ENV
 from .pointer import EVENTS, HistoryEvent, Pointer
 from .promotion import PromotionResult
@@ -293,11 +295,47 @@ class Registry:
         if not self.path.is_dir():
             return []
         done = self._versions.clear_leftovers()
-        for name in (HISTORY, EVALUATIONS, ATTEMPTS):
+        for name in (HISTORY, EVALUATIONS, ATTEMPTS, SHADOWS):
             if jsonl.has_torn_tail(self.path / name):
                 jsonl.cut_torn_tail(self.path / name)
                 done.append(f"cut a torn last line off {name}")
-        return done + self._pointer.recover()
+        done += self._pointer.recover()
+        return done + shadows.recover(self)
+
+    # ---- the shadow: a validated version on trial beside the champion (:mod:`.shadows`) -------
+    def shadow(self) -> str | None:
+        """The shadow's version name, ``None`` when no version is on trial."""
+        row = shadows.current(self)
+        return row["version"] if row else None
+
+    def shadow_record(self) -> dict | None:
+        """The shadow's ``start`` row (``version``, ``champion``, ``needed``, ``time``, ``run_id``, ``reason``), or None."""
+        return shadows.current(self)
+
+    def start_shadow(self, name: str, *, needed: int, run_id: str | None, reason: str, validated: str | None = None,
+                     data_end: str | None = None) -> dict:
+        """Put version ``name`` on trial beside the champion for ``needed`` batches after ``data_end`` (the newest batch
+        its validation saw); a shadow on trial is ``replaced``."""
+        return shadows.start(self, name, champion=self.champion(), needed=needed, run_id=run_id, reason=reason,
+                             validated=validated, data_end=data_end)
+
+    def record_shadow_batches(self, rows: Sequence[dict]) -> None:
+        """Append shadow and champion scored on the same rows of a batch, one row per batch, to ``shadows.jsonl``."""
+        shadows.record_batches(self, rows)
+
+    def shadow_batches(self) -> list[dict]:
+        """The shadow's trial so far: one row per batch scored since it started, oldest first (``[]`` without a shadow)."""
+        row = shadows.current(self)
+        return shadows.batches(self, row["version"], started=row["time"]) if row else []
+
+    def drop_shadow(self, *, run_id: str | None, reason: str) -> dict | None:
+        """End the shadow's trial as ``dropped``: it never serves. Returns the ``end`` row (None without a shadow)."""
+        return shadows.end(self, "dropped", run_id=run_id, reason=reason)
+
+    def promote_shadow(self, sample: "pd.DataFrame", *, run_id: str | None, reason: str) -> tuple[PromotionResult, dict]:
+        """The shadow becomes the champion, smoke-tested in a fresh process like :meth:`promote_verified`; its trial
+        ends ``promoted`` (or ``dropped`` when the smoke test failed and the registry rolled back by itself)."""
+        return shadows.promote(self, sample, run_id=run_id, reason=reason)
 
     # ---- pins and retention ------------------------------------------------------------------
     def pins(self) -> set[str]:
@@ -316,7 +354,7 @@ class Registry:
         only after them, oldest first, so the newest champions stay rollback targets. Never
         deletes the champion, the previous champion, the version the champion was validated as
         (``validated_version``: the next challenger is judged against it) or a version marked
-        ``keep``. Each deletion is recorded in the history first, then the folder is renamed into ``.trash`` (it
+        ``keep``, nor the shadow on trial. Each deletion is recorded in the history first, then the folder is renamed into ``.trash`` (it
         disappears at once) and removed. Also clears leftovers of killed writers. Returns the
         deleted names.
         """

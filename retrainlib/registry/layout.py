@@ -18,7 +18,7 @@ from ..errors import RegistryError
 
 __all__ = ["VERSION_PATTERN", "is_version_name", "check_model_name", "version_names", "listing", "now",
            "CHAMPION", "HISTORY", "EVALUATIONS", "ESTIMATES", "ESTIMATORS", "ATTEMPTS", "PINS", "STAGING", "TRASH",
-           "LOCK", "RUN_LOCK", "LOGS", "parse_time"]
+           "LOCK", "RUN_LOCK", "LOGS", "SHADOWS", "parse_time"]
 
 #: what a version folder is called: ``v`` and four digits
 VERSION_PATTERN = re.compile(r"^v\d{4}$")
@@ -30,13 +30,14 @@ EVALUATIONS = "evaluations.jsonl"  # the champion's measured metric per batch
 ESTIMATES = "estimates.jsonl"  # label-free estimates per batch
 ESTIMATORS = "estimators.jsonl"  # a version's estimator recalibrated as labels arrived (revisions; the version stays as registered)
 ATTEMPTS = "attempts.jsonl"  # retraining attempts (the schedule's clock) and their outcomes
+SHADOWS = "shadows.jsonl"  # the shadow role: trials started, paired batch scores, ends
 PINS = "pins.json"  # versions marked keep
 STAGING = ".staging"  # where versions are built
 TRASH = ".trash"  # where deleted versions disappear
 LOCK = ".lock"  # the writer lock
 RUN_LOCK = ".run.lock"  # one run at a time
 #: the append-only JSON-lines logs, in the order a snapshot copies them
-LOGS = (HISTORY, EVALUATIONS, ATTEMPTS, ESTIMATES, ESTIMATORS)
+LOGS = (HISTORY, EVALUATIONS, ATTEMPTS, ESTIMATES, ESTIMATORS, SHADOWS)
 
 
 def is_version_name(name: object) -> bool:

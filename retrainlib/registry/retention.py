@@ -9,8 +9,8 @@ ever served as champion, which are protected) and returns the deletions with the
    them former champions, oldest first, so the newest champions stay rollback targets.
 
 The champion, the previous champion, the version the champion was validated as (its refit serves;
-the next challenger is judged against it) and versions marked ``keep`` (``pins.json``) are never
-deleted. :func:`apply` records each deletion in ``history.jsonl`` first, then removes the version.
+the next challenger is judged against it), the shadow on trial (:mod:`.shadows`) and versions marked
+``keep`` (``pins.json``) are never deleted. :func:`apply` records each deletion in ``history.jsonl`` first, then removes the version.
 
 >>> from datetime import datetime, timezone
 >>> now = datetime(2024, 6, 1, tzinfo=timezone.utc)
@@ -119,7 +119,7 @@ def apply(reg: "Registry", *, max_versions: int, retention_days: float, now: dat
         deletions = plan(
             [(i.name, i.created) for i in infos],
             served=served_versions(reg._pointer.rows()),
-            protected={rec.get("version"), rec.get("previous"), validated_as} | pins(reg),
+            protected={rec.get("version"), rec.get("previous"), validated_as, reg.shadow()} | pins(reg),
             max_versions=max_versions, retention_days=retention_days, now=now or datetime.now(timezone.utc),
         )
         for d in deletions:

@@ -5,7 +5,7 @@
 
 * versions created before then, hard-linked (versions are immutable; copied across filesystems);
 * ``pins.json`` limited to those versions;
-* the rows of every log (:data:`~.layout.LOGS`: history, evaluations, attempts, estimates)
+* the rows of every log (:data:`~.layout.LOGS`: history, evaluations, attempts, estimates, estimator revisions, shadows)
   written before then and not by the run;
 * ``CHAMPION`` = ``champion`` (the run's champion before), restored from its last history move
   when that names it, so the copy's pointer continues its history like the original did.

@@ -20,6 +20,7 @@ from .checks import (assess_batches, broken_batches, check_holdout, label_classe
                      quarantine, quality_verdict, recent_history)
 from .context import StepContext, under_run_lock
 from .retrain import newest_end
+from .shadow import shadow_trial
 
 __all__ = ["analyze_drift", "AnalysisDetail", "RetrainPolicy", "PROFILE_POLICY"]
 
@@ -180,6 +181,8 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
                    "estimate": newest_estimate}
     result = _analysis(decision, q, report, windows, performance, evaluations, champion=champion, target=target, pred=pred,
                        estimates=estimates, batch_quality=per_batch, holdout_check=holdout, reference=reference, current=current)
+    if decision.status != "blocked-by-quality":  # a shadow on trial: scored beside the champion (never on broken data)
+        result = replace(result, shadow=shadow_trial(ctx, windows, champion))
     ctx.write(result)
     return result
 

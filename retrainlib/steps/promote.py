@@ -1,4 +1,5 @@
-"""Step 40: promote a validated challenger (refit on training + holdout rows, smoke-tested), or roll back; then retention."""
+"""Step 40: promote a validated challenger (refit on training + holdout rows, smoke-tested), or put it on trial as the
+shadow (``validation.shadow_batches``) and settle the shadow's trial; or roll back; then retention."""
 
 from __future__ import annotations
 
@@ -27,21 +28,29 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
     the validated model's and the record names both. A rejection that leaves a champion below
     ``performance_threshold`` after ``validation.stuck_after`` rejections in a row is ``stuck``.
     ``trainer`` (as in :func:`retrain_model`) fits the refit.
+
+    With ``validation.shadow_batches`` a passing challenger (its refit) does not serve yet: it becomes the
+    shadow (``shadow-started``; a shadow on trial is replaced). First, the shadow on trial is settled as step
+    10 judged it (:mod:`retrainlib.steps.shadow`): promoted with the same smoke test (``promoted-from-shadow``)
+    or dropped (``shadow-dropped``); the action names that unless the challenger's own action says more.
     """
     reg, prof = ctx.registry, ctx.profile
     before = reg.champion()
     events: list[dict] = []
     refit: dict[str, Any] | None = None
     stuck: dict[str, Any] | None = None
+    shadow: dict[str, Any] | None = None
     if rollback or rollback_to:
         ev = reg.roll_back(to=rollback_to or None, run_id=ctx.run_id, reason=reason or "rollback requested by the run's parameters")
         action, events = "rolled-back", [ev.to_dict()]
     else:
         verdict = ctx.read(Validation)
+        analysis = ctx.read(Analysis)
+        shadow = _settle_shadow(ctx, analysis)
+        events += shadow.pop("events", []) if shadow else []
         if verdict.skipped:
             action = "none"
         elif verdict.passed:
-            analysis = ctx.read(Analysis)
             holdout_b = data.batches_from_records(analysis.window("holdout"), ctx.paths)
             deploy = verdict.challenger
             if prof.training.refit_full:
@@ -51,9 +60,14 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
             why = "first champion (bootstrap)" if verdict.decision == "bootstrap" else "passed every validation gate"
             if refit:
                 why += f" as {verdict.challenger}; refit on training + holdout rows as {deploy}"
-            res = reg.promote_verified(deploy, _smoke_rows(ctx, holdout_b, features), run_id=ctx.run_id, reason=why)
-            events = [e.to_dict() for e in res.events]
-            action = "promoted" if res.promoted else "auto-rolled-back"
+            if prof.validation.shadow_batches and verdict.decision != "bootstrap" and reg.champion() is not None:
+                shadow = _start_shadow(ctx, deploy, verdict.challenger, why, settled=shadow,
+                                       data_end=analysis.window("holdout")[-1]["end"])
+                action = "shadow-started"
+            else:
+                res = reg.promote_verified(deploy, _smoke_rows(ctx, holdout_b, features), run_id=ctx.run_id, reason=why)
+                events += [e.to_dict() for e in res.events]
+                action = "promoted" if res.promoted else "auto-rolled-back"
         else:
             action = "rejected"
         if action != "none":
@@ -61,11 +75,47 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
                                        failed_gates=verdict.failed_gates(), reasons=verdict.reasons)
         if action == "rejected" or (verdict.skipped and ctx.read(Analysis).decision.status == "blocked-by-quality"):
             stuck = _stuck(ctx, ctx.read(Analysis))
+        settled = shadow.get("settled") if shadow and shadow["outcome"] == "shadow-started" else shadow
+        if settled and (settled["outcome"] in ("promoted-from-shadow", "auto-rolled-back")
+                        or (action in ("none", "rejected") and settled["outcome"] != "continue")):
+            action = settled["outcome"]  # the run's outcome: a new champion from the shadow, or the shadow dropped
     removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
     out = Promotion(action, before, reg.champion(), plain(events), plain(refit), plain(stuck), plain(removed),
-                    [v.name for v in reg.versions()], reg.total_size_bytes())
+                    [v.name for v in reg.versions()], reg.total_size_bytes(), plain(shadow))
     ctx.write(out)
     return out
+
+
+def _settle_shadow(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
+    """Act on step 10's verdict on the shadow: promote it (smoke test and all), drop it, or let its trial go on."""
+    trial, reg = analysis.shadow, ctx.registry
+    if not trial or reg.shadow() != trial["version"]:
+        return None
+    verdict = trial["judgement"]
+    common = {"version": trial["version"], "champion": trial["champion"], "reason": verdict["reason"],
+              "batches": len(trial["batches"]), "needed": trial["needed"]}
+    if verdict["decision"] == "promote":
+        holdout_b = data.batches_from_records(analysis.window("holdout"), ctx.paths)
+        sample = _smoke_rows(ctx, holdout_b, reg.version(trial["version"]).metadata["features"])
+        res, _ = reg.promote_shadow(sample, run_id=ctx.run_id, reason=f"promoted from shadow: {verdict['reason']}")
+        return {**common, "outcome": "promoted-from-shadow" if res.promoted else "auto-rolled-back",
+                "events": [e.to_dict() for e in res.events]}
+    if verdict["decision"] == "drop":
+        reg.drop_shadow(run_id=ctx.run_id, reason=verdict["reason"])
+        return {**common, "outcome": "shadow-dropped"}
+    return {**common, "outcome": "continue"}
+
+
+def _start_shadow(ctx: StepContext, version: str, validated: str, why: str, *, settled: dict | None,
+                  data_end: str) -> dict[str, Any]:
+    """Put the passing challenger's deployable version on trial (a shadow still on trial is replaced); its trial
+    counts the batches after ``data_end``, the newest batch its validation saw."""
+    n = ctx.profile.validation.shadow_batches
+    started = ctx.registry.start_shadow(version, needed=n, run_id=ctx.run_id, validated=validated, data_end=data_end,
+                                        reason=why + f"; on trial beside the champion for {n} batch(es)")
+    return {"outcome": "shadow-started", "version": version, "champion": started["champion"], "needed": n,
+            "reason": started["reason"], "replaced": settled["version"] if settled and settled["outcome"] == "continue" else None,
+            "settled": settled}
 
 
 SMOKE_ROWS = 200

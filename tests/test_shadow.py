@@ -1,0 +1,234 @@
+"""Shadow promotion: the rule and its sequential test, the registry's ``shadow`` role (retention, replacement, a
+SIGKILL during the switch), and the playbook's steps replayed over built streams with real tiny AutoGluon fits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrainlib import backtest
+from retrainlib.registry import Registry
+from retrainlib.shadow import judge, paired_gain
+from tests.conftest import make_home, tiny_rows
+from tests.test_backtest import _flip_labels
+from tests.test_registry_faults import seeded_registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- the rule and the sequential test, on real paired bootstraps of made-up scores -----------------------------
+
+
+def _gain_at(y, new, old):
+    return lambda level: paired_gain("roc_auc", "binary", y, (new, [0, 1]), (old, [0, 1]), greater_is_better=True,
+                                     samples=300, confidence=level, seed=0)
+
+
+def _scores(n: int = 400, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    signal_ = y + rng.normal(0, 1.0, n)
+    return y, 1 / (1 + np.exp(-signal_)), rng
+
+
+def test_a_shadow_no_better_than_noise_waits_for_its_n_batches_then_is_promoted_as_not_worse():
+    y, old, rng = _scores()
+    new = 1 / (1 + np.exp(-(y + rng.normal(0, 1.0, len(y)))))  # another model as good as the champion
+    rule = dict(improvement_threshold=0.01, confidence=0.95, fresher_challenger="not_worse", metric="roc_auc")
+    first = judge(1, 2, _gain_at(y, new, old), **rule)
+    assert first.decision == "continue" and not first.early and first.level == pytest.approx(0.975)
+    last = judge(2, 2, _gain_at(y, new, old), **rule)
+    assert last.decision == "promote" and "not significantly worse" in last.reason and last.level == 0.95
+    # asked to improve instead, the same shadow is dropped at the end
+    assert judge(2, 2, _gain_at(y, new, old), **{**rule, "fresher_challenger": "improve"}).decision == "drop"
+
+
+def test_the_sequential_test_decides_before_n_batches_when_the_shadow_is_clearly_better_or_worse():
+    y, old, rng = _scores()
+    better = np.where(y == 1, np.maximum(old, 0.9), np.minimum(old, 0.1))
+    worse = 1 - old
+    rule = dict(improvement_threshold=0.01, confidence=0.95, metric="roc_auc")
+    up = judge(1, 3, _gain_at(y, better, old), **rule)
+    assert up.decision == "promote" and up.early and up.low > 0 and "sequential test" in up.reason
+    down = judge(1, 3, _gain_at(y, worse, old), **rule)
+    assert down.decision == "drop" and down.early and down.high < 0
+    assert judge(0, 3, _gain_at(y, worse, old), **rule).decision == "continue"  # nothing scored yet
+
+
+# ---- the registry's shadow role -------------------------------------------------------------------------------
+
+
+def _registry(tmp_path: Path, clone: Path, n: int = 5) -> Registry:
+    return seeded_registry(tmp_path, clone, n)  # champion v0002, previous v0001
+
+
+def test_retention_never_deletes_the_shadow(tmp_path, clone):
+    reg = _registry(tmp_path, clone)
+    reg.start_shadow("v0003", needed=2, run_id="r1", reason="passed every gate")
+    removed = reg.apply_retention(max_versions=1, retention_days=30)
+    assert "v0003" not in removed and reg.shadow() == "v0003"
+    assert {"v0004", "v0005"} <= set(removed)  # never-champions go, the shadow stays
+    # once its trial ends it is an ordinary never-champion again
+    reg.drop_shadow(run_id="r2", reason="worse")
+    assert reg.shadow() is None and "v0003" in reg.apply_retention(max_versions=1, retention_days=30)
+
+
+def test_a_newer_passing_challenger_replaces_the_shadow(tmp_path, clone):
+    reg = _registry(tmp_path, clone)
+    reg.start_shadow("v0003", needed=2, run_id="r1", reason="passed")
+    reg.record_shadow_batches([{"version": "v0003", "champion": "v0002", "batch": "b1", "metric": "roc_auc",
+                                "shadow_value": 0.8, "champion_value": 0.7}])
+    reg.start_shadow("v0004", needed=2, run_id="r2", reason="passed")
+    assert reg.shadow() == "v0004" and reg.shadow_batches() == []  # the new trial starts from nothing
+    ends = [json.loads(line) for line in (reg.path / "shadows.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["version"], e.get("outcome")) for e in ends if e["event"] != "batch"] == [
+        ("start", "v0003", None), ("end", "v0003", "replaced"), ("start", "v0004", None)]
+    assert reg.champion() == "v0002"  # neither ever served
+
+
+SWITCH_CHILD = r"""
+import builtins, os, sys, time
+from pathlib import Path
+
+import pandas as pd
+from retrainlib.registry import Registry
+
+root, k, sample_path, log = sys.argv[1:]
+reg = Registry(Path(root), "loan-default")
+sample = pd.read_parquet(sample_path)
+out = open(log, "a", buffering=1)
+count, me = [0], os.getpid()
+
+
+def hold_after(module, name):  # the k-th call that changes the disk stops here until the SIGKILL
+    real = getattr(module, name)
+
+    def call(*args, **kwargs):
+        result = real(*args, **kwargs)
+        mode = args[1] if len(args) > 1 else kwargs.get("mode", "r")
+        if os.getpid() != me or (name == "open" and not any(c in str(mode) for c in "wax+")):
+            return result  # a forked smoke-test child, or a read: not a step of the switch
+        count[0] += 1
+        if count[0] == int(k):
+            out.write(f"held {name} {os.path.basename(str(args[0])) if args else ''}\n")
+            while True:
+                time.sleep(3600)
+        return result
+
+    setattr(module, name, call)
+
+
+for module, name in [(os, "replace"), (os, "rename"), (os, "fsync"), (os, "link"), (os, "unlink"), (os, "rmdir"),
+                     (os, "mkdir"), (builtins, "open")]:
+    hold_after(module, name)
+res, end = reg.promote_shadow(sample, run_id="kill", reason="fault test")
+out.write(f"complete {res.promoted} {end['outcome']}\n")
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_at_every_step_of_the_switch_leaves_champion_and_shadow_as_history_states(tmp_path, clone):
+    template = _registry(tmp_path / "template", clone, n=3)
+    template.start_shadow("v0003", needed=2, run_id="r1", reason="passed")
+    sample_path = tmp_path / "sample.parquet"
+    tiny_rows(40, seed=1).drop(columns="default").to_parquet(sample_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    states = set()
+    for k in range(1, 80):
+        root = tmp_path / f"k{k}"
+        shutil.copytree(template.root, root)
+        log = tmp_path / f"k{k}.log"
+        log.touch()
+        child = subprocess.Popen([sys.executable, "-c", SWITCH_CHILD, str(root), str(k), str(sample_path), str(log)],
+                                 cwd=REPO, env=env, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None and not any(
+                w in log.read_text() for w in ("held", "complete")):
+            time.sleep(0.05)
+        if "held" in log.read_text():
+            os.killpg(child.pid, signal.SIGKILL)  # a real SIGKILL at the hold point, smoke-test child and all
+        child.wait(timeout=60)
+        assert "held" in log.read_text() or "complete" in log.read_text(), (k, child.returncode)
+        reg = Registry(root, "loan-default")
+        reg.recover()
+        state = (reg.champion(), reg.shadow())
+        assert state in {("v0002", "v0003"), ("v0003", None)}, (k, state, log.read_text())
+        assert reg.pointer_problem() is None
+        reg.load(state[0])  # the champion loads
+        states.add(state)
+        if "complete" in log.read_text():
+            assert state == ("v0003", None)
+            break
+    else:
+        pytest.fail("the switch never completed within 80 steps")
+    assert states == {("v0002", "v0003"), ("v0003", None)}  # kills landed before and after the switch
+
+
+# ---- the playbook's steps over built streams (real tiny fits): every step is a run -----------------------------
+
+
+def _shadow_home(root: Path, weeks: int) -> Path:
+    # one batch of training, the next as holdout; a challenger must beat its champion by 0.05 AUC, so only a
+    # challenger fitted on the inverted concept passes, where that concept holds
+    return make_home(root, weeks=weeks, **{"training.window_batches": 1, "improvement_threshold": 0.05,
+                                           "validation.fresher_challenger": "improve", "validation.shadow_batches": 2})
+
+
+@pytest.mark.slow
+def test_a_shadow_that_is_worse_on_the_following_batches_is_dropped_and_never_served(tmp_path):
+    home = _shadow_home(tmp_path / "home", weeks=7)
+    flipped = _flip_labels(home, [3, 4])  # the inverted concept holds for two batches only
+    result = backtest.run_backtest(home / "params" / "demo.yaml", home=home, strategies="shadow",
+                                   work_dir=tmp_path / "work", progress=False)
+    rec = result.records.reset_index(drop=True)
+    started = rec[rec["action"] == "shadow-started"]
+    assert list(started["batch"]) == [flipped[1]], rec[["batch", "action"]]
+    dropped = rec[rec["action"] == "shadow-dropped"]
+    assert len(dropped) == 1 and dropped.index[0] == started.index[0] + 1  # the sequential test: one batch was enough
+    champion = started["champion_after"].iloc[0]  # the champion did not change ...
+    reg = Registry(tmp_path / "work" / "shadow" / "models", "loan-default-demo")
+    rows = [json.loads(line) for line in (reg.path / "shadows.jsonl").read_text().splitlines()]
+    (start,) = [r for r in rows if r["event"] == "start"]
+    assert start["champion"] == champion and start["version"] != champion  # ... the challenger went on trial beside it
+    (end,) = [r for r in rows if r["event"] == "end"]
+    assert end["version"] == start["version"] and end["outcome"] == "dropped" and "significantly worse" in end["reason"]
+    (batch,) = [r for r in rows if r["event"] == "batch"]
+    assert batch["shadow_value"] < batch["champion_value"]
+    # never served: never a champion in any record, never promoted in the history
+    assert start["version"] not in set(rec["champion"]) | set(rec["champion_after"])
+    assert all(e.version != start["version"] for e in reg.history() if e.event in ("promote", "rollback"))
+    step40 = json.loads((Path(dropped["run_dir"].iloc[0]) / "40-promote-or-rollback.json").read_text())
+    assert step40["action"] == "shadow-dropped" and step40["shadow"]["version"] == start["version"]
+    assert result.summary.loc["shadow", "promotions"] == 0
+
+
+@pytest.mark.slow
+def test_a_better_shadow_is_promoted_from_shadow_sooner_when_the_sequential_test_decides(tmp_path):
+    home = _shadow_home(tmp_path / "home", weeks=7)
+    flipped = _flip_labels(home, [3, 4, 5, 6])  # the inverted concept holds from batch 3 on
+    result = backtest.run_backtest(home / "params" / "demo.yaml", home=home, strategies="shadow",
+                                   work_dir=tmp_path / "work", progress=False)
+    rec = result.records.reset_index(drop=True)
+    at = rec.index[rec["action"] == "shadow-started"][0]
+    assert rec.loc[at, "batch"] == flipped[1]
+    shadow_version = json.loads((Path(rec.loc[at, "run_dir"]) / "40-promote-or-rollback.json").read_text())["shadow"]["version"]
+    promoted = rec.loc[at + 1]
+    assert promoted["action"] == "promoted-from-shadow" and promoted["champion_after"] == shadow_version
+    analysis = json.loads((Path(promoted["run_dir"]) / "10-analyze-drift.json").read_text())
+    judgement = analysis["shadow"]["judgement"]
+    assert judgement["decision"] == "promote" and judgement["early"] and judgement["batches"] == 1 < judgement["needed"]
+    assert rec.loc[at + 2, "champion"] == shadow_version  # it serves the next batch
+    reg = Registry(tmp_path / "work" / "shadow" / "models", "loan-default-demo")
+    assert reg.shadow() is None and reg.champion() == shadow_version
+    (ev,) = [e for e in reg.history() if e.event == "promote" and e.version == shadow_version]
+    assert "promoted from shadow" in ev.reason
