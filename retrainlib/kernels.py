@@ -119,6 +119,8 @@ def guard(parent: int, private: str, cmd: list[str]) -> int:
             time.sleep(GUARD_POLL_SECONDS)
         end_all()
 
+    if os.getpgrp() != os.getpid():  # jupyter_client starts it in a session of its own; never kill the runner's group
+        os.setpgid(0, 0)
     signal.signal(_DEATH_SIGNAL, on_death_signal)
     for signum in (signal.SIGINT, signal.SIGTERM):  # sent to the whole group: the kernel acts on them, the guard waits
         signal.signal(signum, lambda *_: None)  # a handler, not SIG_IGN, so the kernel does not inherit the ignoring
