@@ -214,6 +214,27 @@ def cmd_init(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    """Choose policy, thresholds and window on the older batches, confirm on the newest; write params/<name>.tuned.yaml."""
+    from .tune import tune, write_report
+
+    result = tune(args.profile, home=args.home, confirm_share=args.confirm_share, tolerance=args.tolerance,
+                  work_dir=args.work_dir, progress=not args.no_progress)
+    files = write_report(result)
+    if args.json:
+        write_atomic(args.json, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    cols = ["name", "tune_mean", "tune_retrains", "confirm_mean", "confirm_retrains"]
+    rows = [{c: f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in cols} for r in result.table.to_dict("records")]
+    print(f"tune of {result.profile}: chosen before {result.confirm_from}, confirmed from it on; {result.seconds:.0f} s")
+    _print_table(rows, cols)
+    print(f"pick: {result.pick_reason}")
+    for name, ref in result.references.items():
+        if ref:
+            print(f"  confirm segment, {name}: mean {ref['confirm_mean']:.4f}, {ref['confirm_retrains']} retrain(s)")
+    print("wrote " + ", ".join(str(p) for p in [result.tuned_profile, *files.values(), *([args.json] if args.json else [])]))
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Generate the demo data and run the playbook twice: bootstrap, then after the drift."""
     import shutil
@@ -642,6 +663,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--system-type", default="standard-business", choices=GUIDE_ROWS,
                     help="the guide's row of thresholds (default standard-business)")
     sp.add_argument("--force", action="store_true", help="replace an existing params/<name>.yaml")
+
+    sp = add("tune", cmd_tune, "choose the policy, thresholds and window on the older batches, confirm them on the "
+             "newest, and write params/<name>.tuned.yaml")
+    sp.add_argument("--json", default=None, metavar="OUT", help="also write the candidates, the pick and why as JSON to OUT")
+    sp.add_argument("--confirm-share", type=float, default=0.4, help="newest share of the scored batches kept to confirm "
+                    "(never read while choosing; at least 3 batches; default 0.4)")
+    sp.add_argument("--tolerance", type=float, default=0.01, help="a candidate within this of the best tune mean may be "
+                    "picked when it retrains less (default 0.01)")
+    sp.add_argument("--work-dir", default=None, help="scratch homes and shared fits (default runs/<UTC timestamp>-<profile>-tune)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sp = add("status", cmd_status, "show the champion, each version's size and the last runs")
     sp.add_argument("--json", action="store_true")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,31 @@ def demo_batches(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("demo") / "batches"
     write_batches(folder, weeks=24, rows=TINY_ROWS)
     return folder
+
+
+RELEASE_HELD_CHECKS_AFTER = 300  # seconds
+
+
+@pytest.fixture
+def held_checks(tmp_path: Path, monkeypatch):
+    """A file while which fresh-process checks started with ``hold=True`` (the registry's smoke test) stop before
+    loading (``RETRAIN_SMOKE_HOLD``): they cannot answer, so any timeout fires, on any machine. After
+    ``RELEASE_HELD_CHECKS_AFTER`` s the file is removed (and again whenever a check re-creates it), letting them go
+    on: a check whose timeout is broken then passes, and its test fails, never hangs."""
+    from retrainlib.freshproc import HOLD_VARIABLE
+
+    held = tmp_path / "check-held"
+    monkeypatch.setenv(HOLD_VARIABLE, str(held))
+    done = threading.Event()
+
+    def release() -> None:  # from then on, also a check that reaches its hold later goes on at once
+        if not done.wait(RELEASE_HELD_CHECKS_AFTER):
+            while not done.wait(0.05):
+                held.unlink(missing_ok=True)
+
+    threading.Thread(target=release, daemon=True).start()
+    yield held
+    done.set()
 
 
 @pytest.fixture

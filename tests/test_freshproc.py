@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from retrainlib import automl, freshproc
@@ -62,9 +63,12 @@ def test_a_warm_check_gives_the_same_scores_as_a_cold_one_from_a_process_that_ne
     assert os.getpid() not in pids and len(pids) == 3
 
 
-def test_a_check_that_overruns_its_timeout_is_killed_and_says_so(clone, rows):
-    result = freshproc.check(clone, rows, timeout=0.05, cold=True)
+@pytest.mark.parametrize("cold", [True, False], ids=["cold", "warm"])
+def test_a_check_that_overruns_its_timeout_is_killed_and_says_so(clone, rows, held_checks, cold):
+    result = freshproc.check(clone, rows, timeout=0.05, cold=cold, hold=True)  # held: it cannot answer in time
     assert (result.ok, result.detail) == (False, "no answer within 0.05 s")
+    if held_checks.exists():  # it had reached the hold before the timeout: that process is gone
+        assert not psutil.pid_exists(int(held_checks.read_text()))
 
 
 def test_the_cache_answers_only_byte_identical_model_files_and_rows(clone, rows, tmp_path):

@@ -39,12 +39,12 @@ def test_a_failing_webhook_is_retried_then_reported_as_failed_without_raising():
 
 
 def test_a_webhook_that_times_out_is_retried_and_gives_up_in_bounded_time():
-    t0 = time.monotonic()
-    with WebhookPeer(delay=60.0) as peer:  # answers far later than anyone waits: a client without a timeout hangs 120 s
+    # the peer answers only when closed, after post_json returned (or after 300 s: a client without a timeout
+    # gets that answer, and this test fails rather than hangs)
+    with WebhookPeer(delay=300.0) as peer:
         result = notify.post_json(peer.url, {"event": "failed"}, timeout=0.3, retries=1, backoff=0.05)
     assert result["status"] == "failed" and result["attempts"] == 2
     assert "timed out" in result["error"]
-    assert time.monotonic() - t0 < 30
 
 
 def test_a_client_error_is_not_retried():

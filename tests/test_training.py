@@ -32,7 +32,8 @@ def test_a_challenger_is_fitted_in_a_child_process_and_its_deployment_clone_load
     assert result.cpu_seconds > 0 and result.fit_seconds < result.wall_seconds
     assert len(result.resources.samples) >= 1 and result.resources.peak_rss_bytes > 10 * 2**20
     assert abs(sum(result.importance.values()) - 1) < 1e-6
-    assert not result.time_limit_binding
+    # whether the fit came near its limit depends on the machine; the flag must say which it was
+    assert result.time_limit_binding is (result.fit_seconds >= 0.9 * result.time_limit)
 
 
 def train_challenger_ok(tmp_path):
@@ -45,6 +46,7 @@ def test_a_fit_that_overruns_the_wall_clock_guard_is_killed_with_its_workers(tmp
     """A real AutoGluon custom model whose fit sleeps far beyond its time limit: the overrun is certain, on any load."""
     from retrainlib.training import train_challenger
     from tests.conftest import REPO
+    from tests.sleeping_model import SLEEP_SECONDS
 
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the fit's child process imports tests.sleeping_model
     marker = tmp_path / "fit-started"
@@ -54,7 +56,7 @@ def test_a_fit_that_overruns_the_wall_clock_guard_is_killed_with_its_workers(tmp
     t0 = time.monotonic()
     with pytest.raises(TrainingTimeout, match=r"overran its wall-clock guard of 6 s .* champion is untouched"):
         train_challenger(train_frame(), profile=sleeping, work_dir=tmp_path / "fit", disk_path=tmp_path, grace_seconds=0.5)
-    assert time.monotonic() - t0 < 120  # the model sleeps 600 s: it was stopped, not waited for
+    assert time.monotonic() - t0 < SLEEP_SECONDS  # the model sleeps 600 s: it was stopped, not waited for
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before - freshproc.warm_server_pids()
     assert not left, f"processes left behind: {left}"  # the fork server stays, by design; the fit and its workers do not
     if marker.exists():  # the fit had begun (on a very busy machine the guard may fire while AutoGluon imports)

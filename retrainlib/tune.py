@@ -1,0 +1,488 @@
+"""``retrain tune``: choose a profile's retraining policy, thresholds and window from its own history.
+
+A thin layer over the backtest (:mod:`retrainlib.backtest`): every candidate is a walk-forward replay
+of the playbook's own steps (``backtest.step._replay_step``) in its own scratch home, with one shared
+:class:`~retrainlib.fitcache.FitCache` and check cache, so identical fits and checks are computed once.
+
+The scored history is split in time. The **tune** segment (the older part) is replayed from a folder
+that holds links to its batch files only, so nothing after it is listed or read while choosing. The
+pick is made and fixed there: the cheapest candidate (fewest retrains) whose tune-segment mean is
+within ``tolerance`` of the best one's. Only then does every candidate's replay continue over the
+**confirm** segment (the newest ``confirm_share`` of the scored batches, at least 3), beside ``refit``,
+to report how the pick does on batches it never saw.
+
+Candidates, searched in two stages (a full product would cost a replay per combination):
+
+1. the training window, with ``every-batch`` (gated, as the playbook retrains): ``sliding_window`` of
+   half, the same and twice the profile's ``window_batches``, ``full`` and ``incremental``;
+2. at that window: ``static``, ``every-batch``, ``periodic`` every 2/4/8 batches, ``performance`` at three
+   thresholds taken from the metric ``every-batch``'s champions measured on the tune segment (its
+   quartiles and median), ``drift`` at three thresholds from the drift scores measured there, the
+   profile's own ``hybrid``, and each river detector of :data:`retrainlib.detectors.DETECTORS` on the
+   champion's per-row losses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import yaml
+
+from . import automl, data, freshproc, playbook, steps
+from .backtest.run import _scratch_profile
+from .backtest.step import _policy, _replay_step
+from .backtest.strategies import STRATEGIES, Strategy
+from .detectors import DETECTORS
+from .durable import write_atomic
+from .errors import RetrainError
+from .fitcache import FitCache
+from .outputs import Analysis
+from .paths import Paths
+from .profiles import load_profile
+
+__all__ = ["Candidate", "TuneResult", "tune", "choose", "split_history", "write_tuned_profile"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One policy to replay: a family (``performance``, ``drift``, ...), the profile keys it sets and why."""
+
+    name: str
+    family: str
+    settings: dict[str, Any] = field(default_factory=dict)  # dotted profile keys -> values
+    retrain: str = "profile"  # 'profile' | 'always' | 'never'
+    every: int | None = None  # periodic: retrain every N batches
+    why: str = ""
+
+    def strategy(self) -> Strategy:
+        return Strategy(self.name, self.why, retrain=self.retrain)
+
+
+def split_history(n_batches: int, warmup: int, confirm_share: float) -> int:
+    """Index of the first confirm batch: the newest ``confirm_share`` of the scored batches, at least 3.
+
+    >>> split_history(24, 7, 0.4)  # 17 scored batches: the newest 7 confirm
+    17
+    """
+    scored = n_batches - warmup
+    confirm = max(3, math.ceil(confirm_share * scored))
+    if scored - confirm < 2:
+        raise RetrainError(f"{n_batches} batches with a first champion at batch {warmup} leave {scored} scored batch(es); "
+                           f"tuning needs at least 2 to choose on and 3 to confirm on ({confirm} with --confirm-share "
+                           f"{confirm_share:g}); add batches, lower training.window_batches or --confirm-share")
+    return n_batches - confirm
+
+
+def choose(table: pd.DataFrame, *, tolerance: float, greater_is_better: bool = True) -> tuple[str, str]:
+    """The cheapest candidate whose tune mean is within ``tolerance`` of the best; ties to fewer retrains, then the
+    better mean, then the earlier row. ``table`` has ``name``, ``tune_mean`` and ``tune_retrains``.
+
+    >>> t = pd.DataFrame({"name": ["a", "b"], "tune_mean": [0.80, 0.795], "tune_retrains": [9, 2]})
+    >>> choose(t, tolerance=0.01)[0]
+    'b'
+    """
+    sign = 1 if greater_is_better else -1
+    scored = table[table["tune_mean"].notna()]
+    if scored.empty:
+        raise RetrainError("no candidate scored a batch of the tune segment; add batches or lower --confirm-share")
+    best = scored.loc[(sign * scored["tune_mean"]).idxmax()]
+    near = scored[sign * (scored["tune_mean"] - best["tune_mean"]) >= -tolerance - 1e-12]
+    order = near.assign(_m=-sign * near["tune_mean"], _i=range(len(near))).sort_values(["tune_retrains", "_m", "_i"])
+    pick = order.iloc[0]
+    reason = (f"{pick['name']}: {int(pick['tune_retrains'])} retrain(s) on the tune segment, mean {pick['tune_mean']:.4f}, "
+              f"within {tolerance:g} of the best ({best['name']}: {best['tune_mean']:.4f}, "
+              f"{int(best['tune_retrains'])} retrain(s)); the fewest retrains among the {len(near)} candidate(s) that close")
+    return str(pick["name"]), reason
+
+
+@dataclass
+class TuneResult:
+    """The candidates' tune and confirm figures, the pick, and the files written."""
+
+    profile: str
+    metric: str
+    greater_is_better: bool
+    confirm_from: str
+    table: pd.DataFrame
+    pick: str
+    pick_reason: str
+    window: str
+    references: dict[str, dict[str, Any]]
+    seconds: float
+    fit_cache: dict[str, Any]
+    work_dir: Path
+    tuned_profile: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        pick = self.table.set_index("name").loc[self.pick]
+        return {
+            "tuned_profile": str(self.tuned_profile) if self.tuned_profile else None,
+            "confirm_from": self.confirm_from,
+            "policy": {"name": self.pick, "family": pick["family"], "settings": pick["settings"]},
+            "candidates": _records(self.table),
+            "pick_reason": self.pick_reason,
+            "window": self.window,
+            "references": self.references,
+            "metric": self.metric,
+            "seconds": round(self.seconds, 1),
+            "fit_cache": self.fit_cache,
+            "work_dir": str(self.work_dir),
+        }
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(frame.to_json(orient="records"))
+
+
+class _Replay:
+    """One candidate's scratch home, walked forward batch by batch; the tune segment first, the confirm one after."""
+
+    def __init__(self, cand: Candidate, work: Path, profile_path: Path, folder: Path, cache: FitCache):
+        self.cand, self.home, self.cache = cand, work / _slug(cand.name), cache
+        self.path = _scratch_profile(profile_path, self.home, folder, cand.strategy(), period_days=None)
+        self._set({**cand.settings})
+        self.rows: list[dict[str, Any]] = []
+        self.last_trained: int | None = None
+
+    def _set(self, settings: dict[str, Any]) -> None:
+        raw = yaml.safe_load(self.path.read_text())
+        for key, value in settings.items():
+            target = raw
+            *parents, last = key.split(".")
+            for p in parents:
+                target = target.setdefault(p, {})
+            target[last] = value
+        write_atomic(self.path, yaml.safe_dump(raw, sort_keys=False))
+        load_profile(self.path)
+
+    def point_at(self, folder: Path) -> None:
+        self._set({"data.batches": str(folder)})
+
+    def step(self, batch: data.Batch, index: int, i: int) -> dict[str, Any]:
+        policy = _policy(self.cand.strategy())
+        if self.cand.every:
+            due = self.last_trained is None or i - self.last_trained >= self.cand.every
+            policy = steps.RetrainPolicy("always" if due else "never", f"tune candidate {self.cand.name}: every "
+                                                                        f"{self.cand.every} batches")
+        row = _replay_step(self.cand.strategy(), self.path, self.home, batch, index, self.cache, policy=policy)
+        if row["trained"]:
+            self.last_trained = i
+        self.rows.append(row)
+        return row
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+
+
+def _figures(rows: list[dict[str, Any]], segment: set[str]) -> tuple[float, int, int]:
+    r = [x for x in rows if x["batch"] in segment]
+    values = [x["value"] for x in r if x["value"] == x["value"]]
+    retrains = sum(1 for x in r if x["trained"] and not x["bootstrap"])
+    return (float(sum(values) / len(values)) if values else math.nan), retrains, len(values)
+
+
+def _trigger_values(rows: list[dict[str, Any]], name: str) -> list[float]:
+    out = []
+    for r in rows:
+        a = playbook.read_output(Path(r["run_dir"]), Analysis)
+        for t in (a.decision.triggers if a else ()):
+            if t.name == name and t.value is not None:
+                out.append(float(t.value))
+    return out
+
+
+def _quantiles(values: Sequence[float], qs: Sequence[float], digits: int = 3) -> list[float]:
+    s = pd.Series(values, dtype=float).dropna()
+    return sorted({round(float(s.quantile(q)), digits) for q in qs}) if len(s) else []
+
+
+def _window_candidates(prof, only: Sequence[str] | None = None) -> list[Candidate]:
+    w = prof.training.window_batches
+    out = []
+    for n in dict.fromkeys((max(1, w // 2), w, 2 * w)):
+        out.append(Candidate(f"every-batch window {n}", "every-batch", {"training.strategy": "sliding_window",
+                                                                         "training.window_batches": n}, "always",
+                             why=f"sliding window of the newest {n} batches"))
+    out.append(Candidate("every-batch window full", "every-batch", {"training.strategy": "full"}, "always",
+                         why="every labelled batch before the holdout"))
+    out.append(Candidate("every-batch window incremental", "every-batch", {"training.strategy": "incremental"}, "always",
+                         why="the champion's batches plus the newer ones"))
+    return [c for c in out if only is None or c.name.removeprefix("every-batch window ") in only]
+
+
+def _policy_candidates(prof, window: dict[str, Any], history: list[dict[str, Any]], n_tune: int,
+                       greater_is_better: bool) -> list[Candidate]:
+    """Stage 2: policies at the chosen window, thresholds from what every-batch measured on the tune segment."""
+    values = [r["value"] for r in history if r["value"] == r["value"]]
+    perf = _quantiles(values, (0.25, 0.5, 0.75) if greater_is_better else (0.75, 0.5, 0.25), 4)
+    drift = _quantiles(_trigger_values(history, "drift"), (0.5, 0.75, 0.9))
+    one = {"triggers.policy": "any"}
+    out = [Candidate("static", "static", dict(window), "never", why="never retrain after the first champion")]
+    for k in (2, 4, 8):
+        if k < n_tune:
+            out.append(Candidate(f"periodic every {k}", "periodic", dict(window), every=k,
+                                 why=f"retrain every {k} batches"))
+    for t in perf:
+        out.append(Candidate(f"performance {t:g}", "performance",
+                             {**window, **one, "triggers.use": ["performance"], "performance_threshold": t},
+                             why=f"{prof.training.eval_metric} {t:g}: a quantile of every-batch's champions measured "
+                                 f"on the tune segment ({len(values)} batches, {min(values):.3f}-{max(values):.3f})"))
+    for t in drift:
+        if 0 <= t <= 1:
+            out.append(Candidate(f"drift {t:g}", "drift", {**window, **one, "triggers.use": ["drift"], "drift_threshold": t},
+                                 why=f"drift score {t:g}: a quantile of the drift scores measured on the tune segment"))
+    out.append(Candidate("hybrid (profile's own)", "hybrid", {**window, "triggers.policy": "hybrid"},
+                         why="the profile's hybrid: schedule, drift, performance, degradation"))
+    for name, spec in DETECTORS.items():
+        out.append(Candidate(f"degradation {name}", "degradation",
+                             {**window, **one, "triggers.use": ["degradation"], "triggers.degradation_detector": name,
+                              "triggers.detector_level": spec.default_level},
+                             why=f"{spec.river_name} on the champion's per-row losses ({spec.level_means.split(',')[0]} "
+                                 f"{spec.default_level:g}, its default)"))
+    return out
+
+
+def tune(profile: str | Path, *, home: str | Path | None = None, confirm_share: float = 0.4, tolerance: float = 0.01,
+         work_dir: str | Path | None = None, progress: bool = True, max_batches: int | None = None,
+         write_profile: bool = True, families: Sequence[str] | None = None, windows: Sequence[str] | None = None,
+         on_chosen: Callable[[str, pd.DataFrame], None] | None = None) -> TuneResult:
+    """Choose the policy, thresholds and window on the tune segment; confirm every candidate on the newest batches.
+
+    ``families`` limits stage 2 to those candidate families (``static``, ``every-batch``, ``periodic``,
+    ``performance``, ``drift``, ``hybrid``, ``degradation``; default all) and ``windows`` stage 1 to those
+    windows (``"3"`` for 3 batches, ``full``, ``incremental``; default all); ``on_chosen(pick, table)`` is
+    called once the pick is fixed, before any confirm batch is read (tests use it).
+    """
+    from tqdm import tqdm
+
+    t0 = time.monotonic()
+    paths = Paths.discover(home)
+    profile_path = paths.profile(profile).resolve()
+    prof = load_profile(profile_path)
+    automl.pin_threads(prof.training.num_cpus)
+    info = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary")
+    gib = info.greater_is_better
+    folder = paths.resolve(prof.data.batches).resolve()
+    batches = data.list_batches(prof.data, paths)
+    if max_batches is not None:
+        batches = batches[:max_batches]
+    warmup = prof.training.holdout_batches + prof.training.window_batches
+    if warmup >= len(batches):
+        raise RetrainError(f"{len(batches)} batch(es) but the first champion needs {warmup} (holdout + window); add data")
+    cut = split_history(len(batches), warmup, confirm_share)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    work = Path(work_dir) if work_dir else paths.runs / f"{stamp}-{prof.name}-tune"
+    work.mkdir(parents=True, exist_ok=True)
+    tune_folder = work / "tune-batches"  # links to the tune segment's files only: nothing newer is listed or read
+    tune_folder.mkdir(exist_ok=True)
+    for b in batches[:cut]:
+        link = tune_folder / b.name
+        if not link.exists():
+            os.symlink(paths.resolve(b.path).resolve(), link)
+    all_folder = work / "all-batches"
+    all_folder.mkdir(exist_ok=True)
+    for b in batches:
+        link = all_folder / b.name
+        if not link.exists():
+            os.symlink(paths.resolve(b.path).resolve(), link)
+    tune_steps, confirm_steps = batches[warmup - 1: cut], batches[cut:]
+    tune_names, confirm_names = {b.name for b in tune_steps}, {b.name for b in confirm_steps}
+    cache = FitCache(work / "fit-cache")
+    restore = freshproc.use(cold=False, cache_dir=work / "check-cache")
+    replays: dict[str, _Replay] = {}
+    bar = tqdm(desc="tune", unit="step", disable=not progress, mininterval=5.0)
+
+    def walk(cands: list[Candidate], seg: list[data.Batch], start: int, folder_now: Path) -> None:
+        bar.total = (bar.total or 0) + len(cands) * len(seg)
+        for c in cands:
+            rep = replays.get(c.name) or replays.setdefault(c.name, _Replay(c, work, profile_path, folder_now, cache))
+            rep.point_at(folder_now)
+            for i, b in enumerate(seg):
+                bar.set_postfix_str(f"{c.name} {b.name}", refresh=False)
+                rep.step(b, warmup - 1 + start + i, start + i)
+                bar.update(1)
+
+    try:
+        stage1 = _window_candidates(prof, windows)
+        if not stage1:
+            raise RetrainError(f"no window candidate among {list(windows or [])}; give batch counts, full or incremental")
+        walk(stage1, tune_steps, 0, tune_folder)
+        t1 = pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in stage1])
+        win_name, _ = choose(t1.assign(tune_retrains=0), tolerance=0.0, greater_is_better=gib)  # the best mean
+        win = next(c for c in stage1 if c.name == win_name)
+        window = {k: v for k, v in win.settings.items() if k.startswith("training.")}
+        win_mean = float(t1.set_index("name").loc[win_name, "tune_mean"])
+        stage2 = [c for c in _policy_candidates(prof, window, replays[win_name].rows, len(tune_steps), gib)
+                  if families is None or c.family in families]
+        walk(stage2, tune_steps, 0, tune_folder)
+        cands = [*stage1, *stage2]
+        table = pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in cands])
+        pick, reason = choose(table, tolerance=tolerance, greater_is_better=gib)
+        if on_chosen is not None:
+            on_chosen(pick, table.copy())
+        # the pick is fixed: now, and only now, the confirm segment is replayed
+        walk(cands, confirm_steps, len(tune_steps), all_folder)
+        refit = Candidate("refit", "refit", dict(window), "always", why=STRATEGIES["refit"].description)
+        rep = _Replay(refit, work, profile_path, all_folder, cache)
+        for i, b in enumerate(tune_steps + confirm_steps):
+            row = _replay_step(STRATEGIES["refit"], rep.path, rep.home, b, warmup - 1 + i, cache,
+                               policy=_policy(STRATEGIES["refit"]))
+            rep.rows.append(row)
+    finally:
+        restore()
+        bar.close()
+    table = pd.DataFrame([_row(c, replays[c.name].rows, tune_names, confirm_names) for c in cands])
+    refs = {"refit": _ref(rep.rows, confirm_names),
+            "static": _ref(replays["static"].rows, confirm_names) if "static" in replays else None,
+            "every-batch": _ref(replays[win_name].rows, confirm_names)}
+    result = TuneResult(prof.name, prof.training.eval_metric, gib, confirm_steps[0].name, table, pick, reason,
+                        win_name.removeprefix("every-batch "), refs, time.monotonic() - t0, cache.stats(), work)
+    if write_profile:
+        result.tuned_profile = write_tuned_profile(profile_path, next(c for c in cands if c.name == pick),
+                                                   paths.params / f"{prof.name}.tuned.yaml", reason=reason, paths=paths,
+                                                   window_reason=f"retrain tune: every-batch's best tune-segment mean "
+                                                                 f"was with {win.why} ({win_mean:.4f})")
+    return result
+
+
+def _row(c: Candidate, rows: list[dict[str, Any]], tune_names: set[str], confirm_names: set[str] = frozenset()) -> dict:
+    tm, tr, tn = _figures(rows, tune_names)
+    out = {"name": c.name, "family": c.family, "settings": {**c.settings, **({"every_batches": c.every} if c.every else {})},
+           "why": c.why, "tune_mean": tm, "tune_retrains": tr, "tune_batches": tn}
+    if confirm_names:
+        cm, cr, cn = _figures(rows, confirm_names)
+        out.update(confirm_mean=cm, confirm_retrains=cr, confirm_batches=cn)
+    return out
+
+
+def _ref(rows: list[dict[str, Any]], confirm_names: set[str]) -> dict[str, Any]:
+    m, r, n = _figures(rows, confirm_names)
+    return {"confirm_mean": m, "confirm_retrains": r, "confirm_batches": n}
+
+
+# --------------------------------------------------------------------------- the tuned profile
+_FAMILY_POLICY = {"static": None, "every-batch": None, "periodic": "periodic"}
+
+
+def tuned_settings(c: Candidate, spacing_days: float) -> dict[str, Any]:
+    """The profile keys the pick sets (a forced family becomes the nearest playbook policy)."""
+    s = {k: v for k, v in c.settings.items()}
+    if c.family == "periodic":
+        s.update({"triggers.policy": "periodic", "retraining_interval": min(366.0, round(c.every * spacing_days, 2))})
+    elif c.family == "every-batch":
+        s.update({"triggers.policy": "periodic", "retraining_interval": max(round(spacing_days * 0.5, 2), 0.01)})
+    elif c.family == "static":
+        s.update({"triggers.policy": "any", "triggers.use": []})  # no trigger: the champion stays
+    return s
+
+
+def write_tuned_profile(profile_path: Path, pick: Candidate, target: Path, *, reason: str, paths: Paths,
+                        window_reason: str = "") -> Path:
+    """The profile with only the pick's policy, threshold and window keys changed, each commented with why."""
+    prof = load_profile(profile_path)
+    ends = [pd.Timestamp(b.end) for b in data.list_batches(prof.data, paths)]
+    spacing = float(pd.Series(ends).diff().dt.total_seconds().median() / 86400) if len(ends) > 1 else 1.0
+    settings = tuned_settings(pick, spacing)
+    text = profile_path.read_text()
+    why = f"retrain tune: {pick.why}; picked: {reason.split(': ', 1)[1].split('; ')[0]}"
+    for key, value in settings.items():
+        text = _set_key(text, key, value, window_reason if key.startswith("training.") and window_reason else why)
+    text = f"# Tuned by `retrain tune` from {profile_path.name}: only the keys commented 'retrain tune' changed.\n" + text
+    target.parent.mkdir(parents=True, exist_ok=True)
+    check = target.with_name(f".{target.name}.check.yaml")
+    check.write_text(text)
+    try:
+        load_profile(check)
+    finally:
+        check.unlink()
+    write_atomic(target, text)
+    return target
+
+
+def _set_key(text: str, key: str, value: Any, why: str) -> str:
+    """Replace (or add) one top-level or ``section.key`` line of a profile's YAML text, keeping everything else."""
+    shown = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+    lines = text.splitlines()
+    parts = key.split(".")
+    if len(parts) == 1:
+        pat = re.compile(rf"^{re.escape(parts[0])}:")
+        new = f"{parts[0]}: {shown}  # {why}"
+        for i, ln in enumerate(lines):
+            if pat.match(ln):
+                lines[i] = new
+                return "\n".join(lines) + "\n"
+        return "\n".join([*lines, new]) + "\n"
+    section, name = parts
+    start = next((i for i, ln in enumerate(lines) if re.match(rf"^{re.escape(section)}:\s*(#.*)?$", ln)), None)
+    new = f"  {name}: {shown}  # {why}"
+    if start is None:
+        return "\n".join([*lines, f"{section}:", new]) + "\n"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith((" ", "#"))), len(lines))
+    for i in range(start + 1, end):
+        if re.match(rf"^  {re.escape(name)}:", lines[i]):
+            j = i + 1  # a block value (a list or mapping below the key) is replaced whole
+            while j < end and lines[j].startswith("    "):
+                j += 1
+            lines[i:j] = [new]
+            return "\n".join(lines) + "\n"
+    lines.insert(start + 1, new)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- report
+def write_report(result: TuneResult, folder: str | Path | None = None) -> dict[str, Path]:
+    """``tune.md`` (the table, the pick and the confirm figures beside the references) and ``tune.png``."""
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder or result.work_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    t = result.table
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, seg in zip(axes, ("tune", "confirm")):
+        ax.scatter(t[f"{seg}_retrains"], t[f"{seg}_mean"], s=18, color="0.5", label="candidates")
+        p = t[t["name"] == result.pick].iloc[0]
+        ax.scatter([p[f"{seg}_retrains"]], [p[f"{seg}_mean"]], s=90, marker="*", color="tab:red", label=f"pick: {result.pick}")
+        if seg == "confirm":
+            for name, ref in result.references.items():
+                if ref and ref["confirm_mean"] == ref["confirm_mean"]:
+                    ax.scatter([ref["confirm_retrains"]], [ref["confirm_mean"]], s=40, marker="s", label=name)
+        ax.set_xlabel("retrains")
+        ax.set_ylabel(f"mean {result.metric}")
+        ax.set_title(f"{seg} segment" + (f" (from {result.confirm_from})" if seg == "confirm" else ""))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    plt.close(fig)
+    out = {"report": folder / "tune.md", "plot": folder / "tune.png"}
+    write_atomic(out["plot"], png.getvalue())
+    cols = ["name", "tune_mean", "tune_retrains", "confirm_mean", "confirm_retrains"]
+    lines = [f"# Tuning {result.profile}", "",
+             f"Chosen on the batches before {result.confirm_from}; confirmed on {result.confirm_from} and after, which "
+             "the choice never read. Window (every-batch's best tune mean): " + result.window + ".", "",
+             f"**Pick: {result.pick}** — {result.pick_reason}.", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in t[cols].to_dict("records"):
+        mark = " **(pick)**" if r["name"] == result.pick else ""
+        lines.append(f"| {r['name']}{mark} | " + " | ".join(
+            f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols[1:]) + " |")
+    lines += ["", "Confirm segment, references:", ""]
+    for name, ref in result.references.items():
+        if ref:
+            lines.append(f"- {name}: mean {ref['confirm_mean']:.4f}, {ref['confirm_retrains']} retrain(s)")
+    lines += ["", f"Shared fits: {result.fit_cache['fits_computed']} computed, {result.fit_cache['fits_reused']} reused. "
+              f"Wall time {result.seconds:.0f} s.", "", "![cost and quality](tune.png)", ""]
+    write_atomic(out["report"], "\n".join(lines))
+    return out

@@ -1,0 +1,81 @@
+"""`retrain tune`: the pick comes from the tune segment alone; ties go to the cheaper candidate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from retrainlib.errors import RetrainError
+from retrainlib.profiles import load_profile
+from retrainlib.tune import choose, split_history
+from tests.conftest import make_home
+
+TUNED_KEYS = {"performance_threshold", "drift_threshold", "retraining_interval", "triggers", "training"}
+
+
+def test_ties_go_to_the_cheaper_candidate():
+    t = pd.DataFrame({"name": ["every-batch", "performance 0.72", "static"],
+                      "tune_mean": [0.75, 0.75, 0.70], "tune_retrains": [8, 3, 0]})
+    assert choose(t, tolerance=0.0)[0] == "performance 0.72"  # same mean: fewer retrains
+    assert choose(t, tolerance=0.05)[0] == "static"  # within 0.05 of the best: the cheapest
+    assert choose(t.assign(tune_retrains=3), tolerance=0.05)[0] == "every-batch"  # same cost: the better mean
+
+
+def test_with_a_loss_metric_lower_is_better_when_choosing():
+    t = pd.DataFrame({"name": ["a", "b"], "tune_mean": [0.40, 0.50], "tune_retrains": [5, 1]})
+    assert choose(t, tolerance=0.05, greater_is_better=False)[0] == "a"
+    assert choose(t, tolerance=0.2, greater_is_better=False)[0] == "b"
+
+
+def test_the_confirm_segment_is_the_newest_share_and_at_least_three_batches():
+    assert split_history(24, 7, 0.4) == 17
+    assert split_history(10, 3, 0.1) == 7
+    with pytest.raises(RetrainError, match="tuning needs at least 2 to choose on and 3 to confirm on"):
+        split_history(7, 3, 0.4)
+
+
+def _tune(home: Path, picks: list):
+    from retrainlib.tune import tune, write_report
+
+    result = tune("params/demo.yaml", home=home, work_dir=home / "tune", progress=False, families=("static", "performance"),
+                  windows=("2",), on_chosen=lambda pick, table: picks.append((pick, table)))
+    write_report(result)
+    return result
+
+
+@pytest.mark.slow
+def test_poisoning_the_confirm_segments_labels_changes_nothing_that_was_chosen(tmp_path):
+    clean = make_home(tmp_path / "clean", weeks=10, **{"training.window_batches": 2})
+    poisoned = make_home(tmp_path / "poisoned", weeks=10, **{"training.window_batches": 2})
+    chosen_clean, chosen_poisoned = [], []
+    a = _tune(clean, chosen_clean)
+    for p in sorted((poisoned / "data/demo/batches").glob("*.parquet")):
+        if p.name >= a.confirm_from:  # flip every label of the confirm segment
+            pd.read_parquet(p).assign(default=lambda f: 1 - f["default"]).to_parquet(p, index=False)
+    b = _tune(poisoned, chosen_poisoned)
+
+    assert a.confirm_from == b.confirm_from
+    assert a.pick == b.pick and a.pick_reason == b.pick_reason
+    cols = ["name", "tune_mean", "tune_retrains"]
+    pd.testing.assert_frame_equal(chosen_clean[0][1][cols], chosen_poisoned[0][1][cols])
+    pd.testing.assert_frame_equal(a.table[cols], b.table[cols])
+    # the poison did reach the confirm replays: the same champions score far worse there
+    assert (b.table["confirm_mean"] < a.table["confirm_mean"] - 0.2).all(), b.table
+    assert b.references["refit"]["confirm_mean"] < 0.5
+
+    # the tuned profile: only policy, threshold and window keys changed, each with its reason
+    before, after = load_profile(clean / "params/demo.yaml"), load_profile(a.tuned_profile)
+    changed = {k for k, v in after.model_dump().items() if v != before.model_dump()[k]}
+    assert changed <= TUNED_KEYS, changed
+    for section in ("training", "triggers"):
+        inner = {k for k, v in getattr(after, section).model_dump().items() if v != getattr(before, section).model_dump()[k]}
+        assert inner <= {"strategy", "window_batches", "policy", "use", "degradation_detector", "detector_level"}, inner
+    tuned_lines = [ln for ln in a.tuned_profile.read_text().splitlines() if "# retrain tune:" in ln]
+    assert tuned_lines, "no key carries the tune's reason"
+    payload = a.to_dict()
+    assert {"tuned_profile", "confirm_from", "policy", "candidates", "pick_reason"} <= set(payload)
+    assert json.loads(json.dumps(payload, default=str))["policy"]["name"] == a.pick
+    assert (a.work_dir / "tune.md").is_file() and (a.work_dir / "tune.png").is_file()
