@@ -23,7 +23,7 @@ from tests.shared_runs import (MODEL, PROFILE, TOKEN, TOKEN_ENV, WebhookPeer, bo
 # ---- post_json against a real local server ------------------------------------------------------
 def test_a_webhook_gets_the_json_body_with_the_bearer_token_in_one_attempt():
     with WebhookPeer() as peer:
-        result = notify.post_json(peer.url, {"event": "promoted", "run_id": "r1"}, token="s3cret", timeout=2, retries=2)
+        result = notify.post_json(peer.url, {"event": "promoted", "run_id": "r1"}, token="s3cret", timeout=60, retries=2)
     assert result == {"status": "sent", "attempts": 1, "http_status": 200, "error": None}
     (req,) = peer.requests
     assert req["headers"]["Authorization"] == "Bearer s3cret"
@@ -33,7 +33,7 @@ def test_a_webhook_gets_the_json_body_with_the_bearer_token_in_one_attempt():
 
 def test_a_failing_webhook_is_retried_then_reported_as_failed_without_raising():
     with WebhookPeer(status=503) as peer:
-        result = notify.post_json(peer.url, {"event": "failed"}, token="s3cret", timeout=2, retries=2, backoff=0.05)
+        result = notify.post_json(peer.url, {"event": "failed"}, token="s3cret", timeout=60, retries=2, backoff=0.05)
     assert result["status"] == "failed" and result["attempts"] == 3 and result["http_status"] == 503
     assert len(peer.requests) == 3
 
@@ -49,13 +49,13 @@ def test_a_webhook_that_times_out_is_retried_and_gives_up_in_bounded_time():
 
 def test_a_client_error_is_not_retried():
     with WebhookPeer(status=404) as peer:
-        result = notify.post_json(peer.url, {}, timeout=2, retries=3, backoff=0.05)
+        result = notify.post_json(peer.url, {}, timeout=60, retries=3, backoff=0.05)
     assert (result["status"], result["attempts"], result["http_status"]) == ("failed", 1, 404)
 
 
 def test_a_redirect_is_refused_so_the_token_never_reaches_another_host():
     with WebhookPeer() as elsewhere, WebhookPeer(status=307, headers={"Location": elsewhere.url}) as redirecting:
-        result = notify.post_json(redirecting.url, {}, token="s3cret", timeout=2, retries=0)
+        result = notify.post_json(redirecting.url, {}, token="s3cret", timeout=60, retries=0)
     assert result["status"] == "failed" and result["http_status"] == 307
     assert elsewhere.requests == []
 
