@@ -18,8 +18,8 @@ Two guarantees, both about processes rather than notebooks:
   private folder (mode 0700) per kernel, not over TCP ports picked by one process and bound by
   another (two kernels once picked the same port: ``ZMQError: Address already in use``).
 
-The guard imports only the standard library (it runs as ``python -I -S kernels.py``), so it adds
-a few milliseconds per step.
+The guard imports only the standard library (it runs as ``python -I -S kernels.py``): starting it
+adds about 50 ms per step (52.7 ms, best of five, with ``true`` as the kernel on a busy 2-core machine).
 """
 
 from __future__ import annotations
