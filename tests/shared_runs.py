@@ -35,10 +35,15 @@ MODEL = "loan-default-demo"
 
 
 class WebhookPeer:
-    """A local HTTP server that records every request (headers and JSON body); ``delay`` makes it slow."""
+    """A local HTTP server that records every request (headers and JSON body).
+
+    ``delay`` makes it slow: it answers after ``delay`` seconds or when it is closed, whichever comes first,
+    so a client that gives up at its timeout never sees an answer, however slow the machine.
+    """
 
     def __init__(self, *, status: int = 200, delay: float = 0.0, headers: dict | None = None):
         self.requests: list[dict] = []
+        self.closing = threading.Event()
         peer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -47,7 +52,7 @@ class WebhookPeer:
                 peer.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body or b"null"),
                                       "time": time.time()})
                 if delay:
-                    time.sleep(delay)
+                    peer.closing.wait(delay)
                 try:
                     self.send_response(status)
                     for k, v in (headers or {}).items():
@@ -66,6 +71,7 @@ class WebhookPeer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -114,12 +120,14 @@ def _build(template: Path) -> None:
         "triggers.policy": "any", "triggers.use": ["performance"], "performance_threshold": 0.5,
         "validation.minimum": {"roc_auc": 0.6},
     })
-    with WebhookPeer(delay=60.0) as peer:  # answers long after the 1 s timeout: both attempts time out, on any load
+    with WebhookPeer(delay=3600.0) as peer:  # answers only when closed, after the run: both attempts time out, on any load
         set_notify(home, webhook_url=peer.url, token_env=TOKEN_ENV, timeout_seconds=1, retries=1)
         t0 = time.monotonic()
         proc = retrain(home, "run", "--profile", PROFILE, log=template / "first-run.log", env=child_env(**{TOKEN_ENV: TOKEN}))
         seconds = time.monotonic() - t0
-        time.sleep(0.2)
+        deadline = time.monotonic() + 60  # the peer's threads record what the run sent (both attempts, retries=1)
+        while len(peer.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         requests = list(peer.requests)
     (template / "requests.json").write_text(json.dumps(requests))
     (template / "meta.json").write_text(json.dumps({"exit_code": proc.returncode, "seconds": seconds}))
