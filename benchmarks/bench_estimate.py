@@ -288,34 +288,35 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
     steps = label_windows(stream, label_delay)
 
     def ours():  # what is timed: recalibrate as labels arrive, judge, check the labels, estimate every batch
-        estimate.cbpe._CALIBRATIONS.clear()
-        out = {}
-        for metric in stream["metrics"]:
-            est, fitted, record, checks, made, rows = None, None, [], [], {}, []
-            judged = 0
-            for t, step in enumerate(steps):
-                for j in range(judged, step["labelled"]):  # batch j's labels arrive
-                    e, truth = made[names[j]], realized[(names[j], metric)]
+        estimate.cbpe._CALIBRATIONS.clear()  # the metrics of one step share their calibration, as in the one-shot mode
+        metrics = stream["metrics"]
+        est, record, checks, made = {m: None for m in metrics}, {m: [] for m in metrics}, {m: [] for m in metrics}, {}
+        out, fitted, judged = {m: [] for m in metrics}, None, 0
+        for step in steps:
+            for j in range(judged, step["labelled"]):  # batch j's labels arrive: judge its estimates, check its labels
+                for m in metrics:
+                    e, truth = made[(names[j], m)], realized[(names[j], m)]
                     if e.value is not None:
-                        record.append({"batch": names[j], "estimated": e.value, "measured": truth,
-                                       "in_band": bool(e.low <= truth <= e.high)})
-                    if est is not None and est.usable:
-                        checks.append(estimate.label_check(est, scores[names[j]], ys[names[j]], fx[names[j]],
-                                                           batch=names[j]))
-                judged = step["labelled"]
-                if step["sources"] != fitted:
+                        record[m].append({"batch": names[j], "estimated": e.value, "measured": truth,
+                                          "in_band": bool(e.low <= truth <= e.high)})
+                    if est[m] is not None and est[m].usable:
+                        checks[m].append(estimate.label_check(est[m], scores[names[j]], ys[names[j]], fx[names[j]],
+                                                              batch=names[j]))
+            judged = step["labelled"]
+            refit = step["sources"] != fitted
+            fitted = step["sources"]
+            name = step["batch"]
+            for m in metrics:
+                if refit:
                     cs = step["sources"]
-                    est = estimate.fit_estimator(
-                        problem_type=ptype, metric=metric, y_true=np.concatenate([ys[c] for c in cs]),
+                    est[m] = estimate.fit_estimator(
+                        problem_type=ptype, metric=m, y_true=np.concatenate([ys[c] for c in cs]),
                         scores=np.concatenate([scores[c] for c in cs]),
                         features=pd.concat([fx[c] for c in cs], ignore_index=True) if needs_features else None,
                         classes=classes, seed=0)
-                    fitted = cs
-                name = step["batch"]
-                e = estimate.widen(est.estimate(scores[name], fx[name], batch=name), record)
-                made[name] = e
-                rows.append((e, estimate.unreliable_reason(checks[-1] if checks else None), len(record)))
-            out[metric] = rows
+                e = estimate.widen(est[m].estimate(scores[name], fx[name], batch=name), record[m])
+                made[(name, m)] = e
+                out[m].append((e, estimate.unreliable_reason(checks[m][-1] if checks[m] else None), len(record[m])))
         return out
 
     ours_seconds = ours_cpu = float("inf")

@@ -599,7 +599,7 @@ def test_the_track_record_widening_uses_only_batches_whose_labels_had_arrived_at
     e = estimate.Estimate("accuracy", 0.8, 0.79, 0.81, 1000, "cbpe", parts={"sampling": 0.01, "calibration": 0.0})
     before = estimate.widen(e, cut)
     after = estimate.widen(e, estimate.track_record(rows, metric="accuracy"))
-    assert before.low == pytest.approx(0.79) and before.high == pytest.approx(0.81)  # errors of 0.01 fit the band
+    assert before.low > 0.75 and before.high < 0.85  # errors of 0.01: a band a few hundredths wide
     assert after.low < 0.55 and after.parts["track_record"] > 0.2  # once the big misses are judged they count
     # warm-up: fewer than WARMUP judged estimates leave the model's band as it is, and say so
     warm = estimate.widen(e, estimate.track_record(rows[6:8], metric="accuracy"))

@@ -11,6 +11,7 @@ import numpy as np
 
 from .calibration import N_MAPS, _apply, _as_matrix, _calibrate, _calibration, _draw_labels
 from .estimator import Estimator, _maps
+from .track import dependence
 from .metrics import _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance
 
 
@@ -35,6 +36,12 @@ def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator
         _CALIBRATIONS[key] = _calibration(P, yi, seed)
     checks, state, ece_after, limit = _CALIBRATIONS[key]
     checks, state = dict(checks), {"maps": state["maps"], "bootstrap": state["bootstrap"]}
+    Q = _calibrate([{"x": np.asarray(m["x"]), "y": np.asarray(m["y"])} for m in state["maps"]], P)
+    hit = np.zeros_like(Q)
+    hit[np.arange(len(yi)), yi] = 1.0
+    # how much the labels of neighbouring rows hang together (a wet spell): the label check widens by it
+    checks["label_dependence"] = round(max(dependence((hit - Q)[:, j], float(np.mean(Q[:, j] * (1 - Q[:, j]))))
+                                           for j in ([1] if k == 2 else range(k))), 4)
     if ece_after > limit:
         return Estimator(usable=False, checks=checks, state=state, reason=(
             f"miscalibrated: after isotonic calibration the model's probabilities still miss the labels by "
@@ -87,7 +94,7 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float, 
     sd = math.sqrt(var + calib)
     z = 1.959963984540054
     parts = {"sampling": round(z * math.sqrt(var), 6), "calibration": round(z * math.sqrt(calib), 6),
-             "shape": "normal, sampling and calibration variances added"}
+             "sampling_scale": z * math.sqrt(var), "shape": "normal, sampling and calibration variances added"}
     return point, point - z * sd, point + z * sd, parts
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..errors import EstimationError
 from .estimator import Estimator
+from .track import dependence
 
 
 _REGRESSION = {
@@ -110,7 +111,8 @@ def _fit_dle(base: dict, y: np.ndarray, pred: np.ndarray, features: pd.DataFrame
     checks = {"loss": kind, "loss_model_r2": round(skill, 4), "resid_sd": float(np.std(resid)),
               "bias": float(np.mean(resid)), "mean_loss": float(np.mean(loss)),
               # the champion's own residual on these rows: what a label shift is measured against (track.label_check)
-              "label_bias": float(np.mean(y - pred)), "label_resid_sd": float(np.std(y - pred))}
+              "label_bias": float(np.mean(y - pred)), "label_resid_sd": float(np.std(y - pred)),
+              "label_dependence": round(dependence(y - pred - np.mean(y - pred), float(np.var(y - pred))), 4)}
     state = {"models": models, "categories": cats, "columns": list(features.columns), "kind": kind}
     return Estimator(usable=True, reason="", checks=checks, state=state, **base)
 
@@ -150,7 +152,9 @@ def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame) -> t
         lo, hi = mean * math.exp(-z * s_log), mean * math.exp(z * s_log)
     else:
         lo, hi = 0.0, z * sd
+    samp_log = z * math.sqrt(math.log1p((sampling / mean) ** 2)) if mean > 0 else 0.0  # the sampling half, log scale
     parts = {"sampling": round(z * sampling, 6), "calibration": round(z * calibration, 6),
+             "sampling_scale": samp_log / 2 if est.metric == "root_mean_squared_error" else samp_log,
              "units": "mean absolute error" if est.state["kind"] == "absolute" else "mean squared error",
              "shape": "log-normal (a loss is positive)"}
     metric = est.metric
@@ -160,4 +164,5 @@ def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame) -> t
         return math.sqrt(mean), math.sqrt(lo), math.sqrt(hi), parts
     var_pred = float(np.var(pred))  # r2: Var(y) ≈ Var(prediction) + MSE (errors uncorrelated with predictions)
     r2 = lambda mse: 1 - mse / (var_pred + mse) if var_pred + mse > 0 else float("nan")  # noqa: E731
+    parts["sampling_scale"] = abs(r2(max(mean - z * sampling, 0.0)) - r2(mean + z * sampling)) / 2  # R² is not logged
     return r2(mean), r2(hi), r2(lo), parts

@@ -3,11 +3,13 @@ estimate errors (adaptive split-conformal), the band kept inside the metric's ra
 
 * :func:`track_record` — the judged estimates (estimate, realized value, inside its band) whose labels had arrived
   by a given batch end, in the order they were judged, from ``evaluations.jsonl`` rows or bare dicts.
-* :func:`widen` — an :class:`~.estimator.Estimate`'s band widened by that record: split-conformal on the past
-  absolute estimate errors (on the log scale for a loss, which is positive), at a level that adapts as judged
-  estimates arrive (adaptive conformal inference, Gibbs & Candès 2021: each miss raises the level, each hit lowers
-  it a little), after a warm-up of :data:`WARMUP` judged estimates. The band never narrows: the model's band
-  (sampling, calibration) stays inside it, and the track record's extra is reported as its own part.
+* :func:`widen` — an :class:`~.estimator.Estimate`'s band widened by that record: the past absolute estimate
+  errors (on the log scale for a loss, which is positive) of the newest :data:`WINDOW` judged estimates give a
+  robust scale (their upper quartile), and the radius is that scale times the normal quantile of a level that adapts as
+  judged estimates arrive (adaptive conformal inference, Gibbs & Candès 2021: each miss raises the level, each
+  hit lowers it a little), after a warm-up of :data:`WARMUP` judged estimates. Past the warm-up that radius takes
+  the place of the model's calibration part (the record measures what it could only guess), never narrower than
+  the batch's own sampling spread; before it, the band is the model's (sampling and calibration).
 * :func:`clip_to_range` — a band inside the metric's range (ROC AUC, accuracy … in [0, 1]; a loss above 0; R² ≤ 1).
 * :func:`label_check` — once a batch's labels arrive, the realized label distribution against what the calibrated
   champion expected on it (class shares; a regression label's mean and spread), in sampling errors.
@@ -30,10 +32,10 @@ from .estimator import CONFIDENCE, Estimate, Estimator
 WARMUP = 3
 #: the newest judged estimates the widening reads (older errors stop counting, so the band narrows again after a
 #: bad spell)
-WINDOW = 20
+WINDOW = 12
 #: adaptive conformal inference's step: a miss lowers the miss rate aimed at by STEP·(1 − α), a hit raises it by STEP·α
 ACI_STEP = 0.02
-#: the aimed-at miss rate never goes below this (the quantile beyond the largest error is an exponential tail)
+#: the aimed-at miss rate never goes below this (z 2.81)
 MIN_ALPHA = 0.005
 
 #: metrics that live in [0, 1]
@@ -109,23 +111,27 @@ def _aci_alpha(record: list[dict], alpha: float) -> float:
     return a
 
 
-def conformal_radius(scores: np.ndarray, alpha: float) -> tuple[float, str]:
-    """Split-conformal radius of ``scores`` (absolute errors) at miss rate ``alpha``: the ⌈(n+1)(1−α)⌉-th smallest;
-    beyond the largest, an exponential tail whose scale is the scores' spread (q = max + sd · log((1/(n+1)) / α)):
-    errors of one size (a steady bias) give their size, scattered ones reach further."""
-    s = np.sort(np.asarray(scores, dtype=float))
+def track_radius(scores: np.ndarray, alpha: float) -> tuple[float, str]:
+    """The radius the past absolute errors ``scores`` call for at miss rate ``alpha``: their robust scale (the upper
+    quartile of the absolute errors over 1.1503, the normal law's) times the normal quantile z(1 − α/2), with the
+    prediction interval's √(1 + 1/n). A quartile, not the largest error: one batch estimated before a change was
+    seen (its error many times the rest) does not keep every later band that wide, while a lasting change moves
+    the quartile once a quarter of the window has seen it; adaptive conformal inference then moves ``alpha`` by
+    the band's own hits and misses."""
+    from scipy.stats import norm
+
+    s = np.asarray(scores, dtype=float)
     n = len(s)
-    k = math.ceil((n + 1) * (1 - alpha))
-    if k <= n:
-        return float(s[k - 1]), f"the {k}th smallest of {n} past errors"
-    beyond = (float(s.std(ddof=1)) if n > 1 else float(s[0])) * math.log((1 / (n + 1)) / alpha)
-    return float(s[-1] + max(beyond, 0.0)), f"past the largest of {n} past errors (exponential tail)"
+    scale = float(np.quantile(s, 0.75)) / 1.1503493803760079
+    z = float(norm.isf(alpha / 2))
+    return z * scale * math.sqrt(1 + 1 / n), f"z {z:.2f} x robust scale {scale:.4g} of {n} past errors"
 
 
 def widen(e: Estimate, record: list[dict], *, confidence: float = CONFIDENCE, warmup: int = WARMUP,
           window: int = WINDOW) -> Estimate:
-    """``e`` with its band widened by the track record ``record`` (:func:`track_record`, already cut to what had
-    been judged when ``e`` was made) and kept in the metric's range; its ``parts`` say how wide each part is."""
+    """``e`` with its band set by the track record ``record`` (:func:`track_record`, already cut to what had been
+    judged when ``e`` was made; see the module docstring) and kept in the metric's range; its ``parts`` say how wide
+    each part is (``sampling_scale``: the sampling half-width on the scale errors are compared on)."""
     if e.value is None:
         return e
     parts = dict(e.parts or {})
@@ -140,17 +146,20 @@ def widen(e: Estimate, record: list[dict], *, confidence: float = CONFIDENCE, wa
     recent = record[-window:]
     scores = np.array([abs(fwd(r["estimated"]) - fwd(r["measured"])) for r in recent])
     a = _aci_alpha(record, alpha)
-    q, how = conformal_radius(scores, a)
+    q, how = track_radius(scores, a)
     u = fwd(e.value)
-    low = min(e.low, back(u - q))
-    high = max(e.high, back(u + q))
-    value, low, high = clip_to_range(e.metric, e.value, low, high)
-    model_half = (e.high - e.low) / 2
-    parts["track_record"] = round(max(0.0, (high - low) / 2 - model_half), 6)
+    # past the warm-up the record measures what the calibration part could only guess: the radius is the track
+    # record's, never narrower than the batch's own sampling spread (the realized value of a few rows scatters so)
+    sampling = float(parts.get("sampling_scale", 0.0))
+    half = max(q, sampling)
+    value, low, high = clip_to_range(e.metric, e.value, back(u - half), back(u + half))
+    parts["track_record"] = round(q, 6)
     covered = sum(r["in_band"] for r in record)
     parts["track_record_note"] = (
         f"{n} judged estimates, {covered} inside their band; radius {q:.4g}{' (log scale)' if e.metric in LOSS_METRICS else ''}"
-        f" = {how} (newest {len(recent)}), aiming at {1 - a:.1%} coverage")
+        f" = {how} (the newest {len(recent)}), aiming at {1 - a:.1%} coverage; "
+        + ("the batch's sampling spread is wider and sets the band" if sampling > q else
+           "it sets the band in place of the calibration part"))
     return replace(e, value=value, low=_r(low), high=_r(high), parts=parts)
 
 
@@ -159,6 +168,24 @@ def _r(v):
 
 
 # --------------------------------------------------------------------------- label shift
+#: contiguous blocks the calibration rows are cut into to measure how much their labels' errors hang together
+DEPENDENCE_BLOCKS = 10
+
+
+def dependence(residuals: np.ndarray, iid_variance: float, blocks: int = DEPENDENCE_BLOCKS) -> float:
+    """How much more a batch mean of ``residuals`` (labels minus what was expected, in row order) varies than if the
+    rows were independent: the batch-means estimate of the long-run variance (block size × variance of the means of
+    contiguous blocks) over ``iid_variance``, at least 1. Rows of a day-by-day stream hang together (a wet spell, a
+    warm month), so a batch's share or mean strays further than row-by-row sampling says; the label check's
+    sampling error is widened by this factor's square root."""
+    r = np.asarray(residuals, dtype=float)
+    size = len(r) // blocks
+    if size < 2 or iid_variance <= 0:
+        return 1.0
+    means = r[: size * blocks].reshape(blocks, size).mean(axis=1)
+    return float(max(1.0, size * float(np.var(means, ddof=1)) / iid_variance))
+
+
 def label_check(est: Estimator, scores, y_true, features=None, *, batch: str | None = None) -> dict[str, Any] | None:
     """The realized labels of a batch against what the calibrated champion expected on it.
 
@@ -166,7 +193,9 @@ def label_check(est: Estimator, scores, y_true, features=None, *, batch: str | N
     Poisson-binomial spread plus the spread of the share under the calibration's bootstrap maps). Regression: the
     label's mean against the mean prediction plus the calibration's mean residual, and its spread against the
     prediction's spread plus the residual variance (scaled by the loss model's view of the batch), each in
-    sampling errors. ``shifted`` when any figure is past :data:`Z_SHIFT` (Bonferroni over classes); ``reason``
+    sampling errors. Sampling errors are widened by how much the calibration rows' errors hang together
+    (:func:`dependence`, ``checks["label_dependence"]``). ``shifted`` when any figure is past :data:`Z_SHIFT`
+    (Bonferroni over classes); ``reason``
     names the figures. None when the estimator cannot say (unusable, no labels).
     """
     y = np.asarray(y_true)
@@ -201,10 +230,15 @@ def _class_check(est: Estimator, scores: np.ndarray, y: np.ndarray, where: str) 
     idx = {c: i for i, c in enumerate(est.classes)}
     yi = np.array([idx.get(v, -1) for v in y])
     realized = np.array([(yi == j).mean() for j in range(k)])
-    var = (Q * (1 - Q)).sum(axis=0) / n ** 2
-    boot = np.array([_calibrate(m, P).mean(axis=0) for m in _maps(est, "bootstrap")])
-    if len(boot):
-        var = var + np.mean((boot - expected) ** 2, axis=0)
+    var = (Q * (1 - Q)).sum(axis=0) / n ** 2 * float(est.checks.get("label_dependence", 1.0))
+    from .cbpe import SPREAD_ROWS
+
+    sub = P[:: max(1, math.ceil(n / SPREAD_ROWS))]  # every k-th row: the maps' spread of the share, as the band's
+    if sub.shape[1] == 2:
+        sub = sub[np.argsort(sub[:, 1], kind="stable")]  # np.interp walks sorted queries much faster
+    boot = np.array([_calibrate(m, sub).mean(axis=0) for m in _maps(est, "bootstrap")])
+    if len(boot) > 1:  # how far the calibration rows could have put the expected shares
+        var = var + np.var(boot, axis=0, ddof=1)
     z = (realized - expected) / np.sqrt(np.maximum(var, 1e-18))
     cols = [1] if k == 2 else list(range(k))
     limit = Z_SHIFT if k == 2 else _bonferroni(k)
@@ -239,11 +273,12 @@ def _regression_check(est: Estimator, pred: np.ndarray, y: np.ndarray, features,
     ratio = ratio if c.get("loss") == "squared" else ratio ** 2  # the residual variance the loss model sees here
     sigma2 = resid_var * max(ratio, 1e-6)
     mean_exp = float(pred.mean()) + bias
-    mean_z = (float(y.mean()) - mean_exp) / math.sqrt(sigma2 / n + resid_var / n_cal + 1e-18)
+    dep = float(c.get("label_dependence", 1.0))
+    mean_z = (float(y.mean()) - mean_exp) / math.sqrt(dep * (sigma2 / n + resid_var / n_cal) + 1e-18)
     var_exp = float(np.var(pred)) + sigma2
     var_obs = float(np.var(y))
     kurt = float(np.mean((y - y.mean()) ** 4) / var_obs ** 2) if var_obs > 0 else 3.0
-    se_log = math.sqrt(max(kurt - 1, 0.5) / n + 2 / n_cal)
+    se_log = math.sqrt(dep * (max(kurt - 1, 0.5) / n + 2 / n_cal))
     spread_z = (math.log(max(var_obs, 1e-18)) - math.log(max(var_exp, 1e-18))) / se_log
     shifted_mean, shifted_spread = abs(mean_z) > Z_SHIFT, abs(spread_z) > Z_SHIFT
     figures = (f"label mean {y.mean():.4g} against {mean_exp:.4g} expected ({mean_z:+.1f} sampling errors), "
