@@ -9,9 +9,10 @@ The label is ``ridership`` (thousands of entries that day). The features are as 
 them: 20 other stations' entries 14 days earlier, the day's weather (temperatures, dew point,
 humidity, pressure, wind, gusts, precipitation, shares of rain/snow/cloud/storm reports), ten
 home/away game flags of the Blackhawks, Bulls, Bears, White Sox and Cubs, and the day of the week
-we add from the date. Traits of real, changing data: temperatures out of the previous quarters'
-range every spring and autumn; game flags that are all 0 for whole quarters (no baseball from
-October to March, no football from February to August, no hockey or basketball in the summer).
+we add from the date. Traits of real, changing data: stations' entries (Polk, California, Clinton)
+and temperatures outside the earlier quarters' range; game flags that are all 0 for whole quarters
+(no baseball from October to March, no football from February to August, no hockey or basketball in
+the summer), and no snow reports in the summer.
 
 One batch per calendar quarter (2001Q1..2016Q3, 63 batches, the first and last partial).
 
