@@ -345,6 +345,13 @@ def compare_runs(original_dir: str | os.PathLike, replay_dir: str | os.PathLike,
     c.equal("decision", "failed step", _get(ma, "error", "step"), _get(mb, "error", "step"))
 
     _compare_analysis(c, read_output(a_dir, Analysis), read_output(b_dir, Analysis), ma, mb, schedule_tolerance)
+    sa, sb = (getattr(read_output(d, Analysis), "shadow", None) for d in (a_dir, b_dir))  # a shadow on trial
+    if sa or sb:
+        c.equal("decision", "shadow", _get(sa, "version"), _get(sb, "version"))
+        c.equal("decision", "shadow batches", [b["batch"] for b in _get(sa, "batches") or []],
+                [b["batch"] for b in _get(sb, "batches") or []])
+        c.equal("decision", "shadow verdict", _get(sa, "judgement", "decision"), _get(sb, "judgement", "decision"))
+        c.number("shadow gain", _get(sa, "judgement", "gain"), _get(sb, "judgement", "gain"))
     _compare_training(c, read_output(a_dir, Training), read_output(b_dir, Training))
     _compare_validation(c, read_output(a_dir, Validation), read_output(b_dir, Validation))
     # step 40: what happened to the champion

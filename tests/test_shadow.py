@@ -232,3 +232,81 @@ def test_a_better_shadow_is_promoted_from_shadow_sooner_when_the_sequential_test
     assert reg.shadow() is None and reg.champion() == shadow_version
     (ev,) = [e for e in reg.history() if e.event == "promote" and e.version == shadow_version]
     assert "promoted from shadow" in ev.reason
+
+
+@pytest.mark.slow
+def test_retrain_status_shows_the_shadow_and_retrain_replay_of_a_run_with_a_shadow_matches(tmp_path):
+    import contextlib
+    import io
+
+    from retrainlib.cli import main
+    from retrainlib.demo import week_end
+    from retrainlib.pipeline import run_playbook
+
+    home = make_home(tmp_path / "home", **{"validation.shadow_batches": 1})
+    run_playbook("params/demo.yaml", home=home, as_of=week_end(10).isoformat(), progress=False)  # the first champion
+    second, _ = run_playbook("params/demo.yaml", home=home, as_of=week_end(22).isoformat(), progress=False)
+    assert second.outcome == "shadow-started" and second.exit_code == 10, second.outputs
+    reg = Registry(home / "models", "loan-default-demo")
+    shadow = reg.shadow()
+    assert shadow is not None and reg.champion() == second.champion_after == second.champion_before  # not serving yet
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["status", "--home", str(home), "--json"]) == 0
+    status = json.loads(out.getvalue())
+    assert status["shadow"]["version"] == shadow and status["shadow"]["needed"] == 1
+    assert {v["version"]: v["role"] for v in status["versions"]}[shadow] == "shadow"
+
+    third, third_dir = run_playbook("params/demo.yaml", home=home, as_of=week_end(23).isoformat(), progress=False)
+    trial = json.loads((third_dir / "10-analyze-drift.json").read_text())["shadow"]
+    assert trial["version"] == shadow and [Path(b["batch"]).name for b in trial["batches"]] == [f"{week_end(23).isoformat()}.parquet"]
+    decided = {"promote": ("promoted-from-shadow", 11), "drop": ("shadow-dropped", 12)}[trial["judgement"]["decision"]]
+    step40 = json.loads((third_dir / "40-promote-or-rollback.json").read_text())["shadow"]
+    settled = step40["settled"] if step40["outcome"] == "shadow-started" else step40  # this run's challenger may be the next
+    assert (settled["version"], settled["outcome"]) == (shadow, decided[0])
+    if step40["outcome"] == "shadow-started" and decided[0] == "shadow-dropped":
+        decided = ("shadow-started", 10)  # a new trial says more than the end of the old one; a promotion says more still
+    assert (third.outcome, third.exit_code) == decided
+    assert reg.shadow() != shadow and (reg.champion() == shadow) == (settled["outcome"] == "promoted-from-shadow")
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["replay", str(third_dir), "--json", str(tmp_path / "replay.json")])
+    report = json.loads((tmp_path / "replay.json").read_text())
+    assert code == 0 and report["matched"] is True, report["reason"]
+    checks = {c["name"]: c for c in report["checks"]}
+    for name in ("shadow", "shadow batches", "shadow verdict", "shadow gain", "promotion", "outcome", "champion after"):
+        assert checks[name]["matched"] is True, checks[name]
+    assert checks["shadow"]["original"] == shadow and checks["outcome"]["original"] == decided[0]
+
+
+@pytest.mark.slow
+def test_a_newer_passing_challenger_replaces_the_shadow_on_trial_in_the_promotion_step(tmp_path):
+    from retrainlib import steps
+    from retrainlib.backtest.step import _replay_step
+    from retrainlib.data import list_batches
+    from retrainlib.paths import Paths
+    from retrainlib.profiles import load_profile
+    from retrainlib.training import CHILD_PROCESS
+
+    home = _shadow_home(tmp_path / "home", weeks=5)
+    flipped = _flip_labels(home, [3, 4])
+    result = backtest.run_backtest(home / "params" / "demo.yaml", home=home, strategies="shadow",
+                                   work_dir=tmp_path / "work", progress=False)
+    assert result.records["action"].iloc[-1] == "shadow-started" and result.records["batch"].iloc[-1] == flipped[1]
+    scratch = tmp_path / "work" / "shadow"
+    reg = Registry(scratch / "models", "loan-default-demo")
+    first = reg.shadow()
+    # the same batch again (a second scheduled run before new data): nothing new to judge the shadow on, and a new
+    # challenger, fitted on the same rows, passes the same gates against the champion: it takes the shadow's place
+    prof_path = scratch / "params" / "demo.yaml"
+    batch = list_batches(load_profile(prof_path).data, Paths.discover(home))[4]
+    row = _replay_step(backtest.STRATEGIES["every-batch"], prof_path, scratch, batch, 99, CHILD_PROCESS,
+                       policy=steps.RetrainPolicy("always", "test: retrain again"))
+    assert row["action"] == "shadow-started" and row["challenger"] != first
+    second = reg.shadow()
+    assert second == row["challenger"] and second != first and reg.champion() == row["champion"]
+    step40 = json.loads((Path(row["run_dir"]) / "40-promote-or-rollback.json").read_text())
+    assert step40["shadow"]["replaced"] == first and step40["shadow"]["settled"]["outcome"] == "continue"
+    rows = [json.loads(line) for line in (reg.path / "shadows.jsonl").read_text().splitlines()]
+    assert [(r["version"], r["outcome"]) for r in rows if r["event"] == "end"] == [(first, "replaced")]
