@@ -1,7 +1,8 @@
 """Tell people what a run did: always a log line, optionally a webhook POST.
 
 :func:`notify_run` is called by the runner once a run's record is complete. For the events in
-:data:`EVENTS` (promoted, bootstrapped, rejected, rolled back, blocked by data quality, stuck, failed) it
+:data:`EVENTS` (promoted, bootstrapped, rejected, rolled back, blocked by data quality, stuck, failed; a shadow
+started, promoted from shadow, dropped) it
 logs one line and, when the profile's ``notify.webhook_url`` is set, POSTs a JSON body (model, run
 id, event, reasons, metrics, champion, link to the report). The token is read from the environment
 variable the profile names (``notify.token_env``) and sent as ``Authorization: Bearer``; it is never
@@ -46,6 +47,9 @@ EVENTS = {
     "blocked-by-quality": logging.WARNING,
     "stuck": logging.WARNING,
     "failed": logging.ERROR,
+    "shadow-started": logging.INFO,  # validation.shadow_batches: a shadow period starts ...
+    "promoted-from-shadow": logging.INFO,  # ... and ends: promoted
+    "shadow-dropped": logging.WARNING,  # ... or dropped
 }
 #: HTTP statuses worth another try; any other error status is final
 _RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}

@@ -310,3 +310,25 @@ def test_a_newer_passing_challenger_replaces_the_shadow_on_trial_in_the_promotio
     assert step40["shadow"]["replaced"] == first and step40["shadow"]["settled"]["outcome"] == "continue"
     rows = [json.loads(line) for line in (reg.path / "shadows.jsonl").read_text().splitlines()]
     assert [(r["version"], r["outcome"]) for r in rows if r["event"] == "end"] == [(first, "replaced")]
+
+
+def test_a_shadow_period_starting_and_ending_is_announced_with_its_own_event(tmp_path, caplog):
+    import logging
+
+    from retrainlib import notify
+    from retrainlib.manifest import RunManifest
+    from retrainlib.profiles import load_profile
+
+    home = make_home(tmp_path / "home")
+    prof = load_profile(home / "params" / "demo.yaml")
+    for outcome, level in (("shadow-started", logging.INFO), ("promoted-from-shadow", logging.INFO),
+                           ("shadow-dropped", logging.WARNING)):
+        manifest = RunManifest(run_id=f"20240601T000000Z-{outcome}", profile={"name": "demo"}, as_of=None,
+                               started=RunManifest.now(), status="succeeded", outcome=outcome, exit_code=10,
+                               reasons=["shadow roc_auc gain +0.01"], champion_before="v0001", champion_after="v0001")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="retrainlib.notify"):
+            records = notify.notify_run(manifest, home / "runs" / manifest.run_id, prof)
+        assert [r["event"] for r in records] == [outcome]
+        (line,) = [r for r in caplog.records if r.name == "retrainlib.notify"]
+        assert line.levelno == level and f"loan-default-demo {outcome} (run {manifest.run_id})" in line.getMessage()
