@@ -708,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the mirror's record as JSON")
     sp = add("backtest", cmd_backtest, "replay history once per retraining strategy (walk-forward) and compare them")
     sp.add_argument("--strategies", default="all",
-                    help="comma-separated: static, periodic, drift, performance, hybrid, every-batch, refit (default all)")
+                    help="comma-separated: static, periodic, drift, performance, hybrid, every-batch, shadow, refit (default all)")
     sp.add_argument("--json", default=None, metavar="OUT", help="also write the result (table and per-batch records) as JSON to OUT ('-': stdout)")
     sp.add_argument("--out", default=None, help="folder for backtest.json/.csv/.png (default: the work dir)")
     sp.add_argument("--work-dir", default=None, help="scratch homes per strategy (default runs/<UTC timestamp>-<profile>-backtest)")
