@@ -297,8 +297,7 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
                 for m in metrics:
                     e, truth = made[(names[j], m)], realized[(names[j], m)]
                     if e.value is not None:
-                        record[m].append({"batch": names[j], "estimated": e.value, "measured": truth,
-                                          "in_band": bool(e.low <= truth <= e.high)})
+                        record[m].append({"batch": names[j], **estimate.compare(e, truth)})
                     if est[m] is not None and est[m].usable:
                         checks[m].append(estimate.label_check(est[m], scores[names[j]], ys[names[j]], fx[names[j]],
                                                               batch=names[j]))

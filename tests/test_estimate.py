@@ -614,6 +614,10 @@ def test_misses_raise_the_level_the_track_record_aims_at_and_hits_lower_it():
     hits = [{"estimated": 0.8, "measured": 0.8 - d, "in_band": True} for d in errors]
     misses = [dict(r, in_band=False) for r in hits]
     assert track._aci_alpha(misses, 0.05) < 0.05 < track._aci_alpha(hits, 0.05)
+    # misses of the warm-up's bands (the model's alone) do not move the level the track record aims at
+    assert track._aci_alpha([dict(r, band="model") for r in misses], 0.05) == 0.05
+    judged = estimate.compare(estimate.widen(e, hits[:2]), 0.7)
+    assert judged["band"] == "model" and estimate.compare(estimate.widen(e, hits), 0.7)["band"] == "track record"
     assert estimate.widen(e, misses).low < estimate.widen(e, hits).low
 
 

@@ -78,6 +78,7 @@ def compare(estimate: Estimate | dict, measured: float) -> dict[str, Any]:
     e = estimate if isinstance(estimate, Estimate) else Estimate.from_dict(estimate)
     if e.value is None:
         return {"estimated": None, "measured": float(measured), "error": None, "in_band": None}
+    note = (e.parts or {}).get("track_record_note", "")
     return {
         "estimated": e.value,
         "low": e.low,
@@ -85,6 +86,8 @@ def compare(estimate: Estimate | dict, measured: float) -> dict[str, Any]:
         "measured": float(measured),
         "error": float(e.value - measured),
         "in_band": bool(e.low <= measured <= e.high),
+        # who set the band: the track record (its hits and misses move the level it aims at) or the model alone
+        "band": "track record" if note and not note.startswith("warming up") else "model",
     }
 
 

@@ -81,7 +81,8 @@ def track_record(rows: Iterable[dict], *, metric: str, labelled_end: str | None 
     None: every row), in the order they were judged: ``{"batch", "estimated", "measured", "in_band"}``.
 
     ``rows``: ``evaluations.jsonl`` rows (``estimate`` holds :func:`~.estimator.compare`'s dict) or dicts with
-    those four keys (and ``batch_end`` for the cut). A batch judged twice counts once (its first judgement).
+    those four keys (and ``batch_end`` for the cut; ``band``: who set it, "model" in the warm-up, else the track
+    record). A batch judged twice counts once (its first judgement).
     """
     out, seen = [], set()
     for r in rows:
@@ -98,14 +99,17 @@ def track_record(rows: Iterable[dict], *, metric: str, labelled_end: str | None 
             continue
         seen.add(key)
         out.append({"batch": key, "batch_end": end, "estimated": float(e["estimated"]), "measured": float(e["measured"]),
-                    "in_band": bool(e.get("in_band"))})
+                    "in_band": bool(e.get("in_band")), "band": e.get("band", "track record")})
     return out
 
 
 def _aci_alpha(record: list[dict], alpha: float) -> float:
-    """The miss rate aimed at after walking the record (adaptive conformal inference), within [MIN_ALPHA, 0.5]."""
+    """The miss rate aimed at after walking the record (adaptive conformal inference), within [MIN_ALPHA, 0.5]. Only
+    bands the track record set move it (``band`` "model": made in the warm-up, the model's band alone)."""
     a = alpha
     for r in record:
+        if r.get("band", "track record") == "model":
+            continue
         a += ACI_STEP * (alpha - (0.0 if r["in_band"] else 1.0))
         a = min(max(a, MIN_ALPHA), 0.5)
     return a
