@@ -12,7 +12,8 @@ an ``mlflow:`` section, :func:`sync` copies what it holds into an MLflow trackin
 - each registry version becomes a version of the registered model (tag ``retrain.version``), a
   pyfunc wrapper (:class:`ChampionModel`) around the AutoGluon predictor, so
   ``mlflow.pyfunc.load_model("models:/<name>@champion")`` predicts what our champion predicts;
-  alias ``champion`` follows our champion pointer (promotions and rollbacks).
+  alias ``champion`` follows our champion pointer (promotions and rollbacks), alias ``challenger`` our
+  shadow on trial (``validation.shadow_batches``).
 
 It is idempotent: what MLflow already holds (looked up by those tags) is never sent twice, so a
 server that was unreachable is caught up by the next sync. It never raises: :func:`sync` returns a
@@ -54,6 +55,8 @@ log = logging.getLogger("retrainlib.mlflow")
 CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 #: the alias that follows our champion
 ALIAS = "champion"
+#: the alias that follows our shadow on trial (``validation.shadow_batches``); absent while there is none
+CHALLENGER_ALIAS = "challenger"
 _RUN_TAG, _VERSION_TAG, _DONE_TAG = "retrain.run_id", "retrain.version", "retrain.mirror"
 _PARAM_MAX = 6000  # MLflow's limit on a param value
 
@@ -335,19 +338,19 @@ class _Mirror:
                                               description=f"retrainlib version {version.name} (run {meta.get('run_id')})")
         return mv.version
 
-    def point_alias(self, version_number: str | None) -> str | None:
-        """Alias ``champion`` on ``version_number`` (deleted for None); the version it was on before."""
+    def point_alias(self, version_number: str | None, alias: str = ALIAS) -> str | None:
+        """Alias ``alias`` (``champion``) on ``version_number`` (deleted for None); the version it was on before."""
         from mlflow.exceptions import MlflowException
 
         try:
-            current = self.client.get_model_version_by_alias(self.model, ALIAS).version
+            current = self.client.get_model_version_by_alias(self.model, alias).version
         except MlflowException:
             current = None
         if version_number is None:
             if current is not None:
-                self.client.delete_registered_model_alias(self.model, ALIAS)
+                self.client.delete_registered_model_alias(self.model, alias)
         elif str(current) != str(version_number):
-            self.client.set_registered_model_alias(self.model, ALIAS, str(version_number))
+            self.client.set_registered_model_alias(self.model, alias, str(version_number))
         return None if current is None else str(current)
 
     # links (MLflow's UI routes)
@@ -387,7 +390,8 @@ def sync(settings, *, runs_dir: Path, registry, profile_name: str, model_name: s
     runs_dir : Path
         the ``runs/`` folder; every finished run of ``profile_name`` in it is mirrored once.
     registry : Registry
-        every version is mirrored once; alias ``champion`` is moved to its champion.
+        every version is mirrored once; alias ``champion`` is moved to its champion, alias ``challenger``
+        to its shadow on trial (removed while there is none).
     current_run : str, optional
         the run that asked (its MLflow link goes first in the record).
 
@@ -430,6 +434,9 @@ def sync(settings, *, runs_dir: Path, registry, profile_name: str, model_name: s
             champion = registry.champion()
             numbers = {k: str(getattr(v, "version", v)) for k, v in mirrored.items()}
             before = m.point_alias(numbers.get(champion))
+            shadow = registry.shadow()  # alias challenger: the shadow on trial, or none
+            record["challenger"] = {"version": shadow, "mlflow_version": numbers.get(shadow),
+                                    "mlflow_version_before": m.point_alias(numbers.get(shadow), CHALLENGER_ALIAS)}
             record.update(status="mirrored", champion={"version": champion, "mlflow_version": numbers.get(champion),
                                                        "mlflow_version_before": before},
                           model_url=m.model_url(), experiment_url=f"{m.uri}/#/experiments/{m.experiment_id}")

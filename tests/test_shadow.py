@@ -332,3 +332,35 @@ def test_a_shadow_period_starting_and_ending_is_announced_with_its_own_event(tmp
         assert [r["event"] for r in records] == [outcome]
         (line,) = [r for r in caplog.records if r.name == "retrainlib.notify"]
         assert line.levelno == level and f"loan-default-demo {outcome} (run {manifest.run_id})" in line.getMessage()
+
+
+@pytest.mark.slow
+def test_mlflow_alias_challenger_follows_the_shadow_on_trial_and_is_removed_when_its_trial_ends(tmp_path, clone):
+    pytest.importorskip("mlflow", reason="the optional extra: pip install -r requirements-mlflow.txt")
+    from mlflow.tracking import MlflowClient
+
+    from retrainlib import mlflow_mirror
+    from retrainlib.profiles import MlflowSettings
+    from tests.test_mlflow import MlflowServer, free_port
+
+    server = MlflowServer(tmp_path / "mlflow", free_port())
+    server.start()
+    try:
+        reg = _registry(tmp_path, clone, n=3)
+        reg.start_shadow("v0003", needed=2, run_id="r1", reason="passed")
+        settings = MlflowSettings(tracking_uri=server.url, registered_model="shadow-mirror")
+        record = mlflow_mirror.sync(settings, runs_dir=tmp_path / "runs", registry=reg, profile_name="demo",
+                                    model_name="loan-default")
+        assert record["status"] == "mirrored", record
+        client = MlflowClient(server.url)
+        alias = lambda name: client.get_model_version_by_alias("shadow-mirror", name).tags["retrain.version"]  # noqa: E731
+        assert (alias("champion"), alias("challenger")) == ("v0002", "v0003")
+        assert record["challenger"]["version"] == "v0003" and record["challenger"]["mlflow_version_before"] is None
+        reg.drop_shadow(run_id="r2", reason="worse")
+        record = mlflow_mirror.sync(settings, runs_dir=tmp_path / "runs", registry=reg, profile_name="demo",
+                                    model_name="loan-default")
+        assert record["status"] == "mirrored" and record["challenger"]["version"] is None
+        assert "challenger" not in client.get_registered_model("shadow-mirror").aliases
+        assert alias("champion") == "v0002"
+    finally:
+        server.stop()
