@@ -113,6 +113,9 @@ class Scheduler:
         refresh ``runs/index.html`` (:func:`retrainlib.report.build_report`) after each run.
     run : callable, optional
         what one turn does, returning an exit code; default: a ``retrain run`` child process.
+    trigger : APScheduler trigger, optional
+        when turns are due, instead of :func:`make_trigger` of the schedule; tests pass one that fires only
+        when they say so, so the scheduled times passing during a run do not depend on the machine's speed.
     """
 
     def __init__(
@@ -125,12 +128,13 @@ class Scheduler:
         max_runs: int | None = None,
         report: bool = True,
         run: Callable[[], int] | None = None,
+        trigger: Any = None,
     ):
         self.paths = Paths.discover(home)
         self.profile_path = self.paths.profile(profile)
         self.profile = load_profile(self.profile_path)  # fails before anything starts
         self.schedule = schedule or self.profile.schedule
-        self.trigger = make_trigger(self.schedule, source=str(self.profile_path))
+        self.trigger = trigger if trigger is not None else make_trigger(self.schedule, source=str(self.profile_path))
         self.registry = Registry(self.paths.resolve(self.profile.registry), self.profile.model_name)
         self.lock_wait = lock_wait
         self.max_runs = max_runs

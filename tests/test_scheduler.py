@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from apscheduler.triggers.base import BaseTrigger
 
 from retrainlib.errors import ProfileError
 from retrainlib.profiles import ScheduleSettings
@@ -151,39 +152,71 @@ def profile_home(tmp_path: Path, demo_batches: Path) -> Path:
     return make_home(root)
 
 
+class WhenTicked(BaseTrigger):
+    """An APScheduler trigger on the test's clock: due once when the scheduler starts, then only when the test
+    ticks (:meth:`tick` makes a scheduled time come now); by itself the next time is ten years away."""
+
+    def __init__(self):
+        self.sched: Scheduler | None = None
+        self.ticks = 0
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        return now if previous_fire_time is None else now + dt.timedelta(days=3650)
+
+    def tick(self) -> None:
+        from retrainlib.scheduler import JOB_ID
+
+        self.ticks += 1
+        self.sched._scheduler.modify_job(JOB_ID, next_run_time=dt.datetime.now(dt.timezone.utc))
+
+
+def _wait(condition, what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds  # generous: a busy machine only makes it later
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:g} s"
+        time.sleep(0.02)
+
+
 def test_scheduled_times_missed_during_a_long_run_coalesce_into_one_catch_up_run(profile_home):
-    """The first run lasts until two scheduled times have passed (APScheduler's own clock says so, not a sleep);
-    one catch-up run follows it before the next regular time, and the next run waits for that regular time."""
+    """Two scheduled times come while the first run is in progress (the test's clock ticks twice: each is
+    'due while a run is in progress'); one catch-up run follows as soon as the first ends, with no scheduled
+    time due, and once it ended nothing more is due: the next run waits for the next scheduled time."""
+    from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES
+
     from retrainlib.scheduler import JOB_ID
 
-    interval = dt.timedelta(seconds=3)
-    runs: list[dict] = []
+    clock = WhenTicked()
+    events: list[tuple[int, dt.datetime]] = []  # (event code, the job's next time once the scheduler handled it)
+    runs: list[int] = []  # the ticks so far when each run started
 
-    def next_regular() -> dt.datetime:
-        return sched._scheduler.get_job(JOB_ID).next_run_time
+    def record(event) -> None:  # added after the scheduler's own listener, so it sees what that one decided
+        events.append((event.code, sched._scheduler.get_job(JOB_ID).next_run_time))
 
-    def long_then_short_runs() -> int:
-        run = {"start": dt.datetime.now(dt.timezone.utc), "next_at_start": next_regular()}
-        if not runs:  # the first run holds on until the scheduled times at and after its start have both passed
-            while next_regular() < run["next_at_start"] + interval:
-                time.sleep(0.05)
-        run["end"], run["next_at_end"] = dt.datetime.now(dt.timezone.utc), next_regular()
-        runs.append(run)
+    def runs_then_ticks() -> int:
+        runs.append(clock.ticks)
+        if len(runs) == 1:
+            sched._scheduler.add_listener(record, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_EXECUTED)
+            for n in (1, 2):  # two scheduled times pass while this run goes on
+                clock.tick()
+                _wait(lambda: sum(code == EVENT_JOB_MAX_INSTANCES for code, _ in events) == n,
+                      f"scheduled time {n} was not reported as due while a run is in progress")
         return 3
 
-    sched = Scheduler(PROFILE, home=profile_home, schedule=ScheduleSettings(every_minutes=interval.total_seconds() / 60),
-                      max_runs=3, report=False, run=long_then_short_runs)
+    sched = Scheduler(PROFILE, home=profile_home, max_runs=3, report=False, run=runs_then_ticks, trigger=clock)
+    clock.sched = sched
     done = threading.Thread(target=sched.serve, kwargs={"install_signal_handlers": False}, daemon=True)
     done.start()
+    _wait(lambda: len(runs) >= 2 or not done.is_alive(), "no catch-up run followed the first run")
+    _wait(lambda: sum(code == EVENT_JOB_EXECUTED for code, _ in events) >= 2 or not done.is_alive(),
+          "the catch-up run did not end")
+    assert runs[:2] == [0, 2], "the catch-up run did not start at once after the first (or waited for a tick)"
+    (_, after_catch_up), = [e for e in events if e[0] == EVENT_JOB_EXECUTED][1:2]
+    assert after_catch_up > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365), \
+        "a second catch-up run is due after the first: the missed times did not coalesce"
+    clock.tick()  # the next scheduled time
     done.join(timeout=300)
     assert not done.is_alive()
-    first, catch_up, regular = runs
-    assert len(sched.history) == 3
-    assert first["next_at_end"] >= first["next_at_start"] + interval  # two scheduled times passed during it
-    for a, b in ((first, catch_up), (catch_up, regular)):
-        assert a["end"] <= b["start"], "runs overlapped"
-    assert catch_up["start"] < first["next_at_end"], "the catch-up run waited for the next regular time"
-    assert regular["start"] >= first["next_at_end"], "a second catch-up run followed: the missed times did not coalesce"
+    assert runs == [0, 2, 3] and len(sched.history) == 3
 
 
 def test_a_turn_is_skipped_with_its_reason_while_another_run_holds_the_lock(profile_home):
