@@ -60,9 +60,10 @@ def worker(args) -> None:
         r = run_backtest("params/demo.yaml", home=home, work_dir=home / "work", progress=False)
         out = {"seconds": r.seconds, "fit_cache": r.fit_cache, "steps": len(r.records), "replays": len(r.strategies)}
     else:
-        from retrainlib.tune import tune
+        from retrainlib.tune import tune, write_report
 
         r = tune("params/demo.yaml", home=home, work_dir=home / "work", progress=False)
+        write_report(r)  # tune.md, tune.png and the per-batch records in the work dir (kept with --keep)
         out = {"seconds": r.seconds, "fit_cache": r.fit_cache, "replays": len(r.table) + 1, "pick": r.pick,
                "pick_reason": r.pick_reason, "confirm_from": r.confirm_from}
     freshproc.stop_warm_server()  # its CPU time and its children's count as this run's

@@ -13,13 +13,15 @@ to report how the pick does on batches it never saw.
 
 Candidates, searched in two stages (a full product would cost a replay per combination):
 
-1. the training window, with ``every-batch`` (gated, as the playbook retrains): ``sliding_window`` of
-   half, the same and twice the profile's ``window_batches``, ``full`` and ``incremental``;
-2. at that window: ``static``, ``every-batch``, ``periodic`` every 2/4/8 batches, ``performance`` at three
-   thresholds taken from the metric ``every-batch``'s champions measured on the tune segment (its
-   quartiles and median), ``drift`` at three thresholds from the drift scores measured there, the
-   profile's own ``hybrid``, and each river detector of :data:`retrainlib.detectors.DETECTORS` on the
-   champion's per-row losses.
+1. the training window, with the backtest's plain ``refit`` (retrain before every batch on the newest
+   window, no gates: cheap, and the reference the confirm figures are read against): ``sliding_window``
+   of half, the same and twice the profile's ``window_batches``, ``full`` and ``incremental``; the best
+   tune mean wins (the smaller window on a tie);
+2. at that window, the candidates the pick is chosen from: ``static``, gated ``every-batch``,
+   ``periodic`` every 2/4/8 batches, ``performance`` at three thresholds taken from the metric refit's
+   champions measured on the tune segment (its quartiles and median), ``drift`` at three thresholds
+   from the drift scores measured there, the profile's own ``hybrid``, and each river detector of
+   :data:`retrainlib.detectors.DETECTORS` on the champion's per-row losses.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import yaml
 from . import automl, data, freshproc, playbook, steps
 from .backtest.run import _scratch_profile
 from .backtest.step import _policy, _replay_step
-from .backtest.strategies import STRATEGIES, Strategy
+from .backtest.strategies import Strategy
 from .detectors import DETECTORS
 from .durable import write_atomic
 from .errors import RetrainError
@@ -63,9 +65,10 @@ class Candidate:
     retrain: str = "profile"  # 'profile' | 'always' | 'never'
     every: int | None = None  # periodic: retrain every N batches
     why: str = ""
+    gates: bool = True  # False: the backtest's plain ``refit`` (newest window, holdout included, no gates)
 
     def strategy(self) -> Strategy:
-        return Strategy(self.name, self.why, retrain=self.retrain)
+        return Strategy(self.name, self.why, retrain=self.retrain, gates=self.gates)
 
 
 def split_history(n_batches: int, warmup: int, confirm_share: float) -> int:
@@ -123,6 +126,7 @@ class TuneResult:
     work_dir: Path
     tuned_profile: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    records: pd.DataFrame | None = None  # every replayed step: candidate, segment and the backtest's per-batch record
 
     def to_dict(self) -> dict[str, Any]:
         pick = self.table.set_index("name").loc[self.pick]
@@ -209,27 +213,29 @@ def _quantiles(values: Sequence[float], qs: Sequence[float], digits: int = 3) ->
 
 
 def _window_candidates(prof, only: Sequence[str] | None = None) -> list[Candidate]:
+    """Stage 1: the plain ``refit`` (no gates, so no validation or promotion checks) over each training window."""
     w = prof.training.window_batches
     out = []
     for n in dict.fromkeys((max(1, w // 2), w, 2 * w)):
-        out.append(Candidate(f"every-batch window {n}", "every-batch", {"training.strategy": "sliding_window",
-                                                                         "training.window_batches": n}, "always",
-                             why=f"sliding window of the newest {n} batches"))
-    out.append(Candidate("every-batch window full", "every-batch", {"training.strategy": "full"}, "always",
-                         why="every labelled batch before the holdout"))
-    out.append(Candidate("every-batch window incremental", "every-batch", {"training.strategy": "incremental"}, "always",
-                         why="the champion's batches plus the newer ones"))
-    return [c for c in out if only is None or c.name.removeprefix("every-batch window ") in only]
+        out.append(Candidate(f"refit window {n}", "refit", {"training.strategy": "sliding_window",
+                                                            "training.window_batches": n}, "always",
+                             why=f"a sliding window of the newest {n} batches", gates=False))
+    out.append(Candidate("refit window full", "refit", {"training.strategy": "full"}, "always",
+                         why="every labelled batch (full)", gates=False))
+    out.append(Candidate("refit window incremental", "refit", {"training.strategy": "incremental"}, "always",
+                         why="the champion's batches plus every newer one (incremental)", gates=False))
+    return [c for c in out if only is None or c.name.removeprefix("refit window ") in only]
 
 
 def _policy_candidates(prof, window: dict[str, Any], history: list[dict[str, Any]], n_tune: int,
                        greater_is_better: bool) -> list[Candidate]:
-    """Stage 2: policies at the chosen window, thresholds from what every-batch measured on the tune segment."""
+    """Stage 2: policies at the chosen window, thresholds from what ``refit`` measured there on the tune segment."""
     values = [r["value"] for r in history if r["value"] == r["value"]]
     perf = _quantiles(values, (0.25, 0.5, 0.75) if greater_is_better else (0.75, 0.5, 0.25), 4)
     drift = _quantiles(_trigger_values(history, "drift"), (0.5, 0.75, 0.9))
     one = {"triggers.policy": "any"}
-    out = [Candidate("static", "static", dict(window), "never", why="never retrain after the first champion")]
+    out = [Candidate("static", "static", dict(window), "never", why="never retrain after the first champion"),
+           Candidate("every-batch", "every-batch", dict(window), "always", why="retrain on every batch, gated")]
     for k in (2, 4, 8):
         if k < n_tune:
             out.append(Candidate(f"periodic every {k}", "periodic", dict(window), every=k,
@@ -237,7 +243,7 @@ def _policy_candidates(prof, window: dict[str, Any], history: list[dict[str, Any
     for t in perf:
         out.append(Candidate(f"performance {t:g}", "performance",
                              {**window, **one, "triggers.use": ["performance"], "performance_threshold": t},
-                             why=f"{prof.training.eval_metric} {t:g}: a quantile of every-batch's champions measured "
+                             why=f"{prof.training.eval_metric} {t:g}: a quantile of refit's champions measured "
                                  f"on the tune segment ({len(values)} batches, {min(values):.3f}-{max(values):.3f})"))
     for t in drift:
         if 0 <= t <= 1:
@@ -320,7 +326,8 @@ def tune(profile: str | Path, *, home: str | Path | None = None, confirm_share: 
             raise RetrainError(f"no window candidate among {list(windows or [])}; give batch counts, full or incremental")
         walk(stage1, tune_steps, 0, tune_folder)
         t1 = pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in stage1])
-        win_name, _ = choose(t1.assign(tune_retrains=0), tolerance=0.0, greater_is_better=gib)  # the best mean
+        win_name, _ = choose(t1.assign(tune_retrains=0), tolerance=0.0, greater_is_better=gib)  # the best mean, the
+        # smaller window on a tie
         win = next(c for c in stage1 if c.name == win_name)
         window = {k: v for k, v in win.settings.items() if k.startswith("training.")}
         win_mean = float(t1.set_index("name").loc[win_name, "tune_mean"])
@@ -328,32 +335,28 @@ def tune(profile: str | Path, *, home: str | Path | None = None, confirm_share: 
                   if families is None or c.family in families]
         walk(stage2, tune_steps, 0, tune_folder)
         cands = [*stage1, *stage2]
-        table = pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in cands])
-        pick, reason = choose(table, tolerance=tolerance, greater_is_better=gib)
+        pick, reason = choose(pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in stage2]),
+                              tolerance=tolerance, greater_is_better=gib)  # refit is a reference, not a policy
         if on_chosen is not None:
-            on_chosen(pick, table.copy())
+            on_chosen(pick, pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in cands]))
         # the pick is fixed: now, and only now, the confirm segment is replayed
         walk(cands, confirm_steps, len(tune_steps), all_folder)
-        refit = Candidate("refit", "refit", dict(window), "always", why=STRATEGIES["refit"].description)
-        rep = _Replay(refit, work, profile_path, all_folder, cache)
-        for i, b in enumerate(tune_steps + confirm_steps):
-            row = _replay_step(STRATEGIES["refit"], rep.path, rep.home, b, warmup - 1 + i, cache,
-                               policy=_policy(STRATEGIES["refit"]))
-            rep.rows.append(row)
     finally:
         restore()
         bar.close()
     table = pd.DataFrame([_row(c, replays[c.name].rows, tune_names, confirm_names) for c in cands])
-    refs = {"refit": _ref(rep.rows, confirm_names),
-            "static": _ref(replays["static"].rows, confirm_names) if "static" in replays else None,
-            "every-batch": _ref(replays[win_name].rows, confirm_names)}
+    refs = {name: _ref(replays[key].rows, confirm_names) if key in replays else None
+            for name, key in (("refit", win_name), ("static", "static"), ("every-batch", "every-batch"))}
+    records = pd.DataFrame([{"candidate": name, "segment": "tune" if r["batch"] in tune_names else "confirm", **r}
+                            for name, rp in replays.items() for r in rp.rows])
     result = TuneResult(prof.name, prof.training.eval_metric, gib, confirm_steps[0].name, table, pick, reason,
-                        win_name.removeprefix("every-batch "), refs, time.monotonic() - t0, cache.stats(), work)
+                        win_name.removeprefix("refit window "), refs, time.monotonic() - t0, cache.stats(), work,
+                        records=records)
     if write_profile:
         result.tuned_profile = write_tuned_profile(profile_path, next(c for c in cands if c.name == pick),
                                                    paths.params / f"{prof.name}.tuned.yaml", reason=reason, paths=paths,
-                                                   window_reason=f"retrain tune: every-batch's best tune-segment mean "
-                                                                 f"was with {win.why} ({win_mean:.4f})")
+                                                   window_reason=f"retrain tune: refit's best tune-segment mean was "
+                                                                 f"with {win.why} ({win_mean:.4f})")
     return result
 
 
@@ -466,12 +469,16 @@ def write_report(result: TuneResult, folder: str | Path | None = None) -> dict[s
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
-    out = {"report": folder / "tune.md", "plot": folder / "tune.png"}
+    out = {"report": folder / "tune.md", "plot": folder / "tune.png", "per_batch": folder / "tune-per-batch.csv"}
     write_atomic(out["plot"], png.getvalue())
+    if result.records is not None:
+        write_atomic(out["per_batch"], result.records.drop(columns=["reasons"], errors="ignore").to_csv(index=False))
+    else:
+        out.pop("per_batch")
     cols = ["name", "tune_mean", "tune_retrains", "confirm_mean", "confirm_retrains"]
     lines = [f"# Tuning {result.profile}", "",
              f"Chosen on the batches before {result.confirm_from}; confirmed on {result.confirm_from} and after, which "
-             "the choice never read. Window (every-batch's best tune mean): " + result.window + ".", "",
+             "the choice never read. Window (refit's best tune mean): " + result.window + ".", "",
              f"**Pick: {result.pick}** — {result.pick_reason}.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in t[cols].to_dict("records"):
