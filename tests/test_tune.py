@@ -79,3 +79,14 @@ def test_poisoning_the_confirm_segments_labels_changes_nothing_that_was_chosen(t
     assert {"tuned_profile", "confirm_from", "policy", "candidates", "pick_reason"} <= set(payload)
     assert json.loads(json.dumps(payload, default=str))["policy"]["name"] == a.pick
     assert (a.work_dir / "tune.md").is_file() and (a.work_dir / "tune.png").is_file()
+
+
+def test_tune_on_too_short_a_history_exits_2_with_one_line_and_replays_nothing(tmp_path, capsys):
+    from retrainlib.cli import main
+
+    home = make_home(tmp_path / "home", weeks=8, **{"training.window_batches": 3})
+    code = main(["tune", "--home", str(home), "--profile", "params/demo.yaml", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "leave 4 scored batch(es); tuning needs at least 2 to choose on and 3 to confirm on" in err[0]
+    assert not (home / "runs").exists() and not (home / "params" / "demo.tuned.yaml").exists()
