@@ -178,10 +178,24 @@ def _problem_type(labels: pd.Series) -> tuple[str, int]:
     return "regression", 0
 
 
-def _id_like(frame: pd.DataFrame, column: str) -> bool:
+_ID_NAME = re.compile(r"(^|_)(id|key|row|index|idx|uuid)$|^id_|^row", re.I)
+
+
+def _unique_in_batch(frame: pd.DataFrame, column: str) -> bool:
     s = frame[column]
     kind_ok = pd.api.types.is_integer_dtype(s) or pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)
     return bool(kind_ok and len(s) >= 20 and s.notna().all() and s.nunique() == len(s))
+
+
+def _id_like(values: pd.Series, column: str) -> bool:
+    """An id: no value twice across every batch (a country or a day of the year recurs: a feature), and text, a
+    dense run of whole numbers (a row counter), or named like an id (a population is unique but a measure)."""
+    if values.duplicated().any():
+        return False
+    if not pd.api.types.is_integer_dtype(values):
+        return True
+    span = int(values.max()) - int(values.min()) + 1
+    return span <= 10 * len(values) or bool(_ID_NAME.search(column))
 
 
 def infer_profile(folder: str | Path, *, label: str, name: str | None = None, time_column: str | None = None,
@@ -226,7 +240,13 @@ def infer_profile(folder: str | Path, *, label: str, name: str | None = None, ti
         raise _refuse(folder, f"batches sorted by name do not follow each other in time on {time_col!r} "
                               "(their newest rows are not later one after another); name files so they sort by period")
     last = data.read_frame(files[-1], what="batch file")
-    ids = [c for c in columns if c not in (label, time_col) and _id_like(first, c) and c in last and _id_like(last, c)]
+    maybe = [c for c in columns if c not in (label, time_col) and _unique_in_batch(first, c)]
+    if maybe:  # read only those columns of every batch
+        every = pd.concat([data.read_frame(p, [c for c in maybe if c in names[p]], what="batch file") for p in files],
+                          ignore_index=True)
+        ids = [c for c in maybe if every[c].notna().all() and _id_like(every[c], c)]
+    else:
+        ids = []
     constant = [c for c in columns if c not in (label, time_col) and first[c].nunique(dropna=False) <= 1
                 and (c not in last or last[c].nunique(dropna=False) <= 1)]
     per_batch = int(np.median(rows))
@@ -255,12 +275,12 @@ def _interval(guide_days: float, spacing: float) -> float:
 
 
 def _window(n_files: int, spacing: float, rows: int) -> int:
-    """Batches in the sliding window: a year of batches when the history allows (a season held), at least enough
-    for min_train_rows, and at most a third of the history so a backtest has batches to replay after it."""
+    """Batches in the sliding window: a year of batches (a season held), at least three and enough for
+    min_train_rows, but at most a third of the history so a backtest has batches to replay after it."""
     year = math.ceil(365 / spacing) if spacing else 1
     enough = math.ceil(_MIN_TRAIN_ROWS / max(rows, 1))
     cap = max(1, (n_files - 1) // 3)
-    return int(max(1, min(max(year, enough), cap)))
+    return int(max(1, min(max(year, enough, 3), cap)))
 
 
 def _q(value: Any) -> str:
@@ -313,7 +333,7 @@ def render_profile(plan: InitPlan) -> str:
     put("", "")
     put("training:", f"{plan.rows_per_batch} rows per batch (median)")
     put("  strategy: sliding_window", "train on the newest batches; `retrain tune` also tries full and incremental")
-    put(f"  window_batches: {plan.window_batches}", "a year of batches where the history allows, at most a third of it")
+    put(f"  window_batches: {plan.window_batches}", "a year of batches (at least 3), at most a third of the history")
     put(f"  holdout_batches: {plan.holdout_batches}", "the newest labelled batch: validation only, nobody trains on it")
     put(f"  eval_metric: {metric}", f"{plan.problem_type} label" + (f" with {plan.classes} classes" if plan.classes else ""))
     put(f"  problem_type: {plan.problem_type}", f"from the label's values ({plan.label})")

@@ -70,12 +70,15 @@ def test_init_finds_a_text_date_column_in_csv_batches_and_names_a_regression_met
         n = 30
         pd.DataFrame({"day": pd.date_range(f"2024-0{i + 1}-01", periods=n, freq="D").strftime("%Y-%m-%d"),
                       "store": ["a", "b", "c"] * 10, "flag": 1, "price": [float(j) * 1.5 + i for j in range(n)],
+                      "rid": range(i * n, (i + 1) * n), "country": [f"c{j}" for j in range(n)],
+                      "pop": [(j + 1) * 7_919_993 + i for j in range(n)],
                       "sold": [float(j % 7) + 0.5 * j for j in range(n)]}).to_csv(data / f"2024-0{i + 1}.csv", index=False)
     assert init(home, data, label="sold") == 0
     prof = load_profile(home / "params" / "sales.yaml")
     assert prof.data.pattern == "*.csv" and prof.data.time_column == "day"
     assert prof.training.problem_type == "regression" and prof.training.eval_metric == "r2"
-    assert "flag" in prof.data.ignore_columns  # constant
+    assert prof.data.ignore_columns == ("rid", "flag")  # a row counter unique across batches, and a constant
+    assert prof.data.key == "rid"  # not 'country' (unique in a batch, recurring across them) nor 'pop' (a measure)
 
 
 def test_a_folder_without_batch_files_is_refused(tmp_path, capsys):
