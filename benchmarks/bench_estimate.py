@@ -33,7 +33,7 @@ Two modes (``--mode``, both by default), on the same champion:
 * **running** — the playbook's own way, as a backtest: per batch in order, the batch is estimated before its
   labels; a batch's labels arrive ``--label-delay`` batches later (default 1); as they arrive the estimate made
   for it is judged, its labels are checked against what the estimator expected (label shift), and the estimator
-  is recalibrated on the newest labelled rows (as many as the first calibration); our bands are widened by the
+  is recalibrated on the newest labelled rows (as many as the first calibration); our bands are set by the
   judged estimates (``retrainlib.estimate.widen``). NannyML is refitted on the same labelled rows at the same
   moments. Coverage, point error and median band width are given over the batches estimated after the track
   record's warm-up (three judged estimates).
@@ -271,7 +271,7 @@ def label_windows(stream, label_delay: int) -> list[dict]:
 def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int = 1) -> dict:
     """The playbook's running mode as a backtest: each batch is estimated before its labels, with the estimator
     recalibrated on the labelled batches of that moment (:func:`label_windows`); each estimate is judged when its
-    labels arrive, and later bands are widened by those judgements (``estimate.widen``); each newly labelled batch's
+    labels arrive, and later bands are set by those judgements (``estimate.widen``); each newly labelled batch's
     labels are checked against the estimator that had not seen them (``estimate.label_check``), and a shift marks
     the following estimates unreliable. NannyML is refitted on the same labelled rows at the same moments."""
     from retrainlib import automl, estimate

@@ -40,10 +40,11 @@ True
 (True, True)
 
 What the estimator cannot see it is told by its own record: once labels arrive each estimate is judged
-(``evaluations.jsonl``), and :func:`widen` widens later bands by those errors (adaptive split-conformal, after a
-warm-up of :data:`WARMUP` judged estimates; the band's ``parts`` say how much each source adds), while
-:func:`label_check` compares the labels with what the calibrated champion expected and names a label shift, which
-marks the estimate ``unreliable``.
+(``evaluations.jsonl``), and :func:`widen` sets later bands by those errors (past a warm-up of :data:`WARMUP` judged
+estimates: a robust scale of the newest errors times a normal quantile whose level adaptive conformal inference moves
+with the band's hits and misses, never narrower than the batch's sampling spread; the band's ``parts`` say what each
+source gives), while :func:`label_check` compares the labels with what the calibrated champion expected and names a
+label shift, which marks the estimate ``unreliable``.
 
 Modules: :mod:`.estimator` (the stored :class:`Estimator`, its JSON and :class:`Estimate`), :mod:`.fit`
 (:func:`fit_estimator`: checks, then CBPE or DLE), :mod:`.cbpe` (classification), :mod:`.calibration`

@@ -1,9 +1,10 @@
-"""What the estimator's own track record and the arriving labels say about an estimate: the band widened by past
-estimate errors (adaptive split-conformal), the band kept inside the metric's range, and a label shift named.
+"""What the estimator's own track record and the arriving labels say about an estimate: the band set by past
+estimate errors (adaptive conformal inference on a robust scale), kept inside the metric's range, and a label
+shift named.
 
 * :func:`track_record` — the judged estimates (estimate, realized value, inside its band) whose labels had arrived
   by a given batch end, in the order they were judged, from ``evaluations.jsonl`` rows or bare dicts.
-* :func:`widen` — an :class:`~.estimator.Estimate`'s band widened by that record: the past absolute estimate
+* :func:`widen` — an :class:`~.estimator.Estimate`'s band set by that record: the past absolute estimate
   errors (on the log scale for a loss, which is positive) of the newest :data:`WINDOW` judged estimates give a
   robust scale (their upper quartile), and the radius is that scale times the normal quantile of a level that adapts as
   judged estimates arrive (adaptive conformal inference, Gibbs & Candès 2021: each miss raises the level, each

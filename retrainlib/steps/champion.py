@@ -26,8 +26,8 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
     triggers read — all come from the newest revision, so a trend compares estimates of one estimator.
     A champion without a usable estimator gets rows that say why.
 
-    Each band is widened by the estimator's track record on this stream (:func:`estimate.widen`: the judged
-    estimates in ``evaluations.jsonl`` of batches labelled by now). Each newly labelled batch's labels are
+    Past a warm-up, each band is set by the estimator's track record on this stream (:func:`estimate.widen`: the
+    judged estimates in ``evaluations.jsonl`` of batches labelled by now). Each newly labelled batch's labels are
     compared with what the estimator as it stood (before it saw them) expected (``label_check`` on its row, recorded
     with its evaluation as ``label_shift``); while the newest such check shows a label shift, every row carries
     ``unreliable: label shift …`` (the triggers then fall back to measured performance) — until the labels of a
