@@ -260,6 +260,8 @@ def test_retrain_status_shows_the_shadow_and_retrain_replay_of_a_run_with_a_shad
     third, third_dir = run_playbook("params/demo.yaml", home=home, as_of=week_end(23).isoformat(), progress=False)
     trial = json.loads((third_dir / "10-analyze-drift.json").read_text())["shadow"]
     assert trial["version"] == shadow and [Path(b["batch"]).name for b in trial["batches"]] == [f"{week_end(23).isoformat()}.parquet"]
+    executed = (third_dir / "10-analyze-drift.ipynb").read_text()  # notebook 10 shows the trial: per batch and the verdict
+    assert f"shadow {shadow} beside champion {second.champion_after}" in executed and "shadow_gain" in executed
     decided = {"promote": ("promoted-from-shadow", 11), "drop": ("shadow-dropped", 12)}[trial["judgement"]["decision"]]
     step40 = json.loads((third_dir / "40-promote-or-rollback.json").read_text())["shadow"]
     settled = step40["settled"] if step40["outcome"] == "shadow-started" else step40  # this run's challenger may be the next

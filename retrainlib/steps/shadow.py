@@ -24,7 +24,7 @@ from ..scorecache import ChampionScores
 from ..shadow import judge, paired_gain
 from .context import StepContext
 
-__all__ = ["shadow_trial"]
+__all__ = ["shadow_trial", "shadow_summary", "shadow_table"]
 
 
 def _labelled(ctx: StepContext, batches: list[data.Batch]) -> pd.DataFrame:
@@ -85,3 +85,20 @@ def shadow_trial(ctx: StepContext, windows: data.Windows, champion: str | None) 
                                                                    "champion_value")} for r in pooled],
                   "new_batches": [r["batch"] for r in rows], "judgement": verdict.to_dict()})
 
+
+
+def shadow_summary(analysis) -> str:
+    """One line for notebook 10: the shadow on trial and the running test's verdict, or that there is none."""
+    trial = analysis.shadow
+    if not trial:
+        return "no shadow on trial (validation.shadow_batches is off, or no challenger awaits its trial)"
+    j = trial["judgement"]
+    return (f"shadow {trial['version']} beside champion {trial['champion']} since {trial['since'][:19]}: "
+            f"{len(trial['batches'])} of {trial['needed']} batch(es) scored; verdict {j['decision']}: {j['reason']}")
+
+
+def shadow_table(analysis) -> pd.DataFrame:
+    """Champion against shadow per batch of the trial (empty without a shadow): notebook 10's table."""
+    rows = (analysis.shadow or {}).get("batches") or []
+    frame = pd.DataFrame(rows, columns=["batch", "batch_end", "n_rows", "champion_value", "shadow_value"])
+    return frame.assign(shadow_gain=frame["shadow_value"] - frame["champion_value"])
