@@ -180,3 +180,17 @@ def test_a_profile_with_a_constraint_that_is_no_rule_is_refused_naming_the_key(t
     home = make_home(tmp_path / "home", **{"data.constraints": ["age is positive"]})
     with pytest.raises(ProfileError, match=r"constraints.*age is positive.*'<column> <op> <value>'"):
         load_profile(home / "params" / "demo.yaml")
+
+
+def test_a_first_run_blocked_by_a_broken_holdout_does_not_block_the_next_first_run_which_leaves_it_out(tmp_path):
+    home = make_home(tmp_path / "home")
+    path = change(home, 10, lambda f: f.assign(income=np.where(f.index < 3, np.inf, f["income"])))
+    ctx, first, trained, _ = run_steps(home, 10, "boot-1")  # week 10 is the holdout of the first run
+    assert first.decision.status == "blocked-by-quality" and trained.status == "skipped"
+    assert path in first.decision.reasons[0]
+    ctx, second, trained, promoted = run_steps(home, 11, "boot-2")  # week 10 is now in the training window
+    assert second.decision.status == "bootstrap", second.decision.reasons
+    assert path not in [b["path"] for b in second.windows["train"]]
+    assert any(f"left out of training: {path}" in r for r in second.decision.reasons)
+    assert trained.status == "trained"
+    assert path not in [s["path"] for s in ctx.registry.version(trained.challenger).metadata["slices"]]

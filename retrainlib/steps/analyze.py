@@ -97,11 +97,17 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
     combine, use = prof.triggers.resolved()
 
     if not meta:  # bootstrap: check the data we would train on, nothing to compare against
-        train_batches: dict[str, pd.DataFrame] = {}
+        train_batches: dict[str, pd.DataFrame] = {}  # the training window's files, then the holdout's
         train = load_checked(ctx, windows.train, required, require_label=True, per_batch=train_batches)
-        per_batch = assess_batches(ctx, train_batches, reference=None, classes=None, near=neighbours(windows))
+        load_checked(ctx, [b for b in windows.holdout if b.path not in train_batches], required, require_label=False,
+                     per_batch=train_batches)
+        history = recent_history(ctx, windows, windows.train[0].path)
+        per_batch = assess_batches(ctx, train_batches, reference=None, classes=None, history=history,
+                                   near=neighbours(windows))
         kept = quarantine(ctx, windows, train_batches, per_batch)
-        windows, train = kept.windows, kept.frame(train)
+        if kept.left_out:
+            windows = kept.windows
+            train = pd.concat([kept.kept[b.path] for b in windows.train], ignore_index=True) if windows.train else train
         q = quality.assess(train, reference=None, label=src.label, threshold=prof.data_quality_threshold,
                            required=required, ignore_columns=src.ignore_columns, source="training window",
                            constraints=src.constraints)
@@ -110,6 +116,7 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
         passed, why = quality_verdict(q, kept, holdout)
         decision = triggers.decide([], combine=combine, use=use, policy=prof.triggers.policy,
                                    quality_passed=passed, quality_reason=_with_note(why, kept), bootstrap=True)
+        decision = _noted(decision, kept)
         _record_block(ctx, decision, kept.reports, windows)
         result = _analysis(decision, q, None, windows, None, [], current=train, batch_quality=per_batch,
                            holdout_check=holdout)
@@ -171,9 +178,7 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
     ]
     decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
                                quality_passed=quality_passed, quality_reason=_with_note(quality_why, kept))
-    decision = policy.apply(decision)
-    if kept.left_out and decision.status != "blocked-by-quality":
-        decision = dataclasses.replace(decision, reasons=(*decision.reasons, kept.note()))
+    decision = _noted(policy.apply(decision), kept)
     _record_block(ctx, decision, kept.reports, windows)
     performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
                    "threshold": prof.performance_threshold, "history": history, "source": source,
@@ -190,6 +195,13 @@ def _with_note(why: str, kept) -> str:
     """The block's reason, with the batches left out of training named after it."""
     note = kept.note()
     return f"{why}; {note}" if why and note else why
+
+
+def _noted(decision: triggers.Decision, kept) -> triggers.Decision:
+    """A decision that is no block names the batches left out of training among its reasons."""
+    if kept.left_out and decision.status != "blocked-by-quality":
+        return dataclasses.replace(decision, reasons=(*decision.reasons, kept.note()))
+    return decision
 
 
 def _record_block(ctx: StepContext, decision: triggers.Decision, reports: list, windows: data.Windows) -> None:
