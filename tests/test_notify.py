@@ -7,7 +7,6 @@ import logging
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from retrainlib import notify
 from retrainlib.manifest import RunManifest
 from retrainlib.profiles import load_profile
 from tests.conftest import make_home
+from tests.hold_points import KernelHold, wait_until
 from tests.shared_runs import (MODEL, PROFILE, TOKEN, TOKEN_ENV, WebhookPeer, bootstrapped_home, child_env,
                                manifests, set_notify)
 
@@ -117,25 +117,24 @@ def test_a_missing_token_variable_is_recorded_and_nothing_is_sent(profile_home, 
 # ---- real runs: the token never lands in a file or a log -----------------------------------------
 @pytest.fixture(scope="module")
 def announced_runs(tmp_path_factory):
-    """The session's bootstrap run (its webhook timed out twice), then a `retrain run` stopped by SIGTERM
-    whose failure is posted to a recording peer; the token is in both runs' environment."""
+    """The session's bootstrap run (its webhook timed out twice), then a `retrain run` stopped by SIGTERM while its
+    first step's kernel is held before a cell (:class:`tests.hold_points.KernelHold`), whose failure is posted to a
+    recording peer; the token is in both runs' environment."""
     boot = bootstrapped_home(tmp_path_factory, "secrets")
     home = boot.home
     log = home.parent / "sigterm-run.log"
-    with WebhookPeer() as peer:
-        set_notify(home, webhook_url=peer.url, token_env=TOKEN_ENV, timeout_seconds=5, retries=1)
+    hold = KernelHold(home.parent / "kernel-hold")
+    hold.arm()
+    with WebhookPeer() as peer:  # answers at once; 60 s is the client's limit, which a busy machine never reaches
+        set_notify(home, webhook_url=peer.url, token_env=TOKEN_ENV, timeout_seconds=60, retries=1)
         proc = subprocess.Popen([sys.executable, "-m", "retrainlib.cli", "run", "--profile", PROFILE, "--home", str(home)],
-                                cwd=home, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=child_env(**{TOKEN_ENV: TOKEN}))
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            runs = [m for m in manifests(home, settled=False) if m["status"] == "running"]
-            step = next((s["name"] for m in runs for s in m["steps"] if s["status"] == "running"), None)
-            if step and (home / "runs" / runs[0]["run_id"] / f"{step}.ipynb").exists():  # papermill has begun
-                time.sleep(2)
-                break
-            time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=120)
+                                cwd=home, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                                env=child_env(**{TOKEN_ENV: TOKEN}, **hold.env()))
+        try:
+            wait_until(hold.held_pid, "the run's kernel did not reach the hold before a cell", procs=[proc])
+        finally:
+            proc.send_signal(signal.SIGTERM)  # the run is inside a step, its kernel started and busy
+            code = proc.wait(timeout=600)
         requests = list(peer.requests)
     return {"home": home, "boot": boot, "log": log, "code": code, "requests": requests}
 
@@ -160,6 +159,7 @@ def test_sigterm_during_retrain_run_leaves_a_complete_failed_record_and_announce
     assert m["error"]["message"] == "interrupted (Terminated)"
     assert all(s["status"] in ("succeeded", "failed", "not-run") for s in m["steps"])
     assert m["champion_after"] == "v0001"
+    assert m["error"]["step"] == "10-analyze-drift"  # where it was held
     (req,) = announced_runs["requests"]
     assert req["headers"]["Authorization"] == f"Bearer {TOKEN}"
     assert req["body"]["event"] == "failed" and req["body"]["run_id"] == m["run_id"] and req["body"]["model"] == MODEL

@@ -19,8 +19,10 @@ from retrainlib.profiles import ScheduleSettings
 from retrainlib.registry import Registry
 from retrainlib.scheduler import Scheduler, make_trigger
 from tests.conftest import make_home
+from tests.hold_points import KernelHold, wait_until
 from tests.shared_runs import MODEL, PROFILE, bootstrapped_home, child_env, manifests, set_notify
 
+SKIPPED = "skipped a scheduled run: another run of model 'loan-default-demo' holds"
 STEPS = ("10-analyze-drift", "20-retrain-model", "30-validate-challenger", "40-promote-or-rollback")
 
 
@@ -45,12 +47,14 @@ def _running_step(home: Path, known: set[str]) -> tuple[str, str] | None:
 
 @pytest.fixture(scope="module")
 def two_schedulers(tmp_path_factory):
-    """Two `retrain schedule` processes every 3 s on one home until two runs finished and a third is mid-step;
-    then SIGTERM to both."""
+    """Two `retrain schedule` processes every 3 s on one home until two runs finished and the kernel of a later
+    one is held before a cell (:class:`tests.hold_points.KernelHold`, armed once two runs finished) while the other
+    scheduler skips a turn; then SIGTERM to both."""
     boot = bootstrapped_home(tmp_path_factory, "two-schedulers")
     home = boot.home
     set_notify(home)  # no webhook here: test_notify covers it
     before = {d.name for d in (home / "runs").iterdir()}
+    hold = KernelHold(home.parent / "kernel-hold")
     logs, procs = [], []
     for i in range(2):
         log = home.parent / f"scheduler-{i}.log"
@@ -58,26 +62,24 @@ def two_schedulers(tmp_path_factory):
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "retrainlib.cli", "schedule", "--profile", PROFILE, "--home", str(home),
              "--every-minutes", "0.05", "--no-report"],
-            cwd=home, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=child_env()))
+            cwd=home, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=child_env(**hold.env())))
     interrupted = None
-    deadline = time.monotonic() + 900  # ends as soon as a third run is mid-step; a busy machine only makes it later
     try:
-        while time.monotonic() < deadline:
-            finished = [m for m in manifests(home, settled=False) if m["run_id"] not in before and m["status"] != "running"]
-            if finished:
-                seen = before | {m["run_id"] for m in finished}
-                hit = _running_step(home, seen)
-                if hit:
-                    time.sleep(2)  # inside a step, its kernel busy
-                    interrupted = hit[0]
-                    break
-            assert all(p.poll() is None for p in procs), "a scheduler exited by itself"
-            time.sleep(0.5)
+        wait_until(lambda: len([m for m in manifests(home, settled=False)
+                                if m["run_id"] not in before and m["status"] != "running"]) >= 2,
+                   "two scheduled runs did not finish", limit=900, procs=procs)
+        hold.arm()  # the next kernel to start a cell stops there: a run inside a step, its kernel busy
+        wait_until(hold.held_pid, "no later run's kernel reached the hold", limit=900, procs=procs)
+        seen = {m["run_id"] for m in manifests(home, settled=False) if m["status"] != "running"}
+        interrupted = _running_step(home, seen)[0]
+        # while it is held, the other scheduler's turns come and find the model's run lock held
+        wait_until(lambda: any(SKIPPED in log.read_text() for log in logs), "no turn was skipped for the held run",
+                   limit=300, procs=procs)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        codes = [p.wait(timeout=120) for p in procs]
+        codes = [p.wait(timeout=600) for p in procs]
     return {"home": home, "before": before, "logs": [log.read_text() for log in logs], "codes": codes,
             "interrupted": interrupted}
 
@@ -85,14 +87,14 @@ def two_schedulers(tmp_path_factory):
 def test_two_schedulers_on_one_registry_never_run_at_the_same_time(two_schedulers):
     runs = manifests(two_schedulers["home"])
     new = [m for m in runs if m["run_id"] not in two_schedulers["before"]]
-    assert two_schedulers["interrupted"], "no third run started in time:\n" + "\n".join(two_schedulers["logs"])
+    assert two_schedulers["interrupted"], "no run was held in a step:\n" + "\n".join(two_schedulers["logs"])
     assert len(new) >= 2
     spans = sorted((_when(m["started"]), _when(m["finished"]), m["run_id"]) for m in runs)
     for (s1, f1, a), (s2, f2, b) in zip(spans, spans[1:]):
         assert f1 <= s2, f"{a} ({s1}..{f1}) overlaps {b} ({s2}..{f2})"
     # the scheduler that did not hold the lock said why it skipped its turns
     all_logs = "\n".join(two_schedulers["logs"])
-    assert "skipped a scheduled run: another run of model 'loan-default-demo' holds" in all_logs
+    assert SKIPPED in all_logs
 
 
 def test_no_run_record_is_corrupt_and_the_champion_loads_after_the_schedulers_stop(two_schedulers):
@@ -170,13 +172,6 @@ class WhenTicked(BaseTrigger):
         self.sched._scheduler.modify_job(JOB_ID, next_run_time=dt.datetime.now(dt.timezone.utc))
 
 
-def _wait(condition, what: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds  # generous: a busy machine only makes it later
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds:g} s"
-        time.sleep(0.02)
-
-
 def test_scheduled_times_missed_during_a_long_run_coalesce_into_one_catch_up_run(profile_home):
     """Two scheduled times come while the first run is in progress (the test's clock ticks twice: each is
     'due while a run is in progress'); one catch-up run follows as soon as the first ends, with no scheduled
@@ -198,17 +193,17 @@ def test_scheduled_times_missed_during_a_long_run_coalesce_into_one_catch_up_run
             sched._scheduler.add_listener(record, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_EXECUTED)
             for n in (1, 2):  # two scheduled times pass while this run goes on
                 clock.tick()
-                _wait(lambda: sum(code == EVENT_JOB_MAX_INSTANCES for code, _ in events) == n,
-                      f"scheduled time {n} was not reported as due while a run is in progress")
+                wait_until(lambda: sum(code == EVENT_JOB_MAX_INSTANCES for code, _ in events) == n,
+                           f"scheduled time {n} was not reported as due while a run is in progress", limit=120)
         return 3
 
     sched = Scheduler(PROFILE, home=profile_home, max_runs=3, report=False, run=runs_then_ticks, trigger=clock)
     clock.sched = sched
     done = threading.Thread(target=sched.serve, kwargs={"install_signal_handlers": False}, daemon=True)
     done.start()
-    _wait(lambda: len(runs) >= 2 or not done.is_alive(), "no catch-up run followed the first run")
-    _wait(lambda: sum(code == EVENT_JOB_EXECUTED for code, _ in events) >= 2 or not done.is_alive(),
-          "the catch-up run did not end")
+    wait_until(lambda: len(runs) >= 2 or not done.is_alive(), "no catch-up run followed the first run", limit=120)
+    wait_until(lambda: sum(code == EVENT_JOB_EXECUTED for code, _ in events) >= 2 or not done.is_alive(),
+               "the catch-up run did not end", limit=120)
     assert runs[:2] == [0, 2], "the catch-up run did not start at once after the first (or waited for a tick)"
     (_, after_catch_up), = [e for e in events if e[0] == EVENT_JOB_EXECUTED][1:2]
     assert after_catch_up > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365), \
@@ -238,7 +233,7 @@ def test_sigterm_to_an_idle_scheduler_stops_it_with_exit_code_0(profile_home):
     while "first run at" not in out and time.monotonic() < deadline:
         out += proc.stdout.readline()
     proc.send_signal(signal.SIGTERM)
-    out += proc.communicate(timeout=30)[0]
+    out += proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out
     assert "cron '0 6 * * *' (UTC); first run at" in out and "scheduler stopped after 0 run(s)" in out
 
