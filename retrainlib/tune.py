@@ -16,7 +16,8 @@ Candidates, searched in two stages (a full product would cost a replay per combi
 1. the training window, with the backtest's plain ``refit`` (retrain before every batch on the newest
    window, no gates: cheap, and the reference the confirm figures are read against): ``sliding_window``
    of half, the same and twice the profile's ``window_batches``, ``full`` and ``incremental``; the best
-   tune mean wins (the smaller window on a tie);
+   tune mean wins (the smaller window on a tie), and only its refit goes on over the confirm segment
+   (each window's fits are its own: the windows are most of tune's cost);
 2. at that window, the candidates the pick is chosen from: ``static``, gated ``every-batch``,
    ``periodic`` every 2/4/8 batches, ``performance`` at three thresholds taken from the metric refit's
    champions measured on the tune segment (its quartiles and median), ``drift`` at three thresholds
@@ -273,6 +274,10 @@ def tune(profile: str | Path, *, home: str | Path | None = None, confirm_share: 
     """
     from tqdm import tqdm
 
+    if not 0 < confirm_share < 1:
+        raise RetrainError(f"--confirm-share {confirm_share:g} is not a share; give a number between 0 and 1, e.g. 0.4")
+    if tolerance < 0:
+        raise RetrainError(f"--tolerance {tolerance:g} is negative; give 0 or more, in the metric's units, e.g. 0.01")
     t0 = time.monotonic()
     paths = Paths.discover(home)
     profile_path = paths.profile(profile).resolve()
@@ -339,8 +344,8 @@ def tune(profile: str | Path, *, home: str | Path | None = None, confirm_share: 
                               tolerance=tolerance, greater_is_better=gib)  # refit is a reference, not a policy
         if on_chosen is not None:
             on_chosen(pick, pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in cands]))
-        # the pick is fixed: now, and only now, the confirm segment is replayed
-        walk(cands, confirm_steps, len(tune_steps), all_folder)
+        # the pick is fixed: now, and only now, the confirm segment is replayed (of the windows, the chosen one's refit)
+        walk([win, *stage2], confirm_steps, len(tune_steps), all_folder)
     finally:
         restore()
         bar.close()
@@ -478,13 +483,14 @@ def write_report(result: TuneResult, folder: str | Path | None = None) -> dict[s
     cols = ["name", "tune_mean", "tune_retrains", "confirm_mean", "confirm_retrains"]
     lines = [f"# Tuning {result.profile}", "",
              f"Chosen on the batches before {result.confirm_from}; confirmed on {result.confirm_from} and after, which "
-             "the choice never read. Window (refit's best tune mean): " + result.window + ".", "",
+             "the choice never read. Window (refit's best tune mean): " + result.window + "; the other windows' "
+             "refits were not replayed on the confirm segment (—).", "",
              f"**Pick: {result.pick}** — {result.pick_reason}.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in t[cols].to_dict("records"):
         mark = " **(pick)**" if r["name"] == result.pick else ""
         lines.append(f"| {r['name']}{mark} | " + " | ".join(
-            f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols[1:]) + " |")
+            "—" if r[c] != r[c] else f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols[1:]) + " |")
     lines += ["", "Confirm segment, references:", ""]
     for name, ref in result.references.items():
         if ref:
