@@ -201,7 +201,8 @@ def label_check(est: Estimator, scores, y_true, features=None, *, batch: str | N
     sampling errors. Sampling errors are widened by how much the calibration rows' errors hang together
     (:func:`dependence`, ``checks["label_dependence"]``). ``shifted`` when any figure is past :data:`Z_SHIFT`
     (Bonferroni over classes); ``reason``
-    names the figures. None when the estimator cannot say (unusable, no labels).
+    names the figures. None when the estimator cannot say (unusable, no labels, a regression estimator stored
+    before it kept the calibration's residuals).
     """
     y = np.asarray(y_true)
     keep = ~_isna(y)
@@ -212,7 +213,7 @@ def label_check(est: Estimator, scores, y_true, features=None, *, batch: str | N
     where = f" on {batch}" if batch else ""
     if est.method == "cbpe":
         return _class_check(est, scores, y, where)
-    if features is None:
+    if features is None or "label_resid_sd" not in est.checks:  # an estimator fitted before it kept its residuals
         return None
     return _regression_check(est, scores, y.astype(float), features.reset_index(drop=True)[keep], where)
 
