@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from retrainlib import backtest
@@ -100,7 +99,6 @@ SWITCH_CHILD = r"""
 import builtins, os, sys, time
 from pathlib import Path
 
-import pandas as pd
 from retrainlib.registry import Registry
 
 root, k, sample_path, log = sys.argv[1:]
@@ -229,9 +227,10 @@ def test_a_better_shadow_is_promoted_from_shadow_sooner_when_the_sequential_test
     assert judgement["decision"] == "promote" and judgement["early"] and judgement["batches"] == 1 < judgement["needed"]
     assert rec.loc[at + 2, "champion"] == shadow_version  # it serves the next batch
     reg = Registry(tmp_path / "work" / "shadow" / "models", "loan-default-demo")
-    assert reg.shadow() is None and reg.champion() == shadow_version
     (ev,) = [e for e in reg.history() if e.event == "promote" and e.version == shadow_version]
     assert "promoted from shadow" in ev.reason
+    rows = [json.loads(line) for line in (reg.path / "shadows.jsonl").read_text().splitlines()]
+    assert [r["outcome"] for r in rows if r["event"] == "end" and r["version"] == shadow_version] == ["promoted"]
 
 
 @pytest.mark.slow

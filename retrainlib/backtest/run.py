@@ -22,6 +22,7 @@ from ..fitcache import FitCache
 from ..paths import Paths
 from ..profiles import load_profile
 from ..training import CHILD_PROCESS
+from .coverage import judged_estimates
 from .regret import no_regret, promotion_regret
 from .result import BacktestResult
 from .step import _policy, _replay_step
@@ -70,14 +71,6 @@ def _scratch_profile(profile_path: Path, home: Path, batches: Path, strategy: St
     write_atomic(path, yaml.safe_dump(raw, sort_keys=False))
     load_profile(path)  # fail here, naming the file, if the variant is invalid
     return path
-
-
-def _on_trial(profile_path: Path, home: Path) -> str | None:
-    """The shadow on trial in a strategy's scratch registry, or None."""
-    from ..registry import Registry
-
-    prof = load_profile(profile_path)
-    return Registry(Paths.discover(home).resolve(prof.registry), prof.model_name).shadow()
 
 
 def _default_work_dir(paths: Paths, name: str) -> Path:
@@ -177,6 +170,7 @@ def run_backtest(
             prof_path = _scratch_profile(profile_path, home_s, batches_folder, strategy, period_days=period_days,
                                          label_delay=label_delay)
             last_trained: int | None = None
+            first_row = len(rows)
             for i, batch in enumerate(steps_to_run):
                 bar.set_postfix_str(f"{strategy.name} {batch.name}", refresh=False)
                 policy = _policy(strategy)
@@ -184,8 +178,6 @@ def run_backtest(
                     due = last_trained is None or i - last_trained >= period_batches
                     policy = steps.RetrainPolicy("always" if due else "never",
                                                  f"backtest strategy 'periodic': retrain every {period_batches} batch(es)")
-                if strategy.name == SHADOW and _on_trial(prof_path, home_s):
-                    policy = steps.RetrainPolicy("never", "backtest strategy 'shadow': no retraining while a shadow is on trial")
                 row = _replay_step(strategy, prof_path, home_s, batch, warmup - 1 + i, cache or CHILD_PROCESS, policy=policy)
                 if row["replaced"] and not row["bootstrap"]:  # the promotion's cost on the batches that follow
                     row.update(promotion_regret(prof_path, home_s, row["replaced"], row["champion_after"],
@@ -196,6 +188,7 @@ def run_backtest(
                     last_trained = i
                 rows.append(row)
                 bar.update(1)
+            judged_estimates(prof_path, home_s, rows[first_row:])  # the estimates' bands, judged as labels arrived
     finally:
         restore_checks()
         bar.close()

@@ -43,7 +43,7 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("hybrid", "the profile's own trigger policy"),
         Strategy("every-batch", "retrain on every new batch (the costly reference)", retrain="always"),
         Strategy("shadow", "every-batch, but a passing challenger serves only after a shadow trial beside the champion "
-                 "(validation.shadow_batches, default 2; no retraining while a shadow is on trial)", retrain="always"),
+                 "(validation.shadow_batches, default 2; a newer passing challenger replaces the shadow)", retrain="always"),
         Strategy("refit", "retrain before every batch on the newest window, the newest batch included, and "
                  "deploy without gates (the plain reference)", retrain="always", gates=False),
     )
