@@ -502,7 +502,8 @@ def _report_backtest(result, args) -> int:
     table = result.summary.reset_index()
     columns = [c for c in ("strategy", "mean", "worst", "mean_after_drift", "retrains", "promotions", "cpu_seconds",
                            "mean_ratio", "worst_ratio", "retrains_ratio", "promotions_ratio", "cpu_seconds_ratio",
-                           "gap_closed", "refit_ratio", "harmful_promotions", "mean_regret")
+                           "gap_closed", "refit_ratio", "harmful_promotions", "mean_regret", "estimate_coverage",
+                           "estimates_judged")
                if c in table]
     rows = [{c: (f"{r[c]:.4f}" if isinstance(r[c], float) and c != "cpu_seconds" else
                  f"{r[c]:.1f}" if c == "cpu_seconds" else r[c]) for c in columns} for r in table.to_dict("records")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +324,55 @@ def test_a_backtest_with_late_labels_scores_every_batch_and_its_estimated_strate
     perf = [t for t in last["decision"]["triggers"] if t["name"] == "performance"][0]
     assert perf["source"] == "both" and "estimated without labels" in perf["reason"]
     assert last["performance"]["estimate"]["batch"].endswith(rec["batch"].iloc[-1])
+    # each batch's estimate, judged by the playbook when its labels arrived two batches later, is in the record; the
+    # newest two batches' labels never arrived within the replay
+    (log,) = (tmp_path / "bt" / "performance-estimated" / "models").glob("*/evaluations.jsonl")
+    evaluations = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    judged = {}
+    for r in evaluations:
+        if r.get("estimate"):
+            judged.setdefault((r["version"], Path(r["batch"]).name), r["estimate"])
+    for r in rec.to_dict("records"):
+        e = judged.get((r["champion"], r["batch"]))
+        assert r["estimate_in_band"] == (None if e is None else e["in_band"]), r["batch"]
+        if e is not None:
+            assert r["estimated"] == pytest.approx(e["estimated"]) and r["estimate_low"] <= r["estimated"] <= r["estimate_high"]
+    assert rec["estimate_in_band"].iloc[-2:].isna().all() and rec["estimate_in_band"].iloc[1:3].notna().all()
+    s = result.summary.loc["performance-estimated"]
+    assert s["estimates_judged"] == 0 and math.isnan(s["estimate_coverage"])  # 2 judged: still in the warm-up of 3
+    written = json.loads(Path(result.write(tmp_path / "out")["json"]).read_text())
+    assert written["summary"][0]["estimates_judged"] == 0 and written["records"][1]["estimate_in_band"] is not None
+
+
+def test_a_backtest_records_the_band_coverage_of_its_judged_estimates_after_the_first_three(tmp_path, capsys):
+    import argparse
+
+    from retrainlib import backtest
+    from retrainlib.cli import _report_backtest
+
+    n = 9
+    base = {"batch_start": pd.date_range("2024-01-01", periods=n, freq="7D"), "bootstrap": [True] + [False] * (n - 1),
+            "trained": [True] + [False] * (n - 1), "promoted": [True] + [False] * (n - 1), "action": ["none"] * n,
+            "cpu_seconds": [0.0] * n, "fit_cache": [None] * n, "value": [0.8] * n, "analyze_seconds": [0.0] * n,
+            "retrain_seconds": [0.0] * n, "validate_seconds": [0.0] * n, "promote_seconds": [0.0] * n, "reasons": [""] * n}
+    base["batch_end"] = base["batch_start"] + pd.Timedelta("6D")
+    # judged in batch order: three warm-up misses (not counted), then 4 hits and 1 miss; the newest batch never judged
+    in_band = [None, False, False, False, True, False, True, True, None]
+    rows = pd.DataFrame({**base, "strategy": ["performance-estimated"] * n, "estimate_in_band": in_band})
+    summary = backtest.summarize(rows.iloc[::-1])  # the records' order does not matter: batch time does
+    assert summary.loc["performance-estimated", "estimates_judged"] == 4
+    assert summary.loc["performance-estimated", "estimate_coverage"] == pytest.approx(3 / 4)
+    older = backtest.summarize(rows.drop(columns="estimate_in_band"))  # records written before the column existed
+    assert older.loc["performance-estimated", "estimates_judged"] == 0
+    result = backtest.BacktestResult(profile="demo", metric="roc_auc", greater_is_better=True,
+                                     strategies=[backtest.STRATEGIES["performance-estimated"]], records=rows,
+                                     summary=summary, drift_points=[], fit_cache={"enabled": False}, seconds=1.0,
+                                     work_dir=tmp_path, settings={"n_batches": n, "warmup": 1, "stuck_after": 3})
+    assert _report_backtest(result, argparse.Namespace(out=tmp_path, json=None)) == 0
+    table = capsys.readouterr().out
+    assert "estimate_coverage" in table and "estimates_judged" in table and "0.7500" in table
+    written = json.loads((tmp_path / "backtest.json").read_text())
+    assert written["summary"][0]["estimate_coverage"] == pytest.approx(0.75) and written["summary"][0]["estimates_judged"] == 4
 
 
 def _world(n: int, rng, *, shift: float = 0.0):

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .coverage import estimate_coverage
 from .regret import regret_summary
 from .strategies import PLAIN, REFERENCE, STRATEGIES, TRIGGERED
 
@@ -27,6 +28,8 @@ def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_po
     ``harmful_promotions`` counts the promotions whose regret (:mod:`.regret`: the successor against the
     champion it replaced on the batches that follow) lies below zero beyond sampling error, and
     ``mean_regret`` averages the measured regrets (NaN for records written before they existed).
+    ``estimate_coverage`` is the share of the label-free estimates judged when their labels arrived (after the first
+    three) whose band held the realized value, of ``estimates_judged`` (:mod:`.coverage`).
     """
     order = [s for s in STRATEGIES if s in set(records["strategy"])]
     first_drift = min((pd.Timestamp(t) for _, t in drift_points), default=None)
@@ -49,6 +52,7 @@ def summarize(records: pd.DataFrame, *, greater_is_better: bool = True, drift_po
             rejected=int((r["action"] == "rejected").sum()),
             blocked=int((r["decision"] == "blocked-by-quality").sum()) if "decision" in r else 0,
             **regret_summary(r),
+            **estimate_coverage(r),
             cpu_seconds=float(r["cpu_seconds"].sum()),
             fits_reused=int((r["fit_cache"] == "reused").sum()),
             step_seconds=float(r[["analyze_seconds", "retrain_seconds", "validate_seconds", "promote_seconds"]].sum().sum()),
