@@ -21,11 +21,9 @@ The cache is a plain folder, so workers on several machines can share it on shar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ import pandas as pd
 
 from . import training
 from .data import frame_fingerprint
+from .durable import publish_dir, sha256_parts, staging
 from .errors import TrainingError
 from .monitoring import check_free_disk
 from .profiles import Profile
@@ -43,10 +42,7 @@ __all__ = ["FitCache", "fit_key"]
 
 def fit_key(train: pd.DataFrame, settings: dict[str, Any]) -> str:
     """sha256 of the training rows' fingerprint and the fit settings (key order does not matter)."""
-    h = hashlib.sha256()
-    h.update(frame_fingerprint(train).encode())
-    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return h.hexdigest()
+    return sha256_parts(frame_fingerprint(train), json.dumps(settings, sort_keys=True, default=str))
 
 
 class FitCache(training.Trainer):
@@ -124,17 +120,17 @@ class FitCache(training.Trainer):
         if result.time_limit_binding:  # cut short by the clock: a second fit may differ
             self.not_cached += 1
             return result
-        stage = self.root / f".stage-{uuid.uuid4().hex}"
         try:
-            shutil.copytree(result.predictor_dir, stage / "predictor")
-            result.leaderboard.to_csv(stage / "leaderboard.csv", index=False)
-            record = result.to_dict()
-            record.pop("leaderboard")
-            (stage / "result.json").write_text(json.dumps(record, default=str))
-            os.rename(stage, entry)
+            with staging(entry) as stage:
+                shutil.copytree(result.predictor_dir, stage / "predictor")
+                result.leaderboard.to_csv(stage / "leaderboard.csv", index=False)
+                record = result.to_dict()
+                record.pop("leaderboard")
+                (stage / "result.json").write_text(json.dumps(record, default=str))
+                publish_dir(stage, entry)  # False: another worker's identical fit is there already
         except OSError as exc:
             if not (entry / "result.json").is_file():
                 raise TrainingError(f"could not store the fit in the shared-fit cache {self.root}: {exc}") from exc
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+        if not (entry / "result.json").is_file():
+            raise TrainingError(f"the shared-fit cache entry {entry} is there without its result.json; remove the folder")
         return result

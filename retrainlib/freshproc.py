@@ -39,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -209,26 +208,21 @@ def stop_warm_server() -> None:
 # --------------------------------------------------------------------------- the cache
 def folder_digest(predictor_dir: str | os.PathLike, num_cpus: int = 1) -> str:
     """sha256 of every file of a predictor folder (path and content) and the running software."""
-    import hashlib
-
     from . import automl
-    from .durable import sha256_file
+    from .durable import sha256_file, sha256_parts
 
     root = Path(predictor_dir)
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n".encode())
-    h.update(json.dumps({"software": automl.software_versions(), "num_cpus": num_cpus}, sort_keys=True).encode())
-    return h.hexdigest()
+    files = sorted(q for q in root.rglob("*") if q.is_file())
+    return sha256_parts((f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n" for p in files),
+                        json.dumps({"software": automl.software_versions(), "num_cpus": num_cpus}, sort_keys=True))
 
 
 def cache_key(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", num_cpus: int = 1) -> str:
     """sha256 of every file of the predictor (path and content), the rows and the running software."""
-    import hashlib
-
     from .data import frame_fingerprint
+    from .durable import sha256_parts
 
-    return hashlib.sha256(f"{folder_digest(predictor_dir, num_cpus)}\n{frame_fingerprint(rows)}".encode()).hexdigest()
+    return sha256_parts(f"{folder_digest(predictor_dir, num_cpus)}\n{frame_fingerprint(rows)}")
 
 
 def cache_folder() -> Path | None:
@@ -251,20 +245,18 @@ def _cache_get(key: str) -> CheckResult | None:
 
 
 def _cache_put(key: str, answer_dir: Path) -> None:
+    from .durable import publish_dir, staging
+
     root = cache_folder()
     if root is None:
         return
-    root.mkdir(parents=True, exist_ok=True)
-    stage = root / f".stage-{uuid.uuid4().hex}"
     try:
-        stage.mkdir()
-        for name in (_ANSWER, _SCORES):
-            shutil.copy2(answer_dir / name, stage / name)
-        os.rename(stage, root / key)  # a concurrent writer of the same key already stored the same answer
-    except OSError:
+        with staging(root / key) as stage:
+            for name in (_ANSWER, _SCORES):
+                shutil.copy2(answer_dir / name, stage / name)
+            publish_dir(stage, root / key)  # False: a concurrent writer of the same key stored the same answer
+    except OSError:  # the cache is an optimisation: a check that could not be kept is computed again next time
         pass
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the caller's side

@@ -17,10 +17,9 @@ answered from memory, keyed by the rows' fingerprints and every setting.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import threading
-import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -30,7 +29,7 @@ import pandas as pd
 
 from . import automl, freshproc
 from .data import frame_fingerprint
-from .durable import sha256_bytes, write_json_atomic
+from .durable import sha256_bytes, write_atomic, write_json_atomic
 
 __all__ = ["ChampionScores", "answered_once", "compare_once"]
 
@@ -90,9 +89,9 @@ class ChampionScores:
             return np.load(path, allow_pickle=False)
         values = automl.predict_scores(self.predictor, frame)
         self._root.mkdir(parents=True, exist_ok=True)
-        stage = self._root / f".{key}.{uuid.uuid4().hex}.npy"
-        np.save(stage, values, allow_pickle=False)
-        os.replace(stage, path)  # a concurrent writer of the same key stored the same values
+        buffer = io.BytesIO()
+        np.save(buffer, values, allow_pickle=False)
+        write_atomic(path, buffer.getvalue())  # a concurrent writer of the same key stored the same values
         return values
 
 

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from retrainlib import durable
 
 from .conftest import REPO
@@ -100,3 +102,31 @@ def test_sha256_file_agrees_with_hashlib_for_files_larger_than_a_block(tmp_path)
     data = bytes(range(256)) * 9000  # 2.3 MB, more than one 1 MB block
     (tmp_path / "f").write_bytes(data)
     assert durable.sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest() == durable.sha256_bytes(data)
+
+
+def test_sha256_parts_is_the_sha256_of_the_parts_joined_whether_text_bytes_or_a_stream_of_them():
+    assert durable.sha256_parts("ab", b"c", (p for p in ["d", b"\0e"])) == hashlib.sha256(b"abcd\0e").hexdigest()
+    assert durable.sha256_parts() == hashlib.sha256(b"").hexdigest()
+
+
+def test_a_published_folder_appears_whole_and_a_second_publisher_is_told_it_was_first_beaten(tmp_path):
+    final = tmp_path / "cache" / "key"
+    with durable.staging(final) as stage:
+        (stage / "sub").mkdir()
+        (stage / "sub" / "a.txt").write_text("first")
+        assert not final.exists()  # nothing is in place while it is built
+        assert durable.publish_dir(stage, final) is True
+    with durable.staging(final) as again:
+        (again / "b.txt").write_text("second")
+        assert durable.publish_dir(again, final) is False
+    assert (final / "sub" / "a.txt").read_text() == "first" and not (final / "b.txt").exists()
+    assert [p.name for p in final.parent.iterdir()] == ["key"]  # both staging folders are gone
+
+
+def test_a_folder_whose_building_fails_is_never_published_and_leaves_no_staging_folder(tmp_path):
+    final = tmp_path / "key"
+    with pytest.raises(RuntimeError, match="the build failed"):
+        with durable.staging(final) as stage:
+            (stage / "half.txt").write_text("half")
+            raise RuntimeError("the build failed")
+    assert list(tmp_path.iterdir()) == []
