@@ -431,7 +431,7 @@ def cmd_drift(args) -> int:
         prof = load_profile(Paths.discover(args.home).profile(args.profile))
         settings, threshold = prof.drift, prof.drift_threshold
         skip = {prof.data.label, prof.data.time_column, prof.data.key, *prof.data.ignore_columns}
-    columns = [c for c in data.file_columns(ref_path) if c not in skip]  # only the compared columns are read
+    columns = [c for c in data.column_names(ref_path) if c not in skip]  # only the compared columns are read
     report = compare_files(ref_path, cur_path, columns=columns, settings=settings, drift_threshold=threshold,
                            min_rows=MIN_DRIFT_ROWS, what=("--reference file", "--current file"))
     table = report.to_frame()

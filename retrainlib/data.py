@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -19,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from .durable import sha256_file as file_sha256
+from .durable import sha256_file as file_sha256, sha256_parts
 from .errors import DataContractError
 from .paths import Paths
 from .profiles import DataSource, TrainingSettings
@@ -41,7 +40,7 @@ __all__ = [
     "file_sha256",
     "frame_fingerprint",
     "batches_from_records",
-    "file_columns",
+    "check_file",
     "read_columns",
 ]
 
@@ -66,10 +65,7 @@ class Batch:
 
 def frame_fingerprint(frame: pd.DataFrame) -> str:
     """A sha256 of a frame's values, columns and order (independent of the file format)."""
-    h = hashlib.sha256()
-    h.update("|".join(map(str, frame.columns)).encode())
-    h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return h.hexdigest()
+    return sha256_parts("|".join(map(str, frame.columns)), pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
 
 
 def parse_as_of(value: str | dt.date | dt.datetime | None) -> pd.Timestamp | None:
@@ -90,8 +86,23 @@ def parse_as_of(value: str | dt.date | dt.datetime | None) -> pd.Timestamp | Non
     return ts.tz_localize(None) if ts.tzinfo else ts
 
 
-def column_names(path: Path) -> list[str]:
-    """The column names a Parquet or CSV file declares, as written (duplicates kept)."""
+SUFFIXES = (".parquet", ".csv")
+
+
+def _check_suffix(path: Path, what: str) -> None:
+    if path.suffix not in SUFFIXES:
+        raise DataContractError(f"{what} {path} is neither .parquet nor .csv; convert it or change data.pattern")
+
+
+def column_names(path: str | Path, *, what: str = "file") -> list[str]:
+    """The column names of a Parquet or CSV file, from its schema or header (no rows read): the one column reader.
+
+    The names are the columns a reader of the file gets, as written (duplicates kept, so a check can name
+    them): a pandas index stored in a Parquet file is no column. Any other suffix is a
+    :class:`DataContractError` naming the file (``what`` says which file it is).
+    """
+    path = Path(path)
+    _check_suffix(path, what)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -114,8 +125,7 @@ def read_frame(path: str | Path, columns: Sequence[str] | None = None, *, what: 
     path = Path(path)
     if not path.is_file():
         raise DataContractError(f"{what} {path} does not exist; give a Parquet or CSV file")
-    if path.suffix not in (".parquet", ".csv"):
-        raise DataContractError(f"{what} {path} is neither .parquet nor .csv; convert it or change data.pattern")
+    _check_suffix(path, what)
     names: list[str] = []
     try:
         names = column_names(path)
@@ -160,22 +170,10 @@ def _read(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     return read_frame(path, columns, what="batch file")
 
 
-def file_columns(path: str | Path) -> list[str]:
-    """The column names of a Parquet or CSV file, read from its schema or header (no rows)."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    if path.suffix == ".csv":
-        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
-    raise DataContractError(f"{path} is neither .parquet nor .csv; convert it first")
-
-
 def check_file(path: str | Path, *, what: str = "file") -> list[str]:
     """A data file's column names, after :func:`read_frame`'s checks (there, a known format, readable, names unique)."""
     path = Path(path)
-    if not path.is_file() or path.suffix not in (".parquet", ".csv"):
+    if not path.is_file() or path.suffix not in SUFFIXES:
         read_frame(path, what=what)  # raises, naming the file
     try:
         names = column_names(path)
@@ -207,17 +205,16 @@ def read_columns(path: str | Path, columns: Sequence[str], *, rows: Any = None, 
     file is memory-mapped (a third fewer page faults than reading it into buffers).
     """
     path = Path(path)
+    have = set(column_names(path, what=what))
+    wanted = [c for c in columns if c in have]
     if path.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         schema = pq.read_schema(path)
-        wanted = [c for c in columns if c in schema.names]
         text = [c for c in wanted if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type)]
         table = pq.read_table(path, columns=wanted, read_dictionary=text, memory_map=True)
         return (table if rows is None else table.take(pa.array(rows))).to_pandas()
-    have = set(file_columns(path))
-    wanted = [c for c in columns if c in have]
     frame = read_frame(path, wanted, what=what)[wanted]
     return frame if rows is None else frame.iloc[rows].reset_index(drop=True)
 
@@ -245,7 +242,7 @@ def list_batches(source: DataSource, paths: Paths, *, as_of: Any = None) -> list
     kinds: dict[str, tuple[str, str]] = {}
     for f in files:
         shown = _display(f, paths)
-        if source.time_column not in column_names_or_read(f):
+        if source.time_column not in _listing_facts(*_file_version(f))[0]:  # the names, after check_file's checks
             raise DataContractError(
                 f"time column {source.time_column!r} is missing from batch {shown}; "
                 "add it or set data.time_column to the column that orders rows"
@@ -305,11 +302,6 @@ def _listing_facts(path: str, size: int, mtime_ns: int, inode: int) -> tuple[tup
         if kind not in ("empty", "other"):
             kinds.append((field.name, kind))
     return names, tuple(kinds)
-
-
-def column_names_or_read(path: Path) -> list[str]:
-    """The batch file's column names, through :func:`read_frame`'s checks (so a broken file is named with its cause)."""
-    return list(_listing_facts(*_file_version(path))[0])
 
 
 def _time_range(path: Path, column: str, shown: str) -> tuple[int, str | None, str | None]:

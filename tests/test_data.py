@@ -104,7 +104,7 @@ def test_reading_for_a_comparison_reads_only_the_asked_columns_with_the_same_val
     frame = pd.DataFrame({"a": [1.5, None, 3.0], "t": ["x", None, "y"], "label": [0, 1, 0], "b": ["u", "u", "v"]})
     path = tmp_path / f"f{suffix}"
     frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
-    assert data.file_columns(path) == ["a", "t", "label", "b"]
+    assert data.column_names(path) == ["a", "t", "label", "b"]
     got = data.read_columns(path, ["b", "a", "t", "not-in-the-file"])
     assert list(got.columns) == ["b", "a", "t"]  # the asked order; the label was never read
     if suffix == ".parquet":  # text comes as categories, decoded once per distinct value
@@ -144,3 +144,26 @@ def test_a_loaded_frame_changed_by_its_reader_does_not_reach_the_next_reader(fas
     again = data.load_batches(batches, paths, SRC)
     pd.testing.assert_frame_equal(again, expected)
     assert "added" not in again and again["application_date"].dtype.kind == "M"
+
+
+@pytest.mark.parametrize("name", ["batch.txt", "batch.xlsx", "batch.PARQUET"])
+def test_the_one_column_reader_names_an_unsupported_suffix_in_one_line(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(DataContractError) as err:
+        data.column_names(path, what="batch file")
+    assert str(err.value) == f"batch file {path} is neither .parquet nor .csv; convert it or change data.pattern"
+
+
+def test_the_one_column_reader_gives_the_columns_a_reader_gets_so_files_with_a_stored_index_compare(tmp_path):
+    from retrainlib import drift
+
+    frame = pd.DataFrame({"id": range(40), "x": [i % 7 / 7 for i in range(40)], "c": ["u", "v"] * 20}).set_index("id")
+    frame.to_parquet(tmp_path / "named.parquet")  # the index is stored in the file as a column "id"
+    frame.reset_index(drop=True).iloc[::-1].to_parquet(tmp_path / "range.parquet")  # a range index, stored as metadata
+    frame.to_csv(tmp_path / "f.csv")  # a CSV's index is a column like any other
+    for name in ("named.parquet", "range.parquet", "f.csv"):
+        assert data.column_names(tmp_path / name) == list(data.read_frame(tmp_path / name).columns), name
+    # the reference file's columns are what `retrain drift` compares: the stored index is not among them
+    report = drift.compare_files(tmp_path / "named.parquet", tmp_path / "named.parquet")
+    assert sorted(report.to_frame()["feature"]) == ["c", "x"]

@@ -37,7 +37,7 @@ def compare_files(reference: str | Path, current: str | Path, *, columns: Sequen
     is a :class:`DataContractError` naming it as ``what`` says (``("--reference file", ...)``).
     """
     paths = (Path(reference), Path(current))
-    cols = list(columns) if columns is not None else data.file_columns(paths[0])
+    cols = list(columns) if columns is not None else data.column_names(paths[0], what=what[0])
     counts = [data.count_rows(p) for p in paths]
     plan = None
     if None not in counts:
