@@ -3,7 +3,8 @@
 :func:`build_report` renders each finished run's executed notebooks to HTML beside them (nbconvert's
 ``lab`` template without any script: the pages are static and open offline) and writes
 ``runs/index.html``: one row per run (time, profile, trigger reasons, decision, champion and
-challenger metrics, status, duration) linking to that run's notebooks and manifest, and an inline
+challenger metrics, status, duration; a label-free estimate the run read that was ``unreliable: label shift …``
+says so under its decision) linking to that run's notebooks and manifest, and an inline
 SVG plot of each model's champion metric over time with promotions and rollbacks marked.
 
 It is incremental: a notebook whose HTML is newer than it is not rendered again, and each run's row
@@ -43,7 +44,7 @@ log = logging.getLogger("retrainlib.report")
 
 INDEX = "index.html"
 _CACHE = ".report-cache.json"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: rows carry estimate_unreliable
 _MARKED = {"promoted": "promotion", "bootstrapped": "promotion", "rolled-back": "rollback"}
 
 # nbconvert's lab template without require.js, MathJax, mermaid or widget scripts: static and offline
@@ -158,7 +159,7 @@ def damaged_row(run_dir: Path, problem: str) -> dict[str, Any]:
             "time": None, "status": "damaged", "outcome": "damaged", "exit_code": None, "seconds": None, "reasons": [],
             "decision": None, "verdict": [], "champion_before": None, "champion_after": None, "challenger": None,
             "champion_scores": {}, "challenger_scores": {}, "metric": None, "champion_metric": None,
-            "estimated_metric": None, "estimated_band": [None, None], "new_champion_metric": None,
+            "estimated_metric": None, "estimated_band": [None, None], "estimate_unreliable": "", "new_champion_metric": None,
             "error": {"step": None, "message": line}, "damaged": line, "warnings": [], "notebooks": notebooks}
 
 
@@ -199,6 +200,8 @@ def _manifest_row(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
         "champion_metric": analyze and analyze.metric_value,
         "estimated_metric": analyze and analyze.newest_estimate().get("value"),
         "estimated_band": [analyze and analyze.newest_estimate().get("low"), analyze and analyze.newest_estimate().get("high")],
+        # ``unreliable: label shift …`` when the newest labels showed a shift the estimator cannot see
+        "estimate_unreliable": (analyze and analyze.newest_estimate().get("unreliable")) or "",
         "new_champion_metric": challenger.get(metric) if m.get("outcome") in ("promoted", "bootstrapped") else None,
         "error": m.get("error"),
         "warnings": list(m.get("warnings") or []),
@@ -291,7 +294,8 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
                 if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
                     out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(lo):.1f}" y2="{sy(hi):.1f}" stroke="{color}" '
                                f'stroke-opacity="0.5" stroke-width="3"/>')
-                    tip = esc(f"{r.get('run_id')}: estimated {r.get('metric')}={v:.4f} (95% band {lo:.4f}–{hi:.4f})")
+                    tip = esc(f"{r.get('run_id')}: estimated {r.get('metric')}={v:.4f} (95% band {lo:.4f}–{hi:.4f})"
+                              + (f"; {r['estimate_unreliable']}" if r.get("estimate_unreliable") else ""))
                 out.append(f'{link}<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="#fff" stroke="{color}" stroke-width="1.5">'
                            f'<title>{tip}</title></circle></a>')
             elif kind == "promotion":
@@ -319,6 +323,7 @@ ul{margin:0;padding-left:1.1em}
 .damaged{color:#cf222e;font-weight:bold}
 .promoted,.bootstrapped{color:#1a7f37;font-weight:bold}.rolled-back,.blocked-by-quality,.rejected,.stuck{color:#9a6700}
 small{color:#666}
+small.unreliable{color:#9a6700}
 """
 
 
@@ -337,6 +342,8 @@ def _row_html(r: dict) -> str:
         detail.append("<br><small>" + "; ".join(esc(v) for v in r["verdict"]) + "</small>")
     for w in r.get("warnings") or []:
         detail.append(f'<br><small class="warning">resource warning: {esc(w)}</small>')
+    if r.get("estimate_unreliable"):  # the label-free estimate this run read cannot be trusted: it says why
+        detail.append(f'<br><small class="unreliable">estimate {esc(r["estimate_unreliable"])}</small>')
     if r.get("error"):
         detail.append(f"<br><small>error at {esc(str(r['error'].get('step')))}: {esc(str(r['error'].get('message')))[:300]}</small>")
     champs = f"{esc(r.get('champion_before') or '—')}&nbsp;→&nbsp;{esc(r.get('champion_after') or '—')}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -734,6 +735,19 @@ def test_in_the_playbook_a_label_share_that_moves_without_the_features_marks_the
     assert perf.source == "estimated"
     checks = [r["label_shift"] for r in ctx.registry.evaluations(analysis.champion) if r.get("label_shift")]
     assert checks and not any(c["shifted"] for c in checks), [c["reason"] for c in checks]
+    # `retrain report` shows the flag in the run's row and on its estimate in the timeline; the steady run shows none
+    from retrainlib.report import build_report
+
+    pages = {}
+    for name, home in (("shifted", shifted), ("steady", steady)):
+        (home / "runs" / "second" / "manifest.json").write_text(json.dumps(
+            {"run_id": "second", "status": "succeeded", "outcome": "no-retrain-needed", "started": week_end(14).isoformat(),
+             "as_of": week_end(14).isoformat(), "profile": {"name": "demo", "resolved": {"model_name": "loan-default-demo"}}}))
+        pages[name] = build_report(home / "runs").index.read_text()
+    flag = results["shifted"][1].performance["estimate"]["unreliable"]
+    assert f'<small class="unreliable">estimate {html.escape(flag)}</small>' in pages["shifted"]
+    assert "second: estimated" in pages["shifted"] and f"; {html.escape(flag)}</title>" in pages["shifted"]
+    assert "unreliable" not in pages["steady"].replace("small.unreliable", "")
 
 
 def test_the_band_table_shows_each_part_the_label_check_and_the_unreliable_flag():
