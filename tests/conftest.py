@@ -54,6 +54,20 @@ def make_home(root: Path, *, weeks: int = 24, rows: int = TINY_ROWS, name: str =
     return root
 
 
+def bootstrap_champion(home: Path, week: int = 10, profile: str = "params/demo.yaml") -> Path:
+    """Bootstrap the champion v0001 of ``home`` on the weeks before ``week`` (holdout ``week``), by the steps
+    in-process, as the notebooks call them."""
+    from retrainlib import steps
+    from retrainlib.demo import week_end
+
+    ctx = steps.open_step(profile, str(home / "runs" / "boot"), str(home), week_end(week).isoformat())
+    assert steps.analyze_drift(ctx).decision.status == "bootstrap"
+    assert steps.retrain_model(ctx).status == "trained"
+    steps.validate_challenger(ctx)
+    assert steps.promote_or_rollback(ctx).champion_after == "v0001"
+    return home
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """A fresh tiny project home."""

@@ -464,17 +464,9 @@ def test_the_disk_check_estimates_from_the_rows_and_champion_and_names_every_fol
 @pytest.fixture(scope="module")
 def champion_home(tmp_path_factory) -> Path:
     """A tiny home whose champion v0001 was bootstrapped on weeks 1-9 (holdout week 10), by the steps in-process."""
-    from retrainlib import steps
-    from retrainlib.demo import week_end
-    from tests.conftest import make_home
+    from tests.conftest import bootstrap_champion, make_home
 
-    home = make_home(tmp_path_factory.mktemp("quality") / "home")
-    ctx = steps.open_step(PROFILE, str(home / "runs" / "boot"), str(home), week_end(10).isoformat())
-    assert steps.analyze_drift(ctx).decision.status == "bootstrap"
-    assert steps.retrain_model(ctx).status == "trained"
-    steps.validate_challenger(ctx)
-    assert steps.promote_or_rollback(ctx).champion_after == "v0001"
-    return home
+    return bootstrap_champion(make_home(tmp_path_factory.mktemp("quality") / "home"))
 
 
 @pytest.fixture

@@ -12,27 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import make_home
+from tests.conftest import bootstrap_champion, make_home
 
 PROFILE = "params/demo.yaml"
 
 
-def _boot(home: Path) -> Path:
-    """The champion v0001 bootstrapped on weeks 1-9 (holdout week 10), by the steps in-process."""
-    from retrainlib import steps
-    from retrainlib.demo import week_end
-
-    ctx = steps.open_step(PROFILE, str(home / "runs" / "boot"), str(home), week_end(10).isoformat())
-    assert steps.analyze_drift(ctx).decision.status == "bootstrap"
-    assert steps.retrain_model(ctx).status == "trained"
-    steps.validate_challenger(ctx)
-    assert steps.promote_or_rollback(ctx).champion_after == "v0001"
-    return home
-
-
 @pytest.fixture(scope="module")
 def booted(tmp_path_factory) -> Path:
-    return _boot(make_home(tmp_path_factory.mktemp("q22") / "home"))
+    return bootstrap_champion(make_home(tmp_path_factory.mktemp("q22") / "home"))
 
 
 @pytest.fixture
