@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from retrainlib import automl, freshproc
 
 from .conftest import REPO, tiny_clone, tiny_rows
+from .hold_points import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +115,7 @@ def test_kill_tree_ends_a_process_and_its_children():
                                "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)"])
     try:
         root = psutil.Process(parent.pid)
-        for _ in range(300):
-            if root.children():
-                break
-            time.sleep(0.1)
+        wait_until(root.children, "the process did not start its child", limit=300, procs=[parent])
         child = root.children()[0]
         freshproc.kill_tree(parent.pid)
         assert not child.is_running() and not root.is_running()
