@@ -40,7 +40,7 @@ class ExitCode(IntEnum):
     NO_RETRAIN = 3  # no retraining needed
     REJECTED = 4  # the challenger was rejected by validation
     BLOCKED = 5  # retraining blocked by data quality
-    STUCK = 6  # the champion is stuck: below performance_threshold with N consecutive rejections
+    STUCK = 6  # the champion is stuck: below performance_threshold with N rejections or blocks in a row
     ROLLED_BACK = 7  # rolled back (automatically after a failed smoke test, or by hand)
     INTEGRITY = 8  # integrity failure: stored files do not match their checksums
     TRAINING = 9  # training failed: fit error, overran max_retraining_time, resource limit
@@ -58,7 +58,7 @@ EXIT_CODES = {
     ExitCode.NO_RETRAIN: "no retraining needed",
     ExitCode.REJECTED: "challenger rejected by validation",
     ExitCode.BLOCKED: "retraining blocked by data quality",
-    ExitCode.STUCK: "champion stuck: below performance_threshold after N consecutive rejections",
+    ExitCode.STUCK: "champion stuck: below performance_threshold after N rejections or blocks in a row",
     ExitCode.ROLLED_BACK: "rolled back (automatically after a failed smoke test, or by hand)",
     ExitCode.SHADOW_STARTED: "the passing challenger became the shadow: on trial beside the champion, not serving yet",
     ExitCode.PROMOTED_FROM_SHADOW: "the shadow's trial passed: promoted from shadow",

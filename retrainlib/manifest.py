@@ -31,7 +31,7 @@ OUTCOMES = {
     "no-retrain-needed": 3,
     "rejected": 4,
     "blocked-by-quality": 5,
-    "stuck": 6,  # champion below performance_threshold and validation.stuck_after rejections in a row
+    "stuck": 6,  # champion below performance_threshold and validation.stuck_after rejections or blocks in a row
     "rolled-back": 7,  # automatic (failed smoke test) or by hand (`retrain rollback`)
     "shadow-started": 10,  # validation.shadow_batches: the passing challenger is on trial beside the champion
     "promoted-from-shadow": 11,  # the shadow's trial passed: it serves now
