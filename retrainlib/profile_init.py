@@ -18,6 +18,7 @@ batch, a label with one value.
 from __future__ import annotations
 
 import math
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from . import data
 from .durable import write_atomic
 from .errors import DataContractError, ProfileError
 from .paths import Paths
+from .preflight import check_inside_home
 from .profiles import load_profile
 
 __all__ = ["GUIDE", "GuideRow", "InitPlan", "infer_profile", "render_profile", "write_profile"]
@@ -202,7 +204,8 @@ def infer_profile(folder: str | Path, *, label: str, name: str | None = None, ti
                   system_type: str = "standard-business", home: str | Path | None = None) -> InitPlan:
     """Read the batch folder and choose every profile value from it; refuse (one line) what cannot make a profile."""
     paths = Paths.discover(home)
-    folder = paths.profile(folder).resolve()  # absolute, else under the home, else from the working folder
+    folder = Path(os.path.normpath(paths.profile(folder).absolute()))  # links kept: a run reads the path as written
+    check_inside_home(paths, str(folder), "--data", Path("retrain init"))  # where `retrain run` will look for it
     if system_type not in GUIDE:
         raise ProfileError(f"--system-type {system_type!r} is not a row of the guide; expected one of "
                            + ", ".join(repr(k) for k in GUIDE))

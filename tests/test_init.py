@@ -151,3 +151,16 @@ def test_retrain_run_bootstraps_a_champion_on_an_init_written_profile_without_ed
     summary = yaml.safe_load(r.stdout)
     assert summary["outcome"] == "bootstrapped" and summary["champion_before"] is None, summary
     assert (home / "models" / "loans" / summary["champion_after"]).is_dir()  # the refit of v0001 (refit_full)
+
+
+def test_a_folder_outside_the_project_home_is_refused_with_the_link_to_make(folder, tmp_path, capsys):
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(folder, outside)
+    home = home_of(folder)
+    assert init(home, outside) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lies outside the project home" in err[0] and f"ln -s {outside}" in err[0], err
+    assert not list((home / "params").glob("*.yaml"))
+    (home / "data" / "linked").symlink_to(outside)  # linked into the home: the profile names the link
+    assert init(home, home / "data" / "linked", "--name", "linked") == 0
+    assert load_profile(home / "params" / "linked.yaml").data.batches == "data/linked"
