@@ -429,6 +429,19 @@ def test_the_binary_expectation_under_every_bootstrap_map_at_once_equals_one_map
     assert np.allclose(at_once, [_expected_one_map(metric, p, q) for q in Q1], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_maps_fitted_from_one_sort_of_the_scores_equal_maps_fitted_on_the_rows_themselves(k):
+    from retrainlib.estimate.calibration import _as_matrix, _fit_maps, _grids, _maps_on
+
+    rng = np.random.default_rng(5)
+    P = _as_matrix(np.round(rng.uniform(0.01, 0.99, 900), 2), 2) if k == 2 else rng.dirichlet([1, 2, 1], 900)
+    yi = np.array([rng.choice(k, p=p) for p in P])
+    grids = _grids(P)
+    for take in (None, rng.permutation(900)[:450], rng.integers(0, 900, 900)):  # every row, a half, a bootstrap sample
+        rows = np.arange(900) if take is None else take
+        assert _maps_on(grids, k, yi, take) == _fit_maps(P[rows], yi[rows])
+
+
 def test_the_calibrated_probabilities_expect_the_class_shares_and_only_classification_has_them():
     y, p = _binary(3000, 0.0, seed=4)
     est = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=y, scores=p, classes=[0, 1])

@@ -31,23 +31,34 @@ def _isotonic_pooled(xs: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> di
     return {"x": xs[keep].tolist(), "y": fitted[keep].tolist()}
 
 
-def _bootstrap_maps(P: np.ndarray, yi: np.ndarray, rng: np.random.Generator, times: int) -> list[list[dict]]:
+def _grids(P: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each class column's distinct scores (rising) and each row's place among them (binary: the positive class only):
+    the one sort every map fitted on these rows, or on a sample of them, reads."""
+    return [np.unique(P[:, j], return_inverse=True) for j in ([1] if P.shape[1] == 2 else range(P.shape[1]))]
+
+
+def _maps_on(grids: list, k: int, yi: np.ndarray, take: np.ndarray | None = None) -> list[dict]:
+    """The one-vs-rest isotonic maps fitted on the rows ``take`` (positions, repeats allowed; None: every row) — the
+    same maps as :func:`_fit_maps` on those rows (the same distinct scores, and the same sums and counts at each, added
+    in the same row order), without sorting them again."""
+    cols = [1] if k == 2 else range(k)
+    y = yi if take is None else yi[take]
+    maps = []
+    for j, (xs, inverse) in zip(cols, grids):
+        at = inverse if take is None else inverse[take]
+        counts = np.bincount(at, minlength=len(xs))
+        sums = np.bincount(at, weights=(y == j).astype(float), minlength=len(xs))
+        seen = counts > 0
+        maps.append(_isotonic_pooled(xs[seen], sums[seen], counts[seen]))
+    return maps
+
+
+def _bootstrap_maps(P: np.ndarray, yi: np.ndarray, rng: np.random.Generator, times: int,
+                    grids: list | None = None) -> list[list[dict]]:
     """The one-vs-rest isotonic maps fitted on ``times`` bootstrap samples of the rows — the same maps as
     :func:`_fit_maps` on each resample, from one sort of the scores (a resample only re-weights their distinct values)."""
-    cols = [1] if P.shape[1] == 2 else range(P.shape[1])
-    grids = [np.unique(P[:, j], return_inverse=True) for j in cols]
-    out = []
-    for _ in range(times):
-        take = rng.integers(0, len(yi), len(yi))
-        maps = []
-        for j, (xs, inverse) in zip(cols, grids):
-            at = inverse[take]
-            counts = np.bincount(at, minlength=len(xs))
-            sums = np.bincount(at, weights=(yi[take] == j).astype(float), minlength=len(xs))
-            seen = counts > 0
-            maps.append(_isotonic_pooled(xs[seen], sums[seen], counts[seen]))
-        out.append(maps)
-    return out
+    grids = _grids(P) if grids is None else grids
+    return [_maps_on(grids, P.shape[1], yi, rng.integers(0, len(yi), len(yi))) for _ in range(times)]
 
 
 #: the map that keeps the model's own probabilities
@@ -172,7 +183,8 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     """Choose and fit the calibration (checks, state, error after it, the error sampling explains)."""
     k = P.shape[1]
     rng = np.random.default_rng(seed)
-    maps = _fit_maps(P, yi)
+    grids = _grids(P)  # one sort of the scores for every map below
+    maps = _maps_on(grids, k, yi)
     # cross-fitted check: calibrate on one half, measure on the other, against what sampling alone gives.
     # Where the model's own probabilities are already as well calibrated on held-out rows, they are kept
     # (an isotonic step function fitted to few rows only adds noise), as NannyML's CBPE does.
@@ -181,7 +193,7 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     raw, cal, null_raw, null_cal = [], [], [], []
     idx_all = _score_order(P)
     for a, b in (halves, halves[::-1]):
-        Qb = _calibrate(_fit_maps(P[a], yi[a]), P[b])
+        Qb = _calibrate(_maps_on(grids, k, yi, a), P[b])
         idx = _sub_order(idx_all, b, len(yi))
         cal.append(float(_ece(P[b], Qb, yi[b][None, :], idx=idx)[0]))
         raw.append(float(_ece(P[b], P[b], yi[b][None, :], idx=idx)[0]))
@@ -200,7 +212,7 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     # isotonic maps re-fitted on bootstrap samples of the rows: how far their estimates fall from the point is the
     # calibration's share of the band — also when the model's own probabilities are kept (then the band spans
     # the isotonic alternative the rows cannot rule out)
-    boot = _bootstrap_maps(P, yi, rng, N_MAPS)
+    boot = _bootstrap_maps(P, yi, rng, N_MAPS, grids)
     if keep_raw:
         maps = [dict(IDENTITY) for _ in maps]
         how = "none: the model's own probabilities are as well calibrated on held-out rows"

@@ -225,6 +225,8 @@ def _isna(y: np.ndarray) -> np.ndarray:
 
 
 def _class_check(est: Estimator, scores: np.ndarray, y: np.ndarray, where: str) -> dict[str, Any]:
+    import pandas as pd
+
     from .calibration import _as_matrix, _calibrate
     from .estimator import _maps
 
@@ -233,8 +235,10 @@ def _class_check(est: Estimator, scores: np.ndarray, y: np.ndarray, where: str) 
     Q = est.calibrated(scores)
     n = len(y)
     expected = Q.mean(axis=0)
-    idx = {c: i for i, c in enumerate(est.classes)}
-    yi = np.array([idx.get(v, -1) for v in y])
+    yi = pd.Index(list(est.classes)).get_indexer(y)  # vectorised; an unknown label is -1, as in the dict's rule
+    if (yi < 0).any():  # where the two could differ (a label equal to a class but hashed apart), the dict decides
+        idx = {c: i for i, c in enumerate(est.classes)}
+        yi = np.array([idx.get(v, -1) for v in y])
     realized = np.array([(yi == j).mean() for j in range(k)])
     var = (Q * (1 - Q)).sum(axis=0) / n ** 2 * float(est.checks.get("label_dependence", 1.0))
     from .cbpe import SPREAD_ROWS
