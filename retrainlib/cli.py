@@ -216,7 +216,7 @@ def cmd_init(args) -> int:
 
 def cmd_tune(args) -> int:
     """Choose policy, thresholds and window on the older batches, confirm on the newest; write params/<name>.tuned.yaml."""
-    from .tune import tune, write_report
+    from .tune import cell, tune, write_report
 
     result = tune(args.profile, home=args.home, confirm_share=args.confirm_share, tolerance=args.tolerance,
                   work_dir=args.work_dir, progress=not args.no_progress)
@@ -224,7 +224,7 @@ def cmd_tune(args) -> int:
     if args.json:
         write_atomic(args.json, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     cols = ["name", "tune_mean", "tune_retrains", "confirm_mean", "confirm_retrains"]
-    rows = [{c: f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in cols} for r in result.table.to_dict("records")]
+    rows = [{c: cell(r[c]) for c in cols} for r in result.table.to_dict("records")]
     print(f"tune of {result.profile}: chosen before {result.confirm_from}, confirmed from it on; {result.seconds:.0f} s")
     _print_table(rows, cols)
     print(f"pick: {result.pick_reason}")

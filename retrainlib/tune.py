@@ -350,6 +350,7 @@ def tune(profile: str | Path, *, home: str | Path | None = None, confirm_share: 
         restore()
         bar.close()
     table = pd.DataFrame([_row(c, replays[c.name].rows, tune_names, confirm_names) for c in cands])
+    table["confirm_retrains"] = table["confirm_retrains"].astype("Int64")  # none where a probe was not replayed
     refs = {name: _ref(replays[key].rows, confirm_names) if key in replays else None
             for name, key in (("refit", win_name), ("static", "static"), ("every-batch", "every-batch"))}
     records = pd.DataFrame([{"candidate": name, "segment": "tune" if r["batch"] in tune_names else "confirm", **r}
@@ -371,7 +372,8 @@ def _row(c: Candidate, rows: list[dict[str, Any]], tune_names: set[str], confirm
            "why": c.why, "tune_mean": tm, "tune_retrains": tr, "tune_batches": tn}
     if confirm_names:
         cm, cr, cn = _figures(rows, confirm_names)
-        out.update(confirm_mean=cm, confirm_retrains=cr, confirm_batches=cn)
+        replayed = any(r["batch"] in confirm_names for r in rows)  # a window probe not chosen stops at the split
+        out.update(confirm_mean=cm, confirm_retrains=cr if replayed else None, confirm_batches=cn)
     return out
 
 
@@ -450,6 +452,13 @@ def _set_key(text: str, key: str, value: Any, why: str) -> str:
 
 
 # --------------------------------------------------------------------------- report
+def cell(value: Any) -> str:
+    """A table cell: a mean to 4 decimals, a count as is, ``—`` where a candidate has no figure."""
+    if value is None or pd.isna(value):
+        return "—"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def write_report(result: TuneResult, folder: str | Path | None = None) -> dict[str, Path]:
     """``tune.md`` (the table, the pick and the confirm figures beside the references) and ``tune.png``."""
     import matplotlib.pyplot as plt
@@ -489,8 +498,7 @@ def write_report(result: TuneResult, folder: str | Path | None = None) -> dict[s
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in t[cols].to_dict("records"):
         mark = " **(pick)**" if r["name"] == result.pick else ""
-        lines.append(f"| {r['name']}{mark} | " + " | ".join(
-            "—" if r[c] != r[c] else f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols[1:]) + " |")
+        lines.append(f"| {r['name']}{mark} | " + " | ".join(cell(r[c]) for c in cols[1:]) + " |")
     lines += ["", "Confirm segment, references:", ""]
     for name, ref in result.references.items():
         if ref:
