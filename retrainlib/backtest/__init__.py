@@ -25,7 +25,8 @@ it used, so sharing changes no figure. Each step leaves its run folder (the step
 
 Modules: :mod:`.strategies` (the table of strategies), :mod:`.run` (the walk-forward loop and the merge of
 workers' parts), :mod:`.step` (one replayed playbook run at one batch), :mod:`.summary` (summary, acceptance and
-target tables from the records), :mod:`.result` (:class:`BacktestResult`, its files, reading them back, the plot).
+target tables from the records), :mod:`.result` (:class:`BacktestResult`, its files, reading them back, the plot),
+:mod:`.coverage` (each batch's label-free estimate as judged when its labels arrived, and each strategy's band coverage).
 """
 
 from __future__ import annotations
