@@ -52,7 +52,10 @@ def drift_figures(ctx: StepContext, analysis: Analysis) -> list:
             figs.append(fig)
     elif d.current is not None:  # a first run (None: a run between batches, with nothing new to draw)
         frame, src = d.current, ctx.profile.data
-        per = frame.groupby(frame[src.time_column].dt.to_period("W").dt.start_time)[src.label].agg(["size", "mean"])
+        label = frame[src.label]
+        if not pd.api.types.is_numeric_dtype(label):  # class names: the share of the most common class
+            label = (label == label.mode().iloc[0]).astype(float)
+        per = label.groupby(frame[src.time_column].dt.to_period("W").dt.start_time).agg(["size", "mean"])
         fig, ax = plt.subplots(figsize=(8, 3))
         ax.bar(per.index.astype(str), per["size"], color="#9ecae1", label="rows")
         ax2 = ax.twinx()
