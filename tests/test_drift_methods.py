@@ -1,8 +1,10 @@
 """Contract tests over every method of the drift registry (as river tests every detector).
 
-Each registered method: identical windows are not drift, a planted shift of its kind is, its
-threshold key is a profile setting that reaches the verdict, and a profile naming a method that
-does not exist (or does not fit the column kind) fails with one line naming the key.
+Each registered method: its statistic function for each kind it applies to returns exactly the
+keys it declares, identical windows are not drift, a planted shift of its kind is, its threshold
+key is a profile setting that reaches the verdict, and a profile naming a method that does not
+exist (or does not fit the column kind) fails with one line naming the key. A method added as one
+entry of the registry is computed, decided and shown with no other change.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import yaml
 from retrainlib import drift
 from retrainlib.drift import methods
 from retrainlib.errors import ProfileError
+from retrainlib.drift.measures import Merged
 from retrainlib.profiles import DriftSettings, load_profile
 
 CASES = [(name, kind) for name, m in sorted(methods.METHODS.items()) for kind in m.kinds]
@@ -131,3 +134,54 @@ def test_every_method_reads_a_statistic_the_kernels_compute_and_a_threshold_prof
                 "categorical": drift.categorical_statistics(rng.choice(list("ab"), 500), rng.choice(list("ab"), 500))}
     for kind in m.kinds:
         assert m.statistic in produced[kind] and m.decides_on in produced[kind], (kind, sorted(produced[kind]))
+
+
+def _merged(a, b, psi_bins: int = 10) -> Merged:
+    """Two samples merged as the kernels merge them (sorted, the gap between the CDFs, runs of ties)."""
+    a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
+    merged = np.sort(np.concatenate([a, b]), kind="stable")
+    gap = np.abs(np.searchsorted(a, merged, side="right") / len(a) - np.searchsorted(b, merged, side="right") / len(b))
+    last = np.append(merged[1:] != merged[:-1], True)
+    return Merged(a, b, merged, gap, last, np.diff(merged), psi_bins)
+
+
+@pytest.mark.parametrize("name, kind", CASES)
+def test_every_methods_statistic_function_returns_exactly_the_keys_it_declares_and_the_kernels_carry_them(name, kind):
+    m = methods.METHODS[name]
+    function = getattr(m, kind)
+    assert callable(function), f"{name} applies to {kind} columns but has no {kind} statistic function"
+    rng = np.random.default_rng(3)
+    if kind == "numeric":
+        a, b = rng.normal(size=400), rng.normal(0.3, 1.0, size=300)
+        produced, kernels = function(_merged(a, b)), drift.numeric_statistics(a, b)
+    else:
+        ref, cur = np.array([50.0, 30.0, 20.0, 0.0]), np.array([20.0, 30.0, 40.0, 10.0])
+        produced = function(ref, cur)
+        kernels = drift.categorical_statistics(np.repeat(list("abcd"), ref.astype(int)),
+                                               np.repeat(list("abcd"), cur.astype(int)))
+    assert tuple(sorted(produced)) == tuple(sorted(m.produces)), (name, kind, sorted(produced))
+    assert all(np.isfinite(v) for v in produced.values()), produced
+    for key in m.produces:
+        assert kernels[key] == pytest.approx(produced[key], rel=1e-12), (name, kind, key)
+
+
+def _mean_shift(merged: Merged) -> dict[str, float]:
+    std = float(np.std(merged.a))
+    return {"mean_shift": abs(float(np.mean(merged.b)) - float(np.mean(merged.a))) / std}
+
+
+def test_a_method_added_as_one_registry_entry_is_computed_decided_and_shown(monkeypatch):
+    """Adding a method is one entry: no kernel, profile or report code lists it."""
+    entry = methods.DriftMethod("mean_shift", ("numeric",), "mean_shift", "wasserstein_threshold", "effect size",
+                                description="mean difference / reference std", numeric=_mean_shift)
+    monkeypatch.setitem(methods.METHODS, "mean_shift", entry)
+    ref, cur = _windows("numeric", shifted=True)
+    report = drift.compare(ref, cur, settings=DriftSettings(multivariate=False, numeric_test="mean_shift"))
+    f = _column(report, "numeric")
+    expected = abs(cur["x"].mean() - ref["x"].mean()) / ref["x"].std(ddof=0)
+    assert f.test == "mean_shift" and f.statistic == pytest.approx(expected, rel=1e-9) and f.drifted, f
+    assert f.threshold == DriftSettings().wasserstein_threshold and f.stats["mean_shift"] == f.statistic
+    assert report.to_frame().set_index("feature").loc["x", "mean_shift"] == f.statistic
+    still = _column(drift.compare(ref, ref.copy(), settings=DriftSettings(multivariate=False,
+                                                                           numeric_test="mean_shift")), "numeric")
+    assert still.test == "mean_shift" and still.statistic == 0.0 and not still.drifted

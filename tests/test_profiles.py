@@ -188,3 +188,27 @@ def test_yaml_dates_are_kept_as_strings(tmp_path):
 def test_a_preset_policy_expands_to_its_triggers():
     prof = load_profile(REPO / "params" / "research.yaml")
     assert prof.triggers.resolved() == ("any", ("performance", "degradation"))
+
+
+def test_the_drift_package_owns_its_settings_and_never_imports_profiles():
+    """No import upward: profiles embeds the drift package's DriftSettings, the drift modules never import profiles."""
+    import subprocess
+    import sys
+
+    from retrainlib import profiles
+    from retrainlib.drift.settings import DriftSettings
+
+    assert profiles.DriftSettings is DriftSettings and Profile.model_fields["drift"].annotation is DriftSettings
+    import ast
+
+    upward = []
+    for path in sorted((REPO / "retrainlib" / "drift").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [("." * node.level) + (node.module or "")] if isinstance(node, ast.ImportFrom) else [])
+            upward += [f"{path.name}: {n}" for n in names if n in ("..profiles", "retrainlib.profiles")
+                       or (n == ".." and any(a.name == "profiles" for a in node.names))]
+    assert upward == []
+    light = "import sys, retrainlib.profiles; print(sorted(m for m in ('numpy', 'pandas', 'scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", light], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -2,11 +2,15 @@
 
 One module per concept:
 
+- :mod:`~retrainlib.drift.settings`: :class:`DriftSettings`, the ``drift:`` section of a profile
+  (``profiles`` embeds and re-exports it);
 - :mod:`~retrainlib.drift.methods`: the method registry, the one list of drift methods (name,
-  column kinds, threshold key, effect size or p-value, when ``auto`` picks it); profiles validate
-  against it;
-- :mod:`~retrainlib.drift.kernels`: the fast shared kernels computing every statistic of a column
-  at once (scipy-exact);
+  column kinds, its statistic per kind, threshold key, effect size or p-value, when ``auto`` picks
+  it); the settings validate against it;
+- :mod:`~retrainlib.drift.measures`: the arithmetic the statistics share (the merge of two sorted
+  samples, PSI, chi-square, Jensen-Shannon, the KS p-value; scipy-exact);
+- :mod:`~retrainlib.drift.kernels`: every registered statistic of a column from one merge or one
+  count;
 - :mod:`~retrainlib.drift.windows`: the compared columns, their kinds, and the seeded row sample;
 - :mod:`~retrainlib.drift.analysis`: :func:`compare`, :func:`target_drift`, :func:`prediction_drift`;
 - :mod:`~retrainlib.drift.domain`: :func:`multivariate`, the domain classifier (scikit-learn);
@@ -29,7 +33,7 @@ domain classifier sees ``multivariate_rows`` rows.
 
 >>> import numpy as np, pandas as pd
 >>> from retrainlib.drift import compare
->>> from retrainlib.profiles import DriftSettings
+>>> from retrainlib.drift import DriftSettings
 >>> rng = np.random.default_rng(0)
 >>> ref = pd.DataFrame({"x": rng.normal(size=5000), "c": rng.choice(list("ab"), 5000)})
 >>> cur = pd.DataFrame({"x": rng.normal(0.5, 1, size=5000), "c": rng.choice(list("ab"), 5000)})
@@ -47,6 +51,7 @@ from typing import Any
 
 #: public name -> the module (of this package) that defines it
 _WHERE = {
+    "DriftSettings": "settings",
     "DriftMethod": "methods", "METHODS": "methods", "MISSING": "methods", "auto_method": "methods",
     "get_method": "methods", "method_names": "methods",
     "FeatureDrift": "results", "MultivariateDrift": "results", "DriftReport": "results",

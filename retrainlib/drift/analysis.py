@@ -20,10 +20,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..profiles import DriftSettings
 from .kernels import Scratch, categorical_from_counts, category_counts, missing_stats, numeric_from_sorted
 from .methods import MISSING, DriftMethod, auto_method, get_method, significance_of
 from .results import DriftReport, FeatureDrift
+from .settings import DriftSettings
 from .windows import RowPlan, as_float, check_columns, kind_of, pick, plan_rows, present
 
 __all__ = ["compare", "target_drift", "prediction_drift"]

@@ -19,9 +19,9 @@ from typing import Mapping, Sequence
 
 from .. import data
 from ..errors import DataContractError
-from ..profiles import DriftSettings
 from .analysis import compare_planned, plan_compare
 from .results import DriftReport
+from .settings import DriftSettings
 from .windows import check_columns
 
 __all__ = ["compare_files"]

@@ -1,22 +1,18 @@
-"""The fast shared kernels: every drift statistic of a column from sorted arrays or category counts.
-
-All agree with scipy's on the same data (``tests/test_drift.py`` checks to 1e-6):
-
-- numeric: Kolmogorov-Smirnov statistic and p-value, PSI over reference-quantile bins, and the
-  Wasserstein distance divided by the reference standard deviation (scale-free); a column with
-  at most :data:`~retrainlib.drift.methods.DISCRETE_MAX` distinct values also gets the category
-  statistics over its values;
-- categorical: chi-square test of homogeneity (2 x k table of counts) and its p-value, PSI over
-  categories, Jensen-Shannon distance (natural log, as scipy's default), and the share of current
-  rows in categories the reference never had (counted, not dropped); a missing value is a
-  category of its own;
-- every column: the share of missing values in each window and the significance of its change.
+"""The fast shared kernels: every registered drift statistic of a column, from one merge or one count.
 
 Each numeric column is sorted once per window and the two sorted runs merged once (a stable
-argsort of two runs is a linear merge); each categorical column is counted once per window. Every
-method of :mod:`retrainlib.drift.methods` reads its statistic from these dicts. ``scipy.special``
-is the one scipy import here; ``scipy.stats`` (a second to import) is imported only by the KS
-paths that need it.
+argsort of two runs is a linear merge) into a :class:`~retrainlib.drift.measures.Merged`; each
+categorical column is counted once per window. Every method of :data:`~retrainlib.drift.methods.METHODS`
+then computes its own statistic from that (its ``numeric`` or ``categorical`` function); a numeric
+column with at most :data:`~retrainlib.drift.methods.DISCRETE_MAX` distinct values is also counted
+per value and gets every ``categorical`` statistic over its values (PSI over values instead of
+bins). Beside the methods' statistics:
+
+- categorical: the share of current rows in categories the reference never had (counted, not
+  dropped); a missing value is a category of its own;
+- every column: the share of missing values in each window and the significance of its change.
+
+All agree with scipy's on the same data (``tests/test_drift.py`` checks to 1e-6).
 """
 
 from __future__ import annotations
@@ -25,89 +21,31 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special  # scipy.stats (a second to import) only where it is needed
 
-from .methods import DISCRETE_MAX
+from .measures import PSI_EPS, Merged, chi2_test
+from .methods import DISCRETE_MAX, METHODS
 
 __all__ = ["numeric_statistics", "categorical_statistics", "PSI_EPS"]
 
-#: share floor used by PSI for empty bins (as usual for PSI)
-PSI_EPS = 1e-4
-#: above this many rows per window scipy's KS p-value uses the asymptotic distribution
-_KS_EXACT_MAX = 10_000
 MISSING_CATEGORY = "(missing)"
 
 
-def _psi(p: np.ndarray, q: np.ndarray) -> float:
-    p = np.maximum(p, PSI_EPS)
-    q = np.maximum(q, PSI_EPS)
-    return float(np.sum((q - p) * np.log(q / p)))
+def _nan(kind: str) -> dict[str, float]:
+    """Every statistic of this kind's methods, unmeasured (a window without values)."""
+    return {k: np.nan for m in METHODS.values() if getattr(m, kind) is not None for k in m.produces}
 
 
 def counts_statistics(ref_counts: np.ndarray, cur_counts: np.ndarray) -> dict[str, float]:
-    """chi2, chi2_p, psi, jensenshannon from aligned count vectors (one slot per category)."""
+    """Every method's ``categorical`` statistic from aligned count vectors (one slot per category)."""
     ref_counts = np.asarray(ref_counts, dtype=np.float64)
     cur_counts = np.asarray(cur_counts, dtype=np.float64)
-    n1, n2 = ref_counts.sum(), cur_counts.sum()
-    if n1 == 0 or n2 == 0:
-        return {"chi2": np.nan, "chi2_p": np.nan, "psi": np.nan, "jensenshannon": np.nan}
-    keep = (ref_counts + cur_counts) > 0
-    r, c = ref_counts[keep], cur_counts[keep]
-    total = r + c
-    n = n1 + n2
-    if len(total) < 2:
-        chi2, chi2_p = 0.0, 1.0
-    else:
-        e1, e2 = total * (n1 / n), total * (n2 / n)
-        chi2 = float(np.sum((r - e1) ** 2 / e1) + np.sum((c - e2) ** 2 / e2))
-        chi2_p = float(special.chdtrc(len(total) - 1, chi2))  # scipy.stats.chi2.sf's own function
-    p, q = r / n1, c / n2
-    m = (p + q) / 2
-    js = float(np.sqrt(max((special.rel_entr(p, m).sum() + special.rel_entr(q, m).sum()) / 2, 0.0)))
-    return {"chi2": chi2, "chi2_p": chi2_p, "psi": _psi(p, q), "jensenshannon": js}
-
-
-def _smirnov(n: int, x: float) -> float:
-    """One-sided Smirnov tail P(D+ >= x), the exact sum scipy.special.smirnov evaluates, vectorised.
-
-    Only the terms within e^-80 of the largest are summed (located on a coarse grid first), so it
-    costs milliseconds where the special function loops over all n terms.
-    """
-    jmax = int(np.floor(n * (1 - x)))
-
-    def log_terms(j: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = (special.gammaln(n + 1.0) - special.gammaln(j + 1.0) - special.gammaln(n - j + 1.0)
-                   + (n - j) * np.log(1 - x - j / n) + (j - 1) * np.log(x + j / n))
-        return np.where(np.isnan(out), -np.inf, out)
-
-    step = max(1, jmax // 2000)
-    coarse = np.arange(0, jmax + 1, step, dtype=np.float64)
-    lt = log_terms(coarse)
-    top = lt.max()
-    if not np.isfinite(top):
-        return 0.0
-    keep = np.flatnonzero(lt >= top - 80.0)
-    lo = max(0, int(coarse[keep[0]]) - 2 * step)
-    hi = min(jmax, int(coarse[keep[-1]]) + 2 * step)
-    fine = log_terms(np.arange(lo, hi + 1, dtype=np.float64))
-    return float(x * np.exp(fine).sum())
-
-
-def _ks_p_value(d: float, n1: int, n2: int, ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> float:
-    """scipy.stats.ks_2samp's two-sided p-value (method='auto'), without its slow paths."""
-    if max(n1, n2) <= _KS_EXACT_MAX:  # scipy's exact distribution
-        from scipy import stats  # imported only where needed (a second to import)
-
-        return float(stats.ks_2samp(ref_sorted, cur_sorted).pvalue)
-    m, n = sorted([float(n1), float(n2)], reverse=True)
-    en = float(np.round(m * n / (m + n)))
-    t = en * d * d
-    if en > 140 and 1.0 < en * d < en - 1 and (d >= 0.5 or 2.2 <= t < 370.0):  # where kstwo.sf is 2 * smirnov
-        return float(np.clip(2 * _smirnov(int(en), d), 0.0, 1.0))
-    from scipy import stats
-
-    return float(np.clip(stats.kstwo.sf(d, en), 0.0, 1.0))
+    if ref_counts.sum() == 0 or cur_counts.sum() == 0:
+        return _nan("categorical")
+    out: dict[str, float] = {}
+    for method in METHODS.values():
+        if method.categorical is not None:
+            out.update(method.categorical(ref_counts, cur_counts))
+    return out
 
 
 class Scratch:
@@ -125,10 +63,9 @@ class Scratch:
 
 def numeric_from_sorted(a: np.ndarray, b: np.ndarray, *, psi_bins: int,
                          scratch: Scratch | None = None) -> dict[str, float]:
-    """All numeric statistics from the two sorted, non-missing samples (one merge, no search)."""
+    """Every method's ``numeric`` statistic from the two sorted, non-missing samples (one merge, no search)."""
     n1, n2 = len(a), len(b)
-    out = {"ks": np.nan, "ks_p": np.nan, "psi": np.nan, "wasserstein": np.nan, "wasserstein_raw": np.nan,
-           "distinct": np.nan}
+    out = {**_nan("numeric"), "distinct": np.nan}
     if n1 == 0 or n2 == 0:
         return out
     scratch = scratch or Scratch()
@@ -140,35 +77,25 @@ def numeric_from_sorted(a: np.ndarray, b: np.ndarray, *, psi_bins: int,
     # each merged value moves F_ref - F_cur by +1/n1 (a reference value) or -1/n2 (a current one)
     steps = both
     steps[:n1], steps[n1:] = 1.0 / n1, -1.0 / n2
-    diff = np.take(steps, order, out=scratch.get("diff", n), mode="clip")
+    gap = np.take(steps, order, out=scratch.get("diff", n), mode="clip")
     del order
-    np.cumsum(diff, out=diff)
-    np.abs(diff, out=diff)
-    gaps = np.subtract(merged[1:], merged[:-1], out=scratch.get("work", n)[:-1])
+    np.cumsum(gap, out=gap)
+    np.abs(gap, out=gap)
+    spacing = np.subtract(merged[1:], merged[:-1], out=scratch.get("work", n)[:-1])
     last = scratch.get("last", n, bool)  # last of a run of ties: where the CDFs are evaluated
-    np.not_equal(gaps, 0.0, out=last[:-1])
+    np.not_equal(spacing, 0.0, out=last[:-1])
     last[-1] = True
-    d = float(np.max(diff, where=last, initial=0.0))
-    w = float(np.dot(diff[:-1], gaps))
     distinct = int(np.count_nonzero(last))
     out["distinct"] = float(distinct)
-    std = float(np.std(a))
-    scale = std if std > 0 else float(np.std(merged))
-    out.update(ks=d, ks_p=_ks_p_value(d, n1, n2, a, b), wasserstein_raw=w,
-               wasserstein=(w / scale) if scale > 0 else 0.0)
+    sample = Merged(a, b, merged, gap, last, spacing, psi_bins)
+    for method in METHODS.values():
+        if method.numeric is not None:
+            out.update(method.numeric(sample))
     if distinct <= DISCRETE_MAX:  # few values: also the category statistics, counts per value
         values = merged[np.flatnonzero(last)]
         ca = np.diff(np.searchsorted(a, values, side="right"), prepend=0)
         cb = np.diff(np.searchsorted(b, values, side="right"), prepend=0)
-        cat = counts_statistics(ca, cb)
-        out.update(chi2=cat["chi2"], chi2_p=cat["chi2_p"], jensenshannon=cat["jensenshannon"], psi=cat["psi"])
-        return out
-    # PSI over reference-quantile bins: interior edges at the reference's deciles (ties collapse)
-    qs = np.arange(1, psi_bins) / psi_bins
-    edges = np.unique(a[np.minimum((qs * n1).astype(np.int64), n1 - 1)])
-    ra = np.diff(np.searchsorted(a, edges, side="right"), prepend=0, append=n1) / n1
-    rb = np.diff(np.searchsorted(b, edges, side="right"), prepend=0, append=n2) / n2
-    out["psi"] = _psi(ra, rb)
+        out.update(counts_statistics(ca, cb))
     return out
 
 
@@ -265,5 +192,5 @@ def missing_stats(miss_r: int, n_r: int, miss_c: int, n_c: int) -> dict[str, flo
     mc = miss_c / n_c if n_c else 0.0
     p = 1.0
     if 0 < miss_r + miss_c < n_r + n_c:
-        p = counts_statistics(np.array([miss_r, n_r - miss_r]), np.array([miss_c, n_c - miss_c]))["chi2_p"]
+        p = chi2_test(np.array([miss_r, n_r - miss_r]), np.array([miss_c, n_c - miss_c]))[1]
     return {"missing_reference": mr, "missing_current": mc, "missing_change": abs(mc - mr), "missing_p": p}

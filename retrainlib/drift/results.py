@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import plain
+from .methods import statistic_columns
 
 __all__ = ["FeatureDrift", "MultivariateDrift", "DriftReport"]
 
@@ -98,8 +99,8 @@ class DriftReport:
         }
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per feature, most drifted first."""
-        keys = ("ks", "psi", "wasserstein", "chi2", "jensenshannon", "unseen_share", "missing_reference", "missing_current")
+        """One row per feature, most drifted first: each registered method's statistic, then unseen and missing shares."""
+        keys = (*statistic_columns(), "unseen_share", "missing_reference", "missing_current")
         rows = [{"feature": f.column, "kind": f.kind, "test": f.test, "statistic": f.statistic,
                  "threshold": f.threshold, "drifted": f.drifted, "p_value": f.p_value, "importance": f.importance,
                  "severity": f.severity, **{k: f.stats.get(k, np.nan) for k in keys}, "detail": f.detail}
