@@ -176,6 +176,7 @@ def run_stream(stream, work: Path, repeat: int = 1, predictor=None) -> dict:
 
     def ours():  # what is timed: fit each metric's estimator and estimate every batch
         estimate.cbpe._CALIBRATIONS.clear()  # metrics of one repeat share the calibration, repeats do not
+        estimate.dle._BINNED.clear()  # nor the loss models' binned fold tables
         out = {}
         for metric in stream["metrics"]:
             est = estimate.fit_estimator(problem_type=ptype, metric=metric, y_true=y_calib, scores=cal_scores,
@@ -268,7 +269,57 @@ def label_windows(stream, label_delay: int) -> list[dict]:
     return steps
 
 
-def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int = 1) -> dict:
+class CpuParts:
+    """CPU seconds spent in named parts of our side while on (``with parts:``): each part is a function patched to add
+    its own ``time.process_time`` to the part's total (a part inside another counts in both). For one extra pass
+    after the timed ones, so the timings above carry no patching."""
+
+    def __init__(self):
+        import lightgbm as lgb
+
+        from retrainlib import estimate
+        from retrainlib.estimate import cbpe
+
+        self.totals, self.calls, self._on, self._undo = {}, {}, False, []
+        for owner, name, part in [(estimate, "fit_estimator", "refits (fit_estimator, all of each)"),
+                                  (lgb.Booster, "update", "DLE: loss-model boosting rounds"),
+                                  (lgb.Booster, "__init__", "DLE: loss-model set-up"),
+                                  (lgb.Booster, "predict", "DLE: loss-model predictions"),
+                                  (cbpe, "_calibration", "CBPE: calibration with its checks"),
+                                  (estimate, "label_check", "label checks"),
+                                  (estimate, "widen", "track-record widening")]:
+            self._patch(owner, name, part)
+
+    def _patch(self, owner, name, part):
+        import functools
+
+        f = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+
+        @functools.wraps(f)
+        def timed(*a, **k):
+            if not self._on:
+                return f(*a, **k)
+            c0 = time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                self.totals[part] = self.totals.get(part, 0.0) + time.process_time() - c0
+                self.calls[part] = self.calls.get(part, 0) + 1
+
+        setattr(owner, name, timed)
+        self._undo.append(lambda: setattr(owner, name, f))
+
+    def __enter__(self):
+        self._on = True
+        return self
+
+    def __exit__(self, *exc):
+        self._on = False
+        for undo in reversed(self._undo):
+            undo()
+
+
+def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int = 1, parts: bool = False) -> dict:
     """The playbook's running mode as a backtest: each batch is estimated before its labels, with the estimator
     recalibrated on the labelled batches of that moment (:func:`label_windows`); each estimate is judged when its
     labels arrive, and later bands are set by those judgements (``estimate.widen``); each newly labelled batch's
@@ -289,6 +340,7 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
 
     def ours():  # what is timed: recalibrate as labels arrive, judge, check the labels, estimate every batch
         estimate.cbpe._CALIBRATIONS.clear()  # the metrics of one step share their calibration, as in the one-shot mode
+        estimate.dle._BINNED.clear()  # and the loss models' binned fold tables start empty
         metrics = stream["metrics"]
         est, record, checks, made = {m: None for m in metrics}, {m: [] for m in metrics}, {m: [] for m in metrics}, {}
         out, fitted, judged = {m: [] for m in metrics}, None, 0
@@ -323,6 +375,12 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
         t0, c0 = time.perf_counter(), time.process_time()
         fitted_rows = ours()
         ours_seconds, ours_cpu = min(ours_seconds, time.perf_counter() - t0), min(ours_cpu, time.process_time() - c0)
+    cpu_parts = None
+    if parts:  # one more pass, patched, for where our CPU time goes
+        with CpuParts() as cpu_parts:
+            c0 = time.process_time()
+            ours()
+            cpu_parts.totals["all of our side (this pass)"] = time.process_time() - c0
     rows = []
     for metric, estimates in fitted_rows.items():
         for name, (e, unreliable, n_judged) in zip(names, estimates):
@@ -336,7 +394,8 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
     nmf["metric"] = nmf["metric"].map({v: k for k, v in NANNYML_NAMES.items()})
     frame = frame.merge(nmf, on=["batch", "metric"], how="left")
     return {"frame": frame, "ours_seconds": ours_seconds, "ours_cpu": ours_cpu, "nannyml_seconds": nm["seconds"],
-            "nannyml_cpu": nm["cpu_seconds"], "nannyml": nm["nannyml"], "label_delay": label_delay}
+            "nannyml_cpu": nm["cpu_seconds"], "nannyml": nm["nannyml"], "label_delay": label_delay,
+            "parts": cpu_parts}
 
 
 def run_nannyml_running(stream, scores, ys, fx, steps, work: Path, repeat: int = 1) -> dict:
@@ -395,6 +454,20 @@ def summarize_running(results: list[dict]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- table
+def parts_table(results: list[dict]) -> pd.DataFrame | None:
+    """Per stream, where our side's CPU time went in its patched pass (``--parts``), beside NannyML's best CPU time and
+    a tenth of it (what the 10x target leaves us)."""
+    out = []
+    for r in results:
+        p = r.get("parts")
+        if p is None:
+            continue
+        for part, seconds in sorted(p.totals.items(), key=lambda kv: -kv[1]):
+            out.append({"stream": r["frame"]["stream"].iloc[0], "part": part, "CPU s": seconds,
+                        "calls": p.calls.get(part, 1), "NannyML CPU s / 10": r["nannyml_cpu"] / 10})
+    return pd.DataFrame(out) if out else None
+
+
 def summarize(results: list[dict]) -> pd.DataFrame:
     """One row per stream, segment and metric, and per stream and metric over all its batches where it has segments
     (the target compares the errors per stream)."""
@@ -430,6 +503,8 @@ def main(argv=None) -> None:
                              "--label-delay batches late, recalibrated as they arrive, bands widened by the track record")
     parser.add_argument("--label-delay", type=int, default=1,
                         help="running mode: a batch's labels arrive after this many later batches were estimated")
+    parser.add_argument("--parts", action="store_true",
+                        help="running mode: one more pass of our side, patched, printing where its CPU time goes")
     args = parser.parse_args(argv)
     if not NANNYML_PY.exists():
         raise SystemExit(f"{NANNYML_PY} is missing: python3.11 -m venv .venv-nannyml && "
@@ -447,7 +522,7 @@ def main(argv=None) -> None:
             if args.mode in ("one-shot", "both"):
                 results.append(run_stream(stream, Path(tmp), args.repeat, predictor))
             if args.mode in ("running", "both"):
-                running.append(run_running(stream, Path(tmp), predictor, args.label_delay, args.repeat))
+                running.append(run_running(stream, Path(tmp), predictor, args.label_delay, args.repeat, args.parts))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = ""
@@ -471,6 +546,12 @@ def main(argv=None) -> None:
               f"{out / 'bench_estimate_running_per_batch.csv'}):\n")
         print(markdown(table))
         text += "\n" + markdown(table) + "\n"
+        parts = parts_table(running)
+        if parts is not None:
+            print("\nrunning mode, where our CPU time goes (one more pass of our side, patched; a part inside another "
+                  "counts in both):\n")
+            print(markdown(parts))
+            text += "\n" + markdown(parts) + "\n"
     (out / "bench_estimate.md").write_text(text)
 
 
