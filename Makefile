@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup demo test lab report clean-runs browser streams airflow-env python-check
+.PHONY: setup demo test lab report clean-runs browser streams airflow-env python-check docs docs-env
 setup: $(VENV)/.installed
 
 python-check:
@@ -28,8 +28,24 @@ $(VENV)/.installed: requirements.txt requirements-mlflow.txt pyproject.toml
 demo: setup
 	$(BIN)/retrain demo --fresh
 
-test: setup browser airflow-env
+test: setup browser airflow-env docs
 	$(BIN)/pytest
+
+# The docs site (mkdocs-material, in its own environment): the CLI and profile references are generated from the
+# code first; --strict fails on a broken link, a missing anchor or a page left out of the nav
+DOCS_VENV := .venv-docs
+docs-env: $(DOCS_VENV)/.installed
+
+$(DOCS_VENV)/.installed: requirements-docs.txt
+	$(check_python)
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install --quiet --upgrade pip
+	$(DOCS_VENV)/bin/pip install --quiet -r requirements-docs.txt
+	touch $@
+
+docs: setup docs-env
+	$(BIN)/python -m retrainlib.docgen docs/reference
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
 
 # Apache Airflow in its own environment (never beside AutoGluon's pins): the DAGs call .venv/bin/retrain
 AIRFLOW_VENV := .venv-airflow

@@ -1,6 +1,6 @@
 """Airflow DAG file: one DAG per profile in $RETRAIN_HOME/params/, and the backtest DAG.
 
-Point Airflow's ``dags_folder`` here (README: "Run on Airflow"). The factory lives in
+Point Airflow's ``dags_folder`` here (docs/guides/airflow.md). The factory lives in
 ``retrainlib/airflow_dags.py``; it is loaded by file path so that nothing else of retrainlib (nor
 its dependencies) is imported into Airflow's environment.
 

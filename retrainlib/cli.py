@@ -378,7 +378,7 @@ def cmd_mlflow_sync(args) -> int:
     paths, prof, registry = _context(args)
     if prof.mlflow is None:
         raise ProfileError(f"{args.profile}: no mlflow: section, so nothing is mirrored; add mlflow.tracking_uri "
-                           "(README: Track in MLflow) to mirror this profile's runs and versions")
+                           "(docs/guides/mlflow.md) to mirror this profile's runs and versions")
     try:
         from . import mlflow_mirror
     except ImportError as exc:

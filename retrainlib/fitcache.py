@@ -5,7 +5,7 @@ settings (``training.fit_settings``) are the same. A backtest replays several st
 same history; whenever two strategies retrain on the same window with the same settings, the
 second gets a copy of the first one's deployment clone and its recorded :class:`TrainingResult`
 (including the fit's measured CPU-seconds, so every strategy's cost is reported as if it had
-trained alone). Fits bounded by configuration are reproducible (README: "Reproducibility"), so a
+trained alone). Fits bounded by configuration are reproducible (docs/guides/operations.md), so a
 copy is what a second fit would have produced; a fit whose ``time_limit`` was binding depends on
 the machine's load and is never cached.
 

@@ -146,43 +146,6 @@ def test_a_sigterm_leaves_no_asyncio_traceback_of_the_abandoned_notebook_cell_in
     assert "Task exception was never retrieved" not in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
-# ---- docs cannot drift: every flag argparse knows is in README's Command reference ----------------------
-
-
-def _command_reference() -> dict[str, str]:
-    """README's "Command reference": each ``#### `retrain <command> …``` block's text, by command."""
-    import re
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("\n## Command reference\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.split(r"^#### `retrain ([\w-]+)", section, flags=re.M)
-    return {"retrain": blocks[0], **{blocks[i]: blocks[i + 1] for i in range(1, len(blocks), 2)}}
-
-
-def test_every_command_and_flag_argparse_knows_is_in_readmes_command_reference():
-    import argparse
-    import re
-
-    from retrainlib.cli import build_parser
-
-    def names(parser: argparse.ArgumentParser) -> list[str]:
-        out = []
-        for action in parser._actions:
-            if isinstance(action, argparse._HelpAction):
-                continue  # -h/--help: said once for every command
-            out += action.option_strings or [action.metavar or action.dest]
-        return out
-
-    parser, docs = build_parser(), _command_reference()
-    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    wanted = {"retrain": names(parser) + ["-h", "--help"], **{c: names(p) for c, p in sub.choices.items()}}
-    missing = [f"retrain {c} {n}" if c != "retrain" else f"retrain {n}"
-               for c, flags in wanted.items() for n in flags
-               if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", docs.get(c, ""))]
-    assert not missing, f"README's Command reference lacks: {', '.join(missing)} (add them under #### `retrain <command>`)"
-    assert set(docs) == set(wanted), f"documented commands that do not exist: {sorted(set(docs) - set(wanted))}"
-
-
 def test_make_refuses_a_python_that_is_not_3_11_with_one_line_before_making_a_venv(tmp_path):
     import shutil
 

@@ -407,8 +407,8 @@ def test_retrain_mlflow_sync_refuses_a_profile_without_an_mlflow_section_and_fai
     out = subprocess.run([sys.executable, "-m", "retrainlib.cli", "mlflow-sync", "--home", str(home), "--profile", PROFILE],
                          capture_output=True, text=True, env=child_env(), timeout=300)
     assert out.returncode == 2 and out.stderr.strip() == (
-        f"retrain: error: {PROFILE}: no mlflow: section, so nothing is mirrored; add mlflow.tracking_uri (README: Track in "
-        "MLflow) to mirror this profile's runs and versions"), out.stderr
+        f"retrain: error: {PROFILE}: no mlflow: section, so nothing is mirrored; add mlflow.tracking_uri (docs/guides/mlflow.md) "
+        "to mirror this profile's runs and versions"), out.stderr
     down = make_home(tmp_path / "down", mlflow={"tracking_uri": f"http://127.0.0.1:{free_port()}"})
     out = subprocess.run([sys.executable, "-m", "retrainlib.cli", "mlflow-sync", "--home", str(down), "--profile", PROFILE],
                          capture_output=True, text=True, env=child_env(), timeout=300)

@@ -10,9 +10,8 @@ import math
 import numpy as np
 
 from .calibration import N_MAPS, _apply, _as_matrix, _calibrate, _calibration, _draw_labels
-from .estimator import Estimator, _maps
-from .track import dependence
-from .metrics import _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance
+from .estimator import Estimator, _maps, estimates_batches
+from .metrics import _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance, dependence
 
 
 #: label draws per batch (for the sampling spread)
@@ -50,7 +49,8 @@ def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator
     return Estimator(usable=True, reason="", checks=checks, state=state, **base)
 
 
-def _cbpe_estimate(est: Estimator, s: np.ndarray) -> tuple[float, float, float, dict]:
+@estimates_batches("cbpe")
+def _cbpe_estimate(est: Estimator, s: np.ndarray, features=None) -> tuple[float, float, float, dict]:
     """Point: the metric's expectation under the calibrated probabilities (closed form where there is
     one, else the mean of label draws). Band: normal, from the sampling variance of the metric when the
     labels are drawn from those probabilities (closed form where there is one, else from draws) plus

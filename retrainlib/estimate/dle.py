@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import EstimationError
-from .estimator import Estimator
-from .track import dependence
+from .estimator import Estimator, estimates_batches
+from .metrics import dependence
 
 
 _REGRESSION = {
@@ -170,7 +170,10 @@ def _dle_losses(est: Estimator, pred: np.ndarray, features: pd.DataFrame, *, eac
     return out if each else np.clip(out.mean(axis=0), 0, None)
 
 
-def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame) -> tuple[float, float, float, dict]:
+@estimates_batches("dle")
+def _dle_estimate(est: Estimator, pred: np.ndarray, features: pd.DataFrame | None) -> tuple[float, float, float, dict]:
+    if features is None:
+        raise EstimationError("a regression estimate needs the batch's features (direct loss estimation)")
     each = _dle_losses(est, pred, features, each=True)
     losses = np.clip(each.mean(axis=0), 0, None)
     n, k = len(losses), len(each)

@@ -1,4 +1,5 @@
-"""The stored estimator and what it returns: :class:`Estimator` (its JSON, its dispatch to CBPE or DLE) and :class:`Estimate`.
+"""The stored estimator and what it returns: :class:`Estimator` (its JSON, its dispatch to the method that estimates a
+batch, which :mod:`.cbpe` and :mod:`.dle` register) and :class:`Estimate`.
 
 May touch: the registry version folder's ``estimator.json`` (through :meth:`Estimator.save` / :meth:`Estimator.load`);
 nothing else (no fitting here: :mod:`.fit`, :mod:`.cbpe`, :mod:`.dle`)."""
@@ -9,13 +10,14 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from ..errors import EstimationError
 from .calibration import _as_matrix, _calibrate
+from .metrics import clip_to_range
 
 
 #: file name of the estimator inside a registry version folder
@@ -28,6 +30,20 @@ MIN_BATCH_ROWS = 30
 
 #: the band's coverage
 CONFIDENCE = 0.95
+
+
+#: how each method estimates one batch: ``(estimator, scores, features) -> (value, low, high, parts)``. :mod:`.cbpe`
+#: and :mod:`.dle` add theirs (:func:`estimates_batches`), so this module, which both import, imports neither
+_ESTIMATE: dict[str, Callable] = {}
+
+
+def estimates_batches(method: str) -> Callable[[Callable], Callable]:
+    """Register the decorated function as how ``method`` (``Estimator.method``) estimates one batch."""
+    def add(function: Callable) -> Callable:
+        _ESTIMATE[method] = function
+        return function
+
+    return add
 
 
 @dataclass(frozen=True)
@@ -160,19 +176,8 @@ class Estimator:
         if n < MIN_BATCH_ROWS:
             return unavailable(self.metric, f"batch has {n} rows, fewer than {MIN_BATCH_ROWS}", batch=batch,
                                n_rows=n, method=self.method)
-        if self.method == "cbpe":
-            from .cbpe import _cbpe_estimate  # cbpe builds Estimators: imported here, not at the top
-
-            value, low, high, parts = _cbpe_estimate(self, scores)
-        else:
-            from .dle import _dle_estimate
-
-            if features is None:
-                raise EstimationError("a regression estimate needs the batch's features (direct loss estimation)")
-            value, low, high, parts = _dle_estimate(self, scores, features)
-        from .track import clip_to_range  # the band inside the metric's range (ROC AUC ≤ 1, a loss > 0)
-
-        value, low, high = clip_to_range(self.metric, value, low, high)
+        value, low, high, parts = _ESTIMATE[self.method](self, scores, features)
+        value, low, high = clip_to_range(self.metric, value, low, high)  # the band inside the metric's range
         return Estimate(self.metric, _r(value), _r(low), _r(high), n, self.method, "", batch, parts=parts)
 
 

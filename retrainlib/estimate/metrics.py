@@ -1,9 +1,12 @@
 """The metrics CBPE estimates, under label probabilities: expectation (closed form where there is one), variance over
-label draws, and the metric of each row of drawn labels, vectorised.
+label draws, and the metric of each row of drawn labels, vectorised; each metric's range (:func:`clip_to_range`) and
+how much a stream's rows hang together (:func:`dependence`, which widens a sampling variance).
 
 Pure NumPy on arrays; touches no file."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -137,3 +140,44 @@ def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray, 
                 return np.nanmean(np.vstack(f1s), axis=0)
     raise EstimationError(f"metric {metric} has no estimator for {problem_type}")  # fit_estimator refuses it first
 
+
+#: metrics that live in [0, 1]
+UNIT_METRICS = frozenset({"accuracy", "roc_auc", "f1", "balanced_accuracy", "precision", "recall", "f1_macro"})
+#: losses: above 0 (their bands and errors are taken on the log scale)
+LOSS_METRICS = frozenset({"log_loss", "mean_absolute_error", "root_mean_squared_error", "mean_squared_error"})
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values ``metric`` can take: (0, 1) for the rates, (0, inf) for losses, (-inf, 1) for R²."""
+    if metric in UNIT_METRICS:
+        return 0.0, 1.0
+    if metric in LOSS_METRICS:
+        return 0.0, math.inf
+    if metric == "r2":
+        return -math.inf, 1.0
+    return -math.inf, math.inf
+
+
+def clip_to_range(metric: str, value: float | None, low: float | None, high: float | None):
+    """``(value, low, high)`` inside the metric's range (None stays None)."""
+    lo, hi = metric_range(metric)
+    c = lambda v: v if v is None or v != v else float(min(max(v, lo), hi))  # noqa: E731
+    return c(value), c(low), c(high)
+
+
+#: contiguous blocks the calibration rows are cut into to measure how much their labels' errors hang together
+DEPENDENCE_BLOCKS = 10
+
+
+def dependence(residuals: np.ndarray, iid_variance: float, blocks: int = DEPENDENCE_BLOCKS) -> float:
+    """How much more a batch mean of ``residuals`` (labels minus what was expected, in row order) varies than if the
+    rows were independent: the batch-means estimate of the long-run variance (block size × variance of the means of
+    contiguous blocks) over ``iid_variance``, at least 1. Rows of a day-by-day stream hang together (a wet spell, a
+    warm month), so a batch's share or mean strays further than row-by-row sampling says; the label check's
+    sampling error is widened by this factor's square root."""
+    r = np.asarray(residuals, dtype=float)
+    size = len(r) // blocks
+    if size < 2 or iid_variance <= 0:
+        return 1.0
+    means = r[: size * blocks].reshape(blocks, size).mean(axis=1)
+    return float(max(1.0, size * float(np.var(means, ddof=1)) / iid_variance))

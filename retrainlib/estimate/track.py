@@ -11,7 +11,8 @@ shift named.
   hit lowers it a little), after a warm-up of :data:`WARMUP` judged estimates. Past the warm-up that radius takes
   the place of the model's calibration part (the record measures what it could only guess), never narrower than
   the batch's own sampling spread; before it, the band is the model's (sampling and calibration).
-* :func:`clip_to_range` — a band inside the metric's range (ROC AUC, accuracy … in [0, 1]; a loss above 0; R² ≤ 1).
+* :func:`clip_to_range` (from :mod:`.metrics`) — a band inside the metric's range (ROC AUC, accuracy … in [0, 1]; a
+  loss above 0; R² ≤ 1).
 * :func:`label_check` — once a batch's labels arrive, the realized label distribution against what the calibrated
   champion expected on it (class shares; a regression label's mean and spread), in sampling errors.
 
@@ -26,7 +27,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .estimator import CONFIDENCE, Estimate, Estimator
+from .calibration import _as_matrix, _calibrate
+from .cbpe import SPREAD_ROWS
+from .dle import _dle_losses
+from .estimator import CONFIDENCE, Estimate, Estimator, _maps
+from .metrics import LOSS_METRICS, UNIT_METRICS, clip_to_range, dependence, metric_range  # noqa: F401 (re-exported)
 
 
 #: judged estimates the track record needs before it widens a band (until then the band is the model's alone)
@@ -39,34 +44,10 @@ ACI_STEP = 0.02
 #: the aimed-at miss rate never goes below this (z 2.81)
 MIN_ALPHA = 0.005
 
-#: metrics that live in [0, 1]
-UNIT_METRICS = frozenset({"accuracy", "roc_auc", "f1", "balanced_accuracy", "precision", "recall", "f1_macro"})
-#: losses: above 0 (their bands and errors are taken on the log scale)
-LOSS_METRICS = frozenset({"log_loss", "mean_absolute_error", "root_mean_squared_error", "mean_squared_error"})
-
 #: a label distribution this many sampling errors from what the champion expected is a label shift (two-sided,
 #: normal: 0.1% of batches of a stationary stream per class tested; binary tests one class, multiclass each class at
 #: Z_SHIFT with Bonferroni's correction, regression the mean and the spread at Z_SHIFT each)
 Z_SHIFT = 3.29
-
-
-# --------------------------------------------------------------------------- the metric's range
-def metric_range(metric: str) -> tuple[float, float]:
-    """The values ``metric`` can take: (0, 1) for the rates, (0, inf) for losses, (-inf, 1) for R²."""
-    if metric in UNIT_METRICS:
-        return 0.0, 1.0
-    if metric in LOSS_METRICS:
-        return 0.0, math.inf
-    if metric == "r2":
-        return -math.inf, 1.0
-    return -math.inf, math.inf
-
-
-def clip_to_range(metric: str, value: float | None, low: float | None, high: float | None):
-    """``(value, low, high)`` inside the metric's range (None stays None)."""
-    lo, hi = metric_range(metric)
-    c = lambda v: v if v is None or v != v else float(min(max(v, lo), hi))  # noqa: E731
-    return c(value), c(low), c(high)
 
 
 def _scale(metric: str):
@@ -173,24 +154,6 @@ def _r(v):
 
 
 # --------------------------------------------------------------------------- label shift
-#: contiguous blocks the calibration rows are cut into to measure how much their labels' errors hang together
-DEPENDENCE_BLOCKS = 10
-
-
-def dependence(residuals: np.ndarray, iid_variance: float, blocks: int = DEPENDENCE_BLOCKS) -> float:
-    """How much more a batch mean of ``residuals`` (labels minus what was expected, in row order) varies than if the
-    rows were independent: the batch-means estimate of the long-run variance (block size × variance of the means of
-    contiguous blocks) over ``iid_variance``, at least 1. Rows of a day-by-day stream hang together (a wet spell, a
-    warm month), so a batch's share or mean strays further than row-by-row sampling says; the label check's
-    sampling error is widened by this factor's square root."""
-    r = np.asarray(residuals, dtype=float)
-    size = len(r) // blocks
-    if size < 2 or iid_variance <= 0:
-        return 1.0
-    means = r[: size * blocks].reshape(blocks, size).mean(axis=1)
-    return float(max(1.0, size * float(np.var(means, ddof=1)) / iid_variance))
-
-
 def label_check(est: Estimator, scores, y_true, features=None, *, batch: str | None = None) -> dict[str, Any] | None:
     """The realized labels of a batch against what the calibrated champion expected on it.
 
@@ -227,9 +190,6 @@ def _isna(y: np.ndarray) -> np.ndarray:
 def _class_check(est: Estimator, scores: np.ndarray, y: np.ndarray, where: str) -> dict[str, Any]:
     import pandas as pd
 
-    from .calibration import _as_matrix, _calibrate
-    from .estimator import _maps
-
     k = len(est.classes)
     P = _as_matrix(scores, k)
     Q = est.calibrated(scores)
@@ -241,8 +201,6 @@ def _class_check(est: Estimator, scores: np.ndarray, y: np.ndarray, where: str) 
         yi = np.array([idx.get(v, -1) for v in y])
     realized = np.array([(yi == j).mean() for j in range(k)])
     var = (Q * (1 - Q)).sum(axis=0) / n ** 2 * float(est.checks.get("label_dependence", 1.0))
-    from .cbpe import SPREAD_ROWS
-
     sub = P[:: max(1, math.ceil(n / SPREAD_ROWS))]  # every k-th row: the maps' spread of the share, as the band's
     if sub.shape[1] == 2:
         sub = sub[np.argsort(sub[:, 1], kind="stable")]  # np.interp walks sorted queries much faster
@@ -272,8 +230,6 @@ def _bonferroni(k: int) -> float:
 
 
 def _regression_check(est: Estimator, pred: np.ndarray, y: np.ndarray, features, where: str) -> dict[str, Any]:
-    from .dle import _dle_losses
-
     c, n = est.checks, len(y)
     n_cal = max(int(est.calibration_rows), 2)
     resid_var = float(c.get("label_resid_sd", 0.0)) ** 2
