@@ -13,7 +13,7 @@ import pandas as pd
 from retrainlib.backtest import markdown_table, recorded
 
 COLUMNS = ["strategy", "batches", "mean", "worst", "mean_after_drift", "retrains", "promotions", "rejected", "blocked",
-           "cpu_seconds",
+           "harmful_promotions", "mean_regret", "cpu_seconds",
            "mean_ratio", "worst_ratio", "mean_after_drift_ratio", "retrains_ratio", "promotions_ratio", "cpu_seconds_ratio",
            "gap_closed", "refit_ratio"]
 
