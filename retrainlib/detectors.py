@@ -46,11 +46,6 @@ class Detector:
     block: int  # rows averaged per update (1: every row)
     make: Callable[[float, int], Any]
 
-    def grid(self) -> tuple[float, ...]:
-        """Three levels around the default, least sensitive last (what ``retrain tune`` tries)."""
-        d = self.default_level
-        return (d * 10, d, d / 10) if self.name != "page-hinkley" else (d / 2, d, d * 2)
-
 
 def _adwin(level: float, seed: int):
     from river import drift
