@@ -36,7 +36,8 @@ Two modes (``--mode``, both by default), on the same champion:
   is recalibrated on the newest labelled rows (as many as the first calibration); our bands are set by the
   judged estimates (``retrainlib.estimate.widen``). NannyML is refitted on the same labelled rows at the same
   moments. Coverage, point error and median band width are given over the batches estimated after the track
-  record's warm-up (three judged estimates).
+  record's warm-up (three judged estimates). ``--parts`` adds one more pass of our side, with the named functions
+  patched to add up their CPU time, and prints where it goes (:class:`CpuParts`).
 """
 
 from __future__ import annotations
