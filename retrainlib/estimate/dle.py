@@ -153,20 +153,10 @@ def _dle_losses(est: Estimator, pred: np.ndarray, features: pd.DataFrame, *, eac
     missing = [c for c in st["columns"] if c not in features.columns]
     if missing:
         raise EstimationError(f"the batch lacks the estimator's feature columns {', '.join(missing[:5])}")
-    import hashlib
-
     X = _dle_matrix(features, st["columns"], pred, st["categories"])
     if "_boosters" not in est.__dict__:  # a read estimator's model texts are parsed once
         est.__dict__["_boosters"] = [lgb.Booster(model_str=m) if isinstance(m, str) else m for m in st["models"]]
-    # the same rows predicted again by the same estimator (a batch estimated before its labels, then its labels checked
-    # against what that estimator expected) read the loss models' answer kept from the first time (the newest few)
-    seen = est.__dict__.setdefault("_losses", {})
-    key = (X.shape, hashlib.blake2b(np.ascontiguousarray(X).tobytes()).hexdigest())
-    if key not in seen:
-        if len(seen) >= 4:
-            seen.pop(next(iter(seen)))
-        seen[key] = np.array([b.predict(X, num_threads=1) for b in est.__dict__["_boosters"]])  # (folds, rows)
-    out = seen[key]
+    out = np.array([b.predict(X, num_threads=1) for b in est.__dict__["_boosters"]])  # (folds, rows)
     return out if each else np.clip(out.mean(axis=0), 0, None)
 
 
