@@ -101,8 +101,8 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
         train = load_checked(ctx, windows.train, required, require_label=True, per_batch=train_batches)
         load_checked(ctx, [b for b in windows.holdout if b.path not in train_batches], required, require_label=False,
                      per_batch=train_batches)
-        history = recent_history(ctx, windows, windows.train[0].path)
-        per_batch = assess_batches(ctx, train_batches, reference=None, classes=None, history=history,
+        neighbour_frames = recent_history(ctx, windows, windows.train[0].path)
+        per_batch = assess_batches(ctx, train_batches, reference=None, classes=None, history=neighbour_frames,
                                    near=neighbours(windows))
         kept = quarantine(ctx, windows, train_batches, per_batch)
         if kept.left_out:
@@ -132,12 +132,12 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
     earlier = [b for b in visible if b.path not in {r.path for r in windows.reference} | set(current_batches)]
     classes = label_classes(ctx, reference[src.label], earlier)
     late = {b.path for b in windows.current if pd.Timestamp(b.end) > labelled_end}
-    history = recent_history(ctx, windows, windows.current[0].path)  # changed data is judged against these
+    neighbour_frames = recent_history(ctx, windows, windows.current[0].path)  # changed data is judged against these
     per_batch = assess_batches(ctx, current_batches, reference=reference, classes=classes, late=late,
-                               history=history, near=neighbours(windows))
+                               history=neighbour_frames, near=neighbours(windows))
     kept = quarantine(ctx, windows, current_batches, per_batch)
     windows, current = kept.windows, kept.frame(current)
-    recent = pd.concat(list(history.values()), ignore_index=True) if history else reference
+    recent = pd.concat(list(neighbour_frames.values()), ignore_index=True) if neighbour_frames else reference
     q = quality.assess(current, reference=recent, label=src.label, threshold=prof.data_quality_threshold,
                        required=required, ignore_columns=src.ignore_columns, source="current window",
                        label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy(),
