@@ -213,11 +213,19 @@ def _quantiles(values: Sequence[float], qs: Sequence[float], digits: int = 3) ->
     return sorted({round(float(s.quantile(q)), digits) for q in qs}) if len(s) else []
 
 
-def _window_candidates(prof, only: Sequence[str] | None = None) -> list[Candidate]:
-    """Stage 1: the plain ``refit`` (no gates, so no validation or promotion checks) over each training window."""
+def _window_candidates(prof, only: Sequence[str] | None = None, rows: Sequence[int] = ()) -> list[Candidate]:
+    """Stage 1: the plain ``refit`` (no gates, so no validation or promotion checks) over each training window.
+
+    A sliding window other than the profile's own is left out when some ``n`` consecutive batches of
+    ``rows`` (the tune segment's batch sizes) hold fewer than ``training.min_train_rows`` rows:
+    it could not train there (Gapminder's one-batch window holds 142 rows).
+    """
     w = prof.training.window_batches
     out = []
     for n in dict.fromkeys((max(1, w // 2), w, 2 * w)):
+        fewest = min((sum(rows[i:i + n]) for i in range(len(rows) - n + 1)), default=None)
+        if n != w and fewest is not None and fewest < prof.training.min_train_rows:
+            continue
         out.append(Candidate(f"refit window {n}", "refit", {"training.strategy": "sliding_window",
                                                             "training.window_batches": n}, "always",
                              why=f"a sliding window of the newest {n} batches", gates=False))
@@ -326,7 +334,7 @@ def tune(profile: str | Path, *, home: str | Path | None = None, confirm_share: 
                 bar.update(1)
 
     try:
-        stage1 = _window_candidates(prof, windows)
+        stage1 = _window_candidates(prof, windows, rows=[b.rows for b in batches[:cut - prof.training.holdout_batches]])
         if not stage1:
             raise RetrainError(f"no window candidate among {list(windows or [])}; give batch counts, full or incremental")
         walk(stage1, tune_steps, 0, tune_folder)

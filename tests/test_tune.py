@@ -90,3 +90,14 @@ def test_tune_on_too_short_a_history_exits_2_with_one_line_and_replays_nothing(t
     assert code == 2 and len(err) == 1, err
     assert "leave 4 scored batch(es); tuning needs at least 2 to choose on and 3 to confirm on" in err[0]
     assert not (home / "runs").exists() and not (home / "params" / "demo.tuned.yaml").exists()
+
+
+def test_a_window_too_small_to_train_on_is_no_candidate_but_the_profiles_own_window_always_is():
+    from retrainlib.profiles import load_profile
+    from retrainlib.tune import _window_candidates
+
+    prof = load_profile(Path(__file__).resolve().parents[1] / "params" / "gapminder.yaml")  # window 3, 200 rows at least
+    names = [c.name for c in _window_candidates(prof, rows=[142] * 8)]  # Gapminder: 142 countries a batch
+    assert "refit window 1" not in names  # 142 rows: the tune stopped with "fewer than training.min_train_rows"
+    assert {"refit window 3", "refit window 6", "refit window full", "refit window incremental"} <= set(names)
+    assert "refit window 1" in [c.name for c in _window_candidates(prof, rows=[400] * 8)]
