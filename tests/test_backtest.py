@@ -196,6 +196,13 @@ def test_the_acceptance_check_is_the_stuck_rule_rejections_above_the_threshold_a
     table = backtest.check_acceptance(backtest.summarize(records), records, stuck_after=3).set_index("check")
     assert not table.loc["rejections or blocks in a row under performance_threshold without a stuck event", "ok"]
     assert table.loc["rejections or blocks in a row under performance_threshold without a stuck event", "value"] == "3 (hybrid)"
+    # three first champions rejected before one was accepted: no champion measured, so no stuck streak (bird strikes)
+    first = _strategy("hybrid", [nan, nan, nan, 0.7, 0.7, 0.7], trained=[True] * 4 + [False] * 2,
+                      actions=["rejected", "rejected", "rejected", "promoted", "none", "none"])
+    first = first.assign(below_threshold=[None, None, None, None, False, False])
+    records = pd.concat([*base, first])
+    table = backtest.check_acceptance(backtest.summarize(records), records, stuck_after=3).set_index("check")
+    assert table.loc["rejections or blocks in a row under performance_threshold without a stuck event", "ok"]
 
 
 def test_the_acceptance_check_measures_lower_is_better_metrics_the_other_way():

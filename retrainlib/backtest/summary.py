@@ -97,8 +97,11 @@ def longest_unflagged_rejections(records: pd.DataFrame, *, stuck_after: int | No
 
     Step 40's rule (:func:`retrainlib.steps.promote._stuck`) raises the event once such a streak reaches
     ``validation.stuck_after`` with the champion under the threshold; this check and that rule are one.
-    Records written before ``below_threshold`` was recorded count every batch as under the threshold.
+    Records written before ``below_threshold`` was recorded count every batch as under the threshold; a
+    batch without a measured champion (``None``: a first champion not yet accepted) is not under it, as in
+    step 40's rule.
     """
+    recorded = "below_threshold" in records  # older records lack it: every batch counts as under the threshold
     longest = run = 0
     for rec in records.to_dict("records"):
         attempted = rec.get("trained") or rec.get("decision") == "blocked-by-quality"
@@ -106,8 +109,8 @@ def longest_unflagged_rejections(records: pd.DataFrame, *, stuck_after: int | No
             continue
         if rec.get("action") == "rejected" or rec.get("decision") == "blocked-by-quality":
             run += 1
-            below = rec.get("below_threshold")
-            if below is not False and not rec.get("stuck"):  # None/NaN (not recorded): counted, as before
+            below = rec.get("below_threshold") in (True,) or not recorded  # None: no champion measured, no stuck
+            if below and not rec.get("stuck"):
                 longest = max(longest, run)
         else:
             run = 0
