@@ -44,8 +44,9 @@ log = logging.getLogger("retrainlib.report")
 
 INDEX = "index.html"
 _CACHE = ".report-cache.json"
-_CACHE_VERSION = 2  # 2: rows carry estimate_unreliable
-_MARKED = {"promoted": "promotion", "bootstrapped": "promotion", "rolled-back": "rollback"}
+_CACHE_VERSION = 3  # 2: rows carry estimate_unreliable; 3: and the shadow's line
+_MARKED = {"promoted": "promotion", "bootstrapped": "promotion", "promoted-from-shadow": "promotion",
+           "rolled-back": "rollback", "shadow-started": "shadow", "shadow-dropped": "shadow"}
 
 # nbconvert's lab template without require.js, MathJax, mermaid or widget scripts: static and offline
 _STATIC_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -159,7 +160,8 @@ def damaged_row(run_dir: Path, problem: str) -> dict[str, Any]:
             "time": None, "status": "damaged", "outcome": "damaged", "exit_code": None, "seconds": None, "reasons": [],
             "decision": None, "verdict": [], "champion_before": None, "champion_after": None, "challenger": None,
             "champion_scores": {}, "challenger_scores": {}, "metric": None, "champion_metric": None,
-            "estimated_metric": None, "estimated_band": [None, None], "estimate_unreliable": "", "new_champion_metric": None,
+            "estimated_metric": None, "estimated_band": [None, None], "estimate_unreliable": "", "shadow": "",
+            "new_champion_metric": None,
             "error": {"step": None, "message": line}, "damaged": line, "warnings": [], "notebooks": notebooks}
 
 
@@ -202,6 +204,8 @@ def _manifest_row(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
         "estimated_band": [analyze and analyze.newest_estimate().get("low"), analyze and analyze.newest_estimate().get("high")],
         # ``unreliable: label shift …`` when the newest labels showed a shift the estimator cannot see
         "estimate_unreliable": (analyze and analyze.newest_estimate().get("unreliable")) or "",
+        # the shadow on trial beside the champion as step 10 scored it (steps.shadow.shadow_summary's line)
+        "shadow": _shadow_line(analyze),
         "new_champion_metric": challenger.get(metric) if m.get("outcome") in ("promoted", "bootstrapped") else None,
         "error": m.get("error"),
         "warnings": list(m.get("warnings") or []),
@@ -211,6 +215,14 @@ def _manifest_row(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
 
 # ---- the plot ---------------------------------------------------------------------------------
 _COLORS = ("#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+
+
+def _shadow_line(analyze: Analysis | None) -> str:
+    if analyze is None or not getattr(analyze, "shadow", None):
+        return ""
+    from .steps.shadow import shadow_summary
+
+    return shadow_summary(analyze)
 
 
 def _when(text: str | None) -> dt.datetime | None:
@@ -242,6 +254,9 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
         kind = _MARKED.get(r.get("outcome") or "")
         if kind == "promotion" and isinstance(r.get("new_champion_metric"), (int, float)):
             series.append((t, float(r["new_champion_metric"]), r, "promotion"))
+        elif kind == "shadow":  # a shadow trial began or ended without serving: marked at the champion's level
+            y = r.get("champion_metric")
+            series.append((t, float(y) if isinstance(y, (int, float)) else float("nan"), r, "shadow"))
         elif kind == "rollback":
             y = r.get("champion_metric")
             series.append((t, float(y) if isinstance(y, (int, float)) else float("nan"), r, "rollback"))
@@ -277,7 +292,8 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
         out.append(f'<text x="{sx(t):.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:%Y-%m-%d}</text>')
     metrics = sorted({str(p[2].get("metric")) for p in all_pts})
     out.append(f'<text x="{left}" y="{height - 8}">champion {esc(", ".join(metrics))} by the time of the data each run saw'
-               ' · ● measured · ○ estimated without labels, with its band · ▲ promotion · ▼ rollback</text>')
+               ' · ● measured · ○ estimated without labels, with its band · ▲ promotion · ▼ rollback'
+               ' · ◇ shadow trial started or dropped</text>')
     for (model, series), color in zip(sorted(points.items()), _COLORS * 10):
         series.sort(key=lambda p: (p[0], p[3] != "measured"))
         line = " ".join(f"{sx(t):.1f},{sy(v):.1f}" for t, v, _, k in series if v == v and k != "estimated")
@@ -298,6 +314,9 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
                               + (f"; {r['estimate_unreliable']}" if r.get("estimate_unreliable") else ""))
                 out.append(f'{link}<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="#fff" stroke="{color}" stroke-width="1.5">'
                            f'<title>{tip}</title></circle></a>')
+            elif kind == "shadow":
+                out.append(f'{link}<path d="M{x:.1f},{y - 6:.1f} l6,6 l-6,6 l-6,-6 z" fill="#fff" stroke="#9467bd" '
+                           f'stroke-width="1.5"><title>{tip}</title></path></a>')
             elif kind == "promotion":
                 out.append(f'{link}<path d="M{x:.1f},{y - 7:.1f} l6,10 h-12 z" fill="#2ca02c"><title>{tip}</title></path></a>')
             else:
@@ -324,6 +343,8 @@ ul{margin:0;padding-left:1.1em}
 .promoted,.bootstrapped{color:#1a7f37;font-weight:bold}.rolled-back,.blocked-by-quality,.rejected,.stuck{color:#9a6700}
 small{color:#666}
 small.unreliable{color:#9a6700}
+small.shadow{color:#6e40aa}
+.shadow-started,.promoted-from-shadow{color:#1a7f37}.shadow-dropped{color:#9a6700}
 """
 
 
@@ -342,6 +363,8 @@ def _row_html(r: dict) -> str:
         detail.append("<br><small>" + "; ".join(esc(v) for v in r["verdict"]) + "</small>")
     for w in r.get("warnings") or []:
         detail.append(f'<br><small class="warning">resource warning: {esc(w)}</small>')
+    if r.get("shadow"):  # a challenger on trial beside the champion: how its trial stands
+        detail.append(f'<br><small class="shadow">{esc(r["shadow"])}</small>')
     if r.get("estimate_unreliable"):  # the label-free estimate this run read cannot be trusted: it says why
         detail.append(f'<br><small class="unreliable">estimate {esc(r["estimate_unreliable"])}</small>')
     if r.get("error"):

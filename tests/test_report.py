@@ -149,6 +149,18 @@ def test_the_plot_marks_promotions_with_green_and_rollbacks_with_red_triangles()
     assert champion_plot([]).startswith("<svg") and "no champion measurements yet" in champion_plot([])
 
 
+def test_the_plot_marks_a_shadow_trial_that_starts_or_is_dropped_and_counts_a_promotion_from_it():
+    rows = [{"run_id": "a", "model": "m", "time": "2024-01-07", "metric": "roc_auc", "champion_metric": 0.78,
+             "outcome": "shadow-started"},
+            {"run_id": "b", "model": "m", "time": "2024-01-14", "metric": "roc_auc", "champion_metric": 0.77,
+             "outcome": "shadow-dropped"},
+            {"run_id": "c", "model": "m", "time": "2024-01-21", "metric": "roc_auc", "champion_metric": 0.76,
+             "outcome": "promoted-from-shadow", "new_champion_metric": 0.82}]
+    svg = champion_plot(rows)
+    assert svg.count('stroke="#9467bd" stroke-width="1.5"><title>') == 2  # ◇ for the start and the drop
+    assert "a: shadow roc_auc=0.7800 (shadow-started)" in svg and svg.count('fill="#2ca02c"') == 1
+
+
 def _run_on_a_terminal(argv: list[str], cwd: Path) -> tuple[int, str]:
     """Run ``argv`` with a 120-column pseudo-terminal as stdin, stdout and stderr; return (exit code, output)."""
     import fcntl

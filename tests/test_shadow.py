@@ -280,6 +280,13 @@ def test_retrain_status_shows_the_shadow_and_retrain_replay_of_a_run_with_a_shad
         assert checks[name]["matched"] is True, checks[name]
     assert checks["shadow"]["original"] == shadow and checks["outcome"]["original"] == decided[0]
 
+    from retrainlib.report import INDEX, build_report  # the report: the trial's line in its runs' rows, ◇ on the timeline
+
+    build_report(home / "runs")
+    index = (home / "runs" / INDEX).read_text()
+    assert f"shadow {shadow} beside champion {second.champion_after}" in index  # the third run's row
+    assert f"{second.run_id}: shadow " in index and "◇ shadow trial started or dropped" in index
+
 
 @pytest.mark.slow
 def test_a_newer_passing_challenger_replaces_the_shadow_on_trial_in_the_promotion_step(tmp_path):
