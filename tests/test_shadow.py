@@ -372,3 +372,27 @@ def test_mlflow_alias_challenger_follows_the_shadow_on_trial_and_is_removed_when
         assert alias("champion") == "v0002"
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_the_shadows_predictions_on_batches_still_without_labels_are_recorded_beside_the_champions(tmp_path):
+    import pandas as pd
+
+    from retrainlib.steps.shadow import PREDICTIONS_FILE
+
+    home = _shadow_home(tmp_path / "home", weeks=8)
+    _flip_labels(home, [3, 4, 5, 6, 7])  # a challenger fitted on the inverted concept passes and goes on trial
+    result = backtest.run_backtest(home / "params" / "demo.yaml", home=home, strategies="shadow", label_delay=1,
+                                   warmup=3, work_dir=tmp_path / "work", progress=False)
+    rec = result.records.reset_index(drop=True)
+    on_trial = [Path(d) for d in rec["run_dir"] if (json.loads((Path(d) / "10-analyze-drift.json").read_text()).get("shadow"))]
+    assert on_trial, rec[["batch", "action"]]
+    run = on_trial[0]
+    trial = json.loads((run / "10-analyze-drift.json").read_text())["shadow"]
+    (waiting,) = trial["unlabelled"]  # the newest batch: its labels come one batch later
+    assert Path(waiting["batch"]).name == Path(run.name.split("-", 1)[1]).name + ".parquet"
+    assert 0.0 <= waiting["agreement"] <= 1.0 and waiting["n_rows"] > 0
+    table = pd.read_parquet(run / PREDICTIONS_FILE)
+    assert list(table.columns) == ["batch", "row", "shadow", "champion"] and len(table) == waiting["n_rows"]
+    assert set(table["batch"]) == {waiting["batch"]}
+    assert (table["shadow"] == table["champion"]).mean() == pytest.approx(waiting["agreement"])

@@ -8,7 +8,14 @@ to the registry (``shadows.jsonl``, once per batch), and judges the pooled rows 
 (:func:`retrainlib.steps.promote.promote_or_rollback`). The trial's record goes into step 10's output
 (``Analysis.shadow``), so the run folder holds what was decided and replay compares it.
 
-May touch: the registry's ``shadows.jsonl`` (through the facade); reads the batches.
+Batches whose labels have not arrived yet (``data.label_delay_batches``) cannot judge the trial; for
+them the shadow's and the champion's predictions are recorded side by side in the run folder
+(``10-shadow-predictions.parquet``: batch, row, each model's prediction) and summarised in the trial's
+``unlabelled`` entries (rows, and how often the two agree, or their mean absolute difference), so the
+labels can score them when they come.
+
+May touch: the registry's ``shadows.jsonl`` (through the facade) and ``10-shadow-predictions.parquet`` in
+the run folder; reads the batches.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ from ..scorecache import ChampionScores
 from ..shadow import judge, paired_gain
 from .context import StepContext
 
-__all__ = ["shadow_trial", "shadow_summary", "shadow_table"]
+__all__ = ["shadow_trial", "shadow_summary", "shadow_table", "PREDICTIONS_FILE"]
+
+#: the shadow's and the champion's predictions on the batches still without labels, in the run folder
+PREDICTIONS_FILE = "10-shadow-predictions.parquet"
 
 
 def _labelled(ctx: StepContext, batches: list[data.Batch]) -> pd.DataFrame:
@@ -38,6 +48,40 @@ def _scores(ctx: StepContext, version: str, frame: pd.DataFrame) -> tuple[np.nda
     features = ctx.registry.version(version).metadata["features"]
     classes = model.class_labels if model.problem_type != "regression" else None
     return np.asarray(model.scores(frame[features])), classes, model.problem_type
+
+
+def _predictions(scores: np.ndarray, classes: list | None) -> np.ndarray:
+    """One prediction per row: the value (regression), or the most probable class."""
+    if classes is None:
+        return np.asarray(scores, dtype=float)
+    if scores.ndim == 1:  # binary: the positive class's probability
+        return np.where(scores >= 0.5, classes[-1], classes[0])
+    return np.asarray(classes, dtype=object)[np.argmax(scores, axis=1)]
+
+
+def _unlabelled(ctx: StepContext, batches: list[data.Batch], shadow: str, champion: str) -> list[dict[str, Any]]:
+    """Shadow and champion predictions on ``batches`` (their labels not due yet), written to the run folder."""
+    frames, out = [], []
+    for b in batches:
+        frame = data.load_batches([b], ctx.paths, ctx.profile.data, require_label=False)
+        if frame.empty:
+            continue
+        (s_new, c_new, problem), (s_old, c_old, _) = _scores(ctx, shadow, frame), _scores(ctx, champion, frame)
+        p_new, p_old = _predictions(s_new, c_new), _predictions(s_old, c_old)
+        frames.append(pd.DataFrame({"batch": b.path, "row": np.arange(len(frame)), "shadow": p_new, "champion": p_old}))
+        entry = {"batch": b.path, "batch_end": b.end, "n_rows": int(len(frame))}
+        if problem == "regression":
+            entry["mean_abs_difference"] = float(np.mean(np.abs(p_new.astype(float) - p_old.astype(float))))
+        else:
+            entry["agreement"] = float(np.mean(p_new.astype(str) == p_old.astype(str)))
+        out.append(entry)
+    if frames:
+        table = pd.concat(frames, ignore_index=True)
+        for col in ("shadow", "champion"):  # one type a column (classes may be numbers or text)
+            if table[col].dtype == object:
+                table[col] = table[col].astype(str)
+        table.to_parquet(ctx.run_dir / PREDICTIONS_FILE, index=False)
+    return out
 
 
 def shadow_trial(ctx: StepContext, windows: data.Windows, champion: str | None) -> dict[str, Any] | None:
@@ -77,13 +121,15 @@ def shadow_trial(ctx: StepContext, windows: data.Windows, champion: str | None) 
         return paired_gain(metric, problem, y, (s_new, c_new), (s_old, c_old), greater_is_better=gib,
                            samples=settings.bootstrap_samples, confidence=level, seed=prof.training.seed)
 
+    waiting = [b for b in windows.visible if pd.Timestamp(b.end) > max(labelled_end, trained_end)]
+    unlabelled = _unlabelled(ctx, waiting, shadow, champion)
     verdict = judge(len(pooled), needed, gain_at, improvement_threshold=prof.improvement_threshold,
                     confidence=settings.confidence, fresher_challenger=settings.fresher_challenger,
                     require_significance=settings.require_significance, metric=metric)
     return plain({"version": shadow, "champion": champion, "since": start["time"], "started_by": start.get("run_id"),
                   "needed": needed, "batches": [{k: r[k] for k in ("batch", "batch_end", "n_rows", "shadow_value",
                                                                    "champion_value")} for r in pooled],
-                  "new_batches": [r["batch"] for r in rows], "judgement": verdict.to_dict()})
+                  "new_batches": [r["batch"] for r in rows], "unlabelled": unlabelled, "judgement": verdict.to_dict()})
 
 
 
