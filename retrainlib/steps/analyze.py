@@ -97,31 +97,7 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
     combine, use = prof.triggers.resolved()
 
     if not meta:  # bootstrap: check the data we would train on, nothing to compare against
-        train_batches: dict[str, pd.DataFrame] = {}  # the training window's files, then the holdout's
-        train = load_checked(ctx, windows.train, required, require_label=True, per_batch=train_batches)
-        load_checked(ctx, [b for b in windows.holdout if b.path not in train_batches], required, require_label=False,
-                     per_batch=train_batches)
-        neighbour_frames = recent_history(ctx, windows, windows.train[0].path)
-        per_batch = assess_batches(ctx, train_batches, reference=None, classes=None, history=neighbour_frames,
-                                   near=neighbours(windows))
-        kept = quarantine(ctx, windows, train_batches, per_batch)
-        if kept.left_out:
-            windows = kept.windows
-            train = pd.concat([kept.kept[b.path] for b in windows.train], ignore_index=True) if windows.train else train
-        q = quality.assess(train, reference=None, label=src.label, threshold=prof.data_quality_threshold,
-                           required=required, ignore_columns=src.ignore_columns, source="training window",
-                           constraints=src.constraints)
-        holdout = check_holdout(ctx, windows, train_batches, reference=train,
-                                 classes=label_classes(ctx, train[src.label]), required=required)
-        passed, why = quality_verdict(q, kept, holdout)
-        decision = triggers.decide([], combine=combine, use=use, policy=prof.triggers.policy,
-                                   quality_passed=passed, quality_reason=_with_note(why, kept), bootstrap=True)
-        decision = _noted(decision, kept)
-        _record_block(ctx, decision, kept.reports, windows)
-        result = _analysis(decision, q, None, windows, None, [], current=train, batch_quality=per_batch,
-                           holdout_check=holdout)
-        ctx.write(result)
-        return result
+        return _bootstrap(ctx, windows, required, combine, use)
 
     if not windows.current:  # every batch is in the champion's data: a run between batches
         return _nothing_new(ctx, windows, champion)
@@ -190,6 +166,37 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
         result = replace(result, shadow=shadow_trial(ctx, windows, champion))
     ctx.write(result)
     return result
+
+def _bootstrap(ctx: StepContext, windows: data.Windows, required: list[str], combine: str, use) -> Analysis:
+    """Step 10 on an empty registry: the data a first champion would train on, checked batch by batch (the
+    holdout too), with nothing to compare against; the decision is ``bootstrap`` or a block."""
+    prof, src = ctx.profile, ctx.profile.data
+    train_batches: dict[str, pd.DataFrame] = {}  # the training window's files, then the holdout's
+    train = load_checked(ctx, windows.train, required, require_label=True, per_batch=train_batches)
+    load_checked(ctx, [b for b in windows.holdout if b.path not in train_batches], required, require_label=False,
+                 per_batch=train_batches)
+    neighbour_frames = recent_history(ctx, windows, windows.train[0].path)
+    per_batch = assess_batches(ctx, train_batches, reference=None, classes=None, history=neighbour_frames,
+                               near=neighbours(windows))
+    kept = quarantine(ctx, windows, train_batches, per_batch)
+    if kept.left_out:
+        windows = kept.windows
+        train = pd.concat([kept.kept[b.path] for b in windows.train], ignore_index=True) if windows.train else train
+    q = quality.assess(train, reference=None, label=src.label, threshold=prof.data_quality_threshold,
+                       required=required, ignore_columns=src.ignore_columns, source="training window",
+                       constraints=src.constraints)
+    holdout = check_holdout(ctx, windows, train_batches, reference=train,
+                             classes=label_classes(ctx, train[src.label]), required=required)
+    passed, why = quality_verdict(q, kept, holdout)
+    decision = triggers.decide([], combine=combine, use=use, policy=prof.triggers.policy,
+                               quality_passed=passed, quality_reason=_with_note(why, kept), bootstrap=True)
+    decision = _noted(decision, kept)
+    _record_block(ctx, decision, kept.reports, windows)
+    result = _analysis(decision, q, None, windows, None, [], current=train, batch_quality=per_batch,
+                       holdout_check=holdout)
+    ctx.write(result)
+    return result
+
 
 def _with_note(why: str, kept) -> str:
     """The block's reason, with the batches left out of training named after it."""
