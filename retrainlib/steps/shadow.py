@@ -31,7 +31,7 @@ from ..scorecache import ChampionScores
 from ..shadow import judge, paired_gain
 from .context import StepContext
 
-__all__ = ["shadow_trial", "shadow_summary", "shadow_table", "PREDICTIONS_FILE"]
+__all__ = ["shadow_trial", "shadow_summary", "shadow_table", "shadow_views", "PREDICTIONS_FILE"]
 
 #: the shadow's and the champion's predictions on the batches still without labels, in the run folder
 PREDICTIONS_FILE = "10-shadow-predictions.parquet"
@@ -148,3 +148,8 @@ def shadow_table(analysis) -> pd.DataFrame:
     rows = (analysis.shadow or {}).get("batches") or []
     frame = pd.DataFrame(rows, columns=["batch", "batch_end", "n_rows", "champion_value", "shadow_value"])
     return frame.assign(shadow_gain=frame["shadow_value"] - frame["champion_value"])
+
+
+def shadow_views(analysis) -> list:
+    """What notebook 10 shows of the shadow: the summary line, and the per-batch table while a trial runs."""
+    return [shadow_summary(analysis), *([shadow_table(analysis)] if analysis.shadow else [])]
