@@ -99,6 +99,8 @@ SWITCH_CHILD = r"""
 import builtins, os, sys, time
 from pathlib import Path
 
+import pandas as pd
+
 from retrainlib.registry import Registry
 
 root, k, sample_path, log = sys.argv[1:]
