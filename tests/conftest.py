@@ -68,6 +68,20 @@ def bootstrap_champion(home: Path, week: int = 10, profile: str = "params/demo.y
     return home
 
 
+@pytest.fixture(scope="module")
+def champion_home(tmp_path_factory) -> Path:
+    """A tiny home whose champion v0001 was bootstrapped on weeks 1-9 (holdout week 10), once per test module."""
+    return bootstrap_champion(make_home(tmp_path_factory.mktemp("champion") / "home"))
+
+
+@pytest.fixture
+def qhome(champion_home: Path, tmp_path: Path) -> Path:
+    """A copy of ``champion_home`` a test may change (its batches, its registry)."""
+    home = tmp_path / "home"
+    shutil.copytree(champion_home, home)
+    return home
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """A fresh tiny project home."""

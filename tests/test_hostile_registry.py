@@ -461,23 +461,6 @@ def test_the_disk_check_estimates_from_the_rows_and_champion_and_names_every_fol
 # ---- item 3: a corrupt batch never gets a challenger trained ---------------------------------
 
 
-@pytest.fixture(scope="module")
-def champion_home(tmp_path_factory) -> Path:
-    """A tiny home whose champion v0001 was bootstrapped on weeks 1-9 (holdout week 10), by the steps in-process."""
-    from tests.conftest import bootstrap_champion, make_home
-
-    return bootstrap_champion(make_home(tmp_path_factory.mktemp("quality") / "home"))
-
-
-@pytest.fixture
-def qhome(champion_home: Path, tmp_path: Path) -> Path:
-    import shutil
-
-    home = tmp_path / "home"
-    shutil.copytree(champion_home, home)
-    return home
-
-
 def batch_file(home: Path, week: int) -> Path:
     from retrainlib.demo import week_end
 

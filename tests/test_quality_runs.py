@@ -5,28 +5,15 @@ declared constraint blocks; a run between batches says "no new batch" calmly (is
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import bootstrap_champion, make_home
+from tests.conftest import make_home
 
 PROFILE = "params/demo.yaml"
-
-
-@pytest.fixture(scope="module")
-def booted(tmp_path_factory) -> Path:
-    return bootstrap_champion(make_home(tmp_path_factory.mktemp("q22") / "home"))
-
-
-@pytest.fixture
-def qhome(booted: Path, tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    shutil.copytree(booted, home)
-    return home
 
 
 def change(home: Path, week: int, edit) -> str:
