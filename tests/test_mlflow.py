@@ -43,7 +43,8 @@ import yaml
 
 from retrainlib.demo import week_end
 from tests.conftest import REPO, make_home
-from tests.shared_runs import PROFILE, child_env, manifests, retrain
+from tests.hold_points import KernelHold, wait_until
+from tests.shared_runs import PROFILE, child_env, retrain
 from tests.test_browser import CHROMIUM, require_chromium
 
 pytestmark = pytest.mark.slow
@@ -225,17 +226,18 @@ def played(tmp_path_factory):
 
 
 def _stopped_run(home: Path, log: Path, env: dict) -> int:
-    """``retrain run`` stopped by SIGTERM once its first notebook is executing; its exit code."""
+    """``retrain run`` stopped by SIGTERM while its first step's kernel is held before a cell
+    (:class:`tests.hold_points.KernelHold`): inside a step whatever the machine's speed; its exit code."""
+    hold = KernelHold(home.parent / "kernel-hold")
+    hold.arm()
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "retrainlib.cli", "run", "--profile", PROFILE, "--as-of",
-                                 week_end(22).isoformat(), "--home", str(home)], cwd=home, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 600  # an upper bound: it ends as soon as papermill has begun
-        while time.monotonic() < deadline and proc.poll() is None:
-            running = [m for m in manifests(home, settled=False) if m["status"] == "running"]
-            if running and (home / "runs" / running[0]["run_id"] / "10-analyze-drift.ipynb").exists():
-                break
-            time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
+                                 week_end(22).isoformat(), "--home", str(home)], cwd=home, stdout=out, stderr=subprocess.STDOUT,
+                                env={**env, **hold.env()})
+        try:
+            wait_until(hold.held_pid, "the run's kernel did not reach the hold before a cell", procs=[proc])
+        finally:
+            proc.send_signal(signal.SIGTERM)
         return proc.wait(timeout=300)
 
 
