@@ -96,7 +96,15 @@ def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK, scena
     rng = np.random.default_rng([seed, week])
     shift = 0.0 if segment else _ramp(week, COVARIATE_SHIFT_WEEK)
     concept = 0.0 if segment else _ramp(week, CONCEPT_CHANGE_WEEK, span=1)
+    # the draws are made in this order: features, then labels, then times (the same seed gives the same week)
+    f = _applications(rng, week, rows, shift=shift, segment=segment)
+    logit = _education_logit(f, _logit(f, concept)) if segment else _logit(f, concept)
+    f["default"] = (rng.uniform(size=rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    return _frame(f, week, _application_dates(rng, week, rows))
 
+
+def _applications(rng: np.random.Generator, week: int, rows: int, *, shift: float, segment: bool) -> dict:
+    """The features of one week's applications, drawn from ``rng`` (``shift``: how far the downturn has gone)."""
     age = rng.normal(41, 11, rows).clip(19, 80).round()
     income = np.exp(rng.normal(np.log(52_000) - 0.25 * shift, 0.45, rows)).round(-2)
     loan_amount = (income * rng.uniform(0.1, 0.6, rows)).round(-2)
@@ -113,9 +121,17 @@ def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK, scena
     purpose = rng.choice(PURPOSES, rows, p=purpose_p)
     term = rng.choice(TERMS, rows, p=[0.7 - 0.25 * shift, 0.3 + 0.25 * shift])
     employment = rng.choice(EMPLOYMENT, rows, p=[0.6, 0.2, 0.15, 0.05])
+    return {
+        "age": age, "income": income, "loan_amount": loan_amount, "debt_to_income": dti, "credit_score": credit_score,
+        "employment_years": employment_years, "open_accounts": open_accounts, "region": region, "purpose": purpose,
+        "term": term, "employment": employment,
+    }
 
-    # risk before and after the concept change
-    z_credit = (credit_score - 680) / 60
+
+def _logit(f: dict, concept: float) -> np.ndarray:
+    """Log-odds of default: the risk before the concept change blended with the one after (``concept``: 0 to 1)."""
+    z_credit = (f["credit_score"] - 680) / 60
+    dti, term, purpose, employment = f["debt_to_income"], f["term"], f["purpose"], f["employment"]
     base = (
         -1.6
         - 1.1 * z_credit
@@ -123,8 +139,8 @@ def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK, scena
         + 0.5 * (term == "60m")
         + 0.6 * (purpose == "small_business")
         + 0.9 * (employment == "unemployed")
-        - 0.02 * (employment_years - 6)
-        - 0.25 * np.log(income / 52_000)
+        - 0.02 * (f["employment_years"] - 6)
+        - 0.25 * np.log(f["income"] / 52_000)
     )
     after = (
         -1.6
@@ -133,34 +149,44 @@ def generate_week(week: int, *, seed: int = 42, rows: int = ROWS_PER_WEEK, scena
         - 0.4 * (term == "60m")
         - 0.7 * (purpose == "small_business")
         + 0.9 * (employment == "unemployed")
-        + 0.6 * (region == "south")
-        - 0.02 * (employment_years - 6)
+        + 0.6 * (f["region"] == "south")
+        - 0.02 * (f["employment_years"] - 6)
     )
-    logit = (1 - concept) * base + concept * after
-    if segment:  # education loans: alternating five-year age bands, high and low risk (the same rule every week)
-        band = np.floor((age - 18) / SEGMENT_BAND_YEARS) % 2
-        logit = np.where(purpose == "education", np.where(band == 0, -3.0, 3.0), logit)
-    default = (rng.uniform(size=rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    return (1 - concept) * base + concept * after
 
+
+def _education_logit(f: dict, logit: np.ndarray) -> np.ndarray:
+    """The ``covariate-shift`` scenario: education loans' risk alternates with age bands (the same rule every week)."""
+    band = np.floor((f["age"] - 18) / SEGMENT_BAND_YEARS) % 2
+    return np.where(f["purpose"] == "education", np.where(band == 0, -3.0, 3.0), logit)
+
+
+def _application_dates(rng: np.random.Generator, week: int, rows: int) -> pd.DatetimeIndex:
+    """Sorted application times spread over the week's seven days."""
     monday = START_DATE + dt.timedelta(days=7 * (week - 1))
     seconds = np.sort(rng.integers(0, 7 * 86400, rows))
-    dates = pd.Timestamp(monday) + pd.to_timedelta(seconds, unit="s")
+    return pd.Timestamp(monday) + pd.to_timedelta(seconds, unit="s")
+
+
+def _frame(f: dict, week: int, dates: pd.DatetimeIndex) -> pd.DataFrame:
+    """The week as a table: ids, dates, integer counts and categorical columns with every category declared."""
+    rows = len(dates)
     return pd.DataFrame(
         {
             "loan_id": [f"L{week:03d}-{i:05d}" for i in range(rows)],
             "application_date": dates,
-            "age": age.astype(int),
-            "income": income,
-            "loan_amount": loan_amount,
-            "debt_to_income": dti,
-            "credit_score": credit_score.astype(int),
-            "employment_years": employment_years,
-            "open_accounts": open_accounts.astype(int),
-            "region": pd.Categorical(region, categories=REGIONS),
-            "purpose": pd.Categorical(purpose, categories=PURPOSES),
-            "term": pd.Categorical(term, categories=TERMS),
-            "employment": pd.Categorical(employment, categories=EMPLOYMENT),
-            "default": default,
+            "age": f["age"].astype(int),
+            "income": f["income"],
+            "loan_amount": f["loan_amount"],
+            "debt_to_income": f["debt_to_income"],
+            "credit_score": f["credit_score"].astype(int),
+            "employment_years": f["employment_years"],
+            "open_accounts": f["open_accounts"].astype(int),
+            "region": pd.Categorical(f["region"], categories=REGIONS),
+            "purpose": pd.Categorical(f["purpose"], categories=PURPOSES),
+            "term": pd.Categorical(f["term"], categories=TERMS),
+            "employment": pd.Categorical(f["employment"], categories=EMPLOYMENT),
+            "default": f["default"],
         }
     )
 
