@@ -32,7 +32,7 @@ target tables from the records), :mod:`.result` (:class:`BacktestResult`, its fi
 from __future__ import annotations
 
 from .result import BacktestResult, markdown_table, plot_backtest, recorded, streams_table
-from .run import load_drift_points, merge_backtest, run_backtest
+from .run import BacktestSettings, load_drift_points, merge_backtest, run_backtest
 from .strategies import PLAIN, REFERENCE, STRATEGIES, TRIGGERED, Strategy, parse_strategies  # noqa: F401
 from .summary import check_acceptance, check_target, longest_unflagged_rejections, summarize  # noqa: F401
 
@@ -40,6 +40,7 @@ __all__ = [
     "Strategy",
     "STRATEGIES",
     "BacktestResult",
+    "BacktestSettings",
     "run_backtest",
     "merge_backtest",
     "parse_strategies",

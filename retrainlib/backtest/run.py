@@ -1,5 +1,6 @@
 """The walk-forward loop: each strategy's scratch home and profile, its steps over the batches in time order, and the
-merge of strategies run by separate workers (:func:`run_backtest`, :func:`merge_backtest`).
+merge of strategies run by separate workers (:func:`run_backtest` with its :class:`BacktestSettings`,
+:func:`merge_backtest`).
 
 May touch: the backtest's work folder (scratch homes, shared fits, check cache, parts); reads the profile and its
 data source."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,7 +22,7 @@ from ..durable import write_atomic
 from ..errors import RetrainError
 from ..fitcache import FitCache
 from ..paths import Paths
-from ..profiles import load_profile
+from ..profiles import Profile, load_profile
 from ..training import CHILD_PROCESS
 from .coverage import judged_estimates
 from .regret import no_regret, promotion_regret
@@ -78,29 +80,15 @@ def _default_work_dir(paths: Paths, name: str) -> Path:
     return paths.runs / f"{stamp}-{name}-backtest"
 
 
-def run_backtest(
-    profile: str | Path,
-    *,
-    home: str | Path | None = None,
-    strategies: str | Sequence[str] | None = None,
-    work_dir: str | Path | None = None,
-    warmup: int | None = None,
-    max_batches: int | None = None,
-    period_days: float | None = None,
-    period_batches: int | None = None,
-    fit_cache: bool | FitCache = True,
-    progress: bool = True,
-    partial: bool = False,
-    label_delay: int | None = None,
-    cold: bool = False,
-    regret_batches: int = 1,
-) -> BacktestResult:
-    """Replay the profile's batches once per strategy with the playbook's steps.
+@dataclass(frozen=True)
+class BacktestSettings:
+    """How :func:`run_backtest` replays a profile: which strategies, over which batches, where, and how.
 
-    Parameters
+    Built once (by ``retrain backtest``, ``retrain tune``, a benchmark) and passed whole; every field is
+    also accepted by :func:`run_backtest` as a keyword argument.
+
+    Attributes
     ----------
-    profile : path
-        The profile whose data source, thresholds and model settings are replayed.
     strategies : "static,periodic,drift,performance,hybrid,every-batch,shadow,refit" (default: all)
     work_dir : path
         Scratch homes (one per strategy, each with its registry and step run folders) and the shared
@@ -117,6 +105,8 @@ def run_backtest(
         trigger is still recorded). For batches a year long, where a day interval cannot be longer.
     fit_cache : bool or FitCache
         Share identical fits across strategies (default True); ``False`` computes every fit.
+    progress : bool
+        Show a progress bar (default True).
     partial : bool
         Also keep each strategy's records in its folder of ``work_dir`` for :func:`merge_backtest`
         (one worker's share of a backtest spread over workers, e.g. the Airflow backtest DAG).
@@ -130,79 +120,156 @@ def run_backtest(
         (:mod:`retrainlib.freshproc`).
     regret_batches : int
         Every promotion's regret is measured on this many batches after it (:mod:`.regret`; default 1).
+    """
+
+    strategies: str | Sequence[str] | None = None
+    work_dir: str | Path | None = None
+    warmup: int | None = None
+    max_batches: int | None = None
+    period_days: float | None = None
+    period_batches: int | None = None
+    fit_cache: bool | FitCache = True
+    progress: bool = True
+    partial: bool = False
+    label_delay: int | None = None
+    cold: bool = False
+    regret_batches: int = 1
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one backtest replays: the profile, its strategies and batches, the work folder and the shared fits."""
+
+    paths: Paths
+    profile_path: Path
+    prof: Profile
+    chosen: list[Strategy]
+    batches_folder: Path
+    batches: list[data.Batch]
+    warmup: int
+    work: Path
+    cache: FitCache | None
+
+    @property
+    def to_replay(self) -> list[data.Batch]:
+        """The batches a step is replayed at: the first full warmup, then every later one."""
+        return self.batches[self.warmup - 1 :]
+
+    def record(self, s: BacktestSettings) -> dict[str, Any]:
+        """The settings the result records (and :func:`merge_backtest` requires equal across workers)."""
+        return {"profile_path": str(self.profile_path), "batches": str(self.batches_folder), "n_batches": len(self.batches),
+                "warmup": self.warmup, "period_days": s.period_days, "period_batches": s.period_batches,
+                "label_delay": s.label_delay, "fit_cache": self.cache is not None,
+                "fresh_checks": "cold" if s.cold else "warm, cached", "policy": self.prof.triggers.policy,
+                "stuck_after": self.prof.validation.stuck_after, "regret_batches": s.regret_batches}
+
+
+def run_backtest(profile: str | Path, settings: BacktestSettings | None = None, *, home: str | Path | None = None,
+                 **options: Any) -> BacktestResult:
+    """Replay the profile's batches once per strategy with the playbook's steps.
+
+    Parameters
+    ----------
+    profile : path
+        The profile whose data source, thresholds and model settings are replayed (relative to the
+        project ``home`` first, then to the working folder).
+    settings : BacktestSettings
+        Which strategies, over which batches, where and how (default :class:`BacktestSettings`).
+    **options
+        Any field of :class:`BacktestSettings`, overriding ``settings``
+        (``run_backtest(profile, strategies="static", max_batches=12)``).
 
     Returns
     -------
     BacktestResult
         ``records`` (one row per strategy and batch) and ``summary`` (one row per strategy).
     """
-    from tqdm import tqdm
-
     t_start, t_wall = time.monotonic(), time.time()
-    paths = Paths.discover(home)
+    s = replace(settings or BacktestSettings(), **options)
+    plan = _plan(profile, s, Paths.discover(home))
+    rows = _replay(plan, s)
+    recorded = plan.record(s)
+    stats = plan.cache.stats() if plan.cache is not None else {"enabled": False}
+    if s.partial:  # one worker's share: its records, to be merged by merge_backtest
+        for strategy in plan.chosen:
+            _write_part(plan.work, strategy, [r for r in rows if r["strategy"] == strategy.name], settings=recorded,
+                        fit_cache=stats, started=t_wall)
+    return _result(plan.prof, plan.chosen, pd.DataFrame(rows), plan.batches_folder, pd.Timestamp(plan.batches[-1].end),
+                   fit_cache=stats, seconds=time.monotonic() - t_start, work=plan.work, settings=recorded)
+
+
+def _plan(profile: str | Path, s: BacktestSettings, paths: Paths) -> _Plan:
+    """Resolve the profile, its strategies and batches; check the warmup; make the work folder and the fit cache."""
     profile_path = paths.resolve(profile)  # relative to the project home first, then to the working folder
     if not profile_path.exists() and Path(profile).exists():
         profile_path = Path(profile).resolve()
     prof = load_profile(profile_path)
     automl.pin_threads(prof.training.num_cpus)
-    chosen = parse_strategies(strategies)
+    chosen = parse_strategies(s.strategies)
     batches_folder = paths.resolve(prof.data.batches).resolve()
     batches = data.list_batches(prof.data, paths)
-    if max_batches is not None:
-        batches = batches[:max_batches]
-    warmup = warmup or prof.training.holdout_batches + prof.training.window_batches
+    if s.max_batches is not None:
+        batches = batches[:s.max_batches]
+    warmup = s.warmup or prof.training.holdout_batches + prof.training.window_batches
     if warmup < prof.training.holdout_batches + 1 or warmup >= len(batches):
         raise RetrainError(
             f"warmup={warmup} batches but {len(batches)} batch(es) to replay: the first step needs at least "
             f"holdout_batches+1={prof.training.holdout_batches + 1} and at least one batch must follow it; "
             "add data, raise max_batches or lower warmup"
         )
-    work = Path(work_dir) if work_dir else _default_work_dir(paths, prof.name)
+    work = Path(s.work_dir) if s.work_dir else _default_work_dir(paths, prof.name)
     work.mkdir(parents=True, exist_ok=True)
+    fit_cache = s.fit_cache
     cache = fit_cache if isinstance(fit_cache, FitCache) else (FitCache(work / "fit-cache") if fit_cache else None)
-    steps_to_run = batches[warmup - 1 :]
+    return _Plan(paths, profile_path, prof, chosen, batches_folder, batches, warmup, work, cache)
+
+
+def _replay(plan: _Plan, s: BacktestSettings) -> list[dict[str, Any]]:
+    """Every strategy's records, strategy after strategy, with the fresh-process checks set up as ``s`` says."""
+    from tqdm import tqdm
+
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(chosen) * len(steps_to_run), desc="backtest", unit="step", disable=not progress, mininterval=5.0)
-    restore_checks = freshproc.use(cold=cold, cache_dir=None if cold else work / "check-cache")
+    bar = tqdm(total=len(plan.chosen) * len(plan.to_replay), desc="backtest", unit="step", disable=not s.progress,
+               mininterval=5.0)
+    restore_checks = freshproc.use(cold=s.cold, cache_dir=None if s.cold else plan.work / "check-cache")
     try:
-        for strategy in chosen:
-            home_s = work / strategy.name
-            prof_path = _scratch_profile(profile_path, home_s, batches_folder, strategy, period_days=period_days,
-                                         label_delay=label_delay)
-            last_trained: int | None = None
-            first_row = len(rows)
-            for i, batch in enumerate(steps_to_run):
-                bar.set_postfix_str(f"{strategy.name} {batch.name}", refresh=False)
-                policy = _policy(strategy)
-                if strategy.name == "periodic" and period_batches:
-                    due = last_trained is None or i - last_trained >= period_batches
-                    policy = steps.RetrainPolicy("always" if due else "never",
-                                                 f"backtest strategy 'periodic': retrain every {period_batches} batch(es)")
-                row = _replay_step(strategy, prof_path, home_s, batch, warmup - 1 + i, cache or CHILD_PROCESS, policy=policy)
-                if row["replaced"] and not row["bootstrap"]:  # the promotion's cost on the batches that follow
-                    row.update(promotion_regret(prof_path, home_s, row["replaced"], row["champion_after"],
-                                                steps_to_run[i + 1 : i + 1 + regret_batches], paths))
-                else:
-                    row.update(no_regret(row["replaced"]))
-                if row["trained"]:
-                    last_trained = i
-                rows.append(row)
-                bar.update(1)
-            judged_estimates(prof_path, home_s, rows[first_row:])  # the estimates' bands, judged as labels arrived
+        for strategy in plan.chosen:
+            rows += _replay_strategy(plan, s, strategy, bar)
     finally:
         restore_checks()
         bar.close()
-    settings = {"profile_path": str(profile_path), "batches": str(batches_folder), "n_batches": len(batches),
-                "warmup": warmup, "period_days": period_days, "period_batches": period_batches, "label_delay": label_delay,
-                "fit_cache": cache is not None, "fresh_checks": "cold" if cold else "warm, cached",
-                "policy": prof.triggers.policy, "stuck_after": prof.validation.stuck_after, "regret_batches": regret_batches}
-    stats = cache.stats() if cache is not None else {"enabled": False}
-    if partial:  # one worker's share: its records, to be merged by merge_backtest
-        for strategy in chosen:
-            _write_part(work, strategy, [r for r in rows if r["strategy"] == strategy.name], settings=settings,
-                        fit_cache=stats, started=t_wall)
-    return _result(prof, chosen, pd.DataFrame(rows), batches_folder, pd.Timestamp(batches[-1].end), fit_cache=stats,
-                   seconds=time.monotonic() - t_start, work=work, settings=settings)
+    return rows
+
+
+def _replay_strategy(plan: _Plan, s: BacktestSettings, strategy: Strategy, bar) -> list[dict[str, Any]]:
+    """One strategy walked forward over the batches in its scratch home: its per-batch records, with each promotion's
+    regret and the estimates' bands judged as labels arrived."""
+    home_s = plan.work / strategy.name
+    prof_path = _scratch_profile(plan.profile_path, home_s, plan.batches_folder, strategy, period_days=s.period_days,
+                                 label_delay=s.label_delay)
+    steps_to_run = plan.to_replay
+    rows: list[dict[str, Any]] = []
+    last_trained: int | None = None
+    for i, batch in enumerate(steps_to_run):
+        bar.set_postfix_str(f"{strategy.name} {batch.name}", refresh=False)
+        policy = _policy(strategy)
+        if strategy.name == "periodic" and s.period_batches:
+            due = last_trained is None or i - last_trained >= s.period_batches
+            policy = steps.RetrainPolicy("always" if due else "never",
+                                         f"backtest strategy 'periodic': retrain every {s.period_batches} batch(es)")
+        row = _replay_step(strategy, prof_path, home_s, batch, plan.warmup - 1 + i, plan.cache or CHILD_PROCESS,
+                           policy=policy)
+        if row["replaced"] and not row["bootstrap"]:  # the promotion's cost on the batches that follow
+            row.update(promotion_regret(prof_path, home_s, row["replaced"], row["champion_after"],
+                                        steps_to_run[i + 1 : i + 1 + s.regret_batches], plan.paths))
+        else:
+            row.update(no_regret(row["replaced"]))
+        if row["trained"]:
+            last_trained = i
+        rows.append(row)
+        bar.update(1)
+    judged_estimates(prof_path, home_s, rows)  # the estimates' bands, judged as labels arrived
+    return rows
 
 
 def _result(prof, chosen: list[Strategy], records: pd.DataFrame, batches_folder: Path, last_end: pd.Timestamp, *,

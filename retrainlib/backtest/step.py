@@ -39,13 +39,7 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
     t0 = time.monotonic()
     analysis = steps.analyze_drift(ctx, policy=policy)
     seconds["analyze"] = time.monotonic() - t0
-    newest = analysis.detail.windows.visible[-1]  # the step's live windows (the JSON counts the visible batches)
-    if Path(newest.path).name != batch.name:
-        raise RetrainError(f"the replay at {batch.name} saw {newest.path} as its newest batch; batch end times must be distinct")
-    scored = analysis.scored(newest.path, serving)
-    if not scored and serving is not None and ctx.profile.data.label_delay_batches:
-        scored = [{"value": _truth(ctx, serving, newest)}]  # its labels come later in the run; the backtest knows them
-    decision = analysis.decision
+    value = _serving_value(ctx, analysis, batch, serving)
     if not strategy.gates:
         _train_on_newest_window(ctx)
 
@@ -59,17 +53,33 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
     promoted = (steps.promote_or_rollback(ctx, trainer=trainer) if strategy.gates
                 else _deploy_without_gates(ctx, trained, strategy))
     seconds["promote"] = time.monotonic() - t0
+    return {"strategy": strategy.name, "step": index + 1, **_record(ctx, batch, serving, value, analysis, trained,
+                                                                     verdict, promoted, seconds), "run_dir": str(run_dir)}
 
-    did_train = trained.trained
+
+def _serving_value(ctx: steps.StepContext, analysis: Analysis, batch: data.Batch, serving: str | None) -> float:
+    """The serving champion's metric on ``batch`` as step 10 scored it (NaN without one), or from its labels when they
+    come later in the run."""
+    newest = analysis.detail.windows.visible[-1]  # the step's live windows (the JSON counts the visible batches)
+    if Path(newest.path).name != batch.name:
+        raise RetrainError(f"the replay at {batch.name} saw {newest.path} as its newest batch; batch end times must be distinct")
+    scored = analysis.scored(newest.path, serving)
+    if not scored and serving is not None and ctx.profile.data.label_delay_batches:
+        scored = [{"value": _truth(ctx, serving, newest)}]  # its labels come later in the run; the backtest knows them
+    return scored[-1]["value"] if scored else math.nan
+
+
+def _record(ctx: steps.StepContext, batch: data.Batch, serving: str | None, value: float, analysis: Analysis,
+            trained: Training, verdict: Validation, promoted: Promotion, seconds: dict[str, float]) -> dict[str, Any]:
+    """The per-batch record of one replayed run: the batch, what each step decided, and each step's seconds."""
+    decision, did_train = analysis.decision, trained.trained
     return {
-        "strategy": strategy.name,
-        "step": index + 1,
         "batch": batch.name,
         "batch_start": pd.Timestamp(batch.start),
         "batch_end": pd.Timestamp(batch.end),
         "rows": batch.rows,
         "champion": serving,
-        "value": scored[-1]["value"] if scored else math.nan,
+        "value": value,
         "decision": decision.status,
         "fired": ",".join(t.name for t in decision.triggers if t.fired),
         "reasons": " | ".join(decision.reasons),
@@ -86,11 +96,7 @@ def _replay_step(strategy: Strategy, prof_path: Path, home: Path, batch: data.Ba
         "below_threshold": below_threshold(ctx.profile, analysis.latest_metric()),
         "champion_after": promoted.champion_after,
         "replaced": promoted.champion_before if promoted.promoted and promoted.champion_before != promoted.champion_after else None,
-        "analyze_seconds": seconds["analyze"],
-        "retrain_seconds": seconds["retrain"],
-        "validate_seconds": seconds["validate"],
-        "promote_seconds": seconds["promote"],
-        "run_dir": str(run_dir),
+        **{f"{name}_seconds": seconds[name] for name in ("analyze", "retrain", "validate", "promote")},
     }
 
 
