@@ -84,7 +84,7 @@ import math
 import numbers
 import operator
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
@@ -92,7 +92,7 @@ import pandas as pd
 
 from .errors import DataQualityError
 
-__all__ = ["QualityCheck", "QualityReport", "CHECKS", "LIMITS", "WEIGHTS", "KINDS", "BLOCKING", "assess",
+__all__ = ["QualityCheck", "QualityReport", "QualitySettings", "CHECKS", "LIMITS", "WEIGHTS", "KINDS", "BLOCKING", "assess",
            "assess_batches", "check_hard_breaks", "columns_with_values", "parse_constraint"]
 
 #: tolerance of each check: the value at or below which it passes
@@ -550,19 +550,13 @@ CHECKS: dict[str, Callable[[_Window], tuple[float, str, bool]]] = {
 }
 
 
-def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str | None, threshold: float,
-           required: Sequence[str] = (), ignore_columns: Sequence[str] = (), source: str = "current window",
-           limits: Mapping[str, float] | None = None, label_classes: Sequence[Any] | None = None,
-           labels_due: Sequence[bool] | None = None, had_values: Collection[str] = (),
-           label_problem: str | None = None, constraints: Sequence[str] = ()) -> QualityReport:
-    """Run every check of :data:`CHECKS` on the current window and score it.
+@dataclass(frozen=True)
+class QualitySettings:
+    """The rules :func:`assess` judges a window by, the same for every window of a profile; each field is also a
+    keyword argument of :func:`assess`.
 
-    Parameters
+    Attributes
     ----------
-    current : DataFrame
-        The window to judge.
-    reference : DataFrame or None
-        What the champion was trained on; the comparisons need it.
     label : str or None
         The label column (left out of the feature checks, checked for missing labels).
     threshold : float
@@ -571,10 +565,41 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
         Columns the champion needs; their absence is a hard break.
     ignore_columns : sequence of str
         Columns left out of every check (ids, the time column).
-    source : str
-        Names the data in messages (a file or window name).
     limits : mapping, optional
         Tolerances overriding :data:`LIMITS` by check name.
+    label_problem : str, optional
+        The profile's ``problem_type``: with ``"binary"`` a third class breaks the label contract.
+    constraints : sequence of str
+        ``data.constraints``: rules such as ``"age >= 0"`` (:func:`parse_constraint`); a row breaking
+        one is broken data.
+    """
+
+    label: str | None
+    threshold: float
+    required: Sequence[str] = ()
+    ignore_columns: Sequence[str] = ()
+    limits: Mapping[str, float] | None = None
+    label_problem: str | None = None
+    constraints: Sequence[str] = ()
+
+
+def assess(current: pd.DataFrame, settings: QualitySettings | None = None, *, reference: pd.DataFrame | None,
+           source: str = "current window", label_classes: Sequence[Any] | None = None,
+           labels_due: Sequence[bool] | None = None, had_values: Collection[str] = (), **options: Any) -> QualityReport:
+    """Run every check of :data:`CHECKS` on the current window and score it.
+
+    Parameters
+    ----------
+    current : DataFrame
+        The window to judge.
+    settings : QualitySettings, and **options
+        The rules (label, threshold, required and ignored columns, limits, label problem, constraints);
+        :class:`QualitySettings`' fields as keyword arguments override it (``assess(cur, reference=ref,
+        label="y", threshold=0.8)``).
+    reference : DataFrame or None
+        What the champion was trained on; the comparisons need it.
+    source : str
+        Names the data in messages (a file or window name).
     label_classes : sequence, optional
         The label's known classes (a classifier's labels in the reference and every earlier
         labelled batch); ``unseen_labels`` and ``new_labels`` apply only with them.
@@ -584,15 +609,6 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     had_values : collection of str
         Columns that had a value before ``current`` besides in ``reference`` (earlier batches);
         ``empty_columns`` blocks only on a column that had values.
-    label_problem : str, optional
-        The profile's ``problem_type``: with ``"binary"`` a third class breaks the label contract.
-    constraints : sequence of str
-        ``data.constraints``: rules such as ``"age >= 0"`` (:func:`parse_constraint`); a row breaking
-        one is broken data.
-
-    Returns
-    -------
-    QualityReport
 
     Raises
     ------
@@ -601,20 +617,14 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     ValueError
         ``limits`` names a check that does not exist.
     """
-    check_hard_breaks(current, label=label, required=required, source=source)
-    limits = {**LIMITS, **(limits or {})}
+    rules = QualitySettings(**options) if settings is None else replace(settings, **options)
+    check_hard_breaks(current, label=rules.label, required=rules.required, source=source)
+    limits = {**LIMITS, **(rules.limits or {})}
     unknown = sorted(set(limits) - set(CHECKS))
     if unknown:
         raise ValueError(f"unknown quality check {unknown[0]!r} in limits; expected one of "
                          + ", ".join(repr(n) for n in CHECKS))
-    ignored = set(ignore_columns) | ({label} if label else set())
-    features = tuple(c for c in current.columns if c not in ignored)
-    if reference is not None and len(reference) == 0:
-        reference = None
-    shared = tuple(c for c in features if reference is not None and c in reference.columns)
-    classes = frozenset(label_classes) if label_classes is not None else None
-    window = _Window(current, reference, features, shared, label, frozenset(ignored), classes, labels_due,
-                     frozenset(had_values), label_problem, tuple(constraints))
+    window = _window(current, reference, rules, label_classes, labels_due, had_values)
     checks = []
     for name, run in CHECKS.items():
         value, detail, applies = run(window)
@@ -624,7 +634,22 @@ def assess(current: pd.DataFrame, *, reference: pd.DataFrame | None, label: str 
     total = sum(c.weight for c in checks)
     score = sum(c.weight for c in checks if c.passed) / total if total else 1.0
     blocked = any(c.blocking and not c.passed for c in checks)
-    return QualityReport(tuple(checks), float(score), float(threshold), not blocked, source, len(current))
+    return QualityReport(tuple(checks), float(score), float(rules.threshold), not blocked, source, len(current))
+
+
+def _window(current: pd.DataFrame, reference: pd.DataFrame | None, rules: QualitySettings,
+            label_classes: Sequence[Any] | None, labels_due: Sequence[bool] | None, had_values: Collection[str]) -> _Window:
+    """What every check reads: the window, its features (less the label and ignored columns) and those the reference
+    shares (an empty reference is none)."""
+    label = rules.label
+    ignored = set(rules.ignore_columns) | ({label} if label else set())
+    features = tuple(c for c in current.columns if c not in ignored)
+    if reference is not None and len(reference) == 0:
+        reference = None
+    shared = tuple(c for c in features if reference is not None and c in reference.columns)
+    classes = frozenset(label_classes) if label_classes is not None else None
+    return _Window(current, reference, features, shared, label, frozenset(ignored), classes, labels_due,
+                   frozenset(had_values), rules.label_problem, tuple(rules.constraints))
 
 
 def columns_with_values(frame: pd.DataFrame) -> set[str]:

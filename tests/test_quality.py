@@ -11,7 +11,7 @@ import pytest
 
 from retrainlib.errors import DataContractError, DataQualityError
 from retrainlib import quality
-from retrainlib.quality import CHECKS, LIMITS, assess, check_hard_breaks
+from retrainlib.quality import CHECKS, LIMITS, QualitySettings, assess, check_hard_breaks
 
 
 def _window(seed: int = 0, n: int = 2000) -> pd.DataFrame:
@@ -135,6 +135,17 @@ def test_limits_can_be_loosened_and_an_unknown_check_lists_the_ones_that_exist()
         _assess(cur, _window(0), limits={"nulls": 0.1})
     assert set(LIMITS) == set(CHECKS)
 
+
+
+def test_the_rules_passed_whole_as_one_settings_object_judge_as_the_same_keywords_do_and_a_keyword_overrides_one():
+    cur = _window(1)
+    cur.loc[cur.index[:200], "age"] = 500.0
+    rules = QualitySettings(label="default", threshold=0.8, ignore_columns=("id",), limits={"out_of_range": 0.2})
+    whole = assess(cur, rules, reference=_window(0))
+    assert whole.to_dict() == _assess(cur, _window(0), limits={"out_of_range": 0.2}).to_dict()
+    assert _failed(whole) == [] and _failed(assess(cur, rules, reference=_window(0), limits=None)) == ["out_of_range"]
+    with pytest.raises(TypeError, match="nulls"):
+        assess(cur, rules, reference=_window(0), nulls=0.1)
 
 def test_the_report_is_json_and_a_table():
     cur = _window(1)
