@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from retrainlib import backtest
-from retrainlib.errors import ProfileError
+from retrainlib.errors import ProfileError, RetrainError
 from retrainlib.fitcache import fit_key
 from tests.conftest import make_home
 
@@ -26,6 +26,18 @@ def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(ProfileError, match=r"unknown backtest strategy 'nightly'; expected one of 'static', 'periodic'"):
         backtest.parse_strategies("static,nightly")
 
+
+
+def test_a_backtest_reads_its_settings_whole_and_a_keyword_overrides_one_field(tmp_path):
+    home = make_home(tmp_path / "home", weeks=12, **{"training.window_batches": 3})
+    with pytest.raises(RetrainError, match=r"^warmup=4 batches but 4 batch\(es\) to replay"):
+        backtest.run_backtest("params/demo.yaml", backtest.BacktestSettings(max_batches=4), home=home)
+    with pytest.raises(RetrainError, match=r"^warmup=5 batches but 4 batch\(es\) to replay"):
+        backtest.run_backtest("params/demo.yaml", backtest.BacktestSettings(max_batches=12, warmup=5), home=home,
+                              max_batches=4)
+    with pytest.raises(TypeError, match="max_batch"):
+        backtest.run_backtest("params/demo.yaml", home=home, max_batch=4)
+    assert not (home / "runs").exists()
 
 def test_fit_key_changes_with_rows_and_settings_but_not_with_settings_order():
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
