@@ -5,6 +5,7 @@ Touches no file."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -43,50 +44,79 @@ def fit_estimator(
     training rows is over-confident). Too few rows, a class too rare, an unsupported metric, or a
     score calibration cannot fix give an estimator with ``usable=False`` and the reason.
     """
+    _check_not_trained_on(calibration_batches, trained_batches)
+    rows = _labelled_rows(y_true, scores, features, base=dict(
+        problem_type=problem_type, metric=metric, method="dle" if problem_type == "regression" else "cbpe",
+        classes=list(classes) if classes is not None else None, calibration_batches=list(calibration_batches), seed=seed))
+    if len(rows.y) < min_rows:
+        return rows.refuse(f"{len(rows.y)} labelled calibration rows the model did not train on, need {min_rows}")
+    if problem_type == "regression":
+        return _fit_regression(rows, metric, seed)
+    return _fit_classification(rows, problem_type, metric, classes, seed)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The labelled calibration rows (unlabelled ones dropped) and the fields every estimator fitted on them records."""
+
+    y: np.ndarray
+    scores: np.ndarray
+    features: pd.DataFrame | None
+    base: dict
+
+    def refuse(self, reason: str) -> Estimator:
+        """An unusable estimator that says why."""
+        return Estimator(usable=False, reason=reason, checks={}, state={}, **self.base)
+
+
+def _check_not_trained_on(calibration_batches: Sequence[str], trained_batches: Sequence[str]) -> None:
+    """Raise :class:`EstimationError` when a calibration batch is among the model's training slices."""
     overlap = sorted(set(calibration_batches) & set(trained_batches))
     if overlap:
         raise EstimationError(
             f"calibration batches {', '.join(overlap)} are among the model's training slices; calibrate only on "
             "labelled batches the model did not train on (e.g. its validation holdout)"
         )
+
+
+def _labelled_rows(y_true, scores, features: pd.DataFrame | None, *, base: dict) -> _Rows:
+    """The rows whose label is known; ``base`` gains their count."""
     y = np.asarray(y_true)
     s = np.asarray(scores, dtype=float)
     keep = ~pd.isna(y)
     if features is not None:
         features = features.reset_index(drop=True)[keep]
     y, s = y[keep], s[keep]
-    method = "dle" if problem_type == "regression" else "cbpe"
-    base = dict(problem_type=problem_type, metric=metric, method=method,
-                classes=list(classes) if classes is not None else None,
-                calibration_rows=int(len(y)), calibration_batches=list(calibration_batches), seed=seed)
+    return _Rows(y=y, scores=s, features=features, base={**base, "calibration_rows": int(len(y))})
 
-    def refuse(reason: str, checks: dict | None = None) -> Estimator:
-        return Estimator(usable=False, reason=reason, checks=checks or {}, state={}, **base)
 
-    if len(y) < min_rows:
-        return refuse(f"{len(y)} labelled calibration rows the model did not train on, need {min_rows}")
-    if problem_type == "regression":
-        if metric not in _REGRESSION:
-            return refuse(f"metric {metric} cannot be estimated; direct loss estimation knows {', '.join(_REGRESSION)}")
-        if features is None:
-            raise EstimationError("direct loss estimation needs the calibration rows' features")
-        return _fit_dle(base, y.astype(float), s, features, seed)
+def _fit_regression(rows: _Rows, metric: str, seed: int) -> Estimator:
+    """Direct loss estimation, when the metric is one it knows and the rows' features are given."""
+    if metric not in _REGRESSION:
+        return rows.refuse(f"metric {metric} cannot be estimated; direct loss estimation knows {', '.join(_REGRESSION)}")
+    if rows.features is None:
+        raise EstimationError("direct loss estimation needs the calibration rows' features")
+    return _fit_dle(rows.base, rows.y.astype(float), rows.scores, rows.features, seed)
+
+
+def _fit_classification(rows: _Rows, problem_type: str, metric: str, classes: Sequence | None, seed: int) -> Estimator:
+    """CBPE, when every label is one of the model's classes, each class has enough rows, and the metric is known."""
     if classes is None:
         raise EstimationError("classification needs the model's class labels in its own order")
+    y = rows.y
     idx = {c: i for i, c in enumerate(classes)}
     unknown = sorted({str(v) for v in pd.unique(y) if v not in idx})
     if unknown:
-        return refuse(f"calibration labels {', '.join(unknown[:5])} are not among the model's classes {list(classes)} "
-                      f"(a class new since it trained; a model that learnt it can be estimated)")
+        return rows.refuse(f"calibration labels {', '.join(unknown[:5])} are not among the model's classes {list(classes)} "
+                           f"(a class new since it trained; a model that learnt it can be estimated)")
     yi = pd.Index(list(classes)).get_indexer(y)  # vectorised; the dict below is the rule where the two could differ
     if (yi < 0).any():
         yi = np.array([idx[v] for v in y])
     counts = np.bincount(yi, minlength=len(classes))
     if counts.min() < MIN_CLASS_ROWS:
         rare = classes[int(counts.argmin())]
-        return refuse(f"class {rare!r} has {int(counts.min())} calibration rows, need {MIN_CLASS_ROWS}")
+        return rows.refuse(f"class {rare!r} has {int(counts.min())} calibration rows, need {MIN_CLASS_ROWS}")
     if problem_type == "binary" and metric not in _BINARY_FAST or problem_type == "multiclass" and metric not in _MULTI_FAST:
         known = _BINARY_FAST if problem_type == "binary" else _MULTI_FAST
-        return refuse(f"metric {metric} cannot be estimated for {problem_type}; CBPE here knows {', '.join(known)}")
-    return _fit_cbpe(base, yi, s, seed)
-
+        return rows.refuse(f"metric {metric} cannot be estimated for {problem_type}; CBPE here knows {', '.join(known)}")
+    return _fit_cbpe(rows.base, yi, rows.scores, seed)
