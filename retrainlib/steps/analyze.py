@@ -101,6 +101,47 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
 
     if not windows.current:  # every batch is in the champion's data: a run between batches
         return _nothing_new(ctx, windows, champion)
+    w = _check_window(ctx, windows, visible, required)
+    report = compare_once(w.reference[required], w.current[required], settings=prof.drift,
+                          drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
+    target = drift.target_drift(w.reference[src.label], w.current[src.label]) if src.label in w.current else None
+    predictor = ChampionScores(ctx.registry, champion)  # loaded when a score is not cached
+    pred = _prediction_drift(predictor, w, prof.training.seed)
+    m = _measure(ctx, predictor, champion, meta, w)
+    fired = _fired(ctx, visible, meta, w, report, m)
+    decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
+                               quality_passed=w.passed, quality_reason=_with_note(w.why, w.kept))
+    decision = _noted(policy.apply(decision), w.kept)
+    _record_block(ctx, decision, w.kept.reports, w.windows)
+    result = _analysis(decision, w.quality, report, w.windows, m.performance(prof), m.evaluations, champion=champion,
+                       target=target, pred=pred, estimates=m.estimates, batch_quality=w.per_batch, holdout_check=w.holdout,
+                       reference=w.reference, current=w.current)
+    if decision.status != "blocked-by-quality":  # a shadow on trial: scored beside the champion (never on broken data)
+        result = replace(result, shadow=shadow_trial(ctx, w.windows, champion))
+    ctx.write(result)
+    return result
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """The current window loaded and checked (quarantined batches left out): what the rest of step 10 reads."""
+
+    windows: data.Windows  # after the quarantine
+    reference: pd.DataFrame
+    current: pd.DataFrame  # the kept rows of the current window
+    frames: dict[str, pd.DataFrame]  # every current batch as loaded, by path
+    per_batch: list  # each current batch's quality report
+    kept: Any  # checks.Quarantine
+    quality: Any  # quality.QualityReport of the window
+    holdout: dict[str, Any]  # checks.check_holdout
+    required: list[str]  # the champion's features
+    passed: bool  # checks.quality_verdict: whether the data may be trained and validated on
+    why: str
+
+
+def _check_window(ctx: StepContext, windows: data.Windows, visible: list, required: list[str]) -> _Checked:
+    """Load the reference and current windows, check each current batch, the window and the holdout."""
+    prof, src = ctx.profile, ctx.profile.data
     reference = load_checked(ctx, windows.reference, required, require_label=True)
     current_batches: dict[str, pd.DataFrame] = {}
     current = load_checked(ctx, windows.current, required, require_label=False, per_batch=current_batches)
@@ -119,53 +160,76 @@ def analyze_drift(ctx: StepContext, *, policy: RetrainPolicy = PROFILE_POLICY) -
                        label_classes=classes, labels_due=(current[src.time_column] <= labelled_end).to_numpy(),
                        label_problem=prof.training.problem_type, constraints=src.constraints)
     holdout = check_holdout(ctx, windows, current_batches, reference=reference, classes=classes, required=required)
-    quality_passed, quality_why = quality_verdict(q, kept, holdout)
-    report = compare_once(reference[required], current[required], settings=prof.drift,
-                          drift_threshold=prof.drift_threshold, importance=meta.get("importance"), seed=prof.training.seed)
-    target = drift.target_drift(reference[src.label], current[src.label]) if src.label in current else None
+    passed, why = quality_verdict(q, kept, holdout)
+    return _Checked(windows, reference, current, current_batches, per_batch, kept, q, holdout, required, passed, why)
 
-    predictor = ChampionScores(ctx.registry, champion)  # loaded when a score is not cached
-    rng = np.random.default_rng(prof.training.seed)
-    ref_s = reference.iloc[rng.permutation(len(reference))[:5000]]
-    cur_s = current.iloc[rng.permutation(len(current))[:5000]]
-    pred = drift.prediction_drift(predictor.scores(ref_s[required]), predictor.scores(cur_s[required]))
 
-    estimates = estimate_champion(ctx, predictor, champion, meta, windows, current_batches)
-    evaluations = evaluate_champion(ctx, predictor, champion, meta, windows, current_batches, estimates)
+def _prediction_drift(predictor: ChampionScores, w: _Checked, seed: int):
+    """The champion's scores on up to 5,000 reference rows against up to 5,000 current rows."""
+    rng = np.random.default_rng(seed)
+    ref_s = w.reference.iloc[rng.permutation(len(w.reference))[:5000]]
+    cur_s = w.current.iloc[rng.permutation(len(w.current))[:5000]]
+    return drift.prediction_drift(predictor.scores(ref_s[w.required]), predictor.scores(cur_s[w.required]))
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """The champion's metric on the current window: estimated without labels, and measured where labels arrived."""
+
+    champion: ChampionScores
+    estimates: list[dict]
+    evaluations: list[dict]  # this run's new scored rows
+    scored: list[dict]  # the champion's scored history, one row per batch
+    newest: str  # the newest labelled batch
+    value: float | None  # the champion's measured metric on it
+    source: str  # triggers.performance_source
+    info: Any  # automl.metric_info of the metric
+    history: list[float]  # what the step reports and the triggers read
+
+    @property
+    def newest_estimate(self) -> dict | None:
+        return self.estimates[-1] if self.estimates else None
+
+    def performance(self, prof: Profile) -> dict:
+        """The ``performance`` field of step 10's output."""
+        return {"metric": prof.training.eval_metric, "value": self.value, "batch": self.newest,
+                "threshold": prof.performance_threshold, "history": self.history, "source": self.source,
+                "measured_history": [{"batch": e["batch"], "batch_end": e["batch_end"], "value": e["value"]}
+                                     for e in self.scored],
+                "estimate": self.newest_estimate}
+
+
+def _measure(ctx: StepContext, predictor: ChampionScores, champion: str, meta: dict, w: _Checked) -> _Measured:
+    """Estimate and score the champion on the current window's batches; persist the rows."""
+    prof = ctx.profile
+    estimates = estimate_champion(ctx, predictor, champion, meta, w.windows, w.frames)
+    evaluations = evaluate_champion(ctx, predictor, champion, meta, w.windows, w.frames, estimates)
     info = automl.metric_info(prof.training.eval_metric, predictor.problem_type)
-    newest = windows.holdout[-1].path
+    newest = w.windows.holdout[-1].path
     scored = _dedup_by_batch(ctx.registry.evaluations(champion))  # the champion's history, one row per batch
-    perf_value = next((e["value"] for e in scored if e["batch"] == newest), None)
+    value = next((e["value"] for e in scored if e["batch"] == newest), None)
     source = prof.triggers.performance_source
-    newest_estimate = estimates[-1] if estimates else None
-    history = _trigger_history(scored, estimates, source)
+    return _Measured(predictor, estimates, evaluations, scored, newest, value, source, info,
+                     _trigger_history(scored, estimates, source))
 
-    days, since = _days_since_attempt(ctx, meta, windows)
-    fired = [
+
+def _fired(ctx: StepContext, visible: list, meta: dict, w: _Checked, report, m: _Measured) -> list:
+    """Every trigger measured: schedule, drift, performance, degradation and data quality."""
+    prof = ctx.profile
+    days, since = _days_since_attempt(ctx, meta, w.windows)
+    return [
         triggers.schedule_trigger(days, interval_days=prof.retraining_interval, since=since,
                                   slack_days=0.1 * _batch_spacing_days(visible)),
         triggers.drift_trigger(report.score, threshold=prof.drift_threshold,
                                joint_auc=report.multivariate.auc if report.multivariate else None,
                                joint_drifted=bool(report.multivariate and report.multivariate.drifted)),
-        _performance(perf_value, newest, newest_estimate, source, prof, info),
-        _degradation(scored, estimates, source, prof, info, frames=current_batches, champion=predictor, features=required),
-        triggers.quality_trigger(q.score, threshold=prof.data_quality_threshold, mode=prof.triggers.quality,
-                                 detail="; ".join(f"{c.name}: {c.detail}" for c in q.checks if not c.passed)),
+        _performance(m.value, m.newest, m.newest_estimate, m.source, prof, m.info),
+        _degradation(m.scored, m.estimates, m.source, prof, m.info, frames=w.frames, champion=m.champion,
+                     features=w.required),
+        triggers.quality_trigger(w.quality.score, threshold=prof.data_quality_threshold, mode=prof.triggers.quality,
+                                 detail="; ".join(f"{c.name}: {c.detail}" for c in w.quality.checks if not c.passed)),
     ]
-    decision = triggers.decide(fired, combine=combine, use=use, policy=prof.triggers.policy,
-                               quality_passed=quality_passed, quality_reason=_with_note(quality_why, kept))
-    decision = _noted(policy.apply(decision), kept)
-    _record_block(ctx, decision, kept.reports, windows)
-    performance = {"metric": prof.training.eval_metric, "value": perf_value, "batch": newest,
-                   "threshold": prof.performance_threshold, "history": history, "source": source,
-                   "measured_history": [{"batch": e["batch"], "batch_end": e["batch_end"], "value": e["value"]} for e in scored],
-                   "estimate": newest_estimate}
-    result = _analysis(decision, q, report, windows, performance, evaluations, champion=champion, target=target, pred=pred,
-                       estimates=estimates, batch_quality=per_batch, holdout_check=holdout, reference=reference, current=current)
-    if decision.status != "blocked-by-quality":  # a shadow on trial: scored beside the champion (never on broken data)
-        result = replace(result, shadow=shadow_trial(ctx, windows, champion))
-    ctx.write(result)
-    return result
+
 
 def _bootstrap(ctx: StepContext, windows: data.Windows, required: list[str], combine: str, use) -> Analysis:
     """Step 10 on an empty registry: the data a first champion would train on, checked batch by batch (the

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -33,7 +35,6 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
     ``unreliable: label shift …`` (the triggers then fall back to measured performance) — until the labels of a
     later batch agree with the estimator recalibrated after the shift.
     """
-    metric = ctx.profile.training.eval_metric
     trained = {s["path"] for s in meta["slices"]}
     todo = [b for b in windows.current if b.path not in trained]
     if not todo:
@@ -42,55 +43,19 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
     estimator = ctx.registry.estimator(champion)
     labelled_end = windows.holdout[-1].end if windows.holdout else None
     calibration = [b for b in todo if labelled_end is not None and b.end <= labelled_end]  # every labelled row it did not train on
-    record = estimate.track_record(ctx.registry.evaluations(), metric=metric, labelled_end=labelled_end)
-
-    def row(b, est, unreliable: str = "") -> dict:
-        frame = frames[b.path][meta["features"]]
-        if est is None:
-            e = estimate.unavailable(metric, f"champion {champion} has no estimator (registered before label-free "
-                                             "estimation, or without labelled holdout rows)", batch=b.path, n_rows=len(frame))
-        else:
-            e = estimate.widen(est.estimate(predictor.scores(frame), frame, batch=b.path), record)
-        return {"version": champion, "run_id": ctx.run_id, "batch_end": b.end,
-                "revision": est.revision if est is not None else 0, **e.to_dict(),
-                "unreliable": unreliable if e.value is not None else ""}
-
-    def check(b, est) -> dict | None:  # the batch's labels against what ``est`` expected on it
-        if est is None or not est.usable or ctx.profile.data.label not in frames[b.path]:
-            return None
-        f = frames[b.path]
-        f = f[f[ctx.profile.data.label].notna()]
-        return plain(estimate.label_check(est, predictor.scores(f[meta["features"]]), f[ctx.profile.data.label].to_numpy(),
-                                          f[meta["features"]], batch=b.path)) if len(f) else None
-
+    c = _Champion(ctx, predictor, champion, meta, frames, estimate.track_record(
+        ctx.registry.evaluations(), metric=ctx.profile.training.eval_metric, labelled_end=labelled_end))
     known = set(estimator.calibration_batches) if estimator is not None else set()
-    arrived = {b.path: check(b, estimator) for b in calibration if b.path not in known}  # labels new since its calibration
-    # the newest labels checked against an estimator that had not seen them (this run's, else the record's): a shift
-    # there leaves the estimates unreliable until later labels agree with a recalibration made after it
-    checks = [r for r in ctx.registry.evaluations(champion) if r.get("label_shift")] + [
-        {"batch_end": b.end, "label_shift": arrived[b.path]} for b in calibration if arrived.get(b.path)]
-    newest_check = max(checks, key=lambda r: str(r.get("batch_end")))["label_shift"] if checks else None
-    unreliable = estimate.unreliable_reason(newest_check)
+    arrived = {b.path: _label_check(c, b, estimator) for b in calibration if b.path not in known}  # labels new since its calibration
+    unreliable = _unreliable(c, calibration, arrived)
     seen = {e["batch"] for e in logged}
-    first = [row(b, estimator, unreliable) for b in todo if b.path not in seen]
+    first = [_estimate_row(c, b, estimator, unreliable) for b in todo if b.path not in seen]
     ctx.registry.record_estimates(first)
-    if calibration and not {b.path for b in calibration} <= set(estimator.calibration_batches if estimator else ()):
-        src = ctx.profile.data
-        rows = pd.concat([frames[b.path] for b in calibration])
-        rows = rows[rows[src.label].notna()] if src.label in rows else rows.iloc[:0]
-        revised = estimate.fit_estimator(
-            problem_type=predictor.problem_type, metric=metric, y_true=rows[src.label].to_numpy() if len(rows) else [],
-            scores=predictor.scores(rows[meta["features"]]) if len(rows) else [], features=rows[meta["features"]],
-            classes=predictor.class_labels if predictor.problem_type != "regression" else None,
-            calibration_batches=[b.path for b in calibration], trained_batches=sorted(trained), seed=ctx.profile.training.seed)
-        if revised.usable:  # else the estimator as it stands keeps estimating
-            revised.revision = (estimator.revision if estimator is not None else 0) + 1
-            revised.checks = {**revised.checks, "recalibrated_by": ctx.run_id}
-            ctx.registry.record_estimator(champion, revised, run_id=ctx.run_id)
-            estimator = revised
+    if calibration and not {b.path for b in calibration} <= known:
+        estimator = _recalibrate(c, estimator, calibration, trained)
     revision = estimator.revision if estimator is not None else 0
     current = {e["batch"]: e for e in [*logged, *first] if e.get("revision", 0) == revision}
-    again = [row(b, estimator, unreliable) for b in todo if b.path not in current]
+    again = [_estimate_row(c, b, estimator, unreliable) for b in todo if b.path not in current]
     ctx.registry.record_estimates(again)
     current.update({e["batch"]: e for e in again})
     out = []
@@ -100,6 +65,81 @@ def estimate_champion(ctx: StepContext, predictor, champion: str, meta: dict, wi
             r["label_check"] = arrived[b.path]
         out.append(r)
     return out
+
+
+@dataclass(frozen=True)
+class _Champion:
+    """The serving champion, the batches it is estimated on and its estimator's track record: what each step reads."""
+
+    ctx: StepContext
+    predictor: Any
+    version: str
+    meta: dict
+    frames: dict[str, pd.DataFrame]
+    record: Any  # estimate.track_record: the judged estimates that set the bands
+
+    @property
+    def features(self) -> list[str]:
+        return self.meta["features"]
+
+
+def _estimate_row(c: _Champion, b, est, unreliable: str = "") -> dict:
+    """The row of batch ``b`` estimated by ``est`` with its labels hidden (a row saying why when there is no estimator)."""
+    metric = c.ctx.profile.training.eval_metric
+    frame = c.frames[b.path][c.features]
+    if est is None:
+        e = estimate.unavailable(metric, f"champion {c.version} has no estimator (registered before label-free "
+                                         "estimation, or without labelled holdout rows)", batch=b.path, n_rows=len(frame))
+    else:
+        e = estimate.widen(est.estimate(c.predictor.scores(frame), frame, batch=b.path), c.record)
+    return {"version": c.version, "run_id": c.ctx.run_id, "batch_end": b.end,
+            "revision": est.revision if est is not None else 0, **e.to_dict(),
+            "unreliable": unreliable if e.value is not None else ""}
+
+
+def _label_check(c: _Champion, b, est) -> dict | None:
+    """The batch's labels against what ``est`` expected on it (``None`` without labels or a usable estimator)."""
+    label = c.ctx.profile.data.label
+    if est is None or not est.usable or label not in c.frames[b.path]:
+        return None
+    f = c.frames[b.path]
+    f = f[f[label].notna()]
+    return plain(estimate.label_check(est, c.predictor.scores(f[c.features]), f[label].to_numpy(),
+                                      f[c.features], batch=b.path)) if len(f) else None
+
+
+def _unreliable(c: _Champion, calibration: list, arrived: dict) -> str:
+    """Why the estimates are unreliable ("" when they are not).
+
+    The newest labels checked against an estimator that had not seen them (this run's, else the record's): a shift
+    there leaves the estimates unreliable until later labels agree with a recalibration made after it.
+    """
+    checks = [r for r in c.ctx.registry.evaluations(c.version) if r.get("label_shift")] + [
+        {"batch_end": b.end, "label_shift": arrived[b.path]} for b in calibration if arrived.get(b.path)]
+    newest_check = max(checks, key=lambda r: str(r.get("batch_end")))["label_shift"] if checks else None
+    return estimate.unreliable_reason(newest_check)
+
+
+def _recalibrate(c: _Champion, estimator, calibration: list, trained: set[str]):
+    """Refit the estimator on the labelled rows of ``calibration``; a usable revision is recorded and returned.
+
+    Else the estimator as it stands is returned and keeps estimating.
+    """
+    src, predictor = c.ctx.profile.data, c.predictor
+    rows = pd.concat([c.frames[b.path] for b in calibration])
+    rows = rows[rows[src.label].notna()] if src.label in rows else rows.iloc[:0]
+    revised = estimate.fit_estimator(
+        problem_type=predictor.problem_type, metric=c.ctx.profile.training.eval_metric,
+        y_true=rows[src.label].to_numpy() if len(rows) else [],
+        scores=predictor.scores(rows[c.features]) if len(rows) else [], features=rows[c.features],
+        classes=predictor.class_labels if predictor.problem_type != "regression" else None,
+        calibration_batches=[b.path for b in calibration], trained_batches=sorted(trained), seed=c.ctx.profile.training.seed)
+    if not revised.usable:
+        return estimator
+    revised.revision = (estimator.revision if estimator is not None else 0) + 1
+    revised.checks = {**revised.checks, "recalibrated_by": c.ctx.run_id}
+    c.ctx.registry.record_estimator(c.version, revised, run_id=c.ctx.run_id)
+    return revised
 
 
 def evaluate_champion(ctx: StepContext, predictor, champion: str, meta: dict, windows: data.Windows,
