@@ -132,13 +132,27 @@ def _batch_files(folder: Path) -> tuple[list[Path], str]:
     return batches, f"*{suffix}"
 
 
-def _time_column(folder: Path, files: list[Path], first: pd.DataFrame, columns: list[str], label: str,
-                 named: str | None) -> tuple[str, str]:
-    if named is not None:
-        missing = [p.name for p in files if named not in data.column_names(p)]
+@dataclass(frozen=True)
+class _Batches:
+    """The batch folder: its batch files (sorted by name) and each file's column names."""
+
+    folder: Path
+    files: list[Path]
+    pattern: str
+    names: dict[Path, list[str]]
+
+    def require(self, column: str, what: str, fix: str) -> None:
+        """Refuse the folder when a batch lacks ``column`` (``what`` names it, ``fix`` says what to do)."""
+        missing = [p.name for p in self.files if column not in self.names[p]]
         if missing:
-            raise _refuse(folder, f"time column {named!r} (--time-column) is missing from {len(missing)} batch(es), "
-                                  f"first {missing[0]}; name a column every batch has")
+            raise _refuse(self.folder, f"{what} is missing from {len(missing)} batch(es), first {missing[0]}{fix}")
+
+
+def _time_column(b: _Batches, first: pd.DataFrame, label: str, named: str | None) -> tuple[str, str]:
+    """The time column (``named``, or found among the ``first`` batch's date columns) and how it was chosen."""
+    folder, files, columns = b.folder, b.files, list(first.columns)
+    if named is not None:
+        b.require(named, f"time column {named!r} (--time-column)", "; name a column every batch has")
         if _as_times(first[named]) is None:
             raise _refuse(folder, f"time column {named!r} (--time-column) holds values that are not timestamps in "
                                   f"{files[0].name}; name a date or timestamp column")
@@ -211,51 +225,16 @@ def infer_profile(folder: str | Path, *, label: str, name: str | None = None, ti
                            + ", ".join(repr(k) for k in GUIDE))
     files, pattern = _batch_files(folder)
     names = {p: data.column_names(p) for p in files}
-    missing = [p.name for p in files if label not in names[p]]
-    if missing:
-        raise _refuse(folder, f"label {label!r} is missing from {len(missing)} batch(es), first {missing[0]} "
-                              f"(columns there: {', '.join(names[files[0]][:12])}); name the target column with --label")
+    b = _Batches(folder, files, pattern, names)
+    b.require(label, f"label {label!r}", f" (columns there: {', '.join(names[files[0]][:12])}); "
+                                         "name the target column with --label")
     first = data.read_frame(files[0], what="batch file")
-    columns = list(first.columns)
-    time_col, time_found = _time_column(folder, files, first, columns, label, time_column)
-    missing = [p.name for p in files if time_col not in names[p]]
-    if missing:
-        raise _refuse(folder, f"time column {time_col!r} is missing from {len(missing)} batch(es), first {missing[0]}; "
-                              "every batch needs it (or name another with --time-column)")
-    labels, ends, rows = [], [], []
-    for p in files:
-        part = data.read_frame(p, [label, time_col], what="batch file")
-        labels.append(part[label])
-        times = pd.to_datetime(part[time_col], format="mixed") if not pd.api.types.is_datetime64_any_dtype(part[time_col]) \
-            else part[time_col]
-        ends.append(times.max())
-        rows.append(len(part))
-    every_label = pd.concat(labels, ignore_index=True)
-    values = every_label.dropna().unique()
-    if len(values) < 2:
-        shown = repr(values[0].item() if hasattr(values[0], "item") else values[0]) if len(values) else "none (all missing)"
-        raise _refuse(folder, f"label {label!r} has one value in every batch ({shown}); nothing can be learned from it — "
-                              "name the target column with --label")
+    time_col, time_found = _time_column(b, first, label, time_column)
+    b.require(time_col, f"time column {time_col!r}", "; every batch needs it (or name another with --time-column)")
+    every_label, spacing, per_batch = _labels_and_spacing(b, label, time_col)
     problem, classes = _problem_type(every_label)
-    gaps = np.diff(pd.to_datetime(pd.Series(ends)).to_numpy()).astype("timedelta64[s]").astype(float) / 86400
-    spacing = round(float(np.median(gaps)), 2) if len(gaps) else 0.0
-    if spacing <= 0:
-        raise _refuse(folder, f"batches sorted by name do not follow each other in time on {time_col!r} "
-                              "(their newest rows are not later one after another); name files so they sort by period")
-    last = data.read_frame(files[-1], what="batch file")
-    maybe = [c for c in columns if c not in (label, time_col) and _unique_in_batch(first, c)]
-    if maybe:  # read only those columns of every batch
-        every = pd.concat([data.read_frame(p, [c for c in maybe if c in names[p]], what="batch file") for p in files],
-                          ignore_index=True)
-        ids = [c for c in maybe if every[c].notna().all() and _id_like(every[c], c)]
-    else:
-        ids = []
-    constant = [c for c in columns if c not in (label, time_col) and first[c].nunique(dropna=False) <= 1
-                and (c not in last or last[c].nunique(dropna=False) <= 1)]
-    per_batch = int(np.median(rows))
+    ids, constant = _ignorable(b, first, label, time_col)
     guide = GUIDE[system_type]
-    interval = _interval(guide.interval_days, spacing)
-    window = _window(len(files), spacing, per_batch)
     try:
         shown = str(folder.relative_to(paths.home))
     except ValueError:
@@ -266,8 +245,52 @@ def infer_profile(folder: str | Path, *, label: str, name: str | None = None, ti
         name=chosen, batches=shown, pattern=pattern, files=len(files), label=label, time_column=time_col,
         time_found=time_found, spacing_days=spacing, rows_per_batch=per_batch, problem_type=problem, classes=classes,
         key=ids[0] if ids else None, ignore=tuple(dict.fromkeys(ids + constant)), constant=tuple(constant),
-        system_type=system_type, interval_days=interval, window_batches=window,
+        system_type=system_type, interval_days=_interval(guide.interval_days, spacing),
+        window_batches=_window(len(files), spacing, per_batch),
     )
+
+
+def _labels_and_spacing(b: _Batches, label: str, time_col: str) -> tuple[pd.Series, float, int]:
+    """Every batch's labels, the median days between the batches' newest rows and the median rows per batch.
+
+    Refuses a label with one value, and batches whose names do not sort them in time.
+    """
+    labels, ends, rows = [], [], []
+    for p in b.files:
+        part = data.read_frame(p, [label, time_col], what="batch file")
+        labels.append(part[label])
+        times = pd.to_datetime(part[time_col], format="mixed") if not pd.api.types.is_datetime64_any_dtype(part[time_col]) \
+            else part[time_col]
+        ends.append(times.max())
+        rows.append(len(part))
+    every_label = pd.concat(labels, ignore_index=True)
+    values = every_label.dropna().unique()
+    if len(values) < 2:
+        shown = repr(values[0].item() if hasattr(values[0], "item") else values[0]) if len(values) else "none (all missing)"
+        raise _refuse(b.folder, f"label {label!r} has one value in every batch ({shown}); nothing can be learned from it — "
+                                "name the target column with --label")
+    gaps = np.diff(pd.to_datetime(pd.Series(ends)).to_numpy()).astype("timedelta64[s]").astype(float) / 86400
+    spacing = round(float(np.median(gaps)), 2) if len(gaps) else 0.0
+    if spacing <= 0:
+        raise _refuse(b.folder, f"batches sorted by name do not follow each other in time on {time_col!r} "
+                                "(their newest rows are not later one after another); name files so they sort by period")
+    return every_label, spacing, int(np.median(rows))
+
+
+def _ignorable(b: _Batches, first: pd.DataFrame, label: str, time_col: str) -> tuple[list[str], list[str]]:
+    """The id-like columns (no value twice across every batch) and the constant ones (in the first and last batch)."""
+    columns = list(first.columns)
+    last = data.read_frame(b.files[-1], what="batch file")
+    maybe = [c for c in columns if c not in (label, time_col) and _unique_in_batch(first, c)]
+    if maybe:  # read only those columns of every batch
+        every = pd.concat([data.read_frame(p, [c for c in maybe if c in b.names[p]], what="batch file") for p in b.files],
+                          ignore_index=True)
+        ids = [c for c in maybe if every[c].notna().all() and _id_like(every[c], c)]
+    else:
+        ids = []
+    constant = [c for c in columns if c not in (label, time_col) and first[c].nunique(dropna=False) <= 1
+                and (c not in last or last[c].nunique(dropna=False) <= 1)]
+    return ids, constant
 
 
 def _interval(guide_days: float, spacing: float) -> float:
@@ -295,74 +318,94 @@ def _q(value: Any) -> str:
 
 def render_profile(plan: InitPlan) -> str:
     """The profile as YAML text, every key with a one-line comment saying where its value came from."""
-    g = GUIDE[plan.system_type]
-    metric, metrics = METRICS[plan.problem_type]
-    lines: list[tuple[str, str]] = []
-
-    def put(text: str, why: str) -> None:
-        lines.append((text, why))
-
-    put(f"name: {_q(plan.name)}", "the profile's name (params/<name>.yaml)")
-    put(f"description: {_q(f'written by retrain init from {plan.batches}')}", "free text")
-    put(f"model_name: {_q(plan.name)}", "the registry folder under models/")
-    put("", "")
-    put(f"performance_threshold: {g.performance:g}", f"the guide's {plan.system_type} row, in {metric}'s units; "
-        "`retrain tune` picks one from your history")
-    put(f"drift_threshold: {g.drift:g}", f"the guide's {plan.system_type} row: share of features allowed to drift")
-    put("data_quality_threshold: 0.8", "the guide: below this quality score retraining is blocked")
-    put(f"retraining_interval: {plan.interval_days:g}", f"days: the guide's {g.interval_days:g} rounded up to whole "
-        f"batches of {plan.spacing_days:g} days, at least two (else hybrid retrains every batch)")
-    put(f"max_retraining_time: {g.max_time:g}", f"seconds: the guide's {plan.system_type} row")
-    put(f"improvement_threshold: {g.improvement:g}", f"the guide's {plan.system_type} row: a challenger's gain to be promoted")
-    put("stability_threshold: 0.95", "the guide: at most 5 points more predictions flip under 1% noise")
-    put("cpu_threshold: 0.9", "the guide: share of CPU a fit may hold")
-    put("memory_threshold: 0.9", "the guide: share of memory a fit may hold")
-    put("disk_threshold: 0.9", "the guide: share of the disk that may be full")
-    put("max_versions: 10", "the guide: versions kept in the registry")
-    put("backup_retention_days: 30", "the guide: days a former champion is kept")
-    put("guide:", "the guide row this profile follows")
-    put(f"  row: {plan.system_type}", "--system-type")
-    put("", "")
-    put("data:", "the batch folder retrain init read")
-    put(f"  batches: {_q(plan.batches)}", f"{plan.files} batch files, one per period ({plan.spacing_days:g} days apart)")
-    put(f"  pattern: {_q(plan.pattern)}", "the one file format found there")
-    put(f"  label: {_q(plan.label)}", "--label")
-    put(f"  time_column: {_q(plan.time_column)}", plan.time_found)
-    put(f"  key: {_q(plan.key)}" if plan.key else "  key: null", "a column unique on every row (an id)" if plan.key
-        else "no column is unique on every row")
-    ignored = ", ".join(_q(c) for c in plan.ignore)
-    put(f"  ignore_columns: [{ignored}]", "id-like columns (unique per row) and constant ones; never features"
-        if plan.ignore else "no id-like or constant column found")
-    put("", "")
-    put("training:", f"{plan.rows_per_batch} rows per batch (median)")
-    put("  strategy: sliding_window", "train on the newest batches; `retrain tune` also tries full and incremental")
-    put(f"  window_batches: {plan.window_batches}", "a year of batches (at least 3), at most a third of the history")
-    put(f"  holdout_batches: {plan.holdout_batches}", "the newest labelled batch: validation only, nobody trains on it")
-    put(f"  eval_metric: {metric}", f"{plan.problem_type} label" + (f" with {plan.classes} classes" if plan.classes else ""))
-    put(f"  problem_type: {plan.problem_type}", f"from the label's values ({plan.label})")
-    put("  presets: medium_quality", "AutoGluon's presets")
-    put("  hyperparameters:", "bounded by configuration: reproducible, so a backtest shares identical fits")
-    put("    GBM:", "LightGBM only")
-    put("      - {num_boost_round: 200, learning_rate: 0.05}", "a fit of seconds on most batches")
-    put("  num_cpus: 1", "threads for AutoGluon and OMP")
-    put("", "")
-    put("validation:", "the gates a challenger passes")
-    put(f"  metrics: [{', '.join(metrics)}]", f"{metric} first: the improvement gate's metric")
-    put("  require_significance: false", "no bootstrap significance test on the gain")
-    put("  bootstrap_samples: 300", "paired bootstrap draws for the gain's interval")
-    put("", "")
-    put("triggers:", "when to retrain")
-    put("  policy: hybrid", "schedule, drift, performance and degradation, any of them; `retrain tune` picks one")
-    put("  min_history: 5", "evaluations the degradation detector needs before it may fire")
-    put("", "")
-    put("schedule:", "how often `retrain schedule` runs the playbook")
-    put(f"  every_minutes: {max(60, round(plan.spacing_days * 1440))}", "once per batch period")
+    blank = ("", "")
+    lines = [*_top_keys(plan), blank, *_data_keys(plan), blank, *_training_keys(plan), blank, *_gate_keys(plan)]
     width = max(len(t) for t, _ in lines) + 2
     body = [f"{t.ljust(width)}# {w}" if t else "" for t, w in lines]
     head = [f"# Written by `retrain init --data {plan.batches} --label {plan.label}`: every value below was inferred from",
             "# the batch folder or taken from the practitioner's guide; the comment says which. Edit freely;",
             f"# `retrain backtest --profile params/{plan.name}.yaml` replays it, `retrain tune` chooses the policy.", ""]
     return "\n".join(head + body) + "\n"
+
+
+def _top_keys(plan: InitPlan) -> list[tuple[str, str]]:
+    """(key line, comment) pairs of the profile's top-level keys: its name and the guide's thresholds."""
+    g = GUIDE[plan.system_type]
+    metric = METRICS[plan.problem_type][0]
+    return [
+        (f"name: {_q(plan.name)}", "the profile's name (params/<name>.yaml)"),
+        (f"description: {_q(f'written by retrain init from {plan.batches}')}", "free text"),
+        (f"model_name: {_q(plan.name)}", "the registry folder under models/"),
+        ("", ""),
+        (f"performance_threshold: {g.performance:g}", f"the guide's {plan.system_type} row, in {metric}'s units; "
+            "`retrain tune` picks one from your history"),
+        (f"drift_threshold: {g.drift:g}", f"the guide's {plan.system_type} row: share of features allowed to drift"),
+        ("data_quality_threshold: 0.8", "the guide: below this quality score retraining is blocked"),
+        (f"retraining_interval: {plan.interval_days:g}", f"days: the guide's {g.interval_days:g} rounded up to whole "
+            f"batches of {plan.spacing_days:g} days, at least two (else hybrid retrains every batch)"),
+        (f"max_retraining_time: {g.max_time:g}", f"seconds: the guide's {plan.system_type} row"),
+        (f"improvement_threshold: {g.improvement:g}", f"the guide's {plan.system_type} row: a challenger's gain to be promoted"),
+        ("stability_threshold: 0.95", "the guide: at most 5 points more predictions flip under 1% noise"),
+        ("cpu_threshold: 0.9", "the guide: share of CPU a fit may hold"),
+        ("memory_threshold: 0.9", "the guide: share of memory a fit may hold"),
+        ("disk_threshold: 0.9", "the guide: share of the disk that may be full"),
+        ("max_versions: 10", "the guide: versions kept in the registry"),
+        ("backup_retention_days: 30", "the guide: days a former champion is kept"),
+        ("guide:", "the guide row this profile follows"),
+        (f"  row: {plan.system_type}", "--system-type"),
+    ]
+
+
+def _data_keys(plan: InitPlan) -> list[tuple[str, str]]:
+    """The ``data:`` section: the batch folder and what was found in it."""
+    ignored = ", ".join(_q(c) for c in plan.ignore)
+    return [
+        ("data:", "the batch folder retrain init read"),
+        (f"  batches: {_q(plan.batches)}", f"{plan.files} batch files, one per period ({plan.spacing_days:g} days apart)"),
+        (f"  pattern: {_q(plan.pattern)}", "the one file format found there"),
+        (f"  label: {_q(plan.label)}", "--label"),
+        (f"  time_column: {_q(plan.time_column)}", plan.time_found),
+        (f"  key: {_q(plan.key)}" if plan.key else "  key: null", "a column unique on every row (an id)" if plan.key
+            else "no column is unique on every row"),
+        (f"  ignore_columns: [{ignored}]", "id-like columns (unique per row) and constant ones; never features"
+            if plan.ignore else "no id-like or constant column found"),
+    ]
+
+
+def _training_keys(plan: InitPlan) -> list[tuple[str, str]]:
+    """The ``training:`` section: the window, the metric from the label, a bounded AutoGluon configuration."""
+    metric = METRICS[plan.problem_type][0]
+    return [
+        ("training:", f"{plan.rows_per_batch} rows per batch (median)"),
+        ("  strategy: sliding_window", "train on the newest batches; `retrain tune` also tries full and incremental"),
+        (f"  window_batches: {plan.window_batches}", "a year of batches (at least 3), at most a third of the history"),
+        (f"  holdout_batches: {plan.holdout_batches}", "the newest labelled batch: validation only, nobody trains on it"),
+        (f"  eval_metric: {metric}", f"{plan.problem_type} label" + (f" with {plan.classes} classes" if plan.classes else "")),
+        (f"  problem_type: {plan.problem_type}", f"from the label's values ({plan.label})"),
+        ("  presets: medium_quality", "AutoGluon's presets"),
+        ("  hyperparameters:", "bounded by configuration: reproducible, so a backtest shares identical fits"),
+        ("    GBM:", "LightGBM only"),
+        ("      - {num_boost_round: 200, learning_rate: 0.05}", "a fit of seconds on most batches"),
+        ("  num_cpus: 1", "threads for AutoGluon and OMP"),
+    ]
+
+
+def _gate_keys(plan: InitPlan) -> list[tuple[str, str]]:
+    """The ``validation:``, ``triggers:`` and ``schedule:`` sections."""
+    metric, metrics = METRICS[plan.problem_type]
+    return [
+        ("validation:", "the gates a challenger passes"),
+        (f"  metrics: [{', '.join(metrics)}]", f"{metric} first: the improvement gate's metric"),
+        ("  require_significance: false", "no bootstrap significance test on the gain"),
+        ("  bootstrap_samples: 300", "paired bootstrap draws for the gain's interval"),
+        ("", ""),
+        ("triggers:", "when to retrain"),
+        ("  policy: hybrid", "schedule, drift, performance and degradation, any of them; `retrain tune` picks one"),
+        ("  min_history: 5", "evaluations the degradation detector needs before it may fire"),
+        ("", ""),
+        ("schedule:", "how often `retrain schedule` runs the playbook"),
+        (f"  every_minutes: {max(60, round(plan.spacing_days * 1440))}", "once per batch period"),
+    ]
 
 
 def write_profile(plan: InitPlan, *, home: str | Path | None = None, force: bool = False) -> Path:

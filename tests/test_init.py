@@ -63,8 +63,9 @@ def test_init_writes_a_commented_profile_that_loads_and_says_what_it_inferred(fo
     assert "application_date (the only date column)" in out
 
 
-def test_init_finds_a_text_date_column_in_csv_batches_and_names_a_regression_metric(tmp_path, capsys):
-    home, data = tmp_path / "home", tmp_path / "home" / "data" / "sales"
+def sales_folder(tmp_path: Path) -> Path:
+    """Four monthly CSV batches in a project home: a text date, a row counter, a constant, a country, a population."""
+    data = tmp_path / "home" / "data" / "sales"
     data.mkdir(parents=True)
     for i in range(4):
         n = 30
@@ -73,6 +74,11 @@ def test_init_finds_a_text_date_column_in_csv_batches_and_names_a_regression_met
                       "rid": range(i * n, (i + 1) * n), "country": [f"c{j}" for j in range(n)],
                       "pop": [(j + 1) * 7_919_993 + i for j in range(n)],
                       "sold": [float(j % 7) + 0.5 * j for j in range(n)]}).to_csv(data / f"2024-0{i + 1}.csv", index=False)
+    return data
+
+
+def test_init_finds_a_text_date_column_in_csv_batches_and_names_a_regression_metric(tmp_path, capsys):
+    home, data = tmp_path / "home", sales_folder(tmp_path)
     assert init(home, data, label="sold") == 0
     prof = load_profile(home / "params" / "sales.yaml")
     assert prof.data.pattern == "*.csv" and prof.data.time_column == "day"
@@ -168,3 +174,22 @@ def test_a_folder_outside_the_project_home_is_refused_with_the_link_to_make(fold
     (home / "data" / "linked").symlink_to(outside)  # linked into the home: the profile names the link
     assert init(home, home / "data" / "linked", "--name", "linked") == 0
     assert load_profile(home / "params" / "linked.yaml").data.batches == "data/linked"
+
+
+def test_the_plan_and_the_profile_text_are_still_the_ones_init_wrote_before_its_functions_were_split(folder, tmp_path):
+    import hashlib
+
+    from retrainlib.profile_init import infer_profile, render_profile
+
+    expected = {  # printed by infer_profile / render_profile before they were split into named steps (issue 27)
+        "loans": "eab476b0303568bdd68d32e6b1f18d27563322ddddc963024e71b1df8b3f2277",
+        "sales": "3770965b2047831edc11608b3c4734f835d145ab83d02123eebb841ad7930494",
+        "loans-critical": "ec0a888c311e796ecdc5937b5c6b2938362258fab3f1c244cc5367f574b9d276",
+    }
+    sales = sales_folder(tmp_path / "s")
+    plans = {"loans": infer_profile(folder, label="default", home=home_of(folder)),
+             "sales": infer_profile(sales, label="sold", home=sales.parents[1]),
+             "loans-critical": infer_profile(folder, label="region", name="crit", time_column="application_date",
+                                             system_type="critical", home=home_of(folder))}
+    got = {k: hashlib.sha256((repr(plan) + render_profile(plan)).encode()).hexdigest() for k, plan in plans.items()}
+    assert got == expected
