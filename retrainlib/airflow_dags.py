@@ -147,21 +147,32 @@ def call_retrain(retrain: str, *args: str, home: Path) -> tuple[int, list[str]]:
 
 
 def last_json(lines: list[str]) -> dict[str, Any]:
-    """The last line that is a JSON object (what ``retrain … --json`` prints last)."""
-    for line in reversed(lines):
-        if line.startswith("{"):
+    """The last JSON object ``retrain … --json`` printed: on one line, or indented over the lines that follow its ``{``.
+
+    >>> last_json(["log line", "{", '  "run": "r1",', '  "error": null', "}"])
+    {'run': 'r1', 'error': None}
+    """
+    decoder = json.JSONDecoder()
+    for i in reversed(range(len(lines))):
+        if lines[i].startswith("{"):
             try:
-                return json.loads(line)
+                value, _ = decoder.raw_decode("\n".join(lines[i:]))
             except ValueError:
                 continue
+            if isinstance(value, dict):
+                return value
     return {}
 
 
-def manifest_error(run_dir: str | Path) -> str:
-    """``run <id> failed at <step>: <message>`` from the run folder's manifest."""
-    m = json.loads((Path(run_dir) / "manifest.json").read_text())
-    err = m.get("error") or {}
-    return f"run {m['run_id']} {m['status']} (outcome {m.get('outcome')}) at {err.get('step')}: {err.get('message')}"
+def run_error(summary: dict[str, Any]) -> str:
+    """``run <id> failed (outcome …) at <step>: <message>`` from the summary ``retrain run --finish --json`` printed.
+
+    >>> run_error({"run": "r1", "status": "failed", "outcome": "failed", "error": {"step": "20-retrain-model", "message": "boom"}})
+    'run r1 failed (outcome failed) at 20-retrain-model: boom'
+    """
+    err = summary.get("error") or {}
+    return (f"run {summary.get('run')} {summary.get('status')} (outcome {summary.get('outcome')}) at {err.get('step')}: "
+            f"{err.get('message')}")
 
 
 CHECKOUT = Path(__file__).resolve().parents[1]  # the checkout this file (and dags/retrain.py) lives in
@@ -193,8 +204,7 @@ def retrain_problem(retrain: str) -> str | None:
 
 def profile_dag(profile_path: Path, profile: dict[str, Any], *, home: Path, retrain: str):
     """The DAG of one profile (see the module docstring)."""
-    from airflow.sdk import DAG, Param, PokeReturnValue, get_current_context, task
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.sdk import DAG, Param
 
     poke = float(os.environ.get("RETRAIN_LEASE_POKE", 60))
     with DAG(
@@ -209,66 +219,89 @@ def profile_dag(profile_path: Path, profile: dict[str, Any], *, home: Path, retr
         tags=["retrain", f"model:{profile.get('model_name', '?')}"],
         doc_md=f"Retraining playbook of `{profile_path}`: lease the model, the four notebooks, finish.",
     ) as dag:
-
-        # retries: Airflow 3.2-3.3 can fail a reschedule-mode sensor when the executor's report of one poke
-        # arrives after the next poke was queued (apache/airflow#71172); a retry takes the lease as the poke would
-        @task.sensor(task_id="take_lease", mode="reschedule", poke_interval=poke, timeout=24 * 3600,
-                     retries=3, retry_delay=dt.timedelta(seconds=poke))
-        def take_lease() -> PokeReturnValue:
-            problem = retrain_problem(retrain)
-            if problem:  # a wrong binary never gets better: fail at once, no retries
-                raise AirflowFailException(problem)
-            ctx = get_current_context()
-            owner = f"{ctx['dag'].dag_id}/{ctx['run_id']}"
-            args = ["run", "--profile", str(profile_path), "--begin", "--owner", owner, "--json"]
-            if ctx["params"].get("as_of"):
-                args += ["--as-of", str(ctx["params"]["as_of"])]
-            code, lines = call_retrain(retrain, *args, home=home)
-            if code == EXIT_LOCKED:
-                log.info("the model is held by another run: trying again in %g s", poke)
-                return PokeReturnValue(is_done=False)
-            if code != 0:
-                raise AirflowFailException(f"retrain run --begin exited {code}: {lines[-1] if lines else ''}")
-            begun = last_json(lines).get("run_dir")
-            if not begun:
-                raise AirflowFailException(f"RETRAIN_BIN {retrain}: `run --begin --json` printed no run folder: "
-                                           "is it the project's retrain? (set RETRAIN_BIN, or unset it for "
-                                           f"{CHECKOUT / '.venv' / 'bin' / 'retrain'})")
-            return PokeReturnValue(is_done=True, xcom_value=begun)
-
-        def step_task(task_id: str, number: str):
-            @task(task_id=task_id, trigger_rule="all_success" if number == "10" else "none_failed")
-            def run_step(run_dir: str) -> str:
-                code, lines = call_retrain(retrain, "step", "--run-dir", run_dir, "--step", number, home=home)
-                result = last_json(lines)
-                if code != 0 or result.get("status") != "succeeded":
-                    raise RuntimeError(f"step {number} failed (exit {code}): {result.get('error') or (lines[-1] if lines else '')}")
-                if number != "10" and result.get("outcome") == NO_RETRAIN:
-                    raise AirflowSkipException(f"{NO_RETRAIN}: step {number}'s notebook ran and did nothing")
-                return run_dir
-
-            return run_step
-
-        @task(task_id="finish", trigger_rule="all_done")
-        def finish(run_dir: str | None) -> dict[str, Any]:
-            if not run_dir:
-                raise AirflowFailException("no run was begun: take_lease did not get the model (see its log)")
-            code, lines = call_retrain(retrain, "run", "--finish", run_dir, "--json", home=home)
-            manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
-            if manifest["status"] != "succeeded":
-                raise AirflowFailException(manifest_error(run_dir))
-            log.info("run %s: outcome %s (exit code %s)", manifest["run_id"], manifest["outcome"], manifest["exit_code"])
-            return {"run_id": manifest["run_id"], "run_dir": run_dir, "outcome": manifest["outcome"],
-                    "exit_code": manifest["exit_code"], "champion_after": manifest.get("champion_after")}
-
-        run_dir = take_lease()
+        run_dir = _take_lease_task(profile_path, home=home, retrain=retrain, poke=poke)()
         previous = run_dir
         for task_id, number in STEPS.items():
-            current = step_task(task_id, number)(run_dir)
+            current = _step_task(task_id, number, home=home, retrain=retrain)(run_dir)
             previous >> current
             previous = current
-        previous >> finish(run_dir)
+        previous >> _finish_task(home=home, retrain=retrain)(run_dir)
     return dag
+
+
+def _take_lease_task(profile_path: Path, *, home: Path, retrain: str, poke: float):
+    """``take_lease``: ``retrain run --begin`` as a reschedule-mode sensor; its XCom is the run folder."""
+    from airflow.sdk import PokeReturnValue, get_current_context, task
+    from airflow.sdk.exceptions import AirflowFailException
+
+    # retries: Airflow 3.2-3.3 can fail a reschedule-mode sensor when the executor's report of one poke
+    # arrives after the next poke was queued (apache/airflow#71172); a retry takes the lease as the poke would
+    @task.sensor(task_id="take_lease", mode="reschedule", poke_interval=poke, timeout=24 * 3600,
+                 retries=3, retry_delay=dt.timedelta(seconds=poke))
+    def take_lease() -> PokeReturnValue:
+        problem = retrain_problem(retrain)
+        if problem:  # a wrong binary never gets better: fail at once, no retries
+            raise AirflowFailException(problem)
+        ctx = get_current_context()
+        owner = f"{ctx['dag'].dag_id}/{ctx['run_id']}"
+        args = ["run", "--profile", str(profile_path), "--begin", "--owner", owner, "--json"]
+        if ctx["params"].get("as_of"):
+            args += ["--as-of", str(ctx["params"]["as_of"])]
+        code, lines = call_retrain(retrain, *args, home=home)
+        if code == EXIT_LOCKED:
+            log.info("the model is held by another run: trying again in %g s", poke)
+            return PokeReturnValue(is_done=False)
+        if code != 0:
+            raise AirflowFailException(f"retrain run --begin exited {code}: {lines[-1] if lines else ''}")
+        begun = last_json(lines).get("run_dir")
+        if not begun:
+            raise AirflowFailException(f"RETRAIN_BIN {retrain}: `run --begin --json` printed no run folder: "
+                                       "is it the project's retrain? (set RETRAIN_BIN, or unset it for "
+                                       f"{CHECKOUT / '.venv' / 'bin' / 'retrain'})")
+        return PokeReturnValue(is_done=True, xcom_value=begun)
+
+    return take_lease
+
+
+def _step_task(task_id: str, number: str, *, home: Path, retrain: str):
+    """One step's task: ``retrain step``; skipped (after its notebook ran) when the run needs no retraining."""
+    from airflow.sdk import task
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    @task(task_id=task_id, trigger_rule="all_success" if number == "10" else "none_failed")
+    def run_step(run_dir: str) -> str:
+        code, lines = call_retrain(retrain, "step", "--run-dir", run_dir, "--step", number, home=home)
+        result = last_json(lines)
+        if code != 0 or result.get("status") != "succeeded":
+            raise RuntimeError(f"step {number} failed (exit {code}): {result.get('error') or (lines[-1] if lines else '')}")
+        if number != "10" and result.get("outcome") == NO_RETRAIN:
+            raise AirflowSkipException(f"{NO_RETRAIN}: step {number}'s notebook ran and did nothing")
+        return run_dir
+
+    return run_step
+
+
+def _finish_task(*, home: Path, retrain: str):
+    """``finish``: ``retrain run --finish`` whatever happened upstream; fails when the run failed."""
+    from airflow.sdk import task
+    from airflow.sdk.exceptions import AirflowFailException
+
+    @task(task_id="finish", trigger_rule="all_done")
+    def finish(run_dir: str | None) -> dict[str, Any]:
+        if not run_dir:
+            raise AirflowFailException("no run was begun: take_lease did not get the model (see its log)")
+        # the run's record is read by retrain itself (retrainlib.manifest.RunManifest): its summary is the last JSON printed
+        code, lines = call_retrain(retrain, "run", "--finish", run_dir, "--json", home=home)
+        summary = last_json(lines)
+        if not summary:
+            raise AirflowFailException(f"retrain run --finish exited {code} and printed no summary: {lines[-1] if lines else ''}")
+        if summary["status"] != "succeeded":
+            raise AirflowFailException(run_error(summary))
+        log.info("run %s: outcome %s (exit code %s)", summary["run"], summary["outcome"], code)
+        return {"run_id": summary["run"], "run_dir": run_dir, "outcome": summary["outcome"],
+                "exit_code": code, "champion_after": summary["champion_after"]}
+
+    return finish
 
 
 def backtest_dag(*, home: Path, retrain: str):

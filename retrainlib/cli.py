@@ -72,20 +72,20 @@ def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
 
 
 def _run_summary(manifest, run_dir: Path) -> dict:
-    decision = manifest.outputs.get("decision", {})
+    promotion = manifest.promotion
     return {
         "run": run_dir.name,
         "path": str(run_dir),
         "status": manifest.status,
         "outcome": manifest.outcome,
-        "decision": decision.get("status"),
+        "decision": manifest.decision_status,
         "reasons": manifest.reasons,
         "champion_before": manifest.champion_before,
         "champion_after": manifest.champion_after,
         "challenger": manifest.challenger,
-        "deployed_refit": (manifest.outputs.get("promotion") or {}).get("refit"),
+        "deployed_refit": promotion and promotion.refit,
         "metrics": manifest.metrics,
-        "error": manifest.error,
+        "error": manifest.error and manifest.error.to_dict(),
         "seconds": manifest.seconds,
     }
 
@@ -271,7 +271,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .manifest import load_manifest
+    from .manifest import ManifestError, RunManifest
 
     paths, prof, registry = _context(args)
     champion, shown = _champion_shown(registry)
@@ -286,14 +286,13 @@ def cmd_status(args) -> int:
     for d in sorted(paths.runs.glob(f"*-{prof.name}*"), reverse=True)[: args.last]:
         if (d / "manifest.json").exists():
             try:
-                m = load_manifest(d)
-                m["run_id"], m["status"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:  # one damaged record hides no other run
+                m = RunManifest.load(d)
+            except (OSError, ManifestError) as exc:  # one damaged record hides no other run
                 print(f"retrain: warning: skipped {d / 'manifest.json'}: not a readable run record "
-                      f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})", file=sys.stderr)
+                      f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})", file=sys.stderr)
                 continue
-            runs.append({"run": m["run_id"], "status": m["status"], "outcome": m.get("outcome"),
-                         "champion_after": m.get("champion_after"), "seconds": m.get("seconds")})
+            runs.append({"run": m.run_id, "status": m.status, "outcome": m.outcome,
+                         "champion_after": m.champion_after, "seconds": m.seconds})
     status = {"model": prof.model_name, "champion": champion, "versions": versions,
               "shadow": shadow and {"version": shadow["version"], "since": shadow["time"], "needed": shadow["needed"],
                                     "batches": len(registry.shadow_batches()), "reason": shadow["reason"]},
@@ -325,18 +324,21 @@ def cmd_status(args) -> int:
 
 def _mlflow_links(runs_dir: Path, profile_name: str) -> dict:
     """The MLflow links the runs' manifests recorded (``mlflow`` of each), newest sync last."""
-    from .manifest import load_manifest
+    from .manifest import ManifestError, RunManifest
 
     out = {"runs": {}, "experiment_url": None, "model_url": None, "champion": None, "last": None}
     for d in sorted(runs_dir.glob(f"*-{profile_name}*")):
-        rec = load_manifest(d).get("mlflow") if (d / "manifest.json").exists() else None
+        try:
+            rec = RunManifest.load(d).mlflow if (d / "manifest.json").exists() else None
+        except ManifestError:  # cmd_status has said so
+            continue
         if not rec:
             continue
-        out["last"] = {"run": d.name, "status": rec["status"], "error": rec.get("error")}
-        if rec["status"] == "mirrored":
-            out["runs"].update({ours: theirs["url"] for ours, theirs in rec["runs"].items()})
-            out.update(experiment_url=rec["experiment_url"], model_url=rec["model_url"],
-                       champion=rec["champion"]["mlflow_version"])
+        out["last"] = {"run": d.name, "status": rec.status, "error": rec.error}
+        if rec.mirrored:
+            out["runs"].update({ours: theirs["url"] for ours, theirs in rec.runs.items()})
+            out.update(experiment_url=rec.experiment_url, model_url=rec.model_url,
+                       champion=(rec.champion or {}).get("mlflow_version"))
     return out
 
 
@@ -366,10 +368,10 @@ def cmd_rollback(args) -> int:
     manifest, run_dir = run_playbook(args.profile, home=args.home, rollback=True, rollback_to=args.to,
                                      rollback_reason=args.reason, lock_timeout=args.wait)
     _print_run(_run_summary(manifest, run_dir))
-    rec = getattr(manifest, "mlflow", None)  # the runner moved MLflow's champion alias too (profile mlflow:)
+    rec = manifest.mlflow  # the runner moved MLflow's champion alias too (profile mlflow:)
     if rec:
-        print(f"mlflow: alias champion -> version {rec['champion']['mlflow_version']} ({rec['model_url']})"
-              if rec.get("status") == "mirrored" and rec.get("champion") else f"mlflow: not updated ({rec.get('error')}); the next run catches up")
+        print(f"mlflow: alias champion -> version {rec.champion['mlflow_version']} ({rec.model_url})"
+              if rec.mirrored and rec.champion else f"mlflow: not updated ({rec.error}); the next run catches up")
     return manifest.exit_code if manifest.exit_code is not None else EXIT_FAILED
 
 
@@ -593,32 +595,47 @@ def cmd_replay(args) -> int:
 
 def _recover_for_replay(run_dir: Path) -> None:
     """Before a replay reads the live registry and the runs: the same recovery as every other command."""
-    from .manifest import load_manifest
+    from .manifest import ManifestError, RunManifest
     from .paths import Paths
     from .registry import Registry
 
     try:
-        resolved = load_manifest(run_dir)["profile"]["resolved"]
-    except (OSError, ValueError, KeyError, TypeError):
+        profile = RunManifest.load(run_dir).profile
+    except (OSError, ManifestError):
         return  # replay itself says what is wrong with the record
+    if not profile.model_name:
+        return
     paths = Paths(run_dir.resolve().parent.parent)
-    _recover_before_reading(paths.runs, Registry(paths.resolve(resolved.get("registry", "models")), resolved["model_name"]),
-                            by="retrain replay")
+    _recover_before_reading(paths.runs, Registry(paths.resolve(profile.registry), profile.model_name), by="retrain replay")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``retrain``'s parser: one subcommand per command, added by group (one small function each)."""
     p = argparse.ArgumentParser(prog="retrain", description="Keep AutoGluon tabular models accurate: drift, retrain, validate, promote, roll back.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = p.add_subparsers(dest="command", required=True)
+    add = _subcommands(p.add_subparsers(dest="command", required=True))
+    for group in (_run_commands, _setup_commands, _model_commands, _backtest_commands):
+        group(add)
+    return p
 
-    def add(name: str, func, help: str, profile: bool = True):
-        sp = sub.add_parser(name, help=help, description=help)
+
+def _subcommands(sub):
+    """``add(name, func, help)``: a subcommand running ``func``, with ``--home`` and (``profile``) ``--profile``."""
+
+    def add(name: str, func, help: str, profile: bool = True, home: bool = True, description: str | None = None):
+        sp = sub.add_parser(name, help=help, description=description or help)
         sp.set_defaults(func=func)
-        sp.add_argument("--home", default=None, help="project home (default: $RETRAIN_HOME or the folder above with params/)")
+        if home:
+            sp.add_argument("--home", default=None, help="project home (default: $RETRAIN_HOME or the folder above with params/)")
         if profile:
             sp.add_argument("--profile", "-p", default=DEFAULT_PROFILE, help=f"profile YAML (default {DEFAULT_PROFILE})")
         return sp
 
+    return add
+
+
+def _run_commands(add) -> None:
+    """run, and a run step by step (step, lease)."""
     sp = add("run", cmd_run, "run the playbook once (the four notebooks) and write runs/<run-id>/")
     sp.add_argument("--as-of", default=None, help="only use batches up to this date (YYYY-MM-DD)")
     sp.add_argument("--wait", type=float, default=0, help="seconds to wait for another run of this model to finish (default 0: skip at once)")
@@ -641,6 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("lease", cmd_lease, "show the model's run lease (held by a run executed step by step)")
     sp.add_argument("--break", dest="break_", action="store_true", help="remove the lease whoever holds it")
 
+
+def _setup_commands(add) -> None:
+    """demo, demo-data, init, tune: data, profiles and their thresholds."""
     sp = add("demo", cmd_demo, "write the demo data and run the playbook twice (bootstrap, then after the drift)")
     sp.add_argument("--fresh", action="store_true", help="move an existing demo registry aside first")
     sp.add_argument("--seed", type=int, default=42)
@@ -675,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--work-dir", default=None, help="scratch homes and shared fits (default runs/<UTC timestamp>-<profile>-tune)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _model_commands(add) -> None:
+    """status, history, drift, schedule, report, rollback, mlflow-sync: a model and its runs."""
     sp = add("status", cmd_status, "show the champion, each version's size and the last runs")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--last", type=int, default=10, help="how many runs to list")
@@ -707,6 +730,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("mlflow-sync", cmd_mlflow_sync, "mirror into MLflow (the profile's mlflow: section) what it misses "
              "now: runs, versions, alias champion; idempotent, exit 0 once in sync, 1 when the server cannot be reached")
     sp.add_argument("--json", action="store_true", help="print the mirror's record as JSON")
+
+
+def _backtest_commands(add) -> None:
+    """backtest, backtest-merge, replay: the past replayed."""
     sp = add("backtest", cmd_backtest, "replay history once per retraining strategy (walk-forward) and compare them")
     sp.add_argument("--strategies", default="all",
                     help="comma-separated: static, periodic, drift, performance, hybrid, every-batch, shadow, refit (default all)")
@@ -731,17 +758,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("work_dir", metavar="WORK_DIR", help="the shared --work-dir of the replays")
     sp.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON to OUT ('-': stdout)")
     sp.add_argument("--out", default=None, help="folder for backtest.json/.csv/.png (default: the work dir)")
-    sp = sub.add_parser("replay", help="re-execute a run folder from its record and compare its decisions",
-                        description="re-execute a run folder from its record (profile as run, registry as it stood, same "
-                                    "as_of) into a new runs/<id>-replay folder and compare decisions, gate verdicts, "
-                                    "metrics and the challenger's held-out predictions. Exit 0: everything matches; "
-                                    "1: something differs (one line says what); 2: refused (an input changed or is missing)")
-    sp.set_defaults(func=cmd_replay)
+    sp = add("replay", cmd_replay, "re-execute a run folder from its record and compare its decisions", profile=False,
+             home=False, description="re-execute a run folder from its record (profile as run, registry as it stood, same "
+                                     "as_of) into a new runs/<id>-replay folder and compare decisions, gate verdicts, "
+                                     "metrics and the challenger's held-out predictions. Exit 0: everything matches; "
+                                     "1: something differs (one line says what); 2: refused (an input changed or is missing)")
     sp.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to replay, e.g. runs/20240602T060000Z-demo")
     sp.add_argument("--json", default=None, metavar="OUT", help="also write the comparison as JSON to OUT ('-': stdout only)")
     sp.add_argument("--tolerance", type=float, default=1e-6, help="absolute tolerance for metrics (default 1e-6)")
     sp.add_argument("--keep-scratch", action="store_true", help="keep the scratch registry (runs/.replay-<id>/) for inspection")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

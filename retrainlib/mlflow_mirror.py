@@ -45,6 +45,7 @@ import pandas as pd  # noqa: E402
 import mlflow.pyfunc  # noqa: E402
 
 from .freshproc import restore_environ  # noqa: E402
+from .manifest import ManifestError, RunManifest  # noqa: E402
 
 __all__ = ["sync", "ChampionModel", "run_params", "run_metrics", "run_status", "CREDENTIAL_VARIABLES",
            "ALIAS"]
@@ -76,18 +77,17 @@ def _text(value: Any) -> str:
     return text if len(text) <= _PARAM_MAX else text[: _PARAM_MAX - 14] + " …(truncated)"
 
 
-def run_params(manifest: Mapping[str, Any]) -> dict[str, str]:
+def run_params(manifest: RunManifest) -> dict[str, str]:
     """The profile's resolved values (dotted keys), ``as_of`` and ``strategy``, as MLflow params.
 
-    >>> p = run_params({"profile": {"resolved": {"drift_threshold": 0.25, "training": {"strategy": "full"}}},
-    ...                 "as_of": "2024-06-01"})
+    >>> p = run_params(RunManifest.from_dict({"profile": {"resolved": {"drift_threshold": 0.25, "training": {"strategy": "full"}}},
+    ...                                       "as_of": "2024-06-01"}))
     >>> p["drift_threshold"], p["training.strategy"], p["strategy"], p["as_of"]
     ('0.25', 'full', 'full', '2024-06-01')
     """
-    resolved = (manifest.get("profile") or {}).get("resolved") or {}
-    params = {k: _text(v) for k, v in _flatten(resolved).items()}
-    params["as_of"] = manifest.get("as_of") or "latest"
-    params["strategy"] = _text((resolved.get("training") or {}).get("strategy"))
+    params = {k: _text(v) for k, v in _flatten(manifest.profile.resolved).items()}
+    params["as_of"] = manifest.as_of or "latest"
+    params["strategy"] = _text(manifest.profile.strategy)
     return params
 
 
@@ -99,25 +99,26 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def run_metrics(manifest: Mapping[str, Any]) -> dict[str, float]:
+def run_metrics(manifest: RunManifest) -> dict[str, float]:
     """Holdout scores (``champion.<metric>``, ``challenger.<metric>``), drift and quality scores, gate figures.
 
-    >>> run_metrics({"metrics": {"champion": {"roc_auc": 0.7}}, "data": {"drift_score": 0.4, "quality_score": 1.0},
-    ...              "outputs": {"verdict": {"gates": [{"name": "improvement", "metric": "roc_auc", "value": 0.05,
-    ...                                                 "threshold": 0.01, "passed": True}]}}})
-    ... # doctest: +NORMALIZE_WHITESPACE
-    {'champion.roc_auc': 0.7, 'drift_score': 0.4, 'quality_score': 1.0, 'gate.improvement.roc_auc.value': 0.05,
-     'gate.improvement.roc_auc.threshold': 0.01, 'gate.improvement.roc_auc.passed': 1.0}
+    Drift and quality scores come from step 10's output, the gates from step 30's (the run folder's
+    step files, as the record names them).
+
+    >>> run_metrics(RunManifest.from_dict({"metrics": {"champion": {"roc_auc": 0.7}, "challenger": {"roc_auc": 0.75}}}))
+    {'champion.roc_auc': 0.7, 'challenger.roc_auc': 0.75}
     """
     out: dict[str, float] = {}
-    for who, scores in (manifest.get("metrics") or {}).items():
+    for who, scores in manifest.metrics.items():
         for metric, value in (scores or {}).items():
             if _number(value) is not None:
                 out[f"{who}.{metric}"] = _number(value)
-    for key in ("drift_score", "quality_score"):
-        if _number((manifest.get("data") or {}).get(key)) is not None:
-            out[key] = _number(manifest["data"][key])
-    for gate in ((manifest.get("outputs") or {}).get("verdict") or {}).get("gates") or []:
+    analysis, validation = manifest.analysis, manifest.validation
+    if analysis:
+        for key, value in (("drift_score", (analysis.drift or {}).get("score")), ("quality_score", analysis.quality_score)):
+            if _number(value) is not None:
+                out[key] = _number(value)
+    for gate in validation.gates if validation else []:
         name = ".".join(str(p) for p in ("gate", gate.get("name"), gate.get("metric")) if p)
         for field in ("value", "threshold", "passed"):
             if _number(gate.get(field)) is not None:
@@ -125,46 +126,44 @@ def run_metrics(manifest: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_status(manifest: Mapping[str, Any]) -> str:
+def run_status(manifest: RunManifest) -> str:
     """``FINISHED``, ``FAILED``, or ``KILLED`` for a run stopped by Ctrl-C or SIGTERM.
 
-    >>> run_status({"status": "failed", "error": {"message": "interrupted (Terminated)"}})
+    >>> run_status(RunManifest.from_dict({"status": "failed", "error": {"message": "interrupted (Terminated)"}}))
     'KILLED'
     """
-    if manifest.get("status") == "succeeded":
+    if manifest.status == "succeeded":
         return "FINISHED"
-    message = str((manifest.get("error") or {}).get("message") or "")
+    message = str((manifest.error and manifest.error.message) or "")
     return "KILLED" if message.startswith("interrupted") else "FAILED"
 
 
-def _tags(manifest: Mapping[str, Any]) -> dict[str, str]:
-    decision = (manifest.get("outputs") or {}).get("decision") or {}
-    error = manifest.get("error") or {}
+def _tags(manifest: RunManifest) -> dict[str, str]:
     tags = {
-        _RUN_TAG: manifest["run_id"],
-        "mlflow.runName": manifest["run_id"],
-        "retrain.profile": (manifest.get("profile") or {}).get("name"),
-        "retrain.profile_sha256": (manifest.get("profile") or {}).get("sha256"),
-        "retrain.status": manifest.get("status"),
-        "retrain.outcome": manifest.get("outcome"),
-        "retrain.exit_code": manifest.get("exit_code"),
-        "retrain.decision": decision.get("status"),
-        "retrain.reasons": "; ".join(manifest.get("reasons") or []),
-        "retrain.champion_before": manifest.get("champion_before"),
-        "retrain.champion_after": manifest.get("champion_after"),
-        "retrain.challenger": manifest.get("challenger"),
-        "retrain.error": f"{error.get('step')}: {error.get('message')}" if error else None,
-        "mlflow.source.git.commit": manifest.get("git_commit"),
+        _RUN_TAG: manifest.run_id,
+        "mlflow.runName": manifest.run_id,
+        "retrain.profile": manifest.profile.name,
+        "retrain.profile_sha256": manifest.profile.sha256,
+        "retrain.status": manifest.status,
+        "retrain.outcome": manifest.outcome,
+        "retrain.exit_code": manifest.exit_code,
+        "retrain.decision": manifest.decision_status,
+        "retrain.reasons": "; ".join(manifest.reasons),
+        "retrain.champion_before": manifest.champion_before,
+        "retrain.champion_after": manifest.champion_after,
+        "retrain.challenger": manifest.challenger,
+        "retrain.error": manifest.error and manifest.error.line(),
+        "mlflow.source.git.commit": manifest.git_commit,
         "mlflow.note.content": _note(manifest),
     }
     return {k: _text(v) for k, v in tags.items() if v not in (None, "")}
 
 
-def _note(manifest: Mapping[str, Any]) -> str:
-    lines = [f"**{manifest.get('outcome') or manifest.get('status')}** — run `{manifest['run_id']}` of profile "
-             f"`{(manifest.get('profile') or {}).get('name')}`, champion {manifest.get('champion_before') or '(none)'} → "
-             f"{manifest.get('champion_after') or '(none)'}", ""]
-    lines += [f"- {r}" for r in manifest.get("reasons") or []]
+def _note(manifest: RunManifest) -> str:
+    lines = [f"**{manifest.outcome or manifest.status}** — run `{manifest.run_id}` of profile "
+             f"`{manifest.profile.name}`, champion {manifest.champion_before or '(none)'} → "
+             f"{manifest.champion_after or '(none)'}", ""]
+    lines += [f"- {r}" for r in manifest.reasons]
     lines += ["", "Executed notebooks: the `*.html` artifacts (rendered) and `*.ipynb` (as run); "
               "`manifest.json` is the audit record."]
     return "\n".join(lines)
@@ -273,13 +272,13 @@ class _Mirror:
                 partial.append(r.info.run_id)
         return done, partial
 
-    def mirror_run(self, manifest: Mapping[str, Any], run_dir: Path) -> str:
-        run = self.client.create_run(self.experiment_id, start_time=_ms(manifest.get("started")),
-                                     tags={_RUN_TAG: manifest["run_id"]}, run_name=manifest["run_id"])
+    def mirror_run(self, manifest: RunManifest, run_dir: Path) -> str:
+        run = self.client.create_run(self.experiment_id, start_time=_ms(manifest.started),
+                                     tags={_RUN_TAG: manifest.run_id}, run_name=manifest.run_id)
         run_id = run.info.run_id
         from mlflow.entities import Metric, Param, RunTag
 
-        stamp = _ms(manifest.get("finished")) or int(time.time() * 1000)
+        stamp = _ms(manifest.finished) or int(time.time() * 1000)
         self.client.log_batch(
             run_id,
             metrics=[Metric(k, v, stamp, 0) for k, v in run_metrics(manifest).items()],
@@ -293,7 +292,7 @@ class _Mirror:
 
             render_run(staged)  # the executed notebooks as HTML too: MLflow's UI shows .html artifacts inline
             self.client.log_artifacts(run_id, str(staged))
-        self.client.set_terminated(run_id, status=run_status(manifest), end_time=_ms(manifest.get("finished")))
+        self.client.set_terminated(run_id, status=run_status(manifest), end_time=_ms(manifest.finished))
         self.client.set_tag(run_id, _DONE_TAG, "complete")  # last: a run without it is redone by the next sync
         return run_id
 
@@ -361,7 +360,7 @@ class _Mirror:
         return f"{self.uri}/#/models/{self.model}"
 
 
-def _run_folders(runs_dir: Path, profile_name: str) -> list[tuple[dict, Path]]:
+def _run_folders(runs_dir: Path, profile_name: str) -> list[tuple[RunManifest, Path]]:
     """Finished runs of this profile under ``runs/``, oldest first.
 
     A run still going is left for the next sync; a replay (``replay_of``) audits a run against a
@@ -370,13 +369,45 @@ def _run_folders(runs_dir: Path, profile_name: str) -> list[tuple[dict, Path]]:
     out = []
     for d in sorted(p for p in Path(runs_dir).glob(f"*-{profile_name}*") if p.is_dir()):
         try:
-            m = json.loads((d / "manifest.json").read_text())
-        except (OSError, ValueError):
+            m = RunManifest.load(d)
+        except (OSError, ManifestError):
             continue
-        if ((m.get("profile") or {}).get("name") == profile_name and m.get("status") not in (None, "running")
-                and not m.get("replay_of")):
+        if m.profile.name == profile_name and m.status != "running" and not m.replay_of:
             out.append((m, d))
     return out
+
+
+def _sync_runs(m: _Mirror, record: dict[str, Any], runs_dir: Path, profile_name: str) -> dict[str, str]:
+    """Mirror every finished run of the profile MLflow lacks (half-done mirrors start over); our run id -> MLflow's."""
+    done, partial = m.mirrored_runs()
+    for stale in partial:  # a sync that died half-way: start that run's mirror over
+        m.client.delete_run(stale)
+    for manifest, run_dir in _run_folders(runs_dir, profile_name):
+        if manifest.run_id not in done:
+            done[manifest.run_id] = m.mirror_run(manifest, run_dir)
+            record["runs"][manifest.run_id] = {"run_id": done[manifest.run_id], "url": m.run_url(done[manifest.run_id])}
+    return done
+
+
+def _sync_versions(m: _Mirror, record: dict[str, Any], registry, done: dict[str, str]) -> None:
+    """Register every version MLflow lacks (into the mirror of the run that trained it), then point the aliases."""
+    mirrored = m.mirrored_versions()
+    for version in registry.versions():
+        if version.name not in mirrored:
+            number = m.mirror_version(version, mlflow_run_id=done.get(version.metadata.get("run_id")))
+            record["versions"][version.name] = number
+        else:
+            number = mirrored[version.name].version
+        mirrored[version.name] = number
+    champion = registry.champion()
+    numbers = {k: str(getattr(v, "version", v)) for k, v in mirrored.items()}
+    before = m.point_alias(numbers.get(champion))
+    shadow = registry.shadow()  # alias challenger: the shadow on trial, or none
+    record["challenger"] = {"version": shadow, "mlflow_version": numbers.get(shadow),
+                            "mlflow_version_before": m.point_alias(numbers.get(shadow), CHALLENGER_ALIAS)}
+    record.update(status="mirrored", champion={"version": champion, "mlflow_version": numbers.get(champion),
+                                               "mlflow_version_before": before},
+                  model_url=m.model_url(), experiment_url=f"{m.uri}/#/experiments/{m.experiment_id}")
 
 
 def sync(settings, *, runs_dir: Path, registry, profile_name: str, model_name: str,
@@ -415,31 +446,8 @@ def sync(settings, *, runs_dir: Path, registry, profile_name: str, model_name: s
         with _bounded(settings), filelock.FileLock(str(runs_dir / ".mlflow.lock"), timeout=max(60, 6 * settings.timeout_seconds)):
             m = _Mirror(settings, model_name=model_name)
             record.update(experiment=m.experiment, experiment_id=m.experiment_id, registered_model=m.model)
-            done, partial = m.mirrored_runs()
-            for stale in partial:  # a sync that died half-way: start that run's mirror over
-                m.client.delete_run(stale)
-            for manifest, run_dir in _run_folders(runs_dir, profile_name):
-                if manifest["run_id"] not in done:
-                    done[manifest["run_id"]] = m.mirror_run(manifest, run_dir)
-                    record["runs"][manifest["run_id"]] = {"run_id": done[manifest["run_id"]],
-                                                          "url": m.run_url(done[manifest["run_id"]])}
-            mirrored = m.mirrored_versions()
-            for version in registry.versions():
-                if version.name not in mirrored:
-                    number = m.mirror_version(version, mlflow_run_id=done.get(version.metadata.get("run_id")))
-                    record["versions"][version.name] = number
-                else:
-                    number = mirrored[version.name].version
-                mirrored[version.name] = number
-            champion = registry.champion()
-            numbers = {k: str(getattr(v, "version", v)) for k, v in mirrored.items()}
-            before = m.point_alias(numbers.get(champion))
-            shadow = registry.shadow()  # alias challenger: the shadow on trial, or none
-            record["challenger"] = {"version": shadow, "mlflow_version": numbers.get(shadow),
-                                    "mlflow_version_before": m.point_alias(numbers.get(shadow), CHALLENGER_ALIAS)}
-            record.update(status="mirrored", champion={"version": champion, "mlflow_version": numbers.get(champion),
-                                                       "mlflow_version_before": before},
-                          model_url=m.model_url(), experiment_url=f"{m.uri}/#/experiments/{m.experiment_id}")
+            done = _sync_runs(m, record, runs_dir, profile_name)
+            _sync_versions(m, record, registry, done)
             if current_run in done:
                 record.update(run=done[current_run], run_url=m.run_url(done[current_run]))
     except Exception as exc:  # the boundary: a mirror can never fail or block a run (like notifications)

@@ -31,7 +31,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from .manifest import RunManifest
 
 __all__ = ["EVENTS", "event_for", "build_payload", "post_json", "notify_run", "report_url", "redact", "redact_url",
            "redact_profile_text"]
@@ -129,24 +132,24 @@ def report_url(run_id: str, *, runs_dir: Path, base_url: str | None = None) -> s
     return f"{base}/index.html#{urllib.parse.quote(run_id)}"
 
 
-def build_payload(manifest: Any, *, model: str, event: str, link: str) -> dict[str, Any]:
+def build_payload(manifest: RunManifest, *, model: str, event: str, link: str) -> dict[str, Any]:
     """The webhook's JSON body for one run (a :class:`~retrainlib.manifest.RunManifest`)."""
-    verdict = (manifest.outputs or {}).get("verdict") or {}
+    verdict = manifest.validation
     return {
         "event": event,
         "model": model,
-        "profile": manifest.profile.get("name"),
+        "profile": manifest.profile.name,
         "run_id": manifest.run_id,
         "status": manifest.status,
         "exit_code": manifest.exit_code,
         "reasons": list(manifest.reasons or []),
-        "verdict": verdict.get("reasons", []),
+        "verdict": verdict.reasons if verdict else [],
         "metrics": manifest.metrics or {},
         "champion_before": manifest.champion_before,
         "champion_after": manifest.champion_after,
         "challenger": manifest.challenger,
-        "error": manifest.error,
-        "warnings": list(getattr(manifest, "warnings", None) or []),
+        "error": manifest.error and manifest.error.to_dict(),
+        "warnings": list(manifest.warnings),
         "started": manifest.started,
         "finished": manifest.finished,
         "report": link,
@@ -213,7 +216,7 @@ def post_json(
     return {"status": "failed", "attempts": attempt, "http_status": http_status, "error": redact(str(error), token)}
 
 
-def _summary(manifest: Any, event: str) -> str:
+def _summary(manifest: RunManifest, event: str) -> str:
     parts = [f"champion {manifest.champion_before or '(none)'} -> {manifest.champion_after or '(none)'}"]
     if manifest.challenger:
         parts.append(f"challenger {manifest.challenger}")
@@ -224,14 +227,14 @@ def _summary(manifest: Any, event: str) -> str:
             parts.append(f"{who} {shown}")
     if manifest.reasons:
         parts.append("reasons: " + "; ".join(manifest.reasons))
-    if getattr(manifest, "warnings", None):
+    if manifest.warnings:
         parts.append("resource warnings: " + "; ".join(manifest.warnings))
     if event == "failed" and manifest.error:
-        parts.append(f"error at {manifest.error.get('step')}: {manifest.error.get('message')}")
+        parts.append(f"error at {manifest.error.line()}")
     return ", ".join(parts)
 
 
-def notify_run(manifest: Any, run_dir: Path, profile: Any) -> list[dict[str, Any]]:
+def notify_run(manifest: RunManifest, run_dir: Path, profile: Any) -> list[dict[str, Any]]:
     """Announce a finished run; return the records to store in ``manifest.notifications``.
 
     Parameters

@@ -10,7 +10,6 @@ executed notebook, the manifest says which step failed and why, and the champion
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import sys
@@ -21,7 +20,8 @@ from typing import Any
 from . import automl, lease
 from .durable import write_atomic
 from .errors import DamagedPointer, RetrainError, exit_code_of
-from .manifest import MANIFEST, OUTCOMES, RunManifest, StepRecord, git_commit, mark_abandoned, this_process
+from .manifest import (MANIFEST, OUTCOMES, ErrorRecord, MlflowRecord, ProfileRecord, RunManifest, StepRecord, git_commit,
+                       mark_abandoned, this_process)
 from .outputs import Analysis, Promotion, Training, Validation
 from .paths import NOTEBOOKS, Paths
 from .playbook import NOTEBOOK_NAMES, new_run_id, read_output
@@ -67,31 +67,20 @@ KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",
 
 
 def fill_manifest(manifest: RunManifest, run_dir: Path) -> None:
-    """Fill the outcome, reasons, metrics and data fingerprints from the steps' outputs."""
+    """Fill the outcome, reasons, metrics, challenger and warnings from the steps' outputs.
+
+    The outputs themselves are not copied: :meth:`RunManifest.write` refers to each step's file by its sha256.
+    """
     analyze, retrain, validate, promote = (read_output(run_dir, t) for t in (Analysis, Training, Validation, Promotion))
     if analyze:
         d = analyze.decision
         manifest.reasons = list(d.reasons)
-        manifest.data = {
-            "windows": analyze.windows,
-            "quality_score": analyze.quality_score,
-            "drift_score": (analyze.drift or {}).get("score"),
-        }
-        manifest.outputs["decision"] = d.to_dict()
-        if analyze.performance:
-            manifest.outputs["performance"] = analyze.performance
     if retrain and retrain.trained:
         manifest.warnings = list(retrain.warnings)  # resource thresholds crossed while training
         manifest.challenger = retrain.challenger
-        manifest.outputs["training"] = {
-            k: getattr(retrain, k) for k in ("challenger", "strategy", "n_rows", "fit_seconds", "cpu_seconds", "time_limit_binding",
-                                             "settings", "estimator")
-        }
     if validate and not validate.skipped:
         manifest.metrics = validate.scores
-        manifest.outputs["verdict"] = {"decision": validate.decision, "reasons": validate.reasons, "gates": validate.gates}
     if promote:
-        manifest.outputs["promotion"] = promote.to_dict()
         if promote.rolled_back:
             manifest.reasons = promote.rollback_reasons() or manifest.reasons
     if manifest.status == "failed":
@@ -116,7 +105,7 @@ def fill_manifest(manifest: RunManifest, run_dir: Path) -> None:
         manifest.outcome = "rejected"
     manifest.exit_code = OUTCOMES.get(manifest.outcome or "failed", 1)
     if manifest.outcome == "failed" and manifest.error:  # a training failure exits 9, a broken contract 2, ...
-        manifest.exit_code = exit_code_of(str(manifest.error.get("message") or "").split(":", 1)[0])
+        manifest.exit_code = exit_code_of(str(manifest.error.message or "").split(":", 1)[0])
 
 
 def run_playbook(
@@ -162,31 +151,40 @@ def run_playbook(
         run_id = run_id or (new_run_id(prof.name) + ("-rollback" if rollback else ""))
         manifest, run_dir = _new_run(paths, prof, profile_path, registry, as_of=as_of, run_id=run_id, replay_of=replay_of,
                                      step_names=step_names, process=this_process())
-        t_run, t_wall = time.monotonic(), time.time()
         extra = {"rollback": True, "rollback_to": rollback_to or "", "rollback_reason": rollback_reason} if rollback else {}
-        os.environ[RUN_LOCK_HELD_ENV] = str(run_dir.resolve())  # the kernels' steps know this run holds the lock
-        try:
-            for rec in manifest.steps:
-                _execute_step(manifest, rec, run_dir, paths, notebooks=notebooks, progress=progress, extra_params=extra)
-                if rec.status == "failed":
-                    break
-            else:
-                manifest.status = "succeeded"
-        except BaseException as exc:  # Ctrl-C or SIGTERM mid-step: leave a complete, failed record
-            _interrupted(manifest, exc)
-            _stop_children(started_after=t_wall)  # the kernel and its training child die with the run
-            _finish(manifest, run_dir, registry, time.monotonic() - t_run)
-            _announce(manifest, run_dir, prof)
-            raise
-        finally:
-            os.environ.pop(RUN_LOCK_HELD_ENV, None)
-        for rec in manifest.steps:
-            if rec.status == "pending":
-                rec.status = "not-run"
-        _finish(manifest, run_dir, registry, time.monotonic() - t_run)
+        _execute_steps(manifest, run_dir, paths, registry, prof, notebooks=notebooks, progress=progress, extra_params=extra)
     _mirror(manifest, run_dir, prof, registry)  # after the run lock too; an interrupted run is caught up by the next one
     _announce(manifest, run_dir, prof)  # after the run lock is released: a slow webhook holds no run back
     return manifest, run_dir
+
+
+def _execute_steps(manifest: RunManifest, run_dir: Path, paths: Paths, registry: Registry, prof, *, notebooks: Path,
+                   progress: bool, extra_params: dict[str, Any]) -> None:
+    """Execute the run's steps in order under the run lock, stopping at a failed one; then finish the record.
+
+    Ctrl-C or SIGTERM mid-step leaves a complete, failed record (and its notification), then propagates.
+    """
+    t_run, t_wall = time.monotonic(), time.time()
+    os.environ[RUN_LOCK_HELD_ENV] = str(run_dir.resolve())  # the kernels' steps know this run holds the lock
+    try:
+        for rec in manifest.steps:
+            _execute_step(manifest, rec, run_dir, paths, notebooks=notebooks, progress=progress, extra_params=extra_params)
+            if rec.status == "failed":
+                break
+        else:
+            manifest.status = "succeeded"
+    except BaseException as exc:  # Ctrl-C or SIGTERM mid-step: leave a complete, failed record
+        _interrupted(manifest, exc)
+        _stop_children(started_after=t_wall)  # the kernel and its training child die with the run
+        _finish(manifest, run_dir, registry, time.monotonic() - t_run)
+        _announce(manifest, run_dir, prof)
+        raise
+    finally:
+        os.environ.pop(RUN_LOCK_HELD_ENV, None)
+    for rec in manifest.steps:
+        if rec.status == "pending":
+            rec.status = "not-run"
+    _finish(manifest, run_dir, registry, time.monotonic() - t_run)
 
 
 def _recorded_profile(prof, profile_path: Path) -> dict[str, Any]:
@@ -233,7 +231,7 @@ def _new_run(paths: Paths, prof, profile_path: Path, registry: Registry, *, as_o
     run_dir.mkdir(parents=True)
     manifest = RunManifest(
         run_id=run_dir.name,
-        profile=_recorded_profile(prof, profile_path),
+        profile=ProfileRecord.from_dict(_recorded_profile(prof, profile_path)),
         as_of=as_of,
         started=RunManifest.now(),
         git_commit=git_commit(paths.home),
@@ -244,7 +242,7 @@ def _new_run(paths: Paths, prof, profile_path: Path, registry: Registry, *, as_o
         replay_of=replay_of,
         process=process,
     )
-    write_atomic(run_dir / "profile.yaml", manifest.profile["content"])
+    write_atomic(run_dir / "profile.yaml", manifest.profile.content)
     manifest.write(run_dir)
     return manifest, run_dir
 
@@ -261,7 +259,7 @@ def _free_run_dir(paths: Paths, run_id: str) -> Path:
 def _execute_step(manifest: RunManifest, rec: StepRecord, run_dir: Path, paths: Paths, *, notebooks: Path, progress: bool,
                   extra_params: dict[str, Any] | None = None) -> None:
     """Execute one step's notebook into the run folder and record it (a failed step fails the manifest)."""
-    params = {"profile": manifest.profile["path"], "run_dir": str(run_dir), "home": str(paths.home), "as_of": manifest.as_of or "",
+    params = {"profile": manifest.profile.path, "run_dir": str(run_dir), "home": str(paths.home), "as_of": manifest.as_of or "",
               **(extra_params or {})}
     rec.status, rec.started, rec.notebook, rec.error = "running", RunManifest.now(), f"{rec.name}.ipynb", None
     manifest.write(run_dir)
@@ -273,7 +271,7 @@ def _execute_step(manifest: RunManifest, rec: StepRecord, run_dir: Path, paths: 
     except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
         rec.status, rec.error = "failed", _describe(exc)
         manifest.status = "failed"
-        manifest.error = {"step": rec.name, "message": rec.error}
+        manifest.error = ErrorRecord(rec.name, rec.error)
     else:
         rec.status = "succeeded"
         out = run_dir / playbook_step(rec.name).json_file
@@ -291,8 +289,8 @@ def _interrupted(manifest: RunManifest, exc: BaseException) -> None:
         elif rec.status == "pending":
             rec.status = "not-run"
     manifest.status = "failed"
-    manifest.error = {"step": next((r.name for r in manifest.steps if r.status == "failed"), None),
-                      "message": f"interrupted ({type(exc).__name__})"}
+    manifest.error = ErrorRecord(next((r.name for r in manifest.steps if r.status == "failed"), None),
+                                 f"interrupted ({type(exc).__name__})")
 
 
 # ---- one run as separate step processes (an orchestrator's tasks: see retrainlib.airflow_dags) --------------
@@ -323,7 +321,7 @@ def begin_run(
     if held is not None and held["owner"] == owner and (paths.runs / held["run_id"] / MANIFEST).is_file():
         lease.take(registry, run_id=held["run_id"], owner=owner, ttl=lease_ttl)
         run_dir = paths.runs / held["run_id"]
-        return _load(run_dir), run_dir
+        return RunManifest.load(run_dir), run_dir
     check_run(prof, paths, profile_path, as_of=as_of)  # before anything is written, as run_playbook does
     run_id = _free_run_dir(paths, run_id or new_run_id(prof.name)).name
     lease.take(registry, run_id=run_id, owner=owner, ttl=lease_ttl)
@@ -343,7 +341,7 @@ def run_step(run_dir: str | os.PathLike, step: str, *, home: str | os.PathLike |
     A step that already succeeded is not run again (a retried task); a failed one is.
     """
     run_dir = Path(run_dir).resolve()
-    manifest = _load(run_dir)
+    manifest = RunManifest.load(run_dir)
     names = [r.name for r in manifest.steps]
     matches = [r for r in manifest.steps if step in (r.name, playbook_step(r.name).number)]
     if not matches:
@@ -356,7 +354,7 @@ def run_step(run_dir: str | os.PathLike, step: str, *, home: str | os.PathLike |
     if manifest.status == "succeeded" or rec.status == "succeeded":
         return manifest, rec
     paths = Paths.discover(home)
-    prof = load_profile(Path(manifest.profile["path"]))
+    prof = load_profile(Path(manifest.profile.path))
     registry = Registry(paths.resolve(prof.registry), prof.model_name)
     lease.renew(registry, run_id=manifest.run_id)
     for var in automl.THREAD_VARIABLES:
@@ -391,21 +389,21 @@ def finish_run(run_dir: str | os.PathLike, *, home: str | os.PathLike | None = N
     a finished run only releases the lease again.
     """
     run_dir = Path(run_dir).resolve()
-    manifest = _load(run_dir)
+    manifest = RunManifest.load(run_dir)
     paths = Paths.discover(home)
-    prof = load_profile(Path(manifest.profile["path"]))
+    prof = load_profile(Path(manifest.profile.path))
     registry = Registry(paths.resolve(prof.registry), prof.model_name)
     if manifest.finished is None:
         for rec in manifest.steps:
             if rec.status == "running":
                 rec.status, rec.error = "failed", "its task ended before the step finished"
-                manifest.status, manifest.error = "failed", {"step": rec.name, "message": rec.error}
+                manifest.status, manifest.error = "failed", ErrorRecord(rec.name, rec.error)
             elif rec.status == "pending":
                 rec.status = "not-run"
         if manifest.status == "running":
             manifest.status = "succeeded" if all(r.status == "succeeded" for r in manifest.steps) else "failed"
             if manifest.status == "failed" and manifest.error is None:
-                manifest.error = {"step": None, "message": "the run was finished before all its steps ran"}
+                manifest.error = ErrorRecord(None, "the run was finished before all its steps ran")
         started = dt.datetime.fromisoformat(manifest.started)
         _finish(manifest, run_dir, registry, (dt.datetime.now(dt.timezone.utc) - started).total_seconds())
         lease.release(registry, run_id=manifest.run_id)
@@ -414,12 +412,6 @@ def finish_run(run_dir: str | os.PathLike, *, home: str | os.PathLike | None = N
     else:
         lease.release(registry, run_id=manifest.run_id)
     return manifest
-
-
-def _load(run_dir: Path) -> RunManifest:
-    raw = json.loads((run_dir / MANIFEST).read_text())
-    raw["steps"] = [StepRecord(**s) for s in raw["steps"]]
-    return RunManifest(**raw)
 
 
 def _finish(manifest: RunManifest, run_dir: Path, registry: Registry, seconds: float) -> None:
@@ -440,12 +432,13 @@ def _mirror(manifest: RunManifest, run_dir: Path, prof, registry: Registry) -> N
     try:
         from . import mlflow_mirror
     except ImportError as exc:
-        manifest.mlflow = {"status": "failed", "tracking_uri": prof.mlflow.tracking_uri,
-                           "error": f"{exc}; install the optional extra: pip install -r requirements-mlflow.txt"}
+        manifest.mlflow = MlflowRecord("failed", prof.mlflow.tracking_uri,
+                                       error=f"{exc}; install the optional extra: pip install -r requirements-mlflow.txt")
         log.warning("%s: mlflow is not installed; the mirror is skipped (pip install -r requirements-mlflow.txt)", manifest.run_id)
     else:
-        manifest.mlflow = mlflow_mirror.sync(prof.mlflow, runs_dir=run_dir.parent, registry=registry,
-                                             profile_name=prof.name, model_name=prof.model_name, current_run=manifest.run_id)
+        manifest.mlflow = MlflowRecord.from_dict(mlflow_mirror.sync(
+            prof.mlflow, runs_dir=run_dir.parent, registry=registry, profile_name=prof.name, model_name=prof.model_name,
+            current_run=manifest.run_id))
     manifest.write(run_dir)
 
 

@@ -2,7 +2,7 @@
 
 :func:`replay` takes ``runs/<run-id>/`` and re-executes the playbook from its record alone:
 
-1. **Inputs first.** Every batch record of the manifest's windows (holdout, reference, current,
+1. **Inputs first.** Every batch record of the run's windows (step 10's output: holdout, reference, current,
    train) is checked against the file on disk before anything runs; a changed or missing file stops
    the replay with a :class:`~retrainlib.errors.ReplayError` naming it.
 2. **The registry as it stood.** A scratch copy of the model's registry holds the versions that
@@ -41,10 +41,10 @@ import yaml
 from . import data
 from .durable import write_atomic
 from .errors import DataContractError, ProfileError, ReplayError
-from .manifest import file_hashes, load_manifest, write_json_atomic
+from .manifest import MANIFEST, ManifestError, RunManifest, write_json_atomic
+from .outputs import Analysis, Training, Validation
 from .paths import Paths
-from .outputs import Analysis, Promotion, Training, Validation
-from .playbook import new_run_id, read_output
+from .playbook import new_run_id
 
 __all__ = [
     "Check",
@@ -177,50 +177,57 @@ def _short(value: Any, limit: int = 60) -> str:
 # inputs
 
 
-def _home_of(run_dir: Path) -> Path:
-    """A run folder is ``<home>/runs/<run-id>``."""
-    return run_dir.resolve().parent.parent
+def _load_record(run: RunManifest | str | os.PathLike) -> RunManifest:
+    """The run's record, checked to be a finished original run whose step 10 recorded its windows (read once).
 
-
-def _load_record(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").is_file():
+    A :class:`~retrainlib.manifest.RunManifest` already loaded is checked and handed back as it is.
+    """
+    if isinstance(run, RunManifest):
+        return run
+    run_dir = Path(run)
+    if not (run_dir / MANIFEST).is_file():
         raise ReplayError(f"{run_dir} holds no manifest.json; expected a run folder such as runs/<run-id>/")
     try:
-        manifest = load_manifest(run_dir)
-        manifest["run_id"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ReplayError(f"{run_dir / 'manifest.json'} is not a readable run record ({type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())[:120]}); restore it from backup") from None
-    if manifest.get("status") == "running":
-        raise ReplayError(f"run {manifest['run_id']} is still running (or was killed without a record); replay a finished run")
-    if not (manifest.get("data") or {}).get("windows"):
+        manifest = RunManifest.load(run_dir)
+        analysis = manifest.analysis
+    except ManifestError as exc:
+        raise ReplayError(f"{exc.path} is not a readable run record ({' '.join(exc.problem.split())[:160]}); "
+                          "restore it from backup") from None
+    if manifest.status == "running":
+        raise ReplayError(f"run {manifest.run_id} is still running (or was killed without a record); replay a finished run")
+    if not (analysis and analysis.windows):
         raise ReplayError(
-            f"run {manifest['run_id']} recorded no data windows (it stopped before 10-analyze-drift read its data: "
-            f"{(manifest.get('error') or {}).get('message', 'no error recorded')}); there is nothing to replay"
+            f"run {manifest.run_id} recorded no data windows (it stopped before 10-analyze-drift read its data: "
+            f"{manifest.error.message if manifest.error else 'no error recorded'}); there is nothing to replay"
         )
-    if manifest.get("replay_of"):
+    if manifest.replay_of:
         raise ReplayError(
-            f"run {manifest['run_id']} is itself a replay of {manifest['replay_of']} (against a scratch registry that "
-            f"is gone); replay the original: runs/{manifest['replay_of']}"
+            f"run {manifest.run_id} is itself a replay of {manifest.replay_of} (against a scratch registry that "
+            f"is gone); replay the original: runs/{manifest.replay_of}"
         )
-    if not (manifest.get("profile") or {}).get("content"):
-        raise ReplayError(f"the manifest of run {manifest['run_id']} lacks the profile's content; it cannot be replayed")
-    return run_dir, manifest
+    if not manifest.profile.content:
+        raise ReplayError(f"the manifest of run {manifest.run_id} lacks the profile's content; it cannot be replayed")
+    return manifest
 
 
-def check_inputs(run_dir: str | os.PathLike) -> list[data.Batch]:
+def _paths(manifest: RunManifest) -> Paths:
+    """The home of the run's folder: ``<home>/runs/<run-id>``."""
+    return Paths(manifest.run_dir.resolve().parent.parent)
+
+
+def check_inputs(run: RunManifest | str | os.PathLike) -> list[data.Batch]:
     """Check every batch record of the run's windows against the file on disk, before anything runs.
 
-    Returns the distinct batches; raises :class:`ReplayError` naming every changed or missing file.
+    ``run``: the run folder, or its record already loaded. Returns the distinct batches; raises
+    :class:`ReplayError` naming every changed or missing file.
     """
-    run_dir, manifest = _load_record(run_dir)
-    paths = Paths(_home_of(run_dir))
-    windows = manifest["data"]["windows"]
+    manifest = _load_record(run)
+    paths = _paths(manifest)
+    analysis = manifest.analysis
     seen: set[str] = set()
     batches, problems = [], []
     for name in _WINDOWS:
-        for rec in windows.get(name, []):
+        for rec in analysis.window(name):
             if rec["path"] in seen:
                 continue
             seen.add(rec["path"])
@@ -230,26 +237,26 @@ def check_inputs(run_dir: str | os.PathLike) -> list[data.Batch]:
                 problems.append(str(exc))
     if problems:
         raise ReplayError(
-            f"cannot replay run {manifest['run_id']}: {len(problems)} recorded input(s) changed or missing: "
+            f"cannot replay run {manifest.run_id}: {len(problems)} recorded input(s) changed or missing: "
             + " | ".join(problems)
         )
     return batches
 
 
-def _check_visible(manifest: dict[str, Any], paths: Paths, profile: dict[str, Any], as_of: str | None) -> None:
+def _check_visible(manifest: RunManifest, paths: Paths, as_of: str | None) -> None:
     """The batch folder must show the run as many batches as it saw (a file added since would shift the windows)."""
     from .profiles import DataSource
 
-    windows = manifest["data"]["windows"]
-    recorded = windows.get("visible")
+    analysis = manifest.analysis
+    recorded = analysis.windows.get("visible")
     if recorded is None:
         return
-    now = data.list_batches(DataSource.model_validate(profile["data"]), paths, as_of=as_of)
+    now = data.list_batches(DataSource.model_validate(manifest.profile.resolved["data"]), paths, as_of=as_of)
     if len(now) != recorded:
-        known = {r["path"] for w in _WINDOWS for r in windows.get(w, [])}
+        known = {r["path"] for w in _WINDOWS for r in analysis.window(w)}
         extra = [b.path for b in now if b.path not in known]
         raise ReplayError(
-            f"cannot replay run {manifest['run_id']}: its batch folder now shows {len(now)} batch(es) up to as_of "
+            f"cannot replay run {manifest.run_id}: its batch folder now shows {len(now)} batch(es) up to as_of "
             f"{as_of}, the run saw {recorded}; batches in no recorded window: {', '.join(extra[:5]) or 'none'}. "
             "Move files added since the run out of the folder, or restore removed ones"
         )
@@ -259,7 +266,7 @@ def _check_visible(manifest: dict[str, Any], paths: Paths, profile: dict[str, An
 # the registry as it stood
 
 
-def rebuild_registry(run_dir: str | os.PathLike, target_root: str | os.PathLike) -> dict[str, Any]:
+def rebuild_registry(run: RunManifest | str | os.PathLike, target_root: str | os.PathLike) -> dict[str, Any]:
     """Write under ``target_root`` the run's model registry as it stood before the run started.
 
     A :func:`retrainlib.registry.snapshot.snapshot` of the live registry before the run's start,
@@ -271,31 +278,22 @@ def rebuild_registry(run_dir: str | os.PathLike, target_root: str | os.PathLike)
     from .registry.layout import parse_time
     from .registry.snapshot import snapshot
 
-    run_dir, manifest = _load_record(run_dir)
-    resolved = manifest["profile"]["resolved"]
-    model = resolved["model_name"]
-    source = Paths(_home_of(run_dir)).resolve(resolved.get("registry", "models")) / model
+    manifest = _load_record(run)
+    model = manifest.profile.model_name
+    source = _paths(manifest).resolve(manifest.profile.registry) / model
     # the manifest's start is truncated to the second; the run's own rows are told apart by run_id
     # (its retention rows, which carry none, come tens of seconds later, in step 40)
-    started = parse_time(manifest["started"]) + dt.timedelta(seconds=1)
+    started = parse_time(manifest.started) + dt.timedelta(seconds=1)
     try:
-        snap = snapshot(source, Path(target_root) / model, before=started, run_id=manifest["run_id"],
-                        champion=manifest.get("champion_before"), since=manifest["started"])
+        snap = snapshot(source, Path(target_root) / model, before=started, run_id=manifest.run_id,
+                        champion=manifest.champion_before, since=manifest.started)
     except RegistryError as exc:
-        raise ReplayError(f"cannot replay run {manifest['run_id']}: {exc}") from exc
+        raise ReplayError(f"cannot replay run {manifest.run_id}: {exc}") from exc
     return snap.to_dict()
 
 
 # --------------------------------------------------------------------------------------------
 # comparison
-
-
-def _get(d: dict[str, Any] | None, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
 
 
 def _same_number(a: Any, b: Any, tol: float) -> bool:
@@ -330,40 +328,57 @@ def _batch_keys(records: Iterable[dict[str, Any]]) -> list[list[str]]:
     return [[r["path"], r["sha256"]] for r in records]
 
 
-def compare_runs(original_dir: str | os.PathLike, replay_dir: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE,
-                 schedule_tolerance: float | None = None) -> list[Check]:
-    """Compare two run folders' manifests and step outputs: decisions, gate verdicts, inputs, settings, metrics.
+def _run(run: RunManifest | str | os.PathLike) -> RunManifest:
+    """A run's record: as given, or read from its folder (any run folder, a replay's too)."""
+    return run if isinstance(run, RunManifest) else RunManifest.load(run)
 
-    Pure: reads the two folders' JSON only. ``schedule_tolerance`` (days) replaces ``tolerance`` for the
-    schedule trigger's age when the original run had no ``as_of`` and was replayed as of its start.
+
+def _json(value: Any) -> dict[str, Any]:
+    """A nested record of a step output (a JSON object), ``{}`` when absent."""
+    return value if isinstance(value, dict) else {}
+
+
+def compare_runs(original: RunManifest | str | os.PathLike, replayed: RunManifest | str | os.PathLike, *,
+                 tolerance: float = DEFAULT_TOLERANCE, schedule_tolerance: float | None = None) -> list[Check]:
+    """Compare two runs' records and step outputs: decisions, gate verdicts, inputs, settings, metrics.
+
+    Pure: reads the two folders' JSON only (each a run folder or its record already loaded).
+    ``schedule_tolerance`` (days) replaces ``tolerance`` for the schedule trigger's age when the
+    original run had no ``as_of`` and was replayed as of its start.
     """
-    a_dir, b_dir = Path(original_dir), Path(replay_dir)
-    ma, mb = load_manifest(a_dir), load_manifest(b_dir)
+    ma, mb = _run(original), _run(replayed)
     c = _Checks(tolerance)
-    c.equal("decision", "run status", ma.get("status"), mb.get("status"))
-    c.equal("decision", "outcome", ma.get("outcome"), mb.get("outcome"))
-    c.equal("decision", "failed step", _get(ma, "error", "step"), _get(mb, "error", "step"))
-
-    _compare_analysis(c, read_output(a_dir, Analysis), read_output(b_dir, Analysis), ma, mb, schedule_tolerance)
-    sa, sb = (getattr(read_output(d, Analysis), "shadow", None) for d in (a_dir, b_dir))  # a shadow on trial
-    if sa or sb:
-        c.equal("decision", "shadow", _get(sa, "version"), _get(sb, "version"))
-        c.equal("decision", "shadow batches", [b["batch"] for b in _get(sa, "batches") or []],
-                [b["batch"] for b in _get(sb, "batches") or []])
-        c.equal("decision", "shadow verdict", _get(sa, "judgement", "decision"), _get(sb, "judgement", "decision"))
-        c.number("shadow gain", _get(sa, "judgement", "gain"), _get(sb, "judgement", "gain"))
-    _compare_training(c, read_output(a_dir, Training), read_output(b_dir, Training))
-    _compare_validation(c, read_output(a_dir, Validation), read_output(b_dir, Validation))
+    c.equal("decision", "run status", ma.status, mb.status)
+    c.equal("decision", "outcome", ma.outcome, mb.outcome)
+    c.equal("decision", "failed step", ma.error and ma.error.step, mb.error and mb.error.step)
+    a10, b10 = ma.analysis, mb.analysis
+    _compare_analysis(c, a10, b10, ma, mb, schedule_tolerance)
+    _compare_shadow(c, a10 and a10.shadow, b10 and b10.shadow)
+    _compare_training(c, ma.training, mb.training)
+    _compare_validation(c, ma.validation, mb.validation)
     # step 40: what happened to the champion
-    a40, b40 = read_output(a_dir, Promotion), read_output(b_dir, Promotion)
+    a40, b40 = ma.promotion, mb.promotion
     c.equal("decision", "promotion", a40 and a40.action, b40 and b40.action)
-    c.equal("decision", "champion after", ma.get("champion_after"), mb.get("champion_after"))
+    c.equal("decision", "champion after", ma.champion_after, mb.champion_after)
     c.info("retention removed", a40 and a40.retention_removed, b40 and b40.retention_removed,
            "retention ages versions by the wall clock")
     return c.items
 
 
-def _compare_analysis(c: _Checks, a10: Analysis | None, b10: Analysis | None, ma: dict, mb: dict,
+def _compare_shadow(c: _Checks, sa: dict[str, Any] | None, sb: dict[str, Any] | None) -> None:
+    """A shadow on trial (step 10's ``shadow``): its version, the batches paired, the verdict."""
+    if not (sa or sb):
+        return
+    sa, sb = _json(sa), _json(sb)
+    ja, jb = _json(sa.get("judgement")), _json(sb.get("judgement"))
+    c.equal("decision", "shadow", sa.get("version"), sb.get("version"))
+    c.equal("decision", "shadow batches", [b["batch"] for b in sa.get("batches") or []],
+            [b["batch"] for b in sb.get("batches") or []])
+    c.equal("decision", "shadow verdict", ja.get("decision"), jb.get("decision"))
+    c.number("shadow gain", ja.get("gain"), jb.get("gain"))
+
+
+def _compare_analysis(c: _Checks, a10: Analysis | None, b10: Analysis | None, ma: RunManifest, mb: RunManifest,
                       schedule_tolerance: float | None) -> None:
     """Step 10: inputs, decision, triggers, quality, drift, champion's evaluations."""
     wa, wb = (a10.windows if a10 else {}), (b10.windows if b10 else {})
@@ -371,37 +386,47 @@ def _compare_analysis(c: _Checks, a10: Analysis | None, b10: Analysis | None, ma
     c.equal("data", "visible batches", wa.get("visible"), wb.get("visible"))
     for name in _WINDOWS:
         c.equal("data", f"{name} window", _batch_keys(wa.get(name, [])), _batch_keys(wb.get(name, [])))
-    c.equal("decision", "champion before", ma.get("champion_before"), mb.get("champion_before"))
-    da, db = (a10.decision.to_dict() if a10 else None), (b10.decision.to_dict() if b10 else None)
-    for key in ("status", "retrain", "policy", "reasons"):
-        c.equal("decision", f"decision {key}", _get(da, key), _get(db, key))
-    ta = {t["name"]: t for t in _get(da, "triggers") or []}
-    tb = {t["name"]: t for t in _get(db, "triggers") or []}
+    c.equal("decision", "champion before", ma.champion_before, mb.champion_before)
+    da, db = (a10.decision if a10 else None), (b10.decision if b10 else None)
+    c.equal("decision", "decision status", da and da.status, db and db.status)
+    c.equal("decision", "decision retrain", da and da.retrain, db and db.retrain)
+    c.equal("decision", "decision policy", da and da.policy, db and db.policy)
+    c.equal("decision", "decision reasons", da and list(da.reasons), db and list(db.reasons))
+    ta = {t.name: t for t in (da.triggers if da else ())}
+    tb = {t.name: t for t in (db.triggers if db else ())}
     for name in sorted(set(ta) | set(tb)):
-        c.equal("decision", f"trigger {name} fired", _get(ta, name, "fired"), _get(tb, name, "fired"))
+        c.equal("decision", f"trigger {name} fired", ta[name].fired if name in ta else None,
+                tb[name].fired if name in tb else None)
         tol = schedule_tolerance if name == "schedule" and schedule_tolerance is not None else None
         note = "original run had no as_of: replayed as of its start" if tol is not None else ""
-        c.number(f"trigger {name}", _get(ta, name, "value"), _get(tb, name, "value"), tolerance=tol, note=note)
-    qa, qb = (a10.quality if a10 else None), (b10.quality if b10 else None)
-    c.equal("decision", "quality passed", _get(qa, "passed"), _get(qb, "passed"))
-    c.number("quality score", _get(qa, "score"), _get(qb, "score"))
-    ra, rb = (a10.drift if a10 else None), (b10.drift if b10 else None)
-    if a10 and (ra or rb):
-        c.equal("decision", "dataset drifted", _get(ra, "drifted"), _get(rb, "drifted"))
-        c.equal("decision", "drifted features", _get(ra, "drifted_features"), _get(rb, "drifted_features"))
-        c.number("drift score", _get(ra, "score"), _get(rb, "score"))
-        c.number("multivariate drift auc", _get(ra, "multivariate", "auc"), _get(rb, "multivariate", "auc"))
-        fa = {f["column"]: f.get("statistic") for f in _get(ra, "features") or []}
-        fb = {f["column"]: f.get("statistic") for f in _get(rb, "features") or []}
-        for col in sorted(set(fa) | set(fb)):
-            c.number(f"drift {col}", fa.get(col), fb.get(col))
-        for key in ("target_drift", "prediction_drift"):
-            c.number(key.replace("_", " "), _get(getattr(a10, key), "statistic"), _get(getattr(b10, key, None), "statistic"))
+        c.number(f"trigger {name}", ta[name].value if name in ta else None, tb[name].value if name in tb else None,
+                 tolerance=tol, note=note)
+    qa, qb = _json(a10 and a10.quality), _json(b10 and b10.quality)
+    c.equal("decision", "quality passed", qa.get("passed"), qb.get("passed"))
+    c.number("quality score", qa.get("score"), qb.get("score"))
+    if a10 and (a10.drift or (b10 and b10.drift)):
+        _compare_drift(c, a10, b10)
     ea = {e["batch"]: e["value"] for e in (a10.evaluations if a10 else [])}
     eb = {e["batch"]: e["value"] for e in (b10.evaluations if b10 else [])}
     c.equal("decision", "champion evaluated on", sorted(ea), sorted(eb))
     for batch in sorted(set(ea) | set(eb)):
         c.number(f"champion on {Path(batch).name}", ea.get(batch), eb.get(batch))
+
+
+def _compare_drift(c: _Checks, a10: Analysis, b10: Analysis | None) -> None:
+    """Step 10's drift: the verdict, the scores, each feature's statistic, target and prediction drift."""
+    ra, rb = _json(a10.drift), _json(b10 and b10.drift)
+    c.equal("decision", "dataset drifted", ra.get("drifted"), rb.get("drifted"))
+    c.equal("decision", "drifted features", ra.get("drifted_features"), rb.get("drifted_features"))
+    c.number("drift score", ra.get("score"), rb.get("score"))
+    c.number("multivariate drift auc", _json(ra.get("multivariate")).get("auc"), _json(rb.get("multivariate")).get("auc"))
+    fa = {f["column"]: f.get("statistic") for f in ra.get("features") or []}
+    fb = {f["column"]: f.get("statistic") for f in rb.get("features") or []}
+    for col in sorted(set(fa) | set(fb)):
+        c.number(f"drift {col}", fa.get(col), fb.get(col))
+    for key in ("target_drift", "prediction_drift"):
+        c.number(key.replace("_", " "), _json(getattr(a10, key)).get("statistic"),
+                 _json(getattr(b10, key, None)).get("statistic"))
 
 
 def _compare_training(c: _Checks, a20: Training | None, b20: Training | None) -> None:
@@ -430,27 +455,29 @@ def _compare_validation(c: _Checks, a30: Validation | None, b30: Validation | No
     c.equal("decision", "validation", a30 and a30.status, b30 and b30.status)
     if not ((a30 and not a30.skipped) or (b30 and not b30.skipped)):
         return
-    va, vb = (a30.verdict if a30 else {}), (b30.verdict if b30 else {})
-    c.equal("decision", "verdict", va.get("decision"), vb.get("decision"))
-    c.equal("data", "holdout rows", va.get("n_holdout"), vb.get("n_holdout"))
-    ga = {g["name"]: g for g in va.get("gates") or []}
-    gb = {g["name"]: g for g in vb.get("gates") or []}
+    a30, b30 = a30 or Validation.skip(""), b30 or Validation.skip("")
+    c.equal("decision", "verdict", a30.decision, b30.decision)
+    c.equal("data", "holdout rows", a30.verdict.get("n_holdout"), b30.verdict.get("n_holdout"))
+    ga = {g["name"]: g for g in a30.gates}
+    gb = {g["name"]: g for g in b30.gates}
     c.equal("gate", "gates applied", list(ga), list(gb))
     for name in [*ga, *(n for n in gb if n not in ga)]:
-        c.equal("gate", f"{name} passed", _get(ga, name, "passed"), _get(gb, name, "passed"))
+        gate_a, gate_b = ga.get(name, {}), gb.get(name, {})
+        c.equal("gate", f"{name} passed", gate_a.get("passed"), gate_b.get("passed"))
         if name in _TIMED_GATES:
-            c.info(f"gate {name}", _get(ga, name, "value"), _get(gb, name, "value"), "a timing of this machine")
+            c.info(f"gate {name}", gate_a.get("value"), gate_b.get("value"), "a timing of this machine")
         else:
-            c.number(f"gate {name}", _get(ga, name, "value"), _get(gb, name, "value"))
+            c.number(f"gate {name}", gate_a.get("value"), gate_b.get("value"))
     for who in ("champion", "challenger"):
-        sa, sb = _get(va, "scores", who) or {}, _get(vb, "scores", who) or {}
+        sa, sb = _json(a30.scores.get(who)), _json(b30.scores.get(who))
         for metric in sorted(set(sa) | set(sb)):
             c.number(f"{who} {metric}", sa.get(metric), sb.get(metric))
+    ba, bb = _json(a30.verdict.get("bootstrap")), _json(b30.verdict.get("bootstrap"))
     for key in ("observed", "ci_low", "ci_high"):
-        c.number(f"bootstrap {key}", _get(va, "bootstrap", key), _get(vb, "bootstrap", key))
+        c.number(f"bootstrap {key}", ba.get(key), bb.get(key))
 
 
-def compare_predictions(original_dir: str | os.PathLike, replay_dir: str | os.PathLike, *,
+def compare_predictions(original: RunManifest | str | os.PathLike, replayed: RunManifest | str | os.PathLike, *,
                         scratch_registry: str | os.PathLike) -> Check | None:
     """The challengers' predictions on the held-out rows: original (live registry) against replay (scratch).
 
@@ -464,30 +491,27 @@ def compare_predictions(original_dir: str | os.PathLike, replay_dir: str | os.Pa
     from .profiles import DataSource
     from .registry import Registry
 
-    original_dir, replay_dir = Path(original_dir), Path(replay_dir)
-    a20, b20 = read_output(original_dir, Training), read_output(replay_dir, Training)
+    ma, mb = _run(original), _run(replayed)
+    a20, b20 = ma.training, mb.training
     if not (a20 and a20.trained and b20 and b20.trained):
         return None
     if a20.time_limit_binding:
         return Check("predictions", "held-out rows", None, None, None,
                      "not compared: the original fit's time limit was binding, so its model depended on the "
                      "machine's load; decisions and metrics only")
-    manifest = load_manifest(original_dir)
-    paths = Paths(_home_of(original_dir))
-    resolved = manifest["profile"]["resolved"]
-    name_a, name_b = a20.challenger, b20.challenger
-    live = Registry(paths.resolve(resolved.get("registry", "models")), resolved["model_name"])
+    paths, profile = _paths(ma), ma.profile
+    live = Registry(paths.resolve(profile.registry), profile.model_name)
     try:
-        original = live.load(name_a)
+        original_model = live.load(a20.challenger)
     except RegistryError as exc:
         return Check("predictions", "held-out rows", None, None, None,
-                     f"not compared: the original challenger {name_a} cannot be loaded ({exc})")
-    replayed = Registry(Path(scratch_registry), resolved["model_name"]).load(name_b)
-    source = DataSource.model_validate(resolved["data"])
-    holdout = data.load_batches(data.batches_from_records(manifest["data"]["windows"]["holdout"], paths), paths, source)
+                     f"not compared: the original challenger {a20.challenger} cannot be loaded ({exc})")
+    replayed_model = Registry(Path(scratch_registry), profile.model_name).load(b20.challenger)
+    source = DataSource.model_validate(profile.resolved["data"])
+    holdout = data.load_batches(data.batches_from_records(ma.analysis.window("holdout"), paths), paths, source)
     holdout = holdout[holdout[source.label].notna()] if source.label in holdout else holdout
-    pa = automl.predict_scores(original, holdout[a20.features])
-    pb = automl.predict_scores(replayed, holdout[b20.features])
+    pa = automl.predict_scores(original_model, holdout[a20.features])
+    pb = automl.predict_scores(replayed_model, holdout[b20.features])
     same_shape = pa.shape == pb.shape
     identical = bool(same_shape and np.array_equal(pa, pb))
     diff = float(np.max(np.abs(pa - pb))) if same_shape and pa.size else None
@@ -508,12 +532,12 @@ def _digest(values) -> str:
 # replay
 
 
-def _replay_profile(manifest: dict[str, Any], scratch_registry: Path) -> tuple[dict[str, Any], list[str]]:
+def _replay_profile(manifest: RunManifest, scratch_registry: Path) -> tuple[dict[str, Any], list[str]]:
     """The recorded profile text with the registry pointed at the scratch copy, notifications and the MLflow mirror off."""
     try:
-        raw = yaml.safe_load(manifest["profile"]["content"])
+        raw = yaml.safe_load(manifest.profile.content)
     except yaml.YAMLError as exc:
-        raise ReplayError(f"the profile recorded by run {manifest['run_id']} is not valid YAML ({exc})") from exc
+        raise ReplayError(f"the profile recorded by run {manifest.run_id} is not valid YAML ({exc})") from exc
     overrides = [f"registry: {raw.get('registry', 'models')} -> {scratch_registry} (a scratch copy as it stood before the run)"]
     raw["registry"] = str(scratch_registry)
     if raw.get("notify"):
@@ -535,6 +559,8 @@ def replay(
 ) -> ReplayReport:
     """Re-execute a run folder from its record and compare (see the module docstring).
 
+    The record is read once and handed to every step of the replay.
+
     Parameters
     ----------
     run_dir : path
@@ -550,77 +576,77 @@ def replay(
         before anything runs, when a recorded input batch changed or is missing, the batch folder
         shows the run a different number of batches, or the champion before the run is gone.
     """
-    from . import automl
     from .pipeline import run_playbook
-    from .profiles import load_profile
 
-    run_dir, manifest = _load_record(run_dir)
-    check_inputs(run_dir)  # every recorded batch, before anything runs
-    home = _home_of(run_dir)
-    paths = Paths(home)
-    notes: list[str] = []
+    manifest = _load_record(run_dir)
+    check_inputs(manifest)  # every recorded batch, before anything runs
+    paths = _paths(manifest)
+    as_of, schedule_tolerance, notes = _replay_as_of(manifest)
+    _check_visible(manifest, paths, as_of)
 
-    as_of = manifest.get("as_of")
-    schedule_tolerance = None
-    if not as_of:
-        first = next((s.get("started") for s in manifest.get("steps", []) if s.get("started")), None) or manifest["started"]
-        as_of = first
-        schedule_tolerance = 0.01  # days (~15 minutes): the original measured the champion's age at its own "now"
-        notes.append(f"the original run had no as_of; replayed as of its first step's start {first}")
-    _check_visible(manifest, paths, manifest["profile"]["resolved"], as_of)
-
-    replay_id = f"{new_run_id(manifest['profile']['name'])}-replay"
+    replay_id = f"{new_run_id(manifest.profile.name)}-replay"
     scratch = paths.runs / f".replay-{replay_id}"
     scratch.mkdir(parents=True, exist_ok=False)
     try:
-        rebuilt = rebuild_registry(run_dir, scratch / "models")
-        if rebuilt["missing"]:
-            notes.append(f"versions that existed before the run but are gone now: {', '.join(rebuilt['missing'])}")
-        notes.append(f"registry as it stood: versions {', '.join(rebuilt['versions']) or '(none)'}, champion "
-                     f"{rebuilt['champion'] or '(none)'}, {rebuilt['history_rows']} history and "
-                     f"{rebuilt['evaluation_rows']} evaluation rows")
-        raw, overrides = _replay_profile(manifest, (scratch / "models").resolve())
-        notes += [f"profile override {o}" for o in overrides]
-        (scratch / "params").mkdir()
-        profile_path = scratch / "params" / f"{manifest['profile']['name']}.yaml"
-        write_atomic(profile_path, yaml.safe_dump(raw, sort_keys=False))
-        try:
-            load_profile(profile_path)
-        except ProfileError as exc:  # the schema changed since the run
-            raise ReplayError(f"the profile recorded by run {manifest['run_id']} no longer validates: {exc}") from exc
-
-        running = automl.software_versions()
-        diff = {k: f"{v} -> {running.get(k)}" for k, v in (manifest.get("software") or {}).items() if running.get(k) != v}
-        if diff:
-            notes.append("software differs from the run's: " + ", ".join(f"{k} {v}" for k, v in diff.items()))
-
-        new_manifest, new_dir = run_playbook(profile_path, home=home, as_of=as_of, run_id=replay_id,
-                                             replay_of=manifest["run_id"], lock_timeout=lock_timeout, progress=progress)
-        if new_manifest.git_commit != manifest.get("git_commit"):
-            notes.append(f"code differs: the run was at commit {manifest.get('git_commit')}, the replay at "
+        profile_path = _stage(manifest, scratch, notes)
+        new_manifest, new_dir = run_playbook(profile_path, home=paths.home, as_of=as_of, run_id=replay_id,
+                                             replay_of=manifest.run_id, lock_timeout=lock_timeout, progress=progress)
+        if new_manifest.git_commit != manifest.git_commit:
+            notes.append(f"code differs: the run was at commit {manifest.git_commit}, the replay at "
                          f"{new_manifest.git_commit}")
-        checks = compare_runs(run_dir, new_dir, tolerance=tolerance, schedule_tolerance=schedule_tolerance)
-
-        a20 = read_output(run_dir, Training)
+        checks = compare_runs(manifest, new_manifest, tolerance=tolerance, schedule_tolerance=schedule_tolerance)
+        a20 = manifest.training
         binding = a20.time_limit_binding if a20 and a20.trained else None
         if binding:
             notes.append("the original fit's time limit was binding: comparing decisions and metrics only")
-        check = compare_predictions(run_dir, new_dir, scratch_registry=scratch / "models")
-        if check is not None:
-            checks.append(check)
-        compared = check is not None and check.matched is not None
-        report = ReplayReport(manifest["run_id"], new_dir.name, str(new_dir), tolerance, binding, compared,
-                              tuple(checks), tuple(notes + ([f"scratch registry kept in {scratch}"] if keep_scratch else [])))
-        _attach(report, new_dir)
+        check = compare_predictions(manifest, new_manifest, scratch_registry=scratch / "models")
+        notes += [f"scratch registry kept in {scratch}"] if keep_scratch else []
+        report = ReplayReport(manifest.run_id, new_dir.name, str(new_dir), tolerance, binding,
+                              check is not None and check.matched is not None, (*checks, *([check] if check else [])), tuple(notes))
+        _attach(report, new_manifest)
         return report
     finally:
         if not keep_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _attach(report: ReplayReport, run_dir: Path) -> None:
+def _replay_as_of(manifest: RunManifest) -> tuple[str, float | None, list[str]]:
+    """The replay's ``as_of``, the schedule trigger's tolerance (days) and a note when the run had no ``as_of``."""
+    if manifest.as_of:
+        return manifest.as_of, None, []
+    first = next((s.started for s in manifest.steps if s.started), None) or manifest.started
+    # ~15 minutes: the original measured the champion's age at its own "now"
+    return first, 0.01, [f"the original run had no as_of; replayed as of its first step's start {first}"]
+
+
+def _stage(manifest: RunManifest, scratch: Path, notes: list[str]) -> Path:
+    """Build the scratch registry and the replay's profile under ``scratch``; note what differs. The profile's path."""
+    from . import automl
+    from .profiles import load_profile
+
+    rebuilt = rebuild_registry(manifest, scratch / "models")
+    if rebuilt["missing"]:
+        notes.append(f"versions that existed before the run but are gone now: {', '.join(rebuilt['missing'])}")
+    notes.append(f"registry as it stood: versions {', '.join(rebuilt['versions']) or '(none)'}, champion "
+                 f"{rebuilt['champion'] or '(none)'}, {rebuilt['history_rows']} history and "
+                 f"{rebuilt['evaluation_rows']} evaluation rows")
+    raw, overrides = _replay_profile(manifest, (scratch / "models").resolve())
+    notes += [f"profile override {o}" for o in overrides]
+    (scratch / "params").mkdir()
+    profile_path = scratch / "params" / f"{manifest.profile.name}.yaml"
+    write_atomic(profile_path, yaml.safe_dump(raw, sort_keys=False))
+    try:
+        load_profile(profile_path)
+    except ProfileError as exc:  # the schema changed since the run
+        raise ReplayError(f"the profile recorded by run {manifest.run_id} no longer validates: {exc}") from exc
+    running = automl.software_versions()
+    diff = {k: f"{v} -> {running.get(k)}" for k, v in manifest.software.items() if running.get(k) != v}
+    if diff:
+        notes.append("software differs from the run's: " + ", ".join(f"{k} {v}" for k, v in diff.items()))
+    return profile_path
+
+
+def _attach(report: ReplayReport, manifest: RunManifest) -> None:
     """Write replay.json into the replay's run folder and refresh its manifest's file list."""
-    write_json_atomic(run_dir / "replay.json", report.to_dict())
-    manifest = load_manifest(run_dir)
-    manifest["files"] = file_hashes(run_dir)
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    write_json_atomic(manifest.run_dir / "replay.json", report.to_dict())
+    manifest.write(manifest.run_dir)

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .durable import write_atomic as _write_atomic
-from .outputs import Analysis
-from .playbook import read_output
+from .manifest import MANIFEST, ManifestError, RunManifest
+from .outputs import Analysis, Validation
 
 __all__ = ["build_report", "render_run", "run_row", "damaged_row", "champion_plot", "ReportResult", "INDEX"]
 
@@ -113,11 +113,11 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _read_analysis(run_dir: Path) -> Analysis | None:
-    """Step 10's output of a run folder; ``None`` when it is missing or unreadable (the index shows what it can)."""
+def _step_output(m: RunManifest, kind: type) -> Any:
+    """A step's output of a run; ``None`` when it is missing or unreadable (the index shows what it can)."""
     try:
-        return read_output(run_dir, Analysis)
-    except (OSError, ValueError, KeyError, TypeError):
+        return m.output(kind)
+    except ManifestError:
         return None
 
 
@@ -125,29 +125,18 @@ def _scores(metrics: dict, who: str) -> dict[str, float]:
     return {k: v for k, v in ((metrics or {}).get(who) or {}).items() if isinstance(v, (int, float))}
 
 
-_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false", type(None): "null"}
-
-
 def run_row(run_dir: Path) -> dict[str, Any] | None:
     """The index's row for one run folder, from its manifest and step 10's result; None without a manifest.
 
     A manifest that cannot be read gives a ``damaged`` row (:func:`damaged_row`) saying what is wrong with it.
     """
-    path = run_dir / "manifest.json"
     try:
-        m = json.loads(path.read_text(encoding="utf-8"))
+        m = RunManifest.load(run_dir)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        return damaged_row(run_dir, f"cannot be read ({type(exc).__name__}: {exc})")
-    except ValueError as exc:  # not UTF-8, or not JSON
-        return damaged_row(run_dir, f"is not JSON ({exc})")
-    if not isinstance(m, dict):
-        return damaged_row(run_dir, f"holds {_JSON_TYPES.get(type(m), type(m).__name__)} instead of a JSON object")
-    try:
-        return _manifest_row(run_dir, m)
-    except (AttributeError, TypeError, KeyError, ValueError) as exc:
-        return damaged_row(run_dir, f"has a field of an unexpected type ({type(exc).__name__}: {exc})")
+    except ManifestError as exc:
+        return damaged_row(run_dir, exc.problem)
+    return _manifest_row(run_dir, m)
 
 
 def damaged_row(run_dir: Path, problem: str) -> dict[str, Any]:
@@ -165,38 +154,32 @@ def damaged_row(run_dir: Path, problem: str) -> dict[str, Any]:
             "error": {"step": None, "message": line}, "damaged": line, "warnings": [], "notebooks": notebooks}
 
 
-def _manifest_row(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
-    resolved = (m.get("profile") or {}).get("resolved") or {}
-    metric = (resolved.get("training") or {}).get("eval_metric")
-    analyze = _read_analysis(run_dir)
-    challenger = _scores(m.get("metrics"), "challenger")
-    decision = (m.get("outputs") or {}).get("decision") or {}
-    verdict = (m.get("outputs") or {}).get("verdict") or {}
-    notebooks = []
-    for step in m.get("steps") or []:
-        nb = step.get("notebook")
-        if nb and (run_dir / nb).exists():
-            notebooks.append({"name": step["name"], "ipynb": nb, "html": str(Path(nb).with_suffix(".html")),
-                              "status": step.get("status")})
+def _manifest_row(run_dir: Path, m: RunManifest) -> dict[str, Any]:
+    analyze = _step_output(m, Analysis)
+    validation = _step_output(m, Validation)
+    challenger = _scores(m.metrics, "challenger")
+    metric = m.profile.eval_metric
+    notebooks = [{"name": step.name, "ipynb": step.notebook, "html": str(Path(step.notebook).with_suffix(".html")),
+                  "status": step.status} for step in m.steps if step.notebook and (run_dir / step.notebook).exists()]
     return {
-        "run_id": m.get("run_id") or run_dir.name,
+        "run_id": m.run_id,
         "folder": run_dir.name,
-        "profile": (m.get("profile") or {}).get("name"),
-        "model": resolved.get("model_name"),
-        "started": m.get("started"),
-        "as_of": m.get("as_of"),
-        "time": m.get("as_of") or m.get("started"),
-        "status": m.get("status"),
-        "outcome": m.get("outcome"),
-        "exit_code": m.get("exit_code"),
-        "seconds": m.get("seconds"),
-        "reasons": list(m.get("reasons") or []),
-        "decision": decision.get("status"),
-        "verdict": list(verdict.get("reasons") or []),
-        "champion_before": m.get("champion_before"),
-        "champion_after": m.get("champion_after"),
-        "challenger": m.get("challenger"),
-        "champion_scores": _scores(m.get("metrics"), "champion"),
+        "profile": m.profile.name,
+        "model": m.profile.model_name,
+        "started": m.started or None,
+        "as_of": m.as_of,
+        "time": m.as_of or m.started or None,
+        "status": m.status,
+        "outcome": m.outcome,
+        "exit_code": m.exit_code,
+        "seconds": m.seconds,
+        "reasons": list(m.reasons),
+        "decision": analyze and analyze.decision.status,
+        "verdict": validation.reasons if validation else [],
+        "champion_before": m.champion_before,
+        "champion_after": m.champion_after,
+        "challenger": m.challenger,
+        "champion_scores": _scores(m.metrics, "champion"),
         "challenger_scores": challenger,
         "metric": (analyze and analyze.metric) or metric,
         "champion_metric": analyze and analyze.metric_value,
@@ -206,9 +189,9 @@ def _manifest_row(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
         "estimate_unreliable": (analyze and analyze.newest_estimate().get("unreliable")) or "",
         # the shadow on trial beside the champion as step 10 scored it (steps.shadow.shadow_summary's line)
         "shadow": _shadow_line(analyze),
-        "new_champion_metric": challenger.get(metric) if m.get("outcome") in ("promoted", "bootstrapped") else None,
-        "error": m.get("error"),
-        "warnings": list(m.get("warnings") or []),
+        "new_champion_metric": challenger.get(metric) if m.outcome in ("promoted", "bootstrapped") else None,
+        "error": m.error and m.error.to_dict(),
+        "warnings": list(m.warnings),
         "notebooks": notebooks,
     }
 
@@ -241,6 +224,34 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
     x is the time the run's data reached (``as_of``, else when it started); y is the champion's
     metric measured by step 10, and after a promotion the new champion's validation score.
     """
+    points = _plot_points(rows)
+    all_pts = [p for s in points.values() for p in s if p[1] == p[1]]
+    all_pts += [(p[0], b, p[2], "band") for s in points.values() for p in s if p[3] == "estimated"
+                for b in (p[2].get("estimated_band") or []) if isinstance(b, (int, float))]
+    if not all_pts:
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40" role="img">'
+                '<text x="8" y="24" font-size="13">no champion measurements yet</text></svg>')
+    frame = _Frame.around(all_pts, width, height)
+    out = _plot_axes(frame, sorted({str(p[2].get("metric")) for p in all_pts}))
+    for (model, series), color in zip(sorted(points.items()), _COLORS * 10):
+        series.sort(key=lambda p: (p[0], p[3] != "measured"))
+        line = " ".join(f"{frame.sx(t):.1f},{frame.sy(v):.1f}" for t, v, _, k in series if v == v and k != "estimated")
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{line}"><title>{html.escape(model)}</title></polyline>')
+        out += [_plot_mark(frame, t, v, r, kind, color) for t, v, r, kind in series]
+    if len(points) > 1:
+        for i, ((model, _), color) in enumerate(zip(sorted(points.items()), _COLORS * 10)):
+            out.append(f'<text x="{width - frame.right - 8}" y="{frame.top + 14 + 14 * i}" text-anchor="end" '
+                       f'fill="{color}">{html.escape(model)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _number_or_nan(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def _plot_points(rows: Sequence[dict]) -> dict[str, list[tuple[dt.datetime, float, dict, str]]]:
+    """Each model's points: (time, value, row, kind) with kind measured, estimated, promotion, shadow or rollback."""
     points: dict[str, list[tuple[dt.datetime, float, dict, str]]] = {}
     for r in rows:
         t = _when(r.get("time"))
@@ -254,78 +265,84 @@ def champion_plot(rows: Sequence[dict], *, width: int = 760, height: int = 260) 
         kind = _MARKED.get(r.get("outcome") or "")
         if kind == "promotion" and isinstance(r.get("new_champion_metric"), (int, float)):
             series.append((t, float(r["new_champion_metric"]), r, "promotion"))
-        elif kind == "shadow":  # a shadow trial began or ended without serving: marked at the champion's level
-            y = r.get("champion_metric")
-            series.append((t, float(y) if isinstance(y, (int, float)) else float("nan"), r, "shadow"))
-        elif kind == "rollback":
-            y = r.get("champion_metric")
-            series.append((t, float(y) if isinstance(y, (int, float)) else float("nan"), r, "rollback"))
-    all_pts = [p for s in points.values() for p in s if p[1] == p[1]]
-    all_pts += [(p[0], b, p[2], "band") for s in points.values() for p in s if p[3] == "estimated"
-                for b in (p[2].get("estimated_band") or []) if isinstance(b, (int, float))]
-    esc = html.escape
-    if not all_pts:
-        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40" role="img">'
-                '<text x="8" y="24" font-size="13">no champion measurements yet</text></svg>')
-    left, right, top, bottom = 56, 40, 16, 46
-    t0, t1 = min(p[0] for p in all_pts), max(p[0] for p in all_pts)
-    y0, y1 = min(p[1] for p in all_pts), max(p[1] for p in all_pts)
-    pad = max((y1 - y0) * 0.1, 0.01)
-    y0, y1 = y0 - pad, y1 + pad
-    span = max((t1 - t0).total_seconds(), 1.0)
+        elif kind in ("shadow", "rollback"):  # a shadow trial began or ended without serving, or a rollback: at the champion's level
+            series.append((t, _number_or_nan(r.get("champion_metric")), r, kind))
+    return points
 
-    def sx(t: dt.datetime) -> float:
-        return left + (width - left - right) * ((t - t0).total_seconds() / span if t1 > t0 else 0.5)
 
-    def sy(v: float) -> float:
-        return top + (height - top - bottom) * (1 - (v - y0) / (y1 - y0))
+@dataclass(frozen=True)
+class _Frame:
+    """The plot's area and scales: time to x, metric to y."""
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+    width: int
+    height: int
+    t0: dt.datetime
+    t1: dt.datetime
+    y0: float
+    y1: float
+    left: int = 56
+    right: int = 40
+    top: int = 16
+    bottom: int = 46
+
+    @classmethod
+    def around(cls, pts: Sequence[tuple], width: int, height: int) -> "_Frame":
+        y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+        pad = max((y1 - y0) * 0.1, 0.01)
+        return cls(width, height, min(p[0] for p in pts), max(p[0] for p in pts), y0 - pad, y1 + pad)
+
+    def sx(self, t: dt.datetime) -> float:
+        span = max((self.t1 - self.t0).total_seconds(), 1.0)
+        share = (t - self.t0).total_seconds() / span if self.t1 > self.t0 else 0.5
+        return self.left + (self.width - self.left - self.right) * share
+
+    def sy(self, v: float) -> float:
+        return self.top + (self.height - self.top - self.bottom) * (1 - (v - self.y0) / (self.y1 - self.y0))
+
+
+def _plot_axes(f: _Frame, metrics: list[str]) -> list[str]:
+    """The SVG's opening, the plot area, the grid with its labels and the legend line."""
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{f.width}" height="{f.height}" role="img" '
            f'aria-label="champion metric over time" font-family="sans-serif" font-size="11">',
-           f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="#fafafa" stroke="#ccc"/>']
+           f'<rect x="{f.left}" y="{f.top}" width="{f.width - f.left - f.right}" height="{f.height - f.top - f.bottom}" '
+           'fill="#fafafa" stroke="#ccc"/>']
     for i in range(5):  # y grid and labels
-        v = y0 + (y1 - y0) * i / 4
-        out.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#e4e4e4"/>'
-                   f'<text x="{left - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
-    for i in range(4 if t1 > t0 else 1):  # x labels
-        t = t0 + (t1 - t0) * (i / 3 if t1 > t0 else 0)
-        out.append(f'<text x="{sx(t):.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:%Y-%m-%d}</text>')
-    metrics = sorted({str(p[2].get("metric")) for p in all_pts})
-    out.append(f'<text x="{left}" y="{height - 8}">champion {esc(", ".join(metrics))} by the time of the data each run saw'
+        v = f.y0 + (f.y1 - f.y0) * i / 4
+        out.append(f'<line x1="{f.left}" x2="{f.width - f.right}" y1="{f.sy(v):.1f}" y2="{f.sy(v):.1f}" stroke="#e4e4e4"/>'
+                   f'<text x="{f.left - 6}" y="{f.sy(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
+    for i in range(4 if f.t1 > f.t0 else 1):  # x labels
+        t = f.t0 + (f.t1 - f.t0) * (i / 3 if f.t1 > f.t0 else 0)
+        out.append(f'<text x="{f.sx(t):.1f}" y="{f.height - f.bottom + 16}" text-anchor="middle">{t:%Y-%m-%d}</text>')
+    out.append(f'<text x="{f.left}" y="{f.height - 8}">champion {html.escape(", ".join(metrics))} by the time of the data each run saw'
                ' · ● measured · ○ estimated without labels, with its band · ▲ promotion · ▼ rollback'
                ' · ◇ shadow trial started or dropped</text>')
-    for (model, series), color in zip(sorted(points.items()), _COLORS * 10):
-        series.sort(key=lambda p: (p[0], p[3] != "measured"))
-        line = " ".join(f"{sx(t):.1f},{sy(v):.1f}" for t, v, _, k in series if v == v and k != "estimated")
-        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{line}"><title>{esc(model)}</title></polyline>')
-        for t, v, r, kind in series:
-            x = sx(t)
-            y = sy(v) if v == v else top + 8
-            tip = esc(f"{r.get('run_id')}: {kind} {r.get('metric')}={v:.4f} ({r.get('outcome')})")
-            link = f'<a href="#{esc(r.get("run_id") or "")}">'
-            if kind == "measured":
-                out.append(f'{link}<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{tip}</title></circle></a>')
-            elif kind == "estimated":
-                lo, hi = (r.get("estimated_band") or [None, None])[:2]
-                if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-                    out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(lo):.1f}" y2="{sy(hi):.1f}" stroke="{color}" '
-                               f'stroke-opacity="0.5" stroke-width="3"/>')
-                    tip = esc(f"{r.get('run_id')}: estimated {r.get('metric')}={v:.4f} (95% band {lo:.4f}–{hi:.4f})"
-                              + (f"; {r['estimate_unreliable']}" if r.get("estimate_unreliable") else ""))
-                out.append(f'{link}<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="#fff" stroke="{color}" stroke-width="1.5">'
-                           f'<title>{tip}</title></circle></a>')
-            elif kind == "shadow":
-                out.append(f'{link}<path d="M{x:.1f},{y - 6:.1f} l6,6 l-6,6 l-6,-6 z" fill="#fff" stroke="#9467bd" '
-                           f'stroke-width="1.5"><title>{tip}</title></path></a>')
-            elif kind == "promotion":
-                out.append(f'{link}<path d="M{x:.1f},{y - 7:.1f} l6,10 h-12 z" fill="#2ca02c"><title>{tip}</title></path></a>')
-            else:
-                out.append(f'{link}<path d="M{x:.1f},{y + 7:.1f} l6,-10 h-12 z" fill="#d62728"><title>{tip}</title></path></a>')
-    if len(points) > 1:
-        for i, ((model, _), color) in enumerate(zip(sorted(points.items()), _COLORS * 10)):
-            out.append(f'<text x="{width - right - 8}" y="{top + 14 + 14 * i}" text-anchor="end" fill="{color}">{esc(model)}</text>')
-    out.append("</svg>")
-    return "".join(out)
+    return out
+
+
+def _plot_mark(f: _Frame, t: dt.datetime, v: float, r: dict, kind: str, color: str) -> str:
+    """One point's mark, linked to its run's row: ● measured, ○ estimated (with its band), ◇ shadow, ▲ promotion, ▼ rollback."""
+    esc = html.escape
+    x, y = f.sx(t), (f.sy(v) if v == v else f.top + 8)
+    tip = esc(f"{r.get('run_id')}: {kind} {r.get('metric')}={v:.4f} ({r.get('outcome')})")
+    link = f'<a href="#{esc(r.get("run_id") or "")}">'
+    if kind == "measured":
+        return f'{link}<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{tip}</title></circle></a>'
+    if kind == "estimated":
+        band = ""
+        lo, hi = (r.get("estimated_band") or [None, None])[:2]
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+            band = (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{f.sy(lo):.1f}" y2="{f.sy(hi):.1f}" stroke="{color}" '
+                    f'stroke-opacity="0.5" stroke-width="3"/>')
+            tip = esc(f"{r.get('run_id')}: estimated {r.get('metric')}={v:.4f} (95% band {lo:.4f}–{hi:.4f})"
+                      + (f"; {r['estimate_unreliable']}" if r.get("estimate_unreliable") else ""))
+        return (f'{band}{link}<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="#fff" stroke="{color}" stroke-width="1.5">'
+                f'<title>{tip}</title></circle></a>')
+    if kind == "shadow":
+        return (f'{link}<path d="M{x:.1f},{y - 6:.1f} l6,6 l-6,6 l-6,-6 z" fill="#fff" stroke="#9467bd" '
+                f'stroke-width="1.5"><title>{tip}</title></path></a>')
+    if kind == "promotion":
+        return f'{link}<path d="M{x:.1f},{y - 7:.1f} l6,10 h-12 z" fill="#2ca02c"><title>{tip}</title></path></a>'
+    return f'{link}<path d="M{x:.1f},{y + 7:.1f} l6,-10 h-12 z" fill="#d62728"><title>{tip}</title></path></a>'
 
 
 # ---- the index --------------------------------------------------------------------------------
@@ -416,7 +433,7 @@ def _load_cache(path: Path) -> dict[str, Any]:
 
 
 def _run_dirs(runs: Path) -> Iterable[Path]:
-    return (d for d in runs.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / "manifest.json").exists())
+    return (d for d in runs.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).exists())
 
 
 def build_report(runs: str | os.PathLike, *, force: bool = False) -> ReportResult:
@@ -434,7 +451,7 @@ def build_report(runs: str | os.PathLike, *, force: bool = False) -> ReportResul
     rows, rendered, skipped, exporter, seen = [], 0, 0, None, set()
     for d in _run_dirs(runs):
         seen.add(d.name)
-        stamp = (d / "manifest.json").stat().st_mtime_ns
+        stamp = (d / MANIFEST).stat().st_mtime_ns
         entry = cache["runs"].get(d.name)
         if force or not entry or entry.get("stamp") != stamp:
             row = run_row(d)

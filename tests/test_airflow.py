@@ -21,6 +21,7 @@ import pytest
 from tests.airflow_local import AIRFLOW, REPO, LocalAirflow, airflow, airflow_env
 from tests.conftest import make_home
 from retrainlib.demo import week_end
+from retrainlib.manifest import RunManifest
 
 RETRAIN = Path(sys.executable).parent / "retrain"
 
@@ -47,21 +48,22 @@ def _retrain(home: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _manifests(home: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(home.glob("runs/*/manifest.json"))]
+    """Each run's manifest as JSON, with its typed record (``record``) to read the step outputs through."""
+    return [{**json.loads(p.read_text()), "record": RunManifest.load(p.parent)} for p in sorted(home.glob("runs/*/manifest.json"))]
 
 
 def _verdict(m: dict) -> dict | None:
     """The validation verdict without what is measured each time (timings, latency, process ids, paths)."""
-    v = m["outputs"].get("verdict")
-    if v is None:
+    v = m["record"].validation
+    if v is None or v.skipped:
         return None
-    gates = [{k: g[k] for k in ("name", "metric", "value", "threshold", "passed", "blocking")} for g in v["gates"]]
-    return {"decision": v["decision"], "gates": gates}
+    gates = [{k: g[k] for k in ("name", "metric", "value", "threshold", "passed", "blocking")} for g in v.gates]
+    return {"decision": v.decision, "gates": gates}
 
 
 def _promotion(m: dict) -> dict:
     """What step 40 did, without times, run ids and the registry's size on disk."""
-    p = dict(m["outputs"].get("promotion") or {})
+    p = m["record"].promotion.to_dict() if m["record"].promotion else {}
     p.pop("registry_bytes", None)
     p["events"] = [{k: e.get(k) for k in ("event", "version", "previous", "reason")} for e in p.get("events", [])]
     return p
@@ -71,7 +73,7 @@ def _same_run(a: dict, b: dict) -> None:
     """Two manifests record the same run: decisions, verdicts, metrics, steps and files."""
     for key in SAME:
         assert a.get(key) == b.get(key), f"{key}: {a.get(key)!r} != {b.get(key)!r}"
-    assert a["outputs"].get("decision") == b["outputs"].get("decision")
+    assert a["record"].analysis.decision == b["record"].analysis.decision
     assert _verdict(a) == _verdict(b)
     assert _promotion(a) == _promotion(b)
     assert [(s["name"], s["status"], s["output"]) for s in a["steps"]] == [(s["name"], s["status"], s["output"]) for s in b["steps"]]

@@ -182,7 +182,7 @@ def test_a_champion_below_threshold_with_rejections_in_a_row_is_stuck_exit_6_and
     assert promoted.action == "rejected" and promoted.stuck is None  # one rejection is not stuck yet
     manifest, run_dir = run_playbook("params/demo.yaml", home=home, as_of=week_end(10).isoformat(), progress=False)
     assert manifest.outcome == "stuck" and manifest.exit_code == 6
-    stuck = manifest.outputs["promotion"]["stuck"]
+    stuck = manifest.promotion.stuck
     assert stuck["rejections"] == 2 and stuck["gate"] == "improvement (roc_auc)" and stuck["versions"] == ["v0002", "v0003"]
     assert manifest.reasons[0].startswith("stuck: champion v0001 roc_auc 0.")
     assert "below performance_threshold 0.99" in manifest.reasons[0] and "improvement_threshold 0.9" in manifest.reasons[0]

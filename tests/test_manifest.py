@@ -18,7 +18,6 @@ from retrainlib.manifest import (
     StepRecord,
     file_hashes,
     git_commit,
-    load_manifest,
     mark_abandoned,
     this_process,
 )
@@ -52,7 +51,7 @@ def test_a_written_manifest_reads_back_with_the_hashes_of_the_files_beside_it(tm
     m = _manifest(steps=[StepRecord("10-analyze-drift", status="succeeded", seconds=1.5)], champion_before="v0001")
     path = m.write(tmp_path)
     assert path == tmp_path / MANIFEST
-    back = load_manifest(tmp_path)
+    back = json.loads(path.read_text())
     assert back["run_id"] == m.run_id and back["champion_before"] == "v0001" and back["status"] == "running"
     assert back["steps"] == [{"name": "10-analyze-drift", "status": "succeeded", "started": None, "finished": None,
                               "seconds": 1.5, "notebook": None, "output": None, "error": None}]
@@ -61,7 +60,7 @@ def test_a_written_manifest_reads_back_with_the_hashes_of_the_files_beside_it(tm
     (tmp_path / "b.txt").write_text("b\n")
     m.status, m.outcome, m.exit_code = "succeeded", "promoted", OUTCOMES["promoted"]
     m.write(tmp_path)
-    again = load_manifest(tmp_path)
+    again = json.loads(path.read_text())
     assert set(again["files"]) == {"a.txt", "b.txt"} and again["outcome"] == "promoted" and again["exit_code"] == 0
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "no temp file left behind"
 

@@ -53,6 +53,7 @@ mlflow = pytest.importorskip("mlflow", reason="the optional extra: pip install -
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from retrainlib import automl, mlflow_mirror  # noqa: E402
+from retrainlib.manifest import RunManifest  # noqa: E402
 from retrainlib.profiles import load_profile  # noqa: E402
 from retrainlib.registry import Registry  # noqa: E402
 
@@ -338,15 +339,16 @@ def test_each_run_is_one_mlflow_run_with_params_metrics_tags_and_artifacts(playe
         assert params["drift_threshold"] == "0.25" and params["training.window_batches"] == "6"
         assert json.loads(params["validation.metrics"]) == ["roc_auc", "log_loss"]
         tags = run.data.tags
-        assert tags["retrain.outcome"] == outcome and tags["retrain.decision"] == m["outputs"]["decision"]["status"]
+        record = RunManifest.load(run_dir)
+        assert tags["retrain.outcome"] == outcome and tags["retrain.decision"] == record.analysis.decision.status
         assert tags["retrain.champion_after"] == m["champion_after"] and tags.get("retrain.champion_before") == m["champion_before"]
         assert tags["mlflow.source.git.commit"] == m["git_commit"] and len(m["git_commit"]) >= 40
         metrics = run.data.metrics
         for who, scores in m["metrics"].items():
             for metric, value in scores.items():
                 assert metrics[f"{who}.{metric}"] == pytest.approx(value)
-        assert metrics["quality_score"] == pytest.approx(m["data"]["quality_score"])
-        gates = m["outputs"]["verdict"]["gates"]
+        assert metrics["quality_score"] == pytest.approx(record.analysis.quality_score)
+        gates = record.validation.gates
         assert gates and all(metrics[f"gate.{g['name']}" + (f".{g['metric']}" if g["metric"] else "") + ".passed"]
                              == float(g["passed"]) for g in gates)
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -354,7 +356,7 @@ def test_each_run_is_one_mlflow_run_with_params_metrics_tags_and_artifacts(playe
             assert {f"{step}.ipynb", f"{step}.html", f"{step}.json"} <= files, files
         assert {"manifest.json", "30-validation.png"} <= files
     second = by_id[_manifest(played["runs"][1])["run_id"]]
-    assert second.data.metrics["drift_score"] == pytest.approx(_manifest(played["runs"][1])["data"]["drift_score"])
+    assert second.data.metrics["drift_score"] == pytest.approx(RunManifest.load(played["runs"][1]).analysis.drift["score"])
     assert second.data.metrics["challenger.roc_auc"] > second.data.metrics["champion.roc_auc"]
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from retrainlib.demo import week_end
-from retrainlib.manifest import load_manifest
+from retrainlib.manifest import RunManifest
 from retrainlib.playbook import NOTEBOOK_NAMES
 from retrainlib.pipeline import run_playbook
 from retrainlib.registry import Registry
@@ -56,15 +56,21 @@ def test_the_second_run_detects_the_drift_retrains_validates_and_promotes(two_ru
 
 def test_the_manifest_records_profile_software_data_and_a_checksum_of_every_file(two_runs):
     home, _, (manifest, run_dir) = two_runs
-    m = load_manifest(run_dir)
-    assert m["profile"]["sha256"] == hashlib.sha256((home / "params/demo.yaml").read_bytes()).hexdigest()
-    assert m["profile"]["resolved"]["drift_threshold"] == 0.25
-    assert {"python", "autogluon", "pandas"} <= set(m["software"])
-    assert m["data"]["windows"]["holdout"][0]["sha256"]
-    assert [s["status"] for s in m["steps"]] == ["succeeded"] * 4
+    m = RunManifest.load(run_dir)
+    assert m.profile.sha256 == hashlib.sha256((home / "params/demo.yaml").read_bytes()).hexdigest()
+    assert m.profile.resolved["drift_threshold"] == 0.25
+    assert {"python", "autogluon", "pandas"} <= set(m.software)
+    assert m.analysis.window("holdout")[0]["sha256"]
+    assert [s.status for s in m.steps] == ["succeeded"] * 4
     on_disk = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.name != "manifest.json"}
-    assert set(m["files"]) == on_disk
-    for rel, sha in m["files"].items():
+    assert set(m.files) == on_disk
+    # the step outputs are referred to by file and sha256, not copied into the record
+    assert {k: (r.file, r.sha256) for k, r in m.outputs.items()} == {
+        n: (f"{n}.json", m.files[f"{n}.json"]) for n in ("10-analyze-drift", "20-retrain-model", "30-validate-challenger",
+                                                         "40-promote-or-rollback")}
+    raw = json.loads((run_dir / "manifest.json").read_text())
+    assert all(set(ref) == {"file", "sha256"} for ref in raw["outputs"].values()) and "data" not in raw
+    for rel, sha in m.files.items():
         assert hashlib.sha256((run_dir / rel).read_bytes()).hexdigest() == sha
 
 
@@ -87,8 +93,8 @@ def test_a_failing_step_leaves_its_partial_notebook_a_failed_manifest_and_the_ch
 
     manifest, run_dir = run_playbook("params/demo.yaml", home=home, as_of=week_end(14).isoformat(), progress=False)
     assert manifest.status == "failed" and manifest.exit_code == 2  # a broken data contract (README's table)
-    assert manifest.error["step"] == "10-analyze-drift"
-    assert "credit_score" in manifest.error["message"] and f"{week_end(12)}.parquet" in manifest.error["message"]
+    assert manifest.error.step == "10-analyze-drift"
+    assert "credit_score" in manifest.error.message and f"{week_end(12)}.parquet" in manifest.error.message
     assert [s.status for s in manifest.steps] == ["failed", "not-run", "not-run", "not-run"]
     nb = nbformat.read(run_dir / "10-analyze-drift.ipynb", as_version=4)
     assert nb.metadata["papermill"]["exception"] is True

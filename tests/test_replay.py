@@ -19,7 +19,7 @@ import pytest
 from retrainlib.cli import main
 from retrainlib.demo import week_end
 from retrainlib.errors import ReplayError
-from retrainlib.manifest import load_manifest
+from retrainlib.manifest import RunManifest
 from retrainlib.pipeline import run_playbook
 from retrainlib.registry import Registry
 from retrainlib.replay import ReplayReport, check_inputs, compare_predictions, compare_runs, rebuild_registry, replay
@@ -57,6 +57,12 @@ def _checks(report: dict, kind: str) -> dict[str, dict]:
     return {c["name"]: c for c in report["checks"] if c["kind"] == kind}
 
 
+def _rewrite(step_file: Path, out: dict) -> None:
+    """Change a step's output and record the change in its run's manifest (as a run that wrote it would)."""
+    step_file.write_text(json.dumps(out))
+    RunManifest.load(step_file.parent).write(step_file.parent)
+
+
 def _copy_home(replayed, tmp_path: Path) -> tuple[Path, Path]:
     home = tmp_path / "home"
     shutil.copytree(replayed["home"], home, symlinks=True)
@@ -91,11 +97,11 @@ def test_the_replay_is_a_new_run_folder_beside_the_original_marked_replay_of(rep
     _, run_dir = replayed["second"]
     replay_dir = Path(replayed["report"]["replay_dir"])
     assert replay_dir.parent == run_dir.parent and replay_dir.name.endswith("-replay")
-    m = load_manifest(replay_dir)
-    assert m["replay_of"] == run_dir.name and m["as_of"] == load_manifest(run_dir)["as_of"]
-    assert m["champion_before"] == "v0001" and m["champion_after"] == "v0002"
+    m = RunManifest.load(replay_dir)
+    assert m.replay_of == run_dir.name and m.as_of == RunManifest.load(run_dir).as_of
+    assert m.champion_before == "v0001" and m.champion_after == "v0002"
     assert json.loads((replay_dir / "replay.json").read_text())["matched"] is True
-    assert "replay.json" in m["files"]
+    assert "replay.json" in m.files
     assert not list(run_dir.parent.glob(".replay-*")), "the scratch registry is removed"
 
 
@@ -119,7 +125,7 @@ def test_the_registry_is_rebuilt_as_it_stood_before_the_run(replayed, tmp_path):
 
 def test_replay_refuses_naming_the_batch_when_one_byte_of_an_input_changed(replayed, tmp_path):
     home, run_dir = _copy_home(replayed, tmp_path)
-    train = load_manifest(run_dir)["data"]["windows"]["train"]
+    train = RunManifest.load(run_dir).analysis.window("train")
     target = train[len(train) // 2]["path"]
     raw = bytearray((home / target).read_bytes())
     raw[len(raw) // 2] ^= 0x01
@@ -133,8 +139,8 @@ def test_replay_refuses_naming_the_batch_when_one_byte_of_an_input_changed(repla
 
 def test_replay_refuses_naming_a_missing_batch_and_every_changed_one(replayed, tmp_path):
     home, run_dir = _copy_home(replayed, tmp_path)
-    windows = load_manifest(run_dir)["data"]["windows"]
-    missing, changed = windows["reference"][0]["path"], windows["holdout"][0]["path"]
+    analysis = RunManifest.load(run_dir).analysis
+    missing, changed = analysis.window("reference")[0]["path"], analysis.window("holdout")[0]["path"]
     (home / missing).unlink()
     with open(home / changed, "ab") as f:
         f.write(b"\0")
@@ -146,7 +152,7 @@ def test_replay_refuses_naming_a_missing_batch_and_every_changed_one(replayed, t
 
 def test_retrain_replay_exits_non_zero_with_one_line_naming_the_changed_batch(replayed, tmp_path, capsys):
     home, run_dir = _copy_home(replayed, tmp_path)
-    target = load_manifest(run_dir)["data"]["windows"]["holdout"][0]["path"]
+    target = RunManifest.load(run_dir).analysis.window("holdout")[0]["path"]
     raw = bytearray((home / target).read_bytes())
     raw[-100] ^= 0xFF
     (home / target).write_bytes(bytes(raw))
@@ -167,7 +173,7 @@ def test_a_different_verdict_or_metric_is_a_mismatch_and_a_tiny_float_difference
     for gate in out["gates"]:
         if gate["name"] == "improvement":
             gate["passed"] = False
-    path.write_text(json.dumps(out))
+    _rewrite(path, out)
 
     checks = compare_runs(original, edited)
     bad = {c.name for c in checks if c.matched is False}
@@ -186,7 +192,7 @@ def test_when_the_original_fit_hit_its_time_limit_replay_says_so_and_compares_de
     path = run_dir / "20-retrain-model.json"
     out = json.loads(path.read_text())
     out["time_limit_binding"] = True
-    path.write_text(json.dumps(out))
+    _rewrite(path, out)
     replay_dir = home / "runs" / Path(replayed["report"]["replay_dir"]).name
 
     check = compare_predictions(run_dir, replay_dir, scratch_registry=tmp_path / "no-registry-needed")

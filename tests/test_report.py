@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from retrainlib import cli
+from retrainlib.durable import sha256_file
 from retrainlib.outputs import Analysis
 from retrainlib.playbook import NOTEBOOK_NAMES
 from retrainlib.triggers import Decision
@@ -85,10 +86,11 @@ def _fake_runs(runs: Path, source: Path, n: int) -> None:
         m.update(run_id=run_id, started=f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}T{run_id[9:11]}:00:00+00:00", as_of=None,
                  outcome=outcome, status="failed" if outcome == "failed" else "succeeded",
                  reasons=[f"drift score {0.3 + i % 7 / 100:.2f} > drift_threshold 0.25"] if outcome != "no-retrain-needed" else [])
-        (d / "manifest.json").write_text(json.dumps(m))
         analysis = Analysis(None, Decision(False, "no-retrain", "any", ()), {"score": 1.0},
                             performance={"metric": "roc_auc", "value": 0.7 + (i % 9) / 100})
         (d / "10-analyze-drift.json").write_text(json.dumps(analysis.to_dict()))
+        m["outputs"] = {"10-analyze-drift": {"file": "10-analyze-drift.json", "sha256": sha256_file(d / "10-analyze-drift.json")}}
+        (d / "manifest.json").write_text(json.dumps(m))
 
 
 def test_the_index_of_three_hundred_runs_is_small_and_a_rebuild_reads_only_the_manifests_that_changed(reported, tmp_path):
