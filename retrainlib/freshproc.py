@@ -12,7 +12,7 @@ Where that process comes from (the answer is the same each way):
   server only imports and never loads a model; each check is a new child of it, so the guarantee
   holds without paying 3–4 s of interpreter start-up and imports per check.
 * **cold** (``RETRAIN_FRESH=cold``, ``retrain backtest --cold``): a new interpreter per check,
-  ``python -m retrainlib.freshproc <predictor dir> <rows.parquet> <answer dir>``.
+  ``python -m retrainlib.freshproc check <predictor dir> <rows.parquet> <answer dir>``.
 * **cached** (only when ``RETRAIN_CHECK_CACHE`` names a folder; backtests set it): a check whose
   model files (sha256 of each), rows (:func:`retrainlib.data.frame_fingerprint`) and running
   software are byte-identical to an earlier *passed* check returns that check's answer (scores
@@ -20,9 +20,12 @@ Where that process comes from (the answer is the same each way):
 
 The settings are environment variables, so papermill kernels and other children inherit them.
 
-The training fit runs in a child of the same fork server (:func:`start_child`, the caller's environment
-and a log file handed over), or cold in a new interpreter: the fit never shares the caller's process,
-and its guard, memory kill and resource sampling act on the child's pid either way.
+Every fresh process starts through one launcher, :func:`launch`: a *kind* of work (``check``, or
+``fit`` for the training child of :mod:`retrainlib.training`; :data:`ENTRIES` names the function of
+each) with its arguments, the caller's environment (threads pinned) and a log file. Warm, the child of
+the fork server runs :func:`_child_main`; cold, a new interpreter runs ``python -m retrainlib.freshproc
+KIND ARGS...`` (:func:`main`). Both call the same function for the kind. The fit never shares the
+caller's process, and its guard, memory kill and resource sampling act on the child's pid either way.
 
 ``kill_tree`` and ``stop_processes`` end a process and its descendants (the training guard, the
 runner's clean-up and a check that overruns its timeout use them).
@@ -31,6 +34,7 @@ runner's clean-up and a check that overruns its timeout use them).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -41,14 +45,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
 
 __all__ = ["CheckResult", "Check", "start", "check", "cache_key", "mode", "use", "settings", "restore_environ", "stop_warm_server", "kill_tree", "stop_processes",
-           "Child", "start_child", "folder_digest", "cache_folder", "warm_server_pids", "MODE_VARIABLE", "CACHE_VARIABLE"]
+           "Child", "launch", "ENTRIES", "folder_digest", "cache_folder", "warm_server_pids", "MODE_VARIABLE", "CACHE_VARIABLE"]
 
 MODE_VARIABLE = "RETRAIN_FRESH"  # "warm" (default) or "cold"
 CACHE_VARIABLE = "RETRAIN_CHECK_CACHE"  # a folder of passed checks; unset: no cache
@@ -60,7 +64,10 @@ HOLD_VARIABLE = "RETRAIN_SMOKE_HOLD"
 #: what the fork server imports once, before it forks any check
 PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "autogluon.tabular", "retrainlib.automl", "retrainlib.freshproc",
            "retrainlib.training", "retrainlib.warmup")
-_ANSWER, _SCORES = "answer.json", "scores.npy"
+_ANSWER, _SCORES, _LOG = "answer.json", "scores.npy", "check.log"
+#: the kinds of fresh process: the function (``module:function``) each runs, warm or cold; it takes the
+#: arguments after the kind and returns the exit code
+ENTRIES = {"check": "retrainlib.freshproc:check_entry", "fit": "retrainlib.training:fit_entry"}
 
 
 @dataclass(frozen=True)
@@ -144,23 +151,20 @@ def _load_and_predict(predictor_dir: str, rows_path: str, answer_dir: str, num_c
             "load_seconds": round(loaded - t0, 3), "predict_seconds": round(time.monotonic() - loaded, 3)}
 
 
-def _hold_for_fault_tests(marker: str | None = None) -> None:
-    marker = marker or os.environ.get(HOLD_VARIABLE)
-    if not marker:
-        return
+def _hold_for_fault_tests(marker: str) -> None:
     Path(marker).write_text(f"{os.getpid()}\n")
     while Path(marker).exists():
         time.sleep(0.01)
 
 
-def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int = 1, hold: bool | str = False) -> int:
+def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int = 1, hold: str = "") -> int:
     """Run the check and write ``answer.json`` into ``answer_dir``; 0 passed, 1 failed (never raises).
 
-    ``hold``: true or the hold file's path (:data:`HOLD_VARIABLE`), for fault tests."""
+    ``hold``: the hold file's path (:data:`HOLD_VARIABLE`) for fault tests, or ""."""
     from .durable import write_json_atomic
 
     if hold:
-        _hold_for_fault_tests(hold if isinstance(hold, str) else None)
+        _hold_for_fault_tests(hold)
     try:
         if not Path(predictor_dir).is_dir():
             raise FileNotFoundError(f"the predictor folder {predictor_dir} does not exist")
@@ -171,8 +175,30 @@ def _answer(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int =
     return 0 if answer["ok"] else 1
 
 
-def _warm_child(predictor_dir: str, rows_path: str, answer_dir: str, num_cpus: int, hold: bool | str = False) -> None:
-    sys.exit(_answer(predictor_dir, rows_path, answer_dir, num_cpus, hold))
+def check_entry(argv: Sequence[str]) -> int:
+    """The ``check`` kind of fresh process: ``PREDICTOR_DIR ROWS ANSWER_DIR [--num-cpus N] [--hold FILE]``.
+
+    Writes the answer into ANSWER_DIR and prints it as one JSON line, or the cause as one line on
+    stderr; 0 passed, 1 failed.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m retrainlib.freshproc check",
+                                     description="Load a predictor in this fresh process and predict some rows.")
+    parser.add_argument("predictor_dir", help="AutoGluon predictor folder")
+    parser.add_argument("rows", help="Parquet file of feature rows")
+    parser.add_argument("answer_dir", help="folder for answer.json and scores.npy")
+    parser.add_argument("--num-cpus", type=int, default=1, help="threads for prediction (default 1)")
+    parser.add_argument("--hold", default="", metavar="FILE",
+                        help=f"write FILE and pause before loading while it exists (fault tests: ${HOLD_VARIABLE})")
+    args = parser.parse_args(list(argv))
+    code = _answer(args.predictor_dir, args.rows, args.answer_dir, args.num_cpus, args.hold)
+    answer = json.loads((Path(args.answer_dir) / _ANSWER).read_text())
+    if code:
+        print(f"fresh-process check failed: {answer['error']}", file=sys.stderr)
+    else:
+        print(json.dumps(answer, sort_keys=True))
+    return code
 
 
 # --------------------------------------------------------------------------- the warm pool
@@ -261,7 +287,8 @@ def _cache_put(key: str, answer_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- the caller's side
 class Check:
-    """One started check; :meth:`result` waits for its answer (at most ``timeout`` s from the start)."""
+    """One started check (a ``check`` child of :func:`launch`); :meth:`result` waits for its answer (at most
+    ``timeout`` s from the start)."""
 
     def __init__(self, predictor_dir: str | os.PathLike, rows: "pd.DataFrame", *, timeout: float = 600.0,
                  num_cpus: int = 1, cold: bool | None = None, hold: bool = False):
@@ -270,7 +297,7 @@ class Check:
         self.mode = ("cold" if cold else "warm") if cold is not None else mode()
         self.started = time.monotonic()
         self._result: CheckResult | None = None
-        self._proc = None
+        self._proc: Child | None = None
         self._launch_error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="retrain-fresh-")
@@ -287,32 +314,15 @@ class Check:
                 return
         rows_path = self._dir / "rows.parquet"
         rows.reset_index(drop=True).to_parquet(rows_path, index=False)
-        args = (str(self.predictor_dir), str(rows_path), str(self._dir), self.num_cpus, self.hold)
-        if self.mode == "cold":
-            self._launch_cold(args)
-        else:  # starting the child may wait for the fork server's imports: do it beside the caller's work
-            self._thread = threading.Thread(target=self._launch_warm, args=(args,), daemon=True)
-            self._thread.start()
+        args = [str(self.predictor_dir), str(rows_path), str(self._dir), "--num-cpus", str(self.num_cpus),
+                *(["--hold", self.hold] if self.hold else [])]
+        # starting a warm child may wait for the fork server's imports: do it beside the caller's work
+        self._thread = threading.Thread(target=self._launch, args=(args,), daemon=True)
+        self._thread.start()
 
-    def _launch_cold(self, args) -> None:
-        from . import automl
-
-        env = {**os.environ, **{v: str(self.num_cpus) for v in automl.THREAD_VARIABLES}}
-        pkg_parent = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        predictor_dir, rows_path, answer_dir, num_cpus, hold = args
-        cmd = [sys.executable, "-m", "retrainlib.freshproc", predictor_dir, rows_path, answer_dir, "--num-cpus", str(num_cpus),
-               *(["--hold"] if hold else [])]
+    def _launch(self, args: list[str]) -> None:
         try:
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        except OSError as exc:
-            self._result = CheckResult(False, f"could not start {sys.executable} ({exc})", mode="cold")
-
-    def _launch_warm(self, args) -> None:
-        try:
-            proc = _forkserver().Process(target=_warm_child, args=args, name="retrain-fresh-check")
-            proc.start()
-            self._proc = proc
+            self._proc = launch("check", args, log=self._dir / _LOG, num_cpus=self.num_cpus, cold=self.mode == "cold")
         except BaseException as exc:  # reported by result()
             self._launch_error = exc
 
@@ -333,31 +343,21 @@ class Check:
         return CheckResult(False, f"no answer within {self.timeout:g} s", seconds=time.monotonic() - self.started, mode=self.mode)
 
     def _wait(self) -> CheckResult:
-        stderr = ""
-        if self.mode == "cold":
-            try:
-                _, stderr = self._proc.communicate(timeout=self._remaining())
-            except subprocess.TimeoutExpired:
-                kill_tree(self._proc.pid)
-                self._proc.communicate()
-                return self._timed_out()
-            code = self._proc.returncode
-        else:
-            self._thread.join(self._remaining())
-            if self._launch_error is not None:
-                return CheckResult(False, f"could not start a fresh process ({_one_line(self._launch_error)})", mode="warm")
-            if self._proc is None:  # still starting the fork server
-                return self._timed_out()
-            self._proc.join(self._remaining())
-            if self._proc.exitcode is None:
-                kill_tree(self._proc.pid)
-                self._proc.join()
-                return self._timed_out()
-            code = self._proc.exitcode
+        self._thread.join(self._remaining())
+        if self._launch_error is not None:
+            return CheckResult(False, f"could not start a fresh process ({_one_line(self._launch_error)})", mode=self.mode)
+        if self._proc is None:  # still starting the fork server
+            return self._timed_out()
+        try:
+            code = self._proc.wait(self._remaining())
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            return self._timed_out()
         seconds = time.monotonic() - self.started
         answer_file = self._dir / _ANSWER
         if not answer_file.is_file():
-            lines = [ln for ln in (stderr or "").strip().splitlines() if ln.strip()]
+            log = self._dir / _LOG
+            lines = [ln for ln in (log.read_text(errors="replace") if log.is_file() else "").strip().splitlines() if ln.strip()]
             said = f": {lines[-1]}" if lines else ""
             return CheckResult(False, f"the fresh process exited with code {code} without answering{said}", seconds=seconds, mode=self.mode)
         answer = json.loads(answer_file.read_text())
@@ -374,12 +374,8 @@ class Check:
         """Stop the child if it still runs and remove its files (safe to call twice)."""
         if self._thread is not None:
             self._thread.join()
-        proc = self._proc
-        if proc is not None:
-            alive = proc.poll() is None if isinstance(proc, subprocess.Popen) else proc.exitcode is None
-            if alive:
-                kill_tree(proc.pid)
-                proc.communicate() if isinstance(proc, subprocess.Popen) else proc.join()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -406,9 +402,9 @@ def check(predictor_dir: str | os.PathLike, rows: "pd.DataFrame", **kwargs: Any)
     return start(predictor_dir, rows, **kwargs).result()
 
 
-# --------------------------------------------------------------------------- any other child (the training fit)
+# --------------------------------------------------------------------------- the one launcher
 class Child:
-    """A started child process, warm (forked from the fork server) or cold (a new interpreter).
+    """A started fresh process, warm (forked from the fork server) or cold (a new interpreter).
 
     ``pid`` for the resource monitor and :func:`kill_tree`; :meth:`wait` as :meth:`subprocess.Popen.wait`
     (raises :class:`subprocess.TimeoutExpired`; a child killed by a signal returns minus its number).
@@ -421,6 +417,10 @@ class Child:
     def pid(self) -> int:
         return self._proc.pid
 
+    def poll(self) -> int | None:
+        """The exit code, or None while it runs."""
+        return self._proc.exitcode if self.warm else self._proc.poll()
+
     def wait(self, timeout: float | None = None) -> int:
         if not self.warm:
             return self._proc.wait(timeout)
@@ -429,9 +429,22 @@ class Child:
             raise subprocess.TimeoutExpired(f"forked child {self._proc.pid}", timeout)
         return self._proc.exitcode
 
+    def kill(self) -> None:
+        """End it and its descendants (:func:`kill_tree`) and wait for it."""
+        kill_tree(self.pid)
+        self.wait()
 
-def _child_main(target: Callable[..., None], args: tuple, env: dict[str, str], log: str) -> None:
-    """In a forked child: the caller's environment, stdout and stderr into ``log``, threads pinned, then ``target``."""
+
+def _entry(kind: str) -> Callable[[Sequence[str]], int]:
+    if kind not in ENTRIES:
+        raise ValueError(f"unknown kind of fresh process {kind!r}; expected one of {', '.join(sorted(ENTRIES))}")
+    module, name = ENTRIES[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _child_main(kind: str, argv: list[str], env: dict[str, str], log: str) -> None:
+    """The one warm child: the caller's environment, stdout and stderr into ``log``, threads pinned, then
+    the kind's entry (as :func:`main` runs it cold), ending the process with its exit code."""
     os.environ.clear()
     os.environ.update(env)  # the fork server's environment is the one it started with, not the caller's now
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
@@ -443,25 +456,34 @@ def _child_main(target: Callable[..., None], args: tuple, env: dict[str, str], l
     from . import automl
 
     automl.pin_threads(int(env.get("OMP_NUM_THREADS", "1") or 1))
-    target(*args)
+    sys.exit(_entry(kind)(argv))
 
 
-def start_child(target: Callable[..., None], args: tuple, *, env: dict[str, str], log: str | os.PathLike,
-                command: list[str], cold: bool | None = None) -> Child:
-    """Start a child that writes its output to ``log``: ``target(*args)`` forked warm, or ``command`` cold.
+def launch(kind: str, args: Sequence[str], *, log: str | os.PathLike, num_cpus: int = 1, cold: bool | None = None) -> Child:
+    """Start a fresh process that runs the ``kind`` of work (:data:`ENTRIES`) on ``args``: the one launcher.
 
-    Warm (the default, as for checks): a child of the fork server, which imported AutoGluon once, so the
-    child skips interpreter start-up and imports; ``target`` must be a module-level function and end the
-    process with its exit code. Cold (``RETRAIN_FRESH=cold`` or ``cold=True``): ``command`` in a new
-    interpreter with ``env``. Either way the child is a new process that never held the caller's state.
+    The child gets this process's environment with the thread variables set to ``num_cpus``, and writes
+    its stdout and stderr to ``log``. Warm (the default): a child of the fork server, which imported
+    AutoGluon once, so it skips interpreter start-up and imports. Cold (``RETRAIN_FRESH=cold`` or
+    ``cold=True``): ``python -m retrainlib.freshproc KIND ARGS...`` in a new interpreter. Either way the
+    kind's function runs in a new process that never held the caller's state, in the caller's process
+    group (a runner's kernel guard ends it with the kernel), and :meth:`Child.kill` ends its tree.
     """
+    from . import automl
+
+    _entry(kind)  # an unknown kind fails here, in the caller
+    args = [str(a) for a in args]
+    env = {**os.environ, **{v: str(num_cpus) for v in automl.THREAD_VARIABLES}}
     warm = not cold if cold is not None else mode() == "warm"
-    if warm:
-        proc = _forkserver().Process(target=_child_main, args=(target, args, dict(env), str(log)), name="retrain-child")
-        proc.start()
-        return Child(proc, True)
-    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
-        return Child(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env), False)
+    if not warm:
+        pkg_parent = str(Path(__file__).resolve().parent.parent)  # so the new interpreter finds this retrainlib
+        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+            return Child(subprocess.Popen([sys.executable, "-m", "retrainlib.freshproc", kind, *args],
+                                          stdout=out, stderr=subprocess.STDOUT, env=env), False)
+    proc = _forkserver().Process(target=_child_main, args=(kind, args, env, str(log)), name=f"retrain-{kind}")
+    proc.start()
+    return Child(proc, True)
 
 
 # --------------------------------------------------------------------------- ending process trees
@@ -531,25 +553,16 @@ def warm_server_pids() -> set[int]:
     return {p for p in pids if p}
 
 
-# --------------------------------------------------------------------------- cold entry point
+# --------------------------------------------------------------------------- the one cold entry point
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m retrainlib.freshproc",
-                                     description="Load a predictor in this fresh process and predict some rows.")
-    parser.add_argument("predictor_dir", help="AutoGluon predictor folder")
-    parser.add_argument("rows", help="Parquet file of feature rows")
-    parser.add_argument("answer_dir", help="folder for answer.json and scores.npy")
-    parser.add_argument("--num-cpus", type=int, default=1, help="threads for prediction (default 1)")
-    parser.add_argument("--hold", action="store_true", help=f"pause before loading while ${HOLD_VARIABLE} is set (fault tests)")
-    args = parser.parse_args(argv)
-    code = _answer(args.predictor_dir, args.rows, args.answer_dir, args.num_cpus, args.hold)
-    answer = json.loads((Path(args.answer_dir) / _ANSWER).read_text())
-    if code:
-        print(f"fresh-process check failed: {answer['error']}", file=sys.stderr)
-    else:
-        print(json.dumps(answer, sort_keys=True))
-    return code
+    """``python -m retrainlib.freshproc KIND ARGS...``: run the kind's entry (:data:`ENTRIES`) in this process."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ENTRIES:
+        said = f"unknown kind {argv[0]!r}" if argv else "no kind given"
+        print(f"python -m retrainlib.freshproc: {said}; expected one of {', '.join(sorted(ENTRIES))} "
+              "followed by its arguments (e.g. check PREDICTOR_DIR ROWS ANSWER_DIR)", file=sys.stderr)
+        return 2
+    return _entry(argv[0])(argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
 """Training a challenger: in a child process, within max_retraining_time, watched.
 
 :func:`train_challenger` writes the training rows and the AutoGluon settings to a work folder and
-fits in a child process (``python -m retrainlib.training SPEC``). AutoGluon gets
-``max_retraining_time`` as its own ``time_limit``; a hard wall-clock guard kills the child's process
-tree if it overruns anyway, which ends the step as a :class:`TrainingTimeout` — the champion is
-untouched. CPU, memory and disk are sampled while it runs.
+fits in a child process, the ``fit`` kind of :func:`retrainlib.freshproc.launch` (a child of the warm
+fork server, or ``python -m retrainlib.freshproc fit WORK_DIR`` cold), which runs :func:`fit_entry`.
+AutoGluon gets ``max_retraining_time`` as its own ``time_limit``; a hard wall-clock guard kills the
+child's process tree if it overruns anyway, which ends the step as a :class:`TrainingTimeout` — the
+champion is untouched. CPU, memory and disk are sampled while it runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
-import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ from .monitoring import ResourceMonitor, ResourceReport, check_disk, disk_needs
 from .profiles import Profile
 
 __all__ = ["TrainingResult", "train_challenger", "guard_seconds", "fit_settings", "Trainer", "ChildProcessTrainer",
-           "CHILD_PROCESS"]
+           "CHILD_PROCESS", "fit_entry"]
 
 #: seconds allowed beyond max_retraining_time for start-up, the deployment clone and importance
 GRACE_SECONDS = 45.0
@@ -126,6 +125,8 @@ def train_challenger(
     version_bytes : int, optional
         The size of a comparable stored version (the champion's), for the free-disk check
         (:func:`~retrainlib.monitoring.disk_needs`); estimated from the rows without one.
+    sample_interval : float
+        Seconds between two samples of the child's CPU, memory and disk.
     grace_seconds : float
         Margin beyond ``max_retraining_time`` before the guard kills the fit.
 
@@ -139,12 +140,21 @@ def train_challenger(
     TrainingError
         Too few rows, too little disk, or the fit itself failed (its error is in the message).
     """
+    work_dir = Path(work_dir)
+    settings = _prepare(train, profile, work_dir, disk_path, version_bytes)
+    guard = guard_seconds(profile.max_retraining_time, grace_seconds)
+    run = _fit_in_child(work_dir, profile, disk_path, guard=guard, sample_interval=sample_interval)
+    return _collect(run, work_dir, n_rows=len(train), settings=settings, time_limit=profile.max_retraining_time)
+
+
+def _prepare(train: pd.DataFrame, profile: Profile, work_dir: Path, disk_path: str | Path,
+             version_bytes: int | None) -> dict[str, Any]:
+    """Refuse too few rows or too little disk; write the rows and the settings into a new ``work_dir``."""
     if len(train) < profile.training.min_train_rows:
         raise TrainingError(
             f"the training window has {len(train)} rows, fewer than training.min_train_rows="
             f"{profile.training.min_train_rows}; widen window_batches or wait for more data"
         )
-    work_dir = Path(work_dir)
     needs = disk_needs(int(train.memory_usage(deep=True).sum()), work_dir=work_dir, registry=disk_path,
                        version_bytes=version_bytes)
     check_disk(needs, disk_threshold=profile.disk_threshold)
@@ -152,67 +162,76 @@ def train_challenger(
     train.to_parquet(work_dir / "train.parquet", index=False)
     settings = fit_settings(profile)
     (work_dir / "spec.json").write_text(json.dumps(settings, indent=2))
+    return settings
 
-    env = dict(os.environ)
-    for var in automl.THREAD_VARIABLES:
-        env[var] = str(profile.training.num_cpus)
-    guard = guard_seconds(profile.max_retraining_time, grace_seconds)
-    cpu0 = _children_cpu_seconds()
-    t0 = time.monotonic()
-    proc = freshproc.start_child(_warm_child, (str(work_dir),), env=env, log=work_dir / "fit.log",
-                                 command=[sys.executable, "-m", "retrainlib.training", str(work_dir)])
+
+@dataclass(frozen=True)
+class _ChildRun:
+    """How the fit's child ended: its exit code, whether it was warm, its wall and CPU seconds, its resources."""
+
+    code: int
+    warm: bool
+    wall_seconds: float
+    cpu_seconds: float  # of a cold child and its workers (a warm child reports its own in result.json)
+    resources: ResourceReport
+
+
+def _fit_in_child(work_dir: Path, profile: Profile, disk_path: str | Path, *, guard: float,
+                  sample_interval: float) -> _ChildRun:
+    """The ``fit`` child (:func:`retrainlib.freshproc.launch`), sampled, killed with its workers past ``guard`` s
+    (:class:`TrainingTimeout`) or past the memory limit (:class:`ResourceLimitExceeded`)."""
+    cpu0, t0 = _children_cpu_seconds(), time.monotonic()
+    child = freshproc.launch("fit", [work_dir], log=work_dir / "fit.log", num_cpus=profile.training.num_cpus)
     monitor = ResourceMonitor(
-        proc.pid,
-        disk_path=disk_path,
-        interval=sample_interval,
-        cpu_threshold=profile.cpu_threshold,
-        memory_threshold=profile.memory_threshold,
-        disk_threshold=profile.disk_threshold,
+        child.pid, disk_path=disk_path, interval=sample_interval, cpu_threshold=profile.cpu_threshold,
+        memory_threshold=profile.memory_threshold, disk_threshold=profile.disk_threshold,
         memory_limit_bytes=int(profile.memory_threshold * psutil.virtual_memory().total),
-        on_limit=lambda why: kill_tree(proc.pid, wait=False),  # the waiting thread below sees it end
+        on_limit=lambda why: kill_tree(child.pid, wait=False),  # the waiting thread below sees it end
     )
     with monitor:
         try:
-            code = proc.wait(timeout=max(0.001, guard - (time.monotonic() - t0)))
+            code = child.wait(timeout=max(0.001, guard - (time.monotonic() - t0)))
         except subprocess.TimeoutExpired:
-            kill_tree(proc.pid)
-            proc.wait()
+            child.kill()
             raise TrainingTimeout(
                 f"training overran its wall-clock guard of {guard:.0f} s (max_retraining_time="
                 f"{profile.max_retraining_time:g} s plus start-up margin) and was stopped; the champion is "
                 "untouched. Raise max_retraining_time or bound the fit with fewer/lighter models"
             ) from None
         except BaseException:  # KeyboardInterrupt/SIGTERM: never leave an orphan fit behind
-            kill_tree(proc.pid)
+            kill_tree(child.pid)
             raise
-    wall = time.monotonic() - t0
-    cpu = _children_cpu_seconds() - cpu0  # a cold child's (and its workers'); a warm child reports its own
+    run = _ChildRun(code, child.warm, time.monotonic() - t0, _children_cpu_seconds() - cpu0, monitor.report())
     if monitor.limit_hit:
-        kill_tree(proc.pid)  # workers the first kill missed
+        kill_tree(child.pid)  # workers the first kill missed
         raise ResourceLimitExceeded(
             f"training stopped to protect the host: {monitor.limit_hit}; the champion is untouched. Raise "
             "memory_threshold, lower training.max_rows, or choose lighter models in training.hyperparameters"
         )
-    if code != 0:
+    return run
+
+
+def _collect(run: _ChildRun, work_dir: Path, *, n_rows: int, settings: dict[str, Any], time_limit: float) -> TrainingResult:
+    """The :class:`TrainingResult` the child left in ``work_dir``, or its failure as a :class:`TrainingError`."""
+    if run.code != 0:
         err = (work_dir / "error.txt").read_text() if (work_dir / "error.txt").exists() else ""
         tail = (work_dir / "fit.log").read_text()[-2000:]
-        raise TrainingError(f"AutoGluon fit failed (exit code {code}): {err.strip() or tail.strip()}")
+        raise TrainingError(f"AutoGluon fit failed (exit code {run.code}): {err.strip() or tail.strip()}")
     out = json.loads((work_dir / "result.json").read_text())
-    report = monitor.report()
     return TrainingResult(
         predictor_dir=work_dir / "predictor",
         leaderboard=pd.read_csv(work_dir / "leaderboard.csv"),
         features=tuple(out["features"]),
         importance=out["importance"],
-        n_rows=len(train),
-        wall_seconds=wall,
+        n_rows=n_rows,
+        wall_seconds=run.wall_seconds,
         fit_seconds=out["fit_seconds"],
-        cpu_seconds=out.get("cpu_seconds", cpu) if proc.warm else cpu,
-        time_limit=profile.max_retraining_time,
+        cpu_seconds=out.get("cpu_seconds", run.cpu_seconds) if run.warm else run.cpu_seconds,
+        time_limit=time_limit,
         time_limit_binding=out["time_limit_binding"],
         settings=settings,
-        resources=report,
-        warnings=report.warnings,
+        resources=run.resources,
+        warnings=run.resources.warnings,
     )
 
 
@@ -222,19 +241,16 @@ def _own_cpu_seconds() -> float:
                for f in ("ru_utime", "ru_stime"))
 
 
-def _run_child(work_dir: Path) -> int:
-    """Fit in this process; 0 done, 1 failed with ``error.txt`` (read by the parent's TrainingError)."""
+def fit_entry(argv: list[str]) -> int:
+    """The ``fit`` kind of fresh process (:func:`retrainlib.freshproc.launch`, warm or cold): fit in the work
+    folder ``argv[0]`` in this process; 0 done, 1 failed with ``error.txt`` (read by the parent's TrainingError)."""
+    work_dir = Path(argv[0])
     try:
         _child(work_dir)
     except Exception as exc:
         (work_dir / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
         return 1
     return 0
-
-
-def _warm_child(work_dir: str) -> None:
-    """A training child forked from the warm fork server (:func:`retrainlib.freshproc.start_child`)."""
-    sys.exit(_run_child(Path(work_dir)))
 
 
 class Trainer:
@@ -299,7 +315,3 @@ def _child(work_dir: Path) -> None:
         "cpu_seconds": _own_cpu_seconds(),  # read by the parent of a warm child, which is not its waiting parent
     }
     (work_dir / "result.json").write_text(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":  # python -m retrainlib.training WORK_DIR (a cold child)
-    sys.exit(_run_child(Path(sys.argv[1])))

@@ -1,7 +1,8 @@
-"""The one fresh-process runner: warm (forked from a pre-imported server) or cold, and its check cache."""
+"""The one fresh-process launcher: warm (forked from a pre-imported server) or cold, for checks and fits, and the check cache."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -101,11 +102,64 @@ def test_a_failed_check_is_never_cached(clone, rows, tmp_path):
 def test_the_cold_module_prints_one_line_and_exits_1_on_a_failed_load(clone, rows, tmp_path):
     rows_path = tmp_path / "rows.parquet"
     rows.to_parquet(rows_path)
-    proc = subprocess.run([sys.executable, "-m", "retrainlib.freshproc", str(tmp_path / "gone"), str(rows_path), str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "retrainlib.freshproc", "check", str(tmp_path / "gone"), str(rows_path), str(tmp_path)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         f"fresh-process check failed: FileNotFoundError: the predictor folder {tmp_path / 'gone'} does not exist")
+
+
+def entry_said(kind: str, work: Path) -> list[str]:
+    """What the kind's entry left in ``work`` when its input was missing (the folder's name written as <work>)."""
+    said = [json.loads((work / "answer.json").read_text())["error"], (work / "child.log").read_text().strip().splitlines()[-1]] \
+        if kind == "check" else [(work / "error.txt").read_text().splitlines()[0]]
+    return [line.replace(str(work), "<work>") for line in said]
+
+
+@pytest.mark.parametrize("kind", sorted(freshproc.ENTRIES))
+def test_a_check_and_a_fit_start_warm_or_cold_through_the_one_launcher_and_run_the_same_entry_point(kind, tmp_path):
+    """Each kind's entry, given a missing input, fails at once: a warm child and a cold interpreter say the same."""
+    said, pids = {}, set()
+    for cold in (False, True):
+        work = tmp_path / ("cold" if cold else "warm")
+        work.mkdir()
+        args = {"check": [work / "gone", work / "rows.parquet", work], "fit": [work]}[kind]
+        child = freshproc.launch(kind, args, log=work / "child.log", cold=cold)
+        assert child.warm is not cold
+        assert child.wait(300) == 1
+        said[cold], pids = entry_said(kind, work), pids | {child.pid}
+    assert said[False] == said[True], said
+    assert {"check": "FileNotFoundError: the predictor folder <work>/gone does not exist",
+            "fit": "FileNotFoundError: [Errno 2] No such file or directory: '<work>/spec.json'"}[kind] == said[False][0]
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_an_unknown_kind_of_fresh_process_is_refused_in_one_line_naming_the_kinds(tmp_path):
+    with pytest.raises(ValueError, match=r"^unknown kind of fresh process 'train'; expected one of check, fit$"):
+        freshproc.launch("train", [tmp_path], log=tmp_path / "log")
+    proc = subprocess.run([sys.executable, "-m", "retrainlib.freshproc", "train", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["python -m retrainlib.freshproc: unknown kind 'train'; expected one of check, fit "
+                                                "followed by its arguments (e.g. check PREDICTOR_DIR ROWS ANSWER_DIR)"]
+
+
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+def test_a_held_check_runs_as_a_fork_server_child_warm_and_as_python_m_retrainlib_freshproc_check_cold(
+        clone, rows, held_checks, cold):
+    started = freshproc.start(clone, rows, timeout=300, cold=cold, hold=True)
+    try:
+        wait_until(lambda: held_checks.exists() and held_checks.read_text().strip(), "the check did not reach its hold", limit=300)
+        child = psutil.Process(int(held_checks.read_text()))
+        if cold:
+            assert child.cmdline()[1:4] == ["-m", "retrainlib.freshproc", "check"]
+        else:
+            assert child.ppid() in freshproc.warm_server_pids()
+        held_checks.unlink()
+        result = started.result()
+    finally:
+        started.close()
+    assert result.ok and result.mode == ("cold" if cold else "warm") and result.info["pid"] == child.pid, result.detail
 
 
 def test_kill_tree_ends_a_process_and_its_children():

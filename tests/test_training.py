@@ -78,12 +78,14 @@ def test_too_few_rows_refuses_to_train_and_says_how_to_fix_it(tmp_path):
         train_challenger(train_frame(rows=50)[:50], profile=profile(), work_dir=tmp_path / "fit", disk_path=tmp_path)
 
 
-def test_a_fit_that_fails_reports_autogluons_error(tmp_path):
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+def test_a_fit_that_fails_reports_autogluons_error(tmp_path, cold):
+    """Warm (a fork-server child) or cold (``python -m retrainlib.freshproc fit``): the same entry, the same report."""
     from retrainlib.training import train_challenger
 
     bad = train_frame()
     bad["default"] = 1  # a single class cannot be fitted as binary
-    with pytest.raises(TrainingError, match=r"AutoGluon fit failed \(exit code 1\)"):
+    with freshproc.settings(cold=cold), pytest.raises(TrainingError, match=r"AutoGluon fit failed \(exit code 1\)"):
         train_challenger(bad, profile=profile(), work_dir=tmp_path / "fit", disk_path=tmp_path)
 
 
