@@ -34,7 +34,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,9 +51,9 @@ from .errors import RetrainError
 from .fitcache import FitCache
 from .outputs import Analysis
 from .paths import Paths
-from .profiles import load_profile
+from .profiles import Profile, load_profile
 
-__all__ = ["Candidate", "TuneResult", "tune", "choose", "split_history", "write_tuned_profile"]
+__all__ = ["Candidate", "TuneResult", "TuneSettings", "tune", "choose", "split_history", "write_tuned_profile"]
 
 
 @dataclass(frozen=True)
@@ -269,109 +269,215 @@ def _policy_candidates(prof, window: dict[str, Any], history: list[dict[str, Any
     return out
 
 
-def tune(profile: str | Path, *, home: str | Path | None = None, confirm_share: float = 0.4, tolerance: float = 0.01,
-         work_dir: str | Path | None = None, progress: bool = True, max_batches: int | None = None,
-         write_profile: bool = True, families: Sequence[str] | None = None, windows: Sequence[str] | None = None,
-         on_chosen: Callable[[str, pd.DataFrame], None] | None = None) -> TuneResult:
-    """Choose the policy, thresholds and window on the tune segment; confirm every candidate on the newest batches.
+@dataclass(frozen=True)
+class TuneSettings:
+    """How :func:`tune` splits the history and chooses; built once (``retrain tune``, a benchmark) and passed whole.
+    Every field is also accepted by :func:`tune` as a keyword argument.
 
-    ``families`` limits stage 2 to those candidate families (``static``, ``every-batch``, ``periodic``,
-    ``performance``, ``drift``, ``hybrid``, ``degradation``; default all) and ``windows`` stage 1 to those
-    windows (``"3"`` for 3 batches, ``full``, ``incremental``; default all); ``on_chosen(pick, table)`` is
-    called once the pick is fixed, before any confirm batch is read (tests use it).
+    Attributes
+    ----------
+    confirm_share : float
+        The newest share of the scored batches the confirm segment holds (at least 3 batches; default 0.4).
+    tolerance : float
+        The pick is the cheapest candidate whose tune mean is within this of the best one's, in the metric's
+        units (default 0.01).
+    work_dir : path
+        Scratch homes, the shared fits and checks; default ``runs/<UTC timestamp>-<profile>-tune/``.
+    progress : bool
+        Show a progress bar (default True).
+    max_batches : int
+        Tune over the oldest ``max_batches`` batches only (default all).
+    write_profile : bool
+        Write ``params/<name>.tuned.yaml`` with the pick (default True).
+    families : sequence of str
+        Limits stage 2 to those candidate families (``static``, ``every-batch``, ``periodic``, ``performance``,
+        ``drift``, ``hybrid``, ``degradation``; default all).
+    windows : sequence of str
+        Limits stage 1 to those windows (``"3"`` for 3 batches, ``full``, ``incremental``; default all).
     """
-    from tqdm import tqdm
 
-    if not 0 < confirm_share < 1:
-        raise RetrainError(f"--confirm-share {confirm_share:g} is not a share; give a number between 0 and 1, e.g. 0.4")
-    if tolerance < 0:
-        raise RetrainError(f"--tolerance {tolerance:g} is negative; give 0 or more, in the metric's units, e.g. 0.01")
-    t0 = time.monotonic()
-    paths = Paths.discover(home)
+    confirm_share: float = 0.4
+    tolerance: float = 0.01
+    work_dir: str | Path | None = None
+    progress: bool = True
+    max_batches: int | None = None
+    write_profile: bool = True
+    families: Sequence[str] | None = None
+    windows: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.confirm_share < 1:
+            raise RetrainError(f"--confirm-share {self.confirm_share:g} is not a share; give a number between 0 and 1, "
+                               "e.g. 0.4")
+        if self.tolerance < 0:
+            raise RetrainError(f"--tolerance {self.tolerance:g} is negative; give 0 or more, in the metric's units, "
+                               "e.g. 0.01")
+
+
+@dataclass(frozen=True)
+class _History:
+    """The profile and its batches split in time at ``cut``: the tune segment's steps, then the confirm segment's."""
+
+    paths: Paths
+    profile_path: Path
+    prof: Profile
+    greater_is_better: bool
+    batches: list[data.Batch]
+    warmup: int
+    cut: int
+    work: Path
+
+    @property
+    def tune_steps(self) -> list[data.Batch]:
+        return self.batches[self.warmup - 1: self.cut]
+
+    @property
+    def confirm_steps(self) -> list[data.Batch]:
+        return self.batches[self.cut:]
+
+    @property
+    def tune_names(self) -> set[str]:
+        return {b.name for b in self.tune_steps}
+
+    @property
+    def confirm_names(self) -> set[str]:
+        return {b.name for b in self.confirm_steps}
+
+    @property
+    def tune_folder(self) -> Path:
+        """Links to the tune segment's files only: nothing newer is listed or read."""
+        return self.work / "tune-batches"
+
+    @property
+    def all_folder(self) -> Path:
+        return self.work / "all-batches"
+
+
+def _history(profile: str | Path, s: TuneSettings, paths: Paths) -> _History:
+    """Load the profile, split its batches in time, and make the work folder with a folder of links for each segment."""
     profile_path = paths.profile(profile).resolve()
     prof = load_profile(profile_path)
     automl.pin_threads(prof.training.num_cpus)
     info = automl.metric_info(prof.training.eval_metric, prof.training.problem_type or "binary")
-    gib = info.greater_is_better
-    folder = paths.resolve(prof.data.batches).resolve()
     batches = data.list_batches(prof.data, paths)
-    if max_batches is not None:
-        batches = batches[:max_batches]
+    if s.max_batches is not None:
+        batches = batches[:s.max_batches]
     warmup = prof.training.holdout_batches + prof.training.window_batches
     if warmup >= len(batches):
         raise RetrainError(f"{len(batches)} batch(es) but the first champion needs {warmup} (holdout + window); add data")
-    cut = split_history(len(batches), warmup, confirm_share)
+    cut = split_history(len(batches), warmup, s.confirm_share)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    work = Path(work_dir) if work_dir else paths.runs / f"{stamp}-{prof.name}-tune"
+    work = Path(s.work_dir) if s.work_dir else paths.runs / f"{stamp}-{prof.name}-tune"
     work.mkdir(parents=True, exist_ok=True)
-    tune_folder = work / "tune-batches"  # links to the tune segment's files only: nothing newer is listed or read
-    tune_folder.mkdir(exist_ok=True)
-    for b in batches[:cut]:
-        link = tune_folder / b.name
-        if not link.exists():
-            os.symlink(paths.resolve(b.path).resolve(), link)
-    all_folder = work / "all-batches"
-    all_folder.mkdir(exist_ok=True)
-    for b in batches:
-        link = all_folder / b.name
-        if not link.exists():
-            os.symlink(paths.resolve(b.path).resolve(), link)
-    tune_steps, confirm_steps = batches[warmup - 1: cut], batches[cut:]
-    tune_names, confirm_names = {b.name for b in tune_steps}, {b.name for b in confirm_steps}
-    cache = FitCache(work / "fit-cache")
-    restore = freshproc.use(cold=False, cache_dir=work / "check-cache")
-    replays: dict[str, _Replay] = {}
-    bar = tqdm(desc="tune", unit="step", disable=not progress, mininterval=5.0)
+    h = _History(paths, profile_path, prof, info.greater_is_better, batches, warmup, cut, work)
+    _link(h.tune_folder, batches[:cut], paths)
+    _link(h.all_folder, batches, paths)
+    return h
 
-    def walk(cands: list[Candidate], seg: list[data.Batch], start: int, folder_now: Path) -> None:
-        bar.total = (bar.total or 0) + len(cands) * len(seg)
+
+def _link(folder: Path, batches: list[data.Batch], paths: Paths) -> None:
+    """A folder of symbolic links to ``batches``' files (those already there are kept)."""
+    folder.mkdir(exist_ok=True)
+    for b in batches:
+        link = folder / b.name
+        if not link.exists():
+            os.symlink(paths.resolve(b.path).resolve(), link)
+
+
+class _Walk:
+    """Every candidate's replay, walked forward segment by segment, and the progress bar over all of them."""
+
+    def __init__(self, h: _History, cache: FitCache, bar):
+        self.h, self.cache, self.bar = h, cache, bar
+        self.replays: dict[str, _Replay] = {}
+
+    def __call__(self, cands: list[Candidate], seg: list[data.Batch], start: int, folder_now: Path) -> None:
+        self.bar.total = (self.bar.total or 0) + len(cands) * len(seg)
         for c in cands:
-            rep = replays.get(c.name) or replays.setdefault(c.name, _Replay(c, work, profile_path, folder_now, cache))
+            rep = self.replays.get(c.name) or self.replays.setdefault(
+                c.name, _Replay(c, self.h.work, self.h.profile_path, folder_now, self.cache))
             rep.point_at(folder_now)
             for i, b in enumerate(seg):
-                bar.set_postfix_str(f"{c.name} {b.name}", refresh=False)
-                rep.step(b, warmup - 1 + start + i, start + i)
-                bar.update(1)
+                self.bar.set_postfix_str(f"{c.name} {b.name}", refresh=False)
+                rep.step(b, self.h.warmup - 1 + start + i, start + i)
+                self.bar.update(1)
 
+    def table(self, cands: list[Candidate], confirm: bool = False) -> pd.DataFrame:
+        """One row per candidate: its tune-segment figures, and its confirm-segment ones when ``confirm``."""
+        names = self.h.confirm_names if confirm else frozenset()
+        return pd.DataFrame([_row(c, self.replays[c.name].rows, self.h.tune_names, names) for c in cands])
+
+
+def tune(profile: str | Path, settings: TuneSettings | None = None, *, home: str | Path | None = None,
+         on_chosen: Callable[[str, pd.DataFrame], None] | None = None, **options: Any) -> TuneResult:
+    """Choose the policy, thresholds and window on the tune segment; confirm every candidate on the newest batches.
+
+    ``settings`` (:class:`TuneSettings`; its fields are also accepted as keyword arguments, overriding it) says
+    how the history is split and the pick chosen. ``on_chosen(pick, table)`` is called once the pick is
+    fixed, before any confirm batch is read (tests use it).
+    """
+    from tqdm import tqdm
+
+    s = replace(settings or TuneSettings(), **options)
+    t0 = time.monotonic()
+    h = _history(profile, s, Paths.discover(home))
+    cache = FitCache(h.work / "fit-cache")
+    restore = freshproc.use(cold=False, cache_dir=h.work / "check-cache")
+    walk = _Walk(h, cache, tqdm(desc="tune", unit="step", disable=not s.progress, mininterval=5.0))
     try:
-        stage1 = _window_candidates(prof, windows, rows=[b.rows for b in batches[:cut - prof.training.holdout_batches]])
-        if not stage1:
-            raise RetrainError(f"no window candidate among {list(windows or [])}; give batch counts, full or incremental")
-        walk(stage1, tune_steps, 0, tune_folder)
-        t1 = pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in stage1])
-        win_name, _ = choose(t1.assign(tune_retrains=0), tolerance=0.0, greater_is_better=gib)  # the best mean, the
-        # smaller window on a tie
-        win = next(c for c in stage1 if c.name == win_name)
-        window = {k: v for k, v in win.settings.items() if k.startswith("training.")}
-        win_mean = float(t1.set_index("name").loc[win_name, "tune_mean"])
-        stage2 = [c for c in _policy_candidates(prof, window, replays[win_name].rows, len(tune_steps), gib)
-                  if families is None or c.family in families]
-        walk(stage2, tune_steps, 0, tune_folder)
-        cands = [*stage1, *stage2]
-        pick, reason = choose(pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in stage2]),
-                              tolerance=tolerance, greater_is_better=gib)  # refit is a reference, not a policy
+        stage1, win, win_mean = _choose_window(walk, s.windows)
+        stage2, pick, reason = _choose_policy(walk, win, s)
         if on_chosen is not None:
-            on_chosen(pick, pd.DataFrame([_row(c, replays[c.name].rows, tune_names) for c in cands]))
+            on_chosen(pick, walk.table([*stage1, *stage2]))
         # the pick is fixed: now, and only now, the confirm segment is replayed (of the windows, the chosen one's refit)
-        walk([win, *stage2], confirm_steps, len(tune_steps), all_folder)
+        walk([win, *stage2], h.confirm_steps, len(h.tune_steps), h.all_folder)
     finally:
         restore()
-        bar.close()
-    table = pd.DataFrame([_row(c, replays[c.name].rows, tune_names, confirm_names) for c in cands])
+        walk.bar.close()
+    cands = [*stage1, *stage2]
+    table = walk.table(cands, confirm=True)
     table["confirm_retrains"] = table["confirm_retrains"].astype("Int64")  # none where a probe was not replayed
-    refs = {name: _ref(replays[key].rows, confirm_names) if key in replays else None
-            for name, key in (("refit", win_name), ("static", "static"), ("every-batch", "every-batch"))}
+    refs = {name: _ref(walk.replays[key].rows, h.confirm_names) if key in walk.replays else None
+            for name, key in (("refit", win.name), ("static", "static"), ("every-batch", "every-batch"))}
+    tune_names = h.tune_names
     records = pd.DataFrame([{"candidate": name, "segment": "tune" if r["batch"] in tune_names else "confirm", **r}
-                            for name, rp in replays.items() for r in rp.rows])
-    result = TuneResult(prof.name, prof.training.eval_metric, gib, confirm_steps[0].name, table, pick, reason,
-                        win_name.removeprefix("refit window "), refs, time.monotonic() - t0, cache.stats(), work,
-                        records=records)
-    if write_profile:
-        result.tuned_profile = write_tuned_profile(profile_path, next(c for c in cands if c.name == pick),
-                                                   paths.params / f"{prof.name}.tuned.yaml", reason=reason, paths=paths,
-                                                   window_reason=f"retrain tune: refit's best tune-segment mean was "
-                                                                 f"with {win.why} ({win_mean:.4f})")
+                            for name, rp in walk.replays.items() for r in rp.rows])
+    result = TuneResult(h.prof.name, h.prof.training.eval_metric, h.greater_is_better, h.confirm_steps[0].name, table,
+                        pick, reason, win.name.removeprefix("refit window "), refs, time.monotonic() - t0, cache.stats(),
+                        h.work, records=records)
+    if s.write_profile:
+        result.tuned_profile = write_tuned_profile(h.profile_path, next(c for c in cands if c.name == pick),
+                                                   h.paths.params / f"{h.prof.name}.tuned.yaml", reason=reason,
+                                                   paths=h.paths, window_reason=f"retrain tune: refit's best tune-segment "
+                                                                                f"mean was with {win.why} ({win_mean:.4f})")
     return result
+
+
+def _choose_window(walk: _Walk, windows: Sequence[str] | None) -> tuple[list[Candidate], Candidate, float]:
+    """Stage 1: every window's ``refit`` over the tune segment; the best tune mean wins (the smaller window on a tie).
+    Returns the window candidates, the chosen one and its tune mean."""
+    h = walk.h
+    stage1 = _window_candidates(h.prof, windows, rows=[b.rows for b in h.batches[:h.cut - h.prof.training.holdout_batches]])
+    if not stage1:
+        raise RetrainError(f"no window candidate among {list(windows or [])}; give batch counts, full or incremental")
+    walk(stage1, h.tune_steps, 0, h.tune_folder)
+    t1 = walk.table(stage1)
+    win_name, _ = choose(t1.assign(tune_retrains=0), tolerance=0.0, greater_is_better=h.greater_is_better)
+    win = next(c for c in stage1 if c.name == win_name)
+    return stage1, win, float(t1.set_index("name").loc[win_name, "tune_mean"])
+
+
+def _choose_policy(walk: _Walk, win: Candidate, s: TuneSettings) -> tuple[list[Candidate], str, str]:
+    """Stage 2: the policies at the chosen window over the tune segment, and the pick among them with its reason
+    (refit is a reference, not a policy)."""
+    h = walk.h
+    window = {k: v for k, v in win.settings.items() if k.startswith("training.")}
+    stage2 = [c for c in _policy_candidates(h.prof, window, walk.replays[win.name].rows, len(h.tune_steps),
+                                            h.greater_is_better)
+              if s.families is None or c.family in s.families]
+    walk(stage2, h.tune_steps, 0, h.tune_folder)
+    pick, reason = choose(walk.table(stage2), tolerance=s.tolerance, greater_is_better=h.greater_is_better)
+    return stage2, pick, reason
 
 
 def _row(c: Candidate, rows: list[dict[str, Any]], tune_names: set[str], confirm_names: set[str] = frozenset()) -> dict:

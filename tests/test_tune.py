@@ -10,7 +10,7 @@ import pytest
 
 from retrainlib.errors import RetrainError
 from retrainlib.profiles import load_profile
-from retrainlib.tune import choose, split_history
+from retrainlib.tune import TuneSettings, choose, split_history, tune
 from tests.conftest import make_home
 
 TUNED_KEYS = {"performance_threshold", "drift_threshold", "retraining_interval", "triggers", "training"}
@@ -91,6 +91,17 @@ def test_tune_on_too_short_a_history_exits_2_with_one_line_and_replays_nothing(t
     assert "leave 4 scored batch(es); tuning needs at least 2 to choose on and 3 to confirm on" in err[0]
     assert not (home / "runs").exists() and not (home / "params" / "demo.tuned.yaml").exists()
 
+
+
+def test_tune_reads_its_settings_whole_a_keyword_overrides_one_and_a_bad_share_is_refused_in_one_line(tmp_path):
+    home = make_home(tmp_path / "home", weeks=12, **{"training.window_batches": 3})
+    with pytest.raises(RetrainError, match=r"^3 batch\(es\) but the first champion needs 4"):
+        tune("params/demo.yaml", TuneSettings(max_batches=3), home=home)
+    with pytest.raises(RetrainError, match=r"^4 batch\(es\) but the first champion needs 4"):
+        tune("params/demo.yaml", TuneSettings(max_batches=12), home=home, max_batches=4)
+    with pytest.raises(RetrainError, match=r"^--confirm-share 1.5 is not a share"):
+        tune("params/demo.yaml", TuneSettings(), home=home, confirm_share=1.5)
+    assert not (home / "runs").exists()
 
 def test_a_window_too_small_to_train_on_is_no_candidate_but_the_profiles_own_window_always_is():
     from retrainlib.profiles import load_profile
