@@ -44,7 +44,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -62,6 +62,7 @@ from .records import plain
 __all__ = [
     "Gate",
     "Verdict",
+    "MeasureSettings",
     "validate",
     "flip_excess",
     "bootstrap_scores",
@@ -132,24 +133,38 @@ class Verdict:
 # validate
 
 
-def validate(
-    challenger,
-    holdout: pd.DataFrame,
-    *,
-    profile: Profile,
-    champion=None,
-    challenger_dir: str | os.PathLike | None = None,
-    champion_dir: str | os.PathLike | None = None,
-    challenger_meta: Mapping[str, Any] | None = None,
-    champion_meta: Mapping[str, Any] | None = None,
-    seed: int = 0,
-    latency_repeats: int = 7,
-    reload_rows: int = 2000,
-    reload_timeout: float = 600.0,
-    regression_tolerance: float = 0.05,
-    challenger_new_rows: bool = False,
-) -> Verdict:
-    """Score champion and challenger on ``holdout`` and apply the profile's gates.
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How :func:`validate` measures, beside the profile's thresholds; each field is also a keyword argument of
+    :func:`validate`.
+
+    Attributes
+    ----------
+    seed : int
+        Seeds the bootstrap resamples, the noise and the latency sample (default 0).
+    latency_repeats : int
+        Timed predictions of 1,000 rows per model (after one warm-up); p95 is taken over them (default 7).
+    reload_rows : int
+        At most this many holdout rows are predicted again in the fresh process (default 2,000).
+    reload_timeout : float
+        Seconds the fresh process may take to load and predict; longer fails the reload gate (default 600).
+    regression_tolerance : float
+        Regression only: a prediction counts as flipped (noise) or differing (churn) when it moves
+        by more than this fraction of the holdout label's standard deviation (default 0.05).
+    """
+
+    seed: int = 0
+    latency_repeats: int = 7
+    reload_rows: int = 2000
+    reload_timeout: float = 600.0
+    regression_tolerance: float = 0.05
+
+
+def validate(challenger, holdout: pd.DataFrame, *, profile: Profile, champion=None,
+             challenger_dir: str | os.PathLike | None = None, champion_dir: str | os.PathLike | None = None,
+             challenger_meta: Mapping[str, Any] | None = None, champion_meta: Mapping[str, Any] | None = None,
+             challenger_new_rows: bool = False, settings: MeasureSettings | None = None, **options: Any) -> Verdict:
+    """Score champion and challenger on ``holdout`` and apply the profile's gates; returns the :class:`Verdict`.
 
     Parameters
     ----------
@@ -159,31 +174,17 @@ def validate(
         Labelled rows neither model trained on; holds ``profile.data.label`` and every feature.
     profile
         Thresholds: ``improvement_threshold``, ``stability_threshold`` and ``profile.validation``.
-    challenger_dir
-        The challenger's predictor folder, reloaded in a fresh process (:mod:`retrainlib.freshproc`;
-        defaults to the predictor's own path). ``champion_dir`` (default the champion's own path) names
-        the champion's files when the check cache answers its latency timing.
+    challenger_dir, champion_dir
+        The challenger's predictor folder, reloaded in a fresh process (:mod:`retrainlib.freshproc`), and the
+        champion's, whose files name its latency timing in the check cache (default: each predictor's own path).
     challenger_meta, champion_meta
         Registry metadata: ``'software'`` (:func:`retrainlib.automl.software_versions` at training)
         and ``'features'`` (feature columns). Features default to the predictors' own.
-    seed
-        Seeds the bootstrap resamples, the noise and the latency sample.
-    latency_repeats
-        Timed predictions of 1,000 rows per model (after one warm-up); p95 is taken over them.
-    reload_rows
-        At most this many holdout rows are predicted again in the fresh process.
-    reload_timeout
-        Seconds the fresh process may take to load and predict; longer fails the reload gate.
-    regression_tolerance
-        Regression only: a prediction counts as flipped (noise) or differing (churn) when it moves
-        by more than this fraction of the holdout label's standard deviation.
     challenger_new_rows
         The challenger trained on rows its champion never saw; with ``validation.fresher_challenger:
         not_worse`` it then passes the improvement gate when it is not significantly worse.
-
-    Returns
-    -------
-    Verdict
+    settings, **options
+        How the figures are measured (:class:`MeasureSettings`); its fields as keyword arguments override it.
 
     Raises
     ------
@@ -194,70 +195,81 @@ def validate(
         A metric in ``validation.metrics`` / ``validation.minimum`` is not one AutoGluon knows for
         the problem type.
     """
-    settings = profile.validation
+    m = replace(settings or MeasureSettings(), **options)
     automl.pin_threads(profile.training.num_cpus)
     label = profile.data.label
-    chal = _side(challenger, challenger_meta, holdout, label, "challenger")
-    champ = _side(champion, champion_meta, holdout, label, "champion") if champion is not None else None
+    folder = Path(challenger_dir) if challenger_dir is not None else automl.predictor_path(challenger)
+    chal = _side(challenger, challenger_meta, folder, holdout, label, "challenger")
+    champ = (_side(champion, champion_meta, Path(champion_dir or automl.predictor_path(champion)), holdout, label,
+                   "champion") if champion is not None else None)
+    _check_models(chal, champ, profile)
+    inputs = _gate_inputs(chal, champ, holdout, profile, m, new_rows=challenger_new_rows)
+    gates = apply_gates(inputs)
+    failed = tuple(g.reason for g in gates if g.blocking and not g.passed)
+    decision = "reject" if failed else "promote" if champion is not None else "bootstrap"
+    return Verdict(decision=decision, gates=tuple(gates), scores=inputs.scores, bootstrap=inputs.bootstrap,
+                   n_holdout=len(holdout), reasons=failed)
+
+
+def _check_models(chal: _Side, champ: _Side | None, profile: Profile) -> None:
+    """Both models solve one problem type, and every metric the gates read is one AutoGluon knows for it."""
     if champ is not None and champ.problem_type != chal.problem_type:
         raise DataContractError(
             f"the champion solves a {champ.problem_type} problem but the challenger a {chal.problem_type} one; "
             "a challenger must predict the same kind of target (retrain it with the champion's problem_type)"
         )
-    if not settings.metrics:
+    if not profile.validation.metrics:
         raise ProfileError("validation.metrics is empty; list at least one metric, e.g. metrics: [roc_auc]")
-    for metric in dict.fromkeys([*settings.metrics, *settings.minimum]):
+    for metric in dict.fromkeys([*profile.validation.metrics, *profile.validation.minimum]):
         metric_info(metric, chal.problem_type)  # an unknown metric fails before any work starts
 
-    seeds = np.random.SeedSequence(seed).spawn(4)
-    chal_scores = automl.predict_scores(challenger, holdout[chal.features])
-    folder = Path(challenger_dir) if challenger_dir is not None else automl.predictor_path(challenger)
-    take = np.sort(np.random.default_rng(seeds[3]).choice(len(holdout), size=min(reload_rows, len(holdout)), replace=False))
+
+def _gate_inputs(chal: _Side, champ: _Side | None, holdout: pd.DataFrame, profile: Profile, m: MeasureSettings, *,
+                 new_rows: bool) -> GateInputs:
+    """Every figure the gates read: measured in process while a fresh process reloads the challenger, then the
+    latencies (timed once the reload has answered)."""
+    seeds = np.random.SeedSequence(m.seed).spawn(4)
+    chal_scores = automl.predict_scores(chal.model, holdout[chal.features])
+    take = np.sort(np.random.default_rng(seeds[3]).choice(len(holdout), size=min(m.reload_rows, len(holdout)), replace=False))
     # the fresh process loads and predicts beside the in-process work below
-    check = (freshproc.start(folder, holdout[chal.features].iloc[take], timeout=reload_timeout, num_cpus=profile.training.num_cpus)
-             if folder.is_dir() else None)
+    check = (freshproc.start(chal.folder, holdout[chal.features].iloc[take], timeout=m.reload_timeout,
+                             num_cpus=profile.training.num_cpus) if chal.folder.is_dir() else None)
     try:
-        figures = _measure(chal, champ, chal_scores, holdout, profile=profile, seeds=seeds, regression_tolerance=regression_tolerance,
-                           every_interval=challenger_new_rows and settings.fresher_challenger == "not_worse")
+        figures = _measure(chal, champ, chal_scores, holdout, profile=profile, seeds=seeds,
+                           regression_tolerance=m.regression_tolerance,
+                           every_interval=new_rows and profile.validation.fresher_challenger == "not_worse")
         answer = check.result() if check is not None else None  # collected before latency is timed
     finally:
         if check is not None:
             check.close()
     batch = holdout.iloc[np.random.default_rng(seeds[2]).integers(0, len(holdout), LATENCY_ROWS)]
-    inputs = GateInputs(
-        **figures, challenger_new_rows=bool(challenger_new_rows and champion is not None),
-        reload=answer, reload_expected=chal_scores[take], reload_folder=folder, reload_timeout=reload_timeout,
-        challenger_p95=_p95_latency(challenger, batch[chal.features], latency_repeats, folder),
-        champion_p95=(_p95_latency(champion, batch[champ.features], latency_repeats, Path(champion_dir or automl.predictor_path(champion)))
+    return GateInputs(
+        **figures, challenger_new_rows=bool(new_rows and champ is not None),
+        reload=answer, reload_expected=chal_scores[take], reload_folder=chal.folder, reload_timeout=m.reload_timeout,
+        challenger_p95=_p95_latency(chal.model, batch[chal.features], m.latency_repeats, chal.folder),
+        champion_p95=(_p95_latency(champ.model, batch[champ.features], m.latency_repeats, champ.folder)
                       if champ is not None else None),
     )
-    gates = apply_gates(inputs)
-    failed = tuple(g.reason for g in gates if g.blocking and not g.passed)
-    if failed:
-        decision = "reject"
-    else:
-        decision = "promote" if champion is not None else "bootstrap"
-    return Verdict(decision=decision, gates=tuple(gates), scores=inputs.scores, bootstrap=inputs.bootstrap,
-                   n_holdout=len(holdout), reasons=failed)
 
 
 @dataclass(frozen=True)
 class _Side:
-    """One model under validation: the predictor and what it takes and predicts."""
+    """One model under validation: the predictor, its folder, and what it takes and predicts."""
 
     model: Any
+    folder: Path
     problem_type: str
     classes: Sequence | None
     features: list[str]
     meta: Mapping[str, Any]
 
 
-def _side(model, meta: Mapping[str, Any] | None, holdout: pd.DataFrame, label: str, who: str) -> _Side:
+def _side(model, meta: Mapping[str, Any] | None, folder: Path, holdout: pd.DataFrame, label: str, who: str) -> _Side:
     problem_type, classes, features = automl.model_facts(model)
     if meta and meta.get("features"):
         features = [str(c) for c in meta["features"]]
     _check_holdout(holdout, label, features, who)
-    return _Side(model, problem_type, classes, list(features), dict(meta or {}))
+    return _Side(model, folder, problem_type, classes, list(features), dict(meta or {}))
 
 
 def _measure(chal: _Side, champ: _Side | None, chal_scores: np.ndarray, holdout: pd.DataFrame, *, profile: Profile,
