@@ -36,54 +36,66 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
     """
     reg, prof = ctx.registry, ctx.profile
     before = reg.champion()
-    events: list[dict] = []
-    refit: dict[str, Any] | None = None
-    stuck: dict[str, Any] | None = None
-    shadow: dict[str, Any] | None = None
     if rollback or rollback_to:
         ev = reg.roll_back(to=rollback_to or None, run_id=ctx.run_id, reason=reason or "rollback requested by the run's parameters")
-        action, events = "rolled-back", [ev.to_dict()]
+        action, events, refit, stuck, shadow = "rolled-back", [ev.to_dict()], None, None, None
     else:
-        verdict = ctx.read(Validation)
-        analysis = ctx.read(Analysis)
-        shadow = _settle_shadow(ctx, analysis)
-        events += shadow.pop("events", []) if shadow else []
-        if verdict.skipped:
-            action = "none"
-        elif verdict.passed:
-            holdout_b = data.batches_from_records(analysis.window("holdout"), ctx.paths)
-            deploy = verdict.challenger
-            if prof.training.refit_full:
-                refit = _refit_on_train_and_holdout(ctx, analysis, verdict.challenger, holdout_b, trainer)
-                deploy = refit["version"]
-            features = reg.version(deploy).metadata["features"]
-            why = "first champion (bootstrap)" if verdict.decision == "bootstrap" else "passed every validation gate"
-            if refit:
-                why += f" as {verdict.challenger}; refit on training + holdout rows as {deploy}"
-            if prof.validation.shadow_batches and verdict.decision != "bootstrap" and reg.champion() is not None:
-                shadow = _start_shadow(ctx, deploy, verdict.challenger, why, settled=shadow,
-                                       data_end=analysis.window("holdout")[-1]["end"])
-                action = "shadow-started"
-            else:
-                res = reg.promote_verified(deploy, _smoke_rows(ctx, holdout_b, features), run_id=ctx.run_id, reason=why)
-                events += [e.to_dict() for e in res.events]
-                action = "promoted" if res.promoted else "auto-rolled-back"
-        else:
-            action = "rejected"
-        if action != "none":
-            reg.record_attempt_outcome(verdict.challenger, outcome=action, run_id=ctx.run_id,
-                                       failed_gates=verdict.failed_gates(), reasons=verdict.reasons)
-        if action == "rejected" or (verdict.skipped and ctx.read(Analysis).decision.status == "blocked-by-quality"):
-            stuck = _stuck(ctx, ctx.read(Analysis))
-        settled = shadow.get("settled") if shadow and shadow["outcome"] == "shadow-started" else shadow
-        if settled and (settled["outcome"] in ("promoted-from-shadow", "auto-rolled-back")
-                        or (action in ("none", "rejected") and settled["outcome"] != "continue")):
-            action = settled["outcome"]  # the run's outcome: a new champion from the shadow, or the shadow dropped
+        action, events, refit, stuck, shadow = _act_on_verdict(ctx, trainer)
     removed = reg.apply_retention(max_versions=prof.max_versions, retention_days=prof.backup_retention_days)
     out = Promotion(action, before, reg.champion(), plain(events), plain(refit), plain(stuck), plain(removed),
                     [v.name for v in reg.versions()], reg.total_size_bytes(), plain(shadow))
     ctx.write(out)
     return out
+
+
+def _act_on_verdict(ctx: StepContext, trainer: Trainer) -> tuple[str, list[dict], dict | None, dict | None, dict | None]:
+    """Settle the shadow on trial, then act on step 30's verdict: deploy, reject or nothing; record the attempt and
+    whether the champion is stuck. Returns the run's action, the registry's events, the refit, stuck and shadow."""
+    reg = ctx.registry
+    verdict = ctx.read(Validation)
+    analysis = ctx.read(Analysis)
+    shadow = _settle_shadow(ctx, analysis)
+    events: list[dict] = list(shadow.pop("events", [])) if shadow else []
+    refit: dict[str, Any] | None = None
+    stuck: dict[str, Any] | None = None
+    if verdict.skipped:
+        action = "none"
+    elif verdict.passed:
+        action, deployed, refit, shadow = _deploy(ctx, verdict, analysis, shadow, trainer)
+        events += deployed
+    else:
+        action = "rejected"
+    if action != "none":
+        reg.record_attempt_outcome(verdict.challenger, outcome=action, run_id=ctx.run_id,
+                                   failed_gates=verdict.failed_gates(), reasons=verdict.reasons)
+    if action == "rejected" or (verdict.skipped and ctx.read(Analysis).decision.status == "blocked-by-quality"):
+        stuck = _stuck(ctx, ctx.read(Analysis))
+    settled = shadow.get("settled") if shadow and shadow["outcome"] == "shadow-started" else shadow
+    if settled and (settled["outcome"] in ("promoted-from-shadow", "auto-rolled-back")
+                    or (action in ("none", "rejected") and settled["outcome"] != "continue")):
+        action = settled["outcome"]  # the run's outcome: a new champion from the shadow, or the shadow dropped
+    return action, events, refit, stuck, shadow
+
+
+def _deploy(ctx: StepContext, verdict: Validation, analysis: Analysis, shadow: dict[str, Any] | None,
+            trainer: Trainer) -> tuple[str, list[dict], dict[str, Any] | None, dict[str, Any] | None]:
+    """A passing challenger (its refit with ``training.refit_full``): promoted after its smoke test, or put on trial
+    as the shadow. Returns the action, the registry's events, the refit and the shadow."""
+    reg, prof = ctx.registry, ctx.profile
+    holdout_b = data.batches_from_records(analysis.window("holdout"), ctx.paths)
+    deploy, refit = verdict.challenger, None
+    if prof.training.refit_full:
+        refit = _refit_on_train_and_holdout(ctx, analysis, verdict.challenger, holdout_b, trainer)
+        deploy = refit["version"]
+    features = reg.version(deploy).metadata["features"]
+    why = "first champion (bootstrap)" if verdict.decision == "bootstrap" else "passed every validation gate"
+    if refit:
+        why += f" as {verdict.challenger}; refit on training + holdout rows as {deploy}"
+    if prof.validation.shadow_batches and verdict.decision != "bootstrap" and reg.champion() is not None:
+        return "shadow-started", [], refit, _start_shadow(ctx, deploy, verdict.challenger, why, settled=shadow,
+                                                          data_end=analysis.window("holdout")[-1]["end"])
+    res = reg.promote_verified(deploy, _smoke_rows(ctx, holdout_b, features), run_id=ctx.run_id, reason=why)
+    return "promoted" if res.promoted else "auto-rolled-back", [e.to_dict() for e in res.events], refit, shadow
 
 
 def _settle_shadow(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
