@@ -90,3 +90,30 @@ def test_the_generated_profile_reference_names_every_key_of_every_section():
 
     missing = [k for k in keys(Profile) if f"`{k}`" not in text]
     assert not missing, missing
+
+
+def _benchmark(name: str):
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their neighbours by name
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_tune_tables_of_the_readme_and_the_docs_are_what_the_command_generates_from_the_committed_json():
+    tune_summary = _benchmark("tune_summary")
+    results = sorted((REPO / "docs" / "tune").glob("*.json"))
+    assert results
+    readme = (REPO / "README.md").read_text()
+    assert tune_summary.readme_block(results) in readme, "README's tune table is stale: run benchmarks/tune_summary.py --readme"
+    assert (REPO / "docs" / "tune" / "index.md").read_text() == tune_summary.page(results) + "\n"
+
+
+def test_the_results_page_is_what_the_command_generates_from_the_committed_backtests():
+    streams_summary = _benchmark("streams_summary")
+    written = sorted((REPO / "docs").glob("backtest-*.json"))
+    page = (REPO / "docs" / "results.md").read_text()
+    assert page == streams_summary.page(written) + "\n", "docs/results.md is stale: run benchmarks/streams_summary.py"
