@@ -7,9 +7,10 @@ of the playbook's own steps (``backtest.step._replay_step``) in its own scratch 
 The scored history is split in time. The **tune** segment (the older part) is replayed from a folder
 that holds links to its batch files only, so nothing after it is listed or read while choosing. The
 pick is made and fixed there: the cheapest candidate (fewest retrains) whose tune-segment mean is
-within ``tolerance`` of the best one's. Only then does every candidate's replay continue over the
-**confirm** segment (the newest ``confirm_share`` of the scored batches, at least 3), beside ``refit``,
-to report how the pick does on batches it never saw.
+within ``tolerance`` of the best one's, and whose mean over the newest half of the tune segment is
+too. Only then does every candidate's replay continue over the **confirm** segment (the newest
+``confirm_share`` of the scored batches, at least 3), beside ``refit``, to report how the pick does
+on batches it never saw.
 
 Candidates, searched in two stages (a full product would cost a replay per combination):
 
@@ -91,9 +92,16 @@ def choose(table: pd.DataFrame, *, tolerance: float, greater_is_better: bool = T
     """The cheapest candidate whose tune mean is within ``tolerance`` of the best; ties to fewer retrains, then the
     better mean, then the earlier row. ``table`` has ``name``, ``tune_mean`` and ``tune_retrains``.
 
+    With a ``recent_mean`` column (the mean over the newest half of the tune segment), a candidate must also be
+    within ``tolerance`` of the best there: a drifting stream's next batches look more like its recent past than
+    its whole history, so a cheap candidate that kept up early but fell behind lately is not picked. When none is
+    close on both, the recent half alone decides.
+
     >>> t = pd.DataFrame({"name": ["a", "b"], "tune_mean": [0.80, 0.795], "tune_retrains": [9, 2]})
     >>> choose(t, tolerance=0.01)[0]
     'b'
+    >>> choose(t.assign(recent_mean=[0.80, 0.70]), tolerance=0.01)[0]  # b fell behind on the newest half
+    'a'
     """
     sign = 1 if greater_is_better else -1
     scored = table[table["tune_mean"].notna()]
@@ -101,11 +109,18 @@ def choose(table: pd.DataFrame, *, tolerance: float, greater_is_better: bool = T
         raise RetrainError("no candidate scored a batch of the tune segment; add batches or lower --confirm-share")
     best = scored.loc[(sign * scored["tune_mean"]).idxmax()]
     near = scored[sign * (scored["tune_mean"] - best["tune_mean"]) >= -tolerance - 1e-12]
+    recent_note = ""
+    if "recent_mean" in scored and scored["recent_mean"].notna().any():
+        top = (sign * scored["recent_mean"]).max()
+        close = lambda f: f[sign * f["recent_mean"] - top >= -tolerance - 1e-12]  # noqa: E731
+        near = close(near) if not close(near).empty else close(scored)
+        recent_note = f" and of the best on the newest half of the tune segment ({sign * top:.4f})"
     order = near.assign(_m=-sign * near["tune_mean"], _i=range(len(near))).sort_values(["tune_retrains", "_m", "_i"])
     pick = order.iloc[0]
     reason = (f"{pick['name']}: {int(pick['tune_retrains'])} retrain(s) on the tune segment, mean {pick['tune_mean']:.4f}, "
               f"within {tolerance:g} of the best ({best['name']}: {best['tune_mean']:.4f}, "
-              f"{int(best['tune_retrains'])} retrain(s)); the fewest retrains among the {len(near)} candidate(s) that close")
+              f"{int(best['tune_retrains'])} retrain(s)){recent_note}; the fewest retrains among the {len(near)} "
+              "candidate(s) that close")
     return str(pick["name"]), reason
 
 
@@ -196,6 +211,13 @@ def _figures(rows: list[dict[str, Any]], segment: set[str]) -> tuple[float, int,
     values = [x["value"] for x in r if x["value"] == x["value"]]
     retrains = sum(1 for x in r if x["trained"] and not x["bootstrap"])
     return (float(sum(values) / len(values)) if values else math.nan), retrains, len(values)
+
+
+def _recent_mean(rows: list[dict[str, Any]], segment: set[str]) -> float:
+    """The mean over the newest half (rounded up) of the segment's scored batches, in replay order."""
+    values = [x["value"] for x in rows if x["batch"] in segment and x["value"] == x["value"]]
+    newest = values[len(values) // 2:]
+    return float(sum(newest) / len(newest)) if newest else math.nan
 
 
 def _trigger_values(rows: list[dict[str, Any]], name: str) -> list[float]:
@@ -462,7 +484,8 @@ def _choose_window(walk: _Walk, windows: Sequence[str] | None) -> tuple[list[Can
         raise RetrainError(f"no window candidate among {list(windows or [])}; give batch counts, full or incremental")
     walk(stage1, h.tune_steps, 0, h.tune_folder)
     t1 = walk.table(stage1)
-    win_name, _ = choose(t1.assign(tune_retrains=0), tolerance=0.0, greater_is_better=h.greater_is_better)
+    win_name, _ = choose(t1.assign(tune_retrains=0).drop(columns="recent_mean"), tolerance=0.0,
+                         greater_is_better=h.greater_is_better)  # the window: the best mean over the whole tune segment
     win = next(c for c in stage1 if c.name == win_name)
     return stage1, win, float(t1.set_index("name").loc[win_name, "tune_mean"])
 
@@ -483,7 +506,8 @@ def _choose_policy(walk: _Walk, win: Candidate, s: TuneSettings) -> tuple[list[C
 def _row(c: Candidate, rows: list[dict[str, Any]], tune_names: set[str], confirm_names: set[str] = frozenset()) -> dict:
     tm, tr, tn = _figures(rows, tune_names)
     out = {"name": c.name, "family": c.family, "settings": {**c.settings, **({"every_batches": c.every} if c.every else {})},
-           "why": c.why, "tune_mean": tm, "tune_retrains": tr, "tune_batches": tn}
+           "why": c.why, "tune_mean": tm, "recent_mean": _recent_mean(rows, tune_names), "tune_retrains": tr,
+           "tune_batches": tn}
     if confirm_names:
         cm, cr, cn = _figures(rows, confirm_names)
         replayed = any(r["batch"] in confirm_names for r in rows)  # a window probe not chosen stops at the split
@@ -603,7 +627,7 @@ def write_report(result: TuneResult, folder: str | Path | None = None) -> dict[s
         write_atomic(out["per_batch"], result.records.drop(columns=["reasons"], errors="ignore").to_csv(index=False))
     else:
         out.pop("per_batch")
-    cols = ["name", "tune_mean", "tune_retrains", "confirm_mean", "confirm_retrains"]
+    cols = ["name", "tune_mean", "recent_mean", "tune_retrains", "confirm_mean", "confirm_retrains"]
     lines = [f"# Tuning {result.profile}", "",
              f"Chosen on the batches before {result.confirm_from}; confirmed on {result.confirm_from} and after, which "
              "the choice never read. Window (refit's best tune mean): " + result.window + "; the other windows' "

@@ -24,6 +24,20 @@ def test_ties_go_to_the_cheaper_candidate():
     assert choose(t.assign(tune_retrains=3), tolerance=0.05)[0] == "every-batch"  # same cost: the better mean
 
 
+def test_a_cheap_candidate_that_fell_behind_on_the_newest_half_of_the_tune_segment_is_not_picked():
+    t = pd.DataFrame({"name": ["every-batch", "periodic every 4", "detector"], "tune_mean": [0.86, 0.855, 0.852],
+                      "recent_mean": [0.84, 0.835, 0.80], "tune_retrains": [26, 6, 2]})
+    assert choose(t.drop(columns="recent_mean"), tolerance=0.01)[0] == "detector"  # close over the whole segment
+    name, reason = choose(t, tolerance=0.01)
+    assert name == "periodic every 4" and "newest half of the tune segment (0.8400)" in reason
+    # none close on both: the newest half alone decides
+    far = t.assign(tune_mean=[0.70, 0.86, 0.86], recent_mean=[0.84, 0.80, 0.80])
+    assert choose(far, tolerance=0.01)[0] == "every-batch"
+    # a loss: lower is better on both
+    loss = t.assign(tune_mean=[0.14, 0.145, 0.148], recent_mean=[0.16, 0.165, 0.20])
+    assert choose(loss, tolerance=0.01, greater_is_better=False)[0] == "periodic every 4"
+
+
 def test_with_a_loss_metric_lower_is_better_when_choosing():
     t = pd.DataFrame({"name": ["a", "b"], "tune_mean": [0.40, 0.50], "tune_retrains": [5, 1]})
     assert choose(t, tolerance=0.05, greater_is_better=False)[0] == "a"
