@@ -274,14 +274,14 @@ def test_a_replay_neither_mirrors_nor_is_mirrored(tmp_path):
     from retrainlib.replay import _replay_profile
 
     content = yaml.safe_dump({"name": "demo", "mlflow": {"tracking_uri": "http://127.0.0.1:5000"}})
-    raw, overrides = _replay_profile({"run_id": "r1", "profile": {"content": content}}, tmp_path / "scratch")
+    raw, overrides = _replay_profile(RunManifest.from_dict({"run_id": "r1", "profile": {"content": content}}), tmp_path / "scratch")
     assert "mlflow" not in raw and any(o.startswith("mlflow: removed") for o in overrides)
     for name, extra in (("20240101T000000Z-demo", {}), ("20240101T000000Z-demo-replay", {"replay_of": "x"}),
                         ("20240102T000000Z-demo", {"status": "running"})):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "manifest.json").write_text(json.dumps(
             {"run_id": name, "profile": {"name": "demo"}, "status": "succeeded", **extra}))
-    assert [m["run_id"] for m, _ in mlflow_mirror._run_folders(tmp_path / "runs", "demo")] == ["20240101T000000Z-demo"]
+    assert [m.run_id for m, _ in mlflow_mirror._run_folders(tmp_path / "runs", "demo")] == ["20240101T000000Z-demo"]
 
 
 # ---- the mirror's record and catch-up ------------------------------------------------------------
