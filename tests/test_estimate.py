@@ -754,7 +754,8 @@ def test_in_the_playbook_a_label_share_that_moves_without_the_features_marks_the
     for name, home in (("shifted", shifted), ("steady", steady)):
         (home / "runs" / "second" / "manifest.json").write_text(json.dumps(
             {"run_id": "second", "status": "succeeded", "outcome": "no-retrain-needed", "started": week_end(14).isoformat(),
-             "as_of": week_end(14).isoformat(), "profile": {"name": "demo", "resolved": {"model_name": "loan-default-demo"}}}))
+             "as_of": week_end(14).isoformat(), "profile": {"name": "demo", "resolved": {"model_name": "loan-default-demo"}},
+             "outputs": {"10-analyze-drift": {"file": "10-analyze-drift.json"}}}))  # the record names step 10's output
         pages[name] = build_report(home / "runs").index.read_text()
     flag = results["shifted"][1].performance["estimate"]["unreliable"]
     assert f'<small class="unreliable">estimate {html.escape(flag)}</small>' in pages["shifted"]
