@@ -154,6 +154,12 @@ class ValidationSettings(_Section):
                     "promoted if not worse by the improvement gate's rule over the pooled rows, else dropped "
                     "(retrainlib.shadow)",
     )
+    shadow_when: Literal["uncertain", "always"] = Field(
+        default="uncertain",
+        description="with shadow_batches: 'uncertain' puts on trial only a challenger whose holdout could not show it "
+                    "better (the paired bootstrap interval of its gain in the first metric reaches zero); one whose "
+                    "interval lies above zero serves at once. 'always': every passing challenger goes on trial",
+    )
 
 
 class TriggerSettings(_Section):

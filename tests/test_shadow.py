@@ -180,8 +180,10 @@ def test_a_kill_at_every_step_of_the_switch_leaves_champion_and_shadow_as_histor
 def _shadow_home(root: Path, weeks: int) -> Path:
     # one batch of training, the next as holdout; a challenger must beat its champion by 0.05 AUC, so only a
     # challenger fitted on the inverted concept passes, where that concept holds
+    # (every passing challenger goes on trial: validation.shadow_when always; these challengers are shown better)
     return make_home(root, weeks=weeks, **{"training.window_batches": 1, "improvement_threshold": 0.05,
-                                           "validation.fresher_challenger": "improve", "validation.shadow_batches": 2})
+                                           "validation.fresher_challenger": "improve", "validation.shadow_batches": 2,
+                                           "validation.shadow_when": "always"})
 
 
 @pytest.mark.slow
@@ -244,7 +246,7 @@ def test_retrain_status_shows_the_shadow_and_retrain_replay_of_a_run_with_a_shad
     from retrainlib.demo import week_end
     from retrainlib.pipeline import run_playbook
 
-    home = make_home(tmp_path / "home", **{"validation.shadow_batches": 1})
+    home = make_home(tmp_path / "home", **{"validation.shadow_batches": 1, "validation.shadow_when": "always"})
     run_playbook("params/demo.yaml", home=home, as_of=week_end(10).isoformat(), progress=False)  # the first champion
     second, _ = run_playbook("params/demo.yaml", home=home, as_of=week_end(22).isoformat(), progress=False)
     assert second.outcome == "shadow-started" and second.exit_code == 10, second.outputs
@@ -290,8 +292,11 @@ def test_retrain_status_shows_the_shadow_and_retrain_replay_of_a_run_with_a_shad
     assert f"{second.run_id}: shadow " in index and "◇ shadow trial started or dropped" in index
 
 
-@pytest.mark.slow
-def test_a_newer_passing_challenger_replaces_the_shadow_on_trial_in_the_promotion_step(tmp_path):
+def _a_shadow_on_trial_then_the_same_batch_again(tmp_path: Path, **validation) -> tuple[Registry, str, dict]:
+    """A backtest that leaves a shadow on trial; then the same batch again (a second scheduled run before new data):
+    nothing new to judge the shadow on, and a new challenger, fitted on the same rows, passes the same gates against
+    the champion. ``validation`` overrides the profile's section for that second run. Returns the registry, the
+    first shadow and the second run's backtest row."""
     from retrainlib import steps
     from retrainlib.backtest.step import _replay_step
     from retrainlib.data import list_batches
@@ -307,12 +312,22 @@ def test_a_newer_passing_challenger_replaces_the_shadow_on_trial_in_the_promotio
     scratch = tmp_path / "work" / "shadow"
     reg = Registry(scratch / "models", "loan-default-demo")
     first = reg.shadow()
-    # the same batch again (a second scheduled run before new data): nothing new to judge the shadow on, and a new
-    # challenger, fitted on the same rows, passes the same gates against the champion: it takes the shadow's place
     prof_path = scratch / "params" / "demo.yaml"
+    if validation:
+        import yaml
+
+        doc = yaml.safe_load(prof_path.read_text())
+        doc["validation"].update(validation)
+        prof_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     batch = list_batches(load_profile(prof_path).data, Paths.discover(home))[4]
     row = _replay_step(backtest.STRATEGIES["every-batch"], prof_path, scratch, batch, 99, CHILD_PROCESS,
                        policy=steps.RetrainPolicy("always", "test: retrain again"))
+    return reg, first, row
+
+
+@pytest.mark.slow
+def test_a_newer_passing_challenger_replaces_the_shadow_on_trial_in_the_promotion_step(tmp_path):
+    reg, first, row = _a_shadow_on_trial_then_the_same_batch_again(tmp_path)
     assert row["action"] == "shadow-started" and row["challenger"] != first
     second = reg.shadow()
     assert second == row["challenger"] and second != first and reg.champion() == row["champion"]
@@ -320,6 +335,43 @@ def test_a_newer_passing_challenger_replaces_the_shadow_on_trial_in_the_promotio
     assert step40["shadow"]["replaced"] == first and step40["shadow"]["settled"]["outcome"] == "continue"
     rows = [json.loads(line) for line in (reg.path / "shadows.jsonl").read_text().splitlines()]
     assert [(r["version"], r["outcome"]) for r in rows if r["event"] == "end"] == [(first, "replaced")]
+
+
+@pytest.mark.slow
+def test_a_challenger_the_holdout_shows_better_serves_at_once_and_ends_the_trial_on_hand_as_replaced(tmp_path):
+    # validation.shadow_when: uncertain (the default): only a challenger whose gain's interval reaches zero waits
+    reg, first, row = _a_shadow_on_trial_then_the_same_batch_again(tmp_path, shadow_when="uncertain")
+    validated = json.loads((Path(row["run_dir"]) / "30-validate-challenger.json").read_text())
+    (sig,) = [g for g in validated["gates"] if g["name"] == "significance"]
+    assert sig["passed"] and sig["value"] > 0, sig  # the holdout showed it better: its interval lies above zero
+    assert row["action"] == "promoted" and row["champion_after"] not in (row["champion"], first)
+    assert reg.champion() == row["champion_after"] and reg.shadow() is None
+    (ev,) = [e for e in reg.history() if e.event == "promote" and e.version == row["champion_after"]]
+    assert "without a shadow trial" in ev.reason and "validation.shadow_when: uncertain" in ev.reason
+    rows = [json.loads(line) for line in (reg.path / "shadows.jsonl").read_text().splitlines()]
+    (end,) = [r for r in rows if r["event"] == "end"]
+    assert (end["version"], end["outcome"]) == (first, "replaced") and row["champion_after"] in end["reason"]
+    step40 = json.loads((Path(row["run_dir"]) / "40-promote-or-rollback.json").read_text())
+    assert step40["shadow"]["outcome"] == "shadow-replaced" and step40["shadow"]["version"] == first
+
+
+@pytest.mark.slow
+def test_a_passing_challenger_goes_on_trial_exactly_when_its_gains_interval_reaches_zero(tmp_path):
+    # validation.shadow_when: uncertain, the default; challengers on rows the champion never saw pass when not
+    # significantly worse, so most of these refits on one concept pass with a gain the holdout cannot tell from zero
+    home = make_home(tmp_path / "home", weeks=8, **{"validation.shadow_batches": 2})
+    result = backtest.run_backtest(home / "params" / "demo.yaml", home=home, strategies="shadow",
+                                   work_dir=tmp_path / "work", progress=False)
+    seen = set()
+    for _, r in result.records.iterrows():
+        if not r["run_dir"] or r["verdict"] != "promote":
+            continue
+        validated = json.loads((Path(r["run_dir"]) / "30-validate-challenger.json").read_text())
+        (sig,) = [g for g in validated["gates"] if g["name"] == "significance"]
+        shown = bool(sig["passed"])
+        assert r["action"] == ("promoted" if shown else "shadow-started"), (r["batch"], r["action"], sig)
+        seen.add(shown)
+    assert False in seen, result.records[["batch", "verdict", "action"]]  # at least one went on trial
 
 
 def test_a_shadow_period_starting_and_ending_is_announced_with_its_own_event(tmp_path, caplog):

@@ -90,6 +90,7 @@ def _record(ctx: steps.StepContext, batch: data.Batch, serving: str | None, valu
         "cpu_seconds": trained.cpu_seconds if did_train else 0.0,
         "fit_seconds": trained.fit_seconds if did_train else 0.0,
         "verdict": verdict.decision,
+        "gain_low": _gain_low(verdict),
         "action": promoted.action,
         "promoted": promoted.promoted,
         "stuck": bool(promoted.stuck),
@@ -98,6 +99,15 @@ def _record(ctx: steps.StepContext, batch: data.Batch, serving: str | None, valu
         "replaced": promoted.champion_before if promoted.promoted and promoted.champion_before != promoted.champion_after else None,
         **{f"{name}_seconds": seconds[name] for name in ("analyze", "retrain", "validate", "promote")},
     }
+
+
+def _gain_low(verdict: Validation) -> float:
+    """The lower end of the paired bootstrap interval of the challenger's gain in the first metric (step 30's
+    ``significance`` gate): above zero, its holdout showed it better; NaN without a challenger judged against a champion."""
+    for g in verdict.gates:
+        if g.get("name") == "significance":
+            return float(g["value"]) if g.get("value") is not None else math.nan
+    return math.nan
 
 
 def _truth(ctx, version: str, batch: data.Batch) -> float:
