@@ -157,8 +157,9 @@ class ValidationSettings(_Section):
     shadow_when: Literal["uncertain", "always"] = Field(
         default="uncertain",
         description="with shadow_batches: 'uncertain' puts on trial only a challenger whose holdout could not show it "
-                    "better (the paired bootstrap interval of its gain in the first metric reaches zero); one whose "
-                    "interval lies above zero serves at once. 'always': every passing challenger goes on trial",
+                    "better; one whose paired bootstrap interval of its gain in the first metric lies above zero at the "
+                    "level of the trial's early looks (1 - (1 - confidence) / shadow_batches) serves at once. 'always': "
+                    "every passing challenger goes on trial",
     )
 
 

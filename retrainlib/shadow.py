@@ -30,7 +30,7 @@ import numpy as np
 
 from .metrics import bootstrap_scores, signed, summarise_bootstrap
 
-__all__ = ["paired_gain", "judge", "ShadowJudgement", "OUTCOMES"]
+__all__ = ["paired_gain", "judge", "early_level", "shown_better", "ShadowJudgement", "OUTCOMES"]
 
 #: what a run's shadow outcome can be (the run's outcome names and exit codes: :mod:`retrainlib.errors`)
 OUTCOMES = ("shadow-started", "promoted-from-shadow", "shadow-dropped")
@@ -57,6 +57,30 @@ def paired_gain(metric: str, problem_type: str, y: Sequence, new: tuple[np.ndarr
     summary = summarise_bootstrap(signed(boot[0] - boot[1], greater_is_better), metric, "difference", gain, confidence)
     return {"gain": float(gain), "low": summary["ci_low"], "high": summary["ci_high"], "n": int(len(y)),
             "confidence": confidence, "new": float(values["new"]), "old": float(values["old"])}
+
+
+def early_level(confidence: float, needed: int) -> float:
+    """The interval's confidence at a look before the last: ``1 - (1 - confidence) / needed`` (Bonferroni over ``needed``)."""
+    return 1 - (1 - confidence) / needed
+
+
+def shown_better(bootstrap: dict[str, Any], *, confidence: float, needed: int) -> str | None:
+    """Why the validation holdout already shows the challenger better, so it needs no trial; None when it does not.
+
+    ``bootstrap`` is step 30's resampled gain in the first metric (``kind='difference'``, its ``values``). The
+    holdout counts as the trial's first look: it must clear the bar of the sequential test's early promotion,
+    the lower end of the gain's interval at :func:`early_level` above zero (with ``needed`` 1, ``confidence``).
+    """
+    values = np.asarray(bootstrap.get("values") or [], dtype=float)
+    if bootstrap.get("kind") != "difference" or not np.isfinite(values).any():
+        return None
+    level = early_level(confidence, needed)
+    low = summarise_bootstrap(values, bootstrap.get("metric", ""), "difference", bootstrap.get("observed", math.nan),
+                              level)["ci_low"]
+    if not low > 0:
+        return None
+    return (f"the {level:.1%} paired bootstrap interval of its {bootstrap.get('metric', '')} gain on the holdout lies above "
+            f"zero (lower end {_fmt(low)}; the level of the trial's early looks, Bonferroni over {needed})")
 
 
 @dataclass(frozen=True)
@@ -92,7 +116,7 @@ def judge(batches: int, needed: int, gain_at: Any, *, improvement_threshold: flo
         return ShadowJudgement("continue", f"no labelled batch after the shadow started yet (0 of {needed})", 0, needed,
                                math.nan, math.nan, math.nan, confidence, False)
     final = batches >= needed
-    level = confidence if final else 1 - (1 - confidence) / needed
+    level = confidence if final else early_level(confidence, needed)
     g = gain_at(level)
     gain, low, high = g["gain"], g["low"], g["high"]
     where = (f"shadow {metric} gain {_fmt(gain)} over the champion on {g['n']} pooled rows of {batches} batch(es), "

@@ -64,6 +64,23 @@ def test_the_sequential_test_decides_before_n_batches_when_the_shadow_is_clearly
     assert judge(0, 3, _gain_at(y, worse, old), **rule).decision == "continue"  # nothing scored yet
 
 
+def test_a_holdout_gain_counts_as_shown_only_when_it_clears_the_bar_of_the_trials_early_looks():
+    from retrainlib.shadow import shown_better
+
+    rng = np.random.default_rng(0)
+    boot = lambda values: {"kind": "difference", "metric": "roc_auc", "observed": float(np.mean(values)),  # noqa: E731
+                           "values": list(values)}
+    marginal = rng.normal(0.0, 1.0, 2000)
+    marginal = 2.1 + marginal  # ~1.8 % of the resampled gains at or below zero: a 95 % interval clears zero, 97.5 % not
+    assert np.quantile(marginal, 0.025) > 0 >= np.quantile(marginal, 0.0125)
+    assert shown_better(boot(marginal), confidence=0.95, needed=2) is None  # wait: it goes on trial
+    assert shown_better(boot(marginal), confidence=0.95, needed=1) is not None  # one look: the gate's own 95 %
+    clear = shown_better(boot(4.0 + rng.normal(0.0, 1.0, 2000)), confidence=0.95, needed=2)
+    assert clear is not None and "97.5% paired bootstrap interval of its roc_auc gain" in clear
+    assert shown_better({**boot(marginal), "kind": "score"}, confidence=0.95, needed=2) is None  # no champion compared
+    assert shown_better(boot([float("nan")] * 10), confidence=0.95, needed=2) is None
+
+
 # ---- the registry's shadow role -------------------------------------------------------------------------------
 
 
@@ -342,8 +359,8 @@ def test_a_challenger_the_holdout_shows_better_serves_at_once_and_ends_the_trial
     # validation.shadow_when: uncertain (the default): only a challenger whose gain's interval reaches zero waits
     reg, first, row = _a_shadow_on_trial_then_the_same_batch_again(tmp_path, shadow_when="uncertain")
     validated = json.loads((Path(row["run_dir"]) / "30-validate-challenger.json").read_text())
-    (sig,) = [g for g in validated["gates"] if g["name"] == "significance"]
-    assert sig["passed"] and sig["value"] > 0, sig  # the holdout showed it better: its interval lies above zero
+    boot = validated["bootstrap"]  # the holdout showed it better: its interval at the early looks' level lies above zero
+    assert np.quantile(boot["values"], 0.0125) > 0, boot["ci_low"]
     assert row["action"] == "promoted" and row["champion_after"] not in (row["champion"], first)
     assert reg.champion() == row["champion_after"] and reg.shadow() is None
     (ev,) = [e for e in reg.history() if e.event == "promote" and e.version == row["champion_after"]]
@@ -366,10 +383,9 @@ def test_a_passing_challenger_goes_on_trial_exactly_when_its_gains_interval_reac
     for _, r in result.records.iterrows():
         if not r["run_dir"] or r["verdict"] != "promote":
             continue
-        validated = json.loads((Path(r["run_dir"]) / "30-validate-challenger.json").read_text())
-        (sig,) = [g for g in validated["gates"] if g["name"] == "significance"]
-        shown = bool(sig["passed"])
-        assert r["action"] == ("promoted" if shown else "shadow-started"), (r["batch"], r["action"], sig)
+        boot = json.loads((Path(r["run_dir"]) / "30-validate-challenger.json").read_text())["bootstrap"]
+        shown = bool(np.quantile(boot["values"], 0.0125) > 0)  # 97.5 %: 1 - 0.05 / 2, the trial's early looks
+        assert r["action"] == ("promoted" if shown else "shadow-started"), (r["batch"], r["action"], boot["ci_low"])
         seen.add(shown)
     assert False in seen, result.records[["batch", "verdict", "action"]]  # at least one went on trial
 

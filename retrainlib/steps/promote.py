@@ -10,6 +10,7 @@ import pandas as pd
 from .. import automl, data
 from ..outputs import Analysis, Promotion, Validation
 from ..records import plain
+from ..shadow import shown_better
 from ..training import CHILD_PROCESS, Trainer
 from .context import StepContext, under_run_lock
 from .retrain import fit_and_register
@@ -92,7 +93,8 @@ def _deploy(ctx: StepContext, verdict: Validation, analysis: Analysis, shadow: d
     if refit:
         why += f" as {verdict.challenger}; refit on training + holdout rows as {deploy}"
     if prof.validation.shadow_batches and verdict.decision != "bootstrap" and reg.champion() is not None:
-        shown = _shown_better(verdict) if prof.validation.shadow_when == "uncertain" else None
+        shown = (shown_better(verdict.verdict.get("bootstrap") or {}, confidence=prof.validation.confidence,
+                              needed=prof.validation.shadow_batches) if prof.validation.shadow_when == "uncertain" else None)
         if shown is None:
             return "shadow-started", [], refit, _start_shadow(ctx, deploy, verdict.challenger, why, settled=shadow,
                                                               data_end=analysis.window("holdout")[-1]["end"])
@@ -102,15 +104,6 @@ def _deploy(ctx: StepContext, verdict: Validation, analysis: Analysis, shadow: d
             shadow = {**shadow, "outcome": "shadow-replaced", "replaced_by": deploy}
     res = reg.promote_verified(deploy, _smoke_rows(ctx, holdout_b, features), run_id=ctx.run_id, reason=why)
     return "promoted" if res.promoted else "auto-rolled-back", [e.to_dict() for e in res.events], refit, shadow
-
-
-def _shown_better(verdict: Validation) -> str | None:
-    """Why the holdout already showed the challenger better than its champion: the paired bootstrap interval of its
-    gain in the first metric (step 30's ``significance`` gate) lies above zero; None when it reaches zero."""
-    for g in verdict.gates:
-        if g.get("name") == "significance" and g.get("passed"):
-            return g["reason"].replace(" (reported only: validation.require_significance is off)", "")
-    return None
 
 
 def _settle_shadow(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
