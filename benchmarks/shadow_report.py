@@ -46,20 +46,21 @@ def gaps(path: str) -> str:
     sign = 1 if raw["greater_is_better"] else -1
     gap = (sign * (values["every-batch"] - values["shadow"])).sort_values(ascending=False)
     top = ", ".join(f"{batch.split('.')[0]} {g:+.3f}" for batch, g in gap.head(2).items())
+    share = f"{gap.head(2).sum() / gap.sum():.2f}" if gap.sum() > 0 else "– (shadow is not behind)"
     return (f"{raw['profile']}: mean gap {gap.mean():+.4f} over {len(gap)} batches; largest {top}; "
-            f"share of the gap in those two {gap.head(2).sum() / gap.sum():.2f}")
+            f"share of the gap in those two {share}")
 
 
 def certainty(path: str) -> str:
-    """Every-batch's promotions split by whether the holdout showed the challenger better (the lower end of its gain's
-    paired bootstrap interval above zero), with how many of each were harmful and their smallest regret."""
+    """Every-batch's promotions split by step 30's significance gate (the lower end of the challenger's gain's 95 %
+    paired bootstrap interval above zero, or not), with how many of each were harmful and their smallest regret."""
     raw = json.load(open(path))
     rec = pd.DataFrame(raw["records"])
     rec = rec[(rec["strategy"] == "every-batch") & rec["replaced"].notna() & ~rec["bootstrap"].astype(bool)]
     if "gain_low" not in rec:
         return f"{raw['profile']}: not recorded (a backtest written before the gain_low column)"
     parts = []
-    for label, part in (("shown better", rec[rec["gain_low"] > 0]), ("not shown better", rec[~(rec["gain_low"] > 0)])):
+    for label, part in (("significantly better on the holdout", rec[rec["gain_low"] > 0]), ("not significantly", rec[~(rec["gain_low"] > 0)])):
         judged = part[part["regret"].notna()]
         low = f", smallest regret {judged['regret'].min():+.4f}" if len(judged) else ""
         parts.append(f"{label} {len(part)} (harmful {int(part['harmful'].astype(bool).sum())}{low})")
@@ -88,7 +89,7 @@ def main() -> None:
     ap.add_argument("results", nargs="+", help="backtest.json files written by `retrain backtest --strategies every-batch,shadow`")
     ap.add_argument("--gaps", action="store_true", help="instead, where shadow's mean falls behind, per stream")
     ap.add_argument("--certainty", action="store_true",
-                    help="instead, every-batch's promotions split by whether the holdout showed them better, per stream")
+                    help="instead, every-batch's promotions split by step 30's significance gate, per stream")
     ap.add_argument("--readme", help="rewrite the table between this README's shadow-table markers instead")
     args = ap.parse_args()
     if args.gaps or args.certainty:

@@ -112,6 +112,16 @@ def test_the_tune_tables_of_the_readme_and_the_docs_are_what_the_command_generat
     assert (REPO / "docs" / "tune" / "index.md").read_text() == tune_summary.page(results) + "\n"
 
 
+def test_the_shadow_table_of_the_readme_is_what_the_command_generates_from_the_committed_backtests():
+    shadow_report = _benchmark("shadow_report")
+    results = [str(p) for p in sorted((REPO / "docs" / "shadow").glob("*.json"))]
+    assert results
+    readme = (REPO / "README.md").read_text()
+    assert shadow_report.readme_block(results) in readme, "README's shadow table is stale: run benchmarks/shadow_report.py --readme"
+    page = (REPO / "docs" / "backtest-shadow.md").read_text()
+    assert shadow_report.summary(results) in page, "docs/backtest-shadow.md's table is stale: run benchmarks/shadow_report.py"
+
+
 def test_the_results_page_is_what_the_command_generates_from_the_committed_backtests():
     streams_summary = _benchmark("streams_summary")
     written = sorted((REPO / "docs").glob("backtest-*.json"))
