@@ -358,14 +358,13 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
             refit = step["sources"] != fitted
             fitted = step["sources"]
             name = step["batch"]
+            if refit:  # the labelled rows of this moment, gathered once for every metric's estimator
+                cs = step["sources"]
+                rows = dict(y_true=np.concatenate([ys[c] for c in cs]), scores=np.concatenate([scores[c] for c in cs]),
+                            features=pd.concat([fx[c] for c in cs], ignore_index=True) if needs_features else None)
             for m in metrics:
                 if refit:
-                    cs = step["sources"]
-                    est[m] = estimate.fit_estimator(
-                        problem_type=ptype, metric=m, y_true=np.concatenate([ys[c] for c in cs]),
-                        scores=np.concatenate([scores[c] for c in cs]),
-                        features=pd.concat([fx[c] for c in cs], ignore_index=True) if needs_features else None,
-                        classes=classes, seed=0)
+                    est[m] = estimate.fit_estimator(problem_type=ptype, metric=m, classes=classes, seed=0, **rows)
                 e = estimate.widen(est[m].estimate(scores[name], fx[name], batch=name), record[m])
                 made[(name, m)] = e
                 out[m].append((e, estimate.unreliable_reason(checks[m][-1] if checks[m] else None), len(record[m])))

@@ -37,6 +37,28 @@ def _grids(P: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return [np.unique(P[:, j], return_inverse=True) for j in ([1] if P.shape[1] == 2 else range(P.shape[1]))]
 
 
+def _grids_and_order(P: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+    """:func:`_grids` and :func:`_score_order` of ``P`` from one stable sort of each class column: the distinct scores
+    are the sorted column's changes, each row's place among them their running count (as ``np.unique`` finds them;
+    a column with NaN is left to ``np.unique``)."""
+    grids, order = [], []
+    for j in ([1] if P.shape[1] == 2 else range(P.shape[1])):
+        x = P[:, j]
+        o = np.argsort(x, kind="stable")
+        order.append(o)
+        if np.isnan(x).any() or len(x) == 0:
+            grids.append(np.unique(x, return_inverse=True))
+            continue
+        xo = x[o]
+        new = np.empty(len(x), dtype=bool)
+        new[0] = True
+        np.not_equal(xo[1:], xo[:-1], out=new[1:])
+        inverse = np.empty(len(x), dtype=np.intp)
+        inverse[o] = np.cumsum(new) - 1
+        grids.append((xo[new], inverse))
+    return grids, order
+
+
 def _maps_on(grids: list, k: int, yi: np.ndarray, take: np.ndarray | None = None) -> list[dict]:
     """The one-vs-rest isotonic maps fitted on the rows ``take`` (positions, repeats allowed; None: every row) — the
     same maps as :func:`_fit_maps` on those rows (the same distinct scores, and the same sums and counts at each, added
@@ -183,7 +205,7 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     """Choose and fit the calibration (checks, state, error after it, the error sampling explains)."""
     k = P.shape[1]
     rng = np.random.default_rng(seed)
-    grids = _grids(P)  # one sort of the scores for every map below
+    grids, idx_all = _grids_and_order(P)  # one sort of the scores for every map and check below
     maps = _maps_on(grids, k, yi)
     # cross-fitted check: calibrate on one half, measure on the other, against what sampling alone gives.
     # Where the model's own probabilities are already as well calibrated on held-out rows, they are kept
@@ -191,7 +213,6 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     perm = rng.permutation(len(yi))
     halves = np.array_split(perm, 2)
     raw, cal, null_raw, null_cal = [], [], [], []
-    idx_all = _score_order(P)
     for a, b in (halves, halves[::-1]):
         Qb = _calibrate(_maps_on(grids, k, yi, a), P[b])
         idx = _sub_order(idx_all, b, len(yi))

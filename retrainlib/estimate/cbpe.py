@@ -32,21 +32,28 @@ def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator
     if key not in _CALIBRATIONS:
         if len(_CALIBRATIONS) >= 4:
             _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
-        _CALIBRATIONS[key] = _calibration(P, yi, seed)
+        checks, state, ece_after, limit = _calibration(P, yi, seed)
+        _CALIBRATIONS[key] = ({**checks, "label_dependence": _label_dependence(state["maps"], P, yi)}, state,
+                              ece_after, limit)
     checks, state, ece_after, limit = _CALIBRATIONS[key]
     checks, state = dict(checks), {"maps": state["maps"], "bootstrap": state["bootstrap"]}
-    Q = _calibrate([{"x": np.asarray(m["x"]), "y": np.asarray(m["y"])} for m in state["maps"]], P)
-    hit = np.zeros_like(Q)
-    hit[np.arange(len(yi)), yi] = 1.0
-    # how much the labels of neighbouring rows hang together (a wet spell): the label check widens by it
-    checks["label_dependence"] = round(max(dependence((hit - Q)[:, j], float(np.mean(Q[:, j] * (1 - Q[:, j]))))
-                                           for j in ([1] if k == 2 else range(k))), 4)
     if ece_after > limit:
         return Estimator(usable=False, checks=checks, state=state, reason=(
             f"miscalibrated: after isotonic calibration the model's probabilities still miss the labels by "
             f"{ece_after:.3f} (expected calibration error, cross-fitted), more than sampling explains "
             f"({limit:.3f}); its scores do not order the risk, so an estimate would be a guess"), **base)
     return Estimator(usable=True, reason="", checks=checks, state=state, **base)
+
+
+def _label_dependence(maps: list[dict], P: np.ndarray, yi: np.ndarray) -> float:
+    """How much the labels of neighbouring rows hang together (a wet spell) beyond the calibrated probabilities: the
+    label check widens its sampling error by it (:func:`~.metrics.dependence`, the largest over the classes tested)."""
+    k = P.shape[1]
+    Q = _calibrate([{"x": np.asarray(m["x"]), "y": np.asarray(m["y"])} for m in maps], P)
+    hit = np.zeros_like(Q)
+    hit[np.arange(len(yi)), yi] = 1.0
+    return round(max(dependence((hit - Q)[:, j], float(np.mean(Q[:, j] * (1 - Q[:, j]))))
+                     for j in ([1] if k == 2 else range(k))), 4)
 
 
 @estimates_batches("cbpe")

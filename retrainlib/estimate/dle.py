@@ -95,16 +95,33 @@ def _fold_tables(X: np.ndarray, categorical: list[int], seed: int, fold: np.ndar
     if key not in _BINNED:
         _BINNED.clear()  # the newest table only: the metrics of one model are fitted one after the other on it
         params = {**_DLE_PARAMS, "seed": seed}
-        _BINNED[key] = [lgb.Dataset(X[fold != k], np.zeros(int((fold != k).sum())), categorical_feature=categorical,
-                                    free_raw_data=True, params=params).construct() for k in range(_DLE_FOLDS)]
+        # without labels: binning reads the features alone, and each loss model sets its own (_set_label)
+        _BINNED[key] = [lgb.Dataset(X[fold != k], categorical_feature=categorical, free_raw_data=True,
+                                    params=params).construct() for k in range(_DLE_FOLDS)]
     return _BINNED[key]
+
+
+def _set_label(data, target: np.ndarray) -> None:
+    """``data.set_label(target)`` as LightGBM's C side receives it (the same float32 labels through the same
+    ``LGBM_DatasetSetField``), without the Python wrapper's checks of what kind of table the labels are (pandas,
+    Arrow, polars) and its read-back copy: a third of a millisecond a call, as much as a loss model's set-up.
+    LightGBM is pinned (requirements.txt); these names are those ``Dataset.set_field`` calls."""
+    import ctypes
+
+    from lightgbm import basic
+
+    y = np.ascontiguousarray(target, dtype=np.float32)
+    ptr, type_data, _ = basic._c_float_array(y)
+    basic._safe_call(basic._LIB.LGBM_DatasetSetField(data._handle, basic._c_str("label"), ptr, ctypes.c_int(len(y)),
+                                                     ctypes.c_int(type_data)))
+    data.label, data.version = y, data.version + 1
 
 
 def _train_lgb(data, target: np.ndarray, seed: int, cells: int):
     """One loss model on ``data`` (a fold's binned rows, :func:`_fold_tables`) with labels ``target``."""
     import lightgbm as lgb
 
-    data.set_label(target)
+    _set_label(data, target)
     # what lgb.train(params, data, num_boost_round=_DLE_ROUNDS, keep_training_booster=True) fits, the same trees and
     # the same model text, without its per-call set-up (parameter copies, callbacks: a third of a fit on a few hundred
     # rows). It keeps the booster's binned training rows: without them lgb.train writes the model out as text and

@@ -16,7 +16,7 @@ shift named.
 * :func:`label_check` — once a batch's labels arrive, the realized label distribution against what the calibrated
   champion expected on it (class shares; a regression label's mean and spread), in sampling errors.
 
-Pure functions of arrays and dicts; touches no file.
+Functions of arrays and dicts; touches no file; keeps the newest class-share check in memory (:data:`_CLASS_CHECK`).
 """
 
 from __future__ import annotations
@@ -104,12 +104,12 @@ def track_radius(scores: np.ndarray, alpha: float) -> tuple[float, str]:
     seen (its error many times the rest) does not keep every later band that wide, while a lasting change moves
     the quartile once a quarter of the window has seen it; adaptive conformal inference then moves ``alpha`` by
     the band's own hits and misses."""
-    from scipy.stats import norm
+    from scipy.special import ndtri
 
     s = np.asarray(scores, dtype=float)
     n = len(s)
     scale = float(np.quantile(s, 0.75)) / 1.1503493803760079
-    z = float(norm.isf(alpha / 2))
+    z = float(-ndtri(alpha / 2))  # norm.isf(alpha / 2), the same figure, without scipy.stats' per-call checks
     return z * scale * math.sqrt(1 + 1 / n), f"z {z:.2f} x robust scale {scale:.4g} of {n} past errors"
 
 
@@ -187,18 +187,37 @@ def _isna(y: np.ndarray) -> np.ndarray:
     return np.asarray(pd.isna(y))
 
 
+#: the newest class check (:func:`_class_check`): it reads the calibration alone, never the metric, so the estimators of
+#: several metrics fitted on the same rows (which share one calibration, :data:`~.cbpe._CALIBRATIONS`) check a
+#: batch's labels once
+_CLASS_CHECK: dict[str, Any] = {}
+
+
 def _class_check(est: Estimator, scores: np.ndarray, y: np.ndarray, where: str) -> dict[str, Any]:
+    import copy
+    import hashlib
+
     import pandas as pd
 
-    k = len(est.classes)
-    P = _as_matrix(scores, k)
-    Q = est.calibrated(scores)
-    n = len(y)
-    expected = Q.mean(axis=0)
     yi = pd.Index(list(est.classes)).get_indexer(y)  # vectorised; an unknown label is -1, as in the dict's rule
     if (yi < 0).any():  # where the two could differ (a label equal to a class but hashed apart), the dict decides
         idx = {c: i for i, c in enumerate(est.classes)}
         yi = np.array([idx.get(v, -1) for v in y])
+    key = (tuple(map(str, est.classes)), est.checks.get("label_dependence"), where, hashlib.blake2b(
+        np.ascontiguousarray(scores).tobytes() + np.ascontiguousarray(yi, dtype=np.int64).tobytes()).hexdigest())
+    memo = _CLASS_CHECK
+    if memo.get("key") != key or memo["maps"] is not est.state["maps"] or memo["boot"] is not est.state["bootstrap"]:
+        memo.update(key=key, maps=est.state["maps"], boot=est.state["bootstrap"], out=_class_figures(est, scores, yi, where))
+    return copy.deepcopy(memo["out"])
+
+
+def _class_figures(est: Estimator, scores: np.ndarray, yi: np.ndarray, where: str) -> dict[str, Any]:
+    """:func:`_class_check` of the labels as class indices ``yi`` (-1: not a class of the model)."""
+    k = len(est.classes)
+    P = _as_matrix(scores, k)
+    Q = est.calibrated(scores)
+    n = len(yi)
+    expected = Q.mean(axis=0)
     realized = np.array([(yi == j).mean() for j in range(k)])
     var = (Q * (1 - Q)).sum(axis=0) / n ** 2 * float(est.checks.get("label_dependence", 1.0))
     sub = P[:: max(1, math.ceil(n / SPREAD_ROWS))]  # every k-th row: the maps' spread of the share, as the band's
