@@ -342,6 +342,7 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
     def ours():  # what is timed: recalibrate as labels arrive, judge, check the labels, estimate every batch
         estimate.cbpe._CALIBRATIONS.clear()  # the metrics of one step share their calibration, as in the one-shot mode
         estimate.dle._BINNED.clear()  # and the loss models' binned fold tables start empty
+        estimate.track._CLASS_CHECK.clear()  # as does the class check the metrics of one step share
         metrics = stream["metrics"]
         est, record, checks, made = {m: None for m in metrics}, {m: [] for m in metrics}, {m: [] for m in metrics}, {}
         out, fitted, judged = {m: [] for m in metrics}, None, 0
