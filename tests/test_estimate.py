@@ -441,6 +441,37 @@ def test_maps_fitted_from_one_sort_of_the_scores_equal_maps_fitted_on_the_rows_t
         assert _maps_on(grids, k, yi, take) == _fit_maps(P[rows], yi[rows])
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_one_sort_of_the_scores_gives_the_same_distinct_scores_places_and_score_order_as_np_unique_and_argsort(k):
+    from retrainlib.estimate.calibration import _as_matrix, _grids, _grids_and_order, _score_order
+
+    rng = np.random.default_rng(7)
+    tied = _as_matrix(np.round(rng.uniform(0.01, 0.99, 900), 2), 2) if k == 2 else np.round(rng.dirichlet([1, 2, 1], 900), 2)
+    for P in (tied, _as_matrix(rng.uniform(0, 1, 50), 2) if k == 2 else rng.dirichlet([1, 1, 1], 50)):
+        grids, order = _grids_and_order(P)
+        for (xs, at), (xs0, at0) in zip(grids, _grids(P)):
+            assert np.array_equal(xs, xs0) and np.array_equal(at, at0) and at.dtype == at0.dtype
+        assert all(np.array_equal(o, o0) for o, o0 in zip(order, _score_order(P)))
+
+
+def test_the_metrics_sharing_a_calibration_share_one_label_check_and_another_batch_or_calibration_is_checked_anew():
+    from retrainlib.estimate.track import _class_figures
+
+    y, p = _binary(3000, 0.0, seed=4)
+    acc, auc = (estimate.fit_estimator(problem_type="binary", metric=m, y_true=y, scores=p, classes=[0, 1])
+                for m in ("accuracy", "roc_auc"))
+    assert acc.state["maps"] is auc.state["maps"]  # one calibration for both metrics
+    ya, pa = _binary(2000, 0.5, seed=5)
+    yb, pb = _binary(2000, 1.0, seed=6)
+    first = estimate.label_check(acc, pa, ya, batch="a")
+    first["z"] = 99.0  # what a caller does with its copy does not reach the next caller
+    assert estimate.label_check(auc, pa, ya, batch="a") == _class_figures(acc, pa, ya, " on a") != first
+    other = estimate.label_check(auc, pb, yb, batch="b")
+    assert other == _class_figures(auc, pb, yb, " on b") and other["realized"] != first["realized"]
+    refit = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=yb, scores=pb, classes=[0, 1])
+    assert estimate.label_check(refit, pb, yb, batch="b") == _class_figures(refit, pb, yb, " on b") != other
+
+
 def test_the_calibrated_probabilities_expect_the_class_shares_and_only_classification_has_them():
     y, p = _binary(3000, 0.0, seed=4)
     est = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=y, scores=p, classes=[0, 1])
