@@ -30,16 +30,10 @@ _REGRESSION = {
 #: small models, not the size of one. Over six seeds, four folds of 20 rounds of 7 leaves at learning rate 0.25
 #: erred as little as two halves of 150 rounds of 15 leaves at 0.05 on NOAA temperature (MAE / RMSE estimates off
 #: by 0.290 / 0.344 against 0.290 / 0.340, within the seeds' spread) and less on Seattle's (0.361 / 0.537 against
-#: 0.379 / 0.567), with less spread between seeds, and predict a batch with a quarter of the trees.
-#: Each feature is cut into at most 31 bins (LightGBM's default is 255): a tree of 7 leaves with at least 20 rows
-#: each splits a few hundred noisy losses no finer, and a boosting round costs about a third less. Over six seeds
-#: the estimates erred as little: NOAA temperature MAE / RMSE estimates off by 0.2907 / 0.3397 against 0.2905 /
-#: 0.3391 with 255 bins (one-shot), 0.0664 / 0.0791 against 0.0665 / 0.0794 (running mode, past the warm-up);
-#: Seattle's 0.346 / 0.530 against 0.360 / 0.540 (one-shot) and 0.263 / 0.367 against 0.250 / 0.363 (running,
-#: four batches; the seeds' spread 0.007-0.014), with the same coverage in the running mode
+#: 0.379 / 0.567), with less spread between seeds, and predict a batch with a quarter of the trees
 _DLE_PARAMS = {"objective": "regression", "learning_rate": 0.25, "num_leaves": 7, "min_data_in_leaf": 20,
                "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1, "lambda_l2": 1.0,
-               "num_threads": 1, "verbose": -1, "deterministic": True, "force_row_wise": True, "max_bin": 31}
+               "num_threads": 1, "verbose": -1, "deterministic": True, "force_row_wise": True}
 _DLE_ROUNDS = 20
 _DLE_FOLDS = 4
 
