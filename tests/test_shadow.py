@@ -120,7 +120,7 @@ import pandas as pd
 
 from retrainlib.registry import Registry
 
-root, k, sample_path, log = sys.argv[1:]
+root, k, sample_path, log, how = sys.argv[1:]
 reg = Registry(Path(root), "loan-default")
 sample = pd.read_parquet(sample_path)
 out = open(log, "a", buffering=1)
@@ -148,25 +148,32 @@ def hold_after(module, name):  # the k-th call that changes the disk stops here 
 for module, name in [(os, "replace"), (os, "rename"), (os, "fsync"), (os, "link"), (os, "unlink"), (os, "rmdir"),
                      (os, "mkdir"), (builtins, "open")]:
     hold_after(module, name)
-res, end = reg.promote_shadow(sample, run_id="kill", reason="fault test")
+if how == "switch":  # the shadow becomes the champion
+    res, end = reg.promote_shadow(sample, run_id="kill", reason="fault test")
+else:  # v0001, which needs no trial, serves instead; the trial on hand ends replaced
+    res, end = reg.promote_instead_of_shadow("v0001", sample, run_id="kill", reason="fault test")
 out.write(f"complete {res.promoted} {end['outcome']}\n")
 """
 
 
 @pytest.mark.slow
-def test_a_kill_at_every_step_of_the_switch_leaves_champion_and_shadow_as_history_states(tmp_path, clone):
+@pytest.mark.parametrize("how, states", [
+    ("switch", {("v0002", "v0003"), ("v0003", None)}),  # before or after the switch
+    ("instead", {("v0002", "v0003"), ("v0002", None), ("v0001", None)}),  # before, the trial ended, after
+], ids=["the shadow promoted", "another version promoted instead"])
+def test_a_kill_at_every_step_of_the_switch_leaves_champion_and_shadow_as_history_states(tmp_path, clone, how, states):
     template = _registry(tmp_path / "template", clone, n=3)
     template.start_shadow("v0003", needed=2, run_id="r1", reason="passed")
     sample_path = tmp_path / "sample.parquet"
     tiny_rows(40, seed=1).drop(columns="default").to_parquet(sample_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    states = set()
+    seen = set()
     for k in range(1, 80):
         root = tmp_path / f"k{k}"
         shutil.copytree(template.root, root)
         log = tmp_path / f"k{k}.log"
         log.touch()
-        child = subprocess.Popen([sys.executable, "-c", SWITCH_CHILD, str(root), str(k), str(sample_path), str(log)],
+        child = subprocess.Popen([sys.executable, "-c", SWITCH_CHILD, str(root), str(k), str(sample_path), str(log), how],
                                  cwd=REPO, env=env, start_new_session=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None and not any(
@@ -179,16 +186,16 @@ def test_a_kill_at_every_step_of_the_switch_leaves_champion_and_shadow_as_histor
         reg = Registry(root, "loan-default")
         reg.recover()
         state = (reg.champion(), reg.shadow())
-        assert state in {("v0002", "v0003"), ("v0003", None)}, (k, state, log.read_text())
+        assert state in states, (k, state, log.read_text())
         assert reg.pointer_problem() is None
         reg.load(state[0])  # the champion loads
-        states.add(state)
+        seen.add(state)
         if "complete" in log.read_text():
-            assert state == ("v0003", None)
+            assert state == ("v0003" if how == "switch" else "v0001", None)
             break
     else:
         pytest.fail("the switch never completed within 80 steps")
-    assert states == {("v0002", "v0003"), ("v0003", None)}  # kills landed before and after the switch
+    assert seen == states  # kills landed at every stage
 
 
 # ---- the playbook's steps over built streams (real tiny fits): every step is a run -----------------------------
@@ -388,6 +395,32 @@ def test_a_passing_challenger_goes_on_trial_exactly_when_its_gains_interval_reac
         assert r["action"] == ("promoted" if shown else "shadow-started"), (r["batch"], r["action"], boot["ci_low"])
         seen.add(shown)
     assert False in seen, result.records[["batch", "verdict", "action"]]  # at least one went on trial
+
+
+@pytest.mark.slow
+def test_a_trial_cut_short_by_a_newer_uncertain_challenger_is_settled_by_the_last_looks_rule_not_thrown_away(tmp_path):
+    # every batch brings a challenger the holdout cannot tell from the champion; without this, each would replace
+    # the one before it on trial and no trial would ever reach its N batches
+    home = make_home(tmp_path / "home", weeks=10, **{"validation.shadow_batches": 2})
+    result = backtest.run_backtest(home / "params" / "demo.yaml", home=home, strategies="shadow",
+                                   work_dir=tmp_path / "work", progress=False)
+    cut = []
+    for _, r in result.records.iterrows():
+        step40 = json.loads((Path(r["run_dir"]) / "40-promote-or-rollback.json").read_text()) if r["run_dir"] else {}
+        settled = (step40.get("shadow") or {}).get("settled") or {}
+        if settled.get("reason", "").startswith("cut short by a newer passing challenger after 1 of 2"):
+            cut.append((r, step40["shadow"], settled))
+    assert cut, result.records[["batch", "verdict", "action"]]
+    reg = Registry(tmp_path / "work" / "shadow" / "models", "loan-default-demo")
+    ends = {row["version"]: row["outcome"] for row in map(json.loads, (reg.path / "shadows.jsonl").read_text().splitlines())
+            if row["event"] == "end"}
+    for r, started, settled in cut:
+        assert settled["outcome"] in ("promoted-from-shadow", "shadow-dropped") and settled["batches"] == 1
+        assert ends[settled["version"]] == {"promoted-from-shadow": "promoted", "shadow-dropped": "dropped"}[settled["outcome"]]
+        assert started["outcome"] == "shadow-started" and started["version"] != settled["version"]  # the newer one waits
+        if settled["outcome"] == "promoted-from-shadow":
+            assert r["action"] == "promoted-from-shadow" and r["champion_after"] == settled["version"]
+            assert started["champion"] == settled["version"]  # the newer one is on trial beside the promoted shadow
 
 
 def test_a_shadow_period_starting_and_ending_is_announced_with_its_own_event(tmp_path, caplog):

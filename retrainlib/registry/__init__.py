@@ -330,12 +330,13 @@ class Registry:
 
     def drop_shadow(self, *, run_id: str | None, reason: str) -> dict | None:
         """End the shadow's trial as ``dropped``: it never serves. Returns the ``end`` row (None without a shadow)."""
-        return self.end_shadow("dropped", run_id=run_id, reason=reason)
+        return shadows.end(self, "dropped", run_id=run_id, reason=reason)
 
-    def end_shadow(self, outcome: str, *, run_id: str | None, reason: str) -> dict | None:
-        """End the shadow's trial as ``dropped`` or ``replaced`` (a newer challenger serves or is on trial instead); it
-        never serves. Returns the ``end`` row (None without a shadow)."""
-        return shadows.end(self, outcome, run_id=run_id, reason=reason)
+    def promote_instead_of_shadow(self, name: str, sample: "pd.DataFrame", *, run_id: str | None,
+                                  reason: str) -> tuple[PromotionResult, dict | None]:
+        """Version ``name``, which needs no trial, serves (smoke-tested like :meth:`promote_verified`); a shadow on
+        trial ends ``replaced`` first. Returns the promotion's result and the shadow's ``end`` row (or None)."""
+        return shadows.promote_instead(self, name, sample, run_id=run_id, reason=reason)
 
     def promote_shadow(self, sample: "pd.DataFrame", *, run_id: str | None, reason: str) -> tuple[PromotionResult, dict]:
         """The shadow becomes the champion, smoke-tested in a fresh process like :meth:`promote_verified`; its trial

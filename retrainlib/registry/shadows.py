@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from . import Registry
 
-__all__ = ["current", "batches", "start", "record_batches", "end", "promote", "recover", "ENDINGS"]
+__all__ = ["current", "batches", "start", "record_batches", "end", "promote", "promote_instead", "recover", "ENDINGS"]
 
 #: how a shadow's trial can end
 ENDINGS = ("promoted", "dropped", "replaced")
@@ -130,6 +130,23 @@ def promote(reg: "Registry", sample: "pd.DataFrame", *, run_id: str | None, reas
         row = _end_row(active["version"], outcome, run_id, why)
         jsonl.append(reg.path / SHADOWS, [row])
         return res, row
+
+
+def promote_instead(reg: "Registry", version: str, sample: "pd.DataFrame", *, run_id: str | None,
+                    reason: str) -> tuple[PromotionResult, dict | None]:
+    """A challenger that needs no trial serves while a shadow may be on trial: that trial ends ``replaced`` first,
+    then ``version`` becomes the champion with its smoke test (:func:`.promotion.promote_verified`).
+
+    Returns the promotion's result and the ``end`` row (None without a shadow). Holds the writer lock throughout.
+    A kill between the two leaves the champion as it was and no shadow: the trial is over (it was moot, its
+    champion was being replaced) and the challenger does not serve; the next run judges a challenger anew.
+    """
+    with reg._writing():
+        active, row = current(reg), None
+        if active is not None:
+            row = _end_row(active["version"], "replaced", run_id, f"replaced by {version}, which serves without a trial: {reason}")
+            jsonl.append(reg.path / SHADOWS, [row])
+        return promote_verified(reg, version, sample, run_id=run_id, reason=reason), row
 
 
 def recover(reg: "Registry") -> list[str]:
