@@ -397,32 +397,6 @@ def test_a_passing_challenger_goes_on_trial_exactly_when_its_gains_interval_reac
     assert False in seen, result.records[["batch", "verdict", "action"]]  # at least one went on trial
 
 
-@pytest.mark.slow
-def test_a_trial_cut_short_by_a_newer_uncertain_challenger_is_settled_by_the_last_looks_rule_not_thrown_away(tmp_path):
-    # every batch brings a challenger the holdout cannot tell from the champion; without this, each would replace
-    # the one before it on trial and no trial would ever reach its N batches
-    home = make_home(tmp_path / "home", weeks=10, **{"validation.shadow_batches": 2})
-    result = backtest.run_backtest(home / "params" / "demo.yaml", home=home, strategies="shadow",
-                                   work_dir=tmp_path / "work", progress=False)
-    cut = []
-    for _, r in result.records.iterrows():
-        step40 = json.loads((Path(r["run_dir"]) / "40-promote-or-rollback.json").read_text()) if r["run_dir"] else {}
-        settled = (step40.get("shadow") or {}).get("settled") or {}
-        if settled.get("reason", "").startswith("cut short by a newer passing challenger after 1 of 2"):
-            cut.append((r, step40["shadow"], settled))
-    assert cut, result.records[["batch", "verdict", "action"]]
-    reg = Registry(tmp_path / "work" / "shadow" / "models", "loan-default-demo")
-    ends = {row["version"]: row["outcome"] for row in map(json.loads, (reg.path / "shadows.jsonl").read_text().splitlines())
-            if row["event"] == "end"}
-    for r, started, settled in cut:
-        assert settled["outcome"] in ("promoted-from-shadow", "shadow-dropped") and settled["batches"] == 1
-        assert ends[settled["version"]] == {"promoted-from-shadow": "promoted", "shadow-dropped": "dropped"}[settled["outcome"]]
-        assert started["outcome"] == "shadow-started" and started["version"] != settled["version"]  # the newer one waits
-        if settled["outcome"] == "promoted-from-shadow":
-            assert r["action"] == "promoted-from-shadow" and r["champion_after"] == settled["version"]
-            assert started["champion"] == settled["version"]  # the newer one is on trial beside the promoted shadow
-
-
 def test_a_shadow_period_starting_and_ending_is_announced_with_its_own_event(tmp_path, caplog):
     import logging
 

@@ -96,12 +96,8 @@ def _deploy(ctx: StepContext, verdict: Validation, analysis: Analysis, shadow: d
         shown = (shown_better(verdict.verdict.get("bootstrap") or {}, confidence=prof.validation.confidence,
                               needed=prof.validation.shadow_batches) if prof.validation.shadow_when == "uncertain" else None)
         if shown is None:
-            events = []
-            if shadow and shadow["outcome"] == "continue" and (analysis.shadow or {}).get("if_cut_short"):
-                shadow = _settle_shadow(ctx, analysis, cut_short=True)  # the trial on hand ends by its last look's rule
-                events = shadow.pop("events", [])
-            return "shadow-started", events, refit, _start_shadow(ctx, deploy, verdict.challenger, why, settled=shadow,
-                                                                  data_end=analysis.window("holdout")[-1]["end"])
+            return "shadow-started", [], refit, _start_shadow(ctx, deploy, verdict.challenger, why, settled=shadow,
+                                                              data_end=analysis.window("holdout")[-1]["end"])
         why += f"; it serves without a shadow trial: {shown} (validation.shadow_when: uncertain)"
         res, ended = reg.promote_instead_of_shadow(deploy, _smoke_rows(ctx, holdout_b, features), run_id=ctx.run_id,
                                                    reason=why)  # a trial on hand is moot: its champion is replaced
@@ -113,13 +109,12 @@ def _deploy(ctx: StepContext, verdict: Validation, analysis: Analysis, shadow: d
     return "promoted" if res.promoted else "auto-rolled-back", [e.to_dict() for e in res.events], refit, shadow
 
 
-def _settle_shadow(ctx: StepContext, analysis: Analysis, *, cut_short: bool = False) -> dict[str, Any] | None:
-    """Act on step 10's verdict on the shadow: promote it (smoke test and all), drop it, or let its trial go on.
-    ``cut_short``: a newer passing challenger goes on trial, so act on the last look's rule over the batches so far."""
+def _settle_shadow(ctx: StepContext, analysis: Analysis) -> dict[str, Any] | None:
+    """Act on step 10's verdict on the shadow: promote it (smoke test and all), drop it, or let its trial go on."""
     trial, reg = analysis.shadow, ctx.registry
     if not trial or reg.shadow() != trial["version"]:
         return None
-    verdict = trial["if_cut_short"] if cut_short else trial["judgement"]
+    verdict = trial["judgement"]
     common = {"version": trial["version"], "champion": trial["champion"], "reason": verdict["reason"],
               "batches": len(trial["batches"]), "needed": trial["needed"]}
     if verdict["decision"] == "promote":

@@ -123,21 +123,13 @@ def shadow_trial(ctx: StepContext, windows: data.Windows, champion: str | None) 
 
     waiting = [b for b in windows.visible if pd.Timestamp(b.end) > max(labelled_end, trained_end)]
     unlabelled = _unlabelled(ctx, waiting, shadow, champion)
-    rule = dict(improvement_threshold=prof.improvement_threshold, confidence=settings.confidence,
-                fresher_challenger=settings.fresher_challenger, require_significance=settings.require_significance,
-                metric=metric)
-    verdict = judge(len(pooled), needed, gain_at, **rule)
-    # a newer passing challenger that goes on trial cuts this one short: then the last look's rule decides on the
-    # batches it has (step 40 reads this); with none yet, it is simply replaced
-    cut = judge(len(pooled), len(pooled), gain_at, **rule) if verdict.decision == "continue" and pooled else None
-    if cut is not None:
-        cut = {**cut.to_dict(), "reason": f"cut short by a newer passing challenger after {len(pooled)} of {needed} "
-                                          f"batch(es): {cut.reason}"}
+    verdict = judge(len(pooled), needed, gain_at, improvement_threshold=prof.improvement_threshold,
+                    confidence=settings.confidence, fresher_challenger=settings.fresher_challenger,
+                    require_significance=settings.require_significance, metric=metric)
     return plain({"version": shadow, "champion": champion, "since": start["time"], "started_by": start.get("run_id"),
                   "needed": needed, "batches": [{k: r[k] for k in ("batch", "batch_end", "n_rows", "shadow_value",
                                                                    "champion_value")} for r in pooled],
-                  "new_batches": [r["batch"] for r in rows], "unlabelled": unlabelled, "judgement": verdict.to_dict(),
-                  "if_cut_short": cut})
+                  "new_batches": [r["batch"] for r in rows], "unlabelled": unlabelled, "judgement": verdict.to_dict()})
 
 
 
