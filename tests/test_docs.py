@@ -122,6 +122,16 @@ def test_the_shadow_table_of_the_readme_is_what_the_command_generates_from_the_c
     assert shadow_report.summary(results) in page, "docs/backtest-shadow.md's table is stale: run benchmarks/shadow_report.py"
 
 
+def test_the_readmes_estimate_table_is_the_running_mode_table_of_the_benchmarks_page():
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- estimate-table:", "<!-- /estimate-table -->"
+    assert start in readme and end in readme, "README lacks its estimate-table markers"
+    block = readme.split(start, 1)[1].split(end, 1)[0].split("\n", 1)[1].strip()
+    assert block.startswith("| stream | metric | delay |") and block.count("\n") >= 10, block[:200]
+    assert block in (REPO / "benchmarks" / "README.md").read_text(), \
+        "README's estimate table differs from benchmarks/README.md's running-mode table: copy it again"
+
+
 def test_the_results_page_is_what_the_command_generates_from_the_committed_backtests():
     streams_summary = _benchmark("streams_summary")
     written = sorted((REPO / "docs").glob("backtest-*.json"))
