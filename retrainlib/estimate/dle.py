@@ -105,11 +105,15 @@ def _set_label(data, target: np.ndarray) -> None:
     """``data.set_label(target)`` as LightGBM's C side receives it (the same float32 labels through the same
     ``LGBM_DatasetSetField``), without the Python wrapper's checks of what kind of table the labels are (pandas,
     Arrow, polars) and its read-back copy: a third of a millisecond a call, as much as a loss model's set-up.
-    LightGBM is pinned (requirements.txt); these names are those ``Dataset.set_field`` calls."""
+    LightGBM is pinned (requirements.txt); these names are those ``Dataset.set_field`` calls. Where a LightGBM
+    lacks them, the public ``set_label`` does the same."""
     import ctypes
 
     from lightgbm import basic
 
+    if not all(hasattr(basic, n) for n in ("_c_float_array", "_safe_call", "_LIB", "_c_str")):
+        data.set_label(target)
+        return
     y = np.ascontiguousarray(target, dtype=np.float32)
     ptr, type_data, _ = basic._c_float_array(y)
     basic._safe_call(basic._LIB.LGBM_DatasetSetField(data._handle, basic._c_str("label"), ptr, ctypes.c_int(len(y)),
