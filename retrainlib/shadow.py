@@ -15,6 +15,10 @@ becomes the *shadow*. Each following labelled batch scores shadow and champion o
   within ``1 - confidence``); a lower bound above zero promotes at once (significantly better), an upper
   bound below zero drops at once (significantly worse).
 
+With ``validation.shadow_when: uncertain`` (the default) a challenger goes on trial only when its validation
+holdout could not show it better: :func:`shown_better` treats the holdout as the trial's first look, so the
+gain's interval must clear zero at the early looks' level (:func:`early_level`) for it to serve at once.
+
 :func:`paired_gain` is the paired bootstrap both use (:func:`retrainlib.metrics.bootstrap_scores`, the
 same resampled rows for both models), read the metric's way round: positive is better for ``new``.
 Pure functions of arrays: no model is loaded here, no file touched.

@@ -31,7 +31,9 @@ def promote_or_rollback(ctx: StepContext, *, rollback: bool = False, rollback_to
     ``trainer`` (as in :func:`retrain_model`) fits the refit.
 
     With ``validation.shadow_batches`` a passing challenger (its refit) does not serve yet: it becomes the
-    shadow (``shadow-started``; a shadow on trial is replaced). First, the shadow on trial is settled as step
+    shadow (``shadow-started``; a shadow on trial is replaced) — with ``validation.shadow_when: uncertain`` only
+    when its holdout could not show it better (:func:`retrainlib.shadow.shown_better`); one it did serves at once
+    and ends the trial on hand as ``replaced``. First, the shadow on trial is settled as step
     10 judged it (:mod:`retrainlib.steps.shadow`): promoted with the same smoke test (``promoted-from-shadow``)
     or dropped (``shadow-dropped``); the action names that unless the challenger's own action says more.
     """
@@ -72,8 +74,8 @@ def _act_on_verdict(ctx: StepContext, trainer: Trainer) -> tuple[str, list[dict]
     if action == "rejected" or (verdict.skipped and ctx.read(Analysis).decision.status == "blocked-by-quality"):
         stuck = _stuck(ctx, ctx.read(Analysis))
     settled = shadow.get("settled") if shadow and shadow["outcome"] == "shadow-started" else shadow
-    if settled and (settled["outcome"] in ("promoted-from-shadow", "auto-rolled-back")
-                    or (action in ("none", "rejected") and settled["outcome"] != "continue")):
+    if settled and action != "promoted" and (settled["outcome"] in ("promoted-from-shadow", "auto-rolled-back")
+                                             or (action in ("none", "rejected") and settled["outcome"] != "continue")):
         action = settled["outcome"]  # the run's outcome: a new champion from the shadow, or the shadow dropped
     return action, events, refit, stuck, shadow
 
