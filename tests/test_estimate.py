@@ -153,10 +153,41 @@ def test_a_regression_estimator_saved_and_loaded_estimates_the_same_from_its_los
                                  scores=2 * x[:800], features=X.iloc[:800])
     path = est.save(tmp_path / "estimator.json")
     written = json.loads(path.read_text())["state"]["models"]
-    assert len(written) == 4 and all(m.startswith("tree\n") for m in written)  # LightGBM's model text
+    assert len(written) == 1 and written[0].startswith("tree\n")  # one loss model, as LightGBM's model text
     back = estimate.Estimator.load(path)
     batch = X.iloc[800:].reset_index(drop=True)
     assert back.estimate(2 * x[800:], batch) == est.estimate(2 * x[800:], batch)
+
+
+def test_an_estimator_written_with_four_cross_fitted_loss_models_still_estimates_with_their_own_band(tmp_path):
+    import lightgbm as lgb
+
+    from retrainlib.estimate import dle
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 1, 1400)
+    X = pd.DataFrame({"x": x})
+    y = 2 * x + rng.normal(0, 0.3 + 0.8 * np.abs(x), len(x))
+    loss = np.abs(y - 2 * x)[:800]
+    M = dle._dle_matrix(X.iloc[:800], ["x"], 2 * x[:800], {})
+    fold = np.arange(800) % 4
+    boosters = [lgb.train({**dle._DLE_PARAMS, "seed": 0}, lgb.Dataset(M[fold != k], loss[fold != k]), 20)
+                for k in range(4)]  # what the estimator wrote before one loss model per metric
+    old = estimate.Estimator(problem_type="regression", metric="mean_absolute_error", method="dle", classes=None,
+                             usable=True, reason="", calibration_rows=800, calibration_batches=[], seed=0,
+                             checks={"loss": "absolute", "resid_sd": 0.5, "bias": 0.01, "mean_loss": float(loss.mean()),
+                                     "label_bias": 0.0, "label_resid_sd": 1.0, "label_dependence": 0.0},
+                             state={"models": [b.model_to_string() for b in boosters], "categories": {},
+                                    "columns": ["x"], "kind": "absolute"})
+    back = estimate.Estimator.load(old.save(tmp_path / "estimator.json"))
+    batch, pred = X.iloc[800:].reset_index(drop=True), 2 * x[800:]
+    e = back.estimate(pred, batch)
+    each = np.array([b.predict(dle._dle_matrix(batch, ["x"], pred, {})) for b in boosters])
+    assert e.value == pytest.approx(float(np.clip(each.mean(axis=0), 0, None).mean()), abs=1e-6)
+    folds = each.mean(axis=1)
+    jackknife = np.sqrt(3 / 4 * np.sum((folds - folds.mean()) ** 2))
+    assert e.parts["calibration"] == pytest.approx(1.959963984540054 * jackknife + 0.01, abs=1e-5)
+    assert e.parts["sampling"] == pytest.approx(1.959963984540054 * 0.5 / np.sqrt(600), abs=1e-5)
 
 
 def test_a_loss_model_fitted_on_a_large_table_does_not_keep_its_training_rows_and_estimates_the_same(monkeypatch):
@@ -599,11 +630,11 @@ def test_a_regression_band_carries_the_loss_models_own_uncertainty_which_shrinks
         X, y, pred = world(n)
         est = estimate.fit_estimator(problem_type="regression", metric="mean_absolute_error", y_true=y, scores=pred,
                                      features=X)
-        assert len(est.state["models"]) == 4  # one loss model per fold, averaged
+        assert len(est.state["models"]) == 1  # one loss model per metric
         e = est.estimate(pb, Xb)
-        rows_and_bias = 1.959963984540054 * est.checks["resid_sd"] / np.sqrt(len(pb)) + abs(est.checks["bias"])
-        beyond.append((e.high - e.value) / rows_and_bias)
-    assert beyond[0] > 1.3 and beyond[1] < beyond[0], beyond  # the fold models fitted on 200 rows disagree more
+        rows = 1.959963984540054 * est.checks["loss_sd"] / np.sqrt(len(pb))
+        beyond.append((e.high - e.value) / rows)
+    assert beyond[0] > 1.3 and beyond[1] < beyond[0], beyond  # a model fitted on 200 rows knows their level less well
 
 
 # --------------------------------------------------------------------------- issue 26: track record, range, label shift

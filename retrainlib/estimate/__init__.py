@@ -14,10 +14,10 @@ Two methods, one API (:func:`fit_estimator` → :class:`Estimator` → :meth:`Es
   calibrated on all of them; the band then still spans the isotonic alternative the rows cannot rule out.
   The calibration does not depend on the metric: estimators of several metrics fitted on the same rows
   share it.
-* **regression** — direct loss estimation (DLE): four small LightGBMs (one thread), each fitted on three
-  quarters of the labelled rows the champion did not train on and averaged, learn the champion's absolute or
-  squared error from the features and the prediction; a batch's estimated MAE / RMSE / R² follows from the
-  predicted losses, the band from their out-of-fold errors and how far the fold models disagree on the batch.
+* **regression** — direct loss estimation (DLE): one small LightGBM per metric (one thread), fitted on the
+  labelled rows the champion did not train on, learns the champion's absolute or squared error from the
+  features and the prediction; a batch's estimated MAE / RMSE / R² follows from the predicted losses, the band
+  from the spread of a row's loss over the batch's rows and over the calibration rows.
 
 Both only see *covariate* shift: when the link between features and label changes (a concept
 change) the probabilities stay confident and the estimate stays where it was.

@@ -26,8 +26,11 @@ def _isotonic_pooled(xs: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> di
 
     fitted = np.clip(isotonic_regression(sums / counts, weights=counts.astype(float)).x, 0.0, 1.0)
     # keep the two ends of each constant block: the same map with far fewer points to search
-    change = np.flatnonzero(np.diff(fitted))
-    keep = np.unique(np.concatenate([[0, len(xs) - 1], change, change + 1]))
+    keep = np.zeros(len(xs), dtype=bool)
+    keep[[0, -1]] = True
+    change = fitted[1:] != fitted[:-1]
+    keep[:-1] |= change
+    keep[1:] |= change
     return {"x": xs[keep].tolist(), "y": fitted[keep].tolist()}
 
 
@@ -68,8 +71,9 @@ def _maps_on(grids: list, k: int, yi: np.ndarray, take: np.ndarray | None = None
     maps = []
     for j, (xs, inverse) in zip(cols, grids):
         at = inverse if take is None else inverse[take]
-        counts = np.bincount(at, minlength=len(xs))
-        sums = np.bincount(at, weights=(y == j).astype(float), minlength=len(xs))
+        # one count of (score, hit) pairs: each score's rows and hits, without a float-weighted second count
+        pairs = np.bincount(2 * at + (y == j), minlength=2 * len(xs))
+        counts, sums = pairs[0::2] + pairs[1::2], pairs[1::2].astype(float)
         seen = counts > 0
         maps.append(_isotonic_pooled(xs[seen], sums[seen], counts[seen]))
     return maps

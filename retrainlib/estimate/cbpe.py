@@ -27,9 +27,11 @@ def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator
     import hashlib
 
     k = len(base["classes"])
-    P = np.ascontiguousarray(_as_matrix(s, k))
-    key = (k, seed, N_MAPS, hashlib.blake2b(P.tobytes() + np.ascontiguousarray(yi, dtype=np.int64).tobytes()).hexdigest())
+    # the scores as given (binary: the positive class, which the matrix only mirrors) and the labels name the rows
+    key = (k, seed, N_MAPS, s.shape, hashlib.blake2b(np.ascontiguousarray(s, dtype=float).tobytes()
+                                                     + np.ascontiguousarray(yi, dtype=np.int64).tobytes()).hexdigest())
     if key not in _CALIBRATIONS:
+        P = np.ascontiguousarray(_as_matrix(s, k))
         if len(_CALIBRATIONS) >= 4:
             _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
         checks, state, ece_after, limit = _calibration(P, yi, seed)
