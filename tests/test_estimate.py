@@ -840,3 +840,48 @@ def test_the_band_table_shows_each_part_the_label_check_and_the_unreliable_flag(
     line = estimate.band_summary(row)
     assert "95% band" in line and "label shift on w1" in line and "4 judged estimates, 0 inside their band" in line
     assert estimate.band_summary({}) == "not estimated: no batch to estimate" and estimate.band_table([]).empty
+
+
+def test_a_wide_tables_loss_model_reads_the_eight_columns_most_associated_with_the_error_among_them_its_drivers():
+    from retrainlib.estimate import dle
+
+    rng = np.random.default_rng(11)
+    n = 1500
+    noise = {f"n{i:02d}": rng.normal(0, 1, n) for i in range(20)}
+    x = rng.normal(0, 1, n)
+    kind = rng.choice(["calm", "rough"], n)
+    sd = 0.3 + 0.8 * np.abs(x) + np.where(kind == "rough", 1.5, 0.0)  # the error grows with |x| and in rough rows
+    X = pd.DataFrame({**noise, "x": x, "kind": kind})
+    y = 2 * x + rng.normal(0, sd)
+    est = estimate.fit_estimator(problem_type="regression", metric="mean_absolute_error", y_true=y[:1000],
+                                 scores=2 * x[:1000], features=X.iloc[:1000])
+    read = est.state["columns"]
+    assert len(read) == dle.SCREEN_COLUMNS and {"x", "kind"} <= set(read), read
+    assert est.checks["loss_model_columns"].startswith("8 of 22 feature columns")
+    batch = X.iloc[1000:].reset_index(drop=True)
+    unread = [c for c in X.columns if c not in read]
+    e = est.estimate(2 * x[1000:], batch.drop(columns=unread))  # a batch needs only the columns the model reads
+    realized = float(np.mean(np.abs(y[1000:] - 2 * x[1000:])))
+    assert e.low <= realized <= e.high, (e, realized)
+    rmse = estimate.fit_estimator(problem_type="regression", metric="root_mean_squared_error", y_true=y[:1000],
+                                  scores=2 * x[:1000], features=X.iloc[:1000])
+    assert rmse.state["columns"] == read  # screened by the absolute error whatever the metric: one binned table
+    narrow = estimate.fit_estimator(problem_type="regression", metric="mean_absolute_error", y_true=y[:1000],
+                                    scores=2 * x[:1000], features=X[["n00", "x", "kind"]].iloc[:1000])
+    assert narrow.state["columns"] == ["n00", "x", "kind"] and narrow.checks["loss_model_columns"] == "every feature column"
+
+
+def test_centred_ranks_are_scipys_average_ranks_without_the_missing_values():
+    from scipy.stats import rankdata
+
+    from retrainlib.estimate import dle
+
+    rng = np.random.default_rng(2)
+    M = np.round(rng.normal(size=(400, 5)), 1)  # ties
+    M[rng.random(M.shape) < 0.1] = np.nan
+    R = dle._centred_ranks(M)
+    for j in range(M.shape[1]):
+        ok = ~np.isnan(M[:, j])
+        expected = np.zeros(len(M))
+        expected[ok] = rankdata(M[ok, j]) - (ok.sum() + 1) / 2
+        assert np.allclose(R[:, j], expected)
