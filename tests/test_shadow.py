@@ -380,6 +380,52 @@ def test_a_challenger_the_holdout_shows_better_serves_at_once_and_ends_the_trial
 
 
 @pytest.mark.slow
+def test_a_run_that_promotes_the_shadow_and_whose_challenger_the_holdout_shows_better_ends_promoted_by_the_challenger(
+        tmp_path):
+    # a shadow goes on trial at batch 4 (the inverted concept of batches 3-5; every challenger on trial at first);
+    # at batch 5 step 10 promotes it early, and the run's own challenger, shown better on its holdout, serves at once
+    from retrainlib import steps
+    from retrainlib.backtest.step import _replay_step
+    from retrainlib.data import list_batches
+    from retrainlib.paths import Paths
+    from retrainlib.profiles import load_profile
+    from retrainlib.training import CHILD_PROCESS
+
+    import yaml
+
+    home = _shadow_home(tmp_path / "home", weeks=6)
+    _flip_labels(home, [3, 4, 5])
+    last = sorted((home / "data" / "demo" / "batches").glob("*.parquet"))[5]
+    held = last.rename(tmp_path / last.name)  # the backtest replays batches 0-4 only
+    result = backtest.run_backtest(home / "params" / "demo.yaml", home=home, strategies="shadow",
+                                   work_dir=tmp_path / "work", progress=False)
+    assert result.records["action"].iloc[-1] == "shadow-started", result.records[["batch", "action"]]
+    held.rename(last)
+    scratch = tmp_path / "work" / "shadow"
+    reg = Registry(scratch / "models", "loan-default-demo")
+    first, before = reg.shadow(), reg.champion()
+    prof_path = scratch / "params" / "demo.yaml"
+    doc = yaml.safe_load(prof_path.read_text())
+    doc["validation"]["shadow_when"] = "uncertain"
+    prof_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    batch = list_batches(load_profile(prof_path).data, Paths.discover(home))[5]
+    row = _replay_step(backtest.STRATEGIES["every-batch"], prof_path, scratch, batch, 99, CHILD_PROCESS,
+                       policy=steps.RetrainPolicy("always", "test: retrain again"))
+    run = Path(row["run_dir"])
+    assert json.loads((run / "10-analyze-drift.json").read_text())["shadow"]["judgement"]["decision"] == "promote"
+    boot = json.loads((run / "30-validate-challenger.json").read_text())["bootstrap"]
+    assert np.quantile(boot["values"], 0.0125) > 0, boot["ci_low"]  # shown better at the early looks' level
+    assert row["action"] == "promoted", row  # not 'promoted-from-shadow': the challenger is what serves
+    served = row["champion_after"]
+    assert served not in (before, first) and reg.champion() == served and reg.shadow() is None
+    assert json.loads((run / "40-promote-or-rollback.json").read_text())["action"] == "promoted"
+    promotes = [e.version for e in reg.history() if e.event == "promote"]
+    assert promotes[-2:] == [first, served]  # the shadow was promoted first, then the challenger replaced it
+    rows = [json.loads(line) for line in (reg.path / "shadows.jsonl").read_text().splitlines()]
+    assert [(r["version"], r["outcome"]) for r in rows if r["event"] == "end"] == [(first, "promoted")]
+
+
+@pytest.mark.slow
 def test_a_passing_challenger_goes_on_trial_exactly_when_its_gains_interval_reaches_zero(tmp_path):
     # validation.shadow_when: uncertain, the default; challengers on rows the champion never saw pass when not
     # significantly worse, so most of these refits on one concept pass with a gain the holdout cannot tell from zero
