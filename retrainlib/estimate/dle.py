@@ -28,9 +28,9 @@ _REGRESSION = {
 #: the loss model: one per metric, fitted on every calibration row. NannyML's DLE fits LightGBM's defaults (100 rounds
 #: of 31 leaves at learning rate 0.1); these 40 rounds of 7 leaves at 0.25 learn as much (rounds × rate) with smaller
 #: trees, at about a tenth of its time. Measured in the running mode on four regression streams (NOAA and Seattle
-#: temperature, Chicago ridership and Texas housing by year; benchmarks/README.md): its point errors were 0.95-1.05
-#: of NannyML's, where the four cross-fitted models of 20 rounds it replaces erred 1.02-1.59 times as much (their
-#: members each saw three quarters of the rows) at half the speed
+#: temperature, Chicago ridership and Texas housing by year, all columns; benchmarks/README.md): its point errors were
+#: 0.95-1.05 of NannyML's, where the four cross-fitted models of 20 rounds it replaces erred 0.99-1.57 times as much
+#: (each saw three quarters of the rows) at half its speed
 _DLE_PARAMS = {"objective": "regression", "learning_rate": 0.25, "num_leaves": 7, "min_data_in_leaf": 20,
                "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1, "lambda_l2": 1.0,
                "num_threads": 1, "verbose": -1, "deterministic": True, "force_row_wise": True}
