@@ -76,13 +76,13 @@ def _categories(features: pd.DataFrame) -> dict[str, list]:
     return out
 
 
-#: the loss model reads at most this many feature columns (and the prediction): on a wider table, those whose rank
-#: association with the champion's absolute error on the calibration rows is largest (:func:`_screen`). A tree
-#: model's time grows with its columns: on Chicago ridership by year (51 feature columns, running mode) the loss
-#: models of all of them fitted and estimated in 3.4x less time than NannyML's DLE and erred 1.03 / 1.02 times as
-#: much; with the 8 screened the whole pass took 10.7x less time and they erred 0.85 / 0.84 times as much
-#: (benchmarks/README.md). Estimated once and never recalibrated, the screen can cost: on baseball by year (18
-#: columns) 0.415 / 0.517 against 0.317 / 0.454 with every column. Tables of at most 8 feature columns are read whole.
+#: the loss model reads at most this many feature columns (and the prediction): on a wider table, those most
+#: associated with the champion's absolute error on the calibration rows, in any shape (:func:`_screen_columns`). A
+#: tree model's time grows with its columns: on Chicago ridership by year (51 feature columns, running mode) the loss
+#: models of all of them fitted and estimated in 3.4x less time than NannyML's DLE; with 8 screened columns the whole
+#: pass takes about a tenth of NannyML's time (benchmarks/README.md gives the errors). Estimated once and never
+#: recalibrated, the screen can cost accuracy: a model of fewer columns extrapolates less far. Tables of at most 8
+#: feature columns are read whole.
 SCREEN_COLUMNS = 8
 
 
@@ -124,29 +124,51 @@ def _screen(X: np.ndarray, columns: list[str], categories: dict[str, list], erro
     return list(_SCREENED[key])
 
 
+#: a number is screened by the error's spread across this many equal-count bins of it (a category: across its values)
+SCREEN_BINS = 10
+
+
 def _screen_columns(X: np.ndarray, columns: list[str], categories: dict[str, list], error: np.ndarray) -> list[int]:
     """The positions (in ``columns``, in their order) of the :data:`SCREEN_COLUMNS` feature columns of ``X`` most
-    associated with ``error``: a number by its Spearman rank correlation (a missing value at the middle rank), a
-    category by its correlation ratio on the error's ranks (adjusted for its number of values, which alone raise
-    it; a missing value is a value of its own)."""
-    n = len(error)
+    associated with ``error``, in any shape: each column's correlation ratio on the error's ranks — how much of their
+    spread lies between the column's groups (a category's values; a number's :data:`SCREEN_BINS` bins of equal count,
+    so an error that grows at both ends counts as much as one that grows with it), adjusted for the number of groups,
+    which alone raise it. A missing value is a group of its own."""
+    n, d = X.shape[0], len(columns)
     r = _centred_ranks(np.asarray(error, dtype=float)[:, None])[:, 0]
     total = float(r @ r)
-    score = np.zeros(len(columns))
-    if total > 0:
-        numbers = [i for i, c in enumerate(columns) if c not in categories]
-        if numbers:
-            R = _centred_ranks(X[:, numbers])
-            norms = np.sqrt((R * R).sum(axis=0) * total)
-            score[numbers] = np.abs(R.T @ r) / np.where(norms > 0, norms, np.inf)
-        for i, c in enumerate(columns):
-            if c in categories:
-                codes = np.where(np.isnan(X[:, i]), len(categories[c]), X[:, i]).astype(np.intp)
-                counts, sums = np.bincount(codes), np.bincount(codes, weights=r)
-                seen = counts > 0
-                groups = int(seen.sum())
-                eta2 = float(np.sum(sums[seen] ** 2 / counts[seen])) / total
-                score[i] = math.sqrt(max(0.0, 1 - (1 - eta2) * (n - 1) / (n - groups))) if n > groups else 0.0
+    if total == 0:
+        return list(range(min(d, SCREEN_COLUMNS)))
+    groups = np.empty((n, d), dtype=np.intp)
+    numbers = [i for i, c in enumerate(columns) if c not in categories]
+    width = SCREEN_BINS + 1
+    if numbers:
+        M = X[:, numbers]
+        missing = np.isnan(M)
+        present = np.maximum(n - missing.sum(axis=0), 1)
+        rank = _centred_ranks(M) + (present + 1) / 2  # 1..present where present
+        groups[:, numbers] = np.where(missing, SCREEN_BINS,
+                                      np.minimum(((rank - 1) * SCREEN_BINS / present).astype(np.intp), SCREEN_BINS - 1))
+    for i, c in enumerate(columns):
+        if c in categories:
+            width = max(width, len(categories[c]) + 1)
+    for i, c in enumerate(columns):
+        if c in categories:
+            groups[:, i] = np.where(np.isnan(X[:, i]), len(categories[c]), np.nan_to_num(X[:, i])).astype(np.intp)
+    cell = (groups + np.arange(d) * width).ravel()  # (column, group) cells, one count for every column
+    counts = np.bincount(cell, minlength=d * width).reshape(d, width)
+    sums = np.bincount(cell, weights=np.repeat(r, d), minlength=d * width).reshape(d, width)
+    seen = counts > 0
+    between = np.where(seen, sums ** 2 / np.maximum(counts, 1), 0.0).sum(axis=1)
+    g = seen.sum(axis=1)
+    eta2 = between / total
+    adjusted = np.where(n > g, 1 - (1 - eta2) * (n - 1) / np.maximum(n - g, 1), 0.0)
+    score = np.sqrt(np.clip(adjusted, 0.0, None))
+    if numbers:  # a steady trend: its rank correlation, which spends one degree of freedom where the bins spend ten
+        R = rank - (present + 1) / 2
+        R[missing] = 0.0
+        norms = np.sqrt((R * R).sum(axis=0) * total)
+        score[numbers] = np.maximum(score[numbers], np.abs(R.T @ r) / np.where(norms > 0, norms, np.inf))
     keep = np.argsort(-score, kind="stable")[:SCREEN_COLUMNS]
     return sorted(int(i) for i in keep)
 

@@ -100,22 +100,22 @@ def _borrowed_estimator(ctx: StepContext, validated: str, features: list[str]):
     labelled rows left that it did not train on, so it borrows the calibration the validated
     configuration earned on the holdout, and its checks name where the calibration came from.
 
-    Borrowed only where the inputs are the same: an estimator that reads features (direct loss
-    estimation) fitted on other columns than the refit kept (a refit whose window dropped the batch
-    where a flag varied drops that flag) would be asked for a column the champion does not have.
-    The refit then carries no estimator, and says why.
+    Borrowed only where the refit has every input the estimator reads: an estimator that reads features
+    (direct loss estimation) fitted on a column the refit did not keep (a refit whose window dropped the
+    batch where a flag varied drops that flag) would be asked for a column the champion does not have.
+    The refit then carries no estimator, and says why. A refit with more columns than the estimator reads
+    borrows it (direct loss estimation reads at most ``SCREEN_COLUMNS`` of a wide table's columns).
     """
     est = ctx.registry.estimator(validated)
     if est is None:
         return _no_estimator(ctx, f"the validated version {validated} has no estimator for its refit to borrow")
     columns = list((getattr(est, "state", None) or {}).get("columns") or [])
-    if columns and sorted(columns) != sorted(features):
-        gone, new = sorted(set(columns) - set(features)), sorted(set(features) - set(columns))
-        diff = "; ".join(p for p in (f"the refit lacks {', '.join(gone)}" if gone else "",
-                                     f"the refit adds {', '.join(new)}" if new else "") if p)
+    gone = sorted(set(columns) - set(features))
+    if gone:
         return _no_estimator(ctx, f"the validated version {validated}'s estimator reads other inputs than its refit "
-                                  f"({diff}), and the refit has no rows left that it did not train on to calibrate "
-                                  f"one of its own; measured performance only until the next challenger")
+                                  f"(the refit lacks {', '.join(gone)}), and the refit has no rows left that it did "
+                                  f"not train on to calibrate one of its own; measured performance only until the "
+                                  f"next challenger")
     est.checks = {**est.checks, "borrowed_from": validated,
                   "note": f"calibrated with {validated} on its holdout; this refit trained on those rows too"}
     return est
