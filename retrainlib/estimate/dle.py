@@ -76,103 +76,6 @@ def _categories(features: pd.DataFrame) -> dict[str, list]:
     return out
 
 
-#: the loss model reads at most this many feature columns (and the prediction): on a wider table, those most
-#: associated with the champion's absolute error on the calibration rows, in any shape (:func:`_screen_columns`). A
-#: tree model's time grows with its columns: on Chicago ridership by year (51 feature columns, running mode) the loss
-#: models of all of them fitted and estimated in 3.4x less time than NannyML's DLE; with 8 screened columns the whole
-#: pass takes about a tenth of NannyML's time (benchmarks/README.md gives the errors). Estimated once and never
-#: recalibrated, the screen can cost accuracy: a model of fewer columns extrapolates less far. Tables of at most 8
-#: feature columns are read whole.
-SCREEN_COLUMNS = 8
-
-
-def _centred_ranks(M: np.ndarray) -> np.ndarray:
-    """Each column's average ranks (ties share their mean rank, as ``scipy.stats.rankdata``; a missing value is left
-    out of the ranking), less the column's middle rank, and 0 where a value is missing: every column in one sort."""
-    n, d = M.shape
-    order = np.argsort(M, axis=0, kind="stable")  # NaN last
-    S = np.take_along_axis(M, order, axis=0)
-    new = np.ones((n, d), dtype=bool)
-    new[1:] = S[1:] != S[:-1]
-    group = np.cumsum(new, axis=0) - 1 + np.arange(d) * n  # tie groups, numbered apart per column
-    position = np.broadcast_to(np.arange(1, n + 1, dtype=float)[:, None], (n, d))
-    mean = np.bincount(group.ravel(), weights=position.ravel(), minlength=n * d) / np.maximum(
-        np.bincount(group.ravel(), minlength=n * d), 1)
-    R = np.empty((n, d))
-    np.put_along_axis(R, order, mean[group], axis=0)
-    missing = np.isnan(M)
-    R -= ((n - missing.sum(axis=0)) + 1) / 2
-    R[missing] = 0.0
-    return R
-
-
-#: the newest screening (:func:`_screen`): the estimators of one model's metrics on the same rows screen them once
-_SCREENED: dict[tuple, list] = {}
-
-
-def _screen(X: np.ndarray, columns: list[str], categories: dict[str, list], error: np.ndarray) -> list[int]:
-    """:func:`_screen_columns`, once per calibration table and error."""
-    import hashlib
-
-    if len(columns) <= SCREEN_COLUMNS:
-        return list(range(len(columns)))
-    key = (tuple(map(str, columns)), tuple(sorted(categories)), X.shape, hashlib.blake2b(
-        np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(error, dtype=float).tobytes()).hexdigest())
-    if key not in _SCREENED:
-        _SCREENED.clear()
-        _SCREENED[key] = _screen_columns(X, columns, categories, error)
-    return list(_SCREENED[key])
-
-
-#: a number is screened by the error's spread across this many equal-count bins of it (a category: across its values)
-SCREEN_BINS = 10
-
-
-def _screen_columns(X: np.ndarray, columns: list[str], categories: dict[str, list], error: np.ndarray) -> list[int]:
-    """The positions (in ``columns``, in their order) of the :data:`SCREEN_COLUMNS` feature columns of ``X`` most
-    associated with ``error``, in any shape: each column's correlation ratio on the error's ranks — how much of their
-    spread lies between the column's groups (a category's values; a number's :data:`SCREEN_BINS` bins of equal count,
-    so an error that grows at both ends counts as much as one that grows with it), adjusted for the number of groups,
-    which alone raise it. A missing value is a group of its own."""
-    n, d = X.shape[0], len(columns)
-    r = _centred_ranks(np.asarray(error, dtype=float)[:, None])[:, 0]
-    total = float(r @ r)
-    if total == 0:
-        return list(range(min(d, SCREEN_COLUMNS)))
-    groups = np.empty((n, d), dtype=np.intp)
-    numbers = [i for i, c in enumerate(columns) if c not in categories]
-    width = SCREEN_BINS + 1
-    if numbers:
-        M = X[:, numbers]
-        missing = np.isnan(M)
-        present = np.maximum(n - missing.sum(axis=0), 1)
-        rank = _centred_ranks(M) + (present + 1) / 2  # 1..present where present
-        groups[:, numbers] = np.where(missing, SCREEN_BINS,
-                                      np.minimum(((rank - 1) * SCREEN_BINS / present).astype(np.intp), SCREEN_BINS - 1))
-    for i, c in enumerate(columns):
-        if c in categories:
-            width = max(width, len(categories[c]) + 1)
-    for i, c in enumerate(columns):
-        if c in categories:
-            groups[:, i] = np.where(np.isnan(X[:, i]), len(categories[c]), np.nan_to_num(X[:, i])).astype(np.intp)
-    cell = (groups + np.arange(d) * width).ravel()  # (column, group) cells, one count for every column
-    counts = np.bincount(cell, minlength=d * width).reshape(d, width)
-    sums = np.bincount(cell, weights=np.repeat(r, d), minlength=d * width).reshape(d, width)
-    seen = counts > 0
-    between = np.where(seen, sums ** 2 / np.maximum(counts, 1), 0.0).sum(axis=1)
-    g = seen.sum(axis=1)
-    eta2 = between / total
-    adjusted = np.where(n > g, 1 - (1 - eta2) * (n - 1) / np.maximum(n - g, 1), 0.0)
-    score = np.sqrt(np.clip(adjusted, 0.0, None))
-    if numbers:  # a steady trend: its rank correlation, which spends one degree of freedom where the bins spend ten
-        R = rank - (present + 1) / 2
-        R[missing] = 0.0
-        norms = np.sqrt((R * R).sum(axis=0) * total)
-        score[numbers] = np.maximum(score[numbers], np.abs(R.T @ r) / np.where(norms > 0, norms, np.inf))
-    keep = np.argsort(-score, kind="stable")[:SCREEN_COLUMNS]
-    return sorted(int(i) for i in keep)
-
-
 def _loss(kind: str, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.abs(y - pred) if kind == "absolute" else (y - pred) ** 2
 
@@ -241,13 +144,6 @@ def _fit_dle(base: dict, y: np.ndarray, pred: np.ndarray, features: pd.DataFrame
     columns = list(features.columns)
     cats = _categories(features)
     X = _dle_matrix(features, columns, pred, cats)
-    # the columns the loss model reads: screened by the absolute error whatever the metric, so the estimators of
-    # one model's metrics read the same columns and share their binned table
-    keep = _screen(X, columns, cats, np.abs(y - pred))
-    if len(keep) < len(columns):
-        X = X[:, keep + [X.shape[1] - 1]]
-        columns = [columns[i] for i in keep]
-        cats = {c: v for c, v in cats.items() if c in columns}
     categorical = [i for i, c in enumerate(columns) if c in cats]
     loss = _loss(kind, y, pred)
     booster = _train_lgb(_binned_table(X, categorical, seed), loss, seed, X.size)
@@ -258,9 +154,6 @@ def _fit_dle(base: dict, y: np.ndarray, pred: np.ndarray, features: pd.DataFrame
               # the champion's own residual on these rows: what a label shift is measured against (track.label_check)
               "label_bias": float(np.mean(y - pred)), "label_resid_sd": float(np.std(y - pred)),
               "label_dependence": round(dependence(y - pred - np.mean(y - pred), float(np.var(y - pred))), 4)}
-    checks["loss_model_columns"] = (f"{len(columns)} of {len(features.columns)} feature columns, screened by their "
-                                    f"rank association with the error: {', '.join(map(str, columns))}"
-                                    if len(columns) < len(features.columns) else "every feature column")
     state = {"models": [booster], "categories": cats, "columns": columns, "kind": kind}
     return Estimator(usable=True, reason="", checks=checks, state=state, **base)
 

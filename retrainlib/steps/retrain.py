@@ -104,7 +104,7 @@ def _borrowed_estimator(ctx: StepContext, validated: str, features: list[str]):
     (direct loss estimation) fitted on a column the refit did not keep (a refit whose window dropped the
     batch where a flag varied drops that flag) would be asked for a column the champion does not have.
     The refit then carries no estimator, and says why. A refit with more columns than the estimator reads
-    borrows it (direct loss estimation reads at most ``SCREEN_COLUMNS`` of a wide table's columns).
+    (its window kept a column the validated model's dropped) borrows it: the estimator reads only its own.
     """
     est = ctx.registry.estimator(validated)
     if est is None:
