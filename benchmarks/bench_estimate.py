@@ -167,7 +167,7 @@ def _data_stream(name: str, label: str, drop: list[str], train_years: range, cal
 
 
 #: regression streams we found ourselves (not the issue's five), two of them wide, where a loss model's time grows with
-#: its columns: Chicago ridership (51 feature columns: the other stations' entries and the weekday), baseball player
+#: its columns: Chicago ridership (49 feature columns: 48 stations' ridership and the weekday), baseball player
 #: seasons (18) and Texas housing (6)
 EXTRA_STREAMS = {
     "chicago-ridership": lambda: _data_stream("chicago-ridership", "ridership", ["row"], range(2001, 2003), 2003, 2004),
