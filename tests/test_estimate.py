@@ -127,6 +127,38 @@ def test_only_unlabelled_calibration_rows_are_reported():
     assert est.estimate(p).value is None
 
 
+def test_calibration_features_of_another_length_than_the_labels_are_refused_in_one_line_naming_both_counts():
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"x": rng.normal(size=300)})
+    y = X["x"].to_numpy() + rng.normal(size=300)
+    with pytest.raises(EstimationError, match=r"calibration features have 299 rows and the labels 300"):
+        estimate.fit_estimator(problem_type="regression", metric="mean_absolute_error", y_true=y, scores=y * 0.9,
+                               features=X.iloc[:299])
+
+
+def test_a_regression_estimator_reads_its_calibration_rows_by_position_whatever_their_index():
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame({"x": rng.normal(size=400), "z": rng.normal(size=400)})
+    y = X["x"].to_numpy() + rng.normal(size=400) * (1 + X["z"].abs().to_numpy())
+    y[::7] = np.nan  # unlabelled rows are dropped, the rest keep their order
+    fit = lambda f: estimate.fit_estimator(problem_type="regression", metric="root_mean_squared_error",  # noqa: E731
+                                           y_true=y, scores=X["x"].to_numpy(), features=f)
+    shuffled_index = X.set_axis(rng.permutation(400) + 1000)
+    a, b = fit(X), fit(shuffled_index)
+    assert a.estimate(X["x"], X).value == b.estimate(X["x"], X).value
+    assert a.checks == b.checks
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 12, 13])
+def test_the_track_records_upper_quartile_is_numpys_to_the_last_bit(n):
+    from retrainlib.estimate import track
+
+    rng = np.random.default_rng(n)
+    for s in (rng.exponential(size=n), np.full(n, 0.25), np.round(rng.random(n), 1)):
+        assert track._upper_quartile(s) == float(np.quantile(s, 0.75))
+    assert math.isnan(track._upper_quartile(np.array([0.1, np.nan, 0.3])))
+
+
 def test_too_small_a_batch_is_reported():
     y, p = _binary(1000, 0.0, seed=1)
     est = estimate.fit_estimator(problem_type="binary", metric="roc_auc", y_true=y, scores=p, classes=[0, 1])

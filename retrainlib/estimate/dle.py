@@ -41,12 +41,14 @@ _DLE_ROUNDS = 40
 KEEP_BINNED_CELLS = 1_000_000
 
 
-def _dle_matrix(features: pd.DataFrame, columns: list[str], prediction: np.ndarray, categories: dict[str, list]) -> np.ndarray:
+def _dle_matrix(features: pd.DataFrame, columns: list[str], prediction: np.ndarray, categories: dict[str, list],
+                dtypes: list | None = None) -> np.ndarray:
     """The loss model's input: the ``columns`` of ``features`` as floats (a category as its index in ``categories``,
-    unknown or missing as NaN, as LightGBM reads a pandas categorical) and the model's prediction, row by row."""
+    unknown or missing as NaN, as LightGBM reads a pandas categorical) and the model's prediction, row by row.
+    ``dtypes``: ``features.dtypes.tolist()``, when the caller has them."""
     X = np.empty((len(features), len(columns) + 1))
     if list(features.columns) == list(columns) and not categories and all(
-            isinstance(t, np.dtype) and t.kind in "fiu" for t in features.dtypes.tolist()):
+            isinstance(t, np.dtype) and t.kind in "fiu" for t in (dtypes or features.dtypes.tolist())):
         X[:, :-1] = features.to_numpy(dtype=float)  # NumPy numbers alone, every column: one conversion, the same floats
         X[:, -1] = np.asarray(prediction, dtype=float)
         return X
@@ -67,9 +69,9 @@ def _dle_matrix(features: pd.DataFrame, columns: list[str], prediction: np.ndarr
     return X
 
 
-def _categories(features: pd.DataFrame) -> dict[str, list]:
+def _categories(features: pd.DataFrame, dtypes: list | None = None) -> dict[str, list]:
     out = {}
-    for c, t in features.dtypes.items():  # read from the dtypes: a column is fetched only when it is a category
+    for c, t in zip(features.columns, dtypes or features.dtypes.tolist()):  # a column is fetched only when a category
         if t == object or isinstance(t, pd.CategoricalDtype) or pd.api.types.is_string_dtype(t) \
                 or pd.api.types.is_bool_dtype(t):
             out[c] = sorted(features[c].dropna().astype("string").astype(object).unique().tolist())
@@ -142,8 +144,9 @@ def _train_lgb(data, target: np.ndarray, seed: int, cells: int):
 def _fit_dle(base: dict, y: np.ndarray, pred: np.ndarray, features: pd.DataFrame, seed: int) -> Estimator:
     kind = _REGRESSION[base["metric"]]
     columns = list(features.columns)
-    cats = _categories(features)
-    X = _dle_matrix(features, columns, pred, cats)
+    dtypes = features.dtypes.tolist()  # read once (a pandas Series each time it is asked for)
+    cats = _categories(features, dtypes)
+    X = _dle_matrix(features, columns, pred, cats, dtypes)
     categorical = [i for i, c in enumerate(columns) if c in cats]
     loss = _loss(kind, y, pred)
     booster = _train_lgb(_binned_table(X, categorical, seed), loss, seed, X.size)

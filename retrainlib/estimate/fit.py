@@ -84,8 +84,11 @@ def _labelled_rows(y_true, scores, features: pd.DataFrame | None, *, base: dict)
     y = np.asarray(y_true)
     s = np.asarray(scores, dtype=float)
     keep = ~pd.isna(y)
-    if features is not None:
-        features = features.reset_index(drop=True)[keep]
+    if features is not None and len(features) != len(y):
+        raise EstimationError(f"the calibration features have {len(features)} rows and the labels {len(y)}; pass the "
+                              "features of exactly the labelled rows, in the same order")
+    if features is not None and not keep.all():  # positional: the loss model reads the rows in order, not the index
+        features = features[keep]
     y, s = y[keep], s[keep]
     return _Rows(y=y, scores=s, features=features, base={**base, "calibration_rows": int(len(y))})
 

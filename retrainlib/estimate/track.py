@@ -108,9 +108,24 @@ def track_radius(scores: np.ndarray, alpha: float) -> tuple[float, str]:
 
     s = np.asarray(scores, dtype=float)
     n = len(s)
-    scale = float(np.quantile(s, 0.75)) / 1.1503493803760079
+    scale = _upper_quartile(s) / 1.1503493803760079
     z = float(-ndtri(alpha / 2))  # norm.isf(alpha / 2), the same figure, without scipy.stats' per-call checks
     return z * scale * math.sqrt(1 + 1 / n), f"z {z:.2f} x robust scale {scale:.4g} of {n} past errors"
+
+
+def _upper_quartile(s: np.ndarray) -> float:
+    """``np.quantile(s, 0.75)`` (its default, linear interpolation, the same float: the same lerp), without its
+    general machinery: a tenth of its time on the dozen errors the widening reads."""
+    x = np.sort(s)
+    if len(x) == 0 or np.isnan(x[-1]):
+        return float(np.quantile(s, 0.75))  # empty or NaN: as NumPy says
+    h = (len(x) - 1) * 0.75
+    k = int(h)
+    t = h - k
+    if k + 1 >= len(x):
+        return float(x[k])
+    a, b = float(x[k]), float(x[k + 1])
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 def widen(e: Estimate, record: list[dict], *, confidence: float = CONFIDENCE, warmup: int = WARMUP,
@@ -178,7 +193,7 @@ def label_check(est: Estimator, scores, y_true, features=None, *, batch: str | N
         return _class_check(est, scores, y, where)
     if features is None or "label_resid_sd" not in est.checks:  # an estimator fitted before it kept its residuals
         return None
-    return _regression_check(est, scores, y.astype(float), features.reset_index(drop=True)[keep], where)
+    return _regression_check(est, scores, y.astype(float), features if keep.all() else features[keep], where)
 
 
 def _isna(y: np.ndarray) -> np.ndarray:
