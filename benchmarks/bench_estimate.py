@@ -195,7 +195,7 @@ def champion(stream, work: Path):
     )
 
 
-def run_stream(stream, work: Path, repeat: int = 1, predictor=None) -> dict:
+def run_stream(stream, work: Path, repeat: int = 1, predictor=None, seed: int = 0) -> dict:
     from retrainlib import automl, estimate
 
     label, feats, ptype = stream["label"], stream["features"], stream["problem_type"]
@@ -218,7 +218,7 @@ def run_stream(stream, work: Path, repeat: int = 1, predictor=None) -> dict:
         out = {}
         for metric in stream["metrics"]:
             est = estimate.fit_estimator(problem_type=ptype, metric=metric, y_true=y_calib, scores=cal_scores,
-                                         features=cal_feats, classes=classes, seed=0)
+                                         features=cal_feats, classes=classes, seed=seed)
             out[metric] = (est, [est.estimate(s, f, batch=name) for (name, _, s), f in zip(batch_scores, batch_feats)])
         return out
 
@@ -357,7 +357,8 @@ class CpuParts:
             undo()
 
 
-def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int = 1, parts: bool = False) -> dict:
+def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int = 1, parts: bool = False,
+                seed: int = 0) -> dict:
     """The playbook's running mode as a backtest: each batch is estimated before its labels, with the estimator
     recalibrated on the labelled batches of that moment (:func:`label_windows`); each estimate is judged when its
     labels arrive, and later bands are set by those judgements (``estimate.widen``); each newly labelled batch's
@@ -402,7 +403,7 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
                             features=pd.concat([fx[c] for c in cs], ignore_index=True) if needs_features else None)
             for m in metrics:
                 if refit:
-                    est[m] = estimate.fit_estimator(problem_type=ptype, metric=m, classes=classes, seed=0, **rows)
+                    est[m] = estimate.fit_estimator(problem_type=ptype, metric=m, classes=classes, seed=seed, **rows)
                 e = estimate.widen(est[m].estimate(scores[name], fx[name], batch=name), record[m])
                 made[(name, m)] = e
                 out[m].append((e, estimate.unreliable_reason(checks[m][-1] if checks[m] else None), len(record[m])))
@@ -557,6 +558,10 @@ def main(argv=None) -> None:
                         help="running mode: a batch's labels arrive after this many later batches were estimated")
     parser.add_argument("--parts", action="store_true",
                         help="running mode: one more pass of our side, patched, printing where its CPU time goes")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="our estimators' seed (the playbook passes the profile's training.seed): the loss "
+                             "models' row and column sampling, the calibration's folds and bootstrap draws; "
+                             "NannyML's side has none to set")
     args = parser.parse_args(argv)
     if not NANNYML_PY.exists():
         raise SystemExit(f"{NANNYML_PY} is missing: python3.11 -m venv .venv-nannyml && "
@@ -572,9 +577,10 @@ def main(argv=None) -> None:
             stream = STREAMS[name]()
             predictor = champion(stream, Path(tmp))
             if args.mode in ("one-shot", "both"):
-                results.append(run_stream(stream, Path(tmp), args.repeat, predictor))
+                results.append(run_stream(stream, Path(tmp), args.repeat, predictor, args.seed))
             if args.mode in ("running", "both"):
-                running.append(run_running(stream, Path(tmp), predictor, args.label_delay, args.repeat, args.parts))
+                running.append(run_running(stream, Path(tmp), predictor, args.label_delay, args.repeat, args.parts,
+                                           args.seed))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = ""

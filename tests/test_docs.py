@@ -8,6 +8,7 @@ import argparse
 import re
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +102,23 @@ def _benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_seed_table_divides_our_point_error_by_nannymls_per_seed_past_the_warm_up_and_counts_the_seeds_no_worse(
+        tmp_path):
+    seeds = _benchmark("estimate_seeds")
+    for seed, ours in ((0, 0.70), (1, 0.74)):  # NannyML errs 0.02 on each judged batch; ours 0.00 / 0.04 or 0.00
+        rows = [{"stream": "s", "batch": f"b{i}", "metric": "accuracy", "realized": 0.72, "ours": ours if i % 2 else 0.72,
+                 "ours_low": 0.6, "ours_high": 0.8 if i % 2 or seed == 0 else 0.71, "judged_before": i,
+                 "unreliable": "", "track_record": 0.0, "nannyml": 0.70, "nannyml_low": 0.6, "nannyml_high": 0.8}
+                for i in range(7)]
+        (tmp_path / str(seed)).mkdir()
+        pd.DataFrame(rows).to_csv(tmp_path / str(seed) / seeds.CSV, index=False)
+    table = seeds.seed_table({0: tmp_path / "0", 1: tmp_path / "1"}).iloc[0]
+    # past the warm-up (judged_before >= 3): batches 3-6; ours errs 0.02 on 3 and 5, 0 on 4 and 6: half NannyML's
+    assert table["seed 0: error / NannyML's"] == 0.5 and table["seed 1: error / NannyML's"] == 0.5
+    assert table["seed 0: coverage"] == 1.0 and table["seed 1: coverage"] == 0.5  # seed 1's bands miss 0.72 on 4, 6
+    assert table["seeds no worse than NannyML"] == "2 of 2" and table["coverage, range"] == "0.500–1.000"
 
 
 def test_the_tune_tables_of_the_readme_and_the_docs_are_what_the_command_generates_from_the_committed_json():

@@ -491,17 +491,39 @@ def test_the_binary_expectation_under_every_bootstrap_map_at_once_equals_one_map
     assert np.allclose(at_once, [_expected_one_map(metric, p, q) for q in Q1], rtol=1e-10, atol=1e-12)
 
 
+def _scores_with_ties_and_labels(k: int, seed: int, n: int = 900):
+    """``rng, P, yi``: class probabilities of ``n`` rows (binary: scores rounded to 0.01, so many tie) and labels
+    drawn from them."""
+    from retrainlib.estimate.calibration import _as_matrix
+
+    rng = np.random.default_rng(seed)
+    P = _as_matrix(np.round(rng.uniform(0.01, 0.99, n), 2), 2) if k == 2 else rng.dirichlet([1, 2, 1], n)
+    return rng, P, np.array([rng.choice(k, p=p) for p in P])
+
+
 @pytest.mark.parametrize("k", [2, 3])
 def test_maps_fitted_from_one_sort_of_the_scores_equal_maps_fitted_on_the_rows_themselves(k):
-    from retrainlib.estimate.calibration import _as_matrix, _fit_maps, _grids, _maps_on
+    from retrainlib.estimate.calibration import _fit_maps, _grids, _maps_on
 
-    rng = np.random.default_rng(5)
-    P = _as_matrix(np.round(rng.uniform(0.01, 0.99, 900), 2), 2) if k == 2 else rng.dirichlet([1, 2, 1], 900)
-    yi = np.array([rng.choice(k, p=p) for p in P])
+    rng, P, yi = _scores_with_ties_and_labels(k, 5)
     grids = _grids(P)
     for take in (None, rng.permutation(900)[:450], rng.integers(0, 900, 900)):  # every row, a half, a bootstrap sample
         rows = np.arange(900) if take is None else take
         assert _maps_on(grids, k, yi, take) == _fit_maps(P[rows], yi[rows])
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_a_folds_held_out_map_from_every_rows_counts_less_its_own_equals_the_map_fitted_on_the_other_folds(k):
+    from retrainlib.estimate.calibration import CALIBRATION_FOLDS, _counts, _fit_maps, _grids, _maps_of_counts
+
+    rng, P, yi = _scores_with_ties_and_labels(k, 6)
+    grids = _grids(P)
+    every_row = _counts(grids, k, yi)
+    folds = np.array_split(rng.permutation(900), CALIBRATION_FOLDS)
+    for i, fold in enumerate(folds):
+        others = np.concatenate([f for j, f in enumerate(folds) if j != i])
+        held_out = _maps_of_counts(grids, [c - f for c, f in zip(every_row, _counts(grids, k, yi, fold))])
+        assert held_out == _fit_maps(P[others], yi[others])
 
 
 @pytest.mark.parametrize("k", [2, 3])
