@@ -117,6 +117,18 @@ def test_a_well_ordered_but_overconfident_score_is_calibrated_not_refused():
     est = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=y, scores=p, classes=[0, 1])
     assert est.usable, est.reason
     assert est.checks["ece_calibrated"] < est.checks["ece_raw"]
+    assert est.checks["brier_calibrated"] < est.checks["brier_raw"] and est.checks["calibration"] == "isotonic"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_probabilities_already_calibrated_are_kept_where_the_held_out_map_predicts_the_labels_no_better(seed):
+    rng = np.random.default_rng(seed)
+    p = rng.beta(2, 3, 4000)
+    y = (rng.random(4000) < p).astype(int)  # the labels drawn from the scores themselves: calibrated
+    est = estimate.fit_estimator(problem_type="binary", metric="accuracy", y_true=y, scores=p, classes=[0, 1],
+                                 seed=seed)
+    assert est.checks["brier_raw"] <= est.checks["brier_calibrated"]
+    assert est.checks["calibration"].startswith("none"), est.checks
 
 
 def test_only_unlabelled_calibration_rows_are_reported():

@@ -224,16 +224,19 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     grids, idx_all = _grids_and_order(P)  # one sort of the scores for every map and check below
     every_row = _counts(grids, k, yi)
     maps = _maps_of_counts(grids, every_row)
-    # cross-fitted check: each fold's rows calibrated by the map fitted on the other folds, against the model's own
-    # probabilities on the same rows, fold by fold (a fold's error is measured on its own rows alone: pooled over the
-    # folds, the maps' expected counts would add up to the labels' own and look calibrated by construction). Where the model's own probabilities are already as well calibrated on held-out
-    # rows, they are kept (an isotonic step function fitted to few rows only adds noise), as NannyML's CBPE does.
-    # Each fold's map sees (CALIBRATION_FOLDS - 1) / CALIBRATION_FOLDS of the rows, near the map of all of them
-    # that is used: with halves, a map of half the rows lost to the model's own probabilities where the whole map
-    # estimated better (employment 2016-2018)
+    # the choice, cross-fitted: each of CALIBRATION_FOLDS folds is calibrated by the map of the other folds (80% of
+    # the rows, near the all-rows map that is used), and the map is kept where it predicts the held-out labels better
+    # than the model's own probabilities, by the Brier score over every row (a proper score, row by row: no bins to
+    # be noisy in). The model's own probabilities are kept where they do as well (an isotonic step function fitted
+    # to few rows only adds noise), as NannyML's CBPE does, and only if they also pass as calibrated on all the rows
+    # (their calibration error within what sampling gives 95% of the time): on few rows the held-out comparison alone
+    # can prefer a miscalibrated model to a map fitted on part of them. Each fold's calibration error, on its own
+    # rows (pooled over the folds, the maps' expected counts would add up to the labels' own), says whether
+    # calibration fixed the scores at all (:func:`~.cbpe._fit_cbpe` refuses an estimator where it did not)
     perm = rng.permutation(len(yi))
     held = []  # per fold: its rows' scores, their calibration by the other folds' map, their score order
     raw, cal = [], []
+    brier_raw = brier_cal = 0.0
     for b in np.array_split(perm, CALIBRATION_FOLDS):
         # the map of the other folds' rows: every row's counts less this fold's (whole numbers: the same map)
         Qb = _calibrate(_maps_of_counts(grids, [c - f for c, f in zip(every_row, _counts(grids, k, yi, b))]), P[b])
@@ -241,13 +244,14 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
         cal.append(float(_ece(P[b], Qb, yi[b][None, :], idx=idx)[0]))
         raw.append(float(_ece(P[b], P[b], yi[b][None, :], idx=idx)[0]))
         held.append((P[b], Qb, idx))
+        hit = np.zeros_like(Qb)
+        hit[np.arange(len(b)), yi[b]] = 1.0
+        brier_raw += float(((P[b] - hit) ** 2).sum())
+        brier_cal += float(((Qb - hit) ** 2).sum())
     ece_raw, ece_cal = float(np.mean(raw)), float(np.mean(cal))
-    # the model's own probabilities are kept only if they also pass as calibrated on all the rows (their error
-    # within what sampling gives 95% of the time): on few rows the cross-fitted comparison alone often prefers a
-    # miscalibrated model to an isotonic map fitted on part of them
     ece_raw_all = float(_ece(P, P, yi[None, :], idx=idx_all)[0])
     raw_passes = ece_raw_all <= float(np.quantile(_ece_null(P, P, rng, 100, idx_all), 0.95))
-    keep_raw = ece_raw <= ece_cal and raw_passes
+    keep_raw = brier_raw <= brier_cal and raw_passes
     ece_after = ece_raw if keep_raw else ece_cal
     # what sampling alone gives the probabilities kept, fold by fold (200 label sets in all): past 1.5 times its 99th
     # percentile, calibration cannot fix the scores and the estimator is refused (:func:`~.cbpe._fit_cbpe`)
@@ -260,10 +264,11 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     boot = _bootstrap_maps(P, yi, rng, N_MAPS, grids)
     if keep_raw:
         maps = [dict(IDENTITY) for _ in maps]
-        how = "none: the model's own probabilities are as well calibrated on held-out rows"
+        how = "none: the model's own probabilities predict held-out labels as well (Brier score)"
     else:
         how = "isotonic, one-vs-rest" if k > 2 else "isotonic"
-    checks = {"ece_raw": round(ece_raw, 4), "ece_calibrated": round(ece_cal, 4), "raw_passes": bool(raw_passes),
+    checks = {"brier_raw": round(brier_raw / len(yi), 5), "brier_calibrated": round(brier_cal / len(yi), 5),
+              "ece_raw": round(ece_raw, 4), "ece_calibrated": round(ece_cal, 4), "raw_passes": bool(raw_passes),
               "ece_limit": round(limit, 4), "calibration": how}
     return checks, {"maps": maps, "bootstrap": boot}, ece_after, limit
 
