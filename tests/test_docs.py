@@ -121,6 +121,23 @@ def test_the_seed_table_divides_our_point_error_by_nannymls_per_seed_past_the_wa
     assert table["seeds no worse than NannyML"] == "2 of 2" and table["coverage, range"] == "0.500–1.000"
 
 
+def test_comparing_a_backtest_with_itself_shows_no_change_and_a_moved_estimate_shows_before_and_after(tmp_path):
+    import json
+
+    compare = _benchmark("compare_backtests")
+    record = REPO / "docs" / "backtest-demo.json"
+    same = compare.compare(record, record)
+    assert not same.apply(lambda col: col.str.contains("→")).any().any()
+    raw = json.loads(record.read_text())
+    moved = next(r for r in raw["records"] if r["strategy"] == "static" and r.get("estimated") is not None)
+    moved["estimated"] += 0.23  # one estimate of the static strategy further from the truth
+    (tmp_path / "after.json").write_text(json.dumps(raw))
+    table = compare.compare(record, tmp_path / "after.json")
+    before, after = table.loc["static", "estimate abs error, all"].split(" → ")
+    assert float(after) > float(before) and table.loc["static", "mean"].count("→") == 0
+    assert not table.drop(index="static").apply(lambda col: col.str.contains("→")).any().any()
+
+
 def test_the_tune_tables_of_the_readme_and_the_docs_are_what_the_command_generates_from_the_committed_json():
     tune_summary = _benchmark("tune_summary")
     results = sorted((REPO / "docs" / "tune").glob("*.json"))
