@@ -148,6 +148,17 @@ def test_calibration_features_of_another_length_than_the_labels_are_refused_in_o
                                features=X.iloc[:299])
 
 
+def test_a_label_check_of_features_of_another_length_than_the_labels_is_refused_in_one_line_naming_both_counts():
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame({"x": rng.normal(size=300)})
+    y = X["x"].to_numpy() + rng.normal(size=300)
+    est = estimate.fit_estimator(problem_type="regression", metric="mean_absolute_error", y_true=y, scores=y * 0.9,
+                                 features=X)
+    with pytest.raises(EstimationError, match=r"the batch on b7 has 299 rows of features and 300 labels"):
+        estimate.label_check(est, y * 0.9, y, X.iloc[:299], batch="b7")
+    assert estimate.label_check(est, y * 0.9, y, X, batch="b7")["kind"] == "label mean and spread"
+
+
 def test_a_regression_estimator_reads_its_calibration_rows_by_position_whatever_their_index():
     rng = np.random.default_rng(4)
     X = pd.DataFrame({"x": rng.normal(size=400), "z": rng.normal(size=400)})

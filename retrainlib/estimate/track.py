@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..errors import EstimationError
 from .calibration import _as_matrix, _calibrate
 from .cbpe import SPREAD_ROWS
 from .dle import _dle_losses
@@ -115,7 +116,7 @@ def track_radius(scores: np.ndarray, alpha: float) -> tuple[float, str]:
 
 def _upper_quartile(s: np.ndarray) -> float:
     """``np.quantile(s, 0.75)`` (its default, linear interpolation, the same float: the same lerp), without its
-    general machinery: a tenth of its time on the dozen errors the widening reads."""
+    general machinery, which took most of the widening's time on the dozen errors it reads."""
     x = np.sort(s)
     if len(x) == 0 or np.isnan(x[-1]):
         return float(np.quantile(s, 0.75))  # empty or NaN: as NumPy says
@@ -193,6 +194,9 @@ def label_check(est: Estimator, scores, y_true, features=None, *, batch: str | N
         return _class_check(est, scores, y, where)
     if features is None or "label_resid_sd" not in est.checks:  # an estimator fitted before it kept its residuals
         return None
+    if len(features) != len(keep):
+        raise EstimationError(f"the batch{where} has {len(features)} rows of features and {len(keep)} labels; pass the "
+                              "features of exactly the labelled batch's rows, in the same order")
     return _regression_check(est, scores, y.astype(float), features if keep.all() else features[keep], where)
 
 
