@@ -537,15 +537,21 @@ def test_maps_fitted_from_one_sort_of_the_scores_equal_maps_fitted_on_the_rows_t
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_a_folds_held_out_map_from_every_rows_counts_less_its_own_equals_the_map_fitted_on_the_other_folds(k):
-    from retrainlib.estimate.calibration import CALIBRATION_FOLDS, _counts, _fit_maps, _grids, _maps_of_counts
+    from retrainlib.estimate.calibration import (CALIBRATION_FOLDS, _codes, _counts, _fit_maps, _fold_counts, _grids,
+                                                 _maps_of_counts)
 
     rng, P, yi = _scores_with_ties_and_labels(k, 6)
     grids = _grids(P)
     every_row = _counts(grids, k, yi)
     folds = np.array_split(rng.permutation(900), CALIBRATION_FOLDS)
+    fold_of = np.empty(900, dtype=np.intp)
+    for i, fold in enumerate(folds):
+        fold_of[fold] = i
+    by_fold = _fold_counts(grids, _codes(grids, k, yi), fold_of, len(folds))  # every fold counted at once
     for i, fold in enumerate(folds):
         others = np.concatenate([f for j, f in enumerate(folds) if j != i])
-        held_out = _maps_of_counts(grids, [c - f for c, f in zip(every_row, _counts(grids, k, yi, fold))])
+        assert all(np.array_equal(f[i], c) for f, c in zip(by_fold, _counts(grids, k, yi, fold)))
+        held_out = _maps_of_counts(grids, [c - f[i] for c, f in zip(every_row, by_fold)])
         assert held_out == _fit_maps(P[others], yi[others])
 
 
@@ -555,11 +561,35 @@ def test_one_sort_of_the_scores_gives_the_same_distinct_scores_places_and_score_
 
     rng = np.random.default_rng(7)
     tied = _as_matrix(np.round(rng.uniform(0.01, 0.99, 900), 2), 2) if k == 2 else np.round(rng.dirichlet([1, 2, 1], 900), 2)
-    for P in (tied, _as_matrix(rng.uniform(0, 1, 50), 2) if k == 2 else rng.dirichlet([1, 1, 1], 50)):
+    # scores of either sign, ties among them, 0.0 and -0.0 (equal, not alike in their bits): the sort of their bits,
+    # which only scores without a sign bit take, must not be taken for them
+    signed = np.round(rng.uniform(-1, 1, 300), 1)
+    signed[:40:4], signed[1:40:4] = 0.0, -0.0
+    signed = _as_matrix(signed, 2) if k == 2 else np.column_stack([signed, -signed, np.zeros(300)])
+    zeros = np.zeros(200)
+    zeros[::3] = 0.5
+    zeros = _as_matrix(zeros, 2) if k == 2 else np.column_stack([zeros, 1 - zeros, np.zeros(200)])
+    for P in (tied, _as_matrix(rng.uniform(0, 1, 50), 2) if k == 2 else rng.dirichlet([1, 1, 1], 50), signed, zeros,
+              tied.astype(np.float32)):
         grids, order = _grids_and_order(P)
         for (xs, at), (xs0, at0) in zip(grids, _grids(P)):
             assert np.array_equal(xs, xs0) and np.array_equal(at, at0) and at.dtype == at0.dtype
         assert all(np.array_equal(o, o0) for o, o0 in zip(order, _score_order(P)))
+
+
+def test_the_binary_label_dependence_from_scores_in_their_order_equals_the_one_from_the_calibrated_table():
+    from retrainlib.estimate.calibration import _as_matrix, _calibrate, _fit_maps, _label_dependence, _score_order
+    from retrainlib.estimate.metrics import dependence
+
+    rng = np.random.default_rng(11)
+    s = np.round(rng.beta(2, 3, 3000), 3)
+    y = (rng.random(3000) < np.repeat(rng.uniform(0.1, 0.9, 30), 100)).astype(int)  # runs of wet and dry spells
+    P = _as_matrix(s, 2)
+    for maps in (_fit_maps(P, y), [{"x": [0.0, 1.0], "y": [0.0, 1.0]}]):
+        Q = _calibrate(maps, P)
+        hit = np.column_stack([1 - y, y]).astype(float)
+        by_table = round(dependence((hit - Q)[:, 1], float(np.mean(Q[:, 1] * (1 - Q[:, 1])))), 4)
+        assert _label_dependence(maps, P, y, _score_order(P)) == by_table > 1
 
 
 def test_the_metrics_sharing_a_calibration_share_one_label_check_and_another_batch_or_calibration_is_checked_anew():

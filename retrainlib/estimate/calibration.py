@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .metrics import dependence
+
 
 #: bootstrap re-fits of the calibration map (its uncertainty goes into the band)
 N_MAPS = 10
@@ -49,11 +51,15 @@ def _grids_and_order(P: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]]
     grids, order = [], []
     for j in ([1] if P.shape[1] == 2 else range(P.shape[1])):
         x = P[:, j]
-        o = np.argsort(x, kind="stable")
-        order.append(o)
-        if np.isnan(x).any() or len(x) == 0:
+        if len(x) == 0 or np.isnan(x).any():
+            order.append(np.argsort(x, kind="stable"))
             grids.append(np.unique(x, return_inverse=True))
             continue
+        # 64-bit scores without a sign bit (no negative, no -0.0) order as their bits do, and NumPy's stable sort of
+        # 64-bit integers is the faster one: the same order, equal scores in table order
+        bits = x.dtype == np.float64 and not np.signbit(x).any()
+        o = np.argsort(x.view(np.int64) if bits else x, kind="stable")
+        order.append(o)
         xo = x[o]
         new = np.empty(len(x), dtype=bool)
         new[0] = True
@@ -64,21 +70,41 @@ def _grids_and_order(P: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]]
     return grids, order
 
 
-def _maps_on(grids: list, k: int, yi: np.ndarray, take: np.ndarray | None = None) -> list[dict]:
+def _maps_on(grids: list, k: int, yi: np.ndarray, take: np.ndarray | None = None, codes: list | None = None) -> list[dict]:
     """The one-vs-rest isotonic maps fitted on the rows ``take`` (positions, repeats allowed; None: every row) — the
     same maps as :func:`_fit_maps` on those rows (the same distinct scores, and the same sums and counts at each, added
     in the same row order), without sorting them again."""
-    return _maps_of_counts(grids, _counts(grids, k, yi, take))
+    return _maps_of_counts(grids, _counts(grids, k, yi, take, codes))
 
 
-def _counts(grids: list, k: int, yi: np.ndarray, take: np.ndarray | None = None) -> list[np.ndarray]:
+def _codes(grids: list, k: int, yi: np.ndarray) -> list[np.ndarray]:
+    """Per class column, each row's distinct score and hit as one whole number, ``2 s + hit``: what :func:`_counts`
+    counts, worked out once for every count of these rows."""
+    return [2 * inverse + (yi == j) for j, (_, inverse) in zip([1] if k == 2 else range(k), grids)]
+
+
+def _counts(grids: list, k: int, yi: np.ndarray, take: np.ndarray | None = None,
+            codes: list | None = None) -> list[np.ndarray]:
     """Per class column, the rows ``take`` (None: every row) counted by distinct score and hit: ``pairs[2 s + hit]``,
-    whole numbers, so the counts of some rows are those of all rows less the others' (:func:`_calibration`'s folds)."""
-    cols = [1] if k == 2 else range(k)
-    y = yi if take is None else yi[take]
+    whole numbers, so the counts of some rows are those of all rows less the others' (:func:`_calibration`'s folds).
+    ``codes``: :func:`_codes` of these rows, if known."""
+    codes = _codes(grids, k, yi) if codes is None else codes
     # one count of (score, hit) pairs: each score's rows and hits, without a float-weighted second count
-    return [np.bincount(2 * (inverse if take is None else inverse[take]) + (y == j), minlength=2 * len(xs))
-            for j, (xs, inverse) in zip(cols, grids)]
+    return [np.bincount(c if take is None else c[take], minlength=2 * len(xs)) for c, (xs, _) in zip(codes, grids)]
+
+
+def _fold_counts(grids: list, codes: list, fold_of: np.ndarray, folds: int) -> list[np.ndarray]:
+    """:func:`_counts` of each fold's rows (``fold_of``: each row's fold; ``codes``: :func:`_codes`), all folds in one
+    count: per class column a (folds, 2 · distinct scores) array whose row ``b`` is the count of fold ``b``'s rows."""
+    return [np.bincount(fold_of * (2 * len(xs)) + c, minlength=folds * 2 * len(xs)).reshape(folds, 2 * len(xs))
+            for c, (xs, _) in zip(codes, grids)]
+
+
+def _brier(Q: np.ndarray, yi: np.ndarray) -> float:
+    """The Brier score of the probabilities ``Q`` (n, k) against the class indices ``yi``, summed over rows."""
+    hit = np.zeros_like(Q)
+    hit[np.arange(len(yi)), yi] = 1.0
+    return float(((Q - hit) ** 2).sum())
 
 
 def _maps_of_counts(grids: list, counts_by_column: list[np.ndarray]) -> list[dict]:
@@ -92,11 +118,12 @@ def _maps_of_counts(grids: list, counts_by_column: list[np.ndarray]) -> list[dic
 
 
 def _bootstrap_maps(P: np.ndarray, yi: np.ndarray, rng: np.random.Generator, times: int,
-                    grids: list | None = None) -> list[list[dict]]:
+                    grids: list | None = None, codes: list | None = None) -> list[list[dict]]:
     """The one-vs-rest isotonic maps fitted on ``times`` bootstrap samples of the rows — the same maps as
     :func:`_fit_maps` on each resample, from one sort of the scores (a resample only re-weights their distinct values)."""
     grids = _grids(P) if grids is None else grids
-    return [_maps_on(grids, P.shape[1], yi, rng.integers(0, len(yi), len(yi))) for _ in range(times)]
+    codes = _codes(grids, P.shape[1], yi) if codes is None else codes
+    return [_maps_on(grids, P.shape[1], yi, rng.integers(0, len(yi), len(yi)), codes) for _ in range(times)]
 
 
 #: the map that keeps the model's own probabilities
@@ -145,16 +172,22 @@ def _ece(P: np.ndarray, Q: np.ndarray, Y: np.ndarray, bins: int = 10, idx: list 
     classes (binary: the positive class only). ``idx``: each class column's rows by rising score, if known
     (:func:`_score_order`).
     """
+    return _ece_of(P, [Q], Y, bins, idx)[0]
+
+
+def _ece_of(P: np.ndarray, Qs: list[np.ndarray], Y: np.ndarray, bins: int = 10, idx: list | None = None) -> np.ndarray:
+    """:func:`_ece` of each calibration in ``Qs`` (len(Qs), draws) against the same labels, binned once."""
     n = P.shape[0]
     cols = [1] if P.shape[1] == 2 else range(P.shape[1])
     idx = _score_order(P) if idx is None else idx
     starts = _bin_starts(n, bins)
-    total = np.zeros(len(Y))
+    total = np.zeros((len(Qs), len(Y)))
     for j, order in zip(cols, idx):
         hit = Y[:, order] if P.shape[1] == 2 else (Y[:, order] == j)  # binary labels are already 0/1
         observed = np.add.reduceat(hit, starts, axis=1, dtype=float)
-        expected = np.add.reduceat(Q[order, j], starts)
-        total += np.abs(expected[None, :] - observed).sum(axis=1) / n
+        for i, Q in enumerate(Qs):
+            expected = np.add.reduceat(Q[order, j], starts)
+            total[i] += np.abs(expected[None, :] - observed).sum(axis=1) / n
     return total / len(cols)
 
 
@@ -205,7 +238,7 @@ def _sub_order(idx: list[np.ndarray], rows: np.ndarray, n: int) -> list[np.ndarr
     (equal scores stay in table order) — no second sort."""
     at = np.full(n, -1)
     at[rows] = np.arange(len(rows))
-    return [at[order][at[order] >= 0] for order in idx]
+    return [a[a >= 0] for a in (at[order] for order in idx)]
 
 
 def _draw_labels(Q: np.ndarray, rng: np.random.Generator, draws: int) -> np.ndarray:
@@ -222,7 +255,8 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     k = P.shape[1]
     rng = np.random.default_rng(seed)
     grids, idx_all = _grids_and_order(P)  # one sort of the scores for every map and check below
-    every_row = _counts(grids, k, yi)
+    codes = _codes(grids, k, yi)
+    every_row = _counts(grids, k, yi, codes=codes)
     maps = _maps_of_counts(grids, every_row)
     # the choice, cross-fitted: each of CALIBRATION_FOLDS folds is calibrated by the map of the other folds (80% of
     # the rows, near the all-rows map that is used), and the map is kept where it predicts the held-out labels better
@@ -233,21 +267,26 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     # can prefer a miscalibrated model to a map fitted on part of them. Each fold's calibration error, on its own
     # rows (pooled over the folds, the maps' expected counts would add up to the labels' own), says whether
     # calibration fixed the scores at all (:func:`~.cbpe._fit_cbpe` refuses an estimator where it did not)
-    perm = rng.permutation(len(yi))
+    n = len(yi)
+    folds = np.array_split(rng.permutation(n), CALIBRATION_FOLDS)
+    fold_of = np.empty(n, dtype=np.intp)
+    for b, rows in enumerate(folds):
+        fold_of[rows] = b
+    by_fold = _fold_counts(grids, codes, fold_of, len(folds))  # each fold's rows counted, all folds in one count
     held = []  # per fold: its rows' scores, their calibration by the other folds' map, their score order
     raw, cal = [], []
-    brier_raw = brier_cal = 0.0
-    for b in np.array_split(perm, CALIBRATION_FOLDS):
+    brier_cal = 0.0
+    for b, rows in enumerate(folds):
         # the map of the other folds' rows: every row's counts less this fold's (whole numbers: the same map)
-        Qb = _calibrate(_maps_of_counts(grids, [c - f for c, f in zip(every_row, _counts(grids, k, yi, b))]), P[b])
-        idx = _sub_order(idx_all, b, len(yi))
-        cal.append(float(_ece(P[b], Qb, yi[b][None, :], idx=idx)[0]))
-        raw.append(float(_ece(P[b], P[b], yi[b][None, :], idx=idx)[0]))
-        held.append((P[b], Qb, idx))
-        hit = np.zeros_like(Qb)
-        hit[np.arange(len(b)), yi[b]] = 1.0
-        brier_raw += float(((P[b] - hit) ** 2).sum())
-        brier_cal += float(((Qb - hit) ** 2).sum())
+        Pb, yb = P[rows], yi[rows]
+        Qb = _calibrate(_maps_of_counts(grids, [c - f[b] for c, f in zip(every_row, by_fold)]), Pb)
+        idx = _sub_order(idx_all, rows, n)
+        e_cal, e_raw = _ece_of(Pb, [Qb, Pb], yb[None, :], idx=idx)[:, 0]
+        cal.append(float(e_cal))
+        raw.append(float(e_raw))
+        held.append((Pb, Qb, idx))
+        brier_cal += _brier(Qb, yb)
+    brier_raw = _brier(P, yi)  # the model's own probabilities need no fold
     ece_raw, ece_cal = float(np.mean(raw)), float(np.mean(cal))
     ece_raw_all = float(_ece(P, P, yi[None, :], idx=idx_all)[0])
     raw_passes = ece_raw_all <= float(np.quantile(_ece_null(P, P, rng, 100, idx_all), 0.95))
@@ -261,14 +300,31 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     # isotonic maps re-fitted on bootstrap samples of the rows: how far their estimates fall from the point is the
     # calibration's share of the band — also when the model's own probabilities are kept (then the band spans
     # the isotonic alternative the rows cannot rule out)
-    boot = _bootstrap_maps(P, yi, rng, N_MAPS, grids)
+    boot = _bootstrap_maps(P, yi, rng, N_MAPS, grids, codes)
     if keep_raw:
         maps = [dict(IDENTITY) for _ in maps]
         how = "none: the model's own probabilities predict held-out labels as well (Brier score)"
     else:
         how = "isotonic, one-vs-rest" if k > 2 else "isotonic"
-    checks = {"brier_raw": round(brier_raw / len(yi), 5), "brier_calibrated": round(brier_cal / len(yi), 5),
+    checks = {"brier_raw": round(brier_raw / n, 5), "brier_calibrated": round(brier_cal / n, 5),
               "ece_raw": round(ece_raw, 4), "ece_calibrated": round(ece_cal, 4), "raw_passes": bool(raw_passes),
-              "ece_limit": round(limit, 4), "calibration": how}
+              "ece_limit": round(limit, 4), "calibration": how,
+              "label_dependence": _label_dependence(maps, P, yi, idx_all)}
     return checks, {"maps": maps, "bootstrap": boot}, ece_after, limit
+
+
+def _label_dependence(maps: list[dict], P: np.ndarray, yi: np.ndarray, idx: list[np.ndarray]) -> float:
+    """How much the labels of neighbouring rows hang together (a wet spell) beyond the calibrated probabilities: the
+    label check widens its sampling error by it (:func:`~.metrics.dependence`, the largest over the classes tested).
+    ``idx``: :func:`_score_order` of ``P`` (binary: the map is applied to the scores in that order, which
+    ``np.interp`` walks much faster, to the same probabilities)."""
+    k = P.shape[1]
+    if k == 2:
+        q = np.empty(len(yi))
+        q[idx[0]] = _apply(maps[0], P[idx[0], 1])
+        return round(dependence((yi == 1) - q, float(np.mean(q * (1 - q)))), 4)
+    Q = _calibrate(maps, P)
+    hit = np.zeros_like(Q)
+    hit[np.arange(len(yi)), yi] = 1.0
+    return round(max(dependence((hit - Q)[:, j], float(np.mean(Q[:, j] * (1 - Q[:, j])))) for j in range(k)), 4)
 

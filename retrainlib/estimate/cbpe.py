@@ -10,8 +10,8 @@ import math
 import numpy as np
 
 from .calibration import N_MAPS, _apply, _as_matrix, _calibrate, _calibration, _draw_labels
-from .estimator import Estimator, _maps, estimates_batches
-from .metrics import _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance, dependence
+from .estimator import Estimator, _content_key, _maps, estimates_batches
+from .metrics import _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance
 
 
 #: label draws per batch (for the sampling spread)
@@ -24,19 +24,14 @@ _CALIBRATIONS: dict[tuple, tuple] = {}
 
 
 def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator:
-    import hashlib
-
     k = len(base["classes"])
     # the scores as given (binary: the positive class, which the matrix only mirrors) and the labels name the rows
-    key = (k, seed, N_MAPS, s.shape, hashlib.blake2b(np.ascontiguousarray(s, dtype=float).tobytes()
-                                                     + np.ascontiguousarray(yi, dtype=np.int64).tobytes()).hexdigest())
+    key = (k, seed, N_MAPS, s.shape, _content_key(np.asarray(s, dtype=float), np.asarray(yi, dtype=np.int64)))
     if key not in _CALIBRATIONS:
         P = np.ascontiguousarray(_as_matrix(s, k))
         if len(_CALIBRATIONS) >= 4:
             _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
-        checks, state, ece_after, limit = _calibration(P, yi, seed)
-        _CALIBRATIONS[key] = ({**checks, "label_dependence": _label_dependence(state["maps"], P, yi)}, state,
-                              ece_after, limit)
+        _CALIBRATIONS[key] = _calibration(P, yi, seed)
     checks, state, ece_after, limit = _CALIBRATIONS[key]
     checks, state = dict(checks), {"maps": state["maps"], "bootstrap": state["bootstrap"]}
     if ece_after > limit:
@@ -45,17 +40,6 @@ def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator
             f"{ece_after:.3f} (expected calibration error, cross-fitted), more than sampling explains "
             f"({limit:.3f}); its scores do not order the risk, so an estimate would be a guess"), **base)
     return Estimator(usable=True, reason="", checks=checks, state=state, **base)
-
-
-def _label_dependence(maps: list[dict], P: np.ndarray, yi: np.ndarray) -> float:
-    """How much the labels of neighbouring rows hang together (a wet spell) beyond the calibrated probabilities: the
-    label check widens its sampling error by it (:func:`~.metrics.dependence`, the largest over the classes tested)."""
-    k = P.shape[1]
-    Q = _calibrate([{"x": np.asarray(m["x"]), "y": np.asarray(m["y"])} for m in maps], P)
-    hit = np.zeros_like(Q)
-    hit[np.arange(len(yi)), yi] = 1.0
-    return round(max(dependence((hit - Q)[:, j], float(np.mean(Q[:, j] * (1 - Q[:, j]))))
-                     for j in ([1] if k == 2 else range(k))), 4)
 
 
 @estimates_batches("cbpe")

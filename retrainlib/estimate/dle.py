@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import EstimationError
-from .estimator import Estimator, estimates_batches
+from .estimator import Estimator, _content_key, estimates_batches
 from .metrics import dependence
 
 
@@ -90,11 +90,9 @@ _BINNED: dict[tuple, object] = {}
 def _binned_table(X: np.ndarray, categorical: list[int], seed: int):
     """``X`` binned as a LightGBM Dataset, exactly as ``lgb.train`` bins it (the bins are set by the features alone,
     never by the loss), once per calibration table; a loss model sets its loss as the labels (:func:`_train_lgb`)."""
-    import hashlib
-
     import lightgbm as lgb
 
-    key = (seed, tuple(categorical), X.shape, hashlib.blake2b(np.ascontiguousarray(X).tobytes()).hexdigest())
+    key = (seed, tuple(categorical), X.shape, str(X.dtype), _content_key(X))
     if key not in _BINNED:
         _BINNED.clear()  # the newest table only: the metrics of one model are fitted one after the other on it
         # without labels: binning reads the features alone, and each loss model sets its own (_set_label)

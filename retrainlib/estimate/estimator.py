@@ -20,6 +20,18 @@ from .calibration import _as_matrix, _calibrate
 from .metrics import clip_to_range
 
 
+def _content_key(*arrays: np.ndarray) -> str:
+    """A digest of the arrays' bytes (C order), naming their content in the in-memory caches of this package (a
+    calibration, a label check, a binned table). SHA-1: no adversary picks these rows, and on this hardware it reads
+    them several times faster than BLAKE2."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return h.hexdigest()
+
+
 #: file name of the estimator inside a registry version folder
 ESTIMATOR_FILE = "estimator.json"
 

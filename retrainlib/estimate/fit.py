@@ -107,13 +107,13 @@ def _fit_classification(rows: _Rows, problem_type: str, metric: str, classes: Se
     if classes is None:
         raise EstimationError("classification needs the model's class labels in its own order")
     y = rows.y
-    idx = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({str(v) for v in pd.unique(y) if v not in idx})
-    if unknown:
-        return rows.refuse(f"calibration labels {', '.join(unknown[:5])} are not among the model's classes {list(classes)} "
-                           f"(a class new since it trained; a model that learnt it can be estimated)")
-    yi = pd.Index(list(classes)).get_indexer(y)  # vectorised; the dict below is the rule where the two could differ
-    if (yi < 0).any():
+    yi = pd.Index(list(classes)).get_indexer(y)  # vectorised; where it matches every label, so does the dict below
+    if (yi < 0).any():  # the dict is the rule where the two could differ, and names the labels it does not know
+        idx = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({str(v) for v in pd.unique(y) if v not in idx})
+        if unknown:
+            return rows.refuse(f"calibration labels {', '.join(unknown[:5])} are not among the model's classes "
+                               f"{list(classes)} (a class new since it trained; a model that learnt it can be estimated)")
         yi = np.array([idx[v] for v in y])
     counts = np.bincount(yi, minlength=len(classes))
     if counts.min() < MIN_CLASS_ROWS:
