@@ -25,7 +25,8 @@ Usage::
     .venv/bin/python benchmarks/bench_estimate.py                  # prints the table, writes benchmarks/results/
 
 Each side is timed inside its own process after imports, for fitting the estimators and estimating every batch
-(both metrics), three times (``--repeat``); the table gives the fastest wall and CPU time of each.
+(both metrics), three times (``--repeat``), the two sides taking turns (:func:`interleaved`), each timed run after an
+untimed one of the same side; the table gives the fastest wall and CPU time of each.
 
 Two modes (``--mode``, both by default), on the same champion:
 
@@ -222,11 +223,8 @@ def run_stream(stream, work: Path, repeat: int = 1, predictor=None, seed: int = 
             out[metric] = (est, [est.estimate(s, f, batch=name) for (name, _, s), f in zip(batch_scores, batch_feats)])
         return out
 
-    ours_seconds = ours_cpu = float("inf")
-    for _ in range(repeat):  # the fastest of the repeats, wall and CPU each (as timeit reports), on both sides
-        t0, c0 = time.perf_counter(), time.process_time()
-        fitted = ours()
-        ours_seconds, ours_cpu = min(ours_seconds, time.perf_counter() - t0), min(ours_cpu, time.process_time() - c0)
+    nannyml_once = nannyml_job(stream, cal_scores, batch_scores, work)
+    fitted, ours_seconds, ours_cpu, nm = interleaved(ours, nannyml_once, repeat)
     for metric, (est, estimates) in fitted.items():
         if not est.usable:
             raise SystemExit(f"{stream['name']}: our estimator refused: {est.reason}")
@@ -240,7 +238,6 @@ def run_stream(stream, work: Path, repeat: int = 1, predictor=None, seed: int = 
                 row["positive_rate_expected"] = float(est.calibrated(s)[:, 1].mean())
             rows.append(row)
 
-    nm = run_nannyml(stream, cal_scores, batch_scores, work, repeat)
     frame = pd.DataFrame(rows)
     nmf = pd.DataFrame(nm["rows"]).rename(columns={"value": "nannyml", "low": "nannyml_low", "high": "nannyml_high"})
     nmf["metric"] = nmf["metric"].map({v: k for k, v in NANNYML_NAMES.items()})
@@ -259,7 +256,41 @@ def _scored_frame(ptype, scores, frame, feats, classes):
     return out
 
 
-def run_nannyml(stream, cal_scores, batch_scores, work: Path, repeat: int = 1) -> dict:
+def interleaved(ours, nannyml_once, repeat: int):
+    """Each side ``repeat`` times, taking turns (ours, NannyML, ours, NannyML …), so both are timed over the same
+    stretch of time: on a shared machine the speed drifts over seconds, and two blocks of runs one after the other
+    caught it at different speeds (a side's time moved by up to 70% between runs of the bench). Each timed run follows
+    an untimed one of the same side, as NannyML's process makes one before its timed run (:func:`_nannyml_runner`):
+    neither side is timed straight after the other has filled the caches. Returns our last result, our fastest wall
+    and CPU seconds, and NannyML's output with its fastest of each (as timeit reports)."""
+    ours_seconds = ours_cpu = float("inf")
+    nm_seconds = nm_cpu = float("inf")
+    result = nm = None
+    for _ in range(repeat):
+        ours()  # untimed
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = ours()
+        ours_seconds, ours_cpu = min(ours_seconds, time.perf_counter() - t0), min(ours_cpu, time.process_time() - c0)
+        nm = nannyml_once()
+        nm_seconds, nm_cpu = min(nm_seconds, nm["seconds"]), min(nm_cpu, nm["cpu_seconds"])
+    return result, ours_seconds, ours_cpu, {**nm, "seconds": nm_seconds, "cpu_seconds": nm_cpu}
+
+
+def _nannyml_runner(d: Path, job: dict):
+    """Write ``job`` to ``d`` and return a function that runs it once in NannyML's environment (after one untimed
+    pass in that process, as each timed run of ours follows an untimed one) and reads what it wrote."""
+    (d / "job.json").write_text(json.dumps({**job, "repeat": 1, "warmup": 1}))
+    env = dict(os.environ, OMP_NUM_THREADS="1", NML_DISABLE_USAGE_LOGGING="1")  # no telemetry calls
+
+    def once() -> dict:
+        subprocess.run([str(NANNYML_PY), str(ROOT / "benchmarks" / "nannyml_estimate.py"), str(d / "job.json"),
+                        str(d / "out.json")], check=True, env=env)
+        return json.loads((d / "out.json").read_text())
+
+    return once
+
+
+def nannyml_job(stream, cal_scores, batch_scores, work: Path):
     label, feats, ptype = stream["label"], stream["features"], stream["problem_type"]
     classes = None
     ref = _scored_frame(ptype, cal_scores, stream["calib"], feats, classes)
@@ -275,12 +306,8 @@ def run_nannyml(stream, cal_scores, batch_scores, work: Path, repeat: int = 1) -
     ref.to_parquet(d / "reference.parquet")
     pd.concat(parts, ignore_index=True).to_parquet(d / "analysis.parquet")
     job = {"reference": str(d / "reference.parquet"), "analysis": str(d / "analysis.parquet"), "problem_type": ptype,
-           "metrics": [NANNYML_NAMES[m] for m in stream["metrics"]], "features": feats, "repeat": repeat}
-    (d / "job.json").write_text(json.dumps(job))
-    env = dict(os.environ, OMP_NUM_THREADS="1", NML_DISABLE_USAGE_LOGGING="1")  # no telemetry calls
-    subprocess.run([str(NANNYML_PY), str(ROOT / "benchmarks" / "nannyml_estimate.py"), str(d / "job.json"), str(d / "out.json")],
-                   check=True, env=env)
-    return json.loads((d / "out.json").read_text())
+           "metrics": [NANNYML_NAMES[m] for m in stream["metrics"]], "features": feats}
+    return _nannyml_runner(d, job)
 
 
 # --------------------------------------------------------------------------- the running mode
@@ -409,11 +436,8 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
                 out[m].append((e, estimate.unreliable_reason(checks[m][-1] if checks[m] else None), len(record[m])))
         return out
 
-    ours_seconds = ours_cpu = float("inf")
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fitted_rows = ours()
-        ours_seconds, ours_cpu = min(ours_seconds, time.perf_counter() - t0), min(ours_cpu, time.process_time() - c0)
+    nannyml_once = nannyml_running_job(stream, scores, ys, fx, steps, work)
+    fitted_rows, ours_seconds, ours_cpu, nm = interleaved(ours, nannyml_once, repeat)
     cpu_parts = None
     if parts:  # one more pass, patched, for where our CPU time goes
         with CpuParts() as cpu_parts:
@@ -427,7 +451,6 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
                          "realized": realized[(name, metric)], "ours": e.value, "ours_low": e.low, "ours_high": e.high,
                          "judged_before": n_judged, "unreliable": unreliable,
                          "track_record": (e.parts or {}).get("track_record")})
-    nm = run_nannyml_running(stream, scores, ys, fx, steps, work, repeat)
     frame = pd.DataFrame(rows)
     nmf = pd.DataFrame(nm["rows"]).rename(columns={"value": "nannyml", "low": "nannyml_low", "high": "nannyml_high"})
     nmf["metric"] = nmf["metric"].map({v: k for k, v in NANNYML_NAMES.items()})
@@ -437,7 +460,7 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
             "parts": cpu_parts}
 
 
-def run_nannyml_running(stream, scores, ys, fx, steps, work: Path, repeat: int = 1) -> dict:
+def nannyml_running_job(stream, scores, ys, fx, steps, work: Path):
     feats, ptype = stream["features"], stream["problem_type"]
     names = [n for n, _ in stream["batches"]]
     refs, parts = [], []
@@ -455,13 +478,9 @@ def run_nannyml_running(stream, scores, ys, fx, steps, work: Path, repeat: int =
     pd.concat(refs, ignore_index=True).to_parquet(d / "reference.parquet")
     pd.concat(parts, ignore_index=True).to_parquet(d / "analysis.parquet")
     job = {"reference": str(d / "reference.parquet"), "analysis": str(d / "analysis.parquet"), "problem_type": ptype,
-           "metrics": [NANNYML_NAMES[m] for m in stream["metrics"]], "features": feats, "repeat": repeat,
+           "metrics": [NANNYML_NAMES[m] for m in stream["metrics"]], "features": feats,
            "steps": [{"batch": s["batch"], "sources": s["sources"]} for s in steps]}
-    (d / "job.json").write_text(json.dumps(job))
-    env = dict(os.environ, OMP_NUM_THREADS="1", NML_DISABLE_USAGE_LOGGING="1")
-    subprocess.run([str(NANNYML_PY), str(ROOT / "benchmarks" / "nannyml_estimate.py"), str(d / "job.json"), str(d / "out.json")],
-                   check=True, env=env)
-    return json.loads((d / "out.json").read_text())
+    return _nannyml_runner(d, job)
 
 
 def hindsight_ratio(errors: pd.Series, coverage: float = 0.85) -> float:

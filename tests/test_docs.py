@@ -121,6 +121,28 @@ def test_the_seed_table_divides_our_point_error_by_nannymls_per_seed_past_the_wa
     assert table["seeds no worse than NannyML"] == "2 of 2" and table["coverage, range"] == "0.500–1.000"
 
 
+def test_the_estimate_bench_times_the_two_sides_taking_turns_and_keeps_each_sides_fastest_run():
+    import time
+
+    bench = _benchmark("bench_estimate")
+    turns, nannyml_times = [], iter([(3.0, 2.9), (2.0, 2.1), (2.5, 1.8)])
+
+    def ours():  # an untimed run before each timed one: the 1st, 3rd and 5th; the 6th is the fastest
+        turns.append("ours")
+        time.sleep(0.0 if turns.count("ours") == 6 else 0.15)
+        return len(turns)
+
+    def nannyml_once():
+        turns.append("nannyml")
+        seconds, cpu = next(nannyml_times)
+        return {"nannyml": "0.13.1", "seconds": seconds, "cpu_seconds": cpu, "rows": [{"batch": len(turns)}]}
+
+    result, seconds, cpu, nm = bench.interleaved(ours, nannyml_once, 3)
+    assert turns == ["ours", "ours", "nannyml"] * 3
+    assert result == 8 and nm["rows"] == [{"batch": 9}]  # each side's last output
+    assert seconds < 0.1 and cpu < 0.1 and (nm["seconds"], nm["cpu_seconds"]) == (2.0, 1.8)  # fastest wall, CPU
+
+
 def test_comparing_a_backtest_with_itself_shows_no_change_and_a_moved_estimate_shows_before_and_after(tmp_path):
     import json
 
