@@ -577,6 +577,42 @@ def test_one_sort_of_the_scores_gives_the_same_distinct_scores_places_and_score_
         assert all(np.array_equal(o, o0) for o, o0 in zip(order, _score_order(P)))
 
 
+@pytest.mark.parametrize("k", [3, 5])
+def test_multiclass_label_draws_counted_a_class_column_at_a_time_equal_the_draws_of_one_comparison_table(k):
+    from retrainlib.estimate.calibration import _draw_labels
+
+    Q = np.random.default_rng(3).dirichlet(np.ones(k), 700)
+    got = _draw_labels(Q, np.random.default_rng(9), 40)
+    u = np.random.default_rng(9).random((40, 700), dtype=np.float32)  # the same uniforms
+    cum = np.cumsum(Q, axis=1).astype(np.float32)
+    assert np.array_equal(got, (u[:, :, None] > cum[None, :, :-1]).sum(axis=2))
+    assert got.min() >= 0 and got.max() == k - 1
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_maps_applied_along_each_class_columns_sorted_scores_give_the_same_probabilities_as_row_by_row(k):
+    from retrainlib.estimate.calibration import IDENTITY, _calibrate, _fit_maps, _score_order, _sorted_columns
+
+    rng, P, yi = _scores_with_ties_and_labels(k, 12)
+    for maps in (_fit_maps(P, yi), [dict(IDENTITY) for _ in range(1 if k == 2 else k)]):
+        row_by_row = _calibrate(maps, P)
+        for cols in (_sorted_columns(P), _sorted_columns(P, _score_order(P))):
+            assert np.array_equal(_calibrate(maps, P, cols), row_by_row)
+
+
+def test_the_multiclass_calibration_error_counting_hits_as_whole_numbers_equals_adding_them_as_floats():
+    from retrainlib.estimate.calibration import _bin_starts, _draw_labels, _ece, _score_order
+
+    rng, P, yi = _scores_with_ties_and_labels(3, 4, n=1003)
+    Q = rng.dirichlet([2, 2, 2], 1003) * 0.2 + P * 0.8
+    Y = _draw_labels(Q, rng, 30)
+    starts, idx = _bin_starts(1003, 10), _score_order(P)
+    by_floats = sum(np.abs(np.add.reduceat(Q[o, j], starts)[None, :]
+                           - np.add.reduceat(Y[:, o] == j, starts, axis=1, dtype=float)).sum(axis=1) / 1003
+                    for j, o in enumerate(idx)) / 3
+    assert np.array_equal(_ece(P, Q, Y, idx=idx), by_floats)
+
+
 def test_the_binary_label_dependence_from_scores_in_their_order_equals_the_one_from_the_calibrated_table():
     from retrainlib.estimate.calibration import _as_matrix, _calibrate, _fit_maps, _label_dependence, _score_order
     from retrainlib.estimate.metrics import dependence

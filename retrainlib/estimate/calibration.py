@@ -142,14 +142,46 @@ def _as_matrix(s: np.ndarray, k: int) -> np.ndarray:
     return np.column_stack([1 - s, s]) if s.ndim == 1 else s.reshape(len(s), k)
 
 
-def _calibrate(maps: list[dict], P: np.ndarray) -> np.ndarray:
-    """One-vs-rest isotonic maps applied and renormalised (binary: the positive class only)."""
+def _calibrate(maps: list[dict], P: np.ndarray, cols: list | None = None) -> np.ndarray:
+    """One-vs-rest isotonic maps applied and renormalised (binary: the positive class only). ``cols``:
+    :func:`_sorted_columns` of ``P``, if known — the same probabilities, each map walked along its scores in order
+    (np.interp walks sorted queries several times faster), for several maps applied to the same rows."""
     if len(maps) == 1:
-        p1 = _apply(maps[0], P[:, 1])
+        p1 = _apply_sorted(maps[0], P[:, 1], None if cols is None else cols[0])
         return np.column_stack([1 - p1, p1])
-    Q = np.column_stack([_apply(m, P[:, j]) for j, m in enumerate(maps)])
+    Q = np.column_stack([_apply_sorted(m, P[:, j], None if cols is None else cols[j]) for j, m in enumerate(maps)])
     Q = np.clip(Q, 1e-6, None)
-    return Q / Q.sum(axis=1, keepdims=True)
+    return Q / _row_sums(Q)
+
+
+def _row_sums(Q: np.ndarray) -> np.ndarray:
+    """``Q.sum(axis=1, keepdims=True)``, the same floats: below 8 columns NumPy adds a row's entries one after the other,
+    as adding the columns one after the other does, ten times faster on a (rows, 3) table; from 8 on it adds in pairs."""
+    if Q.shape[1] >= 8 or Q.shape[1] == 0:
+        return Q.sum(axis=1, keepdims=True)
+    total = Q[:, 0].copy()
+    for j in range(1, Q.shape[1]):
+        total += Q[:, j]
+    return total[:, None]
+
+
+def _sorted_columns(P: np.ndarray, idx: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per class column :func:`_calibrate` maps (binary: the positive class only), its rows by rising score and the
+    scores in that order. ``idx``: :func:`_score_order` of ``P``, if known (any order that sorts each column will do:
+    a map's value at a score is the same wherever the row stands)."""
+    cols = [1] if P.shape[1] == 2 else range(P.shape[1])
+    idx = [np.argsort(P[:, j]) for j in cols] if idx is None else idx
+    return [(o, P[o, j]) for j, o in zip(cols, idx)]
+
+
+def _apply_sorted(m: dict[str, list], x: np.ndarray, col: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """:func:`_apply` of ``m`` at ``x``; ``col``: ``x``'s rows by rising value and the values in that order, if known."""
+    if col is None:
+        return _apply(m, x)
+    order, xs = col
+    out = np.empty(len(x))
+    out[order] = _apply(m, xs)
+    return out
 
 
 def _fit_maps(P: np.ndarray, yi: np.ndarray) -> list[dict]:
@@ -183,8 +215,11 @@ def _ece_of(P: np.ndarray, Qs: list[np.ndarray], Y: np.ndarray, bins: int = 10, 
     starts = _bin_starts(n, bins)
     total = np.zeros((len(Qs), len(Y)))
     for j, order in zip(cols, idx):
-        hit = Y[:, order] if P.shape[1] == 2 else (Y[:, order] == j)  # binary labels are already 0/1
-        observed = np.add.reduceat(hit, starts, axis=1, dtype=float)
+        if P.shape[1] == 2:  # binary labels are already 0/1
+            observed = np.add.reduceat(Y[:, order], starts, axis=1, dtype=float)
+        else:  # counted as whole numbers (the same sums, several times faster than adding the hits as floats)
+            hit = (Y[:, order] == j).view(np.uint8)
+            observed = np.add.reduceat(hit, starts, axis=1, dtype=np.int32).astype(float)
         for i, Q in enumerate(Qs):
             expected = np.add.reduceat(Q[order, j], starts)
             total[i] += np.abs(expected[None, :] - observed).sum(axis=1) / n
@@ -247,7 +282,12 @@ def _draw_labels(Q: np.ndarray, rng: np.random.Generator, draws: int) -> np.ndar
     if Q.shape[1] == 2:
         return (u < Q[:, 1].astype(np.float32)).astype(np.float32)
     cum = np.cumsum(Q, axis=1).astype(np.float32)
-    return (u[:, :, None] > cum[None, :, :-1]).sum(axis=2)
+    # a row's class is how many of its cumulative probabilities (all but the last) its uniform passes: counted one
+    # class column at a time, the same whole numbers as a (draws, n, k) comparison summed over its last axis
+    out = np.zeros(u.shape, dtype=np.min_scalar_type(Q.shape[1] - 1))  # the smallest whole type that holds the classes
+    for j in range(Q.shape[1] - 1):
+        out += u > cum[:, j]
+    return out
 
 
 def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, float, float]:
@@ -279,8 +319,8 @@ def _calibration(P: np.ndarray, yi: np.ndarray, seed: int) -> tuple[dict, dict, 
     for b, rows in enumerate(folds):
         # the map of the other folds' rows: every row's counts less this fold's (whole numbers: the same map)
         Pb, yb = P[rows], yi[rows]
-        Qb = _calibrate(_maps_of_counts(grids, [c - f[b] for c, f in zip(every_row, by_fold)]), Pb)
         idx = _sub_order(idx_all, rows, n)
+        Qb = _calibrate(_maps_of_counts(grids, [c - f[b] for c, f in zip(every_row, by_fold)]), Pb, _sorted_columns(Pb, idx))
         e_cal, e_raw = _ece_of(Pb, [Qb, Pb], yb[None, :], idx=idx)[:, 0]
         cal.append(float(e_cal))
         raw.append(float(e_raw))
@@ -323,7 +363,7 @@ def _label_dependence(maps: list[dict], P: np.ndarray, yi: np.ndarray, idx: list
         q = np.empty(len(yi))
         q[idx[0]] = _apply(maps[0], P[idx[0], 1])
         return round(dependence((yi == 1) - q, float(np.mean(q * (1 - q)))), 4)
-    Q = _calibrate(maps, P)
+    Q = _calibrate(maps, P, _sorted_columns(P, idx))
     hit = np.zeros_like(Q)
     hit[np.arange(len(yi)), yi] = 1.0
     return round(max(dependence((hit - Q)[:, j], float(np.mean(Q[:, j] * (1 - Q[:, j])))) for j in range(k)), 4)

@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-from .calibration import N_MAPS, _apply, _as_matrix, _calibrate, _calibration, _draw_labels
+from .calibration import N_MAPS, _apply, _as_matrix, _calibrate, _calibration, _draw_labels, _sorted_columns
 from .estimator import Estimator, _content_key, _maps, estimates_batches
-from .metrics import _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance
+from .metrics import MULTI_CLOSED_FORM, _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance
 
 
 #: label draws per batch (for the sampling spread)
@@ -51,7 +51,7 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray, features=None) -> tuple[float,
     the point. Binary: on the positive-class scores alone; for ROC AUC they are sorted once (its expectation
     needs the score order, and the maps, which rise with the score, keep it)."""
     k = len(est.classes)
-    spread = P = None
+    spread = P = cols = yhat = None
     if est.problem_type == "binary":
         p = np.sort(s) if est.metric == "roc_auc" else s
         q = _apply(_maps(est, "maps")[0], p)
@@ -62,9 +62,11 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray, features=None) -> tuple[float,
         spread = _binary_spread(est, p) if point is not None else None
     else:
         P = _as_matrix(s, k)
-        Q = _calibrate(_maps(est, "maps"), P)
+        cols = _sorted_columns(P)  # each class column sorted once, for the map and every bootstrap map
+        yhat = P.argmax(axis=1)  # and the model's classes found once
+        Q = _calibrate(_maps(est, "maps"), P, cols)
         order = None
-        point = _expected(est.problem_type, est.metric, P, Q, order)
+        point = _expected(est.problem_type, est.metric, P, Q, order, yhat)
         var = _sampling_variance(est.problem_type, est.metric, P, Q, point)
     if point is None or var is None:
         ranks = None
@@ -78,8 +80,11 @@ def _cbpe_estimate(est: Estimator, s: np.ndarray, features=None) -> tuple[float,
         draws = _metric_draws(est.problem_type, est.metric, P, _draw_labels(Q, rng, N_DRAWS), ranks)
         point = float(np.nanmean(draws)) if point is None else point
         var = float(np.nanvar(draws))
+    if spread is None and P.shape[1] > 2 and est.metric not in MULTI_CLOSED_FORM:
+        spread = np.array([])  # no closed form under a map (as _expected says for each): nothing to apply them for
     if spread is None:
-        spread = [_expected(est.problem_type, est.metric, P, _calibrate(m, P), order) for m in _maps(est, "bootstrap")]
+        spread = [_expected(est.problem_type, est.metric, P, _calibrate(m, P, cols), order, yhat)
+                  for m in _maps(est, "bootstrap")]
         spread = np.array([v - point for v in spread if v is not None])
     # calibration: mean squared distance of the bootstrap re-fits' estimates from the map's (their variance, plus
     # their gap to it where the model's own probabilities are kept)

@@ -96,11 +96,19 @@ def _binary_metric(metric: str, p: np.ndarray, L: np.ndarray, *, order: np.ndarr
     return None
 
 
-def _expected(problem_type: str, metric: str, P: np.ndarray, Q: np.ndarray, order: np.ndarray | None) -> float | None:
-    """The metric's expectation in closed form (ratios of expected counts), or None where there is none here."""
+#: the multiclass metrics whose expectation has a closed form here (:func:`_expected`); the others are drawn
+MULTI_CLOSED_FORM = ("accuracy", "log_loss")
+
+
+def _expected(problem_type: str, metric: str, P: np.ndarray, Q: np.ndarray, order: np.ndarray | None,
+              yhat: np.ndarray | None = None) -> float | None:
+    """The metric's expectation in closed form (ratios of expected counts), or None where there is none here.
+    ``yhat``: multiclass, ``P.argmax(axis=1)``, if known."""
     n = P.shape[0]
     if problem_type != "binary":
-        yhat = P.argmax(axis=1)
+        if metric not in MULTI_CLOSED_FORM:
+            return None
+        yhat = P.argmax(axis=1) if yhat is None else yhat
         if metric == "accuracy":
             return float(Q[np.arange(n), yhat].mean())
         if metric == "log_loss":
@@ -127,11 +135,11 @@ def _metric_draws(problem_type: str, metric: str, P: np.ndarray, Y: np.ndarray, 
                 return -np.take_along_axis(np.broadcast_to(logp, (len(Y), *logp.shape)), Y[..., None], 2)[..., 0].mean(axis=1)
             k = P.shape[1]
             recalls, f1s = [], []
-            for c in range(k):
+            for c in range(k):  # counts of true values: count_nonzero, the same whole numbers as a sum, far faster
                 is_c = Y == c
                 pred_c = yhat == c
-                tp = (is_c & pred_c).sum(axis=1).astype(float)
-                support = is_c.sum(axis=1)
+                tp = np.count_nonzero(is_c & pred_c, axis=1).astype(float)
+                support = np.count_nonzero(is_c, axis=1)
                 recalls.append(tp / support)
                 f1s.append(2 * tp / (support + pred_c.sum()))
             if metric == "balanced_accuracy":

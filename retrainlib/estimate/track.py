@@ -28,7 +28,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import EstimationError
-from .calibration import _as_matrix, _calibrate
+from .calibration import _as_matrix, _calibrate, _sorted_columns
 from .cbpe import SPREAD_ROWS
 from .dle import _dle_losses
 from .estimator import CONFIDENCE, Estimate, Estimator, _content_key, _maps
@@ -242,7 +242,8 @@ def _class_figures(est: Estimator, scores: np.ndarray, yi: np.ndarray, where: st
     sub = P[:: max(1, math.ceil(n / SPREAD_ROWS))]  # every k-th row: the maps' spread of the share, as the band's
     if sub.shape[1] == 2:
         sub = sub[np.argsort(sub[:, 1], kind="stable")]  # np.interp walks sorted queries much faster
-    boot = np.array([_column_means(_calibrate(m, sub)) for m in _maps(est, "bootstrap")])
+    cols = None if sub.shape[1] == 2 else _sorted_columns(sub)  # multiclass: each column sorted once for every map
+    boot = np.array([_column_means(_calibrate(m, sub, cols)) for m in _maps(est, "bootstrap")])
     if len(boot) > 1:  # how far the calibration rows could have put the expected shares
         var = var + np.var(boot, axis=0, ddof=1)
     z = (realized - expected) / np.sqrt(np.maximum(var, 1e-18))
