@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
 NANNYML_PY = ROOT / ".venv-nannyml" / "bin" / "python"
 NANNYML_NAMES = {"roc_auc": "roc_auc", "accuracy": "accuracy", "mean_absolute_error": "mae",
-                 "root_mean_squared_error": "rmse"}
+                 "root_mean_squared_error": "rmse", "f1_macro": "f1"}  # NannyML's multiclass f1 is the macro average
 
 
 # --------------------------------------------------------------------------- streams
@@ -223,7 +223,7 @@ def run_stream(stream, work: Path, repeat: int = 1, predictor=None, seed: int = 
             out[metric] = (est, [est.estimate(s, f, batch=name) for (name, _, s), f in zip(batch_scores, batch_feats)])
         return out
 
-    nannyml_once = nannyml_job(stream, cal_scores, batch_scores, work)
+    nannyml_once = nannyml_job(stream, cal_scores, batch_scores, work, classes)
     fitted, ours_seconds, ours_cpu, nm = interleaved(ours, nannyml_once, repeat)
     for metric, (est, estimates) in fitted.items():
         if not est.usable:
@@ -250,10 +250,24 @@ def _scored_frame(ptype, scores, frame, feats, classes):
     out = frame[feats].reset_index(drop=True).copy() if ptype == "regression" else pd.DataFrame(index=range(len(scores)))
     if ptype == "regression":
         out["y_pred"] = scores
+    elif ptype == "multiclass":  # one probability column per class (by its place in the model's class order)
+        for j in range(scores.shape[1]):
+            out[f"y_pred_proba_{j}"] = scores[:, j]
+        out["y_pred"] = scores.argmax(axis=1)  # the champion's own decision (automl.score uses it)
     else:
         out["y_pred_proba"] = scores
         out["y_pred"] = (scores >= 0.5).astype(int)  # the champion's own decision threshold (automl.score uses it)
     return out
+
+
+def _nannyml_truth(ptype, y, classes):
+    """The labels as NannyML's side reads them: a regression label as is, a binary one as 0/1 (the second of the sorted
+    labels is the positive class), a multiclass one as its class's place in the model's class order."""
+    if ptype == "regression":
+        return y
+    if ptype == "multiclass":
+        return pd.Index(list(classes)).get_indexer(y)
+    return (y == sorted(pd.unique(y))[1]).astype(int)
 
 
 def interleaved(ours, nannyml_once, repeat: int):
@@ -290,12 +304,10 @@ def _nannyml_runner(d: Path, job: dict):
     return once
 
 
-def nannyml_job(stream, cal_scores, batch_scores, work: Path):
+def nannyml_job(stream, cal_scores, batch_scores, work: Path, classes=None):
     label, feats, ptype = stream["label"], stream["features"], stream["problem_type"]
-    classes = None
     ref = _scored_frame(ptype, cal_scores, stream["calib"], feats, classes)
-    y = stream["calib"][label].to_numpy()
-    ref["y_true"] = y if ptype == "regression" else (y == sorted(pd.unique(y))[1]).astype(int)
+    ref["y_true"] = _nannyml_truth(ptype, stream["calib"][label].to_numpy(), classes)
     parts = []
     for name, b, s in batch_scores:
         p = _scored_frame(ptype, s, b, feats, classes)
@@ -436,7 +448,7 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
                 out[m].append((e, estimate.unreliable_reason(checks[m][-1] if checks[m] else None), len(record[m])))
         return out
 
-    nannyml_once = nannyml_running_job(stream, scores, ys, fx, steps, work)
+    nannyml_once = nannyml_running_job(stream, scores, ys, fx, steps, work, classes)
     fitted_rows, ours_seconds, ours_cpu, nm = interleaved(ours, nannyml_once, repeat)
     cpu_parts = None
     if parts:  # one more pass, patched, for where our CPU time goes
@@ -460,18 +472,19 @@ def run_running(stream, work: Path, predictor, label_delay: int = 1, repeat: int
             "parts": cpu_parts}
 
 
-def nannyml_running_job(stream, scores, ys, fx, steps, work: Path):
+def nannyml_running_job(stream, scores, ys, fx, steps, work: Path, classes=None):
     feats, ptype = stream["features"], stream["problem_type"]
     names = [n for n, _ in stream["batches"]]
     refs, parts = [], []
-    positive = sorted(pd.unique(ys["calibration"]))[1] if ptype != "regression" else None
+    if ptype == "binary":  # the positive class, as the calibration rows name it (their second sorted label)
+        classes = sorted(pd.unique(ys["calibration"]))
     for k in ["calibration", *names]:
         f = _scored_frame(ptype, scores[k], fx[k] if fx[k] is not None else pd.DataFrame(index=range(len(scores[k]))),
-                          feats if ptype == "regression" else [], None)
+                          feats if ptype == "regression" else [], classes)
         if k != "calibration":
             parts.append(f.assign(batch=k))
         r = f.copy()
-        r["y_true"] = ys[k] if ptype == "regression" else (ys[k] == positive).astype(int)
+        r["y_true"] = (ys[k] == classes[1]).astype(int) if ptype == "binary" else _nannyml_truth(ptype, ys[k], classes)
         refs.append(r.assign(source=k))
     d = work / f"nannyml-running-{stream['name']}"
     d.mkdir(exist_ok=True)

@@ -2,7 +2,7 @@
 
     .venv-nannyml/bin/python benchmarks/nannyml_estimate.py job.json out.json
 
-``job.json``: {"reference": parquet, "analysis": parquet, "problem_type": "binary"|"regression",
+``job.json``: {"reference": parquet, "analysis": parquet, "problem_type": "binary"|"multiclass"|"regression",
 "metrics": [...nannyml names], "features": [...]}. The reference holds the champion's scores and the
 labels (the same calibration rows our estimator sees), the analysis the scores per ``batch`` without
 labels. CBPE / DLE are fitted once on the reference and estimate each batch as one chunk; the time
@@ -33,6 +33,7 @@ def main(job_path: str, out_path: str) -> None:
     job = json.loads(open(job_path).read())
     ref = pd.read_parquet(job["reference"])
     ana = pd.read_parquet(job["analysis"])
+    job["columns"] = list(ref.columns)
     seconds = cpu = float("inf")
     for _ in range(int(job.get("warmup", 0))):  # untimed: NannyML's first pass in a process loads what it needs
         running(nml, job, ref, ana) if job.get("steps") else estimate(nml, job, ref, ana)
@@ -47,6 +48,10 @@ def _estimator(nml, job: dict):
     if job["problem_type"] == "binary":
         est = nml.CBPE(y_pred_proba="y_pred_proba", y_pred="y_pred", y_true="y_true", metrics=job["metrics"],
                        problem_type="classification_binary", chunk_number=1)
+    elif job["problem_type"] == "multiclass":  # one probability column per class, named by the class's place
+        proba = sorted((c for c in job["columns"] if c.startswith("y_pred_proba_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+        est = nml.CBPE(y_pred_proba={int(c.rsplit("_", 1)[1]): c for c in proba}, y_pred="y_pred", y_true="y_true",
+                       metrics=job["metrics"], problem_type="classification_multiclass", chunk_number=1)
     else:
         # its default LightGBM, on one thread: LGBMRegressor's n_jobs=None means every physical core whatever
         # OMP_NUM_THREADS says (LightGBM >= 4), which made NannyML's DLE use two CPU-seconds per wall-second here
