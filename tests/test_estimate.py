@@ -739,7 +739,7 @@ def test_the_binary_calibration_null_is_distributed_as_labels_drawn_row_by_row(r
         assert abs(np.quantile(fast, level) - np.quantile(slow, level)) < 0.06 * np.quantile(slow, level), level
 
 
-def test_a_subset_of_rows_keeps_the_score_order_of_the_whole_table():
+def test_a_subset_of_rows_and_each_fold_keep_the_score_order_of_the_whole_table():
     from retrainlib.estimate import calibration
 
     rng = np.random.default_rng(4)
@@ -747,6 +747,13 @@ def test_a_subset_of_rows_keeps_the_score_order_of_the_whole_table():
     rows = rng.permutation(400)[:150]
     sub = calibration._sub_order(calibration._score_order(P), rows, 400)
     assert all(np.array_equal(a, b) for a, b in zip(sub, calibration._score_order(P[rows])))
+    # every fold's at once, as the calibration's cross-fit reads them
+    folds = np.array_split(rng.permutation(400), 5)
+    fold_of = np.empty(400, dtype=np.intp)
+    for b, fold in enumerate(folds):
+        fold_of[fold] = b
+    for fold, orders in zip(folds, calibration._fold_orders(calibration._score_order(P), folds, fold_of)):
+        assert all(np.array_equal(a, b) for a, b in zip(orders, calibration._score_order(P[fold])))
 
 
 def test_the_loss_model_reads_categories_by_their_index_and_unseen_or_missing_ones_as_missing():
