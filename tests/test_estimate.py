@@ -990,3 +990,27 @@ def test_the_band_table_shows_each_part_the_label_check_and_the_unreliable_flag(
     line = estimate.band_summary(row)
     assert "95% band" in line and "label shift on w1" in line and "4 judged estimates, 0 inside their band" in line
     assert estimate.band_summary({}) == "not estimated: no batch to estimate" and estimate.band_table([]).empty
+
+
+@pytest.mark.parametrize("classes, y", [
+    ([0, 1], [1, 0, 0, 1, 2, -1]),  # an unknown label either side
+    ([1, 0], [1, 0, 0, 1]),  # the model's class order is not the sorted one
+    ([3, -2, 7], [7, 7, -2, 3, 5]),
+    ([False, True], [True, False, True]),
+    ([0, 1], [True, False]),  # a boolean label equals a whole-number class
+    (["no", "yes"], ["yes", "no", "maybe"]),  # text: pandas' lookup
+    ([0.5, 1.5], [1.5, 0.5, 2.5]),  # floats: pandas' lookup
+])
+def test_each_labels_place_among_the_classes_is_the_one_pandas_finds(classes, y):
+    from retrainlib.estimate.estimator import _class_places
+
+    got = _class_places(classes, np.array(y))
+    assert got.tolist() == pd.Index(list(classes)).get_indexer(np.array(y)).tolist()
+
+
+def test_a_content_key_names_the_values_their_type_and_shape():
+    from retrainlib.estimate.estimator import _content_key, _label_key
+
+    a = np.arange(6, dtype=np.int64)
+    assert _content_key(a) == _content_key(a.copy()) != _content_key(a.reshape(2, 3)) != _content_key(a.astype(np.int32))
+    assert _label_key(np.array([0, 1, -1])).dtype == np.int8 and _label_key(np.array([0, 300])).dtype == np.int64

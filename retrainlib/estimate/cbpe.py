@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .calibration import N_MAPS, _apply, _as_matrix, _calibrate, _calibration, _draw_labels, _sorted_columns
-from .estimator import Estimator, _content_key, _maps, estimates_batches
+from .estimator import Estimator, _content_key, _label_key, _maps, estimates_batches
 from .metrics import MULTI_CLOSED_FORM, _binary_metric, _binary_variance, _expected, _metric_draws, _sampling_variance
 
 
@@ -26,7 +26,7 @@ _CALIBRATIONS: dict[tuple, tuple] = {}
 def _fit_cbpe(base: dict, yi: np.ndarray, s: np.ndarray, seed: int) -> Estimator:
     k = len(base["classes"])
     # the scores as given (binary: the positive class, which the matrix only mirrors) and the labels name the rows
-    key = (k, seed, N_MAPS, s.shape, _content_key(np.asarray(s, dtype=float), np.asarray(yi, dtype=np.int64)))
+    key = (k, seed, N_MAPS, s.shape, _content_key(np.asarray(s, dtype=float), _label_key(yi)))
     if key not in _CALIBRATIONS:
         P = np.ascontiguousarray(_as_matrix(s, k))
         if len(_CALIBRATIONS) >= 4:

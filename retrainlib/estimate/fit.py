@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import EstimationError
 from .cbpe import _fit_cbpe
 from .dle import _REGRESSION, _fit_dle
-from .estimator import Estimator
+from .estimator import Estimator, _class_places
 from .metrics import _BINARY_FAST, _MULTI_FAST
 
 
@@ -107,7 +107,7 @@ def _fit_classification(rows: _Rows, problem_type: str, metric: str, classes: Se
     if classes is None:
         raise EstimationError("classification needs the model's class labels in its own order")
     y = rows.y
-    yi = pd.Index(list(classes)).get_indexer(y)  # vectorised; where it matches every label, so does the dict below
+    yi = _class_places(classes, y)  # vectorised; where it matches every label, so does the dict below
     if (yi < 0).any():  # the dict is the rule where the two could differ, and names the labels it does not know
         idx = {c: i for i, c in enumerate(classes)}
         unknown = sorted({str(v) for v in pd.unique(y) if v not in idx})

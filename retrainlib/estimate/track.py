@@ -31,7 +31,7 @@ from ..errors import EstimationError
 from .calibration import _as_matrix, _calibrate, _sorted_columns
 from .cbpe import SPREAD_ROWS
 from .dle import _dle_losses
-from .estimator import CONFIDENCE, Estimate, Estimator, _content_key, _maps
+from .estimator import CONFIDENCE, Estimate, Estimator, _class_places, _content_key, _label_key, _maps
 from .metrics import LOSS_METRICS, UNIT_METRICS, clip_to_range, dependence, metric_range  # noqa: F401 (re-exported)
 
 
@@ -215,14 +215,12 @@ _CLASS_CHECK: dict[str, Any] = {}
 def _class_check(est: Estimator, scores: np.ndarray, y: np.ndarray, where: str) -> dict[str, Any]:
     import copy
 
-    import pandas as pd
-
-    yi = pd.Index(list(est.classes)).get_indexer(y)  # vectorised; an unknown label is -1, as in the dict's rule
+    yi = _class_places(est.classes, y)  # vectorised; an unknown label is -1, as in the dict's rule
     if (yi < 0).any():  # where the two could differ (a label equal to a class but hashed apart), the dict decides
         idx = {c: i for i, c in enumerate(est.classes)}
         yi = np.array([idx.get(v, -1) for v in y])
     key = (tuple(map(str, est.classes)), est.checks.get("label_dependence"), where,
-           _content_key(scores, np.asarray(yi, dtype=np.int64)))
+           _content_key(scores, _label_key(yi)))
     memo = _CLASS_CHECK
     if memo.get("key") != key or memo["maps"] is not est.state["maps"] or memo["boot"] is not est.state["bootstrap"]:
         memo.update(key=key, maps=est.state["maps"], boot=est.state["bootstrap"], out=_class_figures(est, scores, yi, where))
