@@ -17,7 +17,13 @@ Streams (nothing is downloaded; each ships inside a PyPI package):
   pressure, visibility and wind;
 * ``seattle-temperature`` — Seattle daily weather 2012-2015, shipped in vega_datasets 0.9.0, as regression: the
   day's highest temperature from its lowest, precipitation, wind and day of the year (trained on 2012, calibrated on
-  2013, estimated per quarter of 2014-2015: the seasons move the features).
+  2013, estimated per quarter of 2014-2015: the seasons move the features);
+* ``california-housing`` — California housing as nannyml 0.13.1 ships it (real census blocks): is a block's value
+  above the median, estimated per month, each month another part of the state (its label share moves every batch);
+* ``credit-card-mc`` — nannyml 0.13.1's synthetic multiclass stream (which of three credit cards), the one
+  multiclass stream here (its concept changes halfway);
+* and, where ``make streams`` wrote them, three regression streams by year (Chicago ridership, baseball, Texas
+  housing).
 
 Usage::
 
@@ -113,10 +119,15 @@ def noaa_temperature_stream():
                 segment=_noaa_segment)
 
 
-def employment_stream():
+def _nannyml_data() -> Path:
+    """The data files nannyml 0.13.1 ships (in NannyML's environment)."""
     out = subprocess.run([str(NANNYML_PY), "-c", "import nannyml, os; print(os.path.dirname(nannyml.__file__))"],
                          capture_output=True, text=True, check=True)
-    data = Path(out.stdout.strip()) / "datasets" / "data"
+    return Path(out.stdout.strip()) / "datasets" / "data"
+
+
+def employment_stream():
+    data = _nannyml_data()
     ref = pd.read_parquet(data / "employment_MA_reference.pq")
     ana = pd.read_parquet(data / "employment_MA_analysis.pq").merge(
         pd.read_parquet(data / "employment_MA_analysis_target.pq"), on="id")
@@ -167,6 +178,35 @@ def _data_stream(name: str, label: str, drop: list[str], train_years: range, cal
                          and (year == y).sum() >= 200])
 
 
+def california_stream():
+    """California housing as NannyML ships it (real 1990 census blocks, its own hourly timestamps): is the block's
+    value above the median; trained and calibrated on its reference rows, estimated per month of its analysis rows,
+    each month a different part of the state (a covariate and label shift every batch)."""
+    data = _nannyml_data()
+    ref = pd.read_csv(data / "california_housing_reference.csv").sample(frac=1.0, random_state=0)
+    ana = pd.read_csv(data / "california_housing_analysis.csv").merge(
+        pd.read_csv(data / "california_housing_analysis_gt.csv"), on="id")
+    feats = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
+    month = pd.to_datetime(ana["timestamp"]).dt.to_period("M").astype(str)
+    return dict(name="california-housing", label="clf_target", features=feats, problem_type="binary",
+                metrics=["roc_auc", "accuracy"], train=ref.iloc[:3500], calib=ref.iloc[3500:],
+                batches=[(m, ana[month == m]) for m in sorted(month.unique())])
+
+
+def credit_card_stream():
+    """NannyML's synthetic multiclass stream (which credit card an applicant gets, three classes; the only multiclass
+    data it ships): trained on the first 30,000 reference rows, calibrated on the next 10,000, estimated in twelve
+    batches of its 60,000 analysis rows (its concept changes halfway)."""
+    data = _nannyml_data()
+    ref = pd.read_csv(data / "mc_reference.csv")
+    ana = pd.read_csv(data / "mc_analysis.csv").merge(pd.read_csv(data / "mc_analysis_gt.csv"), on="id")
+    feats = ["acq_channel", "app_behavioral_score", "requested_credit_limit", "app_channel", "credit_bureau_score",
+             "stated_income", "is_customer"]
+    return dict(name="credit-card-mc", label="y_true", features=feats, problem_type="multiclass",
+                metrics=["accuracy", "f1_macro"], train=ref.iloc[:30_000], calib=ref.iloc[30_000:40_000],
+                batches=[(f"{i + 1:02d}", part) for i, part in enumerate(np.array_split(ana, 12))])
+
+
 #: regression streams we found ourselves (not the issue's five), two of them wide, where a loss model's time grows with
 #: its columns: Chicago ridership (49 feature columns: 48 stations' ridership and the weekday), baseball player
 #: seasons (18) and Texas housing (6)
@@ -179,8 +219,12 @@ EXTRA_STREAMS = {
 
 STREAMS = {"demo": demo_stream, "noaa-rain": noaa_rain_stream, "employment-ma": employment_stream,
            "noaa-temperature": noaa_temperature_stream, "seattle-temperature": seattle_temperature_stream}
-#: what runs by default: the issue's five, then the streams of our own that ``make streams`` wrote
-DEFAULT_STREAMS = [*STREAMS, *(n for n in EXTRA_STREAMS if (ROOT / "data" / n / "batches").is_dir())]
+#: classification streams we found ourselves in nannyml's own data, both in NannyML's environment: a real binary one
+#: whose label share moves every batch, and the only multiclass one (synthetic)
+NANNYML_STREAMS = {"california-housing": california_stream, "credit-card-mc": credit_card_stream}
+#: what runs by default: the issue's five, the two above, then the streams of our own that ``make streams`` wrote
+DEFAULT_STREAMS = [*STREAMS, *NANNYML_STREAMS, *(n for n in EXTRA_STREAMS if (ROOT / "data" / n / "batches").is_dir())]
+STREAMS.update(NANNYML_STREAMS)
 STREAMS.update(EXTRA_STREAMS)
 
 
@@ -579,8 +623,8 @@ def summarize(results: list[dict]) -> pd.DataFrame:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", nargs="*", default=DEFAULT_STREAMS, choices=list(STREAMS),
-                        help="default: the issue's five and, where `make streams` wrote them, "
-                             + ", ".join(EXTRA_STREAMS))
+                        help="default: the issue's five, " + ", ".join(NANNYML_STREAMS)
+                             + " and, where `make streams` wrote them, " + ", ".join(EXTRA_STREAMS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--repeat", type=int, default=3, help="time each side this many times, report the fastest")
     parser.add_argument("--mode", choices=["one-shot", "running", "both"], default="both",
