@@ -1014,3 +1014,13 @@ def test_a_content_key_names_the_values_their_type_and_shape():
     a = np.arange(6, dtype=np.int64)
     assert _content_key(a) == _content_key(a.copy()) != _content_key(a.reshape(2, 3)) != _content_key(a.astype(np.int32))
     assert _label_key(np.array([0, 1, -1])).dtype == np.int8 and _label_key(np.array([0, 300])).dtype == np.int64
+
+
+def test_maps_applied_along_sorted_float32_scores_keep_the_type_the_row_by_row_calibration_gives():
+    from retrainlib.estimate.calibration import IDENTITY, _calibrate, _sorted_columns
+
+    P = np.random.default_rng(5).dirichlet([1, 1, 1], 300).astype(np.float32)
+    maps = [dict(IDENTITY) for _ in range(3)]
+    row_by_row = _calibrate(maps, P)
+    sorted_way = _calibrate(maps, P, _sorted_columns(P))
+    assert sorted_way.dtype == row_by_row.dtype and np.array_equal(sorted_way, row_by_row)

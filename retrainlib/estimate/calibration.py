@@ -183,8 +183,9 @@ def _apply_sorted(m: dict[str, list], x: np.ndarray, col: tuple[np.ndarray, np.n
     if col is None:
         return _apply(m, x)
     order, xs = col
-    out = np.empty(len(x))
-    out[order] = _apply(m, xs)
+    values = _apply(m, xs)
+    out = np.empty(len(x), dtype=values.dtype)  # the type _apply gives (the identity map keeps the scores' own)
+    out[order] = values
     return out
 
 
